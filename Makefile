@@ -1,0 +1,43 @@
+# Each target sets up what it needs itself (idempotent, fast when nothing changed).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+TIER ?=
+
+.PHONY: venv system-deps controlplane demo test lint format bench typecheck-tree clean-venv lock
+
+venv:
+	@scripts/bootstrap-venv.sh
+
+system-deps:
+	@scripts/install-system-deps.sh
+
+controlplane: venv
+	@if [ -x platform/build.sh ]; then platform/build.sh; fi
+
+demo: venv system-deps controlplane
+	$(PY) -m loopline.cli.main demo $(DEMO_ARGS)
+
+# `make test` runs every tier; `make test TIER=unit` (or integration, e2e) selects one.
+test: venv system-deps controlplane
+	@rc=0; $(PY) -m pytest $(if $(TIER),-m $(TIER)) $(PYTEST_ARGS) || rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
+
+lint: venv
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+	$(PY) scripts/typecheck_tree.py build/typecheck
+	$(PY) -m mypy build/typecheck/loopline
+	$(PY) scripts/lint_imports.py build/typecheck
+
+format: venv
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: venv system-deps controlplane
+	$(PY) -m benchmarks $(BENCH_ARGS)
+
+# Regenerate requirements/lock.txt from requirements/*.in (needs the registries).
+lock:
+	scripts/lock.sh

@@ -1,0 +1,1 @@
+"""KFP components: load features, validate data, train, evaluate, register."""

@@ -1,0 +1,1 @@
+"""The local Kubernetes control plane: build, start and stop it on loopback."""

@@ -1,0 +1,1 @@
+"""Factory sensor data: generator, schemas, Feast access and the data quality gate."""

@@ -1,0 +1,1 @@
+"""The drift monitor service and the Prometheus metrics it exports."""

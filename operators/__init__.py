@@ -1,0 +1,1 @@
+"""Kopf operators for Model and Pipeline: thin handlers, pure builders, pluggable backends."""

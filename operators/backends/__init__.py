@@ -1,0 +1,1 @@
+"""Backends the operators drive, chosen by short name in settings (pipelines, serving)."""

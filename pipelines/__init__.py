@@ -1,0 +1,1 @@
+"""KFP pipeline definitions; compiled IR YAML is kept beside them as golden files."""

@@ -1,0 +1,1 @@
+"""The model server runtime (MLServer, Open Inference Protocol) and serving helpers."""
