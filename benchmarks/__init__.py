@@ -1,0 +1,1 @@
+"""`make bench`: benchmark modules `benchmarks/bench_*.py`, each writing JSON to results/."""

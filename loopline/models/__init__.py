@@ -1,0 +1,1 @@
+"""Torch models and the MLflow pyfunc bundle that training writes and serving loads."""

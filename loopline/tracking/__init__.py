@@ -1,0 +1,1 @@
+"""MLflow: experiments, lineage tags, the registry and its champion/challenger aliases."""

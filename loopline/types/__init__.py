@@ -1,0 +1,1 @@
+"""Pydantic types of the Loopline custom resources (Model, Pipeline) and their status."""
