@@ -1,0 +1,58 @@
+"""A training run as the operators ask for it and as the pipeline reports it back.
+
+The operator builds a `TrainingRunSpec` (pure), a pipeline backend executes it (locally with
+kfp.local, or on KFP), and a `TrainingRunResult` comes back. Both are JSON files on disk for the
+local backend, so a restarted operator can adopt a run in flight.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from loopline.types.common import Spec, Task, Trigger
+from loopline.types.policy import TrainingParams, ValidationPolicy
+
+
+class RunPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"  # trained, gated, registered; `promoted` says whether champion moved
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+class TrainingRunSpec(Spec):
+    run_id: str = Field(alias="runId", description="Derived from uid, generation and trigger.")
+    namespace: str
+    model_name: str = Field(alias="modelName")
+    task: Task
+    trigger: Trigger
+    feature_service: str = Field(alias="featureService")
+    fallback_feature_service: str = Field(default="core_sensors", alias="fallbackFeatureService")
+    entity_key: str = Field(default="machine_id", alias="entityKey")
+    window_start: datetime | None = Field(default=None, alias="windowStart")
+    window_end: datetime | None = Field(default=None, alias="windowEnd")
+    params: TrainingParams = Field(default_factory=TrainingParams)
+    validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
+    registered_model_name: str = Field(alias="registeredModelName")
+    parent_version: str | None = Field(default=None, alias="parentVersion")
+    mlflow_tracking_uri: str = Field(alias="mlflowTrackingUri")
+    feature_repo: str = Field(alias="featureRepo", description="Path or URI of the Feast repo.")
+    pipeline: str = Field(default="training", description="Pipeline name in loopline.pipelines.")
+
+
+class TrainingRunResult(Spec):
+    run_id: str = Field(alias="runId")
+    phase: RunPhase
+    message: str = ""
+    step: str | None = Field(default=None, description="The pipeline step running or failed.")
+    mlflow_run_id: str | None = Field(default=None, alias="mlflowRunId")
+    model_version: str | None = Field(default=None, alias="modelVersion")
+    promoted: bool = False
+    rejection_reason: str | None = Field(default=None, alias="rejectionReason")
+    metrics: dict[str, float] = Field(default_factory=dict)
+    started_at: datetime | None = Field(default=None, alias="startedAt")
+    finished_at: datetime | None = Field(default=None, alias="finishedAt")
