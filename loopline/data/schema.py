@@ -1,0 +1,263 @@
+"""The column contract of Loopline's data, and a declared schema for anyone's data.
+
+The factory sensor columns are fixed names shared by the generator, the Feast repo, training,
+serving and the drift monitor, so they live in one place. `DatasetSchema` describes a data set
+(entity, timestamp, features with dtype and valid range, core subset, optional label); the
+generator declares its output with it and bring-your-own data declares the user's file with it,
+so the Feast repo and the quality gate treat both the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ENTITY = "machine_id"
+TIMESTAMP = "event_timestamp"
+
+CORE_SENSORS: tuple[str, ...] = (
+    "spindle_vibration_rms",
+    "spindle_current",
+    "spindle_torque",
+    "coolant_temperature",
+)
+OTHER_SENSORS: tuple[str, ...] = (
+    "feed_rate",
+    "spindle_speed",
+    "axial_vibration",
+    "acoustic_level",
+    "motor_temperature",
+    "coolant_flow",
+    "chamber_pressure",
+    "power_factor",
+)
+SENSORS: tuple[str, ...] = CORE_SENSORS + OTHER_SENSORS
+
+FAULT_TYPE = "fault_type"
+IS_FAULT = "is_fault"
+NO_FAULT = "none"
+FAULT_TYPES: tuple[str, ...] = (NO_FAULT, "bearing_wear", "tool_breakage", "coolant_loss")
+LABELS: tuple[str, ...] = (FAULT_TYPE, IS_FAULT)
+
+# Feast names (contract 1 of the common brief).
+FEAST_ENTITY = "machine"
+RAW_VIEW = "sensor_readings"
+ROLLING_VIEW = "sensor_rolling"
+ALL_SENSORS_SERVICE = "all_sensors"
+CORE_SENSORS_SERVICE = "core_sensors"
+
+FeatureDType = Literal["float", "int"]
+LabelDType = Literal["str", "int"]
+
+
+class SchemaError(ValueError):
+    """A data set does not match its declared schema; the message names the column."""
+
+
+class FeatureSpec(BaseModel):
+    """One numeric feature column: its dtype and the range a valid reading lies in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    dtype: FeatureDType = "float"
+    min: float | None = Field(default=None, description="Smallest valid value (inclusive).")
+    max: float | None = Field(default=None, description="Largest valid value (inclusive).")
+    unit: str = ""
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> FeatureSpec:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(
+                f"feature {self.name!r}: min {self.min} is greater than max {self.max}"
+            )
+        return self
+
+
+class LabelSpec(BaseModel):
+    """An optional label column (a class name or a 0/1 flag)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    dtype: LabelDType = "str"
+    values: list[str] | None = Field(default=None, description="Allowed values, if known.")
+
+
+class DatasetSchema(BaseModel):
+    """What a data set holds: who (entity), when (timestamp), what (features), and the label."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(default="sensors", pattern=r"^[a-z][a-z0-9_]*$")
+    entity: str = Field(default=ENTITY, min_length=1)
+    timestamp: str = Field(default=TIMESTAMP, min_length=1)
+    features: list[FeatureSpec] = Field(min_length=1)
+    core: list[str] = Field(
+        default_factory=list,
+        description="Features the fallback model uses when the others are missing.",
+    )
+    labels: list[LabelSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names_consistent(self) -> DatasetSchema:
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"features: duplicate names {dupes}")
+        reserved = {self.entity, self.timestamp} | {label.name for label in self.labels}
+        clash = sorted(reserved & set(names))
+        if clash:
+            raise ValueError(f"features: {clash} is also the entity, timestamp or a label")
+        unknown = [c for c in self.core if c not in names]
+        if unknown:
+            raise ValueError(f"core: {unknown} are not among the features {names}")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def core_feature_names(self) -> list[str]:
+        return list(self.core)
+
+    @property
+    def label_names(self) -> list[str]:
+        return [label.name for label in self.labels]
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.entity, self.timestamp, *self.feature_names, *self.label_names]
+
+    def feature(self, name: str) -> FeatureSpec:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def validate_frame(self, df: pd.DataFrame, *, check_duplicates: bool = True) -> None:
+        """Raise `SchemaError` naming the first problem: missing column, dtype, timestamps, keys.
+
+        This is the structural check run when data is registered; the quality gate scores the
+        softer problems (nulls, out-of-range values, drift) instead of refusing the data.
+        """
+        missing = [c for c in self.columns if c not in df.columns]
+        if missing:
+            raise SchemaError(
+                f"missing column(s) {missing}; the file has {list(df.columns)}. "
+                "Rename them or declare the right names (--entity/--timestamp/--features/--label)."
+            )
+        if len(df) == 0:
+            raise SchemaError("the data set has no rows")
+        ent = df[self.entity]
+        if not (
+            pd.api.types.is_string_dtype(ent)
+            or pd.api.types.is_integer_dtype(ent)
+            or isinstance(ent.dtype, pd.CategoricalDtype)
+        ):
+            raise SchemaError(
+                f"entity column {self.entity!r} has dtype {ent.dtype}; expected strings or integers"
+            )
+        if ent.isna().any():
+            raise SchemaError(f"entity column {self.entity!r} has {int(ent.isna().sum())} nulls")
+        ts = df[self.timestamp]
+        if not pd.api.types.is_datetime64_any_dtype(ts):
+            raise SchemaError(
+                f"timestamp column {self.timestamp!r} has dtype {ts.dtype}, not timestamps; "
+                "parse it first (e.g. ISO-8601 strings) or point --timestamp at a datetime column"
+            )
+        if ts.isna().all():
+            raise SchemaError(f"timestamp column {self.timestamp!r} has no timestamps (all null)")
+        if ts.isna().any():
+            raise SchemaError(
+                f"timestamp column {self.timestamp!r} has {int(ts.isna().sum())} nulls"
+            )
+        for spec in self.features:
+            col = df[spec.name]
+            ok = (
+                pd.api.types.is_integer_dtype(col)
+                if spec.dtype == "int"
+                else pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+            )
+            if not ok:
+                raise SchemaError(
+                    f"feature column {spec.name!r} has dtype {col.dtype}; expected {spec.dtype}"
+                )
+        for label in self.labels:
+            col = df[label.name]
+            if label.dtype == "int" and not pd.api.types.is_integer_dtype(col):
+                raise SchemaError(
+                    f"label column {label.name!r} has dtype {col.dtype}; expected int"
+                )
+        if check_duplicates:
+            dup = df.duplicated([self.entity, self.timestamp])
+            if dup.any():
+                first = df.loc[dup, [self.entity, self.timestamp]].iloc[0]
+                raise SchemaError(
+                    f"{int(dup.sum())} duplicate ({self.entity}, {self.timestamp}) keys, e.g. "
+                    f"({first[self.entity]}, {first[self.timestamp]}); each entity may have one "
+                    "row per timestamp"
+                )
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def save(self, path: Path) -> Path:
+        path.write_text(self.to_json() + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> DatasetSchema:
+        return cls.model_validate(json.loads(Path(path).read_text()))
+
+
+# Nominal operating point, spread of the per-machine offset, and valid range of each sensor.
+# (name, unit, nominal, valid min, valid max, description)
+_SENSOR_TABLE: tuple[tuple[str, str, float, float, float, str], ...] = (
+    ("spindle_vibration_rms", "mm/s", 2.0, 0.0, 50.0, "RMS vibration at the spindle bearing"),
+    ("spindle_current", "A", 12.0, 0.0, 80.0, "spindle motor current"),
+    ("spindle_torque", "N*m", 25.0, 0.0, 200.0, "spindle torque"),
+    ("coolant_temperature", "degC", 24.0, -10.0, 120.0, "coolant temperature at the outlet"),
+    ("feed_rate", "mm/min", 300.0, 0.0, 2000.0, "feed rate of the drill"),
+    ("spindle_speed", "rpm", 3000.0, 0.0, 20000.0, "spindle speed"),
+    ("axial_vibration", "mm/s", 1.2, 0.0, 50.0, "axial vibration of the head"),
+    ("acoustic_level", "dB", 78.0, 20.0, 140.0, "acoustic emission level"),
+    ("motor_temperature", "degC", 45.0, -10.0, 150.0, "spindle motor winding temperature"),
+    ("coolant_flow", "L/min", 20.0, 0.0, 100.0, "coolant flow rate"),
+    ("chamber_pressure", "bar", 6.0, 0.0, 20.0, "coolant chamber pressure"),
+    ("power_factor", "1", 0.85, 0.0, 1.0, "motor power factor"),
+)
+NOMINAL: dict[str, float] = {row[0]: row[2] for row in _SENSOR_TABLE}
+
+
+def factory_schema() -> DatasetSchema:
+    """The schema of the generator's factory sensor data (and of the default Feast repo)."""
+    return DatasetSchema(
+        name="sensors",
+        entity=ENTITY,
+        timestamp=TIMESTAMP,
+        features=[
+            FeatureSpec(name=n, dtype="float", min=lo, max=hi, unit=u, description=d)
+            for n, u, _, lo, hi, d in _SENSOR_TABLE
+        ],
+        core=list(CORE_SENSORS),
+        labels=[
+            LabelSpec(name=FAULT_TYPE, dtype="str", values=list(FAULT_TYPES)),
+            LabelSpec(name=IS_FAULT, dtype="int", values=["0", "1"]),
+        ],
+    )
+
+
+def feature_matrix(df: pd.DataFrame, names: list[str] | tuple[str, ...] = SENSORS) -> np.ndarray:
+    """The float32 [n, F] matrix of `names` in that order (the model bundle's input layout)."""
+    missing = [n for n in names if n not in df.columns]
+    if missing:
+        raise SchemaError(f"missing feature column(s) {missing}")
+    return df.loc[:, list(names)].to_numpy(dtype=np.float32, copy=True)

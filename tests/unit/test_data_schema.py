@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from loopline.data.schema import (
+    CORE_SENSORS,
+    ENTITY,
+    SENSORS,
+    TIMESTAMP,
+    DatasetSchema,
+    FeatureSpec,
+    SchemaError,
+    factory_schema,
+)
+
+
+def _frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "site": ["a", "a", "b"],
+            "ts": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-01"], utc=True),
+            "temp": [1.0, 2.0, 3.0],
+            "count": [1, 2, 3],
+        }
+    )
+
+
+def _schema() -> DatasetSchema:
+    return DatasetSchema(
+        name="plant",
+        entity="site",
+        timestamp="ts",
+        features=[FeatureSpec(name="temp"), FeatureSpec(name="count", dtype="int")],
+    )
+
+
+def test_factory_schema_follows_the_column_contract() -> None:
+    schema = factory_schema()
+    assert schema.feature_names == list(SENSORS)
+    assert len(SENSORS) == 12
+    assert SENSORS[:4] == CORE_SENSORS
+    assert schema.core_feature_names == list(CORE_SENSORS)
+    assert schema.entity == ENTITY
+    assert schema.timestamp == TIMESTAMP
+    assert schema.label_names == ["fault_type", "is_fault"]
+
+
+def test_schema_round_trips_through_json(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    schema = factory_schema()
+    path = schema.save(tmp_path / "schema.json")
+    assert DatasetSchema.load(path) == schema
+
+
+def test_schema_rejects_unknown_core_and_bad_range() -> None:
+    with pytest.raises(ValidationError, match="core"):
+        DatasetSchema(features=[FeatureSpec(name="a")], core=["b"])
+    with pytest.raises(ValidationError, match="min"):
+        FeatureSpec(name="a", min=2, max=1)
+
+
+def test_valid_frame_passes() -> None:
+    _schema().validate_frame(_frame())
+
+
+def test_missing_column_is_named() -> None:
+    with pytest.raises(SchemaError, match=r"missing column.*'temp'"):
+        _schema().validate_frame(_frame().drop(columns=["temp"]))
+
+
+def test_wrong_dtype_is_named() -> None:
+    df = _frame().assign(temp=["x", "y", "z"])
+    with pytest.raises(SchemaError, match=r"'temp' has dtype object; expected float"):
+        _schema().validate_frame(df)
+
+
+def test_no_timestamps_is_named() -> None:
+    df = _frame().assign(ts=["monday", "tuesday", "friday"])
+    with pytest.raises(SchemaError, match=r"timestamp column 'ts'.*not timestamps"):
+        _schema().validate_frame(df)
+    df = _frame().assign(ts=pd.Series([pd.NaT] * 3, dtype="datetime64[ns, UTC]"))
+    with pytest.raises(SchemaError, match="no timestamps"):
+        _schema().validate_frame(df)
+
+
+def test_duplicate_keys_are_named() -> None:
+    df = pd.concat([_frame(), _frame().iloc[[0]]], ignore_index=True)
+    with pytest.raises(SchemaError, match=r"1 duplicate \(site, ts\) keys"):
+        _schema().validate_frame(df)
