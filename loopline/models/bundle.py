@@ -1,0 +1,218 @@
+"""The model bundle: what a training run produces and what serving and the monitor load.
+
+One bundle holds the primary network (all sensors) and the fallback network (core sensors
+only), each with its own scaler and, for anomaly detection, its calibrated threshold. On disk
+it is a folder (`bundle.json` + one `state_dict` file per network); in MLflow it is the
+`bundle` artifact of one pyfunc model (see `loopline.models.pyfunc`). `load_bundle` accepts
+either a local bundle folder or any MLflow model URI (`models:/name@champion`, `runs:/…`).
+
+`score()` is the hot path of the model server: numpy in, numpy out, plain torch under
+`torch.inference_mode()`, no pandas.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from loopline.models.nets import AUTOENCODER, CLASSIFIER, load_network
+from loopline.models.standardize import Standardizer
+from loopline.types.common import Task
+
+BUNDLE_FILE = "bundle.json"
+BUNDLE_FORMAT = 1
+ARTIFACT_KEY = "bundle"  # key of the bundle folder among the pyfunc's artifacts
+
+
+class BundleError(ValueError):
+    """A bundle is malformed or an input does not fit it; the message names what is wrong."""
+
+
+@dataclass
+class Scorer:
+    """One network with its scaler (and threshold): the primary or the fallback model."""
+
+    feature_names: list[str]
+    scaler: Standardizer
+    config: dict[str, Any]
+    net: nn.Module
+    threshold: float | None = None  # anomaly detection only
+    class_names: list[str] = field(default_factory=list)  # classification only
+
+    @property
+    def kind(self) -> str:
+        return str(self.config["type"])
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 2 or x.shape[1] != len(self.feature_names):
+            raise BundleError(
+                f"input has shape {x.shape}; expected [n, {len(self.feature_names)}] with "
+                f"columns {self.feature_names}"
+            )
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def reconstruction_error(self, x: np.ndarray) -> np.ndarray:
+        """Mean squared reconstruction error per row in standardised units (float32 [n])."""
+        z = torch.from_numpy(self.scaler.transform(self._check(x)))
+        with torch.inference_mode():
+            err = ((self.net(z) - z) ** 2).mean(dim=1)
+        return err.numpy().astype(np.float32, copy=False)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        z = torch.from_numpy(self.scaler.transform(self._check(x)))
+        with torch.inference_mode():
+            out: np.ndarray = self.net(z).numpy()
+        return out
+
+    def score(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        if self.kind == AUTOENCODER:
+            if self.threshold is None:
+                raise BundleError("autoencoder scorer has no threshold")
+            score = self.reconstruction_error(x)
+            threshold = np.full(score.shape, self.threshold, dtype=np.float32)
+            return {
+                "anomaly_score": score,
+                "threshold": threshold,
+                "is_anomaly": score > threshold,
+            }
+        z = torch.from_numpy(self.scaler.transform(self._check(x)))
+        with torch.inference_mode():
+            probs = torch.softmax(self.net(z), dim=1)
+            index = probs.argmax(dim=1)
+        idx = index.numpy().astype(np.int64, copy=False)
+        names = np.asarray(self.class_names, dtype=object)[idx].astype(str)
+        return {
+            "class_index": idx,
+            "class_name": names,
+            "probabilities": probs.numpy().astype(np.float32, copy=False),
+        }
+
+    def to_dict(self, weights_file: str) -> dict[str, Any]:
+        return {
+            "feature_names": self.feature_names,
+            "scaler": self.scaler.to_dict(),
+            "network": self.config,
+            "threshold": self.threshold,
+            "class_names": self.class_names,
+            "weights": weights_file,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], folder: Path) -> Scorer:
+        state = torch.load(folder / data["weights"], map_location="cpu", weights_only=True)
+        return cls(
+            feature_names=list(data["feature_names"]),
+            scaler=Standardizer.from_dict(data["scaler"]),
+            config=dict(data["network"]),
+            net=load_network(data["network"], state),
+            threshold=None if data.get("threshold") is None else float(data["threshold"]),
+            class_names=list(data.get("class_names") or []),
+        )
+
+
+@dataclass
+class ModelBundle:
+    """Primary and fallback scorers of one task, with the names serving needs to map inputs."""
+
+    task: Task
+    primary: Scorer
+    fallback: Scorer
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        expected = AUTOENCODER if self.task == Task.ANOMALY_DETECTION else CLASSIFIER
+        for role, scorer in (("primary", self.primary), ("fallback", self.fallback)):
+            if scorer.kind != expected:
+                raise BundleError(f"{role}: a {self.task} bundle needs a {expected} network")
+        missing = [n for n in self.fallback.feature_names if n not in self.primary.feature_names]
+        if missing:
+            raise BundleError(f"fallback features {missing} are not among the primary's")
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.primary.feature_names)
+
+    @property
+    def core_feature_names(self) -> list[str]:
+        return list(self.fallback.feature_names)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.primary.class_names)
+
+    @property
+    def core_indices(self) -> list[int]:
+        """Positions of the core features in `feature_names` (to slice a full matrix)."""
+        return [self.feature_names.index(n) for n in self.core_feature_names]
+
+    def score(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Score float32 [n, len(feature_names)] rows with the primary model."""
+        return self.primary.score(x)
+
+    def score_fallback(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Score float32 [n, len(core_feature_names)] rows with the core-sensor fallback."""
+        return self.fallback.score(x)
+
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(self.primary.net.state_dict(), folder / "primary.pt")
+        torch.save(self.fallback.net.state_dict(), folder / "fallback.pt")
+        doc = {
+            "format": BUNDLE_FORMAT,
+            "task": str(self.task),
+            "primary": self.primary.to_dict("primary.pt"),
+            "fallback": self.fallback.to_dict("fallback.pt"),
+            "metadata": self.metadata,
+        }
+        (folder / BUNDLE_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load_dir(cls, folder: Path) -> ModelBundle:
+        path = folder / BUNDLE_FILE
+        if not path.is_file():
+            raise BundleError(f"{folder} is not a model bundle: {BUNDLE_FILE} is missing")
+        doc = json.loads(path.read_text())
+        if doc.get("format") != BUNDLE_FORMAT:
+            raise BundleError(f"{path}: format {doc.get('format')!r}, expected {BUNDLE_FORMAT}")
+        return cls(
+            task=Task(doc["task"]),
+            primary=Scorer.from_dict(doc["primary"], folder),
+            fallback=Scorer.from_dict(doc["fallback"], folder),
+            metadata=dict(doc.get("metadata") or {}),
+        )
+
+
+def bundle_dir_of_model(model_dir: Path) -> Path:
+    """The bundle folder inside a downloaded MLflow pyfunc model folder."""
+    from mlflow.models import Model
+
+    flavor = Model.load(str(model_dir / "MLmodel")).flavors.get("python_function", {})
+    info = (flavor.get("artifacts") or {}).get(ARTIFACT_KEY)
+    if not info:
+        raise BundleError(f"{model_dir} is an MLflow model without a {ARTIFACT_KEY!r} artifact")
+    return model_dir / info["path"]
+
+
+def load_bundle(model_uri: str | Path, *, tracking_uri: str | None = None) -> ModelBundle:
+    """Load a bundle from a local folder or an MLflow model URI (`models:/name@champion`).
+
+    Reads the bundle files directly instead of going through `mlflow.pyfunc.load_model`, so
+    serving gets the numpy API without pandas and without MLflow's environment checks.
+    """
+    local = Path(str(model_uri))
+    if local.is_dir():
+        if (local / BUNDLE_FILE).is_file():
+            return ModelBundle.load_dir(local)
+        if (local / "MLmodel").is_file():
+            return ModelBundle.load_dir(bundle_dir_of_model(local))
+    from mlflow.artifacts import download_artifacts
+
+    downloaded = Path(download_artifacts(artifact_uri=str(model_uri), tracking_uri=tracking_uri))
+    return ModelBundle.load_dir(bundle_dir_of_model(downloaded))
