@@ -1,0 +1,105 @@
+"""Prometheus metrics of the model server, registered where MLServer's metrics port serves them.
+
+MLServer exposes prometheus_client's default registry on its metrics port when it runs models
+in its own process (`parallel_workers: 0`, Loopline's default) and a multiprocess collector
+otherwise; metrics created at model load time land in the right one either way. Tests pass a
+fresh `CollectorRegistry`, so nothing leaks between them.
+
+Several models in one server share one set of metrics (told apart by the `model` and
+`version` labels), hence one `ServingMetrics` per registry.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (
+    0.0002,
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class ServingMetrics:
+    """The `loopline_*` series of one model server (DESIGN.md section 8)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "loopline_inference_requests_total",
+            "Inference requests by model, version, protocol and outcome (ok, client_error, "
+            "server_error).",
+            ["model", "version", "protocol", "outcome"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "loopline_inference_latency_seconds",
+            "Time inside the runtime per request: decode, score, encode.",
+            ["model", "version", "protocol"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "loopline_inference_batch_size",
+            "Rows per scored request.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.rows = Counter(
+            "loopline_scored_rows_total",
+            "Rows scored, by model and version.",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.fallback_rows = Counter(
+            "loopline_fallback_rows_total",
+            "Rows scored by the core-sensor fallback model (a non-core sensor missing or NaN).",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.anomaly_rows = Counter(
+            "loopline_anomaly_rows_total",
+            "Rows the model flagged as anomalous (anomaly detection only).",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.version_info = Gauge(
+            "loopline_model_version_info",
+            "1 for each model version this server has loaded, with its role and task.",
+            ["model", "version", "role", "task"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.samples = Counter(
+            "loopline_samples_total",
+            "Sample batches for the drift monitor by outcome (sent, failed, dropped).",
+            ["model", "outcome"],
+            registry=registry,
+        )
+
+
+_lock = threading.Lock()
+_by_registry: dict[int, ServingMetrics] = {}
+
+
+def serving_metrics(registry: CollectorRegistry | None = None) -> ServingMetrics:
+    """The metrics of `registry` (default: the process registry MLServer exposes)."""
+    registry = REGISTRY if registry is None else registry
+    with _lock:
+        found = _by_registry.get(id(registry))
+        if found is None:
+            found = _by_registry[id(registry)] = ServingMetrics(registry)
+        return found

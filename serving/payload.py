@@ -1,0 +1,273 @@
+"""Decode and validate an Open Inference Protocol (V2) request into one float32 matrix.
+
+Two request layouts are accepted (docs/serving.md shows both):
+
+- one input per feature, named after it, FP32 or FP64, shape [n] or [n, 1];
+- one input named `features`, FP32 or FP64, shape [n, F] with the model's feature order.
+
+Either may add a BYTES input `machine_id` of shape [n], passed on to the drift monitor.
+A non-core feature that is absent or NaN becomes NaN in the matrix (those rows go to the
+fallback model); a core feature that is absent or NaN is a 422 naming it. Everything else that
+is wrong with a payload is a 400 (413 when it has more rows than the server accepts), so a
+bad client never sees a 5xx and never ties up a worker.
+
+This module is pure (no server, no model): the runtime calls `decode_request` on its hot
+path, so it avoids pandas and per-feature Python loops over rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from mlserver.errors import MLServerError
+from mlserver.types import InferenceRequest, MetadataTensor, RequestInput
+
+FEATURES_INPUT = "features"
+MACHINE_ID_INPUT = "machine_id"
+_FLOAT_TYPES = {"FP32": np.float32, "FP64": np.float64}
+
+
+class PayloadError(MLServerError):
+    """The request is malformed (shape, dtype, names, empty): HTTP 400 / gRPC INVALID_ARGUMENT."""
+
+    def __init__(self, msg: str, status_code: int = 400) -> None:
+        super().__init__(msg, status_code)
+
+
+class MissingCoreSensor(PayloadError):
+    """A core sensor is absent or NaN: no model can score the row (HTTP 422)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, 422)
+
+
+class PayloadTooLarge(PayloadError):
+    """More rows than `max_rows` (HTTP 413)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, 413)
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """The model's feature order and which of them the fallback model needs."""
+
+    feature_names: tuple[str, ...]
+    core_names: tuple[str, ...]
+    index: dict[str, int] = field(init=False, repr=False)
+    core_idx: np.ndarray = field(init=False, repr=False)
+    noncore_idx: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.feature_names:
+            raise ValueError("feature_names is empty")
+        if len(set(self.feature_names)) != len(self.feature_names):
+            raise ValueError(f"feature_names has duplicates: {list(self.feature_names)}")
+        index = {name: i for i, name in enumerate(self.feature_names)}
+        missing = [c for c in self.core_names if c not in index]
+        if missing:
+            raise ValueError(f"core features {missing} are not in feature_names")
+        core = np.array([index[c] for c in self.core_names], dtype=np.intp)
+        noncore = np.array(
+            [i for i, n in enumerate(self.feature_names) if n not in set(self.core_names)],
+            dtype=np.intp,
+        )
+        object.__setattr__(self, "index", index)
+        object.__setattr__(self, "core_idx", core)
+        object.__setattr__(self, "noncore_idx", noncore)
+
+    @classmethod
+    def of(cls, feature_names: Sequence[str], core_names: Sequence[str]) -> FeatureLayout:
+        return cls(tuple(feature_names), tuple(core_names))
+
+    @property
+    def width(self) -> int:
+        return len(self.feature_names)
+
+    def metadata_inputs(self) -> list[MetadataTensor]:
+        """What `GET /v2/models/{name}` lists: both layouts and the optional machine id."""
+        per_feature = [
+            MetadataTensor(name=name, datatype="FP32", shape=[-1]) for name in self.feature_names
+        ]
+        return [
+            *per_feature,
+            MetadataTensor(name=FEATURES_INPUT, datatype="FP32", shape=[-1, self.width]),
+            MetadataTensor(name=MACHINE_ID_INPUT, datatype="BYTES", shape=[-1]),
+        ]
+
+
+@dataclass
+class DecodedRequest:
+    """A validated batch: float32 [n, F] (NaN where a non-core sensor is missing)."""
+
+    x: np.ndarray
+    machine_ids: list[str] | None = None
+
+    @property
+    def rows(self) -> int:
+        return int(self.x.shape[0])
+
+
+def _tensor(inp: RequestInput, what: str) -> np.ndarray:
+    """The input's data as a float array of its declared shape, or a 400 saying why not."""
+    dtype = _FLOAT_TYPES.get(_datatype(inp))
+    if dtype is None:
+        raise PayloadError(
+            f"input {inp.name!r} has datatype {_datatype(inp)}; {what} must be FP32 or FP64"
+        )
+    data = inp.data.root if hasattr(inp.data, "root") else inp.data
+    try:
+        arr = np.asarray(data, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(f"input {inp.name!r}: data is not a list of numbers ({exc})") from None
+    expected = 1
+    for dim in inp.shape:
+        if dim < 0:
+            raise PayloadError(f"input {inp.name!r} has a negative dimension in shape {inp.shape}")
+        expected *= dim
+    if arr.size != expected:
+        raise PayloadError(
+            f"input {inp.name!r}: shape {inp.shape} needs {expected} values, data has {arr.size}"
+        )
+    return (
+        arr.reshape(inp.shape)
+        if arr.dtype == np.float32
+        else arr.astype(np.float32).reshape(inp.shape)
+    )
+
+
+def _datatype(inp: RequestInput) -> str:
+    dt = inp.datatype
+    return dt.value if hasattr(dt, "value") else str(dt)
+
+
+def _rows_of(inp: RequestInput) -> int:
+    if not inp.shape:
+        raise PayloadError(f"input {inp.name!r} has an empty shape; the first dimension is rows")
+    return int(inp.shape[0])
+
+
+def _check_rows(n: int, max_rows: int) -> None:
+    if n == 0:
+        raise PayloadError("empty batch: the request has 0 rows")
+    if n > max_rows:
+        raise PayloadTooLarge(f"request has {n} rows; this server accepts at most {max_rows}")
+
+
+def _machine_ids(inp: RequestInput, n: int) -> list[str]:
+    if _datatype(inp) != "BYTES":
+        raise PayloadError(f"input {MACHINE_ID_INPUT!r} must be BYTES, got {_datatype(inp)}")
+    data = inp.data.root if hasattr(inp.data, "root") else inp.data
+    if isinstance(data, (str, bytes)):
+        data = [data]
+    values = [v.decode() if isinstance(v, bytes) else str(v) for v in data]
+    if len(values) != n:
+        raise PayloadError(f"input {MACHINE_ID_INPUT!r} has {len(values)} values for {n} rows")
+    return values
+
+
+def decode_request(
+    request: InferenceRequest, layout: FeatureLayout, *, max_rows: int
+) -> DecodedRequest:
+    """Validate `request` and return its rows in the model's feature order."""
+    inputs = request.inputs
+    if not inputs:
+        raise PayloadError(
+            f"request has no inputs; send {FEATURES_INPUT!r} [n, {layout.width}] "
+            "or one input per feature"
+        )
+    machine_input: RequestInput | None = None
+    matrix_input: RequestInput | None = None
+    columns: dict[str, RequestInput] = {}
+    for inp in inputs:
+        name = inp.name
+        if name == MACHINE_ID_INPUT:
+            machine_input = inp
+        elif name == FEATURES_INPUT:
+            matrix_input = inp
+        elif name in layout.index:
+            if name in columns:
+                raise PayloadError(f"input {name!r} appears twice")
+            columns[name] = inp
+        else:
+            raise PayloadError(
+                f"unknown input {name!r}; expected {FEATURES_INPUT!r}, {MACHINE_ID_INPUT!r} "
+                f"or one of the features {list(layout.feature_names)}"
+            )
+    if matrix_input is not None and columns:
+        raise PayloadError(
+            f"send either {FEATURES_INPUT!r} or per-feature inputs, not both "
+            f"(got {FEATURES_INPUT!r} and {sorted(columns)})"
+        )
+    if matrix_input is not None:
+        x = _decode_matrix(matrix_input, layout, max_rows)
+    elif columns:
+        x = _decode_columns(columns, layout, max_rows)
+    else:
+        raise PayloadError(
+            f"request has only {MACHINE_ID_INPUT!r}; send {FEATURES_INPUT!r} or feature inputs"
+        )
+    _check_core(x, layout)
+    machine_ids = _machine_ids(machine_input, x.shape[0]) if machine_input is not None else None
+    return DecodedRequest(x=x, machine_ids=machine_ids)
+
+
+def _decode_matrix(inp: RequestInput, layout: FeatureLayout, max_rows: int) -> np.ndarray:
+    if len(inp.shape) != 2 or inp.shape[1] != layout.width:
+        raise PayloadError(
+            f"input {FEATURES_INPUT!r} has shape {inp.shape}; expected [n, {layout.width}] "
+            f"with columns {list(layout.feature_names)}"
+        )
+    _check_rows(_rows_of(inp), max_rows)
+    x = _tensor(inp, f"{FEATURES_INPUT!r}")
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
+def _decode_columns(
+    columns: dict[str, RequestInput], layout: FeatureLayout, max_rows: int
+) -> np.ndarray:
+    n: int | None = None
+    for name, inp in columns.items():
+        shape = inp.shape
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+            raise PayloadError(f"input {name!r} has shape {shape}; expected [n] or [n, 1]")
+        rows = _rows_of(inp)
+        if n is None:
+            n = rows
+            _check_rows(n, max_rows)
+        elif rows != n:
+            raise PayloadError(
+                f"input {name!r} has {rows} rows, other inputs have {n}; all must agree"
+            )
+    assert n is not None
+    x = np.full((n, layout.width), np.nan, dtype=np.float32)
+    for name, inp in columns.items():
+        x[:, layout.index[name]] = _tensor(inp, "a feature").reshape(n)
+    return x
+
+
+def _check_core(x: np.ndarray, layout: FeatureLayout) -> None:
+    core = x[:, layout.core_idx]
+    bad = np.isnan(core)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        missing = sorted({layout.core_names[c] for c in cols})
+        raise MissingCoreSensor(
+            f"core sensor(s) {missing} missing or NaN in {np.unique(rows).size} row(s) "
+            f"(first: row {int(rows[0])}); the fallback model needs every core sensor "
+            f"{list(layout.core_names)}"
+        )
+    if not np.isfinite(core).all():
+        rows, cols = np.nonzero(~np.isfinite(core))
+        raise PayloadError(
+            f"core sensor {layout.core_names[cols[0]]!r} is infinite in row {int(rows[0])}"
+        )
+
+
+def fallback_rows(x: np.ndarray, layout: FeatureLayout) -> np.ndarray:
+    """Bool [n]: rows with a missing (NaN or infinite) non-core sensor: the fallback scores them."""
+    if layout.noncore_idx.size == 0:
+        return np.zeros(x.shape[0], dtype=bool)
+    return ~np.isfinite(x[:, layout.noncore_idx]).all(axis=1)

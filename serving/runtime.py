@@ -1,0 +1,220 @@
+"""`LooplineRuntime`: the MLServer inference runtime that serves a Loopline model bundle.
+
+The model-load pattern: the image holds code only. At load the runtime reads its settings
+(`LOOPLINE_SERVING_*` env, overridden by `parameters.extra` in model-settings.json), pins the
+champion alias to a version, downloads that version's bundle from MLflow and, if a canary URI
+is set, the canary's too. Each request goes to the canary with probability `canary_weight`,
+else to the champion; a weight change is a model reload (`POST
+/v2/repository/models/{name}/load`), which MLServer performs without dropping requests.
+
+`predict` is the hot path: V2 request -> float32 matrix (no pandas) -> primary and fallback
+scoring -> flat V2 outputs. Bad payloads raise `MLServerError`s with 4xx codes naming the
+field; MLServer turns them into REST 4xx / gRPC INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mlserver import MLModel
+from mlserver.errors import MLServerError
+from mlserver.types import InferenceRequest, InferenceResponse
+
+from loopline.serving.metrics import ServingMetrics, serving_metrics
+from loopline.serving.payload import FeatureLayout, decode_request
+from loopline.serving.sampling import PayloadSampler, PendingSample
+from loopline.serving.scoring import (
+    ANOMALY_TASK,
+    Scorer,
+    encode_outputs,
+    metadata_outputs,
+    score_batch,
+)
+from loopline.serving.settings import ServingSettings
+from loopline.serving.versions import ResolvedModel, resolve_model_uri
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CANARY = "canary"
+
+
+@dataclass
+class LoadedVersion:
+    """One model version ready to score."""
+
+    role: str
+    resolved: ResolvedModel
+    scorer: Scorer
+    layout: FeatureLayout
+
+    @property
+    def version(self) -> str:
+        return self.resolved.version
+
+
+def detect_protocol(request: InferenceRequest) -> str:
+    """REST or gRPC, from the headers MLServer copies into `parameters.headers`."""
+    params = request.parameters
+    headers = getattr(params, "headers", None) if params is not None else None
+    if not headers:
+        return "unknown"
+    content_type = str(headers.get("content-type", ""))
+    agent = str(headers.get("user-agent", ""))
+    if content_type.startswith("application/grpc") or agent.startswith("grpc"):
+        return "grpc"
+    return "rest"
+
+
+def load_version(role: str, uri: str, tracking_uri: str) -> LoadedVersion:
+    """Resolve and load one version (blocking: MLflow download and torch load)."""
+    from loopline.models.bundle import load_bundle
+
+    resolved = resolve_model_uri(uri, tracking_uri)
+    bundle = load_bundle(resolved.uri, tracking_uri=tracking_uri)
+    layout = FeatureLayout.of(bundle.feature_names, bundle.core_feature_names)
+    return LoadedVersion(role=role, resolved=resolved, scorer=bundle, layout=layout)
+
+
+class LooplineRuntime(MLModel):
+    """Serves one Loopline Model: its champion and, optionally, a canary version."""
+
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        self.config: ServingSettings | None = None
+        self.champion: LoadedVersion | None = None
+        self.canary: LoadedVersion | None = None
+        self.metrics: ServingMetrics = serving_metrics()
+        self.sampler: PayloadSampler | None = None
+        self._random = random.Random()
+
+    async def load(self) -> bool:
+        params = self.settings.parameters
+        self.config = ServingSettings.from_sources(params.extra if params else None)
+        cfg = self.config
+        uri = cfg.model_uri or (params.uri if params and params.uri else "")
+        tracking = cfg.tracking_uri or _default_tracking_uri()
+        if cfg.torch_threads:
+            import torch
+
+            torch.set_num_threads(cfg.torch_threads)
+        self.champion = await asyncio.to_thread(load_version, CHAMPION, uri, tracking)
+        if cfg.canary_model_uri:
+            self.canary = await asyncio.to_thread(
+                load_version, CANARY, cfg.canary_model_uri, tracking
+            )
+            if self.canary.layout.feature_names != self.champion.layout.feature_names:
+                raise MLServerError(
+                    f"canary features {list(self.canary.layout.feature_names)} differ from the "
+                    f"champion's {list(self.champion.layout.feature_names)}",
+                    422,
+                )
+        elif cfg.canary_weight > 0:
+            raise MLServerError("canary_weight > 0 needs canary_model_uri", 422)
+        scorer = self.champion.scorer
+        self.inputs = self.champion.layout.metadata_inputs()
+        self.outputs = metadata_outputs(scorer.task, len(scorer.class_names))
+        for loaded in (self.champion, self.canary):
+            if loaded is not None:
+                self.metrics.version_info.labels(
+                    self.model_label, loaded.version, loaded.role, str(loaded.scorer.task)
+                ).set(1)
+        self.sampler = PayloadSampler(
+            model=self.model_label,
+            feature_names=list(self.champion.layout.feature_names),
+            monitor_url=cfg.monitor_url,
+            rate=cfg.sample_rate,
+            queue_size=cfg.sample_queue_size,
+            timeout_s=cfg.sample_timeout_s,
+            metrics=self.metrics,
+        )
+        self.sampler.start()
+        log.info(
+            "loaded %s: champion %s%s",
+            self.name,
+            self.champion.version,
+            f", canary {self.canary.version} at {cfg.canary_weight:.0%}" if self.canary else "",
+        )
+        return True
+
+    async def unload(self) -> bool:
+        if self.sampler is not None:
+            await self.sampler.stop()
+        for loaded in (self.champion, self.canary):
+            if loaded is not None:
+                self.metrics.version_info.labels(
+                    self.model_label, loaded.version, loaded.role, str(loaded.scorer.task)
+                ).set(0)
+        return True
+
+    @property
+    def model_label(self) -> str:
+        return (self.config.model_name if self.config else "") or self.name
+
+    def pick(self) -> LoadedVersion:
+        """Champion, or the canary for a `canary_weight` share of requests."""
+        assert self.champion is not None
+        assert self.config is not None
+        canary = self.canary
+        if canary is not None and self._random.random() < self.config.canary_weight:
+            return canary
+        return self.champion
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        start = time.perf_counter()
+        target = self.pick()
+        protocol = detect_protocol(payload)
+        model = self.model_label
+        version = target.version
+        try:
+            assert self.config is not None
+            decoded = decode_request(payload, target.layout, max_rows=self.config.max_rows)
+            scored = score_batch(target.scorer, decoded.x, target.layout)
+            outputs = encode_outputs(scored, target.scorer.task, version)
+        except MLServerError:
+            self.metrics.requests.labels(model, version, protocol, "client_error").inc()
+            raise
+        except Exception:
+            self.metrics.requests.labels(model, version, protocol, "server_error").inc()
+            log.exception("scoring failed for %s version %s", model, version)
+            raise
+        n = scored.rows
+        n_fallback = int(scored.fallback.sum())
+        m = self.metrics
+        m.requests.labels(model, version, protocol, "ok").inc()
+        m.batch_size.labels(model).observe(n)
+        m.rows.labels(model, version).inc(n)
+        if n_fallback:
+            m.fallback_rows.labels(model, version).inc(n_fallback)
+        is_anomaly = scored.outputs.get("is_anomaly")
+        if is_anomaly is not None:
+            anomalies = int(is_anomaly.sum())
+            if anomalies:
+                m.anomaly_rows.labels(model, version).inc(anomalies)
+        if self.sampler is not None and self.sampler.enabled:
+            anomaly = target.scorer.task == ANOMALY_TASK
+            self.sampler.offer(
+                PendingSample(
+                    model_version=version,
+                    x=decoded.x,
+                    machine_ids=decoded.machine_ids,
+                    scores=scored.outputs["anomaly_score"] if anomaly else None,
+                    decisions=is_anomaly,
+                    fallback=scored.fallback,
+                )
+            )
+        m.latency.labels(model, version, protocol).observe(time.perf_counter() - start)
+        return InferenceResponse(
+            model_name=self.name, model_version=version, id=payload.id, outputs=outputs
+        )
+
+
+def _default_tracking_uri() -> str:
+    from loopline.settings import get_settings
+
+    return get_settings().resolved_mlflow_tracking_uri()

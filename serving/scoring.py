@@ -1,0 +1,135 @@
+"""Score a decoded batch with the primary and fallback models and encode the V2 outputs.
+
+Rows with every sensor go to the bundle's primary model, rows with a missing non-core sensor to
+its core-sensor fallback, in the same request; the answers are merged back in request order
+with a per-row `model` column ("primary" | "fallback"). The bundle is anything with the shape
+of `loopline.models.bundle.ModelBundle` (shared contract 2); `Scorer` spells out the part
+the server uses so this module needs no MLflow to import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from mlserver.types import MetadataTensor, ResponseOutput
+
+from loopline.serving.payload import FeatureLayout, fallback_rows
+
+PRIMARY = "primary"
+FALLBACK = "fallback"
+ANOMALY_TASK = "anomaly-detection"
+CLASSIFICATION_TASK = "classification"
+
+# name -> (V2 datatype, extra dims after n). The order is the order of the response outputs.
+_OUTPUTS: dict[str, dict[str, tuple[str, int]]] = {
+    ANOMALY_TASK: {
+        "anomaly_score": ("FP32", 0),
+        "threshold": ("FP32", 0),
+        "is_anomaly": ("BOOL", 0),
+    },
+    CLASSIFICATION_TASK: {
+        "class_index": ("INT64", 0),
+        "class_name": ("BYTES", 0),
+        "probabilities": ("FP32", 1),
+    },
+}
+MODEL_OUTPUT = "model"
+VERSION_OUTPUT = "model_version"
+
+
+class Scorer(Protocol):
+    """The part of `ModelBundle` the server calls."""
+
+    task: str
+    feature_names: list[str]
+    core_feature_names: list[str]
+    class_names: list[str]
+
+    def score(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    def score_fallback(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+@dataclass
+class ScoredBatch:
+    """Per-row answers in request order."""
+
+    outputs: dict[str, np.ndarray]
+    fallback: np.ndarray  # bool [n]
+
+    @property
+    def rows(self) -> int:
+        return int(self.fallback.shape[0])
+
+
+def output_names(task: str) -> list[str]:
+    if task not in _OUTPUTS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(_OUTPUTS)}")
+    return list(_OUTPUTS[task])
+
+
+def score_batch(scorer: Scorer, x: np.ndarray, layout: FeatureLayout) -> ScoredBatch:
+    """Score float32 [n, F]; rows with a missing non-core sensor go to the fallback model."""
+    use_fallback = fallback_rows(x, layout)
+    n_fallback = int(use_fallback.sum())
+    names = output_names(scorer.task)
+    if n_fallback == 0:
+        out = scorer.score(x)
+    elif n_fallback == x.shape[0]:
+        out = scorer.score_fallback(np.ascontiguousarray(x[:, layout.core_idx]))
+    else:
+        primary = scorer.score(x[~use_fallback])
+        fallback = scorer.score_fallback(np.ascontiguousarray(x[use_fallback][:, layout.core_idx]))
+        out = {}
+        for name in names:
+            p, f = np.asarray(primary[name]), np.asarray(fallback[name])
+            merged = np.empty((x.shape[0], *p.shape[1:]), dtype=np.result_type(p, f))
+            merged[~use_fallback] = p
+            merged[use_fallback] = f
+            out[name] = merged
+    missing = [name for name in names if name not in out]
+    if missing:
+        raise RuntimeError(f"model returned no {missing} (got {sorted(out)})")
+    return ScoredBatch(
+        outputs={name: np.asarray(out[name]) for name in names}, fallback=use_fallback
+    )
+
+
+def encode_outputs(scored: ScoredBatch, task: str, version: str) -> list[ResponseOutput]:
+    """V2 outputs, flat row-major data so MLServer's adaptive batching can split them."""
+    n = scored.rows
+    result = []
+    for name, (datatype, extra_dims) in _OUTPUTS[task].items():
+        arr = scored.outputs[name]
+        shape = [n, *arr.shape[1:]] if extra_dims else [n]
+        if datatype == "BYTES":
+            data: list[object] = [str(v) for v in arr.reshape(-1).tolist()]
+        elif datatype == "BOOL":
+            data = arr.reshape(-1).astype(bool).tolist()
+        elif datatype == "INT64":
+            data = arr.reshape(-1).astype(np.int64).tolist()
+        else:
+            flat = arr.reshape(-1).astype(np.float32)
+            data = flat.tolist()
+            if np.isnan(flat).any():  # JSON has no NaN: null, as MLServer's own codec does
+                data = [None if v != v else v for v in data]
+        result.append(ResponseOutput(name=name, datatype=datatype, shape=shape, data=data))
+    labels = [FALLBACK if f else PRIMARY for f in scored.fallback.tolist()]
+    result.append(ResponseOutput(name=MODEL_OUTPUT, datatype="BYTES", shape=[n], data=labels))
+    result.append(
+        ResponseOutput(name=VERSION_OUTPUT, datatype="BYTES", shape=[n], data=[version] * n)
+    )
+    return result
+
+
+def metadata_outputs(task: str, n_classes: int) -> list[MetadataTensor]:
+    """Output tensors as `GET /v2/models/{name}` lists them."""
+    tensors = []
+    for name, (datatype, extra_dims) in _OUTPUTS[task].items():
+        shape = [-1, n_classes] if extra_dims else [-1]
+        tensors.append(MetadataTensor(name=name, datatype=datatype, shape=shape))
+    tensors.append(MetadataTensor(name=MODEL_OUTPUT, datatype="BYTES", shape=[-1]))
+    tensors.append(MetadataTensor(name=VERSION_OUTPUT, datatype="BYTES", shape=[-1]))
+    return tensors

@@ -1,0 +1,78 @@
+"""Settings of the Loopline model server runtime.
+
+They come from three places, later ones winning: defaults here, `LOOPLINE_SERVING_*`
+environment variables (how a Seldon `Server` pod is configured), and the `parameters.extra`
+block of a model's `model-settings.json` (how one server loads several models with different
+URIs, and how the local manager changes the canary weight without a restart).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServingSettings(BaseSettings):
+    """What one loaded model needs: where it comes from, how it splits traffic, where samples go."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOPLINE_SERVING_", extra="forbid")
+
+    model_uri: str = Field(
+        default="",
+        description=(
+            "MLflow URI of the champion (primary) model, e.g. models:/ns.drill-ae@champion or "
+            "models:/ns.drill-ae/3. Empty means the model-settings parameters.uri."
+        ),
+    )
+    canary_model_uri: str = Field(
+        default="", description="MLflow URI of a canary version; empty means no canary."
+    )
+    canary_weight: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of requests the canary answers (0..1); needs canary_model_uri.",
+    )
+    model_name: str = Field(
+        default="",
+        description="Name of the Loopline Model (metrics label, samples); empty means the "
+        "MLServer model name.",
+    )
+    tracking_uri: str = Field(
+        default="",
+        description="MLflow tracking URI; empty means loopline.settings' resolved URI.",
+    )
+    max_rows: int = Field(
+        default=4096, ge=1, description="Largest batch (rows) one request may carry; more is 413."
+    )
+    monitor_url: str = Field(
+        default="", description="Base URL of the drift monitor; empty disables sampling."
+    )
+    sample_rate: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="Share of requests whose rows are sampled."
+    )
+    sample_queue_size: int = Field(
+        default=64, ge=1, description="Sample batches waiting to be sent; more are dropped."
+    )
+    torch_threads: int = Field(
+        default=1,
+        ge=0,
+        description="torch intra-op threads for scoring (0 leaves torch's default); one thread "
+        "is fastest for the small batches a line sends and leaves cores to the server.",
+    )
+    sample_timeout_s: float = Field(
+        default=2.0, gt=0.0, description="Timeout of one POST to the monitor."
+    )
+
+    @classmethod
+    def from_sources(cls, extra: dict[str, Any] | None) -> ServingSettings:
+        """Environment first, then `parameters.extra` of the model settings on top of it."""
+        unknown = sorted(set(extra or {}) - set(cls.model_fields))
+        if unknown:
+            raise ValueError(
+                f"unknown serving setting(s) in model-settings parameters.extra: {unknown}; "
+                f"known: {sorted(cls.model_fields)}"
+            )
+        return cls(**(extra or {}))

@@ -1,0 +1,196 @@
+"""Decoding V2 requests: both layouts, fallback rows, and a 4xx naming the field for bad ones."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from mlserver.types import InferenceRequest, RequestInput
+
+from loopline.data.schema import CORE_SENSORS, SENSORS
+from loopline.serving.payload import (
+    FeatureLayout,
+    MissingCoreSensor,
+    PayloadError,
+    PayloadTooLarge,
+    decode_request,
+    fallback_rows,
+)
+
+LAYOUT = FeatureLayout.of(SENSORS, CORE_SENSORS)
+
+
+def matrix_request(rows: list[list[float | None]], datatype: str = "FP32") -> InferenceRequest:
+    flat = [v for row in rows for v in row]
+    return InferenceRequest(
+        inputs=[
+            RequestInput(
+                name="features", datatype=datatype, shape=[len(rows), len(SENSORS)], data=flat
+            )
+        ]
+    )
+
+
+def column_request(
+    columns: dict[str, list[float | None]], **extra: RequestInput
+) -> InferenceRequest:
+    inputs = [
+        RequestInput(name=name, datatype="FP64", shape=[len(values)], data=values)
+        for name, values in columns.items()
+    ]
+    return InferenceRequest(inputs=[*inputs, *extra.values()])
+
+
+def full_row(offset: float = 0.0) -> list[float | None]:
+    return [float(i) + offset for i in range(len(SENSORS))]
+
+
+def test_matrix_layout_keeps_feature_order() -> None:
+    decoded = decode_request(matrix_request([full_row(), full_row(0.5)]), LAYOUT, max_rows=10)
+    assert decoded.x.dtype == np.float32
+    assert decoded.x.shape == (2, 12)
+    np.testing.assert_array_equal(decoded.x[1], np.arange(12, dtype=np.float32) + 0.5)
+
+
+def test_column_layout_maps_names_to_positions_in_any_order() -> None:
+    columns = {name: [float(i), float(i) + 1] for i, name in reversed(list(enumerate(SENSORS)))}
+    decoded = decode_request(column_request(columns), LAYOUT, max_rows=10)
+    np.testing.assert_array_equal(decoded.x[0], np.arange(12, dtype=np.float32))
+    np.testing.assert_array_equal(decoded.x[1], np.arange(12, dtype=np.float32) + 1)
+
+
+def test_column_shape_n_by_1_is_accepted() -> None:
+    inputs = [
+        RequestInput(name=name, datatype="FP32", shape=[1, 1], data=[[1.0]]) for name in SENSORS
+    ]
+    decoded = decode_request(InferenceRequest(inputs=inputs), LAYOUT, max_rows=10)
+    assert decoded.x.shape == (1, 12)
+
+
+def test_missing_and_nan_noncore_sensors_become_fallback_rows() -> None:
+    columns = {name: [1.0, 1.0, 1.0] for name in SENSORS if name != "feed_rate"}
+    columns["acoustic_level"] = [1.0, None, 1.0]  # JSON null
+    decoded = decode_request(column_request(columns), LAYOUT, max_rows=10)
+    assert math.isnan(decoded.x[0, SENSORS.index("feed_rate")])
+    assert fallback_rows(decoded.x, LAYOUT).tolist() == [True, True, True]
+
+    row_ok, row_nan = full_row(), full_row()
+    row_nan[SENSORS.index("power_factor")] = None
+    decoded = decode_request(matrix_request([row_ok, row_nan]), LAYOUT, max_rows=10)
+    assert fallback_rows(decoded.x, LAYOUT).tolist() == [False, True]
+
+
+def test_machine_ids_are_decoded() -> None:
+    machine = RequestInput(
+        name="machine_id", datatype="BYTES", shape=[2], data=["drill-01", b"drill-02"]
+    )
+    request = matrix_request([full_row(), full_row()])
+    request.inputs.append(machine)
+    assert decode_request(request, LAYOUT, max_rows=10).machine_ids == ["drill-01", "drill-02"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "status", "needle"),
+    [
+        (InferenceRequest(inputs=[]), 400, "no inputs"),
+        (matrix_request([]), 400, "empty batch"),
+        (matrix_request([full_row()], datatype="INT32"), 400, "must be FP32 or FP64"),
+        (
+            InferenceRequest(
+                inputs=[
+                    RequestInput(name="features", datatype="FP32", shape=[1, 11], data=[1.0] * 11)
+                ]
+            ),
+            400,
+            "expected [n, 12]",
+        ),
+        (
+            InferenceRequest(
+                inputs=[
+                    RequestInput(name="features", datatype="FP32", shape=[2, 12], data=[1.0] * 12)
+                ]
+            ),
+            400,
+            "needs 24 values",
+        ),
+        (
+            InferenceRequest(
+                inputs=[
+                    RequestInput(name="features", datatype="FP32", shape=[1, 12], data=["a"] * 12)
+                ]
+            ),
+            400,
+            "not a list of numbers",
+        ),
+        (
+            column_request({**{n: [1.0] for n in SENSORS}, "spindle_sped": [1.0]}),
+            400,
+            "unknown input 'spindle_sped'",
+        ),
+        (
+            column_request({"spindle_current": [1.0, 2.0], "spindle_torque": [1.0]}),
+            400,
+            "all must agree",
+        ),
+        (
+            InferenceRequest(
+                inputs=[
+                    RequestInput(
+                        name="spindle_current", datatype="FP32", shape=[1, 2], data=[1.0, 2.0]
+                    )
+                ]
+            ),
+            400,
+            "expected [n] or [n, 1]",
+        ),
+        (matrix_request([full_row()] * 11), 413, "at most 10"),
+    ],
+    ids=[
+        "no-inputs",
+        "empty",
+        "dtype",
+        "width",
+        "data-length",
+        "strings",
+        "unknown-input",
+        "ragged-columns",
+        "column-shape",
+        "oversized",
+    ],
+)
+def test_bad_payloads_are_4xx_with_a_message(
+    request_: InferenceRequest, status: int, needle: str
+) -> None:
+    with pytest.raises(PayloadError) as info:
+        decode_request(request_, LAYOUT, max_rows=10)
+    assert info.value.status_code == status
+    assert needle in str(info.value)
+
+
+def test_missing_core_sensor_is_422_naming_it() -> None:
+    columns = {name: [1.0] for name in SENSORS if name != "spindle_torque"}
+    with pytest.raises(MissingCoreSensor, match="spindle_torque") as info:
+        decode_request(column_request(columns), LAYOUT, max_rows=10)
+    assert info.value.status_code == 422
+
+    row = full_row()
+    row[SENSORS.index("coolant_temperature")] = None
+    with pytest.raises(MissingCoreSensor, match=r"coolant_temperature.*row 1"):
+        decode_request(matrix_request([full_row(), row]), LAYOUT, max_rows=10)
+
+
+def test_oversized_error_is_its_own_type() -> None:
+    with pytest.raises(PayloadTooLarge):
+        decode_request(matrix_request([full_row()] * 3), LAYOUT, max_rows=2)
+
+
+def test_layout_rejects_core_outside_features() -> None:
+    with pytest.raises(ValueError, match="not in feature_names"):
+        FeatureLayout.of(["a", "b"], ["c"])
+
+
+def test_metadata_lists_both_layouts() -> None:
+    names = [t.name for t in LAYOUT.metadata_inputs()]
+    assert names[:12] == list(SENSORS)
+    assert names[12:] == ["features", "machine_id"]
