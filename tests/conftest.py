@@ -11,7 +11,7 @@ from loopline import quiet
 quiet.apply()
 
 # Fixture plugins, one module per subsystem (tests/fixtures/*.py).
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.fixtures.serving"]
 
 _TIERS = ("unit", "integration", "e2e")
 
