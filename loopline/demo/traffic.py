@@ -1,0 +1,484 @@
+"""The simulated plant: live sensor rows sent to the model server over REST and gRPC.
+
+Requests use the Open Inference Protocol (V2) exactly as any V2 client would: one FP32 input
+per feature (shape [n]) plus a BYTES `machine_id` input, over REST as JSON and over gRPC with
+MLServer's generated stubs. One request carries one timestamp of readings from every machine,
+as a plant gateway would batch them. Latencies are measured on the client, around the call.
+
+The rows come from the data generator's `live_traffic`, chunk by chunk, continuing the
+training history; the scenario changes the recipe (a new chunk whose operating point shifts)
+and kills a non-core sensor (NaN from then on) while the plant runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import grpc
+import httpx
+import numpy as np
+import pandas as pd
+from mlserver.grpc import dataplane_pb2 as pb
+from mlserver.grpc import dataplane_pb2_grpc as pb_grpc
+
+from loopline.data.generator import Manifest, live_traffic
+from loopline.data.schema import ENTITY, IS_FAULT, TIMESTAMP
+from loopline.demo.record import DemoRecord, RequestSample, TracePoint
+
+log = logging.getLogger(__name__)
+
+MACHINE_ID_INPUT = "machine_id"
+
+
+# -- encoding and decoding (pure) -------------------------------------------------------------
+
+
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    return np.ascontiguousarray(frame[name].to_numpy(dtype=np.float32))
+
+
+def rest_payload(frame: pd.DataFrame, features: Sequence[str]) -> dict[str, Any]:
+    """A V2 REST request body: one FP32 input per feature; NaN travels as JSON null."""
+    inputs: list[dict[str, Any]] = []
+    n = len(frame)
+    for name in features:
+        values = _column(frame, name)
+        data: list[float | None] = values.tolist()
+        if np.isnan(values).any():
+            data = [None if math.isnan(v) else v for v in data]  # type: ignore[arg-type]
+        inputs.append({"name": name, "datatype": "FP32", "shape": [n], "data": data})
+    inputs.append(
+        {
+            "name": MACHINE_ID_INPUT,
+            "datatype": "BYTES",
+            "shape": [n],
+            "data": [str(m) for m in frame[ENTITY]],
+        }
+    )
+    return {"inputs": inputs}
+
+
+def grpc_request(
+    frame: pd.DataFrame, features: Sequence[str], model_name: str
+) -> pb.ModelInferRequest:
+    """The same request as a gRPC `ModelInferRequest` (NaN is a valid fp32 value there)."""
+    n = len(frame)
+    inputs = [
+        pb.ModelInferRequest.InferInputTensor(
+            name=name,
+            datatype="FP32",
+            shape=[n],
+            contents=pb.InferTensorContents(fp32_contents=_column(frame, name).tolist()),
+        )
+        for name in features
+    ]
+    inputs.append(
+        pb.ModelInferRequest.InferInputTensor(
+            name=MACHINE_ID_INPUT,
+            datatype="BYTES",
+            shape=[n],
+            contents=pb.InferTensorContents(
+                bytes_contents=[str(m).encode() for m in frame[ENTITY]]
+            ),
+        )
+    )
+    return pb.ModelInferRequest(model_name=model_name, inputs=inputs)
+
+
+@dataclass
+class Answer:
+    """What the server said about each row of one request (flat lists, request order)."""
+
+    anomaly_score: list[float | None] = field(default_factory=list)
+    threshold: list[float | None] = field(default_factory=list)
+    is_anomaly: list[bool] = field(default_factory=list)
+    model: list[str] = field(default_factory=list)  # "primary" | "fallback"
+    model_version: str = ""
+
+    @classmethod
+    def from_outputs(cls, outputs: dict[str, list[Any]]) -> Answer:
+        def floats(name: str) -> list[float | None]:
+            return [None if v is None else float(v) for v in outputs.get(name, [])]
+
+        def text(v: Any) -> str:
+            return v.decode() if isinstance(v, bytes) else str(v)
+
+        versions = outputs.get("model_version") or [""]
+        return cls(
+            anomaly_score=floats("anomaly_score"),
+            threshold=floats("threshold"),
+            is_anomaly=[bool(v) for v in outputs.get("is_anomaly", [])],
+            model=[text(v) for v in outputs.get("model", [])],
+            model_version=text(versions[0]),
+        )
+
+    @property
+    def anomalies(self) -> int:
+        return sum(self.is_anomaly)
+
+    @property
+    def fallback_rows(self) -> int:
+        return sum(1 for m in self.model if m == "fallback")
+
+
+def _flat(data: Any) -> list[Any]:
+    data = getattr(data, "root", data)
+    return list(np.asarray(data, dtype=object).reshape(-1)) if data is not None else []
+
+
+_CONTENTS = {
+    "BOOL": ("bool_contents", np.bool_),
+    "INT32": ("int_contents", np.int32),
+    "INT64": ("int64_contents", np.int64),
+    "FP32": ("fp32_contents", np.float32),
+    "FP64": ("fp64_contents", np.float64),
+    "BYTES": ("bytes_contents", None),
+}
+
+
+def _raw_bytes(raw: bytes) -> list[bytes]:
+    """V2 raw BYTES: each element is a 4-byte little-endian length and the bytes."""
+    out, i = [], 0
+    while i < len(raw):
+        n = int.from_bytes(raw[i : i + 4], "little")
+        out.append(raw[i + 4 : i + 4 + n])
+        i += 4 + n
+    return out
+
+
+def grpc_outputs(reply: pb.ModelInferResponse) -> dict[str, list[Any]]:
+    """Output name -> flat values, from typed contents or `raw_output_contents`.
+
+    (MLServer's own converter would do this, but it calls pydantic's deprecated `construct`.)
+    """
+    outputs: dict[str, list[Any]] = {}
+    raw = list(reply.raw_output_contents)
+    for i, tensor in enumerate(reply.outputs):
+        field_name, dtype = _CONTENTS.get(tensor.datatype, (None, None))
+        if raw:
+            if tensor.datatype == "BYTES":
+                outputs[tensor.name] = list(_raw_bytes(raw[i]))
+            elif dtype is not None:
+                outputs[tensor.name] = np.frombuffer(raw[i], dtype=dtype).tolist()
+            continue
+        if field_name is not None:
+            values = list(getattr(tensor.contents, field_name))
+            if dtype is np.float32 or dtype is np.float64:
+                values = [None if math.isnan(v) else v for v in values]
+            outputs[tensor.name] = values
+    return outputs
+
+
+class InferError(Exception):
+    """The server refused or failed a request; `status` is the HTTP code or gRPC status."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+# -- clients ----------------------------------------------------------------------------------
+
+
+class InferClient(Protocol):
+    protocol: str
+
+    def infer(self, frame: pd.DataFrame) -> Answer: ...
+
+    def close(self) -> None: ...
+
+
+class RestClient:
+    """V2 REST over one keep-alive HTTP connection."""
+
+    protocol = "rest"
+
+    def __init__(
+        self, base_url: str, model_name: str, features: Sequence[str], timeout: float = 10.0
+    ) -> None:
+        self.url = f"{base_url.rstrip('/')}/v2/models/{model_name}/infer"
+        self.features = list(features)
+        self._http = httpx.Client(timeout=timeout)
+
+    def infer(self, frame: pd.DataFrame) -> Answer:
+        body = json.dumps(rest_payload(frame, self.features), allow_nan=False)
+        try:
+            response = self._http.post(
+                self.url, content=body, headers={"content-type": "application/json"}
+            )
+        except httpx.HTTPError as exc:
+            raise InferError("unreachable", str(exc)) from exc
+        if response.status_code != 200:
+            raise InferError(str(response.status_code), response.text[:300])
+        doc = response.json()
+        return Answer.from_outputs({o["name"]: _flat(o["data"]) for o in doc.get("outputs", [])})
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class GrpcClient:
+    """V2 gRPC through MLServer's generated `GRPCInferenceService` stub."""
+
+    protocol = "grpc"
+
+    def __init__(
+        self, target: str, model_name: str, features: Sequence[str], timeout: float = 10.0
+    ) -> None:
+        self.model_name = model_name
+        self.features = list(features)
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(target)
+        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+
+    def infer(self, frame: pd.DataFrame) -> Answer:
+        request = grpc_request(frame, self.features, self.model_name)
+        try:
+            reply = self._stub.ModelInfer(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            details = exc.details() if hasattr(exc, "details") else str(exc)
+            raise InferError(getattr(code, "name", "UNKNOWN"), str(details)[:300]) from exc
+        return Answer.from_outputs(grpc_outputs(reply))
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+# -- the stream of live rows ------------------------------------------------------------------
+
+
+def kill_sensor(frame: pd.DataFrame, sensor: str, machines: Sequence[str] | None = None) -> None:
+    """Make `sensor` read NaN (a dead sensor) in `frame`, for some machines or all (in place)."""
+    if sensor not in frame.columns:
+        raise ValueError(f"sensor {sensor!r} is not a column; columns are {list(frame.columns)}")
+    rows = frame[ENTITY].isin(list(machines)) if machines else slice(None)
+    frame.loc[rows, sensor] = np.nan
+
+
+class PlantStream:
+    """Batches of live rows, one timestamp (every machine) per batch, generated on demand.
+
+    Thread-safe: several protocol workers pull from one stream. `change_recipe` and
+    `kill_sensor` take effect from the next batch on and return its simulated timestamp.
+    """
+
+    def __init__(
+        self,
+        history: Manifest,
+        *,
+        chunk_minutes: float = 600.0,
+        sensor_faults_per_day: float = 0.0,
+        fault_fraction: float | None = None,
+    ) -> None:
+        self._manifest = history
+        self._chunk_minutes = chunk_minutes
+        self._sensor_faults = sensor_faults_per_day
+        self._fault_fraction = fault_fraction
+        self._lock = threading.Lock()
+        self._batches: Iterator[pd.DataFrame] = iter(())
+        self._next_start: datetime = history.end
+        self._pending_recipe: float | None = None
+        self._dead: dict[str, list[str] | None] = {}
+        self.recipe_changes: list[tuple[datetime, float]] = []
+        self.rows_sent = 0
+
+    def _generate(self, recipe_shift: float | None) -> None:
+        start = self._next_start
+        frame, manifest = live_traffic(
+            self._manifest,
+            start=start,
+            minutes=self._chunk_minutes,
+            recipe_change_at=start if recipe_shift is not None else None,
+            recipe_shift=recipe_shift if recipe_shift is not None else 0.15,
+            fault_fraction=self._fault_fraction,
+            sensor_faults_per_day=self._sensor_faults,
+        )
+        self._manifest = manifest
+        self._batches = (group for _, group in frame.groupby(TIMESTAMP, sort=True))
+
+    def next_batch(self) -> pd.DataFrame:
+        with self._lock:
+            if self._pending_recipe is not None:
+                shift, self._pending_recipe = self._pending_recipe, None
+                self._generate(shift)
+                self.recipe_changes.append((self._next_start, shift))
+            batch = next(self._batches, None)
+            if batch is None:
+                self._generate(None)
+                batch = next(self._batches)
+            batch = batch.reset_index(drop=True)
+            interval = timedelta(seconds=self._manifest.config.interval_seconds)
+            self._next_start = batch[TIMESTAMP].iloc[0].to_pydatetime() + interval
+            for sensor, machines in self._dead.items():
+                kill_sensor(batch, sensor, machines)
+            self.rows_sent += len(batch)
+            return batch
+
+    def change_recipe(self, shift: float) -> datetime:
+        """From the next batch on, the operating point is scaled by 1 + shift."""
+        with self._lock:
+            self._pending_recipe = shift
+            return self._next_start
+
+    def kill_sensor(self, sensor: str, machines: Sequence[str] | None = None) -> datetime:
+        with self._lock:
+            self._dead[sensor] = list(machines) if machines else None
+            return self._next_start
+
+    def revive_sensor(self, sensor: str) -> None:
+        with self._lock:
+            self._dead.pop(sensor, None)
+
+
+# -- the driver -------------------------------------------------------------------------------
+
+
+class Plant:
+    """Send batches from a `PlantStream` at a set rate, one worker thread per client.
+
+    Each response becomes a `RequestSample` in the record, and the rows of `trace_machine`
+    become `TracePoint`s (its core sensors, score, decision and which model answered).
+    """
+
+    def __init__(
+        self,
+        stream: PlantStream,
+        clients: Sequence[InferClient],
+        record: DemoRecord,
+        *,
+        rate: float = 10.0,
+        trace_machine: str = "drill-01",
+        trace_features: Sequence[str] = (),
+        on_answer: Callable[[pd.DataFrame, Answer], None] | None = None,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be > 0 requests/s, got {rate}")
+        if not clients:
+            raise ValueError("clients: give at least one REST or gRPC client")
+        self.stream = stream
+        self.clients = list(clients)
+        self.record = record
+        self.rate = rate
+        self.trace_machine = trace_machine
+        self.trace_features = list(trace_features)
+        self.on_answer = on_answer
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> Plant:
+        per_client = self.rate / len(self.clients)
+        for client in self.clients:
+            thread = threading.Thread(
+                target=self._work,
+                args=(client, 1.0 / per_client),
+                name=f"plant-{client.protocol}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+        for client in self.clients:
+            client.close()
+
+    def __enter__(self) -> Plant:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def _work(self, client: InferClient, period: float) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self.send(client, self.stream.next_batch())
+            except Exception:  # the plant keeps going; the failure is in the record
+                log.exception("plant worker %s failed", client.protocol)
+            next_at += period
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+            else:
+                next_at = time.monotonic()  # behind schedule: don't burst to catch up
+
+    def send(self, client: InferClient, batch: pd.DataFrame) -> Answer | None:
+        """One request; its outcome goes into the record. Returns the answer, or None."""
+        rec = self.record
+        t = rec.now()
+        start = time.perf_counter()
+        try:
+            answer = client.infer(batch)
+        except InferError as exc:
+            rec.add_request(
+                RequestSample(
+                    t=t,
+                    protocol=client.protocol,
+                    latency_s=time.perf_counter() - start,
+                    rows=len(batch),
+                    ok=False,
+                    status=f"{exc.status}: {exc}"[:200],
+                    segment=rec.segment,
+                )
+            )
+            return None
+        latency = time.perf_counter() - start
+        rec.add_request(
+            RequestSample(
+                t=t,
+                protocol=client.protocol,
+                latency_s=latency,
+                rows=len(batch),
+                ok=True,
+                segment=rec.segment,
+                fallback_rows=answer.fallback_rows,
+                anomalies=answer.anomalies,
+                model_version=answer.model_version,
+            )
+        )
+        rec.add_trace(self._trace(t, batch, answer))
+        if self.on_answer is not None:
+            self.on_answer(batch, answer)
+        return answer
+
+    def _trace(self, t: float, batch: pd.DataFrame, answer: Answer) -> list[TracePoint]:
+        points = []
+        machines = batch[ENTITY].tolist()
+        for i, machine in enumerate(machines):
+            if machine != self.trace_machine or i >= len(answer.is_anomaly):
+                continue
+            values: dict[str, float | None] = {}
+            for name in self.trace_features:
+                v = float(batch[name].iloc[i])
+                values[name] = None if math.isnan(v) else v
+            truth = bool(batch[IS_FAULT].iloc[i]) if IS_FAULT in batch.columns else None
+            points.append(
+                TracePoint(
+                    t=t,
+                    machine_id=str(machine),
+                    values=values,
+                    score=answer.anomaly_score[i] if i < len(answer.anomaly_score) else None,
+                    threshold=answer.threshold[i] if i < len(answer.threshold) else None,
+                    is_anomaly=answer.is_anomaly[i],
+                    model=answer.model[i] if i < len(answer.model) else "",
+                    is_fault=truth,
+                )
+            )
+        return points
