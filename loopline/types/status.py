@@ -1,0 +1,142 @@
+"""Status blocks of the Model and Pipeline resources, written only by the operator.
+
+The shapes follow Kubernetes conventions: `conditions` in the metav1.Condition shape (with
+`observedGeneration`, so a reader can tell whether a condition describes the current spec), a
+one-word `phase` for printer columns, and every timestamp in RFC 3339 UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from loopline.types.common import Spec, Trigger
+from loopline.types.runs import RunPhase
+
+
+class ModelPhase(StrEnum):
+    PENDING = "Pending"
+    TRAINING = "Training"
+    VALIDATING = "Validating"
+    ROLLING_OUT = "Rolling out"
+    SERVING = "Serving"
+    DEGRADED = "Degraded"
+    FAILED = "Failed"
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    TRAINING = "Training"
+    SERVING = "Serving"
+    DRIFTED = "Drifted"
+    DEGRADED = "Degraded"
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(Spec):
+    """metav1.Condition."""
+
+    type: str = Field(max_length=316, pattern=r"^[A-Za-z][A-Za-z0-9_.\-/]*$")
+    status: ConditionStatus
+    observed_generation: int = Field(default=0, alias="observedGeneration", ge=0)
+    reason: str = Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: datetime = Field(alias="lastTransitionTime")
+
+
+class RunRecord(Spec):
+    """One training run as the Model and Pipeline statuses list it."""
+
+    run_id: str = Field(alias="runId")
+    trigger: Trigger
+    generation: int = Field(ge=0)
+    request_id: str | None = Field(default=None, alias="requestId")
+    phase: RunPhase
+    step: str | None = None
+    message: str = ""
+    model: str | None = Field(default=None, description="Model name (in Pipeline status).")
+    mlflow_run_id: str | None = Field(default=None, alias="mlflowRunId")
+    model_version: str | None = Field(default=None, alias="modelVersion")
+    promoted: bool | None = None
+    started_at: datetime | None = Field(default=None, alias="startedAt")
+    finished_at: datetime | None = Field(default=None, alias="finishedAt")
+
+
+class VersionRef(Spec):
+    version: str
+    run_id: str | None = Field(default=None, alias="runId")
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class Endpoints(Spec):
+    rest: str | None = None
+    grpc: str | None = None
+
+
+class RolloutStatus(Spec):
+    """Progress of a canary: which version, at which step (index into spec canary steps)."""
+
+    version: str
+    step_index: int = Field(alias="stepIndex", ge=0)
+    weight: int = Field(ge=0, le=100)
+    step_started_at: datetime = Field(alias="stepStartedAt")
+
+
+class DriftStatus(Spec):
+    drifted: bool = False
+    last_check: datetime | None = Field(default=None, alias="lastCheck")
+    features: list[str] = Field(default_factory=list)
+    p_values: dict[str, float] = Field(default_factory=dict, alias="pValues")
+
+
+class RetrainingStatus(Spec):
+    """The last retraining request (shared contract 4) and what the operator did with it."""
+
+    request_id: str = Field(alias="requestId")
+    trigger: Trigger
+    reason: str = Field(default="", description="The request's reason annotation, verbatim.")
+    received_at: datetime = Field(alias="receivedAt")
+    run_id: str | None = Field(default=None, alias="runId")
+
+
+class ModelStatus(Spec):
+    phase: ModelPhase = ModelPhase.PENDING
+    message: str = ""
+    observed_generation: int = Field(default=0, alias="observedGeneration", ge=0)
+    conditions: list[Condition] = Field(default_factory=list)
+    current_run: RunRecord | None = Field(default=None, alias="currentRun")
+    runs: list[RunRecord] = Field(default_factory=list, description="Recent runs, newest first.")
+    champion: VersionRef | None = None
+    challenger: VersionRef | None = None
+    rollout: RolloutStatus | None = None
+    endpoints: Endpoints | None = None
+    drift: DriftStatus | None = None
+    retraining: RetrainingStatus | None = None
+    training_hash: str | None = Field(
+        default=None,
+        alias="trainingHash",
+        description="Hash of the training inputs of the last run started; a spec or Pipeline "
+        "change that alters them starts a new run.",
+    )
+    pending_request: RetrainingStatus | None = Field(
+        default=None,
+        alias="pendingRequest",
+        description="A request received while a run was in flight (concurrency Forbid).",
+    )
+
+
+class PipelineStatus(Spec):
+    observed_generation: int = Field(default=0, alias="observedGeneration", ge=0)
+    models: list[str] = Field(default_factory=list, description="Models using this Pipeline.")
+    recent_runs: list[RunRecord] = Field(default_factory=list, alias="recentRuns")
+    last_success: datetime | None = Field(default=None, alias="lastSuccess")
+    last_schedule_time: datetime | None = Field(default=None, alias="lastScheduleTime")
+    next_schedule_time: datetime | None = Field(default=None, alias="nextScheduleTime")
+    conditions: list[Condition] = Field(default_factory=list)

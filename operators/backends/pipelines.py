@@ -1,0 +1,222 @@
+"""Pipeline backends: where training runs execute.
+
+`PipelineBackend` is the interface the operator uses. Every method is keyed by the run id the
+builders derive from (uid, generation, cause), and `submit` is idempotent: submitting a run id
+the backend already knows returns it instead of starting another, which is how a restarted
+operator adopts runs in flight.
+
+`LocalPipelineBackend` runs each training run as a worker process
+(`python -m loopline.pipelines.run --spec spec.json --result result.json`) in its own process
+group, in a directory named after the run id that holds the spec, the result JSON the worker
+updates as it goes, its log and its exit code. Everything is on disk, so a new operator process
+finds runs started by an old one; the exit code is written by a small `sh` wrapper so it
+survives the operator, and cancelling kills the whole group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from loopline.operators.errors import BackendRejected, BackendUnavailable
+from loopline.types.runs import RunPhase, TrainingRunResult, TrainingRunSpec
+
+log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED})
+DEFAULT_WORKER = [sys.executable, "-m", "loopline.pipelines.run"]
+# The wrapper records the worker's exit code next to its result, even if the operator is gone.
+_WRAPPER = '"$@"; rc=$?; echo $rc > rc.tmp && mv rc.tmp rc; exit $rc'
+_LOG_TAIL = 600
+
+
+class PipelineBackend(Protocol):
+    def submit(self, spec: TrainingRunSpec) -> str:
+        """Start the run (or adopt it if its id is known) and return its id."""
+        ...
+
+    def status(self, run_id: str) -> TrainingRunResult | None:
+        """The run as the backend sees it now; None if the backend does not know the id."""
+        ...
+
+    def cancel(self, run_id: str) -> None:
+        """Stop the run if it is in flight (idempotent)."""
+        ...
+
+    def runs_of(self, namespace: str, model: str) -> list[str]:
+        """Ids of the runs the backend knows for a Model (for cleanup and adoption)."""
+        ...
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (field 22 of /proc/pid/stat), to tell it from a reused
+    pid; None when no such process lives."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":  # a zombie has finished
+        return None
+    return fields[19]
+
+
+class LocalPipelineBackend:
+    """Training runs as supervised local worker processes, one directory per run id."""
+
+    def __init__(self, runs_dir: Path, command: list[str] | None = None) -> None:
+        self.runs_dir = runs_dir
+        self.command = list(command) if command else list(DEFAULT_WORKER)
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def _dir(self, run_id: str) -> Path:
+        if not run_id or "/" in run_id or run_id.startswith("."):
+            raise BackendRejected(f"invalid run id {run_id!r}")
+        return self.runs_dir / run_id
+
+    def submit(self, spec: TrainingRunSpec) -> str:
+        run_dir = self._dir(spec.run_id)
+        with self._lock:
+            if (run_dir / "spec.json").is_file():
+                return spec.run_id  # known: adopt, never start a second one
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                _atomic_write(run_dir / "spec.json", spec.model_dump_json(by_alias=True, indent=1))
+                logfile = (run_dir / "worker.log").open("ab")
+            except OSError as exc:
+                raise BackendUnavailable(
+                    f"local pipeline backend cannot write run directory {run_dir}: {exc}"
+                ) from exc
+            argv = [*self.command, "--spec", "spec.json", "--result", "result.json"]
+            try:
+                with logfile:
+                    proc = subprocess.Popen(
+                        ["/bin/sh", "-c", _WRAPPER, "loopline-run", *argv],
+                        cwd=run_dir,
+                        stdin=subprocess.DEVNULL,
+                        stdout=logfile,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,  # own process group: cancel kills all of it
+                    )
+            except OSError as exc:
+                (run_dir / "spec.json").unlink(missing_ok=True)
+                raise BackendRejected(f"cannot start worker {argv[0]!r}: {exc}") from exc
+            _atomic_write(run_dir / "pid", f"{proc.pid} {_process_start(proc.pid) or ''}\n")
+            self._children[spec.run_id] = proc
+            log.info("started run %s (pid %d) in %s", spec.run_id, proc.pid, run_dir)
+            return spec.run_id
+
+    def _alive(self, run_dir: Path, run_id: str) -> bool:
+        child = self._children.get(run_id)
+        if child is not None:
+            if child.poll() is None:
+                return True
+            self._children.pop(run_id, None)
+            return False
+        try:
+            pid_text, _, started = (run_dir / "pid").read_text().strip().partition(" ")
+        except OSError:
+            return False
+        now_started = _process_start(int(pid_text))
+        return now_started is not None and (not started or now_started == started)
+
+    def _log_tail(self, run_dir: Path) -> str:
+        try:
+            with (run_dir / "worker.log").open("rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - _LOG_TAIL))
+                return handle.read().decode(errors="replace").strip()
+        except OSError:
+            return ""
+
+    def status(self, run_id: str) -> TrainingRunResult | None:
+        run_dir = self._dir(run_id)
+        if not (run_dir / "spec.json").is_file():
+            return None
+        result = TrainingRunResult(runId=run_id, phase=RunPhase.PENDING)
+        try:
+            text = (run_dir / "result.json").read_text()
+            result = TrainingRunResult.model_validate_json(text)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValidationError) as exc:
+            # The worker writes atomically, so this is a broken worker, not a torn read.
+            return TrainingRunResult(
+                runId=run_id, phase=RunPhase.FAILED, message=f"unreadable result.json: {exc}"
+            )
+        if result.phase in TERMINAL:
+            return result
+        if (run_dir / "cancelled").exists():
+            return result.model_copy(
+                update={"phase": RunPhase.CANCELLED, "finished_at": datetime.now(UTC)}
+            )
+        if self._alive(run_dir, run_id):
+            return result
+        rc = (run_dir / "rc").read_text().strip() if (run_dir / "rc").exists() else "unknown"
+        tail = self._log_tail(run_dir).splitlines()[-3:]
+        return result.model_copy(
+            update={
+                "phase": RunPhase.FAILED,
+                "finished_at": datetime.now(UTC),
+                "message": f"worker exited (code {rc}) before finishing"
+                + (f": {' | '.join(tail)}" if tail else "")
+                + f" (log: {run_dir / 'worker.log'})",
+            }
+        )
+
+    def cancel(self, run_id: str) -> None:
+        run_dir = self._dir(run_id)
+        if not (run_dir / "spec.json").is_file():
+            return
+        (run_dir / "cancelled").touch()
+        try:
+            pid = int((run_dir / "pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        if self._alive(run_dir, run_id):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+        child = self._children.pop(run_id, None)
+        if child is not None:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(pid, signal.SIGKILL)
+                child.wait(timeout=10)
+
+    def runs_of(self, namespace: str, model: str) -> list[str]:
+        if not self.runs_dir.is_dir():
+            return []
+        found = []
+        for spec_file in sorted(self.runs_dir.glob("*/spec.json")):
+            try:
+                spec = json.loads(spec_file.read_text())
+            except (OSError, ValueError):
+                continue
+            if spec.get("namespace") == namespace and spec.get("modelName") == model:
+                found.append(spec_file.parent.name)
+        return found
+
+    def close(self) -> None:
+        """Forget child handles (runs keep going; a new operator adopts them)."""
+        for proc in self._children.values():
+            proc.poll()
+        self._children.clear()

@@ -1,0 +1,93 @@
+"""A small five-field cron parser (UTC) for Pipeline schedules.
+
+Only what schedules need: numbers, `*`, lists, ranges and steps in minute, hour, day of month,
+month and day of week (0 or 7 = Sunday). Day-of-month and day-of-week combine with OR when both
+are restricted, as in Vixie cron.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12))
+
+
+class CronError(ValueError):
+    pass
+
+
+def _parse_field(text: str, name: str, low: int, high: int) -> frozenset[int]:
+    values: set[int] = set()
+    for part in text.split(","):
+        base, _, step_text = part.partition("/")
+        try:
+            step = int(step_text) if step_text else 1
+            if base == "*":
+                start, end = low, high
+            elif "-" in base:
+                a, b = base.split("-", 1)
+                start, end = int(a), int(b)
+            else:
+                start = int(base)
+                end = high if step_text else start
+        except ValueError:
+            raise CronError(f"schedule: {name} field {text!r} is not a number/range/step") from None
+        if step < 1 or start < low or end > high or start > end:
+            raise CronError(f"schedule: {name} field {text!r} is outside {low}-{high}")
+        values.update(range(start, end + 1, step))
+    return frozenset(values)
+
+
+@dataclass(frozen=True)
+class CronSchedule:
+    minutes: frozenset[int]
+    hours: frozenset[int]
+    days: frozenset[int]
+    months: frozenset[int]
+    weekdays: frozenset[int]
+    days_restricted: bool
+    weekdays_restricted: bool
+
+    @classmethod
+    def parse(cls, text: str) -> CronSchedule:
+        parts = text.split()
+        if len(parts) != 5:
+            raise CronError(f"schedule {text!r}: need five fields (minute hour dom month dow)")
+        parsed = [
+            _parse_field(p, n, lo, hi) for p, (n, lo, hi) in zip(parts, _FIELDS, strict=False)
+        ]
+        weekdays = _parse_field(parts[4], "day of week", 0, 7)
+        weekdays = frozenset(d % 7 for d in weekdays)
+        return cls(*parsed, weekdays, parts[2] != "*", parts[4] != "*")
+
+    def _day_matches(self, t: datetime) -> bool:
+        dom = t.day in self.days
+        dow = (t.isoweekday() % 7) in self.weekdays
+        if self.days_restricted and self.weekdays_restricted:
+            return dom or dow
+        return dom and dow
+
+    def next_after(self, t: datetime) -> datetime:
+        """The first matching minute strictly after `t`."""
+        candidate = t.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        for _ in range(366 * 24 * 60):
+            if (
+                candidate.month in self.months
+                and self._day_matches(candidate)
+                and candidate.hour in self.hours
+                and candidate.minute in self.minutes
+            ):
+                return candidate
+            candidate += timedelta(minutes=1)
+        raise CronError("schedule never matches within a year")
+
+    def last_at_or_before(self, t: datetime, since: datetime) -> datetime | None:
+        """The latest matching minute in (since, t], or None."""
+        latest = None
+        cursor = since
+        while True:
+            nxt = self.next_after(cursor)
+            if nxt > t:
+                return latest
+            latest = cursor = nxt

@@ -1,0 +1,507 @@
+"""The Model reconciler as a pure function: what was observed -> what to do and what to report.
+
+`reconcile_model` folds the pipeline backend's view of the current run and the serving
+backend's view of the deployment into the Model's status, decides whether a run must start
+(a training-relevant spec change, or a retraining request per shared contract 4), walks a
+canary through its steps, and derives the phase, conditions and Events. It never reads a clock
+or a server, so a restarted operator given the same inputs makes the same decision, and the run
+id it asks for is the one the backend already knows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from loopline.operators.builders.conditions import set_condition
+from loopline.operators.builders.runs import (
+    RunContext,
+    build_run_spec,
+    run_id,
+    training_hash,
+)
+from loopline.operators.builders.serving import ServingDesired, ServingObserved, build_serving
+from loopline.types.common import RETRAIN_ANNOTATION, RETRAIN_REASON_ANNOTATION, Trigger
+from loopline.types.model import ModelSpec
+from loopline.types.pipeline import ConcurrencyPolicy, PipelineSpec
+from loopline.types.runs import RunPhase, TrainingRunResult, TrainingRunSpec
+from loopline.types.status import (
+    ConditionStatus,
+    ConditionType,
+    DriftStatus,
+    Endpoints,
+    ModelPhase,
+    ModelStatus,
+    RetrainingStatus,
+    RolloutStatus,
+    RunRecord,
+    VersionRef,
+)
+
+TERMINAL = frozenset({RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED})
+VALIDATING_STEPS = frozenset({"validate", "evaluate", "gate", "register", "compare"})
+RUN_HISTORY = 10
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ModelObservation:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    annotations: Mapping[str, str]
+    spec: ModelSpec
+    status: ModelStatus
+    pipeline: PipelineSpec | None
+    pipeline_message: str  # why `pipeline` is None
+    run: TrainingRunResult | None  # the backend's view of status.currentRun
+    serving: ServingObserved | None
+    now: datetime
+
+
+@dataclass
+class ModelPlan:
+    status: ModelStatus
+    submit: TrainingRunSpec | None = None
+    cancel: str | None = None
+    serving: ServingDesired | None = None
+    events: list[Event] = field(default_factory=list)
+
+
+def parse_retrain_request(annotations: Mapping[str, str], now: datetime) -> RetrainingStatus | None:
+    """The retraining request of shared contract 4, or None when there is none."""
+    request_id = annotations.get(RETRAIN_ANNOTATION, "").strip()
+    if not request_id:
+        return None
+    raw = annotations.get(RETRAIN_REASON_ANNOTATION, "")
+    trigger = Trigger.MANUAL
+    try:
+        reason: Any = json.loads(raw) if raw else {}
+        trigger = Trigger(reason.get("trigger", "manual")) if isinstance(reason, dict) else trigger
+    except (ValueError, TypeError):
+        pass  # an unreadable reason is kept verbatim; the request still counts (manual)
+    return RetrainingStatus(requestId=request_id, trigger=trigger, reason=raw, receivedAt=now)
+
+
+def _drift_from_reason(raw: str, now: datetime) -> DriftStatus:
+    try:
+        reason = json.loads(raw)
+    except ValueError:
+        reason = {}
+    if not isinstance(reason, dict):
+        reason = {}
+    p_values = reason.get("pValues") or {}
+    window_end = reason.get("windowEnd")
+    try:
+        last_check = datetime.fromisoformat(window_end) if window_end else now
+    except (TypeError, ValueError):
+        last_check = now
+    return DriftStatus(
+        drifted=True,
+        lastCheck=last_check,
+        features=[str(f) for f in reason.get("features") or []],
+        pValues={str(k): float(v) for k, v in p_values.items() if isinstance(v, int | float)},
+    )
+
+
+def _fold_result(record: RunRecord, result: TrainingRunResult) -> RunRecord:
+    return record.model_copy(
+        update={
+            "phase": result.phase,
+            "step": result.step,
+            "message": result.message or result.rejection_reason or "",
+            "mlflow_run_id": result.mlflow_run_id,
+            "model_version": result.model_version,
+            "promoted": result.promoted if result.phase == RunPhase.SUCCEEDED else None,
+            "started_at": result.started_at or record.started_at,
+            "finished_at": result.finished_at,
+        }
+    )
+
+
+def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
+    st = obs.status
+    spec = obs.spec
+    events: list[Event] = []
+    submit: TrainingRunSpec | None = None
+    cancel: str | None = None
+    current = st.current_run
+    runs = list(st.runs)
+    champion = st.champion
+    challenger = st.challenger
+    rollout = st.rollout
+    drift = st.drift
+    retraining = st.retraining
+    pending = st.pending_request
+    thash = st.training_hash
+    failure = ""
+
+    # 1. The current run, as the backend sees it.
+    if current is not None and obs.run is not None:
+        current = _fold_result(current, obs.run)
+        if current.phase in TERMINAL:
+            runs = [current, *runs][:RUN_HISTORY]
+            version = current.model_version
+            if current.phase == RunPhase.SUCCEEDED and current.promoted and version:
+                challenger = VersionRef(
+                    version=version, runId=current.run_id, metrics=obs.run.metrics
+                )
+                first_weight = spec.serving.canary.steps[0] if champion else 100
+                rollout = RolloutStatus(
+                    version=version, stepIndex=0, weight=first_weight, stepStartedAt=obs.now
+                )
+                events.append(
+                    Event(
+                        "Normal",
+                        "TrainingSucceeded",
+                        f"run {current.run_id} registered version {version}; rolling out",
+                    )
+                )
+            elif current.phase == RunPhase.SUCCEEDED:
+                why = obs.run.rejection_reason or obs.run.message or "it did not beat the champion"
+                events.append(
+                    Event(
+                        "Warning",
+                        "ChallengerRejected",
+                        f"run {current.run_id}: version {version or '-'} not promoted: {why}",
+                    )
+                )
+            elif current.phase == RunPhase.FAILED:
+                events.append(
+                    Event(
+                        "Warning",
+                        "TrainingFailed",
+                        f"run {current.run_id} failed at step {current.step or '-'}: "
+                        f"{current.message or 'no message'}",
+                    )
+                )
+            else:
+                events.append(Event("Normal", "RunCancelled", f"run {current.run_id} cancelled"))
+            current = None
+
+    # 2. A new retraining request (annotation), recorded once per request id.
+    request = parse_retrain_request(obs.annotations, obs.now)
+    known = {r.request_id for r in (retraining, pending) if r is not None}
+    if request is not None and request.request_id not in known:
+        if request.trigger == Trigger.DRIFT:
+            drift = _drift_from_reason(request.reason, obs.now)
+        detail = f" (features: {', '.join(drift.features)})" if drift and drift.features else ""
+        events.append(
+            Event(
+                "Normal",
+                "RetrainRequested",
+                f"request {request.request_id} ({request.trigger.value}){detail}",
+            )
+        )
+        if request.trigger == Trigger.DRIFT and not spec.monitoring.retrain_on_drift:
+            retraining = request
+            events.append(
+                Event(
+                    "Warning",
+                    "RetrainIgnored",
+                    f"request {request.request_id}: drift retraining is off "
+                    "(spec.monitoring.retrainOnDrift: false)",
+                )
+            )
+        else:
+            pending = request
+
+    # 3. Start a run when a cause is waiting and nothing blocks it.
+    pipeline = obs.pipeline
+    if pipeline is not None:
+        new_hash = training_hash(pipeline, spec)
+        cause: tuple[Trigger, str] | None = None
+        if pending is not None:
+            cause = (pending.trigger, pending.request_id)
+        elif thash != new_hash:
+            cause = (Trigger.SPEC_CHANGE, new_hash)
+        replace = pipeline.concurrency_policy == ConcurrencyPolicy.REPLACE
+        if cause is not None and current is not None and replace:
+            cancel = current.run_id
+            cancelled = current.model_copy(
+                update={"phase": RunPhase.CANCELLED, "finished_at": obs.now}
+            )
+            runs = [cancelled, *runs][:RUN_HISTORY]
+            events.append(
+                Event("Normal", "RunReplaced", f"run {current.run_id} replaced by a new one")
+            )
+            current = None
+        if cause is not None and current is None:
+            trigger, key = cause
+            rid = run_id(obs.uid, obs.generation, trigger, key, obs.name)
+            submit = build_run_spec(
+                run_id_=rid,
+                namespace=obs.namespace,
+                name=obs.name,
+                trigger=trigger,
+                model=spec,
+                pipeline=pipeline,
+                context=context,
+                parent_version=champion.version if champion else None,
+            )
+            current = RunRecord(
+                runId=rid,
+                trigger=trigger,
+                generation=obs.generation,
+                requestId=pending.request_id if pending else None,
+                phase=RunPhase.PENDING,
+                startedAt=obs.now,
+            )
+            if pending is not None:
+                retraining = pending.model_copy(update={"run_id": rid})
+                pending = None
+            thash = new_hash
+            events.append(
+                Event("Normal", "TrainingStarted", f"run {rid} started ({trigger.value})")
+            )
+        if submit is None and current is not None and obs.run is None:
+            # The backend does not know a run we recorded (its state was lost): ask again
+            # under the same id, so it is still one run for this cause.
+            submit = build_run_spec(
+                run_id_=current.run_id,
+                namespace=obs.namespace,
+                name=obs.name,
+                trigger=current.trigger,
+                model=spec,
+                pipeline=pipeline,
+                context=context,
+                parent_version=champion.version if champion else None,
+            )
+
+    # 4. Canary rollout.
+    serving = obs.serving
+    if rollout is not None:
+        steps = spec.serving.canary.steps
+        serving_it = (
+            serving is not None
+            and serving.ready
+            and (
+                (champion is None and serving.champion_version == rollout.version)
+                or (serving.canary_version == rollout.version)
+                or (serving.champion_version == rollout.version)
+            )
+        )
+        held = (
+            obs.now - rollout.step_started_at
+        ).total_seconds() >= spec.serving.canary.step_seconds
+        if champion is not None and serving is not None and serving.canary_healthy is False:
+            events.append(
+                Event(
+                    "Warning",
+                    "CanaryAborted",
+                    f"version {rollout.version} aborted at {rollout.weight}%: "
+                    f"{serving.canary_reason or spec.serving.canary.abort_metric.value}",
+                )
+            )
+            rollout = None
+        elif serving_it and (champion is None or held):
+            if champion is not None and rollout.step_index + 1 < len(steps):
+                idx = rollout.step_index + 1
+                rollout = RolloutStatus(
+                    version=rollout.version,
+                    stepIndex=idx,
+                    weight=steps[idx],
+                    stepStartedAt=obs.now,
+                )
+                events.append(
+                    Event("Normal", "CanaryStep", f"version {rollout.version} at {steps[idx]}%")
+                )
+            else:
+                metrics = challenger.metrics if challenger else {}
+                champion = VersionRef(
+                    version=rollout.version,
+                    runId=challenger.run_id if challenger else None,
+                    metrics=metrics,
+                )
+                challenger = None
+                events.append(Event("Normal", "Promoted", f"version {rollout.version} is champion"))
+                if drift is not None and drift.drifted:
+                    drift = drift.model_copy(update={"drifted": False})
+                rollout = None
+
+    desired = build_serving(
+        obs.namespace,
+        obs.name,
+        spec,
+        champion.version if champion else None,
+        rollout.version if rollout else None,
+        rollout.weight if rollout else 0,
+    )
+    serving_ready = (
+        champion is not None
+        and serving is not None
+        and serving.ready
+        and serving.champion_version == champion.version
+    )
+    endpoints = st.endpoints
+    if serving is not None and serving.endpoints:
+        endpoints = Endpoints(
+            **{k: v for k, v in serving.endpoints.items() if k in ("rest", "grpc")}
+        )
+
+    # 5. Phase, conditions, events.
+    last = runs[0] if runs else None
+    if current is None and rollout is None and champion is None and last is not None:
+        if last.phase == RunPhase.FAILED:
+            failure = f"training run {last.run_id} failed: {last.message or 'see its log'}"
+        elif last.phase == RunPhase.SUCCEEDED and not last.promoted:
+            failure = f"no version passed validation (run {last.run_id}): {last.message}"
+
+    gen = obs.generation
+    conditions = list(st.conditions)
+    if current is not None:
+        validating = (current.step or "") in VALIDATING_STEPS
+        phase = ModelPhase.VALIDATING if validating else ModelPhase.TRAINING
+        message = (
+            f"run {current.run_id} ({current.trigger.value}) at step {current.step or 'start'}"
+        )
+        conditions = set_condition(
+            conditions,
+            ConditionType.TRAINING,
+            True,
+            "Validating" if validating else "Running",
+            message,
+            gen,
+            obs.now,
+        )
+    else:
+        reason, message = "NoRun", "no training run yet"
+        if last is not None:
+            reason = {
+                RunPhase.SUCCEEDED: "Succeeded" if last.promoted else "Rejected",
+                RunPhase.FAILED: "Failed",
+                RunPhase.CANCELLED: "Cancelled",
+            }.get(last.phase, "NoRun")
+            message = f"run {last.run_id}: {last.message or last.phase.value}"
+        conditions = set_condition(
+            conditions, ConditionType.TRAINING, False, reason, message, gen, obs.now
+        )
+        if pipeline is None:
+            phase, message = ModelPhase.PENDING, obs.pipeline_message
+        elif rollout is not None:
+            phase = ModelPhase.ROLLING_OUT
+            message = f"version {rollout.version} at {rollout.weight}%"
+        elif failure:
+            phase, message = ModelPhase.FAILED, failure
+        elif champion is not None:
+            phase = ModelPhase.SERVING if serving_ready else ModelPhase.ROLLING_OUT
+            message = (
+                f"version {champion.version} serving"
+                if serving_ready
+                else f"deploying version {champion.version}: {serving.message if serving else ''}"
+            )
+        else:
+            phase, message = ModelPhase.PENDING, "waiting for a training run"
+    if pipeline is None and current is not None:
+        message = f"{message}; {obs.pipeline_message}"
+
+    conditions = set_condition(
+        conditions,
+        ConditionType.SERVING,
+        serving_ready,
+        "Deployed" if serving_ready else "NotDeployed",
+        (
+            f"version {champion.version} at {(endpoints.rest if endpoints else '') or '-'}"
+            if serving_ready and champion
+            else (serving.message if serving and serving.message else "no version deployed")
+        ),
+        gen,
+        obs.now,
+    )
+    ready = serving_ready and phase != ModelPhase.FAILED
+    conditions = set_condition(
+        conditions,
+        ConditionType.READY,
+        ready,
+        "Serving" if ready else phase.value.replace(" ", ""),
+        message,
+        gen,
+        obs.now,
+    )
+    drifted = drift is not None and drift.drifted
+    conditions = set_condition(
+        conditions,
+        ConditionType.DRIFTED,
+        ConditionStatus.TRUE if drifted else ConditionStatus.FALSE,
+        "DriftDetected" if drifted else "NoDrift",
+        f"drift in {', '.join(drift.features) or 'live data'}" if drift and drifted else "",
+        gen,
+        obs.now,
+    )
+    conditions = set_condition(
+        conditions, ConditionType.DEGRADED, False, "AsExpected", "", gen, obs.now
+    )
+
+    if phase != st.phase:
+        events.append(
+            Event(
+                "Warning" if phase == ModelPhase.FAILED else "Normal",
+                phase.value.replace(" ", ""),
+                f"{st.phase.value} -> {phase.value}: {message}",
+            )
+        )
+
+    status = ModelStatus(
+        phase=phase,
+        message=message,
+        observedGeneration=gen,
+        conditions=conditions,
+        currentRun=current,
+        runs=runs,
+        champion=champion,
+        challenger=challenger,
+        rollout=rollout,
+        endpoints=endpoints,
+        drift=drift,
+        retraining=retraining,
+        trainingHash=thash,
+        pendingRequest=pending,
+    )
+    return ModelPlan(status=status, submit=submit, cancel=cancel, serving=desired, events=events)
+
+
+def mark_degraded(
+    status: ModelStatus, generation: int, reason: str, message: str, now: datetime
+) -> ModelStatus:
+    """The status with Degraded=True and the reason: a backend is failing temporarily."""
+    conditions = set_condition(
+        list(status.conditions), ConditionType.DEGRADED, True, reason, message, generation, now
+    )
+    conditions = set_condition(
+        conditions, ConditionType.READY, False, reason, message, generation, now
+    )
+    return status.model_copy(
+        update={
+            "phase": ModelPhase.DEGRADED,
+            "message": message,
+            "conditions": conditions,
+            "observed_generation": generation,
+        }
+    )
+
+
+def mark_failed(
+    status: ModelStatus, generation: int, reason: str, message: str, now: datetime
+) -> ModelStatus:
+    """The status with phase Failed: the spec cannot work as written; the message says why."""
+    conditions = set_condition(
+        list(status.conditions), ConditionType.READY, False, reason, message, generation, now
+    )
+    return status.model_copy(
+        update={
+            "phase": ModelPhase.FAILED,
+            "message": message,
+            "conditions": conditions,
+            "observed_generation": generation,
+        }
+    )

@@ -1,0 +1,98 @@
+"""Training runs as the operator asks for them: identity, parameters, spec.
+
+The run id is a pure function of the Model's uid, generation, trigger and cause (the retraining
+request id, or the hash of the training inputs for a spec change). A restarted operator therefore
+computes the same id for the same cause and the backend, keyed by run id, adopts the run instead
+of starting a second one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from loopline.types.common import Trigger, registered_model_name
+from loopline.types.model import ModelSpec
+from loopline.types.pipeline import PipelineSpec
+from loopline.types.policy import TrainingParams
+from loopline.types.runs import TrainingRunSpec
+
+_RUN_ID_MAX = 63
+
+
+def _digest(*parts: object, length: int = 12) -> str:
+    text = json.dumps([str(p) for p in parts])
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def run_id(uid: str, generation: int, trigger: Trigger, cause: str, name: str = "") -> str:
+    """A DNS-label-safe id, readable (model name first) and unique per cause."""
+    prefix = re.sub(r"[^a-z0-9-]", "-", name.lower())[:40].strip("-")
+    digest = _digest(uid, generation, trigger.value, cause)
+    return f"{prefix}-{digest}"[-_RUN_ID_MAX:] if prefix else f"run-{digest}"
+
+
+def merged_params(pipeline: PipelineSpec, model: ModelSpec) -> TrainingParams:
+    """Pipeline defaults, overridden by the fields the Model's spec.training sets."""
+    base = pipeline.parameters.model_dump(by_alias=True)
+    if model.training is not None:
+        base.update(model.training.model_dump(by_alias=True, exclude_unset=True))
+    return TrainingParams.model_validate(base)
+
+
+def training_inputs(pipeline: PipelineSpec, model: ModelSpec) -> dict[str, Any]:
+    """Everything that changes what a training run produces (not serving or monitoring)."""
+    return {
+        "task": model.task.value,
+        "pipeline": pipeline.pipeline or pipeline.package_uri,
+        "featureService": model.feature_service or pipeline.feature_service,
+        "fallbackFeatureService": model.fallback_feature_service,
+        "entityKey": model.entity_key,
+        "params": merged_params(pipeline, model).model_dump(mode="json", by_alias=True),
+        "validation": model.validation.model_dump(mode="json", by_alias=True),
+    }
+
+
+def training_hash(pipeline: PipelineSpec, model: ModelSpec) -> str:
+    return _digest(json.dumps(training_inputs(pipeline, model), sort_keys=True), length=16)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where runs go: fixed per operator process (from its settings)."""
+
+    mlflow_tracking_uri: str
+    feature_repo: str
+
+
+def build_run_spec(
+    *,
+    run_id_: str,
+    namespace: str,
+    name: str,
+    trigger: Trigger,
+    model: ModelSpec,
+    pipeline: PipelineSpec,
+    context: RunContext,
+    parent_version: str | None,
+) -> TrainingRunSpec:
+    return TrainingRunSpec(
+        runId=run_id_,
+        namespace=namespace,
+        modelName=name,
+        task=model.task,
+        trigger=trigger,
+        featureService=model.feature_service or pipeline.feature_service,
+        fallbackFeatureService=model.fallback_feature_service,
+        entityKey=model.entity_key,
+        params=merged_params(pipeline, model),
+        validation=model.validation,
+        registeredModelName=registered_model_name(namespace, name),
+        parentVersion=parent_version,
+        mlflowTrackingUri=context.mlflow_tracking_uri,
+        featureRepo=context.feature_repo,
+        pipeline=pipeline.pipeline or pipeline.package_uri or "training",
+    )

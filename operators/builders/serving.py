@@ -1,0 +1,73 @@
+"""What should serve a Model, and what a serving backend reports back.
+
+Pure data: the Model builder decides the champion and canary (version and weight); a serving
+backend (`local` processes or Seldon objects) makes it so and reports readiness, endpoints and
+whether the canary is healthy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from loopline.types.common import registered_model_name
+from loopline.types.model import ModelSpec
+
+
+@dataclass(frozen=True)
+class ServingDesired:
+    namespace: str
+    name: str
+    registered_model: str
+    champion_version: str
+    canary_version: str | None = None
+    canary_weight: int = 0  # percent of traffic to the canary
+    replicas: int = 1
+    protocol: str = "rest"
+    fallback_on_missing_sensors: bool = True
+    abort_metric: str = "error_rate"
+    abort_threshold: float = 0.05
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ServingObserved:
+    ready: bool
+    champion_version: str | None = None
+    canary_version: str | None = None
+    canary_weight: int = 0
+    endpoints: dict[str, str] = field(default_factory=dict)
+    message: str = ""
+    canary_healthy: bool | None = None  # None: not enough traffic to judge yet
+    canary_reason: str = ""
+
+
+def build_serving(
+    namespace: str,
+    name: str,
+    spec: ModelSpec,
+    champion: str | None,
+    canary: str | None,
+    weight: int,
+) -> ServingDesired | None:
+    """The serving the Model should have now; None before any version exists."""
+    if champion is None and canary is None:
+        return None
+    if champion is None:  # first version: no canary, it takes all traffic
+        champion, canary, weight = canary, None, 0
+    assert champion is not None
+    return ServingDesired(
+        namespace=namespace,
+        name=name,
+        registered_model=registered_model_name(namespace, name),
+        champion_version=champion,
+        canary_version=canary if weight > 0 else None,
+        canary_weight=weight if canary else 0,
+        replicas=spec.serving.replicas,
+        protocol=spec.serving.protocol.value,
+        fallback_on_missing_sensors=spec.serving.fallback_on_missing_sensors,
+        abort_metric=spec.serving.canary.abort_metric.value,
+        abort_threshold=spec.serving.canary.abort_threshold,
+    )

@@ -1,0 +1,68 @@
+"""Settings of the Loopline operator (`LOOPLINE_OPERATOR_*`).
+
+Backends are chosen by short name (`local`, `kfp`, `seldon`) from the maps in
+`loopline.operators.backends`, as Feast and MLServer pick theirs, so a cluster deployment and
+a laptop run the same operator with different environment variables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from loopline.settings import get_settings
+
+
+def _state(*parts: str) -> Path:
+    return get_settings().state_dir.joinpath("operator", *parts)
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOOPLINE_OPERATOR_", extra="forbid")
+
+    pipeline_backend: str = Field(
+        default="local", description="Pipeline backend: local (worker processes) or kfp."
+    )
+    serving_backend: str = Field(
+        default="local", description="Serving backend: local (MLServer processes) or seldon."
+    )
+    runs_dir: Path = Field(
+        default_factory=lambda: _state("runs"),
+        description="Local pipeline backend: one directory per run id (spec, result, log).",
+    )
+    worker_command: list[str] = Field(
+        default_factory=list,
+        description="Local pipeline backend: the worker command (JSON list); it gets "
+        "`--spec spec.json --result result.json` appended. Empty means "
+        "`python -m loopline.pipelines.run`.",
+    )
+    serving_dir: Path = Field(
+        default_factory=lambda: _state("serving"),
+        description="Local serving backend: state and logs of model server processes.",
+    )
+    feature_repo: str = Field(
+        default_factory=lambda: str(Path(__file__).resolve().parents[1] / "feature_repo"),
+        description="Feast repository path given to training runs.",
+    )
+    reconcile_interval: float = Field(
+        default=10.0, gt=0, description="Seconds between level-based reconciles of each object."
+    )
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to watch (JSON list); empty means all."
+    )
+    cleanup_retries: int = Field(
+        default=5,
+        ge=0,
+        description="Attempts at outside cleanup on deletion before giving up with an Event "
+        "(deletion is never blocked forever).",
+    )
+    kubeconfig: Path | None = Field(
+        default=None, description="Kubeconfig file; unset means in-cluster, then ~/.kube/config."
+    )
+    seldon_namespace: str = Field(
+        default="",
+        description="Seldon backend: namespace of the Seldon objects; empty means the Model's.",
+    )
+    kfp_host: str = Field(default="", description="KFP backend: the KFP API server URL.")
