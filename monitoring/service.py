@@ -1,0 +1,409 @@
+"""`DriftMonitor`: queue -> sliding window -> detector -> decision -> retraining request.
+
+One instance per Model. The HTTP layer (`app.py`) only calls `submit` (cheap, never blocks on
+testing) and reads `status`; a worker thread drains the queue, tests each due window, decides,
+persists, and delivers a pending request, retrying it until it lands. The same object runs
+without the thread (`process()`) in benchmarks and unit tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from loopline.samples import SampleBatch
+
+from .decision import Decision, DecisionState, Policy, RetrainRequest, decide, delivered, rearm
+from .detectors import Detector, DriftResult, build_detector
+from .metrics import MonitorMetrics
+from .reference import Reference, ReferenceSource
+from .retrain import RetrainRequester
+from .settings import MonitorSettings
+from .state import StateStore
+from .window import SampleQueue, SlidingWindow
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 2.0
+
+
+class DriftMonitor:
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        *,
+        reference_source: ReferenceSource,
+        requester: RetrainRequester,
+        metrics: MonitorMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.model = settings.model
+        self.source = reference_source
+        self.requester = requester
+        self.metrics = metrics or MonitorMetrics()
+        self.clock = clock
+        self.policy = Policy(
+            consecutive_windows=settings.consecutive_windows,
+            cooldown_seconds=settings.cooldown_seconds,
+            retrain_on_drift=settings.retrain_on_drift,
+        )
+        self.store = StateStore(settings.resolved_state_dir())
+        self.state = DecisionState()
+        self.reference: Reference | None = None
+        self.detector: Detector | None = None
+        self.feature_names: list[str] = []
+        self.queue = SampleQueue(settings.queue_rows, 1)
+        self.window = SlidingWindow(settings.window_size, settings.step, 1)
+        self.received = 0
+        self.dropped = 0
+        self.last_result: DriftResult | None = None
+        self.last_error = ""
+        self._decisions: deque[bool] = deque(maxlen=settings.anomaly_window)
+        self._work = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._dirty = False
+        self._last_persist = 0.0
+        self._next_retry = 0.0
+        self._next_poll = 0.0
+        self._restore()
+        self._try_reference(initial=True)
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"monitor-{self.model}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the worker, test what is due, and persist everything."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.process()
+        self.persist()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
+            try:
+                self.process()
+                self._poll_reference()
+            except Exception as exc:  # the worker must outlive one bad window or a flaky API
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("drift monitor iteration failed")
+
+    # ---- ingestion ---------------------------------------------------------------------
+
+    def submit(self, batch: SampleBatch) -> dict[str, int]:
+        """Queue a batch's rows for testing; return how many were accepted and dropped."""
+        n = len(batch.rows)
+        self.metrics.received.labels(self.model).inc(n)
+        self.received += n
+        self._record_decisions(batch)
+        if self.reference is None:
+            self.dropped += n
+            self.metrics.dropped.labels(self.model).inc(n)
+            return {"accepted": 0, "dropped": n}
+        rows = self._align(batch)
+        missing = np.isnan(rows).sum(axis=0)
+        for name, count in zip(self.feature_names, missing, strict=True):
+            if count:
+                self.metrics.missing.labels(self.model, name).inc(int(count))
+        dropped = self.queue.put(rows)
+        if dropped:
+            self.dropped += dropped
+            self.metrics.dropped.labels(self.model).inc(dropped)
+        self.metrics.queue_rows.labels(self.model).set(len(self.queue))
+        self._dirty = True
+        self._wake.set()
+        return {"accepted": n, "dropped": dropped}
+
+    def _align(self, batch: SampleBatch) -> np.ndarray:
+        """Rows in the reference's feature order; a feature the batch lacks is all-missing."""
+        raw = np.array(
+            [[np.nan if v is None else v for v in row] for row in batch.rows], dtype=np.float64
+        ).reshape(len(batch.rows), len(batch.feature_names))
+        position = {name: i for i, name in enumerate(batch.feature_names)}
+        out = np.full((raw.shape[0], len(self.feature_names)), np.nan)
+        for j, name in enumerate(self.feature_names):
+            i = position.get(name)
+            if i is not None:
+                out[:, j] = raw[:, i]
+        out[~np.isfinite(out)] = np.nan
+        return out
+
+    def _record_decisions(self, batch: SampleBatch) -> None:
+        if batch.decisions is None:
+            return
+        self._decisions.extend(batch.decisions)
+        if self._decisions:
+            self.metrics.anomaly_rate.labels(self.model).set(
+                sum(self._decisions) / len(self._decisions)
+            )
+        machines = batch.machine_ids or ["unknown"] * len(batch.decisions)
+        totals: dict[str, list[int]] = {}
+        for machine, is_anomaly in zip(machines, batch.decisions, strict=True):
+            entry = totals.setdefault(machine, [0, 0])
+            entry[0] += 1
+            entry[1] += int(is_anomaly)
+        for machine, (scored, anomalies) in totals.items():
+            self.metrics.scored.labels(self.model, machine).inc(scored)
+            self.metrics.anomalies.labels(self.model, machine).inc(anomalies)
+
+    def anomaly_rate(self) -> float | None:
+        return sum(self._decisions) / len(self._decisions) if self._decisions else None
+
+    # ---- testing -----------------------------------------------------------------------
+
+    def process(self) -> int:
+        """Test every window the queued rows complete; deliver a pending request. Returns the
+        number of windows tested."""
+        tested = 0
+        with self._work:
+            if self.detector is not None:
+                while True:
+                    chunk = self.queue.take(self.window.room())
+                    if chunk.shape[0]:
+                        self.window.add(chunk)
+                    if self.window.due():
+                        self._test_window()
+                        tested += 1
+                    elif chunk.shape[0] == 0:
+                        break
+                self.metrics.queue_rows.labels(self.model).set(len(self.queue))
+                self.metrics.window_rows.labels(self.model).set(self.window.rows.shape[0])
+            self._deliver_pending()
+            self.metrics.cooldown.labels(self.model).set(
+                self.state.cooldown_remaining(self.clock())
+            )
+            if self._dirty and self.clock() - self._last_persist >= self.settings.persist_seconds:
+                self.persist()
+        return tested
+
+    def _test_window(self) -> None:
+        assert self.detector is not None
+        result = self.detector.test(self.window.rows)
+        self.window.mark_tested()
+        self.last_result = result
+        self._export(result)
+        state, request = decide(
+            self.state,
+            result,
+            policy=self.policy,
+            now=self.clock(),
+            model=self.model,
+            namespace=self.settings.namespace,
+        )
+        self.state = state
+        if request is not None:
+            self.metrics.retraining.labels(self.model, request.trigger).inc()
+            log.warning(
+                "drift in %d windows in a row on %s: %s; requesting retraining (%s)",
+                self.policy.consecutive_windows,
+                self.model,
+                ", ".join(request.features),
+                request.request_id,
+            )
+        # The decision is on disk before anything acts on it.
+        self.persist()
+        if request is not None:
+            self._next_retry = 0.0
+            self._deliver_pending()
+
+    def _export(self, result: DriftResult) -> None:
+        m, model = self.metrics, self.model
+        m.check_duration.labels(model).observe(result.duration_seconds)
+        m.detected.labels(model).set(1 if result.is_drift else 0)
+        m.windows.labels(model, "drift" if result.is_drift else "stable").inc()
+        for f in result.features:
+            m.p_value.labels(model, f.name).set(f.p_value)
+            m.statistic.labels(model, f.name).set(f.statistic)
+            m.feature_detected.labels(model, f.name).set(1 if f.drifted else 0)
+        consecutive = self.state.consecutive + 1 if result.is_drift else 0
+        m.consecutive.labels(model).set(consecutive)
+
+    def _deliver_pending(self) -> None:
+        pending = self.state.pending_request
+        if pending is None or self.clock() < self._next_retry:
+            return
+        request = RetrainRequest.from_dict(pending)
+        try:
+            self.requester.request(request)
+        except Exception as exc:
+            self.last_error = f"retraining request {request.request_id} failed: {exc}"
+            log.warning("%s; retrying in %.0fs", self.last_error, RETRY_SECONDS)
+            self._next_retry = self.clock() + RETRY_SECONDS
+            return
+        self.state = delivered(self.state, request.request_id)
+        self.persist()
+
+    # ---- reference ---------------------------------------------------------------------
+
+    def _try_reference(self, *, initial: bool = False) -> None:
+        try:
+            self.reload_reference()
+        except Exception as exc:
+            self.last_error = f"reference not loaded: {exc}"
+            if initial:
+                log.warning("%s; samples are dropped until it loads", self.last_error)
+
+    def _poll_reference(self) -> None:
+        every = self.settings.reference_poll_seconds
+        if every <= 0 or self.clock() < self._next_poll:
+            return
+        self._next_poll = self.clock() + every
+        self._try_reference()
+
+    def reload_reference(self, *, force: bool = False) -> bool:
+        """Load the source's reference if its version changed (or `force`); True if replaced.
+
+        A new version means a new champion: the detector is rebuilt and the decision state
+        re-arms. Live rows already in the window are kept (they are still today's traffic)."""
+        version = self.source.current_version()
+        with self._work:
+            if self.reference is not None and version == self.reference.version and not force:
+                return False
+            reference = self.source.load()
+            detector = build_detector(
+                self.settings.detector,
+                reference.values,
+                reference.feature_names,
+                p_value=self.settings.p_value,
+                correction=self.settings.correction,
+                min_statistic=self.settings.min_statistic,
+                min_rows=self.settings.min_feature_rows,
+                permutations=self.settings.mmd_permutations,
+            )
+            if reference.feature_names != self.feature_names:
+                self._reshape(reference.feature_names)
+            old = self.reference.version if self.reference is not None else None
+            if old is not None:
+                self.metrics.reference_info.remove(self.model, old)
+            elif self.state.reference_version and self.state.reference_version != reference.version:
+                old = self.state.reference_version
+            self.reference, self.detector = reference, detector
+            if self.state.reference_version != reference.version:
+                if self.state.reference_version:
+                    log.info("new reference %s (was %s): re-armed", reference.version, old)
+                self.state = rearm(self.state, reference.version)
+                if old is None and self.state.windows_tested == 0:
+                    self.state = replace(self.state, decision=Decision.NONE.value)
+            self.metrics.reference_rows.labels(self.model).set(reference.values.shape[0])
+            self.metrics.reference_info.labels(self.model, reference.version).set(1)
+            self.last_error = ""
+            self.persist()
+        return True
+
+    def _reshape(self, feature_names: list[str]) -> None:
+        """New feature set: rows kept under the old columns cannot be compared; start over."""
+        if self.feature_names:
+            log.warning("reference features changed; discarding the window and queue")
+        self.feature_names = list(feature_names)
+        width = len(self.feature_names)
+        self.queue = SampleQueue(self.settings.queue_rows, width)
+        self.window = SlidingWindow(self.settings.window_size, self.settings.step, width)
+
+    # ---- persistence -------------------------------------------------------------------
+
+    def persist(self) -> None:
+        with self._work:
+            meta = {
+                "model": self.model,
+                "feature_names": self.feature_names,
+                "decision": self.state.to_dict(),
+                "since_test": self.window.since_test,
+                "rows_seen": self.window.rows_seen,
+            }
+            self.store.save(meta, self.window.rows, self.queue.snapshot())
+            self._dirty = False
+            self._last_persist = self.clock()
+
+    def _restore(self) -> None:
+        snap = self.store.load()
+        if snap is None:
+            return
+        self.state = DecisionState.from_dict(snap.meta.get("decision", {}))
+        names = list(snap.meta.get("feature_names", []))
+        if names:
+            self._reshape(names)
+            self.window = SlidingWindow(
+                self.settings.window_size, self.settings.step, len(names), rows=snap.window
+            )
+            self.window.since_test = int(snap.meta.get("since_test", 0))
+            self.window.rows_seen = int(snap.meta.get("rows_seen", 0))
+            if snap.queue.shape[0]:
+                self.queue.put(snap.queue)
+        log.info(
+            "restored monitor state: %d windows tested, decision %s, %d window rows",
+            self.state.windows_tested,
+            self.state.decision,
+            self.window.rows.shape[0],
+        )
+
+    # ---- reporting ---------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock()
+        s = self.state
+        ref = self.reference
+        return {
+            "model": self.model,
+            "namespace": self.settings.namespace,
+            "detector": self.settings.detector,
+            "pValue": self.settings.p_value,
+            "correction": self.settings.correction,
+            "reference": None
+            if ref is None
+            else {"version": ref.version, "rows": int(ref.values.shape[0]), "source": ref.source},
+            "features": self.feature_names,
+            "window": {
+                "size": self.window.size,
+                "step": self.window.step,
+                "rows": int(self.window.rows.shape[0]),
+                "sinceTest": self.window.since_test,
+                "rowsSeen": self.window.rows_seen,
+            },
+            "queueRows": len(self.queue),
+            "received": self.received,
+            "dropped": self.dropped,
+            "anomalyRate": self.anomaly_rate(),
+            "decision": s.decision,
+            "windowsTested": s.windows_tested,
+            "driftedWindows": s.drifted_windows,
+            "consecutive": s.consecutive,
+            "consecutiveRequired": self.policy.consecutive_windows,
+            "retrainOnDrift": self.policy.retrain_on_drift,
+            "cooldownRemainingSeconds": s.cooldown_remaining(now),
+            "cooldownUntil": datetime.fromtimestamp(s.cooldown_until, UTC).isoformat()
+            if s.cooldown_until
+            else None,
+            "requests": s.requests,
+            "lastRequest": s.last_request,
+            "pendingRequest": s.pending_request,
+            "lastPValues": s.last_p_values,
+            "lastStatistics": s.last_statistics,
+            "lastDrifted": s.last_drifted,
+            "lastWindowEnd": s.last_window_end or None,
+            "lastError": self.last_error or None,
+        }
+
+    def idle(self) -> bool:
+        """Nothing queued and no test due (tests wait on this)."""
+        return len(self.queue) == 0 and not self.window.due()

@@ -1,0 +1,132 @@
+"""Decision logic: K consecutive windows, one request, cooldown, re-arm (pure functions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from loopline.monitoring.decision import (
+    Decision,
+    DecisionState,
+    Policy,
+    decide,
+    delivered,
+    rearm,
+)
+from loopline.monitoring.detectors import DriftResult, FeatureTest
+from loopline.monitoring.retrain import build_retrain_patch
+from loopline.types.common import RETRAIN_ANNOTATION, RETRAIN_REASON_ANNOTATION
+
+
+def result(drifted: dict[str, bool]) -> DriftResult:
+    features = [
+        FeatureTest(
+            name=n,
+            p_value=1e-9 if d else 0.5,
+            statistic=0.6 if d else 0.01,
+            rows=100,
+            missing=0,
+            tested=True,
+            drifted=d,
+        )
+        for n, d in drifted.items()
+    ]
+    return DriftResult(
+        detector="ks",
+        is_drift=any(drifted.values()),
+        p_value=min(f.p_value for f in features),
+        threshold=0.01,
+        statistic=max(f.statistic for f in features),
+        rows=100,
+        features=features,
+    )
+
+
+DRIFT = result({"feed_rate": True, "spindle_speed": True, "spindle_current": False})
+STABLE = result({"feed_rate": False, "spindle_speed": False, "spindle_current": False})
+
+
+def run(state: DecisionState, results: list[DriftResult], policy: Policy, t0: float = 1000.0):
+    requests = []
+    for i, r in enumerate(results):
+        state, req = decide(state, r, policy=policy, now=t0 + i, model="drill-ae", namespace="ns")
+        if req is not None:
+            requests.append(req)
+    return state, requests
+
+
+def test_k_consecutive_windows_then_exactly_one_request_naming_features() -> None:
+    policy = Policy(consecutive_windows=3, cooldown_seconds=100)
+    state, reqs = run(DecisionState(reference_version="4"), [DRIFT, DRIFT], policy)
+    assert reqs == []
+    assert state.decision == Decision.SUSPECT
+    assert state.consecutive == 2
+    state, reqs = run(state, [DRIFT] + [DRIFT] * 20, policy)
+    assert len(reqs) == 1
+    req = reqs[0]
+    assert req.features == ["feed_rate", "spindle_speed"]
+    assert set(req.p_values) == {"feed_rate", "spindle_speed"}
+    assert req.request_id == "drift-drill-ae-v4-w3"
+    assert state.requests == 1
+    assert state.decision == Decision.COOLDOWN
+
+
+def test_stable_window_resets_the_count() -> None:
+    policy = Policy(consecutive_windows=3)
+    state, reqs = run(DecisionState(), [DRIFT, DRIFT, STABLE, DRIFT, DRIFT, STABLE] * 5, policy)
+    assert reqs == []
+    assert state.windows_tested == 30
+    assert state.drifted_windows == 20
+
+
+def test_after_cooldown_persistent_drift_asks_again_once() -> None:
+    policy = Policy(consecutive_windows=2, cooldown_seconds=10)
+    # One window per second for 25 s of persistent drift: requests at ~t=1, ~t=12, ~t=23.
+    state, reqs = run(DecisionState(), [DRIFT] * 25, policy)
+    assert len(reqs) == 3
+    assert state.cooldown_until > 1000 + 24
+
+
+def test_report_only_never_requests() -> None:
+    state, reqs = run(DecisionState(), [DRIFT] * 10, Policy(retrain_on_drift=False))
+    assert reqs == []
+    assert state.decision == Decision.REPORTED
+
+
+def test_rearm_on_new_reference_clears_cooldown_and_count() -> None:
+    policy = Policy(consecutive_windows=2, cooldown_seconds=1e9)
+    state, reqs = run(DecisionState(reference_version="1"), [DRIFT] * 5, policy)
+    assert len(reqs) == 1
+    state = rearm(state, "2")
+    assert state.cooldown_until == 0
+    assert state.consecutive == 0
+    assert state.decision == "rearmed"
+    state, reqs = run(state, [DRIFT] * 2, policy, t0=5000)
+    assert [r.request_id for r in reqs] == ["drift-drill-ae-v2-w7"]
+
+
+def test_pending_until_delivered_and_state_round_trips() -> None:
+    state, reqs = run(DecisionState(), [DRIFT], Policy(consecutive_windows=1))
+    assert state.pending_request is not None
+    again = DecisionState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert again == state
+    assert delivered(state, "other").pending_request is not None
+    assert delivered(state, reqs[0].request_id).pending_request is None
+
+
+def test_retrain_patch_is_the_shared_contract() -> None:
+    _, reqs = run(DecisionState(), [DRIFT], Policy(consecutive_windows=1))
+    patch = build_retrain_patch(reqs[0])
+    ann = patch["metadata"]["annotations"]
+    assert ann[RETRAIN_ANNOTATION] == reqs[0].request_id
+    reason = json.loads(ann[RETRAIN_REASON_ANNOTATION])
+    assert reason["trigger"] == "drift"
+    assert reason["features"] == ["feed_rate", "spindle_speed"]
+    assert set(reason["pValues"]) == {"feed_rate", "spindle_speed"}
+    assert reason["windowEnd"].endswith("+00:00")
+
+
+def test_policy_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="consecutive_windows"):
+        Policy(consecutive_windows=0)

@@ -1,0 +1,48 @@
+"""The bounded queue drops the oldest rows and counts them; the window tests every step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from loopline.monitoring.window import SampleQueue, SlidingWindow
+
+
+def rows(start: int, n: int) -> np.ndarray:
+    return np.arange(start, start + n, dtype=np.float64).reshape(n, 1)
+
+
+def test_queue_drops_oldest_and_counts() -> None:
+    q = SampleQueue(capacity=10, width=1)
+    assert q.put(rows(0, 6)) == 0
+    assert q.put(rows(6, 6)) == 2
+    assert len(q) == 10
+    assert q.take(3)[:, 0].tolist() == [2, 3, 4]
+    assert q.put(rows(12, 25)) == 7 + 15
+    assert q.snapshot()[:, 0].tolist() == list(range(27, 37))
+    assert q.take(100).shape == (10, 1)
+    assert len(q) == 0
+
+
+def test_queue_rejects_wrong_width() -> None:
+    with pytest.raises(ValueError, match=r"shape \[n, 1\]"):
+        SampleQueue(5, 1).put(np.zeros((2, 3)))
+
+
+def test_window_due_every_step_once_full() -> None:
+    w = SlidingWindow(size=10, step=4, width=1)
+    tests = []
+    q = SampleQueue(1000, 1)
+    q.put(rows(0, 30))
+    while True:
+        chunk = q.take(w.room())
+        if chunk.shape[0]:
+            w.add(chunk)
+        if w.due():
+            tests.append(w.rows[:, 0].tolist())
+            w.mark_tested()
+        elif chunk.shape[0] == 0:
+            break
+    # first test when 10 rows are in, then every 4 new rows
+    assert [t[-1] for t in tests] == [9, 13, 17, 21, 25, 29]
+    assert all(len(t) == 10 for t in tests)
