@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -84,7 +85,6 @@ class LocalPipelineBackend:
     def __init__(self, runs_dir: Path, command: list[str] | None = None) -> None:
         self.runs_dir = runs_dir
         self.command = list(command) if command else list(DEFAULT_WORKER)
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
 
     def _dir(self, run_id: str) -> Path:
@@ -120,17 +120,13 @@ class LocalPipelineBackend:
                 (run_dir / "spec.json").unlink(missing_ok=True)
                 raise BackendRejected(f"cannot start worker {argv[0]!r}: {exc}") from exc
             _atomic_write(run_dir / "pid", f"{proc.pid} {_process_start(proc.pid) or ''}\n")
-            self._children[spec.run_id] = proc
+            # Reap the worker when it ends (no zombies); liveness is read from /proc, which
+            # also works for workers a previous operator process started.
+            threading.Thread(target=proc.wait, name=f"reap-{spec.run_id}", daemon=True).start()
             log.info("started run %s (pid %d) in %s", spec.run_id, proc.pid, run_dir)
             return spec.run_id
 
     def _alive(self, run_dir: Path, run_id: str) -> bool:
-        child = self._children.get(run_id)
-        if child is not None:
-            if child.poll() is None:
-                return True
-            self._children.pop(run_id, None)
-            return False
         try:
             pid_text, _, started = (run_dir / "pid").read_text().strip().partition(" ")
         except OSError:
@@ -194,13 +190,12 @@ class LocalPipelineBackend:
         if self._alive(run_dir, run_id):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
-        child = self._children.pop(run_id, None)
-        if child is not None:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + 10
+        while self._alive(run_dir, run_id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._alive(run_dir, run_id):
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-                child.wait(timeout=10)
 
     def runs_of(self, namespace: str, model: str) -> list[str]:
         if not self.runs_dir.is_dir():
@@ -214,9 +209,3 @@ class LocalPipelineBackend:
             if spec.get("namespace") == namespace and spec.get("modelName") == model:
                 found.append(spec_file.parent.name)
         return found
-
-    def close(self) -> None:
-        """Forget child handles (runs keep going; a new operator adopts them)."""
-        for proc in self._children.values():
-            proc.poll()
-        self._children.clear()

@@ -44,7 +44,7 @@ def test_bad_canary_steps_are_rejected(steps: list[int], message: str) -> None:
 
 
 def test_retrain_on_drift_needs_monitoring_enabled() -> None:
-    with pytest.raises(ValidationError, match="retrainOnDrift needs monitoring.enabled"):
+    with pytest.raises(ValidationError, match=r"retrainOnDrift needs monitoring\.enabled"):
         _model(monitoring={"enabled": False, "retrainOnDrift": True})
 
 
