@@ -1,0 +1,109 @@
+"""Settings of `loopline demo` (`LOOPLINE_DEMO_*`): sizes, rates, scenario timing, timeouts.
+
+The defaults are the full demo, sized to show a real loop in about ten minutes on a laptop;
+`quick()` shrinks data, epochs and windows so CI and the e2e test finish in a few minutes on
+two cores. Every field can be overridden from the environment, e.g.
+`LOOPLINE_DEMO_RATE=40 loopline demo`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from loopline.settings import get_settings
+
+
+class DemoSettings(BaseSettings):
+    """One demo run: where it keeps its state, how big, how fast, how long it may wait."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOPLINE_DEMO_", extra="forbid")
+
+    state_dir: Path | None = Field(
+        default=None,
+        description="Where the demo keeps its cluster, MLflow store, data, logs and pids; "
+        "empty means `$LOOPLINE_STATE_DIR/demo`.",
+    )
+    report_dir: Path | None = Field(
+        default=None, description="Where the report goes; empty means `<state_dir>/report`."
+    )
+    namespace: str = Field(default="loopline-demo", description="Namespace of the demo's objects.")
+    model: str = Field(default="drill-ae", description="Name of the example anomaly Model.")
+    machines: int = Field(default=10, ge=1, le=100, description="Simulated drilling machines.")
+    history_days: float = Field(
+        default=21.0, gt=0, description="Days of sensor history generated for training."
+    )
+    interval_seconds: int = Field(
+        default=600, ge=1, description="Seconds between readings of one machine (simulated)."
+    )
+    seed: int = Field(default=7, ge=0, description="Seed of the data generator.")
+    epochs: int | None = Field(
+        default=None, ge=1, description="Training epochs; empty keeps the example Model's."
+    )
+    rate: float = Field(
+        default=20.0, gt=0, description="Inference requests per second (each: all machines)."
+    )
+    protocols: list[str] = Field(
+        default_factory=lambda: ["rest", "grpc"],
+        description="Protocols the plant uses, round-robin between worker threads.",
+    )
+    baseline_seconds: float = Field(
+        default=30.0, ge=0, description="Traffic before the recipe change."
+    )
+    recipe_shift: float = Field(
+        default=0.3, gt=-0.9, le=2.0, description="Operating-point change of the recipe."
+    )
+    dead_sensor: str = Field(
+        default="coolant_flow", description="The non-core sensor that dies in the last act."
+    )
+    dead_sensor_seconds: float = Field(
+        default=20.0, ge=0, description="Traffic while the sensor is dead."
+    )
+    window_size: int | None = Field(
+        default=None, ge=10, description="Drift window (rows); empty keeps the example Model's."
+    )
+    canary_step_seconds: int | None = Field(
+        default=None, ge=0, description="Seconds per canary step; empty keeps the Model's."
+    )
+    serving_timeout: float = Field(
+        default=900.0, gt=0, description="Seconds to wait for the first champion to serve."
+    )
+    loop_timeout: float = Field(
+        default=900.0,
+        gt=0,
+        description="Seconds to wait from the recipe change to the new champion serving.",
+    )
+    trace_machine: str = Field(default="drill-01", description="Machine plotted in the report.")
+
+    def resolved_state_dir(self) -> Path:
+        return (self.state_dir or get_settings().state_dir / "demo").expanduser().absolute()
+
+    def resolved_report_dir(self) -> Path:
+        return (self.report_dir or self.resolved_state_dir() / "report").expanduser().absolute()
+
+    def quick(self) -> DemoSettings:
+        """CI-sized: fewer machines and days, few epochs, small windows, short acts.
+
+        Only fields still at their defaults shrink, so an explicit environment setting wins.
+        """
+        small = {
+            "machines": 4,
+            "history_days": 7.0,
+            "epochs": 3,
+            "rate": 10.0,
+            "baseline_seconds": 15.0,
+            "dead_sensor_seconds": 8.0,
+            "window_size": 120,
+            "canary_step_seconds": 2,
+            "serving_timeout": 420.0,
+            "loop_timeout": 420.0,
+        }
+        defaults = DemoSettings.model_fields
+        update = {
+            name: value
+            for name, value in small.items()
+            if name not in self.model_fields_set and getattr(self, name) == defaults[name].default
+        }
+        return self.model_copy(update=update)
