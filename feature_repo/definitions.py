@@ -1,0 +1,16 @@
+"""Feast definitions for the `feast` CLI, built from this repository's `repo.json`.
+
+Loopline builds the same objects itself (`loopline.data.features.feast_objects`); this file is
+here so that `feast apply`, `feast plan` or `feast ui` run in a repository directory see them.
+In the project's own feature_repo/, repo.json points at data/sensors.parquet: create it with
+`loopline data generate --out feature_repo/data` first.
+"""
+
+from pathlib import Path
+
+from loopline.data.features import RepoSpec, feast_objects
+
+_HERE = Path(__file__).resolve().parent
+
+for _obj in feast_objects(RepoSpec.load(_HERE), _HERE):
+    globals()[f"{type(_obj).__name__.lower()}_{_obj.name}"] = _obj
