@@ -17,6 +17,7 @@ from loopline.settings import get_settings
 # name -> "module:attribute" of a click command or group. Add a line per subcommand.
 COMMANDS: dict[str, str] = {
     "version": "loopline.cli.main:version",
+    "demo": "loopline.cli.demo:demo",
 }
 
 
