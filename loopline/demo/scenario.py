@@ -37,6 +37,7 @@ import yaml
 
 from loopline import quiet
 from loopline.cluster import process as proc
+from loopline.cluster.errors import ClusterError
 from loopline.data.generator import GeneratorConfig, Manifest, generate, live_traffic
 from loopline.data.schema import CORE_SENSORS, SENSORS, factory_schema
 from loopline.demo.landing import Landing
@@ -57,7 +58,11 @@ EXAMPLES_DIR = REPO_ROOT / "manifests" / "examples"
 
 
 class MissingPiece(RuntimeError):
-    """A part of Loopline the demo needs is not in this tree (or does not work yet)."""
+    """A part of Loopline the demo needs is not in this tree."""
+
+
+class BrokenPiece(RuntimeError):
+    """A part of Loopline the demo needs is in the tree but failed; the message says how."""
 
 
 class StageTimeout(RuntimeError):
@@ -74,6 +79,7 @@ class DemoResult:
     report: Path | None = None
     completed: bool = False
     problems: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # pieces not in the tree
     leftovers: list[int] = field(default_factory=list)
     kubeconfig: Path | None = None
     tracking_uri: str = ""
@@ -337,7 +343,7 @@ class Demo:
         record = self.processes.start("operator", argv, env=self.child_env())
         time.sleep(1.0)
         if proc.exited(record):
-            raise MissingPiece(
+            raise BrokenPiece(
                 f"the operator exited at start; last lines of {record.log}:\n"
                 + proc.log_tail(record.log)
             )
@@ -637,7 +643,13 @@ class Demo:
             self.compare_versions()
             self.act_dead_sensor()
             result.completed = True
-        except (MissingPiece, StageTimeout) as exc:
+        except MissingPiece as exc:
+            result.missing.append(str(exc))
+            result.problems.append(str(exc))
+            self.record.note(str(exc))
+            self.record.step("Stopped early: a piece is missing", detail=str(exc))
+            log.warning("demo stopped early: %s", exc)
+        except (BrokenPiece, StageTimeout, ClusterError) as exc:
             result.problems.append(str(exc))
             self.record.note(str(exc))
             self.record.step("Stopped early", detail=str(exc).splitlines()[0])
