@@ -1,0 +1,87 @@
+"""The scenario's pure parts: settings, example manifests as the demo applies them, waiting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loopline.demo.scenario import (
+    MissingPiece,
+    StageTimeout,
+    demo_model,
+    demo_pipeline,
+    load_examples,
+    wait_for,
+)
+from loopline.demo.settings import DemoSettings
+
+MODEL = {
+    "apiVersion": "loopline.dev/v1alpha1",
+    "kind": "Model",
+    "metadata": {"name": "drill-ae", "namespace": "default", "labels": {"a": "b"}},
+    "spec": {
+        "task": "anomaly-detection",
+        "pipelineRef": {"name": "sensor-training"},
+        "monitoring": {"windowSize": 500},
+    },
+}
+PIPELINE = {
+    "apiVersion": "loopline.dev/v1alpha1",
+    "kind": "Pipeline",
+    "metadata": {"name": "sensor-training"},
+    "spec": {"pipeline": "training"},
+}
+
+
+def test_quick_shrinks_only_what_was_not_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOPLINE_DEMO_RATE", "33")
+    quick = DemoSettings().quick()
+    assert quick.rate == 33.0
+    assert quick.machines == 4
+    assert quick.epochs == 3
+    assert DemoSettings(machines=6).quick().machines == 6
+    with pytest.raises(ValueError, match="extra"):
+        DemoSettings(nonsense=1)  # type: ignore[call-arg]
+
+
+def test_state_and_report_dirs_default_under_the_state_dir(tmp_path: Path) -> None:
+    s = DemoSettings(state_dir=tmp_path / "s")
+    assert s.resolved_state_dir() == tmp_path / "s"
+    assert s.resolved_report_dir() == tmp_path / "s" / "report"
+
+
+def test_examples_are_found_and_adapted(tmp_path: Path) -> None:
+    (tmp_path / "anomaly.yaml").write_text(yaml.safe_dump_all([PIPELINE, MODEL]))
+    (tmp_path / "other.yaml").write_text(
+        yaml.safe_dump({"kind": "Model", "metadata": {"name": "x"}})
+    )
+    model, pipeline = load_examples(tmp_path, "drill-ae")
+    assert pipeline["metadata"]["name"] == "sensor-training"
+    settings = DemoSettings().quick()
+    doc = demo_model(model, settings, "demo-ns")
+    assert doc["metadata"] == {"name": "drill-ae", "namespace": "demo-ns"}
+    assert doc["spec"]["monitoring"] == {"windowSize": 120, "enabled": True, "retrainOnDrift": True}
+    assert doc["spec"]["training"] == {"epochs": 3}
+    assert doc["spec"]["serving"]["canary"]["stepSeconds"] == 2
+    assert MODEL["spec"]["monitoring"] == {"windowSize": 500}  # the example is not modified
+    full = demo_model(model, DemoSettings(), "demo-ns")
+    assert full["spec"]["monitoring"]["windowSize"] == 500
+    assert "training" not in full["spec"]
+    assert demo_pipeline(pipeline, "demo-ns")["metadata"]["namespace"] == "demo-ns"
+
+
+def test_missing_examples_name_the_piece(tmp_path: Path) -> None:
+    with pytest.raises(MissingPiece, match="no example Model named 'drill-ae'"):
+        load_examples(tmp_path, "drill-ae")
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(MODEL))
+    with pytest.raises(MissingPiece, match="Pipeline 'sensor-training'"):
+        load_examples(tmp_path, "drill-ae")
+
+
+def test_wait_for_returns_the_value_or_names_what_it_waited_for() -> None:
+    calls = iter([None, None, "ready"])
+    assert wait_for(lambda: next(calls), timeout=5, what="x", interval=0.01) == "ready"
+    with pytest.raises(StageTimeout, match="waiting for the champion"):
+        wait_for(lambda: None, timeout=0.05, what="the champion", interval=0.01)
