@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -17,7 +18,7 @@ from loopline.demo.scenario import (
 )
 from loopline.demo.settings import DemoSettings
 
-MODEL = {
+MODEL: dict[str, Any] = {
     "apiVersion": "loopline.dev/v1alpha1",
     "kind": "Model",
     "metadata": {"name": "drill-ae", "namespace": "default", "labels": {"a": "b"}},
@@ -27,7 +28,7 @@ MODEL = {
         "monitoring": {"windowSize": 500},
     },
 }
-PIPELINE = {
+PIPELINE: dict[str, Any] = {
     "apiVersion": "loopline.dev/v1alpha1",
     "kind": "Pipeline",
     "metadata": {"name": "sensor-training"},
