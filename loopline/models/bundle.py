@@ -212,7 +212,17 @@ def load_bundle(model_uri: str | Path, *, tracking_uri: str | None = None) -> Mo
             return ModelBundle.load_dir(local)
         if (local / "MLmodel").is_file():
             return ModelBundle.load_dir(bundle_dir_of_model(local))
-    from mlflow.artifacts import download_artifacts
+    from contextlib import nullcontext
 
-    downloaded = Path(download_artifacts(artifact_uri=str(model_uri), tracking_uri=tracking_uri))
+    from mlflow.artifacts import download_artifacts
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    # MLflow 3 resolves `models:/` URIs partly through the global tracking URI, whatever is
+    # passed in, so the global one points at `tracking_uri` for the download (and is restored).
+    with _use_tracking_uri(tracking_uri) if tracking_uri else nullcontext():
+        downloaded = Path(
+            download_artifacts(
+                artifact_uri=str(model_uri), tracking_uri=tracking_uri, registry_uri=tracking_uri
+            )
+        )
     return ModelBundle.load_dir(bundle_dir_of_model(downloaded))

@@ -14,6 +14,8 @@ Rows with a NaN in a model's input columns are left out of that model's training
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,21 +94,50 @@ def _fit_net(
     opt = torch.optim.Adam(net.parameters(), lr=params.learning_rate)
     history: list[float] = []
     net.train()
-    for _ in range(params.epochs):
-        order = torch.from_numpy(rng.permutation(len(xt)))
-        total = 0.0
-        for start in range(0, len(xt), params.batch_size):
-            idx = order[start : start + params.batch_size]
-            xb = xt[idx]
-            out = net(xb)
-            loss = loss_fn(out, xb) if yt is None else loss_fn(out, yt[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        history.append(total / len(xt))
+    with single_threaded():
+        for _ in range(params.epochs):
+            history.append(_epoch(net, opt, loss_fn, xt, yt, rng, params.batch_size))
     net.eval()
     return history
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run torch on one intra-op thread, restoring the setting afterwards.
+
+    These networks are a few dozen units wide: splitting a 256 x 32 matmul across threads
+    costs more in synchronisation than it saves, and on a shared machine spinning threads
+    compete with everyone else. Measured in benchmarks/bench_training.py.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _epoch(
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    xt: torch.Tensor,
+    yt: torch.Tensor | None,
+    rng: np.random.Generator,
+    batch_size: int,
+) -> float:
+    order = torch.from_numpy(rng.permutation(len(xt)))
+    total = 0.0
+    for start in range(0, len(xt), batch_size):
+        idx = order[start : start + batch_size]
+        xb = xt[idx]
+        out = net(xb)
+        loss = loss_fn(out, xb) if yt is None else loss_fn(out, yt[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(idx)
+    return total / len(xt)
 
 
 def _autoencoder(

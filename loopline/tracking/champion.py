@@ -1,0 +1,40 @@
+"""Score the current champion on this run's evaluation set (the gate's other half).
+
+A champion's metrics from its own run were measured on older data; comparing them with a
+challenger's metrics on new data would reward whichever happened to get the easier period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from loopline.models.bundle import BundleError, load_bundle
+from loopline.models.evaluation import Evaluation, evaluate_bundle
+from loopline.tracking.registry import CHAMPION, alias_uri, version_by_alias
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    version: str
+    evaluation: Evaluation
+
+
+def score_champion(
+    client: MlflowClient, registered_name: str, evaluation_set: pd.DataFrame
+) -> ChampionScore | None:
+    """The champion's metrics on `evaluation_set`, or None if there is no champion yet."""
+    current = version_by_alias(client, registered_name, CHAMPION)
+    if current is None:
+        return None
+    bundle = load_bundle(alias_uri(registered_name, CHAMPION), tracking_uri=client.tracking_uri)
+    try:
+        evaluation = evaluate_bundle(bundle, evaluation_set)
+    except (BundleError, KeyError) as exc:
+        raise BundleError(
+            f"champion v{current.version} cannot score this evaluation set ({exc}); its features "
+            "differ from this run's: retire it or keep the feature service unchanged"
+        ) from exc
+    return ChampionScore(version=str(current.version), evaluation=evaluation)
