@@ -56,7 +56,7 @@ class MonitorServer:
         self.sock = bind(host, port)
         self.host, self.port = self.sock.getsockname()[:2]
         config = uvicorn.Config(
-            create_app(monitor), log_level="warning", access_log=False, lifespan="on"
+            create_app(monitor), log_level="warning", access_log=False, lifespan="on", ws="none"
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -72,6 +72,7 @@ class MonitorServer:
         deadline = time.monotonic() + timeout
         while not self.server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop(timeout=5)
                 raise RuntimeError(f"monitor server on {self.url} did not start")
             time.sleep(0.02)
         return self
@@ -94,5 +95,5 @@ def serve(settings: MonitorSettings, *, reference: Path | None = None) -> None:
         settings = settings.model_copy(update={"reference_uri": str(reference)})
     monitor = build_monitor(settings)
     sock = bind(settings.host, settings.port)
-    config = uvicorn.Config(create_app(monitor), log_level="info", access_log=False)
+    config = uvicorn.Config(create_app(monitor), log_level="info", access_log=False, ws="none")
     uvicorn.Server(config).run(sockets=[sock])

@@ -402,6 +402,7 @@ class DriftMonitor:
             "lastDrifted": s.last_drifted,
             "lastWindowEnd": s.last_window_end or None,
             "lastError": self.last_error or None,
+            "idle": self.idle(),
         }
 
     def idle(self) -> bool:
