@@ -1,0 +1,115 @@
+"""helm lint, helm template against golden files, and the values schema's error messages.
+
+These run the project-built helm (no cluster): `make controlplane` builds it.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+import loopline
+from tests import helm_chart
+from tests.helm_chart import CHART_DIR, HelmError, ci_values_files, helm, render
+
+VALUES = ci_values_files()
+VALUE_IDS = [path.name for path in VALUES]
+
+
+def test_ci_values_files_cover_default_and_cluster_wide() -> None:
+    names = {path.name for path in VALUES}
+    assert {"default-values.yaml", "cluster-wide-values.yaml"} <= names
+    wide = yaml.safe_load((CHART_DIR / "ci" / "cluster-wide-values.yaml").read_text())
+    assert wide["rbac"]["clusterWide"] is True
+
+
+def test_chart_version_follows_the_package() -> None:
+    chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    assert chart["version"] == loopline.__version__
+    assert chart["appVersion"] == loopline.__version__
+
+
+@pytest.mark.parametrize("values_file", VALUES, ids=VALUE_IDS)
+def test_helm_lint_strict(values_file: Path) -> None:
+    result = helm("lint", "--strict", str(CHART_DIR), "--values", str(values_file))
+    assert "0 chart(s) failed" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("values_file", VALUES, ids=VALUE_IDS)
+def test_render_matches_golden_file(values_file: Path) -> None:
+    diff = helm_chart.golden_diff(values_file)
+    assert not diff, (
+        "the rendered chart differs from its golden file; if the change is intended, run "
+        "`.venv/bin/python -m tests.helm_chart` and commit tests/golden/helm/:\n" + diff
+    )
+
+
+def test_rendered_objects_are_unique_and_namespaced_to_the_release() -> None:
+    for values_file in VALUES:
+        docs = helm_chart.documents(render(values_file=values_file))
+        keys = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
+        assert len(keys) == len(set(keys)), f"duplicate objects in {values_file.name}"
+        for doc in docs:
+            if doc["kind"] in ("Deployment", "Service", "ServiceAccount", "ConfigMap"):
+                if doc["kind"] == "ConfigMap" and "grafana_dashboard" in doc["metadata"]["labels"]:
+                    continue  # dashboards go to Grafana's namespace
+                assert doc["metadata"]["namespace"] == helm_chart.NAMESPACE, doc["metadata"]
+
+
+# (--set argument, a fragment the error message must contain: the key's path and the rule)
+BAD_VALUES = [
+    ("backends.mlflow.password=hunter2", "at '/backends/mlflow/password': got string, want object"),
+    ("operator.replicas=2", "at '/operator/replicas': maximum: got 2, want 1"),
+    ("monitor.model.name=Drill_AE", "at '/monitor/model/name'"),
+    ("operator.resources=null", "missing property 'resources'"),
+    ("operator.resources.limits=null", "at '/operator/resources': missing property 'limits'"),
+    ("rbac.clusterwide=true", "additional properties 'clusterwide' not allowed"),
+    ("backends.kfp.endpoint=", "at '/backends/kfp/endpoint': minLength"),
+    ("backends.mlflow.trackingUri=mlflow:5000", "at '/backends/mlflow/trackingUri'"),
+    ("extraSecretEnv[0].name=TOKEN", "missing properties 'secretName', 'key'"),
+    ("image.pullPolicy=Sometimes", "at '/image/pullPolicy': value must be one of"),
+]
+
+
+@pytest.mark.parametrize(("setting", "message"), BAD_VALUES, ids=[s for s, _ in BAD_VALUES])
+def test_schema_rejects_bad_values_naming_the_key(setting: str, message: str) -> None:
+    with pytest.raises(HelmError) as info:
+        render("--set", setting)
+    assert "values don't meet the specifications of the schema" in info.value.stderr
+    assert message in info.value.stderr
+
+
+def test_schema_accepts_local_backends_without_kfp_endpoint() -> None:
+    docs = helm_chart.documents(
+        render(
+            "--set",
+            "backends.kfp.enabled=false",
+            "--set",
+            "backends.kfp.endpoint=",
+            "--set",
+            "backends.seldon.enabled=false",
+        )
+    )
+    config = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")
+    )
+    assert config["data"]["LOOPLINE_OPERATOR_PIPELINE_BACKEND"] == "local"
+    assert config["data"]["LOOPLINE_OPERATOR_SERVING_BACKEND"] == "local"
+    assert "LOOPLINE_OPERATOR_KFP_HOST" not in config["data"]
+
+
+def test_chart_packages_with_linked_sources(tmp_path: Path) -> None:
+    """`helm package` resolves the links to manifests/ and monitoring/ into real files."""
+    helm("package", str(CHART_DIR), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("loopline-*.tgz")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+        for crd in sorted(helm_chart.CRD_DIR.glob("*.yaml")):
+            member = tar.extractfile(f"loopline/crds/{crd.name}")
+            assert member is not None
+            assert member.read() == crd.read_bytes()
+    assert {f"loopline/files/rbac/{p.name}" for p in helm_chart.RBAC_DIR.glob("*.yaml")} <= names
+    assert "loopline/values.schema.json" in names

@@ -1,0 +1,104 @@
+"""Hardening of every pod the chart renders, and credentials only by Secret reference."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helm_chart import CI_VALUES_DIR, HelmError, ci_values_files, documents, render
+
+VALUES = ci_values_files()
+VALUE_IDS = [path.name for path in VALUES]
+DEFAULT_VALUES = CI_VALUES_DIR / "default-values.yaml"
+CREDENTIAL_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|_KEY", re.IGNORECASE)
+
+
+def _workloads(values_file: Path) -> list[dict[str, Any]]:
+    docs = documents(render(values_file=values_file))
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+    assert workloads, "the chart rendered no workload"
+    return workloads
+
+
+@pytest.mark.parametrize("values_file", VALUES, ids=VALUE_IDS)
+def test_every_pod_is_hardened(values_file: Path) -> None:
+    for workload in _workloads(values_file):
+        name = workload["metadata"]["name"]
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert pod.get("hostNetwork") is not True, name
+        assert pod.get("hostPID") is not True, name
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for container in pod["containers"] + pod.get("initContainers", []):
+            where = f"{name}/{container['name']}"
+            ctx = container["securityContext"]
+            assert ctx["readOnlyRootFilesystem"] is True, where
+            assert ctx["allowPrivilegeEscalation"] is False, where
+            assert ctx["capabilities"]["drop"] == ["ALL"], where
+            assert not ctx["capabilities"].get("add"), where
+            assert ctx.get("privileged") is not True, where
+            resources = container["resources"]
+            assert {"cpu", "memory"} <= set(resources["requests"]), where
+            assert "memory" in resources["limits"], where
+            assert container["livenessProbe"], where
+            assert container["readinessProbe"], where
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]], f"{where}: /tmp must be an emptyDir"
+
+
+def test_operator_liveness_probe_is_kopfs_endpoint() -> None:
+    (operator,) = [
+        w for w in _workloads(DEFAULT_VALUES) if w["metadata"]["name"].endswith("-operator")
+    ]
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    port = container["ports"][0]
+    assert f"--liveness=http://0.0.0.0:{port['containerPort']}/healthz" in container["args"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+    # Two operators must never run at once: one replica, and no surge during upgrades.
+    assert operator["spec"]["replicas"] == 1
+    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+
+
+@pytest.mark.parametrize("values_file", VALUES, ids=VALUE_IDS)
+def test_credentials_only_from_secret_references(values_file: Path) -> None:
+    """Every environment variable that looks like a credential is a secretKeyRef."""
+    for workload in _workloads(values_file):
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            for env in container.get("env", []):
+                if CREDENTIAL_NAME.search(env["name"]):
+                    assert "value" not in env, f"{env['name']} has a literal value"
+                    assert "secretKeyRef" in env["valueFrom"], env
+
+
+INLINE_CREDENTIALS = [
+    "backends.mlflow.password={}",
+    "backends.mlflow.token.value={}",
+    "extraSecretEnv[0].value={}",
+    "operator.extraEnv[0].name=X,operator.extraEnv[0].valueFrom={}",
+]
+
+
+@pytest.mark.parametrize("template", INLINE_CREDENTIALS)
+def test_inline_credentials_are_refused_without_echoing_them(template: str) -> None:
+    """The only way in for a credential is a Secret reference; a literal is an error, and
+    the error does not repeat the value (it may end up in CI logs)."""
+    sentinel = "s3nt1nel-Pa55w0rd"
+    with pytest.raises(HelmError) as info:
+        render("--set", template.format(sentinel))
+    assert "values don't meet the specifications of the schema" in info.value.stderr
+    assert sentinel not in info.value.stderr
+
+
+def test_service_account_tokens_mounted_only_where_used() -> None:
+    docs = documents(render(values_file=DEFAULT_VALUES))
+    for sa in (d for d in docs if d["kind"] == "ServiceAccount"):
+        assert sa["automountServiceAccountToken"] is False
+    for workload in _workloads(DEFAULT_VALUES):
+        pod = workload["spec"]["template"]["spec"]
+        # Both components talk to the Kubernetes API (operator: everything; monitor: one patch).
+        assert pod["automountServiceAccountToken"] is True
+        assert pod["enableServiceLinks"] is False
