@@ -313,6 +313,7 @@ class Demo:
             interval_seconds=s.interval_seconds,
             start=start,
             seed=s.seed,
+            fault_fraction=s.fault_fraction,
             sensor_faults_per_day=0.0,
         )
         frame, manifest = generate(config)
@@ -422,7 +423,11 @@ class Demo:
     def start_traffic(self) -> None:
         assert self.history is not None
         assert self.landing is not None
-        self.stream = PlantStream(self.history)
+        self.stream = PlantStream(
+            self.history,
+            fault_fraction=self.s.fault_fraction,
+            clock=lambda: datetime.now(UTC),
+        )
         landing = self.landing
         self.plant = Plant(
             self.stream,

@@ -39,6 +39,9 @@ class DemoSettings(BaseSettings):
         default=600, ge=1, description="Seconds between readings of one machine (simulated)."
     )
     seed: int = Field(default=7, ge=0, description="Seed of the data generator.")
+    fault_fraction: float = Field(
+        default=0.03, ge=0, le=0.5, description="Share of rows inside a labelled machine fault."
+    )
     epochs: int | None = Field(
         default=None, ge=1, description="Training epochs; empty keeps the example Model's."
     )
@@ -90,7 +93,7 @@ class DemoSettings(BaseSettings):
         """
         small = {
             "machines": 4,
-            "history_days": 7.0,
+            "history_days": 3.0,
             "epochs": 3,
             "rate": 10.0,
             "baseline_seconds": 15.0,

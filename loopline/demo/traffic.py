@@ -269,6 +269,11 @@ class PlantStream:
 
     Thread-safe: several protocol workers pull from one stream. `change_recipe` and
     `kill_sensor` take effect from the next batch on and return its simulated timestamp.
+
+    With a `clock`, each batch is stamped with the clock's time when it is taken instead of
+    the generator's simulated time (which runs one interval per batch, far faster than real
+    time): readings then land in the offline store at the time they were sent, as a real
+    plant's would, and training windows that end "now" contain them.
     """
 
     def __init__(
@@ -278,8 +283,11 @@ class PlantStream:
         chunk_minutes: float = 600.0,
         sensor_faults_per_day: float = 0.0,
         fault_fraction: float | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._manifest = history
+        self._clock = clock
+        self._last_stamp: datetime | None = None
         self._chunk_minutes = chunk_minutes
         self._sensor_faults = sensor_faults_per_day
         self._fault_fraction = fault_fraction
@@ -320,8 +328,20 @@ class PlantStream:
             self._next_start = batch[TIMESTAMP].iloc[0].to_pydatetime() + interval
             for sensor, machines in self._dead.items():
                 kill_sensor(batch, sensor, machines)
+            if self._clock is not None:
+                stamp = pd.Timestamp(self._stamp()).as_unit("ns")
+                batch[TIMESTAMP] = pd.DatetimeIndex([stamp] * len(batch)).as_unit("ns")
             self.rows_sent += len(batch)
             return batch
+
+    def _stamp(self) -> datetime:
+        """The clock's time, strictly after the previous batch's."""
+        assert self._clock is not None
+        now = self._clock()
+        if self._last_stamp is not None and now <= self._last_stamp:
+            now = self._last_stamp + timedelta(microseconds=1)
+        self._last_stamp = now
+        return now
 
     def change_recipe(self, shift: float) -> datetime:
         """From the next batch on, the operating point is scaled by 1 + shift."""

@@ -78,6 +78,17 @@ def test_stream_changes_recipe_and_kills_sensors(history: Manifest) -> None:
         kill_sensor(dead, "no_such_sensor")
 
 
+def test_stream_stamps_batches_with_its_clock(history: Manifest) -> None:
+    from datetime import UTC, datetime
+
+    fixed = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    stream = PlantStream(history, clock=lambda: fixed)
+    first, second = stream.next_batch(), stream.next_batch()
+    assert (first["event_timestamp"] == fixed).all()
+    assert (second["event_timestamp"] > fixed).all()  # strictly later, never a duplicate key
+    assert str(second["event_timestamp"].dtype) == "datetime64[ns, UTC]"
+
+
 def test_answer_reads_the_servers_outputs() -> None:
     from loopline.serving.scoring import ScoredBatch, encode_outputs
 
