@@ -3,7 +3,7 @@
 # kube-scheduler, kubectl) and its tools (kwok, helm) at the versions pinned in
 # versions.env, into
 #
-#     ${LOOPLINE_CACHE_DIR:-$HOME/.cache/loopline}/k8s-<version>/bin/
+#     ${LOOPLINE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/loopline}/k8s-<version>/bin/
 #
 # Nothing on the package registries ships kube-apiserver and these machines
 # have no container runtime, so we compile it from the Go modules, the way
@@ -30,7 +30,7 @@ for arg in "$@"; do
     esac
 done
 
-cache_dir="${LOOPLINE_CACHE_DIR:-$HOME/.cache/loopline}"
+cache_dir="${LOOPLINE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/loopline}"
 bin_dir="$cache_dir/k8s-${KUBERNETES_VERSION}/bin"
 if [ "$print_only" -eq 1 ]; then
     echo "$bin_dir"

@@ -1,0 +1,366 @@
+"""The local cluster's lifecycle: `up`, `down`, `status`, restart of one component.
+
+This module starts and stops processes; everything it starts them with (command lines,
+kubeconfigs, certificates, node objects) comes from the pure modules beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import urllib.error
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from loopline.cluster import commands, crds, pki, probes
+from loopline.cluster import process as proc
+from loopline.cluster import state as st
+from loopline.cluster.binaries import Binaries, ensure
+from loopline.cluster.errors import ClusterError, ComponentStartError, CrdInstallError
+from loopline.cluster.kubeconfig import component_users, kubeconfig, token_file
+from loopline.cluster.kubectl import Kubectl, KubectlError
+from loopline.cluster.layout import Layout
+from loopline.cluster.settings import ClusterSettings
+
+log = logging.getLogger(__name__)
+
+# What a state directory may contain; `down` refuses to delete a directory holding anything
+# else, in case LOOPLINE_CLUSTER_STATE_DIR points somewhere precious.
+_OWN_ENTRIES = {
+    "pki",
+    "etcd",
+    "logs",
+    "kubeconfig",
+    "kubeconfigs",
+    "kwok.yaml",
+    "state.json",
+    "state.tmp",
+}
+
+
+@dataclass(frozen=True)
+class UpResult:
+    state: st.ClusterState
+    started: bool  # False: the cluster was already running and `up` did nothing
+    crds: list[str] = field(default_factory=list)  # names of the CRDs installed
+
+
+@dataclass(frozen=True)
+class Status:
+    health: st.Health
+    state: st.ClusterState | None
+    dead: list[str]  # recorded components that are no longer running
+
+
+class LocalCluster:
+    """One local cluster, identified by its state directory."""
+
+    def __init__(
+        self, settings: ClusterSettings | None = None, *, binaries: Binaries | None = None
+    ) -> None:
+        self.settings = settings or ClusterSettings()
+        self.layout = Layout(self.settings.resolved_state_dir())
+        self._binaries = binaries
+
+    # -- queries ---------------------------------------------------------------------------
+
+    @property
+    def state_dir(self) -> Path:
+        return self.layout.root
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.layout.kubeconfig
+
+    def state(self) -> st.ClusterState | None:
+        return st.load(self.layout.state_file)
+
+    def status(self) -> Status:
+        state = self.state()
+        dead = [] if state is None else [p.name for p in state.processes if not st.is_alive(p)]
+        return Status(st.health(state), state, dead)
+
+    def admin_token(self) -> str:
+        """The admin bearer token, read back from the kubeconfig `up` wrote."""
+        config = yaml.safe_load(self.layout.kubeconfig.read_text())
+        return str(config["users"][0]["user"]["token"])
+
+    def kubectl(self) -> Kubectl:
+        state = self._require_running()
+        return Kubectl(state.bin_dir / "kubectl", self.layout.kubeconfig)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def up(self, nodes: int = 0, crd_dirs: Sequence[Path] = (), *, build: bool = True) -> UpResult:
+        """Start the cluster, or do nothing when it already runs.
+
+        A state directory left by a killed run (dead pids) is cleaned first. If any step
+        fails, everything already started is stopped again and the logs are kept.
+        """
+        if nodes < 0:
+            raise ValueError("nodes must be >= 0")
+        with st.locked(self.layout.lock_file):
+            current = self.state()
+            health = st.health(current)
+            if health is st.Health.RUNNING and current is not None:
+                if current.nodes != nodes:
+                    log.warning(
+                        "cluster in %s already runs with %d node(s); `down` first to change it",
+                        self.state_dir,
+                        current.nodes,
+                    )
+                return UpResult(current, started=False)
+            if health is st.Health.STALE and current is not None:
+                dead = [p.name for p in current.processes if not st.is_alive(p)]
+                log.warning(
+                    "cleaning stale cluster state in %s (not running: %s)",
+                    self.state_dir,
+                    ", ".join(dead) or "-",
+                )
+                self._stop_all(current)
+            self._remove_state_dir()
+            binaries = self._binaries or ensure(self.settings, build_if_needed=build)
+            started = time.monotonic()
+            try:
+                state = self._start(binaries, nodes)
+            except BaseException:
+                failed = self.state()
+                if failed is not None:
+                    self._stop_all(failed)
+                # Keep the logs for the error message; without state.json the next `up`
+                # sees a dead cluster and cleans it.
+                self.layout.state_file.unlink(missing_ok=True)
+                raise
+            log.info("cluster ready in %.1fs at %s", time.monotonic() - started, state.server)
+            project = crds.default_dirs() if self.settings.project_crds else []
+            installed = self._install_crds(state, [*project, *crd_dirs])
+            return UpResult(state, started=True, crds=installed)
+
+    def _install_crds(self, state: st.ClusterState, directories: Sequence[Path]) -> list[str]:
+        """Install CRDs into the running cluster. A broken CRD is an error, but the
+        cluster stays up: the person fixing the manifest can re-apply without a restart."""
+        if not directories:
+            return []
+        log.info("installing CRDs from %s", ", ".join(map(str, directories)))
+        kubectl = Kubectl(state.bin_dir / "kubectl", self.layout.kubeconfig)
+        try:
+            names = crds.install(kubectl, directories, timeout=self.settings.start_timeout)
+        except KubectlError as exc:
+            raise CrdInstallError(
+                f"the cluster is running at {state.server}, but installing CRDs from "
+                f"{', '.join(map(str, directories))} failed:\n{exc.stderr.strip()}\n"
+                "Fix the manifests and apply them again (kubectl apply --server-side -f DIR), "
+                "or `loopline cluster down`."
+            ) from exc
+        log.info("installed %d CRD(s)", len(names))
+        return names
+
+    def down(self) -> list[st.ProcessRecord]:
+        """Stop every recorded process (and its process group) and delete the state."""
+        with st.locked(self.layout.lock_file):
+            current = self.state()
+            stopped = self._stop_all(current) if current is not None else []
+            self._remove_state_dir()
+            return stopped
+
+    def restart(self, component: str) -> st.ProcessRecord:
+        """Stop one component and start it again with the same command line and ports
+        (tests use it to see clients survive an apiserver restart)."""
+        with st.locked(self.layout.lock_file):
+            state = self._require_running()
+            old = state.process(component)
+            proc.stop(old)
+            new = proc.start(component, old.argv, old.log)
+            state.processes = [new if p.name == component else p for p in state.processes]
+            st.save(self.layout.state_file, state)
+            self._wait_ready(new, state, self.admin_token())
+            return new
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _require_running(self) -> st.ClusterState:
+        status = self.status()
+        if status.health is not st.Health.RUNNING or status.state is None:
+            raise ClusterError(
+                f"no running cluster in {self.state_dir} ({status.health.value}); "
+                "run `loopline cluster up`"
+            )
+        return status.state
+
+    def _stop_all(self, state: st.ClusterState) -> list[st.ProcessRecord]:
+        for record in reversed(state.processes):
+            log.info("stopping %s (pid %d)", record.name, record.pid)
+            proc.stop(record)
+        return list(state.processes)
+
+    def _remove_state_dir(self) -> None:
+        root = self.layout.root
+        if not root.exists():
+            return
+        foreign = {p.name for p in root.iterdir()} - _OWN_ENTRIES
+        if foreign:
+            raise ClusterError(
+                f"{root} holds files a Loopline cluster does not create "
+                f"({', '.join(sorted(foreign))}); refusing to delete it. Point "
+                "LOOPLINE_CLUSTER_STATE_DIR at a directory of its own."
+            )
+        shutil.rmtree(root)
+
+    def _pick_ports(self) -> commands.Ports:
+        fixed = self.settings.apiserver_port
+        if fixed:
+            proc.ensure_port_free(fixed, "kube-apiserver")
+        picked = [p for p in proc.free_ports(7) if p != fixed]
+        return commands.Ports(
+            etcd_client=picked[0],
+            etcd_peer=picked[1],
+            controller_manager=picked[2],
+            scheduler=picked[3],
+            kwok=picked[4],
+            apiserver=fixed or picked[5],
+        )
+
+    def _write_config(self, ports: commands.Ports) -> dict[str, str]:
+        """PKI, token file and kubeconfigs; returns each identity's token."""
+        layout = self.layout
+        layout.root.mkdir(parents=True, exist_ok=True)
+        layout.root.chmod(0o700)
+        keys = pki.generate()
+        pki.write(keys, layout)
+        users = component_users()
+        pki.write_private(layout.token_file, token_file(list(users.values())).encode())
+        for component, user in users.items():
+            path = (
+                layout.kubeconfig
+                if component == "admin"
+                else layout.component_kubeconfig(component)
+            )
+            config = kubeconfig(ports.server, keys.ca_cert, user.token, user=user.name)
+            pki.write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
+        # kwok reads --config; an explicit empty configuration keeps ~/.kwok out of it.
+        layout.kwok_config.write_text(
+            "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions: {}\n"
+        )
+        return {name: user.token for name, user in users.items()}
+
+    def _command(self, name: str, binaries: Binaries, ports: commands.Ports) -> list[str]:
+        layout = self.layout
+        binary = binaries[name]
+        if name == "etcd":
+            return commands.etcd_command(
+                binary, layout, ports, unsafe_no_fsync=self.settings.etcd_unsafe_no_fsync
+            )
+        if name == "kube-apiserver":
+            return commands.apiserver_command(
+                binary, layout, ports, extra_args=self.settings.apiserver_extra_args
+            )
+        if name == "kube-controller-manager":
+            return commands.controller_manager_command(binary, layout, ports)
+        if name == "kube-scheduler":
+            return commands.scheduler_command(binary, layout, ports)
+        if name == "kwok":
+            return commands.kwok_command(binary, layout, ports)
+        raise ValueError(name)
+
+    def _start(self, binaries: Binaries, nodes: int) -> st.ClusterState:
+        ports = self._pick_ports()
+        tokens = self._write_config(ports)
+        state = st.ClusterState(
+            kubernetes_version=binaries.kubernetes_version,
+            server=ports.server,
+            ports={
+                "etcd-client": ports.etcd_client,
+                "etcd-peer": ports.etcd_peer,
+                "kube-apiserver": ports.apiserver,
+                "kube-controller-manager": ports.controller_manager,
+                "kube-scheduler": ports.scheduler,
+                "kwok": ports.kwok,
+            },
+            nodes=nodes,
+            bin_dir=binaries.bin_dir,
+            kubeconfig=self.layout.kubeconfig,
+        )
+        kubectl = Kubectl(binaries.kubectl, self.layout.kubeconfig)
+        for name in commands.components(nodes):
+            if name == "kwok":
+                # The nodes exist before kwok starts, so it adopts them on its first list.
+                log.info("creating %d fake node(s)", nodes)
+                items = [commands.fake_node(n) for n in commands.fake_node_names(nodes)]
+                kubectl(
+                    "apply",
+                    "-f",
+                    "-",
+                    input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+                )
+            log.info("starting %s", name)
+            record = proc.start(name, self._command(name, binaries, ports), self.layout.log(name))
+            state.processes.append(record)
+            st.save(self.layout.state_file, state)
+            self._wait_ready(record, state, tokens["admin"])
+        if nodes:
+            self._wait_default_service_account(state, tokens["admin"])
+        return state
+
+    def _api_get(self, state: st.ClusterState, token: str, path: str) -> object:
+        return probes.api_get_json(state.server, self.layout.ca_cert, token, path)
+
+    def _nodes_ready(self, state: st.ClusterState, token: str) -> bool:
+        data = self._api_get(state, token, "/api/v1/nodes?labelSelector=type%3Dkwok")
+        items = data.get("items") if isinstance(data, dict) else None
+        if not isinstance(items, list) or len(items) < state.nodes:
+            return False
+        for node in items:
+            conditions = node.get("status", {}).get("conditions") or []
+            if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                return False
+        return True
+
+    def _wait_ready(self, record: st.ProcessRecord, state: st.ClusterState, token: str) -> None:
+        ready = self._readiness(record.name, state, token)
+        proc.wait_until(
+            record, ready, timeout=self.settings.start_timeout, what="ready", interval=0.2
+        )
+        log.info("%s ready (pid %d)", record.name, record.pid)
+
+    def _readiness(self, name: str, state: st.ClusterState, token: str) -> Callable[[], bool]:
+        ports = state.ports
+        if name == "etcd":
+            return lambda: probes.etcd_healthy(ports["etcd-client"])
+        if name == "kube-apiserver":
+            return lambda: probes.apiserver_ready(state.server, self.layout.ca_cert, token)
+        if name in ("kube-controller-manager", "kube-scheduler"):
+            return lambda: probes.healthz(f"https://127.0.0.1:{ports[name]}/healthz")
+        if name == "kwok":
+
+            def kwok_ready() -> bool:
+                try:
+                    return self._nodes_ready(state, token)
+                except (urllib.error.URLError, ValueError, KeyError):
+                    return False
+
+            return kwok_ready
+        raise ValueError(name)
+
+    def _wait_default_service_account(self, state: st.ClusterState, token: str) -> None:
+        """Pods are rejected until the controller-manager created the namespace's
+        `default` ServiceAccount; wait for it so the cluster is usable when `up` returns."""
+        deadline = time.monotonic() + self.settings.start_timeout
+        path = "/api/v1/namespaces/default/serviceaccounts/default"
+        while time.monotonic() < deadline:
+            try:
+                self._api_get(state, token, path)
+                return
+            except (urllib.error.URLError, ValueError):
+                time.sleep(0.2)
+        record = state.process("kube-controller-manager")
+        raise ComponentStartError(
+            record.name,
+            "did not create the default ServiceAccount",
+            record.log,
+            proc.log_tail(record.log),
+        )

@@ -1,0 +1,98 @@
+"""Starting and stopping process groups, readiness waits and ports (real processes)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from loopline.cluster import process as proc
+from loopline.cluster.errors import ComponentStartError, PortInUseError
+from loopline.cluster.state import is_alive
+
+
+def _pids_in_group(pgid: int) -> list[int]:
+    members = proc.live_group_members(pgid)
+    assert members is not None
+    return members
+
+
+def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
+    # A parent that spawns a grandchild and ignores SIGTERM: stop() must escalate.
+    script = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print('started', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    record = proc.start("stubborn", [sys.executable, "-c", script], tmp_path / "x.log")
+    proc.wait_until(
+        record, lambda: "started" in (tmp_path / "x.log").read_text(), timeout=10, what="up"
+    )
+    time.sleep(0.2)
+    assert len(_pids_in_group(record.pid)) == 2
+    started = time.monotonic()
+    proc.stop(record, timeout=1)
+    assert time.monotonic() - started < 8
+    assert not is_alive(record)
+    assert _pids_in_group(record.pid) == []
+
+
+def test_stop_survives_an_already_dead_process(tmp_path: Path) -> None:
+    record = proc.start("quick", [sys.executable, "-c", "pass"], tmp_path / "q.log")
+    deadline = time.monotonic() + 10
+    while not proc.exited(record) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.stop(record)
+    assert not is_alive(record)
+
+
+def test_wait_until_reports_exit_with_log_tail(tmp_path: Path) -> None:
+    script = "import sys; print('line one'); print('fatal: bad flag', file=sys.stderr); sys.exit(2)"
+    record = proc.start("broken", [sys.executable, "-c", script], tmp_path / "b.log")
+    with pytest.raises(ComponentStartError, match="broken exited during start") as info:
+        proc.wait_until(record, lambda: False, timeout=10, what="ready")
+    assert "fatal: bad flag" in str(info.value)
+    assert info.value.log == tmp_path / "b.log"
+
+
+def test_wait_until_times_out_with_log_tail(tmp_path: Path) -> None:
+    script = "print('still starting', flush=True); import time; time.sleep(30)"
+    record = proc.start("slow", [sys.executable, "-c", script], tmp_path / "s.log")
+    try:
+        with pytest.raises(ComponentStartError, match="did not become ready within 1s"):
+            proc.wait_until(record, lambda: False, timeout=1, what="ready")
+    finally:
+        proc.stop(record)
+
+
+def test_address_in_use_in_a_log_becomes_port_error(tmp_path: Path) -> None:
+    script = "print('listen tcp 127.0.0.1:1: bind: address already in use'); raise SystemExit(1)"
+    record = proc.start("etcd", [sys.executable, "-c", script], tmp_path / "e.log")
+    with pytest.raises(PortInUseError, match="address already in use"):
+        proc.wait_until(record, lambda: False, timeout=10, what="ready")
+
+
+def test_free_ports_are_distinct_and_bindable() -> None:
+    ports = proc.free_ports(5)
+    assert len(set(ports)) == 5
+    for port in ports:
+        proc.ensure_port_free(port, "test")
+
+
+def test_taken_port_is_reported() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(PortInUseError, match=f"127.0.0.1:{port} \\(kube-apiserver\\)"):
+            proc.ensure_port_free(port, "kube-apiserver")
+
+
+def test_log_tail(tmp_path: Path) -> None:
+    log = tmp_path / "l.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    assert proc.log_tail(log, 3).splitlines() == ["line 97", "line 98", "line 99"]
+    assert proc.log_tail(tmp_path / "missing.log") == ""
