@@ -36,6 +36,8 @@ _OUTPUTS: dict[str, dict[str, tuple[str, int]]] = {
     },
 }
 MODEL_OUTPUT = "model"
+_PRIMARY_B = PRIMARY.encode()
+_FALLBACK_B = FALLBACK.encode()
 VERSION_OUTPUT = "model_version"
 
 
@@ -105,7 +107,7 @@ def encode_outputs(scored: ScoredBatch, task: str, version: str) -> list[Respons
         arr = scored.outputs[name]
         shape = [n, *arr.shape[1:]] if extra_dims else [n]
         if datatype == "BYTES":
-            data: list[object] = [str(v) for v in arr.reshape(-1).tolist()]
+            data: list[object] = [str(v).encode() for v in arr.reshape(-1).tolist()]
         elif datatype == "BOOL":
             data = arr.reshape(-1).astype(bool).tolist()
         elif datatype == "INT64":
@@ -116,10 +118,13 @@ def encode_outputs(scored: ScoredBatch, task: str, version: str) -> list[Respons
             if np.isnan(flat).any():  # JSON has no NaN: null, as MLServer's own codec does
                 data = [None if v != v else v for v in data]
         result.append(ResponseOutput(name=name, datatype=datatype, shape=shape, data=data))
-    labels = [FALLBACK if f else PRIMARY for f in scored.fallback.tolist()]
+    # BYTES as bytes: gRPC's bytes_contents needs them; REST renders them as JSON strings.
+    labels = [_FALLBACK_B if f else _PRIMARY_B for f in scored.fallback.tolist()]
     result.append(ResponseOutput(name=MODEL_OUTPUT, datatype="BYTES", shape=[n], data=labels))
     result.append(
-        ResponseOutput(name=VERSION_OUTPUT, datatype="BYTES", shape=[n], data=[version] * n)
+        ResponseOutput(
+            name=VERSION_OUTPUT, datatype="BYTES", shape=[n], data=[version.encode()] * n
+        )
     )
     return result
 

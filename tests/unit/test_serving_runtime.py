@@ -53,7 +53,11 @@ def matrix(x: np.ndarray) -> InferenceRequest:
 
 
 def outputs_of(response: Any) -> dict[str, list[Any]]:
-    return {o.name: list(o.data.root) for o in response.outputs}
+    """Output name -> values, BYTES decoded to str as a V2 client sees them."""
+    return {
+        o.name: [v.decode() if isinstance(v, bytes) else v for v in o.data.root]
+        for o in response.outputs
+    }
 
 
 async def test_scores_equal_the_bundle_and_the_pyfunc(bundle_dir: Path) -> None:
@@ -113,7 +117,7 @@ async def test_classification_outputs(tmp_path: Path) -> None:
     assert by_name["probabilities"].shape == [3, 4]
     probs = np.asarray(by_name["probabilities"].data.root).reshape(3, 4)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    assert by_name["class_name"].data.root[0] in {
+    assert by_name["class_name"].data.root[0].decode() in {
         "none",
         "bearing_wear",
         "tool_breakage",

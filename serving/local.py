@@ -1,0 +1,427 @@
+"""The `local` serving backend: MLServer processes on loopback ports, supervised.
+
+One MLServer process per Loopline Model, listening on three free 127.0.0.1 ports (REST, gRPC,
+metrics), with its files in `<root>/<name>/`: `settings.json` (server), `models/<name>/
+model-settings.json` (the Loopline runtime, its model URIs and canary weight) and
+`server.log` (stdout and stderr of every incarnation). The manager waits for the model to be
+ready, restarts a process that dies (backoff 1 s, 2 s, 4 s … 30 s) on the same ports, and
+changes the served versions or the canary weight through MLServer's model repository API
+(`POST /v2/repository/models/{name}/load`), which swaps the model without a restart.
+
+The operator's `local` serving backend wraps this; `loopline serve` runs one by hand. The
+API: `start(spec)`, `update(spec)`, `stop(name)`, `status(name)`, `endpoints(name)`, `close()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from loopline import quiet
+
+log = logging.getLogger(__name__)
+
+RUNTIME = "loopline.serving.runtime.LooplineRuntime"
+HOST = "127.0.0.1"
+
+
+class LocalServingError(RuntimeError):
+    """A server could not be started, updated or reached; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class LocalModelSpec:
+    """What one local server should serve. `name` is the MLServer model name in the URLs."""
+
+    name: str
+    model_uri: str
+    canary_model_uri: str = ""
+    canary_weight: float = 0.0
+    model_name: str = ""
+    tracking_uri: str = ""
+    monitor_url: str = ""
+    sample_rate: float = 0.1
+    max_batch_size: int = 0
+    max_batch_time: float = 0.0
+    max_rows: int = 4096
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"name {self.name!r}: must be non-empty and contain no '/'")
+        if not self.model_uri:
+            raise ValueError("model_uri is empty")
+        if not 0.0 <= self.canary_weight <= 1.0:
+            raise ValueError(f"canary_weight {self.canary_weight}: must be within 0..1")
+        if self.canary_weight > 0 and not self.canary_model_uri:
+            raise ValueError("canary_weight > 0 needs canary_model_uri")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    rest: str  # http://127.0.0.1:<port>
+    grpc: str  # 127.0.0.1:<port>
+    metrics: str  # http://127.0.0.1:<port>/metrics
+
+    def infer_url(self, name: str) -> str:
+        return f"{self.rest}/v2/models/{name}/infer"
+
+
+@dataclass
+class ServerStatus:
+    name: str
+    state: str  # starting | ready | restarting | failed | stopped
+    pid: int | None
+    restarts: int
+    endpoints: Endpoints
+    log_path: Path
+    last_error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["log_path"] = str(self.log_path)
+        return doc
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def server_settings(rest: int, grpc: int, metrics: int) -> dict[str, Any]:
+    """MLServer's settings.json: loopback only, models in-process, no access log, no gzip."""
+    return {
+        "host": HOST,
+        "http_port": rest,
+        "grpc_port": grpc,
+        "metrics_port": metrics,
+        "parallel_workers": 0,
+        "debug": False,
+        "gzip_enabled": False,
+        "server_name": "loopline",
+        "load_models_at_startup": True,
+    }
+
+
+def model_settings(spec: LocalModelSpec) -> dict[str, Any]:
+    """model-settings.json for the Loopline runtime (pure: the manager and tests use it)."""
+    extra: dict[str, Any] = {
+        "model_uri": spec.model_uri,
+        "canary_model_uri": spec.canary_model_uri,
+        "canary_weight": spec.canary_weight,
+        "model_name": spec.model_name or spec.name,
+        "tracking_uri": spec.tracking_uri,
+        "monitor_url": spec.monitor_url,
+        "sample_rate": spec.sample_rate,
+        "max_rows": spec.max_rows,
+    }
+    return {
+        "name": spec.name,
+        "implementation": RUNTIME,
+        "max_batch_size": spec.max_batch_size,
+        "max_batch_time": spec.max_batch_time,
+        "parameters": {"uri": spec.model_uri, "extra": extra},
+    }
+
+
+def mlserver_command(folder: Path) -> list[str]:
+    script = Path(sys.executable).parent / "mlserver"
+    if script.exists():
+        return [str(script), "start", str(folder)]
+    return [
+        sys.executable,
+        "-c",
+        "from mlserver.cli.main import main; main()",
+        "start",
+        str(folder),
+    ]
+
+
+@dataclass
+class _Server:
+    spec: LocalModelSpec
+    folder: Path
+    ports: tuple[int, int, int]
+    proc: subprocess.Popen[bytes] | None = None
+    state: str = "starting"
+    restarts: int = 0
+    last_error: str = ""
+    next_restart: float = 0.0
+    backoff_s: float = 1.0
+    stopping: bool = False
+
+    @property
+    def endpoints(self) -> Endpoints:
+        rest, grpc, metrics = self.ports
+        return Endpoints(
+            rest=f"http://{HOST}:{rest}",
+            grpc=f"{HOST}:{grpc}",
+            metrics=f"http://{HOST}:{metrics}/metrics",
+        )
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "server.log"
+
+
+class LocalServingManager:
+    """Starts, supervises, updates and stops local MLServer processes."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        ready_timeout_s: float = 120.0,
+        poll_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self.root = Path(root)
+        self.ready_timeout_s = ready_timeout_s
+        self.poll_s = poll_s
+        self.max_backoff_s = max_backoff_s
+        self._servers: dict[str, _Server] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._http = httpx.Client(timeout=5.0, trust_env=False)
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="loopline-serving-supervisor", daemon=True
+        )
+        self._supervisor.start()
+
+    # -- public API -------------------------------------------------------------------------
+
+    def start(self, spec: LocalModelSpec, *, wait: bool = True) -> ServerStatus:
+        """Start a server for `spec` (idempotent for a running one: then it is an update)."""
+        with self._lock:
+            if spec.name in self._servers and not self._servers[spec.name].stopping:
+                return self.update(spec, wait=wait)
+            folder = self.root / spec.name
+            models = folder / "models"
+            if models.exists():
+                shutil.rmtree(models)
+            (models / spec.name).mkdir(parents=True)
+            ports = (free_port(), free_port(), free_port())
+            server = _Server(spec=spec, folder=folder, ports=ports)
+            self._write_files(server)
+            self._servers[spec.name] = server
+            self._spawn(server)
+        if wait:
+            self.wait_ready(spec.name)
+        return self.status(spec.name)
+
+    def update(self, spec: LocalModelSpec, *, wait: bool = True) -> ServerStatus:
+        """Serve new versions or a new canary weight: a hot model reload, same ports."""
+        with self._lock:
+            server = self._get(spec.name)
+            server.spec = spec
+            self._write_files(server)
+            alive = server.proc is not None and server.proc.poll() is None
+        if alive:
+            url = f"{server.endpoints.rest}/v2/repository/models/{spec.name}/load"
+            try:
+                response = httpx.post(url, timeout=self.ready_timeout_s, trust_env=False)
+            except httpx.HTTPError as exc:
+                raise LocalServingError(f"{spec.name}: reload request failed: {exc}") from exc
+            if response.status_code != 200:
+                raise LocalServingError(
+                    f"{spec.name}: reload failed ({response.status_code}): {response.text[:500]}"
+                )
+        if wait:
+            self.wait_ready(spec.name)
+        return self.status(spec.name)
+
+    def stop(self, name: str, timeout_s: float = 10.0) -> None:
+        """Stop the server and forget it (its folder and log stay for inspection)."""
+        with self._lock:
+            server = self._servers.pop(name, None)
+            if server is None:
+                return
+            server.stopping = True
+            proc = server.proc
+        if proc is not None:
+            _terminate(proc, timeout_s)
+        server.state = "stopped"
+
+    def status(self, name: str) -> ServerStatus:
+        with self._lock:
+            server = self._get(name)
+            return ServerStatus(
+                name=name,
+                state=server.state,
+                pid=server.proc.pid if server.proc is not None else None,
+                restarts=server.restarts,
+                endpoints=server.endpoints,
+                log_path=server.log_path,
+                last_error=server.last_error,
+            )
+
+    def endpoints(self, name: str) -> Endpoints:
+        return self._get(name).endpoints
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._servers)
+
+    def wait_ready(self, name: str, timeout_s: float | None = None) -> ServerStatus:
+        """Block until the model answers ready, or raise with the log's tail."""
+        deadline = time.monotonic() + (timeout_s or self.ready_timeout_s)
+        while time.monotonic() < deadline:
+            with self._lock:
+                server = self._get(name)
+                proc = server.proc
+            if proc is not None and proc.poll() is None and self._ready(server):
+                with self._lock:
+                    server.state = "ready"
+                    server.backoff_s = 1.0
+                return self.status(name)
+            if proc is not None and proc.poll() is not None and server.restarts == 0:
+                server.state = "failed"
+                server.last_error = f"exited with {proc.returncode} before ready"
+                raise LocalServingError(
+                    f"{name}: model server exited with code {proc.returncode} before it was "
+                    f"ready; log {server.log_path}:\n{tail(server.log_path)}"
+                )
+            time.sleep(0.1)
+        raise LocalServingError(
+            f"{name}: not ready after {timeout_s or self.ready_timeout_s:.0f} s; "
+            f"log {self._get(name).log_path}:\n{tail(self._get(name).log_path)}"
+        )
+
+    def close(self) -> None:
+        """Stop every server and the supervisor."""
+        self._stop.set()
+        for name in self.names():
+            self.stop(name)
+        self._supervisor.join(timeout=5)
+        self._http.close()
+
+    def __enter__(self) -> LocalServingManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _get(self, name: str) -> _Server:
+        server = self._servers.get(name)
+        if server is None:
+            raise LocalServingError(f"no local server named {name!r}; running: {self.names()}")
+        return server
+
+    def _write_files(self, server: _Server) -> None:
+        server.folder.mkdir(parents=True, exist_ok=True)
+        (server.folder / "settings.json").write_text(
+            json.dumps(server_settings(*server.ports), indent=2) + "\n"
+        )
+        target = server.folder / "models" / server.spec.name / "model-settings.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(model_settings(server.spec), indent=2) + "\n")
+        tmp.replace(target)
+
+    def _spawn(self, server: _Server) -> None:
+        quiet.apply()  # telemetry and progress bars off in the child too
+        env = dict(os.environ)
+        env.update(server.spec.extra_env)
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        logfile = server.log_path.open("ab")
+        logfile.write(f"\n--- start {time.strftime('%Y-%m-%dT%H:%M:%S')} ---\n".encode())
+        logfile.flush()
+        try:
+            server.proc = subprocess.Popen(
+                mlserver_command(server.folder),
+                cwd=server.folder,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            logfile.close()
+        server.state = "starting"
+        log.info("started model server %s (pid %s)", server.spec.name, server.proc.pid)
+
+    def _ready(self, server: _Server) -> bool:
+        rest = server.endpoints.rest
+        try:
+            live = self._http.get(f"{rest}/v2/health/ready")
+            model = self._http.get(f"{rest}/v2/models/{server.spec.name}/ready")
+        except httpx.HTTPError:
+            return False
+        return live.status_code == 200 and model.status_code == 200
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            with self._lock:
+                servers = [s for s in self._servers.values() if not s.stopping]
+            for server in servers:
+                with contextlib.suppress(Exception):
+                    self._check(server)
+
+    def _check(self, server: _Server) -> None:
+        proc = server.proc
+        now = time.monotonic()
+        if proc is None or proc.poll() is None:
+            if server.state in ("starting", "restarting") and self._ready(server):
+                server.state = "ready"
+                server.backoff_s = 1.0
+            return
+        with self._lock:
+            if server.stopping:
+                return
+            if server.state != "restarting":
+                server.last_error = f"exited with code {proc.returncode}"
+                server.state = "restarting"
+                server.next_restart = now + server.backoff_s
+                log.warning(
+                    "model server %s exited (%s); restarting in %.0f s",
+                    server.spec.name,
+                    proc.returncode,
+                    server.backoff_s,
+                )
+                return
+            if now >= server.next_restart:
+                server.restarts += 1
+                server.backoff_s = min(server.backoff_s * 2, self.max_backoff_s)
+                self._spawn(server)
+                server.state = "restarting"
+                server.next_restart = now + server.backoff_s
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def with_canary(spec: LocalModelSpec, canary_uri: str, weight: float) -> LocalModelSpec:
+    """The same spec with a canary (weight 0 and empty URI remove it)."""
+    return replace(spec, canary_model_uri=canary_uri, canary_weight=weight)
