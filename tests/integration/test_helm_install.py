@@ -1,0 +1,296 @@
+"""`helm install` of helm/loopline into the local control plane, with kwok's fake node.
+
+The project-built helm installs the chart; kwok runs the pods as fake pods (no image is
+pulled, so the images need not exist), which is enough to see that the API server accepts
+every object, that the pods pass the `restricted` Pod Security Standard (enforced on the
+namespace by the API server's own admission), that the Deployments become available, and
+that the operator's ServiceAccount can do exactly what manifests/rbac grants and nothing
+more (`kubectl auth can-i` with impersonation, a table of allowed and denied checks).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from tests import helm_chart
+from tests.fixtures.cluster import ClusterHandle, wait_for
+
+SENTINEL = "s3nt1nel-mlflow-Pa55w0rd"
+SUBRESOURCES = {"status", "exec", "log", "scale"}
+OPERATOR = "app.kubernetes.io/component=operator"
+
+
+@dataclass
+class Release:
+    """One installed release of the chart."""
+
+    name: str
+    namespace: str
+    cluster: ClusterHandle
+    env: dict[str, str]
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(helm_chart.helm_binary()), f"--kubeconfig={self.cluster.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=self.env,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            pytest.fail(f"helm {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def install(self, *values: str) -> None:
+        self.helm(
+            "install",
+            self.name,
+            str(helm_chart.CHART_DIR),
+            f"--namespace={self.namespace}",
+            "--wait",
+            "--timeout=180s",
+            *[arg for setting in values for arg in ("--set", setting)],
+        )
+
+    def service_account(self, component: str) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.name}-loopline-{component}"
+
+    def can_i(self, component: str, verb: str, resource: str, namespace: str | None) -> bool:
+        """`kubectl auth can-i` as the component's ServiceAccount. `resource` is
+        `plural.group`, optionally `/subresource` (status, exec) or `/name`."""
+        base, _, rest = resource.partition("/")
+        args = ["auth", "can-i", verb, f"--as={self.service_account(component)}"]
+        if rest in SUBRESOURCES:
+            args += [base, f"--subresource={rest}"]
+        else:
+            args.append(resource)
+        args += [f"--namespace={namespace}"] if namespace else ["--all-namespaces"]
+        result = self.cluster.kubectl(*args, check=False)
+        answer = result.stdout.strip()
+        assert answer in ("yes", "no"), result.stderr
+        return answer == "yes"
+
+
+@contextmanager
+def _release(
+    cluster: ClusterHandle, namespace: str, tmp_path: Path, name: str
+) -> Iterator[Release]:
+    """A release to install; uninstalled afterwards, since its ClusterRoles (cluster-wide
+    mode) outlive the namespace."""
+    env = dict(os.environ)
+    for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
+        env[var] = str(tmp_path / var.lower())
+    # The API server refuses pods that break the restricted Pod Security Standard.
+    cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    release = Release(name=name, namespace=namespace, cluster=cluster, env=env)
+    try:
+        yield release
+    finally:
+        release.helm("uninstall", release.name, f"--namespace={namespace}", check=False)
+
+
+@pytest.fixture
+def release(cluster: ClusterHandle, namespace: str, tmp_path: Path) -> Iterator[Release]:
+    with _release(cluster, namespace, tmp_path, "ll") as installed:
+        yield installed
+
+
+@pytest.fixture
+def other_namespace(kube_api: k8s.ApiClient, namespace: str) -> Iterator[str]:
+    """A second namespace the operator is told to watch."""
+    core = k8s.CoreV1Api(kube_api)
+    name = f"{namespace[:50]}-b"
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name, propagation_policy="Background")
+
+
+def _manifest_permissions() -> list[tuple[str, str]]:
+    """(verb, resource.group[/subresource]) for everything manifests/rbac grants the operator."""
+    checks = []
+    for group, resource, verb, _ in sorted(
+        helm_chart.expand_rules(helm_chart.operator_manifest_rules())
+    ):
+        base, _, sub = resource.partition("/")
+        name = f"{base}.{group}" if group else base
+        checks.append((verb, f"{name}/{sub}" if sub else name))
+    return checks
+
+
+# What the operator must NOT be able to do anywhere: read credentials, run code in pods,
+# create or delete the resources it only reconciles, grant itself more, touch the CRDs.
+DENIED = [
+    ("get", "secrets"),
+    ("list", "secrets"),
+    ("create", "pods/exec"),
+    ("create", "models.loopline.dev"),
+    ("delete", "models.loopline.dev"),
+    ("delete", "pipelines.loopline.dev"),
+    ("update", "models.loopline.dev/status"),
+    ("create", "deployments.apps"),
+    ("create", "roles.rbac.authorization.k8s.io"),
+    ("create", "rolebindings.rbac.authorization.k8s.io"),
+    ("delete", "events"),
+    ("get", "configmaps"),
+]
+DENIED_CLUSTER = [
+    ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+    ("list", "nodes"),
+    ("list", "namespaces"),
+]
+
+
+def _check_table(
+    release: Release, rows: list[tuple[str, str, str | None, bool]], component: str = "operator"
+) -> None:
+    """Evaluate (verb, resource, namespace, expected) rows; fail with the whole table."""
+    table = []
+    wrong = []
+    for verb, resource, namespace, expected in rows:
+        got = release.can_i(component, verb, resource, namespace)
+        mark = "ok" if got == expected else "WRONG"
+        table.append(f"{mark:5} {verb:7} {resource:55} {namespace or '(cluster)':30} {got}")
+        if got != expected:
+            wrong.append(table[-1])
+    print("\n".join(table))
+    assert not wrong, "kubectl auth can-i disagrees:\n" + "\n".join(wrong)
+
+
+def _pods(release: Release, selector: str) -> list[dict[str, Any]]:
+    out = release.cluster.kubectl(
+        "get", "pods", f"--namespace={release.namespace}", f"--selector={selector}", "-o", "json"
+    ).stdout
+    return list(json.loads(out)["items"])
+
+
+def test_install_namespaced_runs_hardened_pods_with_exact_rbac(
+    release: Release, kube_api: k8s.ApiClient, other_namespace: str
+) -> None:
+    core = k8s.CoreV1Api(kube_api)
+    core.create_namespaced_secret(
+        release.namespace,
+        k8s.V1Secret(
+            metadata=k8s.V1ObjectMeta(name="mlflow-auth"),
+            string_data={"username": "loopline", "password": SENTINEL},
+        ),
+    )
+    release.install(
+        f"rbac.watchNamespaces={{{release.namespace},{other_namespace}}}",
+        "backends.mlflow.username.secretName=mlflow-auth",
+        "backends.mlflow.password.secretName=mlflow-auth",
+    )
+
+    # The operator's pod runs (as a kwok fake pod), admitted under `restricted`.
+    pods = wait_for(
+        lambda: [p for p in _pods(release, OPERATOR) if p["status"].get("phase") == "Running"],
+        timeout=60,
+        what="a Running operator pod",
+    )
+    assert len(pods) == 1
+    monitor = _pods(release, "app.kubernetes.io/component=monitor")
+    assert [p["status"]["phase"] for p in monitor] == ["Running"]
+
+    # The admission that let these pods in is live: a root pod is refused here.
+    refused = release.cluster.kubectl(
+        "run",
+        "root-probe",
+        "--image=busybox",
+        "--dry-run=server",
+        f"--namespace={release.namespace}",
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "violates PodSecurity" in refused.stderr
+
+    # The CRDs are served: the operator's resources can be listed in the namespace.
+    for resource in ("models.loopline.dev", "pipelines.loopline.dev"):
+        release.cluster.kubectl("get", resource, f"--namespace={release.namespace}")
+
+    watched = [release.namespace, other_namespace]
+    rows: list[tuple[str, str, str | None, bool]] = []
+    for verb, resource in _manifest_permissions():
+        rows += [(verb, resource, ns, True) for ns in watched]
+        rows.append((verb, resource, "default", False))  # not a watched namespace
+    rows += [(verb, resource, ns, False) for verb, resource in DENIED for ns in watched]
+    rows += [(verb, resource, None, False) for verb, resource in DENIED_CLUSTER]
+    _check_table(release, rows)
+
+    # The monitor may patch its own Model and nothing else.
+    _check_table(
+        release,
+        [
+            ("patch", "models.loopline.dev/drill-ae", release.namespace, True),
+            ("patch", "models.loopline.dev/other", release.namespace, False),
+            ("get", "models.loopline.dev/drill-ae", release.namespace, False),
+            ("patch", "models.loopline.dev/drill-ae", other_namespace, False),
+            ("get", "secrets", release.namespace, False),
+        ],
+        component="monitor",
+    )
+
+    # Credentials stay in their Secret: the pods reference it, and neither the release
+    # (manifest, values) nor any object or Event in the namespace carries the value.
+    (operator_pod,) = pods
+    env = {e["name"]: e for e in operator_pod["spec"]["containers"][0]["env"]}
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlflow-auth",
+        "key": "password",
+    }
+    encoded = base64.b64encode(SENTINEL.encode()).decode()
+    dumps = [
+        release.helm("get", "all", release.name, f"--namespace={release.namespace}").stdout,
+        release.cluster.kubectl(
+            "get",
+            "all,configmaps,serviceaccounts,roles,rolebindings,networkpolicies,"
+            "poddisruptionbudgets,events,models.loopline.dev,pipelines.loopline.dev",
+            f"--namespace={release.namespace}",
+            "-o",
+            "yaml",
+        ).stdout,
+    ]
+    for dump in dumps:
+        assert SENTINEL not in dump
+        assert encoded not in dump
+
+
+def test_install_cluster_wide_grants_the_same_rules_everywhere(
+    cluster: ClusterHandle, namespace: str, other_namespace: str, tmp_path: Path
+) -> None:
+    """rbac.clusterWide: one ClusterRole; the operator may act in any namespace, yet still
+    only with the manifest's verbs."""
+    with _release(cluster, namespace, tmp_path, "llwide") as release:
+        release.install("rbac.clusterWide=true")
+        wait_for(
+            lambda: [p for p in _pods(release, OPERATOR) if p["status"].get("phase") == "Running"],
+            timeout=60,
+            what="a Running operator pod",
+        )
+        config = release.cluster.kubectl(
+            "get", "configmap", "llwide-loopline-config", f"--namespace={namespace}", "-o", "yaml"
+        ).stdout
+        assert yaml.safe_load(config)["data"]["LOOPLINE_OPERATOR_NAMESPACES"] == "[]"
+        rows: list[tuple[str, str, str | None, bool]] = []
+        for verb, resource in _manifest_permissions():
+            rows += [(verb, resource, ns, True) for ns in (other_namespace, "default")]
+            rows.append((verb, resource, None, True))
+        rows += [(verb, resource, other_namespace, False) for verb, resource in DENIED]
+        rows += [(verb, resource, None, False) for verb, resource in DENIED_CLUSTER]
+        _check_table(release, rows)
