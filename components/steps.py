@@ -1,0 +1,492 @@
+"""What each training pipeline step does, as plain functions of files and the run spec.
+
+The KFP components in `loopline.components.training` are thin shells around these: the
+shells carry KFP's artifact types, these carry the logic, so they are tested without KFP and
+the same code runs under `kfp.local` and on a cluster. Every step attaches to the one MLflow
+run of its Loopline run (found by tag, see `loopline.tracking.experiments.ensure_run`), sets
+the `loopline.step` tag, reports progress events, and on error marks the run FAILED with the
+message before re-raising.
+
+Artifacts between steps:
+- features (a folder): `frame.parquet` (the point-in-time training set of the whole window)
+  and `meta.json` (feature names of the primary and fallback services, feature views, window,
+  hash);
+- model (a folder): the bundle (`loopline.models.bundle`);
+- evaluation/comparison: JSON strings (metrics of challenger and champion on the same rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from loopline.components.progress import FAILED, FINISHED, STARTED, report
+from loopline.types.runs import TrainingRunSpec
+
+log = logging.getLogger(__name__)
+
+EVAL_FRACTION = 0.2  # the newest fifth of the window is the fresh evaluation set
+FRAME_FILE = "frame.parquet"
+META_FILE = "meta.json"
+QUALITY_REPORT_ARTIFACT = "quality/report.json"
+QUALITY_REFERENCE_ARTIFACT = "quality/reference_stats.json"
+REPORT_ARTIFACT_DIR = "reports"
+
+LOAD_FEATURES = "load-features"
+VALIDATE_DATA = "validate-data"
+TRAIN_MODEL = "train-model"
+EVALUATE_MODEL = "evaluate-model"
+COMPARE_WITH_CHAMPION = "compare-with-champion"
+REGISTER_MODEL = "register-model"
+STEPS = (
+    LOAD_FEATURES,
+    VALIDATE_DATA,
+    TRAIN_MODEL,
+    EVALUATE_MODEL,
+    COMPARE_WITH_CHAMPION,
+    REGISTER_MODEL,
+)
+
+
+def parse_spec(spec_json: str) -> TrainingRunSpec:
+    return TrainingRunSpec.model_validate_json(spec_json)
+
+
+def _client(spec: TrainingRunSpec) -> MlflowClient:
+    from loopline.tracking.experiments import client_for
+
+    return client_for(spec.mlflow_tracking_uri)
+
+
+def _mlflow_run(
+    client: MlflowClient, spec: TrainingRunSpec, tags: dict[str, str] | None = None
+) -> str:
+    from loopline.tracking.experiments import ensure_experiment, ensure_run
+
+    experiment = ensure_experiment(client, spec.namespace, spec.model_name)
+    return ensure_run(client, experiment, spec.run_id, tags or {})
+
+
+@contextmanager
+def step(name: str, spec: TrainingRunSpec) -> Iterator[dict[str, Any]]:
+    """Progress events and MLflow run status around one step's body.
+
+    The body may put fields into the yielded dict; they go into the `finished` event.
+    """
+    report(name, STARTED, run_id=spec.run_id)
+    client: MlflowClient | None = None
+    run_id: str | None = None
+    out: dict[str, Any] = {}
+    try:
+        client = _client(spec)
+        run_id = _mlflow_run(client, spec)
+        client.set_tag(run_id, "loopline.step", name)
+        out["mlflow_run_id"] = run_id
+        yield out
+    except Exception as exc:
+        message = f"{name}: {exc}"
+        report(name, FAILED, message=message, mlflow_run_id=run_id, error=type(exc).__name__)
+        if client is not None and run_id is not None:
+            try:
+                client.set_tag(run_id, "loopline.failure", message[:5000])
+                client.set_terminated(run_id, status="FAILED")
+            except Exception:  # the original error matters more than the bookkeeping
+                log.exception("could not mark MLflow run %s failed", run_id)
+        raise
+    report(name, FINISHED, **out)
+
+
+# --- load features ---------------------------------------------------------------------------
+
+
+def resolve_window(spec: TrainingRunSpec, repo: Path) -> tuple[datetime, datetime]:
+    """The run's [start, end): the spec's, else the newest `training_window_days` of data."""
+    from loopline.data.features import source_window
+
+    end = spec.window_end
+    if end is None:
+        end = source_window(repo)[1] + timedelta(seconds=1)
+    start = spec.window_start or end - timedelta(days=spec.params.training_window_days)
+    if start >= end:
+        raise ValueError(
+            f"windowStart {start.isoformat()} is not before windowEnd {end.isoformat()}"
+        )
+    return start, end
+
+
+def _service_features(store: Any, service: str) -> tuple[list[str], list[str]]:
+    """Feature names and `view@fingerprint` strings of a Feast feature service."""
+    try:
+        fs = store.get_feature_service(service)
+    except Exception as exc:
+        raise ValueError(
+            f"feature service {service!r} not found in the feature repo: {exc}"
+        ) from exc
+    names, views = [], []
+    for proj in fs.feature_view_projections:
+        feats = [f.name for f in proj.features]
+        names += feats
+        # Feast has no view versions: a fingerprint of the view's name and feature list
+        # says whether two runs read the same definition.
+        digest = hashlib.sha256(json.dumps([proj.name, feats]).encode()).hexdigest()[:12]
+        views.append(f"{proj.name}@{digest}")
+    return names, views
+
+
+def load_features(spec_json: str, out_dir: str) -> dict[str, Any]:
+    """Read the window's point-in-time training set from Feast and open the MLflow run."""
+    from loopline.data import features as feast_access
+    from loopline.tracking.lineage import dataset_hash, lineage_tags
+    from loopline.tracking.publish import log_params
+    from loopline.tracking.registry import CHAMPION, version_by_alias
+
+    spec = parse_spec(spec_json)
+    report(LOAD_FEATURES, STARTED, run_id=spec.run_id)
+    try:
+        repo = Path(spec.feature_repo)
+        start, end = resolve_window(spec, repo)
+        store = feast_access.open_store(repo)
+        names, views = _service_features(store, spec.feature_service)
+        core, core_views = _service_features(store, spec.fallback_feature_service)
+        missing = [c for c in core if c not in names]
+        if missing:
+            raise ValueError(
+                f"fallbackFeatureService {spec.fallback_feature_service!r} has features {missing} "
+                f"that featureService {spec.feature_service!r} lacks"
+            )
+        frame = feast_access.get_training_frame(
+            repo, spec.feature_service, start=start, end=end, store=store
+        )
+        if frame.empty:
+            raise ValueError(
+                f"no rows in the window [{start.isoformat()}, {end.isoformat()}) of {repo}"
+            )
+        folder = Path(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(folder / FRAME_FILE, index=False)
+        data_hash = dataset_hash(frame)
+        client = _client(spec)
+        champion = version_by_alias(client, spec.registered_model_name, CHAMPION)
+        parent = spec.parent_version or (str(champion.version) if champion else None)
+        tags = lineage_tags(
+            spec.model_copy(update={"parent_version": parent}),
+            data_hash=data_hash,
+            data_rows=len(frame),
+            feature_views=sorted(set(views + core_views)),
+            window_start=start,
+            window_end=end,
+        )
+        run_id = _mlflow_run(client, spec, tags)
+        for key, value in tags.items():  # a retried step refreshes them
+            client.set_tag(run_id, key, value)
+        params = spec.params.model_dump(mode="json")
+        log_params(
+            client,
+            run_id,
+            {
+                **params,
+                "task": str(spec.task),
+                "eval_fraction": EVAL_FRACTION,
+                "metric": spec.validation.metric,
+            },
+        )
+        meta = {
+            "feature_names": names,
+            "core_feature_names": core,
+            "feature_views": sorted(set(views + core_views)),
+            "window_start": start.isoformat(),
+            "window_end": end.isoformat(),
+            "rows": len(frame),
+            "data_hash": data_hash,
+            "mlflow_run_id": run_id,
+        }
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    except Exception as exc:
+        report(LOAD_FEATURES, FAILED, message=f"{LOAD_FEATURES}: {exc}", error=type(exc).__name__)
+        raise
+    report(LOAD_FEATURES, FINISHED, mlflow_run_id=run_id, rows=len(frame))
+    return meta
+
+
+def read_features(features_dir: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    folder = Path(features_dir)
+    return pd.read_parquet(folder / FRAME_FILE), json.loads((folder / META_FILE).read_text())
+
+
+def split(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from loopline.models.training import split_by_time
+
+    return split_by_time(frame, EVAL_FRACTION)
+
+
+# --- validate data ---------------------------------------------------------------------------
+
+
+def _champion_quality_reference(client: MlflowClient, spec: TrainingRunSpec) -> Any:
+    """The champion's training-set statistics, if there is a champion that logged them."""
+    from mlflow.artifacts import download_artifacts
+
+    from loopline.data.quality import ReferenceStats
+    from loopline.tracking.registry import CHAMPION, version_by_alias
+
+    champion = version_by_alias(client, spec.registered_model_name, CHAMPION)
+    if champion is None or not champion.run_id:
+        return None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = download_artifacts(
+                run_id=champion.run_id,
+                artifact_path=QUALITY_REFERENCE_ARTIFACT,
+                dst_path=tmp,
+                tracking_uri=spec.mlflow_tracking_uri,
+            )
+            return ReferenceStats.load(Path(path))
+    except Exception as exc:  # e.g. a champion registered by hand without statistics
+        log.warning("champion v%s has no quality reference statistics: %s", champion.version, exc)
+        return None
+
+
+def quality_markdown(report_doc: Any) -> str:
+    lines = [
+        "## Data quality gate",
+        "",
+        f"**{'passed' if report_doc.passed else 'FAILED'}** on {report_doc.rows} rows: {report_doc.summary}",
+        "",
+        "| dimension | score | threshold | passed |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, dim in report_doc.dimensions.items():
+        lines.append(
+            f"| {name} | {dim.score:.4f} | {dim.threshold:.4f} | {'yes' if dim.passed else 'no'} |"
+        )
+    if report_doc.failures:
+        lines += ["", "| dimension | check | column | observed |", "| --- | --- | --- | --- |"]
+        for f in report_doc.failures[:50]:
+            lines.append(f"| {f.dimension} | {f.expectation} | {f.column or ''} | {f.observed} |")
+    return "\n".join(lines) + "\n"
+
+
+def validate_data(spec_json: str, features_dir: str, report_path: str) -> dict[str, Any]:
+    """Run the data quality gate; raise with the gate's summary if the training set fails it."""
+    from loopline.data.features import RepoSpec
+    from loopline.data.quality import QualityGateError, run_gate
+    from loopline.tracking.publish import log_metrics
+
+    spec = parse_spec(spec_json)
+    with step(VALIDATE_DATA, spec) as out:
+        frame, meta = read_features(features_dir)
+        client = _client(spec)
+        run_id = out["mlflow_run_id"]
+        schema = RepoSpec.load(Path(spec.feature_repo)).data_schema
+        result = run_gate(
+            frame,
+            schema,
+            spec.validation.data_quality,
+            reference=_champion_quality_reference(client, spec),
+            window_end=datetime.fromisoformat(meta["window_end"]),
+        )
+        client.log_text(run_id, result.model_dump_json(indent=2), QUALITY_REPORT_ARTIFACT)
+        log_metrics(client, run_id, {f"dq_{k}": v for k, v in result.scores().items()})
+        markdown = quality_markdown(result)
+        Path(report_path).write_text(markdown)
+        client.log_text(run_id, markdown, f"{REPORT_ARTIFACT_DIR}/data_quality.md")
+        out |= {"passed": result.passed, "summary": result.summary, "scores": result.scores()}
+        if not result.passed:
+            raise QualityGateError(result)
+    return out
+
+
+# --- train -----------------------------------------------------------------------------------
+
+
+def train_model(spec_json: str, features_dir: str, model_dir: str) -> dict[str, Any]:
+    """Train primary, fallback and baseline on the older part of the window; save the bundle."""
+    from loopline.models.training import train_bundle
+    from loopline.tracking.publish import log_metrics
+
+    spec = parse_spec(spec_json)
+    with step(TRAIN_MODEL, spec) as out:
+        frame, meta = read_features(features_dir)
+        train, _ = split(frame)
+        trained = train_bundle(
+            train,
+            spec.task,
+            spec.params,
+            feature_names=meta["feature_names"],
+            core_feature_names=meta["core_feature_names"],
+        )
+        trained.bundle.metadata |= {
+            "run_id": spec.run_id,
+            "feature_service": spec.feature_service,
+            "fallback_feature_service": spec.fallback_feature_service,
+            "window_start": meta["window_start"],
+            "window_end": meta["window_end"],
+            "data_hash": meta["data_hash"],
+        }
+        trained.bundle.save(Path(model_dir))
+        metrics = {
+            "train_seconds": trained.seconds,
+            "train_rows": float(trained.rows["primary"]),
+            "fallback_train_rows": float(trained.rows["fallback"]),
+            "final_loss": trained.history["primary"][-1],
+            "fallback_final_loss": trained.history["fallback"][-1],
+        }
+        log_metrics(_client(spec), out["mlflow_run_id"], metrics)
+        out["metrics"] = metrics
+    return out
+
+
+# --- evaluate --------------------------------------------------------------------------------
+
+
+def _json_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
+    return {k: None if math.isnan(v) else v for k, v in metrics.items()}
+
+
+def _from_json_metrics(metrics: dict[str, float | None]) -> dict[str, float]:
+    return {k: math.nan if v is None else float(v) for k, v in metrics.items()}
+
+
+def evaluate_model(spec_json: str, features_dir: str, model_dir: str, report_path: str) -> str:
+    """Metrics of the new model (primary, fallback, baseline) on the fresh evaluation rows."""
+    from loopline.models.bundle import ModelBundle
+    from loopline.models.evaluation import evaluate_bundle
+    from loopline.tracking.publish import log_metrics
+
+    spec = parse_spec(spec_json)
+    with step(EVALUATE_MODEL, spec) as out:
+        frame, _ = read_features(features_dir)
+        _, evaluation_set = split(frame)
+        bundle = ModelBundle.load_dir(Path(model_dir))
+        evaluation = evaluate_bundle(bundle, evaluation_set)
+        client = _client(spec)
+        log_metrics(client, out["mlflow_run_id"], evaluation.metrics)
+        markdown = evaluation.markdown("Evaluation of the new model (fresh evaluation set)")
+        Path(report_path).write_text(markdown)
+        client.log_text(out["mlflow_run_id"], markdown, f"{REPORT_ARTIFACT_DIR}/evaluation.md")
+        if evaluation.confusion:
+            client.log_dict(
+                out["mlflow_run_id"],
+                evaluation.confusion,
+                f"{REPORT_ARTIFACT_DIR}/confusion_matrix.json",
+            )
+        out["metrics"] = _json_metrics(evaluation.metrics)
+    return json.dumps(out["metrics"])
+
+
+# --- compare with champion -------------------------------------------------------------------
+
+
+def compare_with_champion(
+    spec_json: str, features_dir: str, evaluation_json: str, report_path: str
+) -> str:
+    """Score the current champion on the same evaluation rows and preview the gate."""
+    from loopline.tracking.champion import score_champion
+    from loopline.tracking.gate import decide
+    from loopline.tracking.publish import log_metrics
+
+    spec = parse_spec(spec_json)
+    with step(COMPARE_WITH_CHAMPION, spec) as out:
+        frame, _ = read_features(features_dir)
+        _, evaluation_set = split(frame)
+        challenger = _from_json_metrics(json.loads(evaluation_json))
+        client = _client(spec)
+        champion = score_champion(client, spec.registered_model_name, evaluation_set)
+        champion_metrics = None if champion is None else champion.evaluation.metrics
+        version = None if champion is None else champion.version
+        decision = decide(spec.validation, challenger, champion_metrics, champion_version=version)
+        metric = spec.validation.metric
+        if champion_metrics is not None:
+            log_metrics(
+                client,
+                out["mlflow_run_id"],
+                {f"champion_{metric}": champion_metrics.get(metric, math.nan)},
+            )
+        lines = [
+            "## Comparison with the champion (same evaluation set)",
+            "",
+            f"Champion: {'v' + version if version else 'none yet'}. Gate metric: `{metric}`, "
+            f"margin {spec.validation.champion_margin}.",
+            "",
+            f"Preview of the gate: **{decision.label}**: {decision.reason}",
+        ]
+        if champion_metrics is not None:
+            lines += ["", "| metric | challenger | champion |", "| --- | --- | --- |"]
+            for key in sorted(set(challenger) & set(champion_metrics)):
+                lines.append(f"| {key} | {challenger[key]:.4f} | {champion_metrics[key]:.4f} |")
+        markdown = "\n".join(lines) + "\n"
+        Path(report_path).write_text(markdown)
+        client.log_text(out["mlflow_run_id"], markdown, f"{REPORT_ARTIFACT_DIR}/comparison.md")
+        out["champion_version"] = version
+        out["champion_metrics"] = (
+            None if champion_metrics is None else _json_metrics(champion_metrics)
+        )
+        out["preview"] = decision.label
+    return json.dumps({"champion_version": version, "champion_metrics": out["champion_metrics"]})
+
+
+# --- register --------------------------------------------------------------------------------
+
+
+def register_model(
+    spec_json: str, features_dir: str, model_dir: str, evaluation_json: str, comparison_json: str
+) -> str:
+    """Log the bundle and reference data, register a challenger, apply the champion gate."""
+    from loopline.data.features import RepoSpec
+    from loopline.data.quality import reference_stats
+    from loopline.models.bundle import ModelBundle
+    from loopline.tracking.lineage import LINEAGE_TAGS
+    from loopline.tracking.publish import publish, reference_rows
+
+    spec = parse_spec(spec_json)
+    with step(REGISTER_MODEL, spec) as out:
+        frame, _ = read_features(features_dir)
+        train, _ = split(frame)
+        bundle = ModelBundle.load_dir(Path(model_dir))
+        client = _client(spec)
+        run_id = out["mlflow_run_id"]
+        schema = RepoSpec.load(Path(spec.feature_repo)).data_schema
+        client.log_text(
+            run_id,
+            reference_stats(train, schema).model_dump_json(indent=2),
+            QUALITY_REFERENCE_ARTIFACT,
+        )
+        run_tags = client.get_run(run_id).data.tags
+        version_tags = {k: run_tags[k] for k in LINEAGE_TAGS if k in run_tags}
+        version_tags["loopline.mlflow_run_id"] = run_id
+        comparison = json.loads(comparison_json)
+        champion_metrics = comparison.get("champion_metrics")
+        metrics = _from_json_metrics(json.loads(evaluation_json))
+        published = publish(
+            client,
+            registered_name=spec.registered_model_name,
+            run_id=run_id,
+            bundle=bundle,
+            metrics=metrics,
+            policy=spec.validation,
+            champion_metrics=None
+            if champion_metrics is None
+            else _from_json_metrics(champion_metrics),
+            champion_version=comparison.get("champion_version"),
+            reference=reference_rows(train, bundle.feature_names, seed=spec.params.seed),
+            version_tags=version_tags,
+        )
+        out |= {
+            "model_version": published.model_version,
+            "promoted": published.promoted,
+            "rejection_reason": None if published.promoted else published.decision.reason,
+            "gate_reason": published.decision.reason,
+            "metrics": _json_metrics(metrics),
+        }
+    return json.dumps(out)

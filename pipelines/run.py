@@ -1,0 +1,240 @@
+"""Run one training pipeline locally with `kfp.local`; the `local` backend supervises this.
+
+    python -m loopline.pipelines.run --spec run.json --result result.json [--workdir DIR]
+
+Reads a `TrainingRunSpec`, runs the pipeline with `kfp.local.SubprocessRunner(use_venv=False)`
+(each component a subprocess of this interpreter: no venv, no pip install), and keeps
+`result.json` (a `TrainingRunResult`) current: `Running` with the step in progress while it
+runs, then `Succeeded` (model version, promoted or the rejection reason, metrics) or `Failed`
+(the failing step and its error, e.g. the quality gate's summary). Writes are atomic (rename),
+so a reader never sees half a file.
+
+Cancelling: SIGTERM or SIGINT to this process writes `Cancelled` and stops the running step.
+The runner makes itself a process-group leader so that it can take its component processes
+down with it, and exits 143 (SIGTERM) / 130 (SIGINT). Exit code 0 means the run succeeded
+(whether or not the model was promoted), 1 that it failed, 2 that the spec was unreadable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from loopline import quiet
+from loopline.components.progress import FAILED, FINISHED, STARTED, read_events
+from loopline.types.runs import RunPhase, TrainingRunResult, TrainingRunSpec
+
+log = logging.getLogger("loopline.pipelines.run")
+
+POLL_SECONDS = 0.5
+
+
+def write_result(path: Path, result: TrainingRunResult) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(result.model_dump_json(by_alias=True, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_result(path: Path) -> TrainingRunResult:
+    return TrainingRunResult.model_validate_json(path.read_text())
+
+
+def fold_events(base: TrainingRunResult, events: list[dict[str, Any]]) -> TrainingRunResult:
+    """The result as the step events so far describe it (pure: the runner's bookkeeping)."""
+    update: dict[str, Any] = {}
+    for event in events:
+        if event.get("mlflow_run_id"):
+            update["mlflow_run_id"] = event["mlflow_run_id"]
+        if event["event"] == STARTED:
+            update["step"] = event["step"]
+            update["message"] = f"running {event['step']}"
+        elif event["event"] == FAILED:
+            update |= {"step": event["step"], "message": event.get("message", "")}
+        elif event["event"] == FINISHED:
+            update["step"] = event["step"]
+            update["message"] = f"finished {event['step']}"
+            if event.get("model_version"):
+                update |= {
+                    "model_version": str(event["model_version"]),
+                    "promoted": bool(event.get("promoted")),
+                    "rejection_reason": event.get("rejection_reason"),
+                    "message": event.get("gate_reason") or update["message"],
+                }
+            if isinstance(event.get("metrics"), dict):
+                numbers = {
+                    k: float(v) for k, v in event["metrics"].items() if isinstance(v, int | float)
+                }
+                update["metrics"] = {**base.metrics, **update.get("metrics", {}), **numbers}
+    return base.model_copy(update=update)
+
+
+def last_failure(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    failures = [e for e in events if e["event"] == FAILED]
+    return failures[-1] if failures else None
+
+
+class Runner:
+    """One pipeline run: the kfp.local session, the progress watcher and the result file."""
+
+    def __init__(self, spec: TrainingRunSpec, result_path: Path, workdir: Path) -> None:
+        self.spec = spec
+        self.result_path = result_path
+        self.workdir = workdir
+        self.events_path = workdir / "events.jsonl"
+        self.base = TrainingRunResult(
+            runId=spec.run_id, phase=RunPhase.RUNNING, startedAt=datetime.now(UTC)
+        )
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._final = False
+
+    def _publish(self, result: TrainingRunResult, *, final: bool = False) -> None:
+        with self._lock:
+            if self._final:
+                return
+            self._final = final
+            write_result(self.result_path, result)
+
+    def _current(self) -> TrainingRunResult:
+        return fold_events(self.base, read_events(self.events_path))
+
+    def _watch(self) -> None:
+        seen = -1
+        while not self._done.wait(POLL_SECONDS):
+            events = read_events(self.events_path)
+            if len(events) != seen:
+                seen = len(events)
+                self._publish(fold_events(self.base, events))
+
+    def cancel(self, signum: int) -> None:
+        now = datetime.now(UTC)
+        current = self._current()
+        self._publish(
+            current.model_copy(
+                update={
+                    "phase": RunPhase.CANCELLED,
+                    "message": f"cancelled by signal {signal.Signals(signum).name} during "
+                    f"{current.step or 'startup'}",
+                    "finished_at": now,
+                }
+            ),
+            final=True,
+        )
+
+    def run(self) -> TrainingRunResult:
+        import warnings
+
+        from kfp import local
+
+        # kfp.local warns that a non-python base image may not match this interpreter's
+        # packages; here it does by construction (the image is Loopline's own environment).
+        warnings.filterwarnings(
+            "ignore", message="You may be attemping to run a task", category=RuntimeWarning
+        )
+
+        from loopline.pipelines.training import PIPELINES
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.events_path.unlink(missing_ok=True)
+        os.environ["LOOPLINE_PIPELINE_PROGRESS_FILE"] = str(self.events_path)
+        self._publish(self.base.model_copy(update={"message": "starting"}))
+        watcher = threading.Thread(target=self._watch, name="progress", daemon=True)
+        watcher.start()
+        pipeline = PIPELINES.get(self.spec.pipeline)
+        try:
+            if pipeline is None:
+                raise ValueError(
+                    f"pipeline {self.spec.pipeline!r} is not one of {sorted(PIPELINES)}"
+                )
+            local.init(
+                runner=local.SubprocessRunner(use_venv=False),
+                pipeline_root=str(self.workdir / "outputs"),
+                raise_on_error=True,
+            )
+            task = pipeline(spec_json=self.spec.model_dump_json(by_alias=True))
+            outcome = json.loads(task.output)
+            error: str | None = None
+        except Exception as exc:  # kfp.local raises RuntimeError("Task ... FAILURE")
+            outcome, error = None, str(exc)
+        finally:
+            self._done.set()
+            watcher.join()
+        events = read_events(self.events_path)
+        result = fold_events(self.base, events)
+        now = datetime.now(UTC)
+        if error is None and outcome is not None:
+            result = fold_events(result, [{"event": FINISHED, "step": result.step, **outcome}])
+            result = result.model_copy(update={"phase": RunPhase.SUCCEEDED, "finished_at": now})
+        else:
+            failure = last_failure(events)
+            message = failure["message"] if failure else (error or "pipeline failed")
+            result = result.model_copy(
+                update={
+                    "phase": RunPhase.FAILED,
+                    "message": message,
+                    "step": failure["step"] if failure else result.step,
+                    "finished_at": now,
+                }
+            )
+        self._publish(result, final=True)
+        return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet.apply()
+    parser = argparse.ArgumentParser(prog="python -m loopline.pipelines.run")
+    parser.add_argument("--spec", type=Path, required=True, help="TrainingRunSpec JSON file")
+    parser.add_argument("--result", type=Path, required=True, help="TrainingRunResult JSON file")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="Pipeline outputs and step events (default: <result>.d beside the result file)",
+    )
+    parser.add_argument(
+        "--no-process-group",
+        action="store_true",
+        help="Stay in the caller's process group (cancelling then stops only this process)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        spec = TrainingRunSpec.model_validate_json(args.spec.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"cannot read the run spec {args.spec}: {exc}", file=sys.stderr)
+        return 2
+    workdir = args.workdir or args.result.with_name(args.result.name + ".d")
+    runner = Runner(spec, args.result, workdir)
+    if not args.no_process_group and os.getpgrp() != os.getpid():
+        os.setpgid(0, 0)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        runner.cancel(signum)
+        if not args.no_process_group:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            os.killpg(os.getpgrp(), signal.SIGTERM)  # the component processes
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    result = runner.run()
+    log.info("run %s %s: %s", spec.run_id, result.phase, result.message)
+    return 0 if result.phase == RunPhase.SUCCEEDED else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
