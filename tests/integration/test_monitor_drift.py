@@ -168,8 +168,8 @@ def _serve(tmp_path: Path, reference: Path, port: int) -> subprocess.Popen[bytes
         "--set", "consecutive_windows=3", "--set", "requester=log",
         "--set", "persist_seconds=0", "--set", "reference_poll_seconds=0",
     ]  # fmt: skip
-    log = (tmp_path / f"monitor-{time.monotonic_ns()}.log").open("wb")
-    return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with (tmp_path / f"monitor-{time.monotonic_ns()}.log").open("wb") as log:
+        return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def _ready(client: httpx.Client, url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -193,6 +193,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_restart_mid_stream_loses_no_decision(plant: Plant, tmp_path: Path) -> None:
     """The monitor is killed (SIGKILL) while drift is being confirmed and again (SIGTERM) during
     the cooldown; the request is raised once, and only once, across the three processes."""
