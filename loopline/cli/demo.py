@@ -7,6 +7,7 @@ running for exploration, and `loopline demo down` stops them later.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -30,6 +31,21 @@ state_dir_option = click.option(
 )
 
 
+def _log_to_file(path: Path) -> Path:
+    """Send logging (and Python warnings) to a file: the screen belongs to the live view."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    level = root.level
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)
+    return path
+
+
 @click.group(invoke_without_command=True)
 @click.option("--quick", is_flag=True, help="CI-sized data, few epochs, short acts (minutes).")
 @click.option("--keep", is_flag=True, help="Leave everything running; stop it with `demo down`.")
@@ -44,6 +60,8 @@ def demo(ctx: click.Context, quick: bool, keep: bool, plain: bool, state_dir: Pa
     from loopline.demo.scenario import Demo
 
     settings = _settings(quick, state_dir)
+    log_file = _log_to_file(settings.resolved_state_dir() / "logs" / "demo.log")
+    click.echo(f"loopline demo: logs in {log_file}")
     scenario = Demo(settings, keep=keep)
     view = LiveView(scenario.record, live=False if plain else None)
     scenario.view = view

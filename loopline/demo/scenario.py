@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ import yaml
 from loopline import quiet
 from loopline.cluster import process as proc
 from loopline.cluster.errors import ClusterError
+from loopline.cluster.state import ProcessRecord
 from loopline.data.generator import GeneratorConfig, Manifest, generate, live_traffic
 from loopline.data.schema import CORE_SENSORS, SENSORS, factory_schema
 from loopline.demo.landing import Landing
@@ -55,6 +57,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO_ROOT / "manifests" / "examples"
+# What the demo creates under its state directory (and deletes at the start of the next run).
+OWN_DIRS = ("cluster", "mlflow", "data", "feature_repo", "operator", "manifests", "monitor")
 
 
 class MissingPiece(RuntimeError):
@@ -195,6 +199,8 @@ class Demo:
         self.landing: Landing | None = None
         self.history: Manifest | None = None
         self._landing_stop = False
+        self._mlflow: ProcessRecord | None = None
+        self._mlflow_url = ""
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -236,6 +242,9 @@ class Demo:
                     detail=", ".join(stopped),
                     command="loopline demo down",
                 )
+        # A fresh start: an old MLflow store would hand the new Model an old champion.
+        for name in OWN_DIRS:
+            shutil.rmtree(self.state_dir / name, ignore_errors=True)
         self.processes = DemoProcesses(self.state_dir, demo_id=None)
         self.processes.save()
 
@@ -268,8 +277,14 @@ class Demo:
         )
 
     def start_mlflow(self) -> None:
+        """Create the SQLite store here (so no two processes race to migrate it), then start
+        MLflow's UI over it without waiting: nothing on the loop's path needs the UI, and on
+        a busy machine it takes a minute to come up. `mlflow_ready` waits for it later."""
+        from mlflow import MlflowClient
+
         mlflow_dir = self.state_dir / "mlflow"
         (mlflow_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+        MlflowClient(tracking_uri=self.tracking_uri).search_experiments(max_results=1)
         port = proc.free_ports(1)[0]
         argv = [
             sys.executable,
@@ -287,8 +302,19 @@ class Demo:
             "--workers",
             "1",
         ]
-        record = self.processes.start("mlflow", argv, env=self.child_env())
-        url = f"http://127.0.0.1:{port}"
+        self._mlflow = self.processes.start("mlflow", argv, env=self.child_env())
+        self._mlflow_url = f"http://127.0.0.1:{port}"
+        self.processes.set_endpoint("mlflow", self._mlflow_url)
+        self.record.links["MLflow UI"] = self._mlflow_url
+        self.record.step(
+            "MLflow UI starting", detail=self._mlflow_url, command=f"open {self._mlflow_url}"
+        )
+
+    def mlflow_ready(self, timeout: float = 120.0) -> None:
+        """Wait for the MLflow UI (started by `start_mlflow`) to answer /health."""
+        if self._mlflow is None:
+            return
+        url = self._mlflow_url
 
         def healthy() -> bool:
             try:
@@ -296,10 +322,12 @@ class Demo:
             except httpx.HTTPError:
                 return False
 
-        proc.wait_until(record, healthy, timeout=120, what="healthy")
-        self.processes.set_endpoint("mlflow", url)
-        self.record.links["MLflow UI"] = url
-        self.record.step("MLflow UI up", detail=url, command=f"open {url}")
+        try:
+            proc.wait_until(self._mlflow, healthy, timeout=timeout, what="healthy")
+        except ClusterError as exc:  # ComponentStartError: the UI is not essential to the loop
+            raise BrokenPiece(f"MLflow UI: {exc}") from exc
+        self.record.step("MLflow UI up", detail=url, command=f"open {url}/#/models")
+        self._mlflow = None
 
     def prepare_data(self) -> None:
         from loopline.data import features
@@ -643,6 +671,7 @@ class Demo:
             self.start_operator()
             self.apply_examples()
             self.wait_first_champion()
+            self.mlflow_ready()
             self.start_traffic()
             self.act_recipe_change()
             self.compare_versions()
