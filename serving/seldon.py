@@ -1,0 +1,162 @@
+"""The `seldon` serving backend's desired state: Seldon Core 2 objects as pure functions.
+
+The operator applies what these return; nothing here talks to a cluster.
+
+- `build_server`: a `Server` (mlops.seldon.io/v1alpha1) on Seldon's `mlserver` ServerConfig
+  whose `mlserver` container runs the Loopline runtime image (code only, no model inside). It
+  advertises the `loopline` capability and sets `MLSERVER_MODEL_IMPLEMENTATION`, so every model
+  scheduled on it is served by `LooplineRuntime`.
+- `build_model`: one Seldon `Model` per registered version, `storageUri` pointing at the MLflow
+  artifact folder of that version (the agent downloads it; `load_bundle` reads the folder),
+  `requirements: [loopline]` so it lands only on a Loopline server.
+- `build_experiment`: an `Experiment` splitting traffic between champion and canary by
+  weight, or mirroring a share of it to a shadow version (answers discarded).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+SELDON_API_VERSION = "mlops.seldon.io/v1alpha1"
+CAPABILITY = "loopline"
+SERVER_CONFIG = "mlserver"
+CONTAINER = "mlserver"
+RUNTIME = "loopline.serving.runtime.LooplineRuntime"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "loopline"}
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _name(value: str, field: str) -> str:
+    if len(value) > 63 or not _DNS1123.match(value):
+        raise ValueError(
+            f"{field} {value!r} is not a DNS-1123 label (lowercase letters, digits, '-', <= 63)"
+        )
+    return value
+
+
+def _meta(name: str, namespace: str, labels: dict[str, str] | None) -> dict[str, Any]:
+    return {
+        "name": _name(name, "name"),
+        "namespace": namespace,
+        "labels": {**MANAGED_BY, **(labels or {})},
+    }
+
+
+def model_object_name(model: str, version: str) -> str:
+    """The Seldon Model name of one version: `<model>-v<version>`."""
+    return _name(f"{model}-v{version}", "model/version")
+
+
+def build_server(
+    name: str,
+    namespace: str,
+    *,
+    image: str,
+    replicas: int = 1,
+    env: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    resources: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A Seldon `Server` running the Loopline runtime image."""
+    if not image:
+        raise ValueError("image is empty: the Loopline runtime image to run")
+    if replicas < 0:
+        raise ValueError(f"replicas {replicas}: must be >= 0")
+    variables = {"MLSERVER_MODEL_IMPLEMENTATION": RUNTIME, **(env or {})}
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "env": [{"name": k, "value": v} for k, v in sorted(variables.items())],
+    }
+    if resources:
+        container["resources"] = resources
+    return {
+        "apiVersion": SELDON_API_VERSION,
+        "kind": "Server",
+        "metadata": _meta(name, namespace, labels),
+        "spec": {
+            "serverConfig": SERVER_CONFIG,
+            "replicas": replicas,
+            "extraCapabilities": [CAPABILITY],
+            "podSpec": {"containers": [container]},
+        },
+    }
+
+
+def build_model(
+    model: str,
+    version: str,
+    namespace: str,
+    *,
+    storage_uri: str,
+    server: str,
+    replicas: int = 1,
+    memory: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Seldon `Model` for one registered version, pinned to a Loopline server."""
+    if not storage_uri:
+        raise ValueError("storage_uri is empty: the MLflow artifact folder of the version")
+    spec: dict[str, Any] = {
+        "storageUri": storage_uri,
+        "server": _name(server, "server"),
+        "requirements": [CAPABILITY],
+        "replicas": replicas,
+    }
+    if memory:
+        spec["memory"] = memory
+    return {
+        "apiVersion": SELDON_API_VERSION,
+        "kind": "Model",
+        "metadata": _meta(
+            model_object_name(model, version),
+            namespace,
+            {"loopline.dev/model": model, "loopline.dev/version": version, **(labels or {})},
+        ),
+        "spec": spec,
+    }
+
+
+def build_experiment(
+    model: str,
+    namespace: str,
+    *,
+    champion: str,
+    canary: str | None = None,
+    canary_weight: int = 0,
+    shadow: str | None = None,
+    shadow_percent: int = 0,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Champion/canary split (weights sum to 100) and/or a mirrored shadow.
+
+    `champion`, `canary` and `shadow` are registry versions; the objects they name are the
+    Seldon Models `build_model` makes. The champion is the experiment's `default`, so the
+    model's endpoint keeps answering when the Experiment is deleted.
+    """
+    if not 0 <= canary_weight <= 100:
+        raise ValueError(f"canary_weight {canary_weight}: must be within 0..100")
+    if not 0 <= shadow_percent <= 100:
+        raise ValueError(f"shadow_percent {shadow_percent}: must be within 0..100")
+    if canary_weight and not canary:
+        raise ValueError("canary_weight > 0 needs a canary version")
+    if shadow_percent and not shadow:
+        raise ValueError("shadow_percent > 0 needs a shadow version")
+    if not canary and not shadow:
+        raise ValueError("an experiment needs a canary or a shadow version")
+    default = model_object_name(model, champion)
+    candidates = [{"name": default, "weight": 100 - canary_weight}]
+    if canary:
+        candidates.append({"name": model_object_name(model, canary), "weight": canary_weight})
+    spec: dict[str, Any] = {"default": default, "candidates": candidates}
+    if shadow:
+        spec["mirror"] = {"name": model_object_name(model, shadow), "percent": shadow_percent}
+    return {
+        "apiVersion": SELDON_API_VERSION,
+        "kind": "Experiment",
+        "metadata": _meta(
+            _name(model, "model"), namespace, {"loopline.dev/model": model, **(labels or {})}
+        ),
+        "spec": spec,
+    }
