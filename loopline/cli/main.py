@@ -17,7 +17,12 @@ from loopline.settings import get_settings
 # name -> "module:attribute" of a click command or group. Add a line per subcommand.
 COMMANDS: dict[str, str] = {
     "version": "loopline.cli.main:version",
+    "cluster": "loopline.cli.cluster:cluster",
+    "data": "loopline.cli.data:data",
+    "monitor": "loopline.cli.monitor:monitor",
+    "operator": "loopline.cli.operator:operator",
     "demo": "loopline.cli.demo:demo",
+    "serve": "loopline.cli.serve:serve",
 }
 
 

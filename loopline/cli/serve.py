@@ -1,0 +1,126 @@
+"""`loopline serve`: run a model server by hand (the local backend, in the foreground)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def serve() -> None:
+    """Serve a registered model over the Open Inference Protocol (REST and gRPC)."""
+
+
+def _spec_options(func: click.decorators.FC) -> click.decorators.FC:
+    options = [
+        click.option("--name", required=True, help="Model name in the V2 URLs, e.g. drill-ae."),
+        click.option(
+            "--model-uri",
+            required=True,
+            help="MLflow URI of the champion: models:/<ns>.<name>@champion, models:/<name>/3, "
+            "runs:/<id>/model or a local bundle folder.",
+        ),
+        click.option("--canary-uri", default="", help="MLflow URI of a canary version."),
+        click.option(
+            "--canary-weight",
+            type=click.FloatRange(0, 1),
+            default=0.0,
+            show_default=True,
+            help="Share of requests the canary answers.",
+        ),
+        click.option("--tracking-uri", default="", help="MLflow tracking URI (default: settings)."),
+        click.option(
+            "--monitor-url", default="", help="Drift monitor base URL; empty: no sampling."
+        ),
+        click.option("--sample-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True),
+        click.option(
+            "--max-batch-size",
+            type=click.IntRange(0),
+            default=0,
+            show_default=True,
+            help="MLServer adaptive batching: requests merged per batch (0/1: off).",
+        ),
+        click.option(
+            "--max-batch-time",
+            type=click.FloatRange(0),
+            default=0.0,
+            show_default=True,
+            help="MLServer adaptive batching: seconds to wait to fill a batch.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _spec(**kw: object) -> object:
+    from loopline.serving.local import LocalModelSpec
+
+    try:
+        return _build(LocalModelSpec, kw)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _build(cls: type, kw: dict[str, object]) -> object:
+    return cls(
+        name=str(kw["name"]),
+        model_uri=str(kw["model_uri"]),
+        canary_model_uri=str(kw["canary_uri"]),
+        canary_weight=float(kw["canary_weight"]),  # type: ignore[arg-type]
+        tracking_uri=str(kw["tracking_uri"]),
+        monitor_url=str(kw["monitor_url"]),
+        sample_rate=float(kw["sample_rate"]),  # type: ignore[arg-type]
+        max_batch_size=int(kw["max_batch_size"]),  # type: ignore[call-overload]
+        max_batch_time=float(kw["max_batch_time"]),  # type: ignore[arg-type]
+    )
+
+
+@serve.command("run")
+@_spec_options
+@click.option(
+    "--dir",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where server folders and logs go (default: <state_dir>/serving).",
+)
+def run(root: Path | None, **kw: object) -> None:
+    """Start one MLServer on free 127.0.0.1 ports and keep it up until Ctrl-C."""
+    from loopline.serving.local import LocalServingError, LocalServingManager
+    from loopline.settings import get_settings
+
+    spec = _spec(**kw)
+    root = root or get_settings().state_dir / "serving"
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with LocalServingManager(root) as manager:
+        try:
+            status = manager.start(spec)  # type: ignore[arg-type]
+        except (LocalServingError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        ep = status.endpoints
+        click.echo(f"serving {status.name} (pid {status.pid})")
+        click.echo(f"  REST     {ep.infer_url(status.name)}")
+        click.echo(f"  gRPC     {ep.grpc}")
+        click.echo(f"  metrics  {ep.metrics}")
+        click.echo(f"  log      {status.log_path}")
+        try:
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        click.echo("stopping")
+
+
+@serve.command("settings")
+@_spec_options
+def settings(**kw: object) -> None:
+    """Print the model-settings.json the local backend writes for these options."""
+    from loopline.serving.local import model_settings
+
+    click.echo(json.dumps(model_settings(_spec(**kw)), indent=2))  # type: ignore[arg-type]
