@@ -11,21 +11,28 @@ more (`kubectl auth can-i` with impersonation, a table of allowed and denied che
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import signal
+import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from kubernetes import client as k8s
 
+from loopline.types.common import GROUP, VERSION
 from tests import helm_chart
 from tests.fixtures.cluster import ClusterHandle, wait_for
+from tests.fixtures.operator import PIPELINE, model_manifest, write_worker
 
 SENTINEL = "s3nt1nel-mlflow-Pa55w0rd"
 SUBRESOURCES = {"status", "exec", "log", "scale"}
@@ -294,3 +301,156 @@ def test_install_cluster_wide_grants_the_same_rules_everywhere(
         rows += [(verb, resource, other_namespace, False) for verb, resource in DENIED]
         rows += [(verb, resource, None, False) for verb, resource in DENIED_CLUSTER]
         _check_table(release, rows)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _service_account_kubeconfig(release: Release, path: Path) -> Path:
+    """A kubeconfig that authenticates as the operator's ServiceAccount (a bound token)."""
+    account = f"{release.name}-loopline-operator"
+    token = release.cluster.kubectl(
+        "create", "token", account, f"--namespace={release.namespace}", "--duration=15m"
+    ).stdout.strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {
+                    "server": release.cluster.server,
+                    "certificate-authority": str(release.cluster.ca_file),
+                },
+            }
+        ],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": account}}],
+        "current-context": "sa",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_operator_runs_as_configured_by_the_chart_with_only_its_rbac(
+    release: Release, kube_api: k8s.ApiClient, tmp_path: Path
+) -> None:
+    """The real operator, given the environment and command the chart renders and the
+    chart's ServiceAccount token, reconciles a Model to Serving: the RBAC is enough, the
+    liveness probe the chart points at answers, and a credential in its environment never
+    reaches its log (at DEBUG).
+
+    The local pipeline backend runs the operator tests' worker (tests/fixtures/operator.py:
+    a small real program speaking the worker protocol, which does not train), and the Model
+    has `serving.replicas: 0`, so the run needs neither KFP nor Seldon.
+    """
+    release.install("backends.kfp.enabled=false", "backends.seldon.enabled=false")
+    deployment = yaml.safe_load(
+        release.cluster.kubectl(
+            "get",
+            "deployment",
+            f"{release.name}-loopline-operator",
+            f"--namespace={release.namespace}",
+            "-o",
+            "yaml",
+        ).stdout
+    )
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    config = yaml.safe_load(
+        release.cluster.kubectl(
+            "get",
+            "configmap",
+            f"{release.name}-loopline-config",
+            f"--namespace={release.namespace}",
+            "-o",
+            "yaml",
+        ).stdout
+    )["data"]
+    assert config["LOOPLINE_OPERATOR_PIPELINE_BACKEND"] == "local"
+
+    port = _free_port()
+    args = [
+        a.replace(f"0.0.0.0:{container['ports'][0]['containerPort']}", f"127.0.0.1:{port}")
+        for a in container["args"]
+    ]
+    assert args == [f"--liveness=http://127.0.0.1:{port}/healthz"]
+    env = {
+        **os.environ,
+        **config,
+        **{e["name"]: e["value"] for e in container["env"] if "value" in e},
+        # What only a real pod has: its token, writable directories, the Secret's value.
+        "LOOPLINE_OPERATOR_KUBECONFIG": str(
+            _service_account_kubeconfig(release, tmp_path / "sa.kubeconfig")
+        ),
+        "LOOPLINE_STATE_DIR": str(tmp_path / "state"),
+        "LOOPLINE_CACHE_DIR": str(tmp_path / "cache"),
+        "HOME": str(tmp_path),
+        "LOOPLINE_OPERATOR_RUNS_DIR": str(tmp_path / "runs"),
+        "LOOPLINE_OPERATOR_SERVING_DIR": str(tmp_path / "serving"),
+        "LOOPLINE_OPERATOR_WORKER_COMMAND": json.dumps(write_worker(tmp_path / "bin")),
+        "LOOPLINE_OPERATOR_RECONCILE_INTERVAL": "1",
+        "LOOPLINE_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "MLFLOW_TRACKING_USERNAME": "loopline",
+        "MLFLOW_TRACKING_PASSWORD": SENTINEL,
+        "LOOPLINE_LOG_LEVEL": "DEBUG",
+        "LOOPLINE_TEST_WORKER_STEP_SECONDS": "0.2",
+    }
+    program = Path(sys.executable).parent / container["command"][0]
+    log_path = tmp_path / "operator.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [str(program), *container["command"][1:], *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(
+            lambda: _healthy(f"http://127.0.0.1:{port}/healthz"),
+            timeout=60,
+            what=f"the operator's liveness endpoint (log: {log_path})",
+        )
+        custom = k8s.CustomObjectsApi(kube_api)
+        for manifest, plural in ((PIPELINE, "pipelines"), (model_manifest(), "models")):
+            custom.create_namespaced_custom_object(
+                GROUP, VERSION, release.namespace, plural, manifest
+            )
+
+        def serving() -> dict[str, Any] | None:
+            obj = custom.get_namespaced_custom_object(
+                GROUP, VERSION, release.namespace, "models", "drill-ae"
+            )
+            status = obj.get("status") or {}
+            return status if status.get("phase") == "Serving" else None
+
+        wait_for(serving, timeout=90, what=f"Model drill-ae Serving (log: {log_path})")
+        events = k8s.CoreV1Api(kube_api).list_namespaced_event(
+            release.namespace, field_selector="involvedObject.name=drill-ae"
+        )
+        assert events.items, "the operator could not record Events"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        for pid_file in (tmp_path / "runs").glob("*/pid"):
+            with contextlib.suppress(ValueError, IndexError, OSError):
+                os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+    log_text = log_path.read_text(errors="replace")
+    assert "DEBUG" in log_text, "the operator did not log at DEBUG"
+    assert SENTINEL not in log_text
+    assert "Forbidden" not in log_text, log_text[-3000:]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

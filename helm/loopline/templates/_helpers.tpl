@@ -117,6 +117,7 @@ seccompProfile:
 {{- $b := $root.Values.backends }}
 - name: LOOPLINE_MLFLOW_TRACKING_URI
   value: {{ required "backends.mlflow.trackingUri is required: the MLflow tracking server URI" $b.mlflow.trackingUri | quote }}
+{{- /* MLflow's own variable too, for code that calls MLflow without Loopline's settings. */}}
 - name: MLFLOW_TRACKING_URI
   value: {{ $b.mlflow.trackingUri | quote }}
 - name: LOOPLINE_STATE_DIR
@@ -136,5 +137,25 @@ seccompProfile:
 {{- include "loopline.secretEnv" (list "AWS_SECRET_ACCESS_KEY" $b.mlflow.s3.secretAccessKey) }}
 {{- range $root.Values.extraSecretEnv }}
 {{- include "loopline.secretEnv" (list .name .) }}
+{{- end }}
+{{- end -}}
+
+{{/* Egress allowed when networkPolicy.egress.restrict: DNS, the API server, then egress.to. */}}
+{{- define "loopline.egressRules" -}}
+- ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+- ports:
+    {{- range .Values.networkPolicy.egress.apiServerPorts }}
+    - {port: {{ . }}, protocol: TCP}
+    {{- end }}
+  {{- with .Values.networkPolicy.egress.apiServerCIDRs }}
+  to:
+    {{- range . }}
+    - ipBlock: {cidr: {{ . }}}
+    {{- end }}
+  {{- end }}
+{{- with .Values.networkPolicy.egress.to }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
