@@ -90,3 +90,191 @@ def generate(
     click.echo(
         f"wrote {len(frame)} rows to {path} ({manifest.start:%Y-%m-%d} .. {manifest.end:%Y-%m-%d}); events: {summary}"
     )
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@data.command()
+@click.option(
+    "--source",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Parquet or CSV file.",
+)
+@click.option(
+    "--repo",
+    "repo_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Feature repository directory to create.",
+)
+@click.option(
+    "--schema",
+    "schema_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A DatasetSchema JSON file (instead of the options below).",
+)
+@click.option("--entity", default="machine_id", show_default=True, help="Entity (key) column.")
+@click.option(
+    "--timestamp", default="event_timestamp", show_default=True, help="Event timestamp column."
+)
+@click.option(
+    "--features",
+    "feature_list",
+    default=None,
+    help="Comma-separated feature columns [every numeric column].",
+)
+@click.option(
+    "--core", default=None, help="Comma-separated core features (the fallback model's inputs)."
+)
+@click.option("--label", default=None, help="Label column, if any.")
+@click.option("--name", default="sensors", show_default=True, help="Data set name (lowercase).")
+@click.option(
+    "--materialize/--no-materialize", default=True, show_default=True, help="Fill the online store."
+)
+@click.option(
+    "--rolling/--no-rolling",
+    default=True,
+    show_default=True,
+    help="Build the rolling-aggregate view.",
+)
+def register(
+    source: Path,
+    repo_dir: Path,
+    schema_file: Path | None,
+    entity: str,
+    timestamp: str,
+    feature_list: str | None,
+    core: str | None,
+    label: str | None,
+    name: str,
+    materialize: bool,
+    rolling: bool,
+) -> None:
+    """Register your own data: validate it and generate its Feast feature view and services."""
+    from loopline.data import register as reg
+    from loopline.data.features import read_source
+    from loopline.data.schema import DatasetSchema, SchemaError
+
+    beside = source.parent / "schema.json"  # `loopline data generate` writes one there
+    if schema_file is None and beside.is_file():
+        click.echo(f"using the schema declared in {beside}")
+        schema_file = beside
+    try:
+        if schema_file is not None:
+            schema = DatasetSchema.load(schema_file)
+        else:
+            schema = reg.declare_schema(
+                read_source(source),
+                entity=entity,
+                timestamp=timestamp,
+                feature_names=_split(feature_list),
+                core=_split(core),
+                label=label,
+                name=name,
+            )
+        result = reg.register(source, repo_dir, schema, materialize=materialize, rolling=rolling)
+    except (SchemaError, ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(f"{source}: {exc}") from exc
+    click.echo(result.summary)
+
+
+@data.command()
+@click.option(
+    "--repo",
+    "repo_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option("--start", default=None, help="ISO start of the window [first reading].")
+@click.option("--end", default=None, help="ISO end of the window [last reading].")
+def materialize(repo_dir: Path, start: str | None, end: str | None) -> None:
+    """Load the newest feature values of a repository into its online store."""
+    from loopline.data import features
+
+    features.materialize(repo_dir, _parse_time(start, "--start"), _parse_time(end, "--end"))
+    click.echo(f"materialized {repo_dir}")
+
+
+@data.command()
+@click.option(
+    "--source",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Parquet or CSV training set.",
+)
+@click.option(
+    "--schema",
+    "schema_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="DatasetSchema JSON [the factory schema].",
+)
+@click.option(
+    "--reference",
+    "reference_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Reference statistics JSON (from `data reference`).",
+)
+@click.option("--window-end", default=None, help="End of the training window (ISO) [now].")
+@click.option(
+    "--max-staleness-hours", default=None, type=float, help="Override the policy's staleness."
+)
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the JSON report here.",
+)
+def check(
+    source: Path,
+    schema_file: Path | None,
+    reference_file: Path | None,
+    window_end: str | None,
+    max_staleness_hours: float | None,
+    report_file: Path | None,
+) -> None:
+    """Run the data quality gate on a file; exit 1 with the summary when it fails."""
+    from loopline.data.features import normalise_timestamps, read_source
+    from loopline.data.quality import ReferenceStats, run_gate
+    from loopline.data.schema import DatasetSchema, factory_schema
+    from loopline.types.policy import DataQualityThresholds
+
+    schema = DatasetSchema.load(schema_file) if schema_file else factory_schema()
+    frame = normalise_timestamps(read_source(source), schema.timestamp)
+    reference = ReferenceStats.load(reference_file) if reference_file else None
+    thresholds = (
+        DataQualityThresholds(max_staleness_hours=max_staleness_hours)
+        if max_staleness_hours
+        else DataQualityThresholds()
+    )
+    report = run_gate(frame, schema, thresholds, reference, _parse_time(window_end, "--window-end"))
+    if report_file:
+        report.save(report_file)
+    click.echo(report.summary)
+    if not report.passed:
+        raise SystemExit(1)
+
+
+@data.command()
+@click.option(
+    "--source", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--schema",
+    "schema_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="DatasetSchema JSON [the factory schema].",
+)
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def reference(source: Path, schema_file: Path | None, out_file: Path) -> None:
+    """Compute reference statistics (for the gate's consistency and distribution checks)."""
+    from loopline.data.features import normalise_timestamps, read_source
+    from loopline.data.quality import reference_stats
+    from loopline.data.schema import DatasetSchema, factory_schema
+
+    schema = DatasetSchema.load(schema_file) if schema_file else factory_schema()
+    frame = normalise_timestamps(read_source(source), schema.timestamp)
+    reference_stats(frame, schema).save(out_file)
+    click.echo(f"wrote reference statistics of {len(frame)} rows to {out_file}")
