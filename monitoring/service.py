@@ -76,8 +76,21 @@ class DriftMonitor:
         self._last_persist = 0.0
         self._next_retry = 0.0
         self._next_poll = 0.0
+        self._init_series()
         self._restore()
         self._try_reference(initial=True)
+
+    def _init_series(self) -> None:
+        """Create the per-model series at zero, so dashboards and alerts see them from the start
+        (a counter that appears only at its first increment hides the first rate)."""
+        m, model = self.metrics, self.model
+        for counter in (m.received, m.dropped):
+            counter.labels(model)
+        m.retraining.labels(model, "drift")
+        m.windows.labels(model, "drift")
+        m.windows.labels(model, "stable")
+        for gauge in (m.detected, m.consecutive, m.window_rows, m.queue_rows, m.cooldown):
+            gauge.labels(model).set(0)
 
     # ---- lifecycle ---------------------------------------------------------------------
 
