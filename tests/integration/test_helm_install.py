@@ -309,9 +309,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _service_account_kubeconfig(release: Release, path: Path) -> Path:
-    """A kubeconfig that authenticates as the operator's ServiceAccount (a bound token)."""
-    account = f"{release.name}-loopline-operator"
+def _service_account_kubeconfig(release: Release, component: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as a component's ServiceAccount (a bound token)."""
+    account = f"{release.name}-loopline-{component}"
     token = release.cluster.kubectl(
         "create", "token", account, f"--namespace={release.namespace}", "--duration=15m"
     ).stdout.strip()
@@ -348,17 +348,7 @@ def test_operator_runs_as_configured_by_the_chart_with_only_its_rbac(
     has `serving.replicas: 0`, so the run needs neither KFP nor Seldon.
     """
     release.install("backends.kfp.enabled=false", "backends.seldon.enabled=false")
-    deployment = yaml.safe_load(
-        release.cluster.kubectl(
-            "get",
-            "deployment",
-            f"{release.name}-loopline-operator",
-            f"--namespace={release.namespace}",
-            "-o",
-            "yaml",
-        ).stdout
-    )
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container = _deployment_container(release, "operator")
     config = yaml.safe_load(
         release.cluster.kubectl(
             "get",
@@ -383,7 +373,7 @@ def test_operator_runs_as_configured_by_the_chart_with_only_its_rbac(
         **{e["name"]: e["value"] for e in container["env"] if "value" in e},
         # What only a real pod has: its token, writable directories, the Secret's value.
         "LOOPLINE_OPERATOR_KUBECONFIG": str(
-            _service_account_kubeconfig(release, tmp_path / "sa.kubeconfig")
+            _service_account_kubeconfig(release, "operator", tmp_path / "sa.kubeconfig")
         ),
         "LOOPLINE_STATE_DIR": str(tmp_path / "state"),
         "LOOPLINE_CACHE_DIR": str(tmp_path / "cache"),
@@ -399,17 +389,8 @@ def test_operator_runs_as_configured_by_the_chart_with_only_its_rbac(
         "LOOPLINE_LOG_LEVEL": "DEBUG",
         "LOOPLINE_TEST_WORKER_STEP_SECONDS": "0.2",
     }
-    program = Path(sys.executable).parent / container["command"][0]
     log_path = tmp_path / "operator.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [str(program), *container["command"][1:], *args],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with _process([*container["command"], *args], env, log_path):
         wait_for(
             lambda: _healthy(f"http://127.0.0.1:{port}/healthz"),
             timeout=60,
@@ -433,6 +414,45 @@ def test_operator_runs_as_configured_by_the_chart_with_only_its_rbac(
             release.namespace, field_selector="involvedObject.name=drill-ae"
         )
         assert events.items, "the operator could not record Events"
+    for pid_file in (tmp_path / "runs").glob("*/pid"):  # test workers left behind
+        with contextlib.suppress(ValueError, IndexError, OSError):
+            os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+    log_text = log_path.read_text(errors="replace")
+    assert "DEBUG" in log_text, "the operator did not log at DEBUG"
+    assert SENTINEL not in log_text
+    assert "Forbidden" not in log_text, log_text[-3000:]
+
+
+def _deployment_container(release: Release, component: str) -> dict[str, Any]:
+    """The container of a component's Deployment as the API server stored it."""
+    deployment = yaml.safe_load(
+        release.cluster.kubectl(
+            "get",
+            "deployment",
+            f"{release.name}-loopline-{component}",
+            f"--namespace={release.namespace}",
+            "-o",
+            "yaml",
+        ).stdout
+    )
+    return dict(deployment["spec"]["template"]["spec"]["containers"][0])
+
+
+@contextmanager
+def _process(argv: list[str], env: dict[str, str], log_path: Path) -> Iterator[None]:
+    """Run a console script of this venv (as the image runs its command) with its output in
+    `log_path`; stop its process group afterwards."""
+    program = Path(sys.executable).parent / argv[0]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [str(program), *argv[1:]],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -440,13 +460,6 @@ def test_operator_runs_as_configured_by_the_chart_with_only_its_rbac(
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
-        for pid_file in (tmp_path / "runs").glob("*/pid"):
-            with contextlib.suppress(ValueError, IndexError, OSError):
-                os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)
-    log_text = log_path.read_text(errors="replace")
-    assert "DEBUG" in log_text, "the operator did not log at DEBUG"
-    assert SENTINEL not in log_text
-    assert "Forbidden" not in log_text, log_text[-3000:]
 
 
 def _healthy(url: str) -> bool:
@@ -454,3 +467,78 @@ def _healthy(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_monitor_runs_as_configured_by_the_chart_and_may_annotate_its_model(
+    release: Release, kube_api: k8s.ApiClient, tmp_path: Path
+) -> None:
+    """The real monitor, started with the command and environment the chart renders, answers
+    the chart's probes, keeps a credential of its environment out of its metrics and log,
+    and, authenticated as the chart's monitor ServiceAccount, raises a retraining request on
+    its Model through its own requester (the Role allows that patch and nothing more)."""
+    from loopline.monitoring.decision import RetrainRequest
+    from loopline.monitoring.retrain import KubernetesRetrainRequester
+
+    release.install()
+    custom = k8s.CustomObjectsApi(kube_api)
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, release.namespace, "models", model_manifest()
+    )
+    container = _deployment_container(release, "monitor")
+    port = _free_port()
+    args = [
+        {"--host=0.0.0.0": "--host=127.0.0.1"}.get(a, a)
+        .replace(f"--port={container['ports'][0]['containerPort']}", f"--port={port}")
+        .replace("--state-dir=/var/lib/loopline/monitor", f"--state-dir={tmp_path / 'state'}")
+        for a in container["args"]
+    ]
+    kubeconfig = _service_account_kubeconfig(release, "monitor", tmp_path / "sa.kubeconfig")
+    env = {
+        **os.environ,
+        **{e["name"]: e["value"] for e in container["env"] if "value" in e},
+        "LOOPLINE_MONITOR_KUBECONFIG": str(kubeconfig),
+        "LOOPLINE_STATE_DIR": str(tmp_path / "state"),
+        "LOOPLINE_CACHE_DIR": str(tmp_path / "cache"),
+        "HOME": str(tmp_path),
+        "LOOPLINE_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "MLFLOW_TRACKING_USERNAME": "loopline",
+        "MLFLOW_TRACKING_PASSWORD": SENTINEL,
+        "LOOPLINE_LOG_LEVEL": "DEBUG",
+    }
+    probes = {
+        name: container[name]["httpGet"]["path"] for name in ("livenessProbe", "readinessProbe")
+    }
+    log_path = tmp_path / "monitor.log"
+    with _process([*container["command"], *args], env, log_path):
+        base = f"http://127.0.0.1:{port}"
+        wait_for(
+            lambda: _healthy(base + probes["livenessProbe"]),
+            timeout=90,
+            what=f"the monitor's liveness endpoint (log: {log_path})",
+        )
+        # No champion in this empty MLflow yet: alive, but not ready, and it says why.
+        ready = httpx.get(base + probes["readinessProbe"], timeout=5)
+        assert ready.status_code == 503
+        assert "reference" in ready.text
+        metrics = httpx.get(base + "/metrics", timeout=5)
+        assert metrics.status_code == 200
+        assert "loopline_" in metrics.text
+        assert SENTINEL not in metrics.text
+
+    requester = KubernetesRetrainRequester(kubeconfig=str(kubeconfig))
+    requester.request(
+        RetrainRequest(
+            request_id="helm-test-1",
+            model="drill-ae",
+            namespace=release.namespace,
+            features=["spindle_current"],
+            p_values={"spindle_current": 1e-9},
+            window_end="2026-01-01T00:00:00+00:00",
+        )
+    )
+    model = custom.get_namespaced_custom_object(
+        GROUP, VERSION, release.namespace, "models", "drill-ae"
+    )
+    assert model["metadata"]["annotations"]["loopline.dev/retrain"] == "helm-test-1"
+    assert SENTINEL not in log_path.read_text(errors="replace")
