@@ -8,12 +8,17 @@ retrainOnDrift). Every field has a default so `loopline monitor serve --model x`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loopline.settings import get_settings
+
+if TYPE_CHECKING:
+    from loopline.types.model import MonitoringSpec
+
+ENV_PREFIX = "LOOPLINE_MONITOR_"
 
 DetectorName = Literal["ks", "mmd"]
 Correction = Literal["bonferroni", "fdr"]
@@ -23,7 +28,7 @@ RequesterName = Literal["kubernetes", "log"]
 class MonitorSettings(BaseSettings):
     """What one monitor watches, how it tests, when it asks for retraining."""
 
-    model_config = SettingsConfigDict(env_prefix="LOOPLINE_MONITOR_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     model: str = Field(default="model", min_length=1, description="Name of the Model resource.")
     namespace: str = Field(default="default", min_length=1, description="Namespace of the Model.")
@@ -146,3 +151,33 @@ class MonitorSettings(BaseSettings):
 
     def resolved_tracking_uri(self) -> str:
         return self.tracking_uri or get_settings().resolved_mlflow_tracking_uri()
+
+
+def spec_fields(namespace: str, name: str, spec: MonitoringSpec) -> dict[str, Any]:
+    """The settings a Model's `spec.monitoring` decides; the rest keep their defaults."""
+    return {
+        "model": name,
+        "namespace": namespace,
+        "detector": str(spec.detector.value),
+        "p_value": spec.p_value,
+        "window_size": spec.window_size,
+        "cooldown_seconds": float(spec.cooldown_seconds),
+        "retrain_on_drift": spec.retrain_on_drift,
+    }
+
+
+def settings_for_model(
+    namespace: str, name: str, spec: MonitoringSpec, **overrides: Any
+) -> MonitorSettings:
+    """Monitor settings of one Model (the operator's view; overrides for local runs)."""
+    return MonitorSettings(**{**spec_fields(namespace, name, spec), **overrides})
+
+
+def env_for_model(namespace: str, name: str, spec: MonitoringSpec) -> dict[str, str]:
+    """`LOOPLINE_MONITOR_*` variables for the monitor's container, from the Model's spec."""
+    fields = spec_fields(namespace, name, spec)
+    MonitorSettings(**fields)  # fail here, in the operator, not in a crash-looping pod
+    return {
+        f"{ENV_PREFIX}{key.upper()}": str(value).lower() if isinstance(value, bool) else str(value)
+        for key, value in fields.items()
+    }

@@ -208,3 +208,22 @@ def test_batch_with_other_feature_order_and_extra_columns_is_aligned(tmp_path: P
     assert row[0] == 1.0
     assert np.isnan(row[1])
     assert row[2] == 3.0
+
+
+def test_settings_from_the_model_spec_and_env_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loopline.monitoring.settings import env_for_model, settings_for_model
+    from loopline.types.model import MonitoringSpec
+
+    spec = MonitoringSpec.model_validate(
+        {"detector": "mmd", "pValue": 0.02, "windowSize": 800, "cooldownSeconds": 900,
+         "retrainOnDrift": True}
+    )  # fmt: skip
+    direct = settings_for_model("plant", "drill-ae", spec)
+    assert (direct.detector, direct.window_size, direct.step) == ("mmd", 800, 400)
+    env = env_for_model("plant", "drill-ae", spec)
+    assert env["LOOPLINE_MONITOR_RETRAIN_ON_DRIFT"] == "true"
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert MonitorSettings() == direct
+    with pytest.raises(ValueError, match="window_step"):
+        MonitorSettings(window_size=100, window_step=200)
