@@ -11,7 +11,13 @@ from loopline import quiet
 quiet.apply()
 
 # Fixture plugins, one module per subsystem (tests/fixtures/*.py).
-pytest_plugins: list[str] = ["tests.fixtures.serving"]
+pytest_plugins: list[str] = [
+    "tests.fixtures.serving",
+    "tests.fixtures.training",
+    "tests.fixtures.data",
+    "tests.fixtures.operator",
+    "tests.fixtures.monitoring",
+]
 
 _TIERS = ("unit", "integration", "e2e")
 
