@@ -102,3 +102,43 @@ def test_service_account_tokens_mounted_only_where_used() -> None:
         # Both components talk to the Kubernetes API (operator: everything; monitor: one patch).
         assert pod["automountServiceAccountToken"] is True
         assert pod["enableServiceLinks"] is False
+
+
+def _policies(*args: str) -> dict[str, dict[str, Any]]:
+    docs = documents(render(*args))
+    return {
+        d["metadata"]["labels"]["app.kubernetes.io/component"]: d["spec"]
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
+    }
+
+
+def test_network_policies_admit_only_what_each_component_serves() -> None:
+    policies = _policies()
+    assert policies["operator"]["policyTypes"] == ["Ingress"]
+    assert policies["operator"]["ingress"] == []  # probes come from the node
+    (monitor_rule,) = policies["monitor"]["ingress"]
+    assert monitor_rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    for spec in policies.values():
+        assert "egress" not in spec
+
+
+def test_restricted_egress_allows_dns_the_api_server_and_listed_peers() -> None:
+    policies = _policies(
+        "--set",
+        "networkPolicy.egress.restrict=true",
+        "--set",
+        "networkPolicy.egress.apiServerCIDRs={10.96.0.1/32}",
+        "--set",
+        "networkPolicy.egress.to[0].ports[0].port=5000",
+    )
+    for spec in policies.values():
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+        dns, api, mlflow = spec["egress"]
+        assert {p["port"] for p in dns["ports"]} == {53}
+        assert api["to"] == [{"ipBlock": {"cidr": "10.96.0.1/32"}}]
+        assert mlflow == {"ports": [{"port": 5000}]}
+
+
+def test_network_policies_can_be_turned_off() -> None:
+    assert _policies("--set", "networkPolicy.enabled=false") == {}
