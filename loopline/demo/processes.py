@@ -42,6 +42,9 @@ class DemoState(BaseModel):
     processes: list[ProcessRecord] = Field(default_factory=list)
     cluster_state_dir: Path | None = None
     endpoints: dict[str, str] = Field(default_factory=dict)
+    stop_timeouts: dict[str, float] = Field(
+        default_factory=dict, description="Seconds from SIGTERM to SIGKILL, by process name."
+    )
 
 
 def tagged_pids(demo_id: str) -> list[int]:
@@ -122,11 +125,21 @@ class DemoProcesses:
         return env
 
     def start(
-        self, name: str, argv: list[str], *, env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stop_timeout: float | None = None,
     ) -> ProcessRecord:
-        """Start `argv` in its own session, logging to `<state>/logs/<name>.log`; record it."""
+        """Start `argv` in its own session, logging to `<state>/logs/<name>.log`; record it.
+
+        `stop_timeout` bounds the wait between SIGTERM and SIGKILL for a process known not
+        to need a graceful shutdown (a UI), so stopping the demo stays quick."""
         record = proc.start(name, argv, self.state_dir / "logs" / f"{name}.log", env=self.env(env))
         self.state.processes.append(record)
+        if stop_timeout is not None:
+            self.state.stop_timeouts[name] = stop_timeout
         self.save()
         log.info("started %s (pid %d)", name, record.pid)
         return record
@@ -155,7 +168,7 @@ class DemoProcesses:
             if is_alive(record):
                 log.info("stopping %s (pid %d)", record.name, record.pid)
                 stopped.append(record.name)
-            proc.stop(record, timeout=timeout)
+            proc.stop(record, timeout=self.state.stop_timeouts.get(record.name, timeout))
         if self.state.cluster_state_dir is not None:
             from loopline.cluster.manager import LocalCluster
             from loopline.cluster.settings import ClusterSettings
@@ -172,5 +185,6 @@ class DemoProcesses:
         self.state.processes = []
         self.state.cluster_state_dir = None
         self.state.endpoints = {}
+        self.state.stop_timeouts = {}
         self.save()
         return stopped

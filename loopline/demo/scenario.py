@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO_ROOT / "manifests" / "examples"
+LANDING_INTERVAL = 2.0  # seconds between writes of the plant's readings to the offline store
 # What the demo creates under its state directory (and deletes at the start of the next run).
 OWN_DIRS = ("cluster", "mlflow", "data", "feature_repo", "operator", "manifests", "monitor")
 
@@ -199,6 +200,7 @@ class Demo:
         self.landing: Landing | None = None
         self.history: Manifest | None = None
         self._landing_stop = False
+        self._next_landing = 0.0
         self._mlflow: ProcessRecord | None = None
         self._mlflow_url = ""
 
@@ -302,7 +304,7 @@ class Demo:
             "--workers",
             "1",
         ]
-        self._mlflow = self.processes.start("mlflow", argv, env=self.child_env())
+        self._mlflow = self.processes.start("mlflow", argv, env=self.child_env(), stop_timeout=3.0)
         self._mlflow_url = f"http://127.0.0.1:{port}"
         self.processes.set_endpoint("mlflow", self._mlflow_url)
         self.record.links["MLflow UI"] = self._mlflow_url
@@ -482,8 +484,10 @@ class Demo:
 
     def _tick(self) -> None:
         """Periodic work while traffic flows: land new rows for later training runs."""
-        if self.landing is not None and not self._landing_stop:
+        now = time.monotonic()
+        if self.landing is not None and not self._landing_stop and now >= self._next_landing:
             self.landing.land()
+            self._next_landing = now + LANDING_INTERVAL
 
     def act_recipe_change(self) -> None:
         assert self.stream is not None
