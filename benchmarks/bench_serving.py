@@ -1,0 +1,412 @@
+"""Serving latency and throughput: Loopline's runtime against its peers, in one run.
+
+Same model (one registered bundle version in a throwaway MLflow), same rows, same loopback:
+
+- `in_process`: `bundle.score(x)` called directly (no server): the model's own cost;
+- `echo_floor`: a bare ASGI app under uvicorn that returns the request body: the round trip
+  of the same payload through any Python HTTP server here, the floor;
+- `stock_mlflow`: stock MLServer with the mlserver-mlflow runtime serving the same MLflow
+  model (pandas codec + pyfunc predict);
+- `loopline_rest` / `loopline_rest_matrix` / `loopline_grpc`: Loopline's runtime over REST
+  (one input per feature, the same payload the stock path gets; and one [n, 12] tensor) and
+  gRPC (one [n, 12] tensor in raw_input_contents).
+
+Both MLServers run with the same server settings (models in-process, no access log, no gzip).
+Each case runs with 1 client and with `CONCURRENCY` clients over keep-alive connections (a
+minimal asyncio HTTP/1.1 client, so the client costs little of the 2 cores), at batch 1 and 64.
+Ratios, not absolute numbers, are the result: this machine is shared and its speed varies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import percentiles, time_calls, write_results
+
+CONCURRENCY = 4
+REQUESTS = int(os.environ.get("LOOPLINE_BENCH_SERVING_REQUESTS", "500"))
+WARMUP = 50
+BATCHES = (1, 64)
+HOST = "127.0.0.1"
+
+ECHO_APP = """
+import sys, uvicorn
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+
+# -- load generation ------------------------------------------------------------------------
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc): the server's own cost per
+    request, which, unlike wall time, does not depend on what else the machine is running."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _http_client(port: int, request: bytes, count: int, out: list[float]) -> int:
+    """One keep-alive connection sending `request` `count` times; returns non-200 answers."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    bad = 0
+    try:
+        for _ in range(count):
+            start = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            out.append(time.perf_counter() - start)
+            if head[9:12] != b"200":
+                bad += 1
+    finally:
+        writer.close()
+    return bad
+
+
+def http_request(port: int, path: str, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def run_http(port: int, path: str, body: bytes, clients: int, pid: int) -> dict[str, Any]:
+    request = http_request(port, path, body)
+
+    async def main() -> dict[str, Any]:
+        await _http_client(port, request, WARMUP, [])
+        per_client = max(1, REQUESTS // clients)
+        latencies: list[float] = []
+        cpu = process_cpu_s(pid)
+        start = time.perf_counter()
+        bad = await asyncio.gather(
+            *[_http_client(port, request, per_client, latencies) for _ in range(clients)]
+        )
+        elapsed = time.perf_counter() - start
+        return _summary(latencies, elapsed, sum(bad), process_cpu_s(pid) - cpu)
+
+    return asyncio.run(main())
+
+
+def run_grpc(target: str, request: Any, clients: int, pid: int) -> dict[str, Any]:
+    import grpc
+    from mlserver.grpc.dataplane_pb2_grpc import GRPCInferenceServiceStub
+
+    async def client(stub: Any, count: int, out: list[float]) -> int:
+        for _ in range(count):
+            start = time.perf_counter()
+            await stub.ModelInfer(request)
+            out.append(time.perf_counter() - start)
+        return 0
+
+    async def main() -> dict[str, Any]:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = GRPCInferenceServiceStub(channel)
+            await client(stub, WARMUP, [])
+            per_client = max(1, REQUESTS // clients)
+            latencies: list[float] = []
+            cpu = process_cpu_s(pid)
+            start = time.perf_counter()
+            await asyncio.gather(*[client(stub, per_client, latencies) for _ in range(clients)])
+            elapsed = time.perf_counter() - start
+            return _summary(latencies, elapsed, 0, process_cpu_s(pid) - cpu)
+
+    return asyncio.run(main())
+
+
+def _summary(latencies: list[float], elapsed: float, bad: int, cpu_s: float) -> dict[str, Any]:
+    doc: dict[str, Any] = percentiles(latencies)
+    doc["throughput_rps"] = len(latencies) / elapsed
+    doc["server_cpu_ms_per_request"] = cpu_s / len(latencies) * 1e3
+    doc["non_200"] = bad
+    return doc
+
+
+# -- payloads ---------------------------------------------------------------------------------
+
+
+def per_feature_body(x: np.ndarray, names: list[str]) -> bytes:
+    inputs = [
+        {"name": n, "datatype": "FP32", "shape": [x.shape[0]], "data": x[:, j].tolist()}
+        for j, n in enumerate(names)
+    ]
+    return json.dumps({"inputs": inputs}).encode()
+
+
+def matrix_body(x: np.ndarray) -> bytes:
+    tensor = {"name": "features", "datatype": "FP32", "shape": list(x.shape)}
+    return json.dumps({"inputs": [{**tensor, "data": x.reshape(-1).tolist()}]}).encode()
+
+
+def grpc_request(name: str, x: np.ndarray) -> Any:
+    from mlserver.grpc import dataplane_pb2 as pb
+
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name="features", datatype="FP32", shape=list(x.shape)
+    )
+    return pb.ModelInferRequest(
+        model_name=name, inputs=[tensor], raw_input_contents=[x.astype("<f4").tobytes()]
+    )
+
+
+# -- servers ----------------------------------------------------------------------------------
+
+
+def start_echo(log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    from loopline.serving.local import free_port
+
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", ECHO_APP, str(port)], stdout=out, stderr=subprocess.STDOUT
+        )
+    _wait_http(f"http://{HOST}:{port}/", proc, log)
+    return proc, port
+
+
+def start_stock(
+    folder: Path, model_dir: Path, tracking: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Stock MLServer + mlserver-mlflow, with the same server settings as the local backend."""
+    from loopline.serving.local import free_port, mlserver_command, server_settings
+
+    rest, grpc_port, metrics = free_port(), free_port(), free_port()
+    (folder / "models" / "stock").mkdir(parents=True)
+    (folder / "settings.json").write_text(json.dumps(server_settings(rest, grpc_port, metrics)))
+    (folder / "models" / "stock" / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": "stock",
+                "implementation": "mlserver_mlflow.MLflowRuntime",
+                "parameters": {"uri": str(model_dir)},
+            }
+        )
+    )
+    log = folder / "server.log"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            mlserver_command(folder), cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    _wait_http(f"http://{HOST}:{rest}/v2/models/stock/ready", proc, log, timeout_s=300)
+    return proc, rest
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: server exited {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=1, trust_env=False).status_code in (200, 404, 405):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout_s} s: {log.read_text()[-2000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# -- the profile ------------------------------------------------------------------------------
+
+
+def profile(bundle: Any, x: np.ndarray, repeat: int = 300) -> dict[str, float]:
+    """Median microseconds of each step one REST request takes inside the server process."""
+    from mlserver.types import InferenceRequest, InferenceResponse
+
+    from loopline.serving.payload import FeatureLayout, decode_request
+    from loopline.serving.scoring import encode_outputs, score_batch
+
+    layout = FeatureLayout.of(bundle.feature_names, bundle.core_feature_names)
+    body = matrix_body(x)
+    request = InferenceRequest.model_validate_json(body)
+    decoded = decode_request(request, layout, max_rows=4096)
+    scored = score_batch(bundle, decoded.x, layout)
+    response = InferenceResponse(
+        model_name="m", model_version="1", outputs=encode_outputs(scored, bundle.task, "1")
+    )
+    steps: dict[str, Callable[[], object]] = {
+        "parse_json_to_v2_types": lambda: InferenceRequest.model_validate_json(body),
+        "decode_validate": lambda: decode_request(request, layout, max_rows=4096),
+        "score_primary": lambda: score_batch(bundle, decoded.x, layout),
+        "encode_outputs": lambda: encode_outputs(scored, bundle.task, "1"),
+        "serialise_response": lambda: response.model_dump_json(),
+    }
+    return {
+        name: float(np.median(time_calls(fn, repeat=repeat, warmup=20)) * 1e6)
+        for name, fn in steps.items()
+    }
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def main() -> Path:
+    from loopline import quiet
+
+    quiet.apply()
+    import torch
+    from mlflow.artifacts import download_artifacts
+
+    from loopline.models.bundle import load_bundle
+    from loopline.serving.local import LocalModelSpec, LocalServingManager
+    from tests.fixtures.serving import register_bundles, sensor_rows
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "config": {"requests": REQUESTS, "concurrency": [1, CONCURRENCY], "batches": list(BATCHES)}
+    }
+    with tempfile.TemporaryDirectory(prefix="loopline-bench-serving-") as tmp:
+        root = Path(tmp)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            registered = register_bundles(root / "mlflow")
+        uri = f"models:/{registered.name}/{registered.champion_version}"
+        bundle = load_bundle(uri, tracking_uri=registered.tracking_uri)
+        model_dir = Path(download_artifacts(artifact_uri=uri, tracking_uri=registered.tracking_uri))
+        names = list(bundle.feature_names)
+        data = {b: sensor_rows(b, seed=b) for b in BATCHES}
+
+        results["in_process"] = {
+            f"batch_{b}": percentiles(time_calls(lambda x=x: bundle.score(x), repeat=REQUESTS))
+            for b, x in data.items()
+        }
+        results["profile_us"] = {f"batch_{b}": profile(bundle, x) for b, x in data.items()}
+
+        cases: dict[str, dict[str, Any]] = {}
+        echo, echo_port = start_echo(root / "echo.log")
+        try:
+            for b, x in data.items():
+                cases[f"echo_floor/batch_{b}"] = _both(
+                    lambda c, x=x: run_http(echo_port, "/", per_feature_body(x, names), c, echo.pid)
+                )
+        finally:
+            _stop(echo)
+
+        stock, stock_port = start_stock(root / "stock", model_dir, registered.tracking_uri)
+        try:
+            for b, x in data.items():
+                cases[f"stock_mlflow/batch_{b}"] = _both(
+                    lambda c, x=x: run_http(
+                        stock_port,
+                        "/v2/models/stock/infer",
+                        per_feature_body(x, names),
+                        c,
+                        stock.pid,
+                    )
+                )
+        finally:
+            _stop(stock)
+
+        with LocalServingManager(root / "loopline") as manager:
+            spec = LocalModelSpec(
+                name="drill-ae", model_uri=uri, tracking_uri=registered.tracking_uri
+            )
+            status = manager.start(spec)
+            port = int(status.endpoints.rest.rsplit(":", 1)[1])
+            pid = status.pid or 0
+            path = "/v2/models/drill-ae/infer"
+            for b, x in data.items():
+                cases[f"loopline_rest/batch_{b}"] = _both(
+                    lambda c, x=x: run_http(port, path, per_feature_body(x, names), c, pid)
+                )
+                cases[f"loopline_rest_matrix/batch_{b}"] = _both(
+                    lambda c, x=x: run_http(port, path, matrix_body(x), c, pid)
+                )
+                cases[f"loopline_grpc/batch_{b}"] = _both(
+                    lambda c, x=x: run_grpc(
+                        status.endpoints.grpc, grpc_request("drill-ae", x), c, pid
+                    )
+                )
+    results["cases"] = cases
+    results["ratios"] = ratios(cases)
+    results["wall_s"] = time.perf_counter() - started
+    return write_results("serving", results)
+
+
+def _both(run: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
+    return {"clients_1": run(1), f"clients_{CONCURRENCY}": run(CONCURRENCY)}
+
+
+def ratios(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The numbers the serving issue asks for, as ratios measured in this run."""
+    conc = f"clients_{CONCURRENCY}"
+
+    def get(case: str, clients: str, key: str) -> float:
+        return float(cases[case][clients][key])
+
+    out: dict[str, Any] = {}
+    for b in BATCHES:
+        out[f"batch_{b}"] = {
+            "throughput_vs_stock": get(f"loopline_rest/batch_{b}", conc, "throughput_rps")
+            / get(f"stock_mlflow/batch_{b}", conc, "throughput_rps"),
+            "grpc_throughput_vs_stock": get(f"loopline_grpc/batch_{b}", conc, "throughput_rps")
+            / get(f"stock_mlflow/batch_{b}", conc, "throughput_rps"),
+            "rest_p50_vs_floor_1_client": get(f"loopline_rest/batch_{b}", "clients_1", "p50_ms")
+            / get(f"echo_floor/batch_{b}", "clients_1", "p50_ms"),
+            "rest_p50_vs_floor_concurrent": get(f"loopline_rest/batch_{b}", conc, "p50_ms")
+            / get(f"echo_floor/batch_{b}", conc, "p50_ms"),
+            "rest_p99_ms_concurrent": get(f"loopline_rest/batch_{b}", conc, "p99_ms"),
+            "grpc_p99_ms_concurrent": get(f"loopline_grpc/batch_{b}", conc, "p99_ms"),
+            # CPU the server burns per request, independent of the machine's other load.
+            "server_cpu_vs_stock": get(
+                f"loopline_rest/batch_{b}", "clients_1", "server_cpu_ms_per_request"
+            )
+            / get(f"stock_mlflow/batch_{b}", "clients_1", "server_cpu_ms_per_request"),
+            "server_cpu_vs_floor": get(
+                f"loopline_rest/batch_{b}", "clients_1", "server_cpu_ms_per_request"
+            )
+            / get(f"echo_floor/batch_{b}", "clients_1", "server_cpu_ms_per_request"),
+        }
+    out["targets"] = {
+        "throughput_vs_stock_batch_1": ">= 1.5",
+        "rest_p50_vs_floor": "<= 3.5",
+        "p99_ms_concurrent": "< 5",
+    }
+    return out
+
+
+if __name__ == "__main__":
+    print(main())
