@@ -469,6 +469,7 @@ class Demo:
             on_answer=lambda batch, _answer: landing.add(batch),
         ).start()
         self.record.set_segment("baseline")
+        self.stream.set_segment("baseline")
         self.record.step(
             "Plant traffic started",
             detail=f"{self.s.rate:g} requests/s over {', '.join(self.s.protocols)}, "
@@ -493,7 +494,7 @@ class Demo:
         assert self.stream is not None
         rec = self.record
         self._run_for(self.s.baseline_seconds)
-        self.stream.change_recipe(self.s.recipe_shift)
+        self.stream.change_recipe(self.s.recipe_shift, segment="recipe-change")
         rec.set_segment("recipe-change")
         rec.mark("recipe-change", f"operating point x{1 + self.s.recipe_shift:g}")
         rec.step(
@@ -594,7 +595,7 @@ class Demo:
         old_version = old.label.removeprefix("version ") if old else ""
         new_version = rec.champion
         frame, _ = live_traffic(
-            self.stream._manifest,
+            self.stream.manifest,
             minutes=self.s.interval_seconds / 60 * 300,
             fault_fraction=0.05,
             sensor_faults_per_day=0.0,
@@ -640,7 +641,7 @@ class Demo:
     def act_dead_sensor(self) -> None:
         assert self.stream is not None
         rec = self.record
-        self.stream.kill_sensor(self.s.dead_sensor)
+        self.stream.kill_sensor(self.s.dead_sensor, segment="dead-sensor")
         rec.set_segment("dead-sensor")
         rec.mark("sensor-dead", self.s.dead_sensor)
         rec.step(
@@ -650,7 +651,7 @@ class Demo:
             "| grep loopline_serving_fallback",
         )
         self._run_for(self.s.dead_sensor_seconds)
-        self.stream.revive_sensor(self.s.dead_sensor)
+        self.stream.revive_sensor(self.s.dead_sensor, segment="sensor-restored")
         rec.mark("sensor-restored", self.s.dead_sensor)
         rec.set_segment("sensor-restored")
         self._run_for(min(3.0, self.s.dead_sensor_seconds))

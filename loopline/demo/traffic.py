@@ -298,6 +298,7 @@ class PlantStream:
         self._dead: dict[str, list[str] | None] = {}
         self.recipe_changes: list[tuple[datetime, float]] = []
         self.rows_sent = 0
+        self.segment = ""
 
     def _generate(self, recipe_shift: float | None) -> None:
         start = self._next_start
@@ -332,7 +333,18 @@ class PlantStream:
                 stamp = pd.Timestamp(self._stamp()).as_unit("ns")
                 batch[TIMESTAMP] = pd.DatetimeIndex([stamp] * len(batch)).as_unit("ns")
             self.rows_sent += len(batch)
+            batch.attrs["segment"] = self.segment
             return batch
+
+    @property
+    def manifest(self) -> Manifest:
+        """The generator's manifest of the latest chunk (its end state continues the plant)."""
+        return self._manifest
+
+    def set_segment(self, segment: str) -> None:
+        """Label batches taken from now on (the scenario's acts), atomically with the data."""
+        with self._lock:
+            self.segment = segment
 
     def _stamp(self) -> datetime:
         """The clock's time, strictly after the previous batch's."""
@@ -343,20 +355,29 @@ class PlantStream:
         self._last_stamp = now
         return now
 
-    def change_recipe(self, shift: float) -> datetime:
+    def change_recipe(self, shift: float, *, segment: str | None = None) -> datetime:
         """From the next batch on, the operating point is scaled by 1 + shift."""
         with self._lock:
             self._pending_recipe = shift
+            self.segment = self.segment if segment is None else segment
             return self._next_start
 
-    def kill_sensor(self, sensor: str, machines: Sequence[str] | None = None) -> datetime:
+    def kill_sensor(
+        self,
+        sensor: str,
+        machines: Sequence[str] | None = None,
+        *,
+        segment: str | None = None,
+    ) -> datetime:
         with self._lock:
             self._dead[sensor] = list(machines) if machines else None
+            self.segment = self.segment if segment is None else segment
             return self._next_start
 
-    def revive_sensor(self, sensor: str) -> None:
+    def revive_sensor(self, sensor: str, *, segment: str | None = None) -> None:
         with self._lock:
             self._dead.pop(sensor, None)
+            self.segment = self.segment if segment is None else segment
 
 
 # -- the driver -------------------------------------------------------------------------------
@@ -443,6 +464,7 @@ class Plant:
         """One request; its outcome goes into the record. Returns the answer, or None."""
         rec = self.record
         t = rec.now()
+        segment = str(batch.attrs.get("segment") or rec.segment)
         start = time.perf_counter()
         try:
             answer = client.infer(batch)
@@ -455,7 +477,7 @@ class Plant:
                     rows=len(batch),
                     ok=False,
                     status=f"{exc.status}: {exc}"[:200],
-                    segment=rec.segment,
+                    segment=segment,
                 )
             )
             return None
@@ -467,7 +489,7 @@ class Plant:
                 latency_s=latency,
                 rows=len(batch),
                 ok=True,
-                segment=rec.segment,
+                segment=segment,
                 fallback_rows=answer.fallback_rows,
                 anomalies=answer.anomalies,
                 model_version=answer.model_version,

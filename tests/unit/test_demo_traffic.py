@@ -68,8 +68,10 @@ def test_stream_changes_recipe_and_kills_sensors(history: Manifest) -> None:
     for _ in range(12):  # across a chunk boundary the new operating point stays
         later = stream.next_batch()
     assert later["feed_rate"].mean() > 1.2 * before["feed_rate"].mean()
-    stream.kill_sensor("coolant_flow")
+    assert later.attrs["segment"] == ""
+    stream.kill_sensor("coolant_flow", segment="dead")
     dead = stream.next_batch()
+    assert dead.attrs["segment"] == "dead"
     assert dead["coolant_flow"].isna().all()
     assert not dead[list(CORE_SENSORS)].isna().any().any()
     stream.revive_sensor("coolant_flow")
