@@ -61,11 +61,11 @@ class Release:
             pytest.fail(f"helm {' '.join(args)} failed:\n{result.stderr}")
         return result
 
-    def install(self, *values: str) -> None:
+    def install(self, *values: str, chart: Path = helm_chart.CHART_DIR) -> None:
         self.helm(
             "install",
             self.name,
-            str(helm_chart.CHART_DIR),
+            str(chart),
             f"--namespace={self.namespace}",
             "--wait",
             "--timeout=180s",
@@ -189,7 +189,7 @@ def _pods(release: Release, selector: str) -> list[dict[str, Any]]:
 
 
 def test_install_namespaced_runs_hardened_pods_with_exact_rbac(
-    release: Release, kube_api: k8s.ApiClient, other_namespace: str
+    release: Release, kube_api: k8s.ApiClient, other_namespace: str, tmp_path: Path
 ) -> None:
     core = k8s.CoreV1Api(kube_api)
     core.create_namespaced_secret(
@@ -199,10 +199,14 @@ def test_install_namespaced_runs_hardened_pods_with_exact_rbac(
             string_data={"username": "loopline", "password": SENTINEL},
         ),
     )
+    # From the packaged chart, as users get it: the links to manifests/ are resolved in it.
+    release.helm("package", str(helm_chart.CHART_DIR), f"--destination={tmp_path}")
+    (package,) = tmp_path.glob("loopline-*.tgz")
     release.install(
         f"rbac.watchNamespaces={{{release.namespace},{other_namespace}}}",
         "backends.mlflow.username.secretName=mlflow-auth",
         "backends.mlflow.password.secretName=mlflow-auth",
+        chart=package,
     )
 
     # The operator's pod runs (as a kwok fake pod), admitted under `restricted`.
