@@ -113,3 +113,31 @@ def test_chart_packages_with_linked_sources(tmp_path: Path) -> None:
             assert member.read() == crd.read_bytes()
     assert {f"loopline/files/rbac/{p.name}" for p in helm_chart.RBAC_DIR.glob("*.yaml")} <= names
     assert "loopline/values.schema.json" in names
+
+
+def test_schema_reports_every_mistake_of_a_bad_values_file(tmp_path: Path) -> None:
+    """A values file with several mistakes fails as a whole, each one named by its path."""
+    bad = tmp_path / "bad-values.yaml"
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "operator": {"replicas": 3, "logLevel": "chatty"},
+                "monitor": {"model": {"name": ""}},
+                "backends": {"mlflow": {"trackingUri": "", "password": "plaintext"}},
+                "networkPolicy": {"egress": {"restrict": "yes"}},
+            }
+        )
+    )
+    with pytest.raises(HelmError) as info:
+        render(values_file=bad)
+    message = info.value.stderr
+    for path in (
+        "/operator/replicas",
+        "/operator/logLevel",
+        "/monitor/model/name",
+        "/backends/mlflow/trackingUri",
+        "/backends/mlflow/password",
+        "/networkPolicy/egress/restrict",
+    ):
+        assert f"at '{path}'" in message, f"{path} not reported:\n{message}"
+    assert "plaintext" not in message
