@@ -546,3 +546,35 @@ def test_monitor_runs_as_configured_by_the_chart_and_may_annotate_its_model(
     )
     assert model["metadata"]["annotations"]["loopline.dev/retrain"] == "helm-test-1"
     assert SENTINEL not in log_path.read_text(errors="replace")
+
+
+def test_every_object_of_the_all_features_render_is_accepted_by_the_api_server(
+    cluster: ClusterHandle, namespace: str
+) -> None:
+    """Server-side dry run of everything cluster-wide-values.yaml renders (PVC, projected
+    token volume, restricted egress, Feast ConfigMap, dashboards...), so the API server's own
+    validation sees each object. The Prometheus operator's kinds are left out: their CRDs are
+    not installed here."""
+    rendered = helm_chart.helm(
+        "template",
+        "llall",
+        str(helm_chart.CHART_DIR),
+        f"--namespace={namespace}",
+        f"--values={helm_chart.CI_VALUES_DIR / 'cluster-wide-values.yaml'}",
+        "--set",
+        f"monitor.model.namespace={namespace},dashboards.namespace={namespace}",
+    ).stdout
+    docs = [
+        d for d in helm_chart.documents(rendered) if d["apiVersion"] != "monitoring.coreos.com/v1"
+    ]
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "PersistentVolumeClaim", "NetworkPolicy", "ClusterRole"} <= kinds
+    result = cluster.kubectl(
+        "apply",
+        "--dry-run=server",
+        f"--namespace={namespace}",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(docs),
+    )
+    assert result.stdout.count("(server dry run)") == len(docs), result.stdout
