@@ -1,4 +1,4 @@
-"""The simulated plant against a real Loopline model server on loopback (REST and gRPC).
+"""The demo's simulated plant against a real Loopline model server on loopback (REST, gRPC).
 
 The server is the serving issue's local MLServer process with a registered model from the
 serving fixtures (random weights: this checks the plant's protocol and bookkeeping, not the
