@@ -207,7 +207,7 @@ class MMDDetector:
         min_statistic: float = 0.0,
         min_rows: int = 20,
         permutations: int = 100,
-        max_rows: int = 1000,
+        max_rows: int = 500,
         seed: int = 0,
     ) -> None:
         from alibi_detect.cd import MMDDrift

@@ -303,6 +303,7 @@ class DriftMonitor:
                 min_statistic=self.settings.min_statistic,
                 min_rows=self.settings.min_feature_rows,
                 permutations=self.settings.mmd_permutations,
+                max_rows=self.settings.mmd_max_rows,
             )
             if reference.feature_names != self.feature_names:
                 self._reshape(reference.feature_names)

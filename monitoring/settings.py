@@ -56,6 +56,14 @@ class MonitorSettings(BaseSettings):
     mmd_permutations: int = Field(
         default=100, ge=10, description="Permutations of the MMD test (detector=mmd)."
     )
+    mmd_max_rows: int = Field(
+        default=500,
+        ge=20,
+        description=(
+            "Rows a side the MMD test subsamples to; its cost grows with the square "
+            "(~5 s per window at 500 on 2 busy cores, see benchmarks/results/monitor.json)."
+        ),
+    )
     window_size: int = Field(
         default=1440,
         ge=20,
