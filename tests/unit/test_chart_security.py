@@ -142,3 +142,32 @@ def test_restricted_egress_allows_dns_the_api_server_and_listed_peers() -> None:
 
 def test_network_policies_can_be_turned_off() -> None:
     assert _policies("--set", "networkPolicy.enabled=false") == {}
+
+
+def _property_paths(schema: dict[str, Any], path: str = "") -> list[str]:
+    """Every property path of an OpenAPI schema (objects, arrays, maps)."""
+    paths: list[str] = []
+    for name, sub in (schema.get("properties") or {}).items():
+        paths.append(f"{path}.{name}")
+        paths.extend(_property_paths(sub, f"{path}.{name}"))
+    if isinstance(schema.get("items"), dict):
+        paths.extend(_property_paths(schema["items"], f"{path}[]"))
+    if isinstance(schema.get("additionalProperties"), dict):
+        paths.extend(_property_paths(schema["additionalProperties"], f"{path}.*"))
+    return paths
+
+
+def test_no_credential_field_in_the_resources_the_chart_installs() -> None:
+    """A Model or Pipeline spec has nowhere to put a password: credentials belong to the
+    operator's Secrets, never to objects every reader of the namespace can see."""
+    credential = re.compile(r"password|passwd|secret|token|credential|apikey|api_key", re.I)
+    crds = [
+        d for d in documents(render("--include-crds")) if d["kind"] == "CustomResourceDefinition"
+    ]
+    assert crds
+    for crd in crds:
+        for version in crd["spec"]["versions"]:
+            paths = _property_paths(version["schema"]["openAPIV3Schema"])
+            assert paths, crd["metadata"]["name"]
+            leaked = [p for p in paths if credential.search(p.rsplit(".", 1)[-1])]
+            assert not leaked, f"{crd['metadata']['name']} {version['name']}: {leaked}"
