@@ -24,6 +24,7 @@ from loopline.types.common import GROUP, VERSION
 log = logging.getLogger(__name__)
 
 PLURAL = "models"
+_ENDPOINT_LABELS = {"rest": "REST", "grpc": "GRPC", "metrics": "Metrics", "monitor": "Monitor"}
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -69,9 +70,9 @@ class StatusTracker:
             )
         endpoints = status.get("endpoints") or {}
         with rec._lock:
-            for key in ("rest", "grpc"):
+            for key in ("rest", "grpc", "metrics", "monitor"):
                 if endpoints.get(key):
-                    rec.endpoints[key.upper()] = str(endpoints[key])
+                    rec.endpoints[_ENDPOINT_LABELS[key]] = str(endpoints[key])
         champion = (status.get("champion") or {}).get("version")
         challenger = (status.get("challenger") or {}).get("version")
         rec.set_versions(
@@ -224,8 +225,10 @@ class ModelWatcher:
             return None
         self.last = obj
         self.tracker.update(obj)
-        if self.monitor_metrics_url:
-            scrape_drift(self._http, self.monitor_metrics_url, self.name, self.record)
+        monitor = self.record.endpoints.get("Monitor")
+        url = self.monitor_metrics_url or (f"{monitor.rstrip('/')}/metrics" if monitor else None)
+        if url:
+            scrape_drift(self._http, url, self.name, self.record)
         return obj
 
     def _loop(self) -> None:
