@@ -39,8 +39,8 @@ _DROP = {"title"}
 
 
 class _WithFactoryDefaults(GenerateJsonSchema):
-    """Render `default_factory` values as defaults: `{}` for nested objects (the API server
-    then fills their own defaults), the value itself for lists and scalars."""
+    """Render `default_factory` values as defaults (nested objects in full, because the API
+    server checks a default against the object's CEL rules before nested defaults apply)."""
 
     def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
         json_schema = super().default_schema(schema)
@@ -49,7 +49,8 @@ class _WithFactoryDefaults(GenerateJsonSchema):
             value = factory()  # type: ignore[call-arg]
             json_schema = dict(json_schema)
             if isinstance(value, BaseModel):
-                json_schema["default"] = {}
+                # The whole object: CEL rules on it are checked against the default itself.
+                json_schema["default"] = value.model_dump(mode="json", by_alias=True)
             else:
                 json_schema["default"] = to_jsonable_python(value)
         return json_schema

@@ -278,11 +278,12 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
                 parent_version=champion.version if champion else None,
             )
 
-    # 4. Canary rollout.
-    serving = obs.serving
+    # 4. Canary rollout. With replicas 0 nothing serves: a new version becomes champion at once.
+    scaled_to_zero = spec.serving.replicas == 0
+    serving = None if scaled_to_zero else obs.serving
     if rollout is not None:
         steps = spec.serving.canary.steps
-        serving_it = (
+        serving_it = scaled_to_zero or (
             serving is not None
             and serving.ready
             and (
@@ -304,8 +305,8 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
                 )
             )
             rollout = None
-        elif serving_it and (champion is None or held):
-            if champion is not None and rollout.step_index + 1 < len(steps):
+        elif serving_it and (champion is None or held or scaled_to_zero):
+            if champion is not None and not scaled_to_zero and rollout.step_index + 1 < len(steps):
                 idx = rollout.step_index + 1
                 rollout = RolloutStatus(
                     version=rollout.version,
@@ -344,6 +345,8 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         and serving.champion_version == champion.version
     )
     endpoints = st.endpoints
+    if scaled_to_zero:
+        desired, endpoints = None, None
     if serving is not None and serving.endpoints:
         endpoints = Endpoints(
             **{k: v for k, v in serving.endpoints.items() if k in ("rest", "grpc")}
@@ -393,6 +396,9 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
             message = f"version {rollout.version} at {rollout.weight}%"
         elif failure:
             phase, message = ModelPhase.FAILED, failure
+        elif champion is not None and scaled_to_zero:
+            phase = ModelPhase.SERVING
+            message = f"version {champion.version} is champion (scaled to zero)"
         elif champion is not None:
             phase = ModelPhase.SERVING if serving_ready else ModelPhase.ROLLING_OUT
             message = (
@@ -418,7 +424,19 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         gen,
         obs.now,
     )
-    ready = serving_ready and phase != ModelPhase.FAILED
+    if scaled_to_zero and champion is not None:
+        conditions = set_condition(
+            conditions,
+            ConditionType.SERVING,
+            False,
+            "ScaledToZero",
+            f"version {champion.version} is champion; spec.serving.replicas is 0",
+            gen,
+            obs.now,
+        )
+    ready = (
+        serving_ready or (scaled_to_zero and champion is not None)
+    ) and phase != ModelPhase.FAILED
     conditions = set_condition(
         conditions,
         ConditionType.READY,

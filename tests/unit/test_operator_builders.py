@@ -348,3 +348,21 @@ def test_invalid_schedule_is_reported() -> None:
     plan = reconcile_pipeline(pipe, PipelineStatus(), 1, T0, {}, T0)
     assert "minute" in plan.error
     assert plan.status.conditions[0].reason == "ScheduleInvalid"
+
+
+def test_scaled_to_zero_promotes_without_serving() -> None:
+    spec = _spec(serving={"replicas": 0})
+    plan = reconcile_model(_obs(spec=spec), CTX)
+    done = _result(plan, RunPhase.SUCCEEDED, modelVersion="1", promoted=True)
+    plan = reconcile_model(_obs(plan.status, spec=spec, run=done), CTX)
+    assert plan.serving is None
+    assert plan.status.phase == "Serving"
+    assert _cond(plan, "Ready") == "True"
+    assert _cond(plan, "Serving") == "False"
+    notes = {RETRAIN_ANNOTATION: "again"}
+    plan = reconcile_model(_obs(plan.status, spec=spec, annotations=notes), CTX)
+    done = _result(plan, RunPhase.SUCCEEDED, modelVersion="2", promoted=True)
+    plan = reconcile_model(_obs(plan.status, spec=spec, annotations=notes, run=done), CTX)
+    assert plan.status.champion is not None
+    assert plan.status.champion.version == "2"
+    assert plan.status.rollout is None

@@ -1,0 +1,137 @@
+"""Serving backends: what makes a Model's champion (and canary) answer requests.
+
+`ServingBackend` is the interface: `apply(desired)` makes the serving match a
+`ServingDesired` (idempotent, cheap when nothing changed) and reports a `ServingObserved`;
+`observe` reports without changing anything; `delete` removes everything a Model had.
+
+`LocalServingBackend` wraps `loopline.serving.local.LocalServingManager` (one MLServer process
+per Model on loopback ports, hot reload for new versions and canary weights), one manager per
+namespace so two namespaces can hold Models with the same name.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from loopline.operators.builders.serving import ServingDesired, ServingObserved
+from loopline.operators.errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    from loopline.serving.local import LocalModelSpec, LocalServingManager
+
+log = logging.getLogger(__name__)
+
+
+class ServingBackend(Protocol):
+    def apply(self, desired: ServingDesired) -> ServingObserved: ...
+
+    def observe(self, namespace: str, name: str) -> ServingObserved | None: ...
+
+    def delete(self, namespace: str, name: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def model_uri(registered_model: str, version: str) -> str:
+    return f"models:/{registered_model}/{version}"
+
+
+@dataclass(frozen=True)
+class _Applied:
+    desired: ServingDesired
+    spec: LocalModelSpec
+
+
+class LocalServingBackend:
+    """Model server processes on 127.0.0.1, supervised by the operator process."""
+
+    def __init__(
+        self, root: Path, *, tracking_uri: str, monitor_urls: dict[str, str] | None = None
+    ) -> None:
+        self.root = root
+        self.tracking_uri = tracking_uri
+        self.monitor_urls = monitor_urls if monitor_urls is not None else {}
+        self._managers: dict[str, LocalServingManager] = {}
+        self._applied: dict[str, _Applied] = {}
+        self._lock = threading.RLock()
+
+    def _manager(self, namespace: str) -> LocalServingManager:
+        from loopline.serving.local import LocalServingManager
+
+        with self._lock:
+            if namespace not in self._managers:
+                self._managers[namespace] = LocalServingManager(self.root / namespace)
+            return self._managers[namespace]
+
+    def _spec(self, desired: ServingDesired) -> LocalModelSpec:
+        from loopline.serving.local import LocalModelSpec
+
+        canary = desired.canary_version
+        return LocalModelSpec(
+            name=desired.name,
+            model_name=desired.name,
+            model_uri=model_uri(desired.registered_model, desired.champion_version),
+            canary_model_uri=model_uri(desired.registered_model, canary) if canary else "",
+            canary_weight=desired.canary_weight / 100 if canary else 0.0,
+            tracking_uri=self.tracking_uri,
+            monitor_url=self.monitor_urls.get(desired.key, ""),
+        )
+
+    def apply(self, desired: ServingDesired) -> ServingObserved:
+        from loopline.serving.local import LocalServingError
+
+        spec = self._spec(desired)
+        manager = self._manager(desired.namespace)
+        with self._lock:
+            applied = self._applied.get(desired.key)
+            try:
+                if applied is None or desired.name not in manager.names():
+                    manager.start(spec, wait=False)
+                elif applied.spec != spec:
+                    manager.update(spec, wait=False)
+            except (LocalServingError, OSError) as exc:
+                raise BackendUnavailable(f"local serving: {exc}") from exc
+            self._applied[desired.key] = _Applied(desired, spec)
+        observed = self.observe(desired.namespace, desired.name)
+        assert observed is not None
+        return observed
+
+    def observe(self, namespace: str, name: str) -> ServingObserved | None:
+        key = f"{namespace}/{name}"
+        with self._lock:
+            applied = self._applied.get(key)
+            manager = self._managers.get(namespace)
+            if applied is None or manager is None or name not in manager.names():
+                return None
+            status = manager.status(name)
+        desired = applied.desired
+        ready = status.state == "ready"
+        return ServingObserved(
+            ready=ready,
+            champion_version=desired.champion_version,
+            canary_version=desired.canary_version,
+            canary_weight=desired.canary_weight,
+            endpoints={"rest": status.endpoints.rest, "grpc": status.endpoints.grpc},
+            message=f"model server {status.state}"
+            + (f": {status.last_error}" if status.last_error else "")
+            + f" (log: {status.log_path})",
+        )
+
+    def delete(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._applied.pop(f"{namespace}/{name}", None)
+            manager = self._managers.get(namespace)
+        if manager is not None:
+            manager.stop(name)
+
+    def close(self) -> None:
+        with self._lock:
+            managers = list(self._managers.values())
+            self._managers.clear()
+            self._applied.clear()
+        for manager in managers:
+            manager.close()

@@ -1,0 +1,147 @@
+"""kopf handlers: thin adapters from watch events and timers to `runtime.Operator`.
+
+Reconciliation is level-based: every Model and Pipeline has a timer that compares desired with
+actual every `LOOPLINE_OPERATOR_RECONCILE_INTERVAL` seconds, and any watch event (create,
+spec change, annotation, status write) reconciles at once. Both paths call the same
+idempotent function, which re-reads the object under a per-object lock.
+
+kopf keeps its own bookkeeping (handler progress, last-handled configuration) in annotations
+under `kopf.loopline.dev/`, never in `status`, so `status` has one owner and is the API. The
+finalizer `loopline.dev/cleanup` exists because deleting a Model has effects outside the
+cluster (model server processes, runs); its cleanup retries with backoff a bounded number of
+times, then posts a `CleanupAbandoned` Event and lets the deletion finish.
+
+Run with `loopline operator run` (or `kopf run -m loopline.operators.handlers`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any
+
+import kopf
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from loopline import quiet
+from loopline.operators.errors import BackendUnavailable
+from loopline.operators.runtime import Operator, build_backends
+from loopline.operators.settings import OperatorSettings
+from loopline.settings import Settings
+from loopline.types.common import GROUP, VERSION
+
+FINALIZER = f"{GROUP}/cleanup"
+KOPF_PREFIX = f"kopf.{GROUP}"
+
+# Timer intervals are fixed when handlers register (import time); everything else is read
+# from the environment at startup, so one process can run the operator more than once (tests).
+INTERVAL = OperatorSettings().reconcile_interval
+
+
+def api_client(settings: OperatorSettings) -> k8s.ApiClient:
+    """A Kubernetes client: the configured kubeconfig, else in-cluster, else the default."""
+    if settings.kubeconfig is not None:
+        return k8s_config.new_client_from_config(config_file=str(settings.kubeconfig))
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        configuration = k8s.Configuration()
+        k8s_config.load_incluster_config(client_configuration=configuration)
+        return k8s.ApiClient(configuration)
+    return k8s_config.new_client_from_config()
+
+
+def _backoff(retry: int) -> float:
+    return float(min(60, 2 ** min(retry, 6)))
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Log in with LOOPLINE_OPERATOR_KUBECONFIG when set, else kopf's default (in-cluster,
+    then $KUBECONFIG / ~/.kube/config)."""
+    kubeconfig = OperatorSettings().kubeconfig
+    if kubeconfig is None:
+        return kopf.login_via_client(settings=settings, **kwargs)
+    config = k8s.Configuration()
+    k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
+    header = config.get_api_key_with_prefix("authorization") or ""
+    scheme, _, token = header.partition(" ")
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+        trust_env=settings.networking.trust_env,
+    )
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    quiet.apply()
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # our own Events say what happened
+    # Survive an API server restart: short timeouts so dead watch streams are noticed.
+    settings.watching.server_timeout = 60
+    settings.watching.client_timeout = 90
+    settings.watching.connect_timeout = 10
+    settings.watching.reconnect_backoff = 1.0
+    settings.execution.max_workers = 8
+    # The CRDs are installed before the operator starts; without scanning kopf needs no access
+    # to CustomResourceDefinitions or Namespaces (least privilege, manifests/rbac/).
+    settings.scanning.disabled = True
+    ours = OperatorSettings()
+    backends = build_backends(ours, Settings().resolved_mlflow_tracking_uri())
+    memo["operator"] = Operator(api_client(ours), backends, ours)
+
+
+@kopf.on.cleanup()
+def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    operator = memo.get("operator")
+    if operator is not None:
+        operator.close()
+
+
+def _operator(memo: kopf.Memo) -> Operator:
+    return memo["operator"]  # type: ignore[no-any-return]
+
+
+@kopf.on.event(GROUP, VERSION, "models")
+def model_event(type: str, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    if type == "DELETED":
+        return
+    with contextlib.suppress(BackendUnavailable):  # recorded as Degraded; the timer retries
+        _operator(memo).reconcile_model(namespace, name)
+
+
+@kopf.timer(GROUP, VERSION, "models", interval=INTERVAL)
+def model_timer(namespace: str, name: str, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    try:
+        _operator(memo).reconcile_model(namespace, name)
+    except BackendUnavailable as exc:
+        raise kopf.TemporaryError(str(exc), delay=_backoff(retry)) from exc
+
+
+@kopf.on.delete(GROUP, VERSION, "models")
+def model_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    try:
+        _operator(memo).cleanup_model(dict(body), retry)
+    except BackendUnavailable as exc:
+        raise kopf.TemporaryError(str(exc), delay=_backoff(retry)) from exc
+
+
+@kopf.on.event(GROUP, VERSION, "pipelines")
+def pipeline_event(type: str, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    if type != "DELETED":
+        _operator(memo).reconcile_pipeline(namespace, name)
+
+
+@kopf.timer(GROUP, VERSION, "pipelines", interval=INTERVAL)
+def pipeline_timer(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    _operator(memo).reconcile_pipeline(namespace, name)

@@ -1,0 +1,384 @@
+"""The operator's I/O around the pure builders: read objects, ask backends, write status.
+
+One `Operator` per process holds the Kubernetes client and the chosen backends. Each
+`reconcile_*` call reads the object fresh (so an event handler and the level-based timer
+cannot act on stale copies), holds a per-object lock, calls the builder, performs the
+actions it returns, then writes `status` with one merge patch (only when it changed) and
+posts the builder's Events. The operator is the only writer of `status`; kopf's own
+bookkeeping lives in annotations (see handlers.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from loopline.operators.backends import PIPELINE_BACKENDS, SERVING_BACKENDS, resolve
+from loopline.operators.backends.pipelines import LocalPipelineBackend, PipelineBackend
+from loopline.operators.backends.serving import LocalServingBackend, ServingBackend
+from loopline.operators.builders.conditions import is_true
+from loopline.operators.builders.model import (
+    Event,
+    ModelObservation,
+    mark_degraded,
+    mark_failed,
+    reconcile_model,
+)
+from loopline.operators.builders.pipeline import reconcile_pipeline
+from loopline.operators.builders.runs import RunContext
+from loopline.operators.errors import BackendRejected, BackendUnavailable
+from loopline.operators.settings import OperatorSettings
+from loopline.settings import Settings
+from loopline.types.common import (
+    GROUP,
+    RETRAIN_ANNOTATION,
+    RETRAIN_REASON_ANNOTATION,
+    VERSION,
+)
+from loopline.types.model import ModelSpec
+from loopline.types.pipeline import PipelineSpec
+from loopline.types.runs import RunPhase
+from loopline.types.status import ModelPhase, ModelStatus, PipelineStatus, RunRecord
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "loopline-operator"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _validation_message(exc: ValidationError, prefix: str) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{prefix}.{where}: {first['msg']}"
+
+
+@dataclass
+class Backends:
+    pipelines: PipelineBackend
+    serving: ServingBackend
+
+
+def build_backends(settings: OperatorSettings, tracking_uri: str) -> Backends:
+    """Instantiate the backends named in settings (import paths from the short-name maps)."""
+    pipe_path = resolve("pipeline", settings.pipeline_backend, PIPELINE_BACKENDS)
+    serve_path = resolve("serving", settings.serving_backend, SERVING_BACKENDS)
+    pipe_cls = _import(pipe_path)
+    serve_cls = _import(serve_path)
+    pipelines: PipelineBackend
+    serving: ServingBackend
+    if pipe_cls is LocalPipelineBackend:
+        pipelines = LocalPipelineBackend(settings.runs_dir, settings.worker_command or None)
+    else:
+        pipelines = pipe_cls(settings)
+    if serve_cls is LocalServingBackend:
+        serving = LocalServingBackend(settings.serving_dir, tracking_uri=tracking_uri)
+    else:
+        serving = serve_cls(settings)
+    return Backends(pipelines, serving)
+
+
+def _import(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+class Operator:
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        backends: Backends,
+        settings: OperatorSettings,
+        context: RunContext | None = None,
+    ) -> None:
+        self.api = api
+        self.custom = k8s.CustomObjectsApi(api)
+        self.core = k8s.CoreV1Api(api)
+        self.pipelines = backends.pipelines
+        self.serving = backends.serving
+        self.settings = settings
+        self.context = context or RunContext(
+            mlflow_tracking_uri=Settings().resolved_mlflow_tracking_uri(),
+            feature_repo=settings.feature_repo,
+        )
+        self._locks: dict[tuple[str, str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self, plural: str, namespace: str, name: str) -> Iterator[None]:
+        with self._locks_guard:
+            lock = self._locks.setdefault((plural, namespace, name), threading.Lock())
+        with lock:
+            yield
+
+    def _get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj  # type: ignore[no-any-return]
+
+    def _patch_status(self, plural: str, obj: dict[str, Any], status: Any) -> None:
+        new = status.model_dump(mode="json", by_alias=True)
+        if _without_nulls(new) == _without_nulls(obj.get("status") or {}):
+            return
+        meta = obj["metadata"]
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, meta["namespace"], plural, meta["name"], {"status": new}
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to report on
+                raise
+
+    def event(self, obj: dict[str, Any], event: Event) -> None:
+        """Post a core/v1 Event about `obj` (best effort: a lost Event must not stop work)."""
+        meta = obj["metadata"]
+        now = utcnow()
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", f"{GROUP}/{VERSION}"),
+                "kind": obj.get("kind", "Model"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "type": event.type,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body)
+        except ApiException as exc:
+            log.warning("could not post event %s on %s: %s", event.reason, meta["name"], exc)
+
+    # -- Model ----------------------------------------------------------------------------
+
+    def _pipeline(self, namespace: str, name: str) -> tuple[PipelineSpec | None, str]:
+        obj = self._get("pipelines", namespace, name)
+        if obj is None:
+            return None, (
+                f"spec.pipelineRef.name: Pipeline {name!r} not found in namespace "
+                f"{namespace!r}; create it (pipelines.{GROUP})"
+            )
+        try:
+            return PipelineSpec.model_validate(obj.get("spec") or {}), ""
+        except ValidationError as exc:
+            return None, _validation_message(exc, f"Pipeline {name} spec")
+
+    def reconcile_model(self, namespace: str, name: str) -> None:
+        """Bring one Model a step closer to its spec; raises BackendUnavailable (after
+        recording Degraded) so the caller can retry with backoff."""
+        with self._locked("models", namespace, name):
+            obj = self._get("models", namespace, name)
+            if obj is None or obj["metadata"].get("deletionTimestamp"):
+                return
+            self._reconcile_model(obj)
+
+    def _reconcile_model(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation", 1)
+        now = utcnow()
+        try:
+            status = ModelStatus.model_validate(obj.get("status") or {})
+        except ValidationError as exc:
+            # A status we cannot read is rebuilt, not trusted (run ids are derived, so the
+            # rebuilt status adopts the same runs).
+            log.warning("%s/%s: unreadable status, rebuilding: %s", namespace, name, exc)
+            status = ModelStatus()
+        try:
+            spec = ModelSpec.model_validate(obj.get("spec") or {})
+        except ValidationError as exc:
+            message = _validation_message(exc, "spec")
+            failed = mark_failed(status, generation, "InvalidSpec", message, now)
+            if status.phase != ModelPhase.FAILED:
+                self.event(obj, Event("Warning", "InvalidSpec", message))
+            self._patch_status("models", obj, failed)
+            return
+        pipeline, pipeline_message = self._pipeline(namespace, spec.pipeline_ref.name)
+        try:
+            run = self.pipelines.status(status.current_run.run_id) if status.current_run else None
+            serving = self.serving.observe(namespace, name)
+        except BackendUnavailable as exc:
+            self._degrade(obj, status, generation, "BackendUnavailable", str(exc), now)
+            raise
+        plan = reconcile_model(
+            ModelObservation(
+                namespace=namespace,
+                name=name,
+                uid=meta["uid"],
+                generation=generation,
+                annotations=meta.get("annotations") or {},
+                spec=spec,
+                status=status,
+                pipeline=pipeline,
+                pipeline_message=pipeline_message,
+                run=run,
+                serving=serving,
+                now=now,
+            ),
+            self.context,
+        )
+        new_status = plan.status
+        try:
+            if plan.cancel:
+                self.pipelines.cancel(plan.cancel)
+            if plan.submit is not None:
+                self.pipelines.submit(plan.submit)
+            if plan.serving is not None:
+                self.serving.apply(plan.serving)
+            elif serving is not None:
+                self.serving.delete(namespace, name)  # scaled to zero
+        except BackendUnavailable as exc:
+            # Keep what the plan decided (e.g. the run id); it is asked for again next time.
+            self._degrade(obj, new_status, generation, "BackendUnavailable", str(exc), now)
+            raise
+        except BackendRejected as exc:
+            new_status = _reject_run(new_status, generation, str(exc), now)
+            self.event(obj, Event("Warning", "BackendRejected", str(exc)))
+        self._patch_status("models", obj, new_status)
+        for event in plan.events:
+            self.event(obj, event)
+
+    def _degrade(
+        self,
+        obj: dict[str, Any],
+        status: ModelStatus,
+        generation: int,
+        reason: str,
+        message: str,
+        now: datetime,
+    ) -> None:
+        was = is_true(list(status.conditions), "Degraded")
+        self._patch_status("models", obj, mark_degraded(status, generation, reason, message, now))
+        if not was:
+            self.event(obj, Event("Warning", reason, message))
+
+    def cleanup_model(self, body: dict[str, Any], retry: int) -> bool:
+        """Remove what a Model made outside Kubernetes. True when done or given up (the
+        finalizer may go); raises BackendUnavailable to be retried."""
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        try:
+            for run_id in self.pipelines.runs_of(namespace, name):
+                self.pipelines.cancel(run_id)
+            self.serving.delete(namespace, name)
+        except (BackendUnavailable, BackendRejected, OSError) as exc:
+            if retry < self.settings.cleanup_retries:
+                raise BackendUnavailable(f"cleanup of {namespace}/{name}: {exc}") from exc
+            self.event(
+                body,
+                Event(
+                    "Warning",
+                    "CleanupAbandoned",
+                    f"gave up cleaning up after {retry + 1} attempts: {exc}; remove leftovers "
+                    "by hand (serving processes, runs); the Model is deleted anyway",
+                ),
+            )
+        return True
+
+    # -- Pipeline -------------------------------------------------------------------------
+
+    def reconcile_pipeline(self, namespace: str, name: str) -> None:
+        with self._locked("pipelines", namespace, name):
+            obj = self._get("pipelines", namespace, name)
+            if obj is None or obj["metadata"].get("deletionTimestamp"):
+                return
+            meta = obj["metadata"]
+            now = utcnow()
+            try:
+                status = PipelineStatus.model_validate(obj.get("status") or {})
+            except ValidationError:
+                status = PipelineStatus()
+            try:
+                spec = PipelineSpec.model_validate(obj.get("spec") or {})
+            except ValidationError as exc:
+                log.warning("%s", _validation_message(exc, f"Pipeline {name} spec"))
+                return
+            models: dict[str, ModelStatus] = {}
+            listing = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "models")
+            for model in listing.get("items", []):
+                if (model.get("spec") or {}).get("pipelineRef", {}).get("name") != name:
+                    continue
+                try:
+                    models[model["metadata"]["name"]] = ModelStatus.model_validate(
+                        model.get("status") or {}
+                    )
+                except ValidationError:
+                    models[model["metadata"]["name"]] = ModelStatus()
+            created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
+            plan = reconcile_pipeline(spec, status, meta.get("generation", 1), created, models, now)
+            for request in plan.requests:
+                patch = {
+                    "metadata": {
+                        "annotations": {
+                            RETRAIN_ANNOTATION: request.request_id,
+                            RETRAIN_REASON_ANNOTATION: request.reason,
+                        }
+                    }
+                }
+                self.custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "models", request.model, patch
+                )
+                self.event(
+                    obj,
+                    Event(
+                        "Normal",
+                        "ScheduledRun",
+                        f"retraining {request.model} ({request.request_id})",
+                    ),
+                )
+            old_error = status.conditions[0].message if status.conditions else ""
+            if plan.error and plan.error != old_error:
+                self.event(obj, Event("Warning", "ScheduleInvalid", plan.error))
+            self._patch_status("pipelines", obj, plan.status)
+
+    def close(self) -> None:
+        self.serving.close()
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _reject_run(status: ModelStatus, generation: int, message: str, now: datetime) -> ModelStatus:
+    """The backend refused the run for good: record it as failed, so the Model shows Failed
+    (or keeps serving its champion) instead of asking again on every reconcile."""
+    current = status.current_run
+    runs = list(status.runs)
+    if current is not None:
+        failed: RunRecord = current.model_copy(
+            update={"phase": RunPhase.FAILED, "message": message, "finished_at": now}
+        )
+        runs = [failed, *runs][:10]
+    status = status.model_copy(update={"current_run": None, "runs": runs})
+    if status.champion is None:
+        return mark_failed(status, generation, "BackendRejected", message, now)
+    return status
