@@ -51,6 +51,8 @@ DATA_DIR = "data"
 # The project's feature_repo/ (templates); an editable install or a source checkout has it.
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "feature_repo"
 ROLLING_STATS = ("mean", "std")
+# The offline store of the templates (loopline/data/offline_store.py; importing it imports Feast).
+OFFLINE_STORE_TYPE = "loopline.data.offline_store.AsofFileOfflineStore"
 
 
 class RepoSpec(BaseModel):
@@ -124,7 +126,7 @@ def rolling_features(
     ent, ts = schema.entity, schema.timestamp
     base = frame[[ent, ts, *sensors]].sort_values([ent, ts], kind="stable")
     base = base.reset_index(drop=True)
-    out: dict[str, Any] = {ent: base[ent].to_numpy(), ts: base[ts].to_numpy()}
+    out: dict[str, Any] = {}
     grouped = base.set_index(ts).groupby(ent, sort=False)[list(sensors)]
     for w in windows:
         roll = grouped.rolling(w, min_periods=1)
@@ -133,9 +135,8 @@ def rolling_features(
         for s in sensors:
             out[f"{s}_mean_{w}"] = mean[s].to_numpy(dtype=np.float32)
             out[f"{s}_std_{w}"] = std[s].fillna(0.0).to_numpy(dtype=np.float32)
-    result = pd.DataFrame(out)
-    result[ts] = base[ts].to_numpy()
-    result[ts] = pd.to_datetime(result[ts], utc=True)
+    # Keys as columns, not via .to_numpy(): a tz-aware column would become Python objects.
+    result = pd.concat([base[[ent, ts]], pd.DataFrame(out, index=base.index)], axis=1)
     names = rolling_feature_names(sensors, windows)
     return result[[ent, ts, *names]]
 
@@ -240,6 +241,8 @@ def normalise_timestamps(frame: pd.DataFrame, column: str) -> pd.DataFrame:
         return frame
     col = frame[column]
     if pd.api.types.is_datetime64_any_dtype(col):
+        if str(col.dt.tz) == "UTC":
+            return frame  # already right: no copy, and the source file is used where it is
         parsed = col.dt.tz_localize("UTC") if col.dt.tz is None else col.dt.tz_convert("UTC")
     elif pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col):
         try:

@@ -34,7 +34,9 @@ from feast.infra.registry.base_registry import BaseRegistry
 from feast.repo_config import RepoConfig
 from feast.utils import _get_requested_feature_views_to_features_dict
 
-STORE_TYPE = "loopline.data.offline_store.AsofFileOfflineStore"
+from loopline.data.features import OFFLINE_STORE_TYPE
+
+STORE_TYPE = OFFLINE_STORE_TYPE
 _ROW = "__loopline_row"
 
 

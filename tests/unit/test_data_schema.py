@@ -88,3 +88,14 @@ def test_duplicate_keys_are_named() -> None:
     df = pd.concat([_frame(), _frame().iloc[[0]]], ignore_index=True)
     with pytest.raises(SchemaError, match=r"1 duplicate \(site, ts\) keys"):
         _schema().validate_frame(df)
+
+
+def test_checked_in_feature_repo_describes_the_factory_data() -> None:
+    from loopline.data.features import OFFLINE_STORE_TYPE, TEMPLATE_DIR, RepoSpec
+
+    spec = RepoSpec.load(TEMPLATE_DIR)
+    assert spec.data_schema == factory_schema()
+    assert spec.source == "data/sensors.parquet"
+    yaml = (TEMPLATE_DIR / "feature_store.yaml").read_text()
+    assert f"type: {OFFLINE_STORE_TYPE}" in yaml
+    assert "entity_key_serialization_version: 3" in yaml
