@@ -65,9 +65,11 @@ def test_examples_are_found_and_adapted(tmp_path: Path) -> None:
     assert doc["metadata"] == {"name": "drill-ae", "namespace": "demo-ns"}
     assert doc["spec"]["monitoring"] == {"windowSize": 120, "enabled": True, "retrainOnDrift": True}
     assert doc["spec"]["training"] == {"epochs": 3}
+    assert doc["spec"]["validation"] == {"dataQuality": {"distribution": 0.0}}
     assert doc["spec"]["serving"]["canary"]["stepSeconds"] == 2
     assert MODEL["spec"]["monitoring"] == {"windowSize": 500}  # the example is not modified
-    full = demo_model(model, DemoSettings(), "demo-ns")
+    full = demo_model(model, DemoSettings(distribution_minimum=None), "demo-ns")
+    assert "validation" not in full["spec"]
     assert full["spec"]["monitoring"]["windowSize"] == 500
     assert "training" not in full["spec"]
     assert demo_pipeline(pipeline, "demo-ns")["metadata"]["namespace"] == "demo-ns"
