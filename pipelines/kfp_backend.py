@@ -122,10 +122,10 @@ def run_status(client: Any, spec: TrainingRunSpec, kfp_run_id: str) -> TrainingR
     if phase == RunPhase.FAILED and not message and error is not None:
         message = str(getattr(error, "message", "") or error)
     return TrainingRunResult(
-        runId=spec.run_id,
+        run_id=spec.run_id,
         phase=phase,
         step=step,
         message=message or f"KFP run {kfp_run_id} is {getattr(run, 'state', 'unknown')}",
-        startedAt=_as_utc(getattr(run, "created_at", None)),
-        finishedAt=_as_utc(getattr(run, "finished_at", None)),
+        started_at=_as_utc(getattr(run, "created_at", None)),
+        finished_at=_as_utc(getattr(run, "finished_at", None)),
     )

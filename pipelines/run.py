@@ -94,7 +94,7 @@ class Runner:
         self.workdir = workdir
         self.events_path = workdir / "events.jsonl"
         self.base = TrainingRunResult(
-            runId=spec.run_id, phase=RunPhase.RUNNING, startedAt=datetime.now(UTC)
+            run_id=spec.run_id, phase=RunPhase.RUNNING, started_at=datetime.now(UTC)
         )
         self._lock = threading.Lock()
         self._done = threading.Event()

@@ -107,7 +107,7 @@ def predict_frame(bundle: ModelBundle, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)
 
 
-class BundlePyfunc(PythonModel):  # type: ignore[misc]
+class BundlePyfunc(PythonModel):
     """The pyfunc face of a bundle; the bundle folder is its only artifact."""
 
     bundle: ModelBundle

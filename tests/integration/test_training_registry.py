@@ -76,7 +76,7 @@ def test_worse_challenger_is_rejected_and_champion_stays(
     first = train_and_register(policy=ValidationPolicy(metric="roc_auc"))
     assert first.promoted
     # Same data, but the policy now demands more than any model can give over the champion.
-    second = train_and_register(policy=ValidationPolicy(metric="roc_auc", championMargin=0.5))
+    second = train_and_register(policy=ValidationPolicy(metric="roc_auc", champion_margin=0.5))
     client = client_for(first.tracking_uri)
     assert not second.promoted
     champion = version_by_alias(client, first.name, CHAMPION)

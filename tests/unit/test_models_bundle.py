@@ -23,7 +23,7 @@ from loopline.models.training import train_bundle
 from loopline.types.common import Task
 from loopline.types.policy import TrainingParams
 
-PARAMS = TrainingParams(epochs=2, batchSize=128, hiddenUnits=[8], latentDim=3)
+PARAMS = TrainingParams(epochs=2, batch_size=128, hidden_units=[8], latent_dim=3)
 
 
 @pytest.fixture(scope="module")

@@ -30,15 +30,15 @@ from loopline.types.common import Task, Trigger
 from loopline.types.runs import RunPhase, TrainingRunSpec
 
 SPEC = TrainingRunSpec(
-    runId="drill-ae-3-manual-1",
+    run_id="drill-ae-3-manual-1",
     namespace="plant",
-    modelName="drill-ae",
+    model_name="drill-ae",
     task=Task.ANOMALY_DETECTION,
     trigger=Trigger.MANUAL,
-    featureService="all_sensors",
-    registeredModelName="plant.drill-ae",
-    mlflowTrackingUri="http://mlflow.invalid",
-    featureRepo="/feature_repo",
+    feature_service="all_sensors",
+    registered_model_name="plant.drill-ae",
+    mlflow_tracking_uri="http://mlflow.invalid",
+    feature_repo="/feature_repo",
 )
 
 

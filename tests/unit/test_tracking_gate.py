@@ -22,7 +22,7 @@ def test_minimum_failure_names_metric_value_and_minimum() -> None:
 
 
 def test_worse_challenger_is_rejected_with_both_numbers() -> None:
-    policy = ValidationPolicy(metric="f1", championMargin=0.01)
+    policy = ValidationPolicy(metric="f1", champion_margin=0.01)
     d = decide(policy, {"f1": 0.80}, {"f1": 0.795}, champion_version="3")
     assert not d.promote
     assert d.champion_value == 0.795
@@ -30,7 +30,7 @@ def test_worse_challenger_is_rejected_with_both_numbers() -> None:
 
 
 def test_challenger_beating_champion_by_margin_is_promoted() -> None:
-    policy = ValidationPolicy(metric="roc_auc", championMargin=0.01)
+    policy = ValidationPolicy(metric="roc_auc", champion_margin=0.01)
     d = decide(policy, {"roc_auc": 0.95}, {"roc_auc": 0.93}, champion_version="1")
     assert d.promote
     assert d.margin == 0.01

@@ -21,16 +21,16 @@ from loopline.types.common import Task, Trigger
 from loopline.types.runs import TrainingRunSpec
 
 SPEC = TrainingRunSpec(
-    runId="r-1",
+    run_id="r-1",
     namespace="ns",
-    modelName="drill-ae",
+    model_name="drill-ae",
     task=Task.ANOMALY_DETECTION,
     trigger=Trigger.DRIFT,
-    featureService="all_sensors",
-    registeredModelName="ns.drill-ae",
-    mlflowTrackingUri="sqlite:///x.db",
-    featureRepo="feature_repo",
-    windowEnd=datetime(2026, 1, 2, tzinfo=UTC),
+    feature_service="all_sensors",
+    registered_model_name="ns.drill-ae",
+    mlflow_tracking_uri="sqlite:///x.db",
+    feature_repo="feature_repo",
+    window_end=datetime(2026, 1, 2, tzinfo=UTC),
 )
 
 
