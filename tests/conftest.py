@@ -12,6 +12,7 @@ quiet.apply()
 
 # Fixture plugins, one module per subsystem (tests/fixtures/*.py).
 pytest_plugins: list[str] = [
+    "tests.fixtures.cluster",
     "tests.fixtures.serving",
     "tests.fixtures.training",
     "tests.fixtures.data",
