@@ -61,7 +61,7 @@ def serve(
             )
         fields[key] = value
     try:
-        settings = MonitorSettings(**fields)
+        settings = MonitorSettings.model_validate(fields)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     run(settings, reference=reference)
