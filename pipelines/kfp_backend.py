@@ -109,11 +109,13 @@ def _as_utc(value: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def run_status(client: Any, spec: TrainingRunSpec, kfp_run_id: str) -> TrainingRunResult:
+def run_status(
+    client: Any, spec: TrainingRunSpec, kfp_run_id: str, *, with_outcome: bool = True
+) -> TrainingRunResult:
     """The `TrainingRunResult` a KFP run currently amounts to.
 
-    Outcome details (model version, promotion) live in MLflow; the operator reads them from
-    there by the run id tag once the phase is Succeeded.
+    Once the run succeeded, the outcome (model version, promotion or rejection reason,
+    metrics) comes from MLflow (`loopline.tracking.outcome`), unless `with_outcome` is False.
     """
     run = client.get_run(kfp_run_id)
     phase = run_phase(getattr(run, "state", None))
@@ -121,7 +123,26 @@ def run_status(client: Any, spec: TrainingRunSpec, kfp_run_id: str) -> TrainingR
     error = getattr(run, "error", None)
     if phase == RunPhase.FAILED and not message and error is not None:
         message = str(getattr(error, "message", "") or error)
+    outcome: dict[str, Any] = {}
+    if with_outcome and phase in (RunPhase.SUCCEEDED, RunPhase.FAILED):
+        from loopline.tracking.outcome import run_outcome
+
+        found = run_outcome(
+            spec.mlflow_tracking_uri,
+            spec.namespace,
+            spec.model_name,
+            spec.registered_model_name,
+            spec.run_id,
+        )
+        outcome = {
+            "mlflow_run_id": found.mlflow_run_id,
+            "model_version": found.model_version,
+            "promoted": found.promoted,
+            "rejection_reason": found.rejection_reason,
+            "metrics": found.metrics,
+        }
     return TrainingRunResult(
+        **outcome,
         run_id=spec.run_id,
         phase=phase,
         step=step,

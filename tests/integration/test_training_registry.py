@@ -98,3 +98,22 @@ def test_classification_model_registers_with_class_names(
     out = bundle.score(reg.reference.to_numpy(np.float32)[:5])
     assert out["probabilities"].shape == (5, len(bundle.class_names))
     assert "macro_f1" in reg.metrics
+
+
+def test_run_outcome_reads_version_and_decision_back(trained_model: TrainedModel) -> None:
+    from loopline.tracking.outcome import run_outcome
+
+    outcome = run_outcome(
+        trained_model.tracking_uri,
+        "default",
+        "drill-ae",
+        trained_model.name,
+        "fixture-drill-ae-0-anomaly-detection",
+    )
+    assert outcome.mlflow_run_id == trained_model.mlflow_run_id
+    assert outcome.model_version == trained_model.version
+    assert outcome.promoted
+    assert outcome.rejection_reason is None
+    assert outcome.metrics["roc_auc"] == pytest.approx(trained_model.metrics["roc_auc"])
+    missing = run_outcome(trained_model.tracking_uri, "default", "drill-ae", "x", "no-such-run")
+    assert missing.mlflow_run_id is None

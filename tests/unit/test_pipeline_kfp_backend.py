@@ -148,7 +148,7 @@ def test_status_maps_states_and_names_the_failed_step(stub: tuple[StubKfp, str])
     state, host = stub
     client = make_client(host)
     run_id = submit(client, SPEC)
-    assert run_status(client, SPEC, run_id).phase == RunPhase.PENDING
+    assert run_status(client, SPEC, run_id, with_outcome=False).phase == RunPhase.PENDING
     state.runs[run_id] |= {
         "state": "RUNNING",
         "run_details": {
@@ -158,7 +158,7 @@ def test_status_maps_states_and_names_the_failed_step(stub: tuple[StubKfp, str])
             ]
         },
     }
-    running = run_status(client, SPEC, run_id)
+    running = run_status(client, SPEC, run_id, with_outcome=False)
     assert (running.phase, running.step) == (RunPhase.RUNNING, "validate-data")
     state.runs[run_id] |= {
         "state": "FAILED",
@@ -173,7 +173,7 @@ def test_status_maps_states_and_names_the_failed_step(stub: tuple[StubKfp, str])
             ]
         },
     }
-    failed = run_status(client, SPEC, run_id)
+    failed = run_status(client, SPEC, run_id, with_outcome=False)
     assert failed.phase == RunPhase.FAILED
     assert failed.step == "validate-data"
     assert failed.message == "completeness 0.91 < 0.95"

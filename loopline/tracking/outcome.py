@@ -1,0 +1,46 @@
+"""What a finished training run amounts to, read back from MLflow by its Loopline run id.
+
+The `kfp` backend sees only KFP's task states; the outcome (which version, promoted or why
+not, metrics) is in MLflow, tagged with the Loopline run id. Reading it from there gives both
+backends the same `TrainingRunResult` fields without parsing KFP's output artifacts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from loopline.tracking.experiments import client_for, experiment_name, find_run
+from loopline.tracking.lineage import GATE_DECISION, GATE_REASON
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    mlflow_run_id: str | None = None
+    model_version: str | None = None
+    promoted: bool = False
+    rejection_reason: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def run_outcome(
+    tracking_uri: str, namespace: str, model_name: str, registered_name: str, loopline_run_id: str
+) -> RunOutcome:
+    """The MLflow side of a Loopline run; empty if the run never reached MLflow."""
+    client = client_for(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name(namespace, model_name))
+    if experiment is None:
+        return RunOutcome()
+    run = find_run(client, str(experiment.experiment_id), loopline_run_id)
+    if run is None:
+        return RunOutcome()
+    run_id = str(run.info.run_id)
+    versions = client.search_model_versions(f"name = '{registered_name}' and run_id = '{run_id}'")
+    tags = run.data.tags
+    decision = tags.get(GATE_DECISION)
+    return RunOutcome(
+        mlflow_run_id=run_id,
+        model_version=str(versions[0].version) if versions else None,
+        promoted=decision == "promoted",
+        rejection_reason=tags.get(GATE_REASON) if decision == "rejected" else None,
+        metrics=dict(run.data.metrics),
+    )
