@@ -36,7 +36,9 @@ from loopline.types.runs import RunPhase, TrainingRunResult, TrainingRunSpec
 log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED})
-DEFAULT_WORKER = [sys.executable, "-m", "loopline.pipelines.run"]
+# `--no-process-group`: the runner stays in the group the wrapper leads, so cancel (killpg)
+# reaches it and every step process it started.
+DEFAULT_WORKER = [sys.executable, "-m", "loopline.pipelines.run", "--no-process-group"]
 # The wrapper records the worker's exit code next to its result, even if the operator is gone.
 _WRAPPER = '"$@"; rc=$?; echo $rc > rc.tmp && mv rc.tmp rc; exit $rc'
 _LOG_TAIL = 600

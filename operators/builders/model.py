@@ -42,7 +42,18 @@ from loopline.types.status import (
 )
 
 TERMINAL = frozenset({RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED})
-VALIDATING_STEPS = frozenset({"validate", "evaluate", "gate", "register", "compare"})
+# Steps after training (names of loopline.components.steps; short forms for other pipelines):
+# while one runs, the Model is Validating the new version rather than Training it.
+VALIDATING_STEPS = frozenset(
+    {
+        "evaluate-model",
+        "compare-with-champion",
+        "register-model",
+        "evaluate",
+        "compare",
+        "register",
+    }
+)
 RUN_HISTORY = 10
 
 

@@ -103,7 +103,7 @@ def test_same_inputs_give_the_same_run_id_after_a_restart() -> None:
     assert again.submit is not None
     assert first.submit.run_id == again.submit.run_id
     # With the status recorded, nothing new is submitted while the run is in flight.
-    running = _result(first, RunPhase.RUNNING, step="train")
+    running = _result(first, RunPhase.RUNNING, step="train-model")
     later = reconcile_model(_obs(first.status, run=running), CTX)
     assert later.submit is None
     assert later.status.phase == "Training"
@@ -127,7 +127,7 @@ def test_spec_change_starts_a_new_run_but_serving_change_does_not() -> None:
 def test_validating_step_then_first_version_rolls_out_and_serves() -> None:
     plan = reconcile_model(_obs(), CTX)
     plan = reconcile_model(
-        _obs(plan.status, run=_result(plan, RunPhase.RUNNING, step="evaluate")), CTX
+        _obs(plan.status, run=_result(plan, RunPhase.RUNNING, step="evaluate-model")), CTX
     )
     assert plan.status.phase == "Validating"
     done = _result(plan, RunPhase.SUCCEEDED, modelVersion="1", promoted=True, metrics={"f1": 0.9})
@@ -164,7 +164,7 @@ def test_retrain_request_twice_with_same_id_starts_one_run() -> None:
     assert first.status.drift is not None
     assert first.status.drift.features == ["spindle_current"]
     assert _cond(first, "Drifted") == "True"
-    running = _result(first, RunPhase.RUNNING, step="train")
+    running = _result(first, RunPhase.RUNNING, step="train-model")
     second = reconcile_model(_obs(first.status, spec=spec, annotations=notes, run=running), CTX)
     assert second.submit is None
     # A backend that lost the run is asked again under the same id, never a new one.
@@ -187,7 +187,7 @@ def test_drift_request_is_recorded_but_ignored_when_retrain_on_drift_is_off() ->
 def test_manual_request_waits_for_the_run_in_flight_under_forbid() -> None:
     plan = reconcile_model(_obs(), CTX)
     notes = {RETRAIN_ANNOTATION: "1700000000"}
-    running = _result(plan, RunPhase.RUNNING, step="train")
+    running = _result(plan, RunPhase.RUNNING, step="train-model")
     waiting = reconcile_model(_obs(plan.status, annotations=notes, run=running), CTX)
     assert waiting.submit is None
     assert waiting.status.pending_request is not None
@@ -214,7 +214,7 @@ def test_replace_policy_cancels_the_run_in_flight() -> None:
 
 def test_failed_first_run_fails_the_model_without_retrying() -> None:
     plan = reconcile_model(_obs(), CTX)
-    failed = _result(plan, RunPhase.FAILED, step="validate_data", message="completeness 0.5 < 0.95")
+    failed = _result(plan, RunPhase.FAILED, step="validate-data", message="completeness 0.5 < 0.95")
     plan = reconcile_model(_obs(plan.status, run=failed), CTX)
     assert plan.status.phase == "Failed"
     assert "completeness" in plan.status.message

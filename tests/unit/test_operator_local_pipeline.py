@@ -82,7 +82,7 @@ def test_reported_failure_is_passed_through(backend: LocalPipelineBackend) -> No
     backend.submit(_spec("r3", epochs=999))
     result = _until(backend, "r3", lambda r: r.phase == RunPhase.FAILED)
     assert result.message == "loss is NaN"
-    assert result.step == "train"
+    assert result.step == "train-model"
 
 
 def test_cancel_kills_the_process_group(

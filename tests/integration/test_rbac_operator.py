@@ -1,0 +1,107 @@
+"""The operator's RBAC (manifests/rbac/operator.yaml) is enough and no more.
+
+`kubectl auth can-i` as the operator's ServiceAccount for every verb it needs, and for some it
+must not have; then the operator itself runs with a token of that ServiceAccount and drives a
+Model to Serving, which proves the list is complete (a missing verb shows up as a 403).
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import yaml
+
+from loopline.cluster.versions import REPO_ROOT
+from tests.fixtures.cluster import ClusterHandle
+from tests.fixtures.operator import PIPELINE, OperatorHarness, model_manifest
+
+RBAC = REPO_ROOT / "manifests" / "rbac" / "operator.yaml"
+SA = "system:serviceaccount:loopline-system:loopline-operator"
+
+ALLOWED = [
+    ("get", "models.loopline.dev"),
+    ("list", "models.loopline.dev"),
+    ("watch", "models.loopline.dev"),
+    ("patch", "models.loopline.dev"),
+    ("patch", "models.loopline.dev/status"),
+    ("get", "pipelines.loopline.dev"),
+    ("list", "pipelines.loopline.dev"),
+    ("watch", "pipelines.loopline.dev"),
+    ("patch", "pipelines.loopline.dev"),
+    ("patch", "pipelines.loopline.dev/status"),
+    ("create", "events"),
+]
+DENIED = [
+    ("create", "models.loopline.dev"),
+    ("delete", "models.loopline.dev"),
+    ("update", "models.loopline.dev"),
+    ("delete", "pipelines.loopline.dev"),
+    ("get", "secrets"),
+    ("list", "pods"),
+    ("create", "pods"),
+    ("patch", "events"),
+    ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("list", "namespaces"),
+]
+
+
+def _kubectl(cluster: ClusterHandle, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def rbac(cluster: ClusterHandle) -> None:
+    done = _kubectl(cluster, "apply", "-f", str(RBAC))
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.usefixtures("rbac")
+@pytest.mark.parametrize(("verb", "resource"), ALLOWED)
+def test_operator_may(cluster: ClusterHandle, namespace: str, verb: str, resource: str) -> None:
+    done = _kubectl(cluster, "auth", "can-i", verb, resource, "-n", namespace, f"--as={SA}")
+    assert done.stdout.strip() == "yes", (verb, resource, done.stderr)
+
+
+@pytest.mark.usefixtures("rbac")
+@pytest.mark.parametrize(("verb", "resource"), DENIED)
+def test_operator_may_not(cluster: ClusterHandle, namespace: str, verb: str, resource: str) -> None:
+    done = _kubectl(cluster, "auth", "can-i", verb, resource, "-n", namespace, f"--as={SA}")
+    assert done.stdout.strip() == "no", (verb, resource, done.stderr)
+
+
+@pytest.mark.usefixtures("rbac")
+def test_operator_runs_with_only_its_service_account(
+    cluster: ClusterHandle, operator_harness: OperatorHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = _kubectl(cluster, "create", "token", "loopline-operator", "-n", "loopline-system")
+    assert token.returncode == 0, token.stderr
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    kubeconfig = {
+        **admin,
+        "users": [{"name": "operator", "user": {"token": token.stdout.strip()}}],
+        "contexts": [
+            {
+                "name": "operator",
+                "context": {"cluster": admin["clusters"][0]["name"], "user": "operator"},
+            }
+        ],
+        "current-context": "operator",
+    }
+    path = operator_harness.runs_dir.parent / "operator.kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    monkeypatch.setenv("LOOPLINE_OPERATOR_KUBECONFIG", str(path))
+    h = operator_harness
+    h.create(PIPELINE)
+    h.create(model_manifest())
+    with h.running() as runner:
+        h.wait_phase("drill-ae", "Serving", timeout=60)
+    assert "403" not in runner.output
+    assert "Forbidden" not in runner.output
+    assert any(reason == "Serving" for reason, _ in h.events("drill-ae"))
