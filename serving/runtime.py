@@ -62,7 +62,7 @@ def detect_protocol(request: InferenceRequest) -> str:
     """REST or gRPC, from the headers MLServer copies into `parameters.headers`."""
     params = request.parameters
     headers = getattr(params, "headers", None) if params is not None else None
-    if not headers:
+    if not headers or not isinstance(headers, dict):
         return "unknown"
     content_type = str(headers.get("content-type", ""))
     agent = str(headers.get("user-agent", ""))

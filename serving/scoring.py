@@ -44,10 +44,17 @@ VERSION_OUTPUT = "model_version"
 class Scorer(Protocol):
     """The part of `ModelBundle` the server calls."""
 
-    task: str
-    feature_names: list[str]
-    core_feature_names: list[str]
-    class_names: list[str]
+    @property
+    def task(self) -> str: ...
+
+    @property
+    def feature_names(self) -> list[str]: ...
+
+    @property
+    def core_feature_names(self) -> list[str]: ...
+
+    @property
+    def class_names(self) -> list[str]: ...
 
     def score(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
 

@@ -7,6 +7,7 @@ types for REST, tritonclient for gRPC), so standard clients are what is tested.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -330,3 +331,48 @@ def test_log_is_captured(manager: LocalServingManager, server: str) -> None:
     log = Path(manager.status(NAME).log_path)
     assert log.is_file()
     assert "loaded drill-ae" in log.read_text() or log.stat().st_size > 0
+
+
+def test_adaptive_batching_keeps_each_request_its_own_answers(
+    manager: LocalServingManager, registered_model: RegisteredModel, pyfunc: object
+) -> None:
+    """MLServer merges concurrent requests into one batch and splits the outputs back."""
+    spec = LocalModelSpec(
+        name="drill-batched",
+        model_uri=registered_model.champion_uri,
+        tracking_uri=registered_model.tracking_uri,
+        max_batch_size=8,
+        max_batch_time=0.05,
+    )
+    rest = manager.start(spec).endpoints.rest
+    rows = [sensor_rows(n, seed=20 + n) for n in (1, 2, 3, 1, 4, 1)]
+    rows[4][1, SENSORS.index("feed_rate")] = np.nan
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(
+                *[
+                    client.post(
+                        f"{rest}/v2/models/{spec.name}/infer",
+                        json=v2_matrix(x).model_dump(exclude_none=True),
+                    )
+                    for x in rows
+                ]
+            )
+
+    responses = asyncio.run(fire())
+    for x, response in zip(rows, responses, strict=True):
+        got = outputs(response)
+        expected = pyfunc.predict(pd.DataFrame(x.astype(np.float64), columns=list(SENSORS)))  # type: ignore[attr-defined]
+        assert len(got["anomaly_score"]) == len(x)
+        np.testing.assert_allclose(got["anomaly_score"], expected["anomaly_score"], rtol=1e-5)
+        assert got["model"] == expected["model"].tolist()
+    metrics = httpx.get(manager.endpoints(spec.name).metrics, timeout=10).text
+    batched = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith('loopline_inference_batch_size_count{model="drill-batched"}')
+    ]
+    assert batched, "no batch-size series for the batched model"
+    assert float(batched[0].split()[-1]) < len(rows), "requests were not merged"
+    manager.stop(spec.name)

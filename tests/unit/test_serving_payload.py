@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ def matrix_request(rows: list[list[float | None]], datatype: str = "FP32") -> In
 
 
 def column_request(
-    columns: dict[str, list[float | None]], **extra: RequestInput
+    columns: Mapping[str, Sequence[float | None]], **extra: RequestInput
 ) -> InferenceRequest:
     inputs = [
         RequestInput(name=name, datatype="FP64", shape=[len(values)], data=values)
@@ -69,7 +70,9 @@ def test_column_shape_n_by_1_is_accepted() -> None:
 
 
 def test_missing_and_nan_noncore_sensors_become_fallback_rows() -> None:
-    columns = {name: [1.0, 1.0, 1.0] for name in SENSORS if name != "feed_rate"}
+    columns: dict[str, list[float | None]] = {
+        name: [1.0, 1.0, 1.0] for name in SENSORS if name != "feed_rate"
+    }
     columns["acoustic_level"] = [1.0, None, 1.0]  # JSON null
     decoded = decode_request(column_request(columns), LAYOUT, max_rows=10)
     assert math.isnan(decoded.x[0, SENSORS.index("feed_rate")])

@@ -186,7 +186,7 @@ async def test_sampling_never_blocks_and_drops_when_full(bundle_dir: Path) -> No
     )
     try:
         for _ in range(10):  # no await in between: the sender cannot run, the queue fills
-            runtime.sampler.offer(  # type: ignore[union-attr]
+            runtime.sampler.offer(
                 PendingSample("v", sensor_rows(1), None, None, None, np.zeros(1, bool))
             )
         assert (
@@ -196,7 +196,7 @@ async def test_sampling_never_blocks_and_drops_when_full(bundle_dir: Path) -> No
             == 8
         )
         await runtime.predict(matrix(sensor_rows(2)))
-        await runtime.sampler.drain(5.0)  # type: ignore[union-attr]
+        await runtime.sampler.drain(5.0)
         failed = registry.get_sample_value(
             "loopline_samples_total", {"model": "drill-ae", "outcome": "failed"}
         )

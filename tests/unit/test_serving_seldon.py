@@ -62,7 +62,7 @@ def test_experiment_splits_champion_and_canary() -> None:
 )
 def test_bad_experiments_are_refused(kwargs: dict[str, object], needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
-        build_experiment("drill-ae", "plant", champion="6", **kwargs)  # type: ignore[arg-type]
+        build_experiment("drill-ae", "plant", champion="6", **kwargs)
 
 
 def test_names_must_be_dns_labels() -> None:
