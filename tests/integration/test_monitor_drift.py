@@ -27,12 +27,14 @@ import pandas as pd
 import pytest
 
 from loopline.data.generator import GeneratorConfig, Manifest, generate, live_traffic
-from loopline.data.schema import ENTITY, IS_FAULT, SENSORS, TIMESTAMP
+from loopline.data.schema import CORE_SENSORS, ENTITY, IS_FAULT, SENSORS, TIMESTAMP
 from loopline.monitoring.reference import FrameReferenceSource
 from loopline.monitoring.retrain import LogRetrainRequester
 from loopline.monitoring.server import MonitorServer, build_monitor
 from loopline.monitoring.settings import MonitorSettings
 from loopline.samples import SAMPLES_PATH, SampleBatch
+from loopline.serving.local import LocalModelSpec, LocalServingManager
+from tests.fixtures.serving import RegisteredModel
 
 MODEL = "drill-ae"
 WINDOW, STEP = 1440, 360
@@ -251,3 +253,80 @@ def test_restart_mid_stream_loses_no_decision(plant: Plant, tmp_path: Path) -> N
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=30)
+
+
+def test_through_a_real_model_server(
+    plant: Plant, tmp_path: Path, registered_model: RegisteredModel
+) -> None:
+    """V2 requests to MLServer with the Loopline runtime, which samples every row to the
+    monitor: quiet for 10 steady days, then one request after a +5 % recipe change. Rows whose
+    core sensor is missing are left out (the server answers them 422 by design); rows missing
+    another sensor go through the fallback and reach the monitor with the gap."""
+    requester = LogRetrainRequester()
+    monitor = build_monitor(
+        settings(tmp_path),
+        reference_source=FrameReferenceSource(plant.reference, version="3"),
+        requester=requester,
+    )
+    live = traffic(plant, days=13, change_after_days=10, shift=0.05)
+    live = live[live[list(CORE_SENSORS)].notna().all(axis=1)].reset_index(drop=True)
+    change_row = int((live[TIMESTAMP] < plant.manifest.end + timedelta(days=10)).sum())
+    with (
+        MonitorServer(monitor) as server,
+        LocalServingManager(tmp_path / "serving", ready_timeout_s=180) as manager,
+        httpx.Client(timeout=60) as client,
+    ):
+        rest = manager.start(
+            LocalModelSpec(
+                name=MODEL,
+                model_uri=registered_model.champion_uri,
+                tracking_uri=registered_model.tracking_uri,
+                monitor_url=server.url,
+                sample_rate=1.0,
+            )
+        ).endpoints.rest
+
+        def infer(frame: pd.DataFrame) -> None:
+            for start in range(0, len(frame), 120):
+                part = frame.iloc[start : start + 120]
+                x = part[list(SENSORS)].to_numpy(np.float64)
+                body = {
+                    "inputs": [
+                        {
+                            "name": "features",
+                            "datatype": "FP32",
+                            "shape": list(x.shape),
+                            "data": [None if v != v else float(v) for v in x.reshape(-1)],
+                        },
+                        {
+                            "name": "machine_id",
+                            "datatype": "BYTES",
+                            "shape": [len(part)],
+                            "data": list(part[ENTITY]),
+                        },
+                    ]
+                }
+                response = client.post(f"{rest}/v2/models/{MODEL}/infer", json=body)
+                assert response.status_code == 200, response.text
+
+        def settled(rows: int) -> dict[str, Any]:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                status = wait_idle(client, server.url)
+                if status["received"] >= rows:
+                    return status
+                time.sleep(0.2)
+            pytest.fail(f"monitor received {status['received']} of {rows} sampled rows")
+
+        infer(live.iloc[:change_row])
+        steady = settled(change_row)
+        assert steady["requests"] == 0, steady["lastRequest"]
+        assert steady["received"] == change_row, "every sampled row arrived, none twice"
+        assert steady["dropped"] == 0
+        infer(live.iloc[change_row:])
+        after = settled(len(live))
+
+    assert len(requester.requests) == 1
+    assert {"feed_rate", "spindle_speed"} <= set(requester.requests[0].features)
+    assert after["requests"] == 1
+    assert after["anomalyRate"] is not None
