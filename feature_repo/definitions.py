@@ -2,8 +2,12 @@
 
 Loopline builds the same objects itself (`loopline.data.features.feast_objects`); this file is
 here so that `feast apply`, `feast plan` or `feast ui` run in a repository directory see them.
-In the project's own feature_repo/, repo.json points at data/sensors.parquet: create it with
-`loopline data generate --out feature_repo/data` first.
+In the project's own feature_repo/, repo.json points at data/sensors.parquet and
+data/sensors_rolling.parquet; create them first:
+
+    loopline data generate --out feature_repo/data
+    loopline data register --source feature_repo/data/sensors.parquet --repo feature_repo
+    cd feature_repo && feast plan
 """
 
 from pathlib import Path
