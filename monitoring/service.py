@@ -63,6 +63,7 @@ class DriftMonitor:
         self.feature_names: list[str] = []
         self.queue = SampleQueue(settings.queue_rows, 1)
         self.window = SlidingWindow(settings.window_size, settings.step, 1)
+        self._intake: tuple[list[str], SampleQueue] = (self.feature_names, self.queue)
         self.received = 0
         self.dropped = 0
         self.last_result: DriftResult | None = None
@@ -134,28 +135,30 @@ class DriftMonitor:
             self.dropped += n
             self.metrics.dropped.labels(self.model).inc(n)
             return {"accepted": 0, "dropped": n}
-        rows = self._align(batch)
+        # One read of (names, queue): a reference with other features swaps both together.
+        names, queue = self._intake
+        rows = self._align(batch, names)
         missing = np.isnan(rows).sum(axis=0)
-        for name, count in zip(self.feature_names, missing, strict=True):
+        for name, count in zip(names, missing, strict=True):
             if count:
                 self.metrics.missing.labels(self.model, name).inc(int(count))
-        dropped = self.queue.put(rows)
+        dropped = queue.put(rows)
         if dropped:
             self.dropped += dropped
             self.metrics.dropped.labels(self.model).inc(dropped)
-        self.metrics.queue_rows.labels(self.model).set(len(self.queue))
+        self.metrics.queue_rows.labels(self.model).set(len(queue))
         self._dirty = True
         self._wake.set()
         return {"accepted": n, "dropped": dropped}
 
-    def _align(self, batch: SampleBatch) -> np.ndarray:
+    def _align(self, batch: SampleBatch, names: list[str]) -> np.ndarray:
         """Rows in the reference's feature order; a feature the batch lacks is all-missing."""
         raw = np.array(
             [[np.nan if v is None else v for v in row] for row in batch.rows], dtype=np.float64
         ).reshape(len(batch.rows), len(batch.feature_names))
         position = {name: i for i, name in enumerate(batch.feature_names)}
-        out = np.full((raw.shape[0], len(self.feature_names)), np.nan)
-        for j, name in enumerate(self.feature_names):
+        out = np.full((raw.shape[0], len(names)), np.nan)
+        for j, name in enumerate(names):
             i = position.get(name)
             if i is not None:
                 out[:, j] = raw[:, i]
@@ -225,6 +228,7 @@ class DriftMonitor:
             namespace=self.settings.namespace,
         )
         self.state = state
+        self.metrics.consecutive.labels(self.model).set(state.consecutive)
         if request is not None:
             self.metrics.retraining.labels(self.model, request.trigger).inc()
             log.warning(
@@ -249,8 +253,6 @@ class DriftMonitor:
             m.p_value.labels(model, f.name).set(f.p_value)
             m.statistic.labels(model, f.name).set(f.statistic)
             m.feature_detected.labels(model, f.name).set(1 if f.drifted else 0)
-        consecutive = self.state.consecutive + 1 if result.is_drift else 0
-        m.consecutive.labels(model).set(consecutive)
 
     def _deliver_pending(self) -> None:
         pending = self.state.pending_request
@@ -333,6 +335,7 @@ class DriftMonitor:
         width = len(self.feature_names)
         self.queue = SampleQueue(self.settings.queue_rows, width)
         self.window = SlidingWindow(self.settings.window_size, self.settings.step, width)
+        self._intake = (self.feature_names, self.queue)
 
     # ---- persistence -------------------------------------------------------------------
 
