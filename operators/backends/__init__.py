@@ -8,6 +8,7 @@ from __future__ import annotations
 
 PIPELINE_BACKENDS: dict[str, str] = {
     "local": "loopline.operators.backends.pipelines:LocalPipelineBackend",
+    "kfp": "loopline.operators.backends.kfp:KfpPipelineBackend",
 }
 
 SERVING_BACKENDS: dict[str, str] = {

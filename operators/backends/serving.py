@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import httpx
+
 from loopline.operators.builders.serving import ServingDesired, ServingObserved
 from loopline.operators.errors import BackendUnavailable
+from loopline.serving.canary import VersionStats
 
 if TYPE_CHECKING:
     from loopline.serving.local import LocalModelSpec, LocalServingManager
@@ -57,6 +60,8 @@ class LocalServingBackend:
         self.monitor_urls = monitor_urls if monitor_urls is not None else {}
         self._managers: dict[str, LocalServingManager] = {}
         self._applied: dict[str, _Applied] = {}
+        # key -> ((canary version, weight), champion counters, canary counters) at step start
+        self._baselines: dict[str, tuple[tuple[str, int], VersionStats, VersionStats]] = {}
         self._lock = threading.RLock()
 
     def _manager(self, namespace: str) -> LocalServingManager:
@@ -110,6 +115,11 @@ class LocalServingBackend:
             status = manager.status(name)
         desired = applied.desired
         ready = status.state == "ready"
+        champion_stats = canary_stats = None
+        if ready and desired.canary_version:
+            window = self._window(key, desired, status.endpoints.metrics)
+            if window is not None:
+                champion_stats, canary_stats = window
         return ServingObserved(
             ready=ready,
             champion_version=desired.champion_version,
@@ -119,11 +129,36 @@ class LocalServingBackend:
             message=f"model server {status.state}"
             + (f": {status.last_error}" if status.last_error else "")
             + f" (log: {status.log_path})",
+            champion_stats=champion_stats,
+            canary_stats=canary_stats,
         )
+
+    def _window(
+        self, key: str, desired: ServingDesired, metrics_url: str
+    ) -> tuple[VersionStats, VersionStats] | None:
+        """Champion and canary traffic since the current canary step began (from the
+        server's Prometheus metrics), or None when they cannot be read."""
+        from loopline.serving.canary import version_stats
+
+        try:
+            text = httpx.get(metrics_url, timeout=2.0, trust_env=False).text
+        except httpx.HTTPError:
+            return None
+        assert desired.canary_version is not None
+        champion = version_stats(text, desired.name, desired.champion_version)
+        canary = version_stats(text, desired.name, desired.canary_version)
+        step = (desired.canary_version, desired.canary_weight)
+        with self._lock:
+            baseline = self._baselines.get(key)
+            if baseline is None or baseline[0] != step:
+                self._baselines[key] = (step, champion, canary)
+                return champion.minus(champion), canary.minus(canary)
+        return champion.minus(baseline[1]), canary.minus(baseline[2])
 
     def delete(self, namespace: str, name: str) -> None:
         with self._lock:
             self._applied.pop(f"{namespace}/{name}", None)
+            self._baselines.pop(f"{namespace}/{name}", None)
             manager = self._managers.get(namespace)
         if manager is not None:
             manager.stop(name)

@@ -24,6 +24,7 @@ from loopline.operators.builders.runs import (
     training_hash,
 )
 from loopline.operators.builders.serving import ServingDesired, ServingObserved, build_serving
+from loopline.serving.canary import CanaryAction, decide_canary
 from loopline.types.common import RETRAIN_ANNOTATION, RETRAIN_REASON_ANNOTATION, Trigger
 from loopline.types.model import ModelSpec
 from loopline.types.pipeline import ConcurrencyPolicy, PipelineSpec
@@ -306,40 +307,66 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         held = (
             obs.now - rollout.step_started_at
         ).total_seconds() >= spec.serving.canary.step_seconds
-        if champion is not None and serving is not None and serving.canary_healthy is False:
+        champion_stats = serving.champion_stats if serving is not None else None
+        canary_stats = serving.canary_stats if serving is not None else None
+        if (
+            champion is not None
+            and serving_it
+            and champion_stats is not None
+            and canary_stats is not None
+        ):
+            decision = decide_canary(
+                spec.serving.canary,
+                step_index=min(rollout.step_index, len(steps) - 1),
+                step_elapsed_s=(obs.now - rollout.step_started_at).total_seconds(),
+                champion=champion_stats,
+                canary=canary_stats,
+            )
+            action = decision.action
+            reason = decision.reason
+        elif champion is not None and serving is not None and serving.canary_healthy is False:
+            action, reason = CanaryAction.ROLLBACK, serving.canary_reason
+        elif serving_it and (champion is None or held or scaled_to_zero):
+            last_step = champion is None or scaled_to_zero or rollout.step_index + 1 >= len(steps)
+            action = CanaryAction.PROMOTE if last_step else CanaryAction.STEP
+            reason = f"step {rollout.weight}% held {spec.serving.canary.step_seconds} s"
+        else:
+            action, reason = CanaryAction.HOLD, ""
+        if action == CanaryAction.ROLLBACK:
             events.append(
                 Event(
                     "Warning",
                     "CanaryAborted",
                     f"version {rollout.version} aborted at {rollout.weight}%: "
-                    f"{serving.canary_reason or spec.serving.canary.abort_metric.value}",
+                    f"{reason or spec.serving.canary.abort_metric.value}",
                 )
             )
             rollout = None
-        elif serving_it and (champion is None or held or scaled_to_zero):
-            if champion is not None and not scaled_to_zero and rollout.step_index + 1 < len(steps):
-                idx = rollout.step_index + 1
-                rollout = RolloutStatus(
-                    version=rollout.version,
-                    stepIndex=idx,
-                    weight=steps[idx],
-                    stepStartedAt=obs.now,
+        elif action == CanaryAction.STEP:
+            idx = rollout.step_index + 1
+            rollout = RolloutStatus(
+                version=rollout.version,
+                stepIndex=idx,
+                weight=steps[idx],
+                stepStartedAt=obs.now,
+            )
+            events.append(
+                Event(
+                    "Normal", "CanaryStep", f"version {rollout.version} at {steps[idx]}%: {reason}"
                 )
-                events.append(
-                    Event("Normal", "CanaryStep", f"version {rollout.version} at {steps[idx]}%")
-                )
-            else:
-                metrics = challenger.metrics if challenger else {}
-                champion = VersionRef(
-                    version=rollout.version,
-                    runId=challenger.run_id if challenger else None,
-                    metrics=metrics,
-                )
-                challenger = None
-                events.append(Event("Normal", "Promoted", f"version {rollout.version} is champion"))
-                if drift is not None and drift.drifted:
-                    drift = drift.model_copy(update={"drifted": False})
-                rollout = None
+            )
+        elif action == CanaryAction.PROMOTE:
+            metrics = challenger.metrics if challenger else {}
+            champion = VersionRef(
+                version=rollout.version,
+                runId=challenger.run_id if challenger else None,
+                metrics=metrics,
+            )
+            challenger = None
+            events.append(Event("Normal", "Promoted", f"version {rollout.version} is champion"))
+            if drift is not None and drift.drifted:
+                drift = drift.model_copy(update={"drifted": False})
+            rollout = None
 
     desired = build_serving(
         obs.namespace,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from loopline.serving.canary import VersionStats
 from loopline.types.common import registered_model_name
 from loopline.types.model import ModelSpec
 
@@ -42,6 +43,10 @@ class ServingObserved:
     message: str = ""
     canary_healthy: bool | None = None  # None: not enough traffic to judge yet
     canary_reason: str = ""
+    # Traffic of each version since the current canary step began, when the backend can read
+    # it; the builder then lets `loopline.serving.canary.decide_canary` judge the step.
+    champion_stats: VersionStats | None = None
+    canary_stats: VersionStats | None = None
 
 
 def build_serving(

@@ -366,3 +366,47 @@ def test_scaled_to_zero_promotes_without_serving() -> None:
     assert plan.status.champion is not None
     assert plan.status.champion.version == "2"
     assert plan.status.rollout is None
+
+
+def test_canary_with_traffic_is_judged_by_the_serving_decision() -> None:
+    """With per-version traffic stats, decide_canary (loopline.serving.canary) decides."""
+    from loopline.serving.canary import VersionStats
+
+    spec = _spec(serving={"canary": {"steps": [20, 100], "stepSeconds": 0}})
+    base = _to_serving(ModelStatus())
+    notes = {RETRAIN_ANNOTATION: "r3"}
+    plan = reconcile_model(_obs(base.status, spec=spec, annotations=notes), CTX)
+    done = _result(plan, RunPhase.SUCCEEDED, modelVersion="2", promoted=True)
+    plan = reconcile_model(_obs(plan.status, spec=spec, annotations=notes, run=done), CTX)
+    quiet = ServingObserved(
+        ready=True,
+        champion_version="1",
+        canary_version="2",
+        canary_weight=20,
+        champion_stats=VersionStats(requests=100),
+        canary_stats=VersionStats(requests=3),
+    )
+    held = reconcile_model(_obs(plan.status, spec=spec, annotations=notes, serving=quiet), CTX)
+    assert held.status.rollout == plan.status.rollout  # too few canary requests to judge
+    failing = ServingObserved(
+        ready=True,
+        champion_version="1",
+        canary_version="2",
+        canary_weight=20,
+        champion_stats=VersionStats(requests=100),
+        canary_stats=VersionStats(requests=50, server_errors=10),
+    )
+    aborted = reconcile_model(_obs(plan.status, spec=spec, annotations=notes, serving=failing), CTX)
+    assert aborted.status.rollout is None
+    assert any("error_rate" in e.message for e in aborted.events if e.reason == "CanaryAborted")
+    healthy = ServingObserved(
+        ready=True,
+        champion_version="1",
+        canary_version="2",
+        canary_weight=20,
+        champion_stats=VersionStats(requests=100),
+        canary_stats=VersionStats(requests=50),
+    )
+    stepped = reconcile_model(_obs(plan.status, spec=spec, annotations=notes, serving=healthy), CTX)
+    assert stepped.status.rollout is not None
+    assert stepped.status.rollout.weight == 100
