@@ -407,6 +407,12 @@ def materialize(
     return store
 
 
+def _utc_timestamp(value: datetime) -> pd.Timestamp:
+    """A window bound as a UTC timestamp; a naive one is taken as UTC (like the data)."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
 def training_spine(
     repo_dir: Path,
     start: datetime | None = None,
@@ -419,9 +425,9 @@ def training_spine(
     cols = [schema.entity, schema.timestamp, *schema.label_names]
     filters: list[tuple[str, str, Any]] = []
     if start is not None:
-        filters.append((schema.timestamp, ">=", pd.Timestamp(start)))
+        filters.append((schema.timestamp, ">=", _utc_timestamp(start)))
     if end is not None:
-        filters.append((schema.timestamp, "<", pd.Timestamp(end)))
+        filters.append((schema.timestamp, "<", _utc_timestamp(end)))
     if entities is not None:
         filters.append((schema.entity, "in", list(entities)))
     spine = pd.read_parquet(spec.path(repo_dir, spec.source), columns=cols, filters=filters or None)

@@ -238,3 +238,13 @@ def test_register_refuses_bad_data(tmp_path: Path, sensor_frame: pd.DataFrame) -
 def test_unknown_service_is_named(feature_repo: Path) -> None:
     with pytest.raises(ValueError, match="'nope' not in this repository"):
         features.get_training_frame(feature_repo, "nope")
+
+
+def test_naive_window_bounds_are_utc(feature_repo: Path, sensor_data: GeneratedData) -> None:
+    start = sensor_data.manifest.start + timedelta(hours=1)
+    aware = features.training_spine(feature_repo, start, start + timedelta(hours=1))
+    naive = features.training_spine(
+        feature_repo, start.replace(tzinfo=None), (start + timedelta(hours=1)).replace(tzinfo=None)
+    )
+    pd.testing.assert_frame_equal(aware, naive)
+    assert len(aware) == 3 * 12
