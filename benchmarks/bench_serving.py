@@ -28,6 +28,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ def http_request(port: int, path: str, body: bytes) -> bytes:
     ).encode() + body
 
 
-def run_http(port: int, path: str, body: bytes, clients: int, pid: int) -> dict[str, Any]:
+def run_http(port: int, path: str, body: bytes, pid: int, clients: int) -> dict[str, Any]:
     request = http_request(port, path, body)
 
     async def main() -> dict[str, Any]:
@@ -119,7 +120,7 @@ def run_http(port: int, path: str, body: bytes, clients: int, pid: int) -> dict[
     return asyncio.run(main())
 
 
-def run_grpc(target: str, request: Any, clients: int, pid: int) -> dict[str, Any]:
+def run_grpc(target: str, request: Any, pid: int, clients: int) -> dict[str, Any]:
     import grpc
     from mlserver.grpc.dataplane_pb2_grpc import GRPCInferenceServiceStub
 
@@ -310,7 +311,7 @@ def main() -> Path:
         data = {b: sensor_rows(b, seed=b) for b in BATCHES}
 
         results["in_process"] = {
-            f"batch_{b}": percentiles(time_calls(lambda x=x: bundle.score(x), repeat=REQUESTS))
+            f"batch_{b}": percentiles(time_calls(partial(bundle.score, x), repeat=REQUESTS))
             for b, x in data.items()
         }
         results["profile_us"] = {f"batch_{b}": profile(bundle, x) for b, x in data.items()}
@@ -320,7 +321,7 @@ def main() -> Path:
         try:
             for b, x in data.items():
                 cases[f"echo_floor/batch_{b}"] = _both(
-                    lambda c, x=x: run_http(echo_port, "/", per_feature_body(x, names), c, echo.pid)
+                    partial(run_http, echo_port, "/", per_feature_body(x, names), echo.pid)
                 )
         finally:
             _stop(echo)
@@ -328,14 +329,9 @@ def main() -> Path:
         stock, stock_port = start_stock(root / "stock", model_dir, registered.tracking_uri)
         try:
             for b, x in data.items():
+                stock_body = per_feature_body(x, names)
                 cases[f"stock_mlflow/batch_{b}"] = _both(
-                    lambda c, x=x: run_http(
-                        stock_port,
-                        "/v2/models/stock/infer",
-                        per_feature_body(x, names),
-                        c,
-                        stock.pid,
-                    )
+                    partial(run_http, stock_port, "/v2/models/stock/infer", stock_body, stock.pid)
                 )
         finally:
             _stop(stock)
@@ -350,15 +346,14 @@ def main() -> Path:
             path = "/v2/models/drill-ae/infer"
             for b, x in data.items():
                 cases[f"loopline_rest/batch_{b}"] = _both(
-                    lambda c, x=x: run_http(port, path, per_feature_body(x, names), c, pid)
+                    partial(run_http, port, path, per_feature_body(x, names), pid)
                 )
                 cases[f"loopline_rest_matrix/batch_{b}"] = _both(
-                    lambda c, x=x: run_http(port, path, matrix_body(x), c, pid)
+                    partial(run_http, port, path, matrix_body(x), pid)
                 )
+                grpc_target, grpc_body = status.endpoints.grpc, grpc_request("drill-ae", x)
                 cases[f"loopline_grpc/batch_{b}"] = _both(
-                    lambda c, x=x: run_grpc(
-                        status.endpoints.grpc, grpc_request("drill-ae", x), c, pid
-                    )
+                    partial(run_grpc, grpc_target, grpc_body, pid)
                 )
     results["cases"] = cases
     results["ratios"] = ratios(cases)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -52,10 +53,20 @@ class LoadedVersion:
     resolved: ResolvedModel
     scorer: Scorer
     layout: FeatureLayout
+    label: str = ""  # overrides the resolved version in responses and metrics
 
     @property
     def version(self) -> str:
-        return self.resolved.version
+        return self.label or self.resolved.version
+
+
+_SELDON_VERSION = re.compile(r"^(?P<model>.+)-v(?P<version>\d+)$")
+
+
+def seldon_name_parts(name: str) -> tuple[str, str] | None:
+    """(model, version) of a Seldon Model named `<model>-v<version>` (see `seldon.py`)."""
+    match = _SELDON_VERSION.match(name)
+    return (match["model"], match["version"]) if match else None
 
 
 def detect_protocol(request: InferenceRequest) -> str:
@@ -104,6 +115,11 @@ class LooplineRuntime(MLModel):
 
             torch.set_num_threads(cfg.torch_threads)
         self.champion = await asyncio.to_thread(load_version, CHAMPION, uri, tracking)
+        if self.champion.resolved.registered_name is None:
+            # A folder (Seldon's agent downloads the artifact): the registry version comes
+            # from the settings, else from the Seldon Model's name `<model>-v<version>`.
+            parts = seldon_name_parts(self.name)
+            self.champion.label = cfg.version_label or (parts[1] if parts else "")
         if cfg.canary_model_uri:
             self.canary = await asyncio.to_thread(
                 load_version, CANARY, cfg.canary_model_uri, tracking
@@ -154,7 +170,10 @@ class LooplineRuntime(MLModel):
 
     @property
     def model_label(self) -> str:
-        return (self.config.model_name if self.config else "") or self.name
+        if self.config and self.config.model_name:
+            return self.config.model_name
+        parts = seldon_name_parts(self.name)
+        return parts[0] if parts else self.name
 
     def pick(self) -> LoadedVersion:
         """Champion, or the canary for a `canary_weight` share of requests."""

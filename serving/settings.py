@@ -40,6 +40,11 @@ class ServingSettings(BaseSettings):
         description="Name of the Loopline Model (metrics label, samples); empty means the "
         "MLServer model name.",
     )
+    version_label: str = Field(
+        default="",
+        description="Version reported when model_uri is a folder (no registry version); empty "
+        "means the `-v<version>` suffix of the model name, else the folder path.",
+    )
     tracking_uri: str = Field(
         default="",
         description="MLflow tracking URI; empty means loopline.settings' resolved URI.",

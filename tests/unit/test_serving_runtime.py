@@ -216,3 +216,27 @@ def test_protocol_from_headers() -> None:
     assert detect_protocol(rest) == "rest"
     assert detect_protocol(grpc) == "grpc"
     assert detect_protocol(InferenceRequest(inputs=[])) == "unknown"
+
+
+async def test_a_folder_served_under_a_seldon_name_reports_its_version(bundle_dir: Path) -> None:
+    """Seldon's agent hands the runtime a downloaded folder; the name carries the version."""
+    runtime = LooplineRuntime(
+        ModelSettings(
+            name="drill-ae-v7",
+            implementation=LooplineRuntime,
+            parameters=ModelParameters(uri=str(bundle_dir)),
+        )
+    )
+    registry = CollectorRegistry()
+    runtime.metrics = serving_metrics(registry)
+    assert await runtime.load()
+    response = await runtime.predict(matrix(sensor_rows(1)))
+    assert response.model_version == "7"
+    assert runtime.model_label == "drill-ae"
+    assert (
+        registry.get_sample_value(
+            "loopline_model_version_info",
+            {"model": "drill-ae", "version": "7", "role": "champion", "task": "anomaly-detection"},
+        )
+        == 1
+    )
