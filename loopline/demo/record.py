@@ -102,6 +102,7 @@ class RunInfo(_Item):
     trigger: str = ""
     phase: str = ""
     step: str = ""
+    message: str = ""
     started_t: float | None = None
     ended_t: float | None = None
     mlflow_run_id: str = ""
@@ -136,6 +137,7 @@ class DemoRecord(BaseModel):
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     core_features: list[str] = Field(default_factory=list)
     phase: str = ""
+    message: str = ""  # the Model's status.message
     conditions: dict[str, ConditionChange] = Field(default_factory=dict)
     champion: str = ""
     challenger: str = ""

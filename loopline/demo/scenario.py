@@ -74,6 +74,10 @@ class StageTimeout(RuntimeError):
     """A stage of the loop did not complete in time; the message says which and where."""
 
 
+class ModelFailed(RuntimeError):
+    """The Model went to phase Failed; the message is its status message."""
+
+
 @dataclass
 class DemoResult:
     """What a run showed; the e2e test asserts the story on it."""
@@ -417,8 +421,14 @@ class Demo:
     def wait_first_champion(self) -> None:
         rec = self.record
         rec.set_segment("first training")
+
+        def serving() -> bool:
+            if rec.phase == "Failed":
+                raise ModelFailed(f"the Model failed before serving: {rec.message}")
+            return rec.first_marker("serving") is not None
+
         wait_for(
-            lambda: rec.first_marker("serving"),
+            serving,
             timeout=self.s.serving_timeout,
             what=f"the first champion of {self.s.model} to serve (phase {rec.phase or '-'})",
         )
@@ -572,11 +582,15 @@ class Demo:
 
             def seen(kind: str = kind) -> bool:
                 self._tick()
-                if rec.first_marker("gate-rejected") and kind in ("gate-passed", "promoted"):
-                    raise StageTimeout(
-                        "the gate rejected the challenger: "
-                        + (rec.first_marker("gate-rejected").label or "")  # type: ignore[union-attr]
-                    )
+                rejected = rec.first_marker("gate-rejected")
+                if rejected is not None and kind in ("gate-passed", "promoted"):
+                    raise ModelFailed(f"the gate rejected the challenger: {rejected.label}")
+                for run in list(rec.runs.values()):
+                    if run.trigger == "drift" and run.phase == "Failed":
+                        raise ModelFailed(
+                            f"the retraining run {run.run_id} failed at step "
+                            f"{run.step or '-'}: {run.message}"
+                        )
                 return rec.first_marker(kind) is not None
 
             wait_for(
@@ -692,7 +706,7 @@ class Demo:
             self.record.note(str(exc))
             self.record.step("Stopped early: a piece is missing", detail=str(exc))
             log.warning("demo stopped early: %s", exc)
-        except (BrokenPiece, StageTimeout, ClusterError) as exc:
+        except (BrokenPiece, StageTimeout, ModelFailed, ClusterError) as exc:
             result.problems.append(str(exc))
             self.record.note(str(exc))
             self.record.step("Stopped early", detail=str(exc).splitlines()[0])

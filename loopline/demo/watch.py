@@ -61,6 +61,7 @@ class StatusTracker:
         phase = status.get("phase")
         if phase:
             rec.set_phase(str(phase))
+        rec.message = str(status.get("message") or "")
         for cond in status.get("conditions") or []:
             rec.set_condition(
                 str(cond.get("type")),
@@ -105,6 +106,7 @@ class StatusTracker:
                 trigger=run.get("trigger"),
                 phase=run.get("phase"),
                 step=run.get("step"),
+                message=run.get("message"),
                 mlflow_run_id=run.get("mlflowRunId"),
                 model_version=str(version) if version else None,
                 started_t=self._t(run.get("startedAt")),

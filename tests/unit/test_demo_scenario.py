@@ -40,7 +40,7 @@ def test_quick_shrinks_only_what_was_not_set(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("LOOPLINE_DEMO_RATE", "33")
     quick = DemoSettings().quick()
     assert quick.rate == 33.0
-    assert quick.machines == 4
+    assert quick.machines == 6
     assert quick.epochs == 3
     assert DemoSettings(machines=6).quick().machines == 6
     with pytest.raises(ValueError, match="extra"):
