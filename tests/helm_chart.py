@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
+import functools
 import re
 import subprocess
 import sys
@@ -29,8 +29,7 @@ import yaml
 from loopline.cluster.binaries import ensure
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# LOOPLINE_CHART_DIR: test another copy of the chart (e.g. one unpacked from `helm package`).
-CHART_DIR = Path(os.environ.get("LOOPLINE_CHART_DIR") or REPO_ROOT / "helm" / "loopline")
+CHART_DIR = REPO_ROOT / "helm" / "loopline"
 CI_VALUES_DIR = CHART_DIR / "ci"
 GOLDEN_DIR = REPO_ROOT / "tests" / "golden" / "helm"
 RBAC_DIR = REPO_ROOT / "manifests" / "rbac"
@@ -55,6 +54,7 @@ class HelmError(RuntimeError):
         super().__init__(f"helm {' '.join(args)} failed:\n{stderr.strip()}")
 
 
+@functools.cache
 def helm_binary() -> Path:
     """The helm built by platform/build.sh (`make controlplane`), never one on PATH."""
     return ensure(build_if_needed=False).helm
