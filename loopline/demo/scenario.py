@@ -294,6 +294,11 @@ class Demo:
 
         mlflow_dir = self.state_dir / "mlflow"
         (mlflow_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+        # MLflow logs through a handler of its own; send its records where ours go instead.
+        mlflow_log = logging.getLogger("mlflow")
+        for handler in list(mlflow_log.handlers):
+            mlflow_log.removeHandler(handler)
+        mlflow_log.propagate = True
         MlflowClient(tracking_uri=self.tracking_uri).search_experiments(max_results=1)
         port = proc.free_ports(1)[0]
         argv = [
