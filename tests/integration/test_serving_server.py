@@ -48,13 +48,14 @@ def server(manager: LocalServingManager, registered_model: RegisteredModel) -> s
 
 @pytest.fixture(scope="module")
 def pyfunc(registered_model: RegisteredModel) -> object:
-    """The same version through MLflow's own pyfunc path, in this process."""
+    """The same version through MLflow's own pyfunc path, in this process (no global MLflow
+    URIs are set, so other test modules keep theirs)."""
     import mlflow
+    from mlflow.artifacts import download_artifacts
 
     uri = f"models:/{registered_model.name}/{registered_model.champion_version}"
-    mlflow.set_registry_uri(registered_model.tracking_uri)
-    mlflow.set_tracking_uri(registered_model.tracking_uri)
-    return mlflow.pyfunc.load_model(uri)
+    local = download_artifacts(artifact_uri=uri, tracking_uri=registered_model.tracking_uri)
+    return mlflow.pyfunc.load_model(local)
 
 
 def v2_matrix(x: np.ndarray) -> InferenceRequest:
