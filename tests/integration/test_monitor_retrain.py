@@ -89,7 +89,7 @@ def test_missing_model_is_an_error_the_monitor_retries(
         requester=KubernetesRetrainRequester(kube_api),
         clock=lambda: clock[0],
     )
-    drifted = [*rng.normal(size=(100, 3)), 2.0, 2.0, 0.0]
+    drifted = rng.normal(size=(100, 3)) + np.array([2.0, 2.0, 0.0])
     monitor.submit(
         SampleBatch(model="drill-ae", modelVersion="3", featureNames=NAMES, rows=drifted.tolist())
     )
