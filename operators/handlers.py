@@ -108,20 +108,23 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
         operator.close()
 
 
-def _operator(memo: kopf.Memo) -> Operator:
-    return memo["operator"]  # type: ignore[no-any-return]
+def _operator(memo: Any) -> Operator:
+    operator: Operator = memo["operator"]
+    return operator
 
 
 @kopf.on.event(GROUP, VERSION, "models")
-def model_event(type: str, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    if type == "DELETED":
+def model_event(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    if type == "DELETED" or namespace is None:
         return
     with contextlib.suppress(BackendUnavailable):  # recorded as Degraded; the timer retries
         _operator(memo).reconcile_model(namespace, name)
 
 
 @kopf.timer(GROUP, VERSION, "models", interval=INTERVAL)
-def model_timer(namespace: str, name: str, memo: kopf.Memo, retry: int, **_: Any) -> None:
+def model_timer(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+    assert namespace is not None  # Models are namespaced
+    retry = int(kwargs.get("retry", 0))
     try:
         _operator(memo).reconcile_model(namespace, name)
     except BackendUnavailable as exc:
@@ -137,11 +140,12 @@ def model_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
 
 
 @kopf.on.event(GROUP, VERSION, "pipelines")
-def pipeline_event(type: str, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    if type != "DELETED":
+def pipeline_event(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    if type != "DELETED" and namespace is not None:
         _operator(memo).reconcile_pipeline(namespace, name)
 
 
 @kopf.timer(GROUP, VERSION, "pipelines", interval=INTERVAL)
-def pipeline_timer(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+def pipeline_timer(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    assert namespace is not None  # Pipelines are namespaced
     _operator(memo).reconcile_pipeline(namespace, name)

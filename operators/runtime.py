@@ -132,7 +132,7 @@ class Operator:
             if exc.status == 404:
                 return None
             raise
-        return obj  # type: ignore[no-any-return]
+        return obj
 
     def _patch_status(self, plural: str, obj: dict[str, Any], status: Any) -> None:
         new = status.model_dump(mode="json", by_alias=True)

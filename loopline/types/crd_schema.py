@@ -103,7 +103,7 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     defs = raw.pop("$defs", {})
     schema = _structural(raw, defs, strip_defaults=False)
     schema.pop("description", None)
-    return schema  # type: ignore[no-any-return]
+    return schema
 
 
 def _crd(

@@ -14,6 +14,7 @@ from itertools import pairwise
 from typing import Annotated
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic.config import JsonDict
 
 from loopline.types.common import Spec, Task
 from loopline.types.pipeline import NAME_PATTERN
@@ -45,7 +46,7 @@ class PipelineRef(Spec):
     )
 
 
-CANARY_RULES = [
+CANARY_RULES: list[JsonDict] = [
     {
         "rule": "self.steps.isSorted()",
         "message": "serving.canary.steps must be strictly increasing",
@@ -64,7 +65,7 @@ CANARY_RULES = [
 class CanarySpec(Spec):
     """Traffic percentages a new champion walks through, and what aborts the walk."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": CANARY_RULES})
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": list(CANARY_RULES)})
 
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
         default_factory=lambda: [10, 50, 100],
@@ -107,7 +108,7 @@ class ServingSpec(Spec):
     )
 
 
-MONITORING_RULES = [
+MONITORING_RULES: list[JsonDict] = [
     {
         "rule": "!self.retrainOnDrift || self.enabled",
         "message": "monitoring.retrainOnDrift needs monitoring.enabled: true",
@@ -118,7 +119,9 @@ MONITORING_RULES = [
 
 
 class MonitoringSpec(Spec):
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": MONITORING_RULES})
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": list(MONITORING_RULES)}
+    )
 
     enabled: bool = True
     detector: Detector = Detector.KS
@@ -134,7 +137,7 @@ class MonitoringSpec(Spec):
     @model_validator(mode="after")
     def _retrain_needs_monitor(self) -> MonitoringSpec:
         if self.retrain_on_drift and not self.enabled:
-            raise ValueError(MONITORING_RULES[0]["message"])
+            raise ValueError(str(MONITORING_RULES[0]["message"]))
         return self
 
 

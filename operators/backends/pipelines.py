@@ -149,7 +149,7 @@ class LocalPipelineBackend:
         run_dir = self._dir(run_id)
         if not (run_dir / "spec.json").is_file():
             return None
-        result = TrainingRunResult(runId=run_id, phase=RunPhase.PENDING)
+        result = TrainingRunResult(run_id=run_id, phase=RunPhase.PENDING)
         try:
             text = (run_dir / "result.json").read_text()
             result = TrainingRunResult.model_validate_json(text)
@@ -158,7 +158,7 @@ class LocalPipelineBackend:
         except (OSError, ValidationError) as exc:
             # The worker writes atomically, so this is a broken worker, not a torn read.
             return TrainingRunResult(
-                runId=run_id, phase=RunPhase.FAILED, message=f"unreadable result.json: {exc}"
+                run_id=run_id, phase=RunPhase.FAILED, message=f"unreadable result.json: {exc}"
             )
         if result.phase in TERMINAL:
             return result

@@ -25,10 +25,10 @@ def set_condition(
     new = Condition(
         type=type_,
         status=status,
-        observedGeneration=generation,
+        observed_generation=generation,
         reason=reason,
         message=message[:32768],
-        lastTransitionTime=changed_at,
+        last_transition_time=changed_at,
     )
     if old == new:
         return list(conditions)

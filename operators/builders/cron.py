@@ -59,7 +59,8 @@ class CronSchedule:
         ]
         weekdays = _parse_field(parts[4], "day of week", 0, 7)
         weekdays = frozenset(d % 7 for d in weekdays)
-        return cls(*parsed, weekdays, parts[2] != "*", parts[4] != "*")
+        minutes, hours, days, months = parsed
+        return cls(minutes, hours, days, months, weekdays, parts[2] != "*", parts[4] != "*")
 
     def _day_matches(self, t: datetime) -> bool:
         dom = t.day in self.days

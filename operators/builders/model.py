@@ -102,7 +102,7 @@ def parse_retrain_request(annotations: Mapping[str, str], now: datetime) -> Retr
         trigger = Trigger(reason.get("trigger", "manual")) if isinstance(reason, dict) else trigger
     except (ValueError, TypeError):
         pass  # an unreadable reason is kept verbatim; the request still counts (manual)
-    return RetrainingStatus(requestId=request_id, trigger=trigger, reason=raw, receivedAt=now)
+    return RetrainingStatus(request_id=request_id, trigger=trigger, reason=raw, received_at=now)
 
 
 def _drift_from_reason(raw: str, now: datetime) -> DriftStatus:
@@ -120,9 +120,9 @@ def _drift_from_reason(raw: str, now: datetime) -> DriftStatus:
         last_check = now
     return DriftStatus(
         drifted=True,
-        lastCheck=last_check,
+        last_check=last_check,
         features=[str(f) for f in reason.get("features") or []],
-        pValues={str(k): float(v) for k, v in p_values.items() if isinstance(v, int | float)},
+        p_values={str(k): float(v) for k, v in p_values.items() if isinstance(v, int | float)},
     )
 
 
@@ -166,11 +166,11 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
             version = current.model_version
             if current.phase == RunPhase.SUCCEEDED and current.promoted and version:
                 challenger = VersionRef(
-                    version=version, runId=current.run_id, metrics=obs.run.metrics
+                    version=version, run_id=current.run_id, metrics=obs.run.metrics
                 )
                 first_weight = spec.serving.canary.steps[0] if champion else 100
                 rollout = RolloutStatus(
-                    version=version, stepIndex=0, weight=first_weight, stepStartedAt=obs.now
+                    version=version, step_index=0, weight=first_weight, step_started_at=obs.now
                 )
                 events.append(
                     Event(
@@ -262,12 +262,12 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
                 parent_version=champion.version if champion else None,
             )
             current = RunRecord(
-                runId=rid,
+                run_id=rid,
                 trigger=trigger,
                 generation=obs.generation,
-                requestId=pending.request_id if pending else None,
+                request_id=pending.request_id if pending else None,
                 phase=RunPhase.PENDING,
-                startedAt=obs.now,
+                started_at=obs.now,
             )
             if pending is not None:
                 retraining = pending.model_copy(update={"run_id": rid})
@@ -346,9 +346,9 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
             idx = rollout.step_index + 1
             rollout = RolloutStatus(
                 version=rollout.version,
-                stepIndex=idx,
+                step_index=idx,
                 weight=steps[idx],
-                stepStartedAt=obs.now,
+                step_started_at=obs.now,
             )
             events.append(
                 Event(
@@ -359,7 +359,7 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
             metrics = challenger.metrics if challenger else {}
             champion = VersionRef(
                 version=rollout.version,
-                runId=challenger.run_id if challenger else None,
+                run_id=challenger.run_id if challenger else None,
                 metrics=metrics,
             )
             challenger = None
@@ -510,9 +510,9 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
     status = ModelStatus(
         phase=phase,
         message=message,
-        observedGeneration=gen,
+        observed_generation=gen,
         conditions=conditions,
-        currentRun=current,
+        current_run=current,
         runs=runs,
         champion=champion,
         challenger=challenger,
@@ -520,8 +520,8 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         endpoints=endpoints,
         drift=drift,
         retraining=retraining,
-        trainingHash=thash,
-        pendingRequest=pending,
+        training_hash=thash,
+        pending_request=pending,
     )
     return ModelPlan(status=status, submit=submit, cancel=cancel, serving=desired, events=events)
 

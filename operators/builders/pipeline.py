@@ -91,12 +91,12 @@ def reconcile_pipeline(
         now,
     )
     new_status = PipelineStatus(
-        observedGeneration=generation,
+        observed_generation=generation,
         models=sorted(models),
-        recentRuns=runs[: spec.history_limit],
-        lastSuccess=last_success,
-        lastScheduleTime=last_tick,
-        nextScheduleTime=next_tick,
+        recent_runs=runs[: spec.history_limit],
+        last_success=last_success,
+        last_schedule_time=last_tick,
+        next_schedule_time=next_tick,
         conditions=conditions,
     )
     return PipelinePlan(status=new_status, requests=requests, error=error)
