@@ -21,6 +21,8 @@ from loopline.monitoring.service import DriftMonitor
 from loopline.monitoring.settings import MonitorSettings
 from loopline.samples import SampleBatch
 from loopline.types.common import GROUP, RETRAIN_ANNOTATION, RETRAIN_REASON_ANNOTATION, VERSION
+from tests.fixtures.cluster import wait_for
+from tests.fixtures.operator import PIPELINE, OperatorHarness, model_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "manifests" / "examples" / "model-drill-ae.yaml"
@@ -124,3 +126,53 @@ def test_request_for_another_namespace_does_not_touch_this_one(
     assert err.value.status == 404
     ann = get_model(kube_api, namespace)["metadata"].get("annotations") or {}
     assert RETRAIN_ANNOTATION not in ann
+
+
+def test_operator_records_the_monitors_request_and_starts_one_run(
+    operator_harness: OperatorHarness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The monitor's request as the operator sees it: status.retraining (id, trigger drift),
+    status.drift (features, p-values), one new run even when delivered twice."""
+    h = operator_harness
+    monkeypatch.setenv("LOOPLINE_TEST_WORKER_STEP_SECONDS", "0.5")
+    h.create(PIPELINE)
+    h.create(model_manifest(monitoring={"retrainOnDrift": True}))
+    rng = np.random.default_rng(1)
+    reference = pd.DataFrame(rng.normal(size=(1000, 3)), columns=NAMES)
+    requester = KubernetesRetrainRequester(h.api)
+    monitor = DriftMonitor(
+        MonitorSettings(
+            model="drill-ae",
+            namespace=h.namespace,
+            window_size=100,
+            window_step=100,
+            consecutive_windows=2,
+            state_dir=tmp_path / "state",
+        ),
+        reference_source=FrameReferenceSource(reference, version="1"),
+        requester=requester,
+    )
+    with h.running():
+        h.wait_phase("drill-ae", "Serving", timeout=60)
+        runs_before = len(h.started())
+        drifted = rng.normal(size=(200, 3)) + np.array([0.0, 3.0, 0.0])
+        monitor.submit(
+            SampleBatch(
+                model="drill-ae", modelVersion="1", featureNames=NAMES, rows=drifted.tolist()
+            )
+        )
+        monitor.process()
+        request = RetrainRequest.from_dict(monitor.state.last_request or {})
+        assert monitor.state.pending_request is None
+        requester.request(request)  # delivered again, as after a monitor restart
+        status = wait_for(
+            lambda: (s := h.status("drill-ae")).get("retraining", {}).get("runId") and s,
+            timeout=60,
+            what="status.retraining.runId",
+        )
+        h.wait_phase("drill-ae", "Serving", timeout=60)
+    assert status["retraining"]["requestId"] == request.request_id == "drift-drill-ae-v1-w2"
+    assert status["retraining"]["trigger"] == "drift"
+    assert status["drift"]["features"] == ["spindle_speed"]
+    assert set(status["drift"]["pValues"]) == {"spindle_speed"}
+    assert len(h.started()) == runs_before + 1
