@@ -200,12 +200,27 @@ def bundle_dir_of_model(model_dir: Path) -> Path:
     return model_dir / info["path"]
 
 
-def load_bundle(model_uri: str | Path, *, tracking_uri: str | None = None) -> ModelBundle:
+INFERENCE_THREADS = 1
+
+
+def load_bundle(
+    model_uri: str | Path,
+    *,
+    tracking_uri: str | None = None,
+    torch_threads: int | None = INFERENCE_THREADS,
+) -> ModelBundle:
     """Load a bundle from a local folder or an MLflow model URI (`models:/name@champion`).
 
     Reads the bundle files directly instead of going through `mlflow.pyfunc.load_model`, so
     serving gets the numpy API without pandas and without MLflow's environment checks.
+
+    `torch_threads` sets torch's intra-op threads for this process (None: leave it alone).
+    One is right for these small networks: a forward pass costs tens of microseconds, and on a
+    busy 2-core machine torch's default of one thread per core made it 10-30x slower in wall
+    time (benchmarks/bench_training.py measures the same effect for training).
     """
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
     local = Path(str(model_uri))
     if local.is_dir():
         if (local / BUNDLE_FILE).is_file():

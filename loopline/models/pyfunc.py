@@ -22,7 +22,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, DataType, Schema
 
 import loopline
-from loopline.models.bundle import ARTIFACT_KEY, BundleError, ModelBundle
+from loopline.models.bundle import ARTIFACT_KEY, INFERENCE_THREADS, BundleError, ModelBundle
 from loopline.types.common import Task
 
 PRIMARY = "primary"
@@ -114,8 +114,8 @@ class BundlePyfunc(PythonModel):
 
     def load_context(self, context: PythonModelContext) -> None:
         # Model servers run one request per core; torch's default of one thread per core per
-        # request oversubscribes the machine on small batches.
-        torch.set_num_threads(1)
+        # request oversubscribes the machine on small batches (see `load_bundle`).
+        torch.set_num_threads(INFERENCE_THREADS)
         self.bundle = ModelBundle.load_dir(Path(context.artifacts[ARTIFACT_KEY]))
 
     def predict(
