@@ -309,17 +309,15 @@ class DriftMonitor:
             )
             if reference.feature_names != self.feature_names:
                 self._reshape(reference.feature_names)
-            old = self.reference.version if self.reference is not None else None
-            if old is not None:
-                self.metrics.reference_info.remove(self.model, old)
-            elif self.state.reference_version and self.state.reference_version != reference.version:
-                old = self.state.reference_version
+            if self.reference is not None:
+                self.metrics.reference_info.remove(self.model, self.reference.version)
             self.reference, self.detector = reference, detector
-            if self.state.reference_version != reference.version:
-                if self.state.reference_version:
-                    log.info("new reference %s (was %s): re-armed", reference.version, old)
+            previous = self.state.reference_version
+            if previous != reference.version:
                 self.state = rearm(self.state, reference.version)
-                if old is None and self.state.windows_tested == 0:
+                if previous:
+                    log.info("new reference %s (was %s): re-armed", reference.version, previous)
+                elif self.state.windows_tested == 0:
                     self.state = replace(self.state, decision=Decision.NONE.value)
             self.metrics.reference_rows.labels(self.model).set(reference.values.shape[0])
             self.metrics.reference_info.labels(self.model, reference.version).set(1)

@@ -227,3 +227,25 @@ def test_settings_from_the_model_spec_and_env_round_trip(monkeypatch: pytest.Mon
     assert MonitorSettings() == direct
     with pytest.raises(ValueError, match="window_step"):
         MonitorSettings(window_size=100, window_step=200)
+
+
+def test_champion_promoted_while_the_monitor_was_down_rearms_on_start(tmp_path: Path) -> None:
+    clock, req = Clock(), LogRetrainRequester()
+    mon = monitor(tmp_path, req, clock, consecutive_windows=1)
+    mon.submit(batch(frame(200, 1, shift=1.5)))
+    mon.process()
+    mon.stop()
+    assert mon.state.decision == "retrain-requested"
+    assert mon.state.cooldown_until > clock.t
+    restarted = DriftMonitor(
+        settings(tmp_path, consecutive_windows=1),
+        reference_source=FrameReferenceSource(frame(2000, 9, shift=1.5), version="2"),
+        requester=req,
+        clock=clock,
+    )
+    assert restarted.state.reference_version == "2"
+    assert restarted.state.decision == "rearmed"
+    assert restarted.state.cooldown_until == 0
+    assert restarted.state.requests == 1, "history is kept, only the arming resets"
+    text = generate_latest(restarted.metrics.registry).decode()
+    assert 'loopline_monitor_reference_info{model="drill-ae",version="2"} 1.0' in text
