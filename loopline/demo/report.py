@@ -182,15 +182,22 @@ def plot_conditions(rec: DemoRecord, path: Path) -> Path | None:
     end = rec.ended_t if rec.ended_t is not None else max(x.t for x in rec.transitions) + 1
     types = ["Phase", *sorted({c.type for c in rec.transitions if c.type != "Phase"})]
     colours = {"True": "tab:green", "False": "lightgrey", "Unknown": "gold"}
-    phase_colours = plt.get_cmap("tab10")
-    phases = sorted({c.status for c in rec.transitions if c.type == "Phase"})
+    phase_colours = {
+        "Pending": "lightgrey",
+        "Training": "tab:cyan",
+        "Validating": "tab:purple",
+        "Rolling out": "tab:blue",
+        "Serving": "tab:green",
+        "Degraded": "gold",
+        "Failed": "tab:red",
+    }
     fig, ax = plt.subplots(figsize=(11, 0.5 * len(types) + 1.5))
     for row, type_ in enumerate(types):
         changes = [c for c in rec.transitions if c.type == type_]
         for i, c in enumerate(changes):
             stop = changes[i + 1].t if i + 1 < len(changes) else end
             colour = (
-                phase_colours(phases.index(c.status) % 10)
+                phase_colours.get(c.status, "tab:olive")
                 if type_ == "Phase"
                 else colours.get(c.status, "tab:blue")
             )
@@ -203,7 +210,7 @@ def plot_conditions(rec: DemoRecord, path: Path) -> Path | None:
     ax.set_xlim(0, end)
     ax.invert_yaxis()
     ax.set_xlabel("seconds since start")
-    ax.set_title("The Model's phase and conditions (green: True)")
+    ax.set_title("The Model's phase (top) and conditions (green: True)")
     return _save(fig, path)
 
 

@@ -661,6 +661,12 @@ class Demo:
                 )
             )
 
+    def _metrics_url(self) -> str:
+        metrics = self.record.endpoints.get("Metrics")
+        if metrics:
+            return metrics if metrics.endswith("/metrics") else f"{metrics.rstrip('/')}/metrics"
+        return f"{self.record.endpoints.get('REST', '')}/metrics"
+
     def act_dead_sensor(self) -> None:
         assert self.stream is not None
         rec = self.record
@@ -670,8 +676,7 @@ class Demo:
         rec.step(
             "Sensor died",
             detail=f"{self.s.dead_sensor} reads NaN on every machine; the fallback answers",
-            command=f"curl -s {self.record.endpoints.get('REST', '')}/metrics "
-            "| grep loopline_serving_fallback",
+            command=f"curl -s {self._metrics_url()} | grep fallback",
         )
         self._run_for(self.s.dead_sensor_seconds)
         self.stream.revive_sensor(self.s.dead_sensor, segment="sensor-restored")
