@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from typing import Any
 
 import kopf
@@ -27,6 +26,7 @@ from kubernetes import config as k8s_config
 
 from loopline import quiet
 from loopline.operators.errors import BackendUnavailable
+from loopline.operators.kube import api_client
 from loopline.operators.runtime import Operator, build_backends
 from loopline.operators.settings import OperatorSettings
 from loopline.settings import Settings
@@ -38,17 +38,6 @@ KOPF_PREFIX = f"kopf.{GROUP}"
 # Timer intervals are fixed when handlers register (import time); everything else is read
 # from the environment at startup, so one process can run the operator more than once (tests).
 INTERVAL = OperatorSettings().reconcile_interval
-
-
-def api_client(settings: OperatorSettings) -> k8s.ApiClient:
-    """A Kubernetes client: the configured kubeconfig, else in-cluster, else the default."""
-    if settings.kubeconfig is not None:
-        return k8s_config.new_client_from_config(config_file=str(settings.kubeconfig))
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        configuration = k8s.Configuration()
-        k8s_config.load_incluster_config(client_configuration=configuration)
-        return k8s.ApiClient(configuration)
-    return k8s_config.new_client_from_config()
 
 
 def _backoff(retry: int) -> float:

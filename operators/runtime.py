@@ -24,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from loopline.operators.backends import PIPELINE_BACKENDS, SERVING_BACKENDS, resolve
+from loopline.operators.backends.monitoring import LocalMonitoringBackend, MonitoringBackend
 from loopline.operators.backends.pipelines import LocalPipelineBackend, PipelineBackend
 from loopline.operators.backends.serving import LocalServingBackend, ServingBackend
 from loopline.operators.builders.conditions import is_true
@@ -34,8 +35,10 @@ from loopline.operators.builders.model import (
     mark_failed,
     reconcile_model,
 )
+from loopline.operators.builders.monitoring import build_monitor
 from loopline.operators.builders.pipeline import reconcile_pipeline
 from loopline.operators.builders.runs import RunContext
+from loopline.operators.builders.serving import ServingDesired
 from loopline.operators.errors import BackendRejected, BackendUnavailable
 from loopline.operators.settings import OperatorSettings
 from loopline.settings import Settings
@@ -48,7 +51,13 @@ from loopline.types.common import (
 from loopline.types.model import ModelSpec
 from loopline.types.pipeline import PipelineSpec
 from loopline.types.runs import RunPhase
-from loopline.types.status import ModelPhase, ModelStatus, PipelineStatus, RunRecord
+from loopline.types.status import (
+    Endpoints,
+    ModelPhase,
+    ModelStatus,
+    PipelineStatus,
+    RunRecord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +78,7 @@ def _validation_message(exc: ValidationError, prefix: str) -> str:
 class Backends:
     pipelines: PipelineBackend
     serving: ServingBackend
+    monitoring: MonitoringBackend | None = None  # local mode: drift monitor processes
 
 
 def build_backends(settings: OperatorSettings, tracking_uri: str) -> Backends:
@@ -83,11 +93,17 @@ def build_backends(settings: OperatorSettings, tracking_uri: str) -> Backends:
         pipelines = LocalPipelineBackend(settings.runs_dir, settings.worker_command or None)
     else:
         pipelines = pipe_cls(settings)
+    monitoring: MonitoringBackend | None = None
     if serve_cls is LocalServingBackend:
         serving = LocalServingBackend(settings.serving_dir, tracking_uri=tracking_uri)
+        monitoring = LocalMonitoringBackend(
+            settings.serving_dir / "monitors",
+            tracking_uri=tracking_uri,
+            kubeconfig=settings.kubeconfig,
+        )
     else:
         serving = serve_cls(settings)
-    return Backends(pipelines, serving)
+    return Backends(pipelines, serving, monitoring)
 
 
 def _import(path: str) -> Any:
@@ -108,6 +124,7 @@ class Operator:
         self.core = k8s.CoreV1Api(api)
         self.pipelines = backends.pipelines
         self.serving = backends.serving
+        self.monitoring = backends.monitoring
         self.settings = settings
         self.context = context or RunContext(
             mlflow_tracking_uri=Settings().resolved_mlflow_tracking_uri(),
@@ -248,6 +265,7 @@ class Operator:
                 self.pipelines.cancel(plan.cancel)
             if plan.submit is not None:
                 self.pipelines.submit(plan.submit)
+            new_status = self._apply_monitor(namespace, name, spec, plan.serving, new_status)
             if plan.serving is not None:
                 self.serving.apply(plan.serving)
             elif serving is not None:
@@ -262,6 +280,32 @@ class Operator:
         self._patch_status("models", obj, new_status)
         for event in plan.events:
             self.event(obj, event)
+
+    def _apply_monitor(
+        self,
+        namespace: str,
+        name: str,
+        spec: ModelSpec,
+        serving: ServingDesired | None,
+        status: ModelStatus,
+    ) -> ModelStatus:
+        """Start/stop the Model's drift monitor (local mode) and point serving at it."""
+        if self.monitoring is None:
+            return status
+        champion = serving.champion_version if serving is not None else None
+        desired = build_monitor(namespace, name, spec, champion)
+        key = f"{namespace}/{name}"
+        urls = self.serving.monitor_urls if isinstance(self.serving, LocalServingBackend) else {}
+        if desired is None:
+            self.monitoring.delete(namespace, name)
+            urls.pop(key, None)
+            return status
+        url = self.monitoring.apply(desired)
+        urls[key] = url  # the sampler appends loopline.samples.SAMPLES_PATH
+        endpoints = status.endpoints or Endpoints()
+        return status.model_copy(
+            update={"endpoints": endpoints.model_copy(update={"monitor": url})}
+        )
 
     def _degrade(
         self,
@@ -286,6 +330,8 @@ class Operator:
             for run_id in self.pipelines.runs_of(namespace, name):
                 self.pipelines.cancel(run_id)
             self.serving.delete(namespace, name)
+            if self.monitoring is not None:
+                self.monitoring.delete(namespace, name)
         except (BackendUnavailable, BackendRejected, OSError) as exc:
             if retry < self.settings.cleanup_retries:
                 raise BackendUnavailable(f"cleanup of {namespace}/{name}: {exc}") from exc
@@ -358,6 +404,8 @@ class Operator:
 
     def close(self) -> None:
         self.serving.close()
+        if self.monitoring is not None:
+            self.monitoring.close()
 
 
 def _without_nulls(value: Any) -> Any:

@@ -65,4 +65,8 @@ class OperatorSettings(BaseSettings):
         default="",
         description="Seldon backend: namespace of the Seldon objects; empty means the Model's.",
     )
+    seldon_image: str = Field(
+        default="",
+        description="Seldon backend: the Loopline runtime image the Seldon Server runs.",
+    )
     kfp_host: str = Field(default="", description="KFP backend: the KFP API server URL.")

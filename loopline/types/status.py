@@ -78,6 +78,7 @@ class VersionRef(Spec):
 class Endpoints(Spec):
     rest: str | None = None
     grpc: str | None = None
+    monitor: str | None = Field(default=None, description="The Model's drift monitor.")
 
 
 class RolloutStatus(Spec):

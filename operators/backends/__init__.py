@@ -13,6 +13,7 @@ PIPELINE_BACKENDS: dict[str, str] = {
 
 SERVING_BACKENDS: dict[str, str] = {
     "local": "loopline.operators.backends.serving:LocalServingBackend",
+    "seldon": "loopline.operators.backends.seldon:SeldonServingBackend",
 }
 
 

@@ -3,7 +3,7 @@
 A Model is applied; the operator runs `python -m loopline.pipelines.run` through the local
 pipeline backend (Feast over generated data, the quality gate, torch, MLflow in SQLite) and
 serves the registered version with a local MLServer process through the local serving
-backend; the test then asks the endpoint in status for readiness over the Open Inference
+backend, with a local drift monitor process beside it; the test then asks the endpoint in status for readiness over the Open Inference
 Protocol. Then the Model is deleted and the server process must be gone.
 """
 
@@ -65,9 +65,19 @@ def test_model_trains_for_real_and_serves(
         assert ready.status_code == 200
         assert status["champion"]["version"] == "1"
         assert status["champion"]["metrics"], "the run's metrics reach the status"
+        monitor = status["endpoints"]["monitor"]  # the local drift monitor of the champion
+        wait_for(lambda: _ok(f"{monitor}/healthz"), timeout=120, what="the drift monitor to answer")
         h.custom.delete_namespaced_custom_object(
             "loopline.dev", "v1alpha1", h.namespace, "models", "drill-ae"
         )
         wait_for(lambda: h.get("drill-ae") is None, timeout=60, what="the Model to go")
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{rest}/v2/health/live", timeout=2, trust_env=False)
+    assert not _ok(f"{monitor}/healthz")
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -410,3 +410,15 @@ def test_canary_with_traffic_is_judged_by_the_serving_decision() -> None:
     stepped = reconcile_model(_obs(plan.status, spec=spec, annotations=notes, serving=healthy), CTX)
     assert stepped.status.rollout is not None
     assert stepped.status.rollout.weight == 100
+
+
+def test_monitor_only_for_a_served_champion_with_monitoring_on() -> None:
+    from loopline.operators.builders.monitoring import build_monitor
+
+    spec = _spec(monitoring={"windowSize": 200, "retrainOnDrift": True})
+    assert build_monitor("plant", "drill-ae", spec, None) is None
+    desired = build_monitor("plant", "drill-ae", spec, "3")
+    assert desired is not None
+    assert (desired.window_size, desired.retrain_on_drift) == (200, True)
+    assert build_monitor("plant", "drill-ae", _spec(monitoring={"enabled": False}), "3") is None
+    assert build_monitor("plant", "drill-ae", _spec(serving={"replicas": 0}), "3") is None

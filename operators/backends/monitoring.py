@@ -1,0 +1,139 @@
+"""Monitoring backends: the per-Model drift monitor (`loopline.monitoring`).
+
+`LocalMonitoringBackend` runs `loopline monitor serve` as one process per Model on a free
+loopback port, configured through `LOOPLINE_MONITOR_*` variables from the Model's
+`spec.monitoring`; the model server samples traffic to it, and it writes retraining requests
+back onto the Model (shared contract 4). A monitor that exits is started again on the next
+reconcile; a changed spec restarts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from loopline.operators.builders.monitoring import MonitorDesired
+from loopline.operators.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class MonitoringBackend(Protocol):
+    def apply(self, desired: MonitorDesired) -> str:
+        """Make the monitor run as desired; return its base URL."""
+        ...
+
+    def delete(self, namespace: str, name: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class _Monitor:
+    desired: MonitorDesired
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class LocalMonitoringBackend:
+    def __init__(self, root: Path, *, tracking_uri: str, kubeconfig: Path | None) -> None:
+        self.root = root
+        self.tracking_uri = tracking_uri
+        self.kubeconfig = kubeconfig
+        self._monitors: dict[str, _Monitor] = {}
+        self._lock = threading.Lock()
+
+    def _env(self, desired: MonitorDesired, port: int) -> dict[str, str]:
+        window = desired.window_size
+        settings = {
+            "MODEL": desired.name,
+            "NAMESPACE": desired.namespace,
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "DETECTOR": desired.detector,
+            "P_VALUE": str(desired.p_value),
+            "WINDOW_SIZE": str(window),
+            "MIN_FEATURE_ROWS": str(min(20, window)),
+            "COOLDOWN_SECONDS": str(desired.cooldown_seconds),
+            "RETRAIN_ON_DRIFT": str(desired.retrain_on_drift).lower(),
+            "REQUESTER": "kubernetes",
+            "KUBECONFIG": str(self.kubeconfig or ""),
+            "TRACKING_URI": self.tracking_uri,
+            "STATE_DIR": str(self.root / desired.namespace / desired.name),
+        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_MONITOR_")}
+        env.update({f"LOOPLINE_MONITOR_{k}": v for k, v in settings.items()})
+        return env
+
+    def apply(self, desired: MonitorDesired) -> str:
+        with self._lock:
+            current = self._monitors.get(desired.key)
+            if current is not None and current.proc.poll() is None:
+                if current.desired == desired:
+                    return current.url
+                _stop(current.proc)
+            port = current.port if current is not None else _free_port()
+            folder = self.root / desired.namespace / desired.name
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                logfile = (folder / "monitor.log").open("ab")
+            except OSError as exc:
+                raise BackendUnavailable(f"local monitoring cannot write {folder}: {exc}") from exc
+            with logfile:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "loopline.cli.main", "monitor", "serve",
+                     "--model", desired.name, "--namespace", desired.namespace,
+                     "--port", str(port)],
+                    env=self._env(desired, port),
+                    stdin=subprocess.DEVNULL,
+                    stdout=logfile,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )  # fmt: skip
+            threading.Thread(target=proc.wait, name=f"reap-monitor-{port}", daemon=True).start()
+            monitor = _Monitor(desired, port, proc)
+            self._monitors[desired.key] = monitor
+            log.info("started drift monitor for %s on port %d", desired.key, port)
+            return monitor.url
+
+    def delete(self, namespace: str, name: str) -> None:
+        with self._lock:
+            monitor = self._monitors.pop(f"{namespace}/{name}", None)
+        if monitor is not None:
+            _stop(monitor.proc)
+
+    def close(self) -> None:
+        with self._lock:
+            monitors = list(self._monitors.values())
+            self._monitors.clear()
+        for monitor in monitors:
+            _stop(monitor.proc)
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)

@@ -1,0 +1,236 @@
+"""The `seldon` serving backend: Seldon Core 2 objects on the cluster.
+
+The objects come from `loopline.serving.seldon` (pure builders): per Loopline Model one
+`Server` running the Loopline runtime image, one Seldon `Model` per served version (champion,
+and canary while one walks its steps) and, during a canary, an `Experiment` splitting traffic by
+weight. This backend applies them (create, else merge-patch), deletes the versions and the
+Experiment no longer wanted, and reads readiness from the Seldon Models' `Ready` condition.
+Every object carries the label `loopline.dev/model`, so deletion finds all of them.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from loopline.operators.builders.serving import ServingDesired, ServingObserved
+from loopline.operators.errors import BackendRejected, BackendUnavailable
+from loopline.operators.kube import api_client
+from loopline.operators.settings import OperatorSettings
+from loopline.serving.seldon import (
+    SELDON_API_VERSION,
+    build_experiment,
+    build_model,
+    build_server,
+    model_object_name,
+)
+from loopline.settings import Settings
+
+GROUP, VERSION = SELDON_API_VERSION.split("/")
+MODEL_LABEL = "loopline.dev/model"
+
+
+def server_name(model: str) -> str:
+    return f"{model}-server"[:63]
+
+
+def _error(what: str, exc: ApiException) -> Exception:
+    if exc.status in (400, 403, 404, 409, 422):
+        return BackendRejected(f"Seldon: cannot {what}: {exc.status} {exc.reason}: {exc.body}")
+    return BackendUnavailable(f"Seldon: cannot {what}: {exc.status} {exc.reason}")
+
+
+class SeldonServingBackend:
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        *,
+        api: k8s.ApiClient | None = None,
+        storage_uri: Any = None,
+    ) -> None:
+        if not settings.seldon_image:
+            raise ValueError(
+                "LOOPLINE_OPERATOR_SELDON_IMAGE is empty: set the Loopline runtime image the "
+                "Seldon Server runs (serving backend seldon)"
+            )
+        self.settings = settings
+        self.custom = k8s.CustomObjectsApi(api or api_client(settings))
+        self._storage_uri = storage_uri or self._mlflow_storage_uri
+        self._lock = threading.Lock()
+
+    def _mlflow_storage_uri(self, registered_model: str, version: str) -> str:
+        from mlflow import MlflowClient
+
+        tracking = Settings().resolved_mlflow_tracking_uri()
+        try:
+            return str(
+                MlflowClient(tracking).get_model_version_download_uri(registered_model, version)
+            )
+        except Exception as exc:
+            raise BackendUnavailable(
+                f"MLflow: cannot locate {registered_model} version {version}: {exc}"
+            ) from exc
+
+    def _namespace(self, desired_namespace: str) -> str:
+        return self.settings.seldon_namespace or desired_namespace
+
+    def _upsert(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        plural = obj["kind"].lower() + "s"
+        try:
+            self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, meta["namespace"], plural, obj, field_validation="Strict"
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise _error(f"create {obj['kind']} {meta['name']}", exc) from exc
+            try:
+                self.custom.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    meta["namespace"],
+                    plural,
+                    meta["name"],
+                    {"metadata": {"labels": meta.get("labels", {})}, "spec": obj["spec"]},
+                )
+            except ApiException as patch_exc:
+                raise _error(f"update {obj['kind']} {meta['name']}", patch_exc) from patch_exc
+
+    def _list(self, namespace: str, plural: str, model: str) -> list[dict[str, Any]]:
+        try:
+            found = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, label_selector=f"{MODEL_LABEL}={model}"
+            )
+        except ApiException as exc:
+            raise _error(f"list {plural}", exc) from exc
+        return list(found.get("items", []))
+
+    def _delete(self, namespace: str, plural: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _error(f"delete {plural}/{name}", exc) from exc
+
+    def desired_objects(self, desired: ServingDesired) -> list[dict[str, Any]]:
+        """The Seldon objects for `desired` (storage URIs looked up in MLflow)."""
+        ns = self._namespace(desired.namespace)
+        labels = {MODEL_LABEL: desired.name}
+        server = server_name(desired.name)
+        versions = [desired.champion_version]
+        if desired.canary_version:
+            versions.append(desired.canary_version)
+        objects = [
+            build_server(
+                server,
+                ns,
+                image=self.settings.seldon_image,
+                replicas=desired.replicas,
+                labels=labels,
+            )
+        ]
+        for version in versions:
+            objects.append(
+                build_model(
+                    desired.name,
+                    version,
+                    ns,
+                    storage_uri=self._storage_uri(desired.registered_model, version),
+                    server=server,
+                    replicas=desired.replicas,
+                    labels=labels,
+                )
+            )
+        if desired.canary_version:
+            objects.append(
+                build_experiment(
+                    desired.name,
+                    ns,
+                    champion=desired.champion_version,
+                    canary=desired.canary_version,
+                    canary_weight=desired.canary_weight,
+                    labels=labels,
+                )
+            )
+        return objects
+
+    def apply(self, desired: ServingDesired) -> ServingObserved:
+        ns = self._namespace(desired.namespace)
+        wanted = self.desired_objects(desired)
+        with self._lock:
+            for obj in wanted:
+                self._upsert(obj)
+            keep = {o["metadata"]["name"] for o in wanted if o["kind"] == "Model"}
+            for model in self._list(ns, "models", desired.name):
+                if model["metadata"]["name"] not in keep:
+                    self._delete(ns, "models", model["metadata"]["name"])
+            if not desired.canary_version:
+                for experiment in self._list(ns, "experiments", desired.name):
+                    self._delete(ns, "experiments", experiment["metadata"]["name"])
+        observed = self._observe(ns, desired)
+        return observed
+
+    def _observe(self, ns: str, desired: ServingDesired) -> ServingObserved:
+        ready: dict[str, bool] = {}
+        for model in self._list(ns, "models", desired.name):
+            conditions = (model.get("status") or {}).get("conditions") or []
+            ready[model["metadata"]["name"]] = any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
+            )
+        champion_ready = ready.get(model_object_name(desired.name, desired.champion_version), False)
+        canary_ready = not desired.canary_version or ready.get(
+            model_object_name(desired.name, desired.canary_version), False
+        )
+        seldon_name = f"{desired.name}.experiment" if desired.canary_version else desired.name
+        return ServingObserved(
+            ready=champion_ready and canary_ready,
+            champion_version=desired.champion_version,
+            canary_version=desired.canary_version,
+            canary_weight=desired.canary_weight,
+            endpoints={
+                "rest": f"http://seldon-mesh.{ns}/v2/models/{seldon_name}",
+                "grpc": f"seldon-mesh.{ns}:80",
+            },
+            message="Seldon Models ready"
+            if champion_ready and canary_ready
+            else "waiting for Seldon Models to be Ready",
+        )
+
+    def observe(self, namespace: str, name: str) -> ServingObserved | None:
+        ns = self._namespace(namespace)
+        models = self._list(ns, "models", name)
+        if not models:
+            return None
+        versions = sorted(
+            (m["metadata"]["labels"].get("loopline.dev/version", "") for m in models),
+            key=lambda v: int(v) if v.isdigit() else 0,
+        )
+        experiments = self._list(ns, "experiments", name)
+        canary, weight = None, 0
+        if experiments and len(versions) > 1:
+            canary = versions[-1]
+            for candidate in experiments[0]["spec"].get("candidates", []):
+                if candidate["name"] == model_object_name(name, canary):
+                    weight = int(candidate.get("weight", 0))
+        champion = next(v for v in versions if v != canary)
+        desired = ServingDesired(
+            namespace=namespace,
+            name=name,
+            registered_model="",
+            champion_version=champion,
+            canary_version=canary,
+            canary_weight=weight,
+        )
+        return self._observe(ns, desired)
+
+    def delete(self, namespace: str, name: str) -> None:
+        ns = self._namespace(namespace)
+        for plural in ("experiments", "models", "servers"):
+            for obj in self._list(ns, plural, name):
+                self._delete(ns, plural, obj["metadata"]["name"])
+
+    def close(self) -> None:
+        self.custom.api_client.close()

@@ -1,0 +1,79 @@
+"""The `seldon` serving backend against the real API server with Seldon Core 2's CRDs.
+
+No Seldon controller runs here, so nothing becomes Ready; what is tested is that the backend
+creates, updates and deletes the Seldon objects the serving builders describe, accepted by the
+real schemas with strict field validation. The MLflow storage-URI lookup is replaced by a
+function returning an s3 URI (a registered version's artifact folder is not what is tested).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from loopline.operators.backends.seldon import SeldonServingBackend
+from loopline.operators.builders.serving import ServingDesired
+from loopline.operators.settings import OperatorSettings
+from tests.fixtures.cluster import ClusterHandle
+
+SELDON_CRDS = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "seldon-core-v2"
+GROUP, VERSION = "mlops.seldon.io", "v1alpha1"
+
+
+@pytest.fixture(scope="module")
+def seldon_crds(cluster: ClusterHandle) -> list[str]:
+    return list(cluster.install_crds(SELDON_CRDS))
+
+
+def _names(api: k8s.ApiClient, namespace: str, plural: str) -> list[str]:
+    items = k8s.CustomObjectsApi(api).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, plural
+    )["items"]
+    return sorted(i["metadata"]["name"] for i in items)
+
+
+def _desired(namespace: str, **extra: Any) -> ServingDesired:
+    fields: dict[str, Any] = {
+        "namespace": namespace,
+        "name": "drill-ae",
+        "registered_model": f"{namespace}.drill-ae",
+        "champion_version": "1",
+    }
+    return ServingDesired(**(fields | extra))
+
+
+@pytest.mark.usefixtures("seldon_crds")
+def test_seldon_objects_follow_the_desired_serving(kube_api: k8s.ApiClient, namespace: str) -> None:
+    backend = SeldonServingBackend(
+        OperatorSettings(seldon_image="loopline-runtime:test"),
+        api=kube_api,
+        storage_uri=lambda name, version: f"s3://mlflow/{name}/{version}/artifacts/model",
+    )
+    observed = backend.apply(_desired(namespace))
+    assert not observed.ready  # no Seldon controller here
+    assert observed.endpoints["rest"].endswith("/v2/models/drill-ae")
+    assert _names(kube_api, namespace, "servers") == ["drill-ae-server"]
+    assert _names(kube_api, namespace, "models") == ["drill-ae-v1"]
+
+    backend.apply(_desired(namespace, canary_version="2", canary_weight=10))
+    assert _names(kube_api, namespace, "models") == ["drill-ae-v1", "drill-ae-v2"]
+    experiment = k8s.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "experiments", "drill-ae"
+    )
+    weights = {c["name"]: c["weight"] for c in experiment["spec"]["candidates"]}
+    assert weights == {"drill-ae-v1": 90, "drill-ae-v2": 10}
+    seen = backend.observe(namespace, "drill-ae")
+    assert seen is not None
+    assert (seen.champion_version, seen.canary_version, seen.canary_weight) == ("1", "2", 10)
+
+    backend.apply(_desired(namespace, champion_version="2"))  # promoted
+    assert _names(kube_api, namespace, "models") == ["drill-ae-v2"]
+    assert _names(kube_api, namespace, "experiments") == []
+
+    backend.delete(namespace, "drill-ae")
+    for plural in ("servers", "models", "experiments"):
+        assert _names(kube_api, namespace, plural) == []
+    assert backend.observe(namespace, "drill-ae") is None
