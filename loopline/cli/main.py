@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "operator": "loopline.cli.operator:operator",
     "demo": "loopline.cli.demo:demo",
     "serve": "loopline.cli.serve:serve",
+    "pipeline": "loopline.cli.pipeline:pipeline",
 }
 
 
