@@ -239,6 +239,7 @@ class Operator:
         try:
             run = self.pipelines.status(status.current_run.run_id) if status.current_run else None
             serving = self.serving.observe(namespace, name)
+            drift_check = self.monitoring.check(namespace, name) if self.monitoring else None
         except BackendUnavailable as exc:
             self._degrade(obj, status, generation, "BackendUnavailable", str(exc), now)
             raise
@@ -256,6 +257,7 @@ class Operator:
                 run=run,
                 serving=serving,
                 now=now,
+                drift_check=drift_check,
             ),
             self.context,
         )

@@ -17,11 +17,15 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+import httpx
+
 from loopline.operators.builders.monitoring import MonitorDesired
 from loopline.operators.errors import BackendUnavailable
+from loopline.types.status import DriftStatus
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,10 @@ log = logging.getLogger(__name__)
 class MonitoringBackend(Protocol):
     def apply(self, desired: MonitorDesired) -> str:
         """Make the monitor run as desired; return its base URL."""
+        ...
+
+    def check(self, namespace: str, name: str) -> DriftStatus | None:
+        """The monitor's last tested window, or None (never raises: it is informational)."""
         ...
 
     def delete(self, namespace: str, name: str) -> None: ...
@@ -113,6 +121,26 @@ class LocalMonitoringBackend:
             self._monitors[desired.key] = monitor
             log.info("started drift monitor for %s on port %d", desired.key, port)
             return monitor.url
+
+    def check(self, namespace: str, name: str) -> DriftStatus | None:
+        with self._lock:
+            monitor = self._monitors.get(f"{namespace}/{name}")
+        if monitor is None or monitor.proc.poll() is not None:
+            return None
+        try:
+            doc = httpx.get(f"{monitor.url}/v1/status", timeout=1.0, trust_env=False).json()
+            window_end = doc.get("lastWindowEnd")
+            if not window_end:
+                return None
+            drifted = [str(f) for f in doc.get("lastDrifted") or []]
+            return DriftStatus(
+                drifted=bool(drifted),
+                last_check=datetime.fromisoformat(window_end),
+                features=drifted,
+                p_values={str(k): float(v) for k, v in (doc.get("lastPValues") or {}).items()},
+            )
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError):
+            return None
 
     def delete(self, namespace: str, name: str) -> None:
         with self._lock:

@@ -79,6 +79,7 @@ class ModelObservation:
     run: TrainingRunResult | None  # the backend's view of status.currentRun
     serving: ServingObserved | None
     now: datetime
+    drift_check: DriftStatus | None = None  # the drift monitor's last tested window
 
 
 @dataclass
@@ -227,6 +228,22 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
             )
         else:
             pending = request
+
+    # The monitor's latest test: record when it ran and what it saw (a drift it reports also
+    # marks Drifted, even when it is not asked to request retraining).
+    check = obs.drift_check
+    newer = (
+        check is not None
+        and check.last_check is not None
+        and (drift is None or drift.last_check is None or check.last_check > drift.last_check)
+    )
+    if newer and check is not None:
+        drift = DriftStatus(
+            drifted=(drift is not None and drift.drifted) or check.drifted,
+            last_check=check.last_check,
+            features=check.features or (drift.features if drift else []),
+            p_values=check.p_values,
+        )
 
     # 3. Start a run when a cause is waiting and nothing blocks it.
     pipeline = obs.pipeline

@@ -422,3 +422,26 @@ def test_monitor_only_for_a_served_champion_with_monitoring_on() -> None:
     assert (desired.window_size, desired.retrain_on_drift) == (200, True)
     assert build_monitor("plant", "drill-ae", _spec(monitoring={"enabled": False}), "3") is None
     assert build_monitor("plant", "drill-ae", _spec(serving={"replicas": 0}), "3") is None
+
+
+def test_monitor_checks_are_recorded_and_mark_drift() -> None:
+    from loopline.types.status import DriftStatus
+
+    served = _to_serving(ModelStatus())
+    quiet = DriftStatus(drifted=False, last_check=T0, p_values={"spindle_current": 0.4})
+    plan = reconcile_model(_obs(served.status), CTX)
+    plan = reconcile_model(
+        ModelObservation(**{**_obs(served.status).__dict__, "drift_check": quiet}), CTX
+    )
+    assert plan.status.drift is not None
+    assert plan.status.drift.last_check == T0
+    assert _cond(plan, "Drifted") == "False"
+    later = T0 + timedelta(minutes=5)
+    drifted = DriftStatus(drifted=True, last_check=later, features=["coolant_temperature"])
+    plan = reconcile_model(
+        ModelObservation(**{**_obs(plan.status).__dict__, "drift_check": drifted}), CTX
+    )
+    assert _cond(plan, "Drifted") == "True"
+    assert plan.status.drift is not None
+    assert plan.status.drift.features == ["coolant_temperature"]
+    assert plan.submit is None  # reporting drift is not a retraining request
