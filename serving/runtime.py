@@ -87,7 +87,7 @@ def load_version(role: str, uri: str, tracking_uri: str) -> LoadedVersion:
     from loopline.models.bundle import load_bundle
 
     resolved = resolve_model_uri(uri, tracking_uri)
-    bundle = load_bundle(resolved.uri, tracking_uri=tracking_uri)
+    bundle = load_bundle(resolved.load_uri, tracking_uri=tracking_uri)
     layout = FeatureLayout.of(bundle.feature_names, bundle.core_feature_names)
     return LoadedVersion(role=role, resolved=resolved, scorer=bundle, layout=layout)
 

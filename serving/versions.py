@@ -20,6 +20,13 @@ class ResolvedModel:
     uri: str  # pinned: models:/name/<version>, or the requested URI when not a registry URI
     version: str
     registered_name: str | None = None
+    # Where the version's files are (file://, s3://, …): loading from it needs no registry
+    # lookup in the loading code, so the registry URI given here is the only one used.
+    download_uri: str = ""
+
+    @property
+    def load_uri(self) -> str:
+        return self.download_uri or self.uri
 
 
 def parse_models_uri(uri: str) -> tuple[str, str | None, str | None] | None:
@@ -61,5 +68,9 @@ def resolve_model_uri(uri: str, tracking_uri: str) -> ResolvedModel:
     if not version.isdigit():
         raise ValueError(f"model_uri {uri!r}: version {version!r} is not a number")
     return ResolvedModel(
-        requested_uri=uri, uri=f"models:/{name}/{version}", version=version, registered_name=name
+        requested_uri=uri,
+        uri=f"models:/{name}/{version}",
+        version=version,
+        registered_name=name,
+        download_uri=str(client.get_model_version_download_uri(name, version)),
     )

@@ -53,8 +53,11 @@ def pyfunc(registered_model: RegisteredModel) -> object:
     import mlflow
     from mlflow.artifacts import download_artifacts
 
+    from loopline.serving.versions import resolve_model_uri
+
     uri = f"models:/{registered_model.name}/{registered_model.champion_version}"
-    local = download_artifacts(artifact_uri=uri, tracking_uri=registered_model.tracking_uri)
+    files = resolve_model_uri(uri, registered_model.tracking_uri).load_uri
+    local = download_artifacts(artifact_uri=files, tracking_uri=registered_model.tracking_uri)
     return mlflow.pyfunc.load_model(local)
 
 
