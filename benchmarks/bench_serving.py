@@ -292,6 +292,7 @@ def main() -> Path:
 
     from loopline.models.bundle import load_bundle
     from loopline.serving.local import LocalModelSpec, LocalServingManager
+    from loopline.serving.versions import resolve_model_uri
     from tests.fixtures.serving import register_bundles, sensor_rows
 
     torch.set_num_threads(1)
@@ -305,8 +306,11 @@ def main() -> Path:
             warnings.simplefilter("ignore")
             registered = register_bundles(root / "mlflow")
         uri = f"models:/{registered.name}/{registered.champion_version}"
-        bundle = load_bundle(uri, tracking_uri=registered.tracking_uri)
-        model_dir = Path(download_artifacts(artifact_uri=uri, tracking_uri=registered.tracking_uri))
+        files = resolve_model_uri(uri, registered.tracking_uri).load_uri
+        bundle = load_bundle(files, tracking_uri=registered.tracking_uri)
+        model_dir = Path(
+            download_artifacts(artifact_uri=files, tracking_uri=registered.tracking_uri)
+        )
         names = list(bundle.feature_names)
         data = {b: sensor_rows(b, seed=b) for b in BATCHES}
 
