@@ -204,3 +204,24 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_cron_schedule_requests_a_run_per_tick(operator_harness: OperatorHarness) -> None:
+    """A Pipeline schedule becomes a retraining request (trigger schedule) on its Models."""
+    h = operator_harness
+    h.create(PIPELINE | {"spec": {"pipeline": "training", "schedule": "* * * * *"}})
+    h.create(model_manifest())
+    with h.running():
+        h.wait_phase("drill-ae", "Serving", timeout=60)
+        retraining = wait_for(
+            lambda: h.status("drill-ae").get("retraining"),
+            timeout=90,
+            what="a scheduled retraining request",
+        )
+        assert retraining["trigger"] == "schedule"
+        assert retraining["requestId"].startswith("schedule-")
+        wait_for(lambda: len(h.started()) == 2, timeout=30, what="the scheduled run")
+        pipeline = (h.get("training", "pipelines") or {}).get("status", {})
+    assert pipeline["lastScheduleTime"]
+    assert pipeline["nextScheduleTime"] > pipeline["lastScheduleTime"]
+    assert any(reason == "ScheduledRun" for reason, _ in h.events("training"))
