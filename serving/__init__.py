@@ -1,1 +1,11 @@
-"""The model server runtime (MLServer, Open Inference Protocol) and serving helpers."""
+"""The model server runtime (MLServer, Open Inference Protocol) and serving helpers.
+
+- `runtime.LooplineRuntime`: the MLServer runtime (V2 over REST and gRPC, primary + fallback
+  routing, canary split, metrics, drift-monitor sampling); settings in `settings`.
+- `local.LocalServingManager` / `LocalModelSpec`: the `local` backend (MLServer processes on
+  loopback ports: start, update, stop, status, endpoints).
+- `seldon.build_server|build_model|build_experiment`: the `seldon` backend's desired state.
+- `canary.decide_canary`, `canary.version_stats`: rollout decisions from server metrics.
+
+docs/serving.md describes the wire format, settings, metrics and benchmark.
+"""

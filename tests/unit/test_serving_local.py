@@ -1,0 +1,56 @@
+"""The local backend's pure parts: the files it writes and the specs it accepts."""
+
+from __future__ import annotations
+
+import pytest
+from mlserver.settings import ModelSettings, Settings
+
+from loopline.serving.local import LocalModelSpec, model_settings, server_settings, with_canary
+from loopline.serving.settings import ServingSettings
+
+
+def test_model_settings_are_valid_mlserver_and_serving_settings() -> None:
+    spec = LocalModelSpec(
+        name="drill-ae",
+        model_uri="models:/plant.drill-ae@champion",
+        canary_model_uri="models:/plant.drill-ae@challenger",
+        canary_weight=0.25,
+        max_batch_size=8,
+        max_batch_time=0.002,
+    )
+    doc = model_settings(spec)
+    parsed = ModelSettings.model_validate(doc)
+    assert parsed.implementation_ == "loopline.serving.runtime.LooplineRuntime"
+    assert parsed.max_batch_size == 8
+    assert parsed.parameters is not None
+    serving = ServingSettings.from_sources(parsed.parameters.extra)
+    assert serving.canary_weight == 0.25
+    assert serving.model_name == "drill-ae"
+
+
+def test_server_settings_bind_loopback_and_run_models_in_process() -> None:
+    settings = Settings.model_validate(server_settings(1001, 1002, 1003))
+    assert settings.host == "127.0.0.1"
+    assert (settings.http_port, settings.grpc_port, settings.metrics_port) == (1001, 1002, 1003)
+    assert settings.parallel_workers == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"name": "", "model_uri": "m"}, "name"),
+        ({"name": "a/b", "model_uri": "m"}, "name"),
+        ({"name": "a", "model_uri": ""}, "model_uri is empty"),
+        ({"name": "a", "model_uri": "m", "canary_weight": 1.5}, "within 0..1"),
+        ({"name": "a", "model_uri": "m", "canary_weight": 0.5}, "needs canary_model_uri"),
+    ],
+)
+def test_bad_specs_are_refused(kwargs: dict[str, object], needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        LocalModelSpec(**kwargs)  # type: ignore[arg-type]
+
+
+def test_with_canary_adds_and_removes() -> None:
+    spec = LocalModelSpec(name="a", model_uri="m")
+    assert with_canary(spec, "c", 0.1).canary_weight == 0.1
+    assert with_canary(with_canary(spec, "c", 0.1), "", 0.0).canary_model_uri == ""
