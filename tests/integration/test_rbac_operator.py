@@ -105,3 +105,31 @@ def test_operator_runs_with_only_its_service_account(
     assert "403" not in runner.output
     assert "Forbidden" not in runner.output
     assert any(reason == "Serving" for reason, _ in h.events("drill-ae"))
+
+
+@pytest.mark.usefixtures("rbac")
+def test_seldon_backend_rbac_is_separate_and_minimal(
+    cluster: ClusterHandle, namespace: str
+) -> None:
+    """Without operator-seldon.yaml the operator has no Seldon access; with it, exactly the
+    verbs the seldon backend uses."""
+    resource = "models.mlops.seldon.io"
+    cluster.install_crds(REPO_ROOT.parent / "shared" / "fixtures" / "seldon-core-v2")
+
+    def can(verb: str, what: str = resource) -> str:
+        done = _kubectl(cluster, "auth", "can-i", verb, what, "-n", namespace, f"--as={SA}")
+        return done.stdout.strip()
+
+    seldon = REPO_ROOT / "manifests" / "rbac" / "operator-seldon.yaml"
+    _kubectl(cluster, "delete", "--ignore-not-found", "-f", str(seldon))
+    assert can("create") == "no"
+    done = _kubectl(cluster, "apply", "-f", str(seldon))
+    assert done.returncode == 0, done.stderr
+    try:
+        for verb in ("list", "create", "patch", "delete"):
+            for what in ("servers.mlops.seldon.io", resource, "experiments.mlops.seldon.io"):
+                assert can(verb, what) == "yes", (verb, what)
+        assert can("update") == "no"
+        assert can("create", "serverconfigs.mlops.seldon.io") == "no"
+    finally:
+        _kubectl(cluster, "delete", "--ignore-not-found", "-f", str(seldon))
