@@ -47,7 +47,7 @@ def test_server_settings_bind_loopback_and_run_models_in_process() -> None:
 )
 def test_bad_specs_are_refused(kwargs: dict[str, object], needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
-        LocalModelSpec(**kwargs)  # type: ignore[arg-type]
+        LocalModelSpec(**kwargs)
 
 
 def test_with_canary_adds_and_removes() -> None:
