@@ -114,7 +114,7 @@ def plot_drift(rec: DemoRecord, path: Path, p_value: float = 0.05) -> Path | Non
     """Per-feature p-values over time (log scale), with the retraining request marked."""
     if not rec.drift:
         return None
-    fig, ax = plt.subplots(figsize=(11, 4))
+    fig, ax = plt.subplots(figsize=(12, 4))
     t = np.asarray([d.t for d in rec.drift])
     names = sorted({k for d in rec.drift for k in d.p_values})
     for name in names:
@@ -130,7 +130,7 @@ def plot_drift(rec: DemoRecord, path: Path, p_value: float = 0.05) -> Path | Non
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("p-value")
     ax.set_title("Drift monitor: per-feature p-values of each window")
-    ax.legend(fontsize=6, ncol=4, loc="lower left")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 

@@ -146,6 +146,8 @@ class StatusTracker:
             self.record.mark(kind, label)
 
     def _drift(self, status: dict[str, Any]) -> None:
+        if "Monitor" in self.record.endpoints:
+            return  # the monitor's own metrics (scraped by the watcher) are the finer source
         drift = status.get("drift") or {}
         p_values = drift.get("pValues") or {}
         if p_values:

@@ -129,6 +129,26 @@ def test_the_story_becomes_markers_once_each() -> None:
     ]
 
 
+def test_status_p_values_are_ignored_once_the_monitor_is_known() -> None:
+    rec = DemoRecord()
+    tracker = StatusTracker(rec)
+    drift = {"drifted": True, "pValues": {"feed_rate": 1e-9}}
+    tracker.update(_model({"phase": "Serving", "drift": drift}))
+    assert len(rec.drift) == 1
+    endpoints = {"monitor": "http://127.0.0.1:9"}
+    tracker.update(
+        _model(
+            {
+                "phase": "Serving",
+                "drift": {**drift, "pValues": {"feed_rate": 0.5}},
+                "endpoints": endpoints,
+            }
+        )
+    )
+    assert rec.endpoints["Monitor"] == "http://127.0.0.1:9"
+    assert len(rec.drift) == 1
+
+
 def test_a_rejected_challenger_is_marked_as_such() -> None:
     rec = DemoRecord()
     tracker = StatusTracker(rec)
