@@ -105,9 +105,17 @@ def manifest_documents(directory: Path) -> list[dict[str, Any]]:
     return docs
 
 
-def operator_manifest_rules() -> list[dict[str, Any]]:
-    """The rules of the roles manifests/rbac binds to a ServiceAccount: what the chart grants."""
-    docs = manifest_documents(RBAC_DIR)
+BACKEND_RBAC_SUFFIXES = ("seldon", "kfp")
+
+
+def operator_manifest_rules(backends: tuple[str, ...] = ("seldon", "kfp")) -> list[dict[str, Any]]:
+    """The rules of the roles manifests/rbac binds to a ServiceAccount: what the chart grants
+    with the given backends on (a file `<name>-<backend>.yaml` counts only with its backend)."""
+    docs: list[dict[str, Any]] = []
+    for path in sorted(RBAC_DIR.glob("*.yaml")):
+        suffix = path.stem.rsplit("-", 1)[-1]
+        if suffix not in BACKEND_RBAC_SUFFIXES or suffix in backends:
+            docs.extend(documents(path.read_text()))
     bound = {
         (doc["roleRef"]["kind"], doc["roleRef"]["name"])
         for doc in docs

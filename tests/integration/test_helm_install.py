@@ -35,6 +35,7 @@ from tests.fixtures.cluster import ClusterHandle, wait_for
 from tests.fixtures.operator import PIPELINE, model_manifest, write_worker
 
 SENTINEL = "s3nt1nel-mlflow-Pa55w0rd"
+SELDON_CRDS = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "seldon-core-v2"
 SUBRESOURCES = {"status", "exec", "log", "scale"}
 OPERATOR = "app.kubernetes.io/component=operator"
 
@@ -111,6 +112,13 @@ def _release(
         release.helm("uninstall", release.name, f"--namespace={namespace}", check=False)
 
 
+@pytest.fixture(scope="module")
+def seldon_crds(cluster: ClusterHandle) -> list[str]:
+    """Seldon Core 2's CRDs: the operator's seldon backend is granted their objects, and
+    `kubectl auth can-i` resolves a resource only if the API server serves it."""
+    return cluster.install_crds(SELDON_CRDS)
+
+
 @pytest.fixture
 def release(cluster: ClusterHandle, namespace: str, tmp_path: Path) -> Iterator[Release]:
     with _release(cluster, namespace, tmp_path, "ll") as installed:
@@ -129,11 +137,11 @@ def other_namespace(kube_api: k8s.ApiClient, namespace: str) -> Iterator[str]:
         core.delete_namespace(name, propagation_policy="Background")
 
 
-def _manifest_permissions() -> list[tuple[str, str]]:
+def _manifest_permissions(backends: tuple[str, ...] = ("seldon", "kfp")) -> list[tuple[str, str]]:
     """(verb, resource.group[/subresource]) for everything manifests/rbac grants the operator."""
     checks = []
     for group, resource, verb, _ in sorted(
-        helm_chart.expand_rules(helm_chart.operator_manifest_rules())
+        helm_chart.expand_rules(helm_chart.operator_manifest_rules(backends))
     ):
         base, _, sub = resource.partition("/")
         name = f"{base}.{group}" if group else base
@@ -189,7 +197,11 @@ def _pods(release: Release, selector: str) -> list[dict[str, Any]]:
 
 
 def test_install_namespaced_runs_hardened_pods_with_exact_rbac(
-    release: Release, kube_api: k8s.ApiClient, other_namespace: str, tmp_path: Path
+    release: Release,
+    kube_api: k8s.ApiClient,
+    other_namespace: str,
+    tmp_path: Path,
+    seldon_crds: list[str],
 ) -> None:
     core = k8s.CoreV1Api(kube_api)
     core.create_namespaced_secret(
@@ -283,7 +295,11 @@ def test_install_namespaced_runs_hardened_pods_with_exact_rbac(
 
 
 def test_install_cluster_wide_grants_the_same_rules_everywhere(
-    cluster: ClusterHandle, namespace: str, other_namespace: str, tmp_path: Path
+    cluster: ClusterHandle,
+    namespace: str,
+    other_namespace: str,
+    tmp_path: Path,
+    seldon_crds: list[str],
 ) -> None:
     """rbac.clusterWide: one ClusterRole; the operator may act in any namespace, yet still
     only with the manifest's verbs."""

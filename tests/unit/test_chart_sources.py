@@ -81,6 +81,20 @@ def test_operator_rbac_is_exactly_the_manifest_rules(values_file: Path) -> None:
         assert cluster == want
 
 
+def test_backend_rbac_is_granted_only_with_its_backend() -> None:
+    """manifests/rbac/<name>-seldon.yaml is the seldon backend's: off with Seldon off."""
+    docs = documents(render("--set", "backends.seldon.enabled=false"))
+    granted = {
+        permission
+        for d in docs
+        if d["kind"] in ("Role", "ClusterRole")
+        and d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+        for permission in expand_rules(d["rules"])
+    }
+    assert granted == expand_rules(helm_chart.operator_manifest_rules(backends=("kfp",)))
+    assert not {p for p in granted if p[0] == "mlops.seldon.io"}
+
+
 _CLUSTER_SCOPED = {
     "customresourcedefinitions",
     "namespaces",
