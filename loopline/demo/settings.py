@@ -108,10 +108,14 @@ class DemoSettings(BaseSettings):
             # is not a coin toss on a handful of rows.
             "fault_fraction": 0.08,
             "epochs": 3,
-            "rate": 10.0,
+            "rate": 12.0,
             "baseline_seconds": 15.0,
             "dead_sensor_seconds": 8.0,
-            "window_size": 120,
+            # The monitor decides after ~2 windows of sampled rows (K=3, half-overlapping), so
+            # the window sets how much post-change data exists when the retraining run reads
+            # its features: 300 sampled rows ~ 6000 rows sent, enough for the new model to
+            # learn the new operating point (measured: ~2000 rows gave F1 0.4-0.7).
+            "window_size": 300,
             "canary_step_seconds": 2,
             "serving_timeout": 420.0,
             "loop_timeout": 420.0,

@@ -63,7 +63,7 @@ def test_examples_are_found_and_adapted(tmp_path: Path) -> None:
     settings = DemoSettings().quick()
     doc = demo_model(model, settings, "demo-ns")
     assert doc["metadata"] == {"name": "drill-ae", "namespace": "demo-ns"}
-    assert doc["spec"]["monitoring"] == {"windowSize": 120, "enabled": True, "retrainOnDrift": True}
+    assert doc["spec"]["monitoring"] == {"windowSize": 300, "enabled": True, "retrainOnDrift": True}
     assert doc["spec"]["training"] == {"epochs": 3}
     assert doc["spec"]["validation"] == {"dataQuality": {"distribution": 0.0}}
     assert doc["spec"]["serving"]["canary"]["stepSeconds"] == 2
