@@ -408,6 +408,7 @@ class Operator:
         self.serving.close()
         if self.monitoring is not None:
             self.monitoring.close()
+        self.api.close()
 
 
 def _without_nulls(value: Any) -> Any:
