@@ -309,14 +309,18 @@ class DemoRecord(BaseModel):
     def stage_durations(self) -> dict[str, float | None]:
         """Seconds per stage of the loop, from the markers (None when a stage never ended).
 
-        detection: recipe change -> retraining requested; training: requested -> the run's
-        model registered; gate: registered -> gate decided; rollout: gate -> new champion
-        serving all traffic. total: recipe change -> new champion serving.
+        detection: recipe change -> retraining requested; training: requested -> the run
+        reaches the gate's steps (compare with the champion, register); gate: those steps ->
+        the decision on the Model; rollout: decision -> new champion serving all traffic.
+        total: recipe change -> new champion serving. Without a seen gate step (a run faster
+        than one poll), training ends and the gate starts at the registration.
         """
-        order = ["recipe-change", "retrain-requested", "registered", "gate-passed", "promoted"]
+        order = ["recipe-change", "retrain-requested", "gate-started", "gate-passed", "promoted"]
         times: dict[str, float | None] = {}
         for kind in order:
-            marker = self.first_marker(kind)
+            marker = self.first_marker(kind) or (
+                self.first_marker("registered") if kind == "gate-started" else None
+            )
             times[kind] = marker.t if marker else None
 
         def span(a: str, b: str) -> float | None:
@@ -325,8 +329,8 @@ class DemoRecord(BaseModel):
 
         return {
             "detection_s": span("recipe-change", "retrain-requested"),
-            "training_s": span("retrain-requested", "registered"),
-            "gate_s": span("registered", "gate-passed"),
+            "training_s": span("retrain-requested", "gate-started"),
+            "gate_s": span("gate-started", "gate-passed"),
             "rollout_s": span("gate-passed", "promoted"),
             "total_s": span("recipe-change", "promoted"),
         }

@@ -29,6 +29,7 @@ RECORD_NAME = "record.json"
 _MARKER_STYLE = {
     "recipe-change": ("tab:orange", "recipe change"),
     "retrain-requested": ("tab:red", "retraining requested"),
+    "gate-started": ("tab:brown", "gate steps"),
     "registered": ("tab:purple", "challenger registered"),
     "gate-passed": ("tab:olive", "gate passed"),
     "promoted": ("tab:green", "new champion"),

@@ -24,6 +24,9 @@ from loopline.types.common import GROUP, VERSION
 log = logging.getLogger(__name__)
 
 PLURAL = "models"
+# Pipeline steps that make up the champion gate (loopline.components.steps): the challenger is
+# compared with the champion on the same fresh data, then registered with the decision.
+GATE_STEPS = ("compare-with-champion", "register-model")
 _ENDPOINT_LABELS = {"rest": "REST", "grpc": "GRPC", "metrics": "Metrics", "monitor": "Monitor"}
 
 
@@ -46,6 +49,7 @@ class StatusTracker:
         self.requests_seen: set[str] = set()
         self.registered: set[str] = set()
         self.decided: set[str] = set()
+        self.gating: set[str] = set()
         self.generation: int | None = None
 
     def _t(self, stamp: Any) -> float | None:
@@ -114,6 +118,9 @@ class StatusTracker:
             )
             if info.trigger != "drift":
                 continue
+            if run.get("step") in GATE_STEPS and run_id not in self.gating:
+                self.gating.add(run_id)
+                self.record.mark("gate-started", f"{run.get('step')} ({run_id})")
             if version and run_id not in self.registered:
                 self.registered.add(run_id)
                 self.record.mark("registered", f"version {version} ({run_id})")

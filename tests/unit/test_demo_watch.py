@@ -86,6 +86,16 @@ def test_the_story_becomes_markers_once_each() -> None:
                 **serving,
                 "retraining": request,
                 "phase": "Validating",
+                "currentRun": {**drift_run, "step": "compare-with-champion"},
+            }
+        )
+    )
+    tracker.update(
+        _model(
+            {
+                **serving,
+                "retraining": request,
+                "phase": "Validating",
                 "currentRun": {**drift_run, "modelVersion": "2"},
             }
         )
@@ -115,7 +125,14 @@ def test_the_story_becomes_markers_once_each() -> None:
         )
     )
     kinds = [m.kind for m in rec.markers]
-    assert kinds == ["serving", "retrain-requested", "registered", "gate-passed", "promoted"]
+    assert kinds == [
+        "serving",
+        "retrain-requested",
+        "gate-started",
+        "registered",
+        "gate-passed",
+        "promoted",
+    ]
     assert rec.first_marker("retrain-requested").label == "drift: feed_rate, spindle_speed"  # type: ignore[union-attr]
     assert rec.champion == "2"
     assert rec.challenger == ""
