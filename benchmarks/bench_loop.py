@@ -4,8 +4,10 @@ Runs the demo scenario (quick sizes, no report, no dead-sensor act) on its own l
 plane and reads the stage times off the run's record:
 
 - detection: recipe change -> the monitor's retraining request is on the Model;
-- training: request -> the challenger is registered (pipeline: features, gate, train, eval);
-- gate: registered -> the gate's decision recorded on the Model;
+- training: request -> the run reaches the gate's steps (features, data quality, train,
+  evaluate);
+- gate: the gate's steps (compare with the champion on the same fresh data, register) -> the
+  decision recorded on the Model;
 - rollout: gate -> the canary finished and the new champion serves all traffic.
 
 Ratios are against the first training run of the same demo (same data sizes, same machine),
