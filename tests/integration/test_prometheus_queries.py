@@ -173,7 +173,8 @@ def v2_request(frame: Any) -> dict[str, Any]:
 
 def drive_traffic(rest: str, monitor_url: str) -> None:
     """Steady traffic, then a +30 % recipe change; 1 in 3 requests lacks feed_rate (fallback),
-    1 in 10 is malformed, every 4th is 100 rows (more than the monitor's queue)."""
+    1 in 10 is malformed, every 4th is 100 rows (more than the monitor's queue), paced so that
+    Prometheus scrapes the counters while they grow."""
     history, manifest = generate(GeneratorConfig(machines=10, days=3, interval_seconds=600, seed=3))
     del history
     live, _ = live_traffic(
@@ -199,6 +200,9 @@ def drive_traffic(rest: str, monitor_url: str) -> None:
             if i % 10 == 0:
                 bad = client.post(url, json={"inputs": []})
                 assert 400 <= bad.status_code < 500
+            # Spread the requests over several 1 s scrapes: a burst that ends before the
+            # first scrape leaves rate() nothing to see, and the alerts would never fire.
+            time.sleep(0.1)
         status: dict[str, Any] = {}
         for _ in range(300):
             status = client.get(monitor_url + "/v1/status").json()
