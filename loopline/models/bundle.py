@@ -232,12 +232,35 @@ def load_bundle(
     from mlflow.artifacts import download_artifacts
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    # MLflow 3 resolves `models:/` URIs partly through the global tracking URI, whatever is
-    # passed in, so the global one points at `tracking_uri` for the download (and is restored).
+    uri = str(model_uri)
+    if tracking_uri and uri.startswith("models:/"):
+        # MLflow resolves `models:/` through the process-global registry URI whatever is passed
+        # in, so another store used earlier in the process would answer. Resolve the version
+        # against this registry explicitly and download from its storage location instead.
+        uri = _registry_download_uri(uri, tracking_uri)
+    # The global tracking URI points at `tracking_uri` for the download (and is restored).
     with _use_tracking_uri(tracking_uri) if tracking_uri else nullcontext():
         downloaded = Path(
             download_artifacts(
-                artifact_uri=str(model_uri), tracking_uri=tracking_uri, registry_uri=tracking_uri
+                artifact_uri=uri, tracking_uri=tracking_uri, registry_uri=tracking_uri
             )
         )
     return ModelBundle.load_dir(bundle_dir_of_model(downloaded))
+
+
+def _registry_download_uri(model_uri: str, registry_uri: str) -> str:
+    """Storage URI of `models:/name@alias` or `models:/name/version` in the given registry."""
+    from mlflow.tracking import MlflowClient
+
+    ref = model_uri.removeprefix("models:/").strip("/")
+    client = MlflowClient(tracking_uri=registry_uri, registry_uri=registry_uri)
+    if "@" in ref:
+        name, _, alias = ref.partition("@")
+        version = client.get_model_version_by_alias(name, alias).version
+    else:
+        name, _, version = ref.rpartition("/")
+        if not name or not version.isdigit():
+            raise ValueError(
+                f"{model_uri!r}: expected models:/<name>@<alias> or models:/<name>/<n>"
+            )
+    return str(client.get_model_version_download_uri(name, str(version)))
