@@ -34,7 +34,7 @@ from loopline.monitoring.server import MonitorServer, build_monitor
 from loopline.monitoring.settings import MonitorSettings
 from loopline.samples import SAMPLES_PATH, SampleBatch
 from loopline.serving.local import LocalModelSpec, LocalServingManager
-from tests.fixtures.serving import RegisteredModel
+from tests.fixtures.serving import RegisteredModel, v2_tensor_request
 
 MODEL = "drill-ae"
 WINDOW, STEP = 1440, 360
@@ -290,24 +290,9 @@ def test_through_a_real_model_server(
         def infer(frame: pd.DataFrame) -> None:
             for start in range(0, len(frame), 120):
                 part = frame.iloc[start : start + 120]
-                x = part[list(SENSORS)].to_numpy(np.float64)
-                body = {
-                    "inputs": [
-                        {
-                            "name": "features",
-                            "datatype": "FP32",
-                            "shape": list(x.shape),
-                            "data": [None if v != v else float(v) for v in x.reshape(-1)],
-                        },
-                        {
-                            "name": "machine_id",
-                            "datatype": "BYTES",
-                            "shape": [len(part)],
-                            "data": list(part[ENTITY]),
-                        },
-                    ]
-                }
-                response = client.post(f"{rest}/v2/models/{MODEL}/infer", json=body)
+                response = client.post(
+                    f"{rest}/v2/models/{MODEL}/infer", json=v2_tensor_request(part)
+                )
                 assert response.status_code == 200, response.text
 
         def settled(rows: int) -> dict[str, Any]:

@@ -27,14 +27,14 @@ import pytest
 import yaml
 
 from loopline.data.generator import GeneratorConfig, generate, live_traffic
-from loopline.data.schema import ENTITY, IS_FAULT, SENSORS, TIMESTAMP
+from loopline.data.schema import IS_FAULT, SENSORS, TIMESTAMP
 from loopline.monitoring.reference import FrameReferenceSource
 from loopline.monitoring.retrain import LogRetrainRequester
 from loopline.monitoring.server import MonitorServer, build_monitor
 from loopline.monitoring.settings import MonitorSettings
 from loopline.serving.local import LocalModelSpec, LocalServingManager
 from tests.fixtures.monitoring import PrometheusHandle
-from tests.fixtures.serving import RegisteredModel
+from tests.fixtures.serving import RegisteredModel, v2_tensor_request
 
 ROOT = Path(__file__).resolve().parents[2]
 RULE_FILES = sorted((ROOT / "monitoring" / "rules").glob("*.yaml"))
@@ -151,26 +151,6 @@ def monitor_server(tmp_path: Path) -> Iterator[MonitorServer]:
         yield server
 
 
-def v2_request(frame: Any) -> dict[str, Any]:
-    x = frame[list(SENSORS)].to_numpy(dtype=np.float64)
-    return {
-        "inputs": [
-            {
-                "name": "features",
-                "datatype": "FP32",
-                "shape": list(x.shape),
-                "data": [None if v != v else float(v) for v in x.reshape(-1)],
-            },
-            {
-                "name": "machine_id",
-                "datatype": "BYTES",
-                "shape": [len(frame)],
-                "data": list(frame[ENTITY]),
-            },
-        ]
-    }
-
-
 def drive_traffic(rest: str, monitor_url: str) -> None:
     """Steady traffic, then a +30 % recipe change; 1 in 3 requests lacks feed_rate (fallback),
     1 in 10 is malformed, every 4th is 100 rows (more than the monitor's queue), paced so that
@@ -195,7 +175,7 @@ def drive_traffic(rest: str, monitor_url: str) -> None:
             i += 1
             if i % 3 == 0:
                 part["feed_rate"] = np.nan
-            response = client.post(url, json=v2_request(part))
+            response = client.post(url, json=v2_tensor_request(part))
             assert response.status_code == 200, response.text
             if i % 10 == 0:
                 bad = client.post(url, json={"inputs": []})
