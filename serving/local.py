@@ -1,12 +1,17 @@
-"""The `local` serving backend: MLServer processes on loopback ports, supervised.
+"""The `local` serving backend: model server processes on loopback ports, supervised.
 
-One MLServer process per Loopline Model, listening on three free 127.0.0.1 ports (REST, gRPC,
+One model server process per Loopline Model, listening on three free 127.0.0.1 ports (REST, gRPC,
 metrics), with its files in `<root>/<name>/`: `settings.json` (server), `models/<name>/
 model-settings.json` (the Loopline runtime, its model URIs and canary weight) and
 `server.log` (stdout and stderr of every incarnation). The manager waits for the model to be
 ready, restarts a process that dies (backoff 1 s, 2 s, 4 s … 30 s) on the same ports, and
-changes the served versions or the canary weight through MLServer's model repository API
+changes the served versions or the canary weight through the V2 model repository API
 (`POST /v2/repository/models/{name}/load`), which swaps the model without a restart.
+
+The process is the lean server (`lean_server.py`: the same runtime behind a bare ASGI V2 app
+and a gRPC service, several times faster per request) unless the spec asks for MLServer, or
+for adaptive batching, which only MLServer does (`LocalModelSpec.server`). Both read the same
+files and answer the same V2 API, so the rest of this module does not care which runs.
 
 The operator's `local` serving backend wraps this; `loopline serve` runs one by hand. The
 API: `start(spec)`, `update(spec)`, `stop(name)`, `status(name)`, `endpoints(name)`, `close()`.
@@ -36,6 +41,7 @@ log = logging.getLogger(__name__)
 
 RUNTIME = "loopline.serving.runtime.LooplineRuntime"
 HOST = "127.0.0.1"
+SERVERS = ("auto", "lean", "mlserver")
 
 
 class LocalServingError(RuntimeError):
@@ -58,8 +64,18 @@ class LocalModelSpec:
     max_batch_time: float = 0.0
     max_rows: int = 4096
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Which process hosts the runtime: `lean`, `mlserver`, or `auto` (lean unless adaptive
+    # batching is asked for, which needs MLServer).
+    server: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.server not in SERVERS:
+            raise ValueError(f"server {self.server!r}: must be one of {list(SERVERS)}")
+        if self.server == "lean" and self.max_batch_size > 1:
+            raise ValueError(
+                "adaptive batching (max_batch_size > 1) needs server 'mlserver' or 'auto'; "
+                "the lean server scores each request as it comes"
+            )
         if not self.name or "/" in self.name:
             raise ValueError(f"name {self.name!r}: must be non-empty and contain no '/'")
         if not self.model_uri:
@@ -138,6 +154,21 @@ def model_settings(spec: LocalModelSpec) -> dict[str, Any]:
     }
 
 
+def resolved_server(spec: LocalModelSpec) -> str:
+    """`lean` or `mlserver`: the process that will host `spec`."""
+    if spec.server != "auto":
+        return spec.server
+    return "mlserver" if spec.max_batch_size > 1 else "lean"
+
+
+def lean_command(folder: Path) -> list[str]:
+    return [sys.executable, "-m", "loopline.serving.lean_server", str(folder)]
+
+
+def server_command(spec: LocalModelSpec, folder: Path) -> list[str]:
+    return lean_command(folder) if resolved_server(spec) == "lean" else mlserver_command(folder)
+
+
 def mlserver_command(folder: Path) -> list[str]:
     script = Path(sys.executable).parent / "mlserver"
     if script.exists():
@@ -163,6 +194,7 @@ class _Server:
     next_restart: float = 0.0
     backoff_s: float = 1.0
     stopping: bool = False
+    host: str = ""  # the resolved server of the running process
 
     @property
     def endpoints(self) -> Endpoints:
@@ -179,7 +211,7 @@ class _Server:
 
 
 class LocalServingManager:
-    """Starts, supervises, updates and stops local MLServer processes."""
+    """Starts, supervises, updates and stops local model server processes."""
 
     def __init__(
         self,
@@ -230,6 +262,11 @@ class LocalServingManager:
             server.spec = spec
             self._write_files(server)
             alive = server.proc is not None and server.proc.poll() is None
+            if alive and server.host != resolved_server(spec) and server.proc is not None:
+                # Another kind of server (batching turned on or off): a restart, same ports.
+                _terminate(server.proc, 10.0)
+                self._spawn(server)
+                alive = False
         if alive:
             url = f"{server.endpoints.rest}/v2/repository/models/{spec.name}/load"
             try:
@@ -344,7 +381,7 @@ class LocalServingManager:
         logfile.flush()
         try:
             server.proc = subprocess.Popen(
-                mlserver_command(server.folder),
+                server_command(server.spec, server.folder),
                 cwd=server.folder,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -355,7 +392,10 @@ class LocalServingManager:
         finally:
             logfile.close()
         server.state = "starting"
-        log.info("started model server %s (pid %s)", server.spec.name, server.proc.pid)
+        server.host = resolved_server(server.spec)
+        log.info(
+            "started %s model server %s (pid %s)", server.host, server.spec.name, server.proc.pid
+        )
 
     def _ready(self, server: _Server) -> bool:
         rest = server.endpoints.rest

@@ -135,11 +135,7 @@ class LooplineRuntime(MLModel):
         scorer = self.champion.scorer
         self.inputs = self.champion.layout.metadata_inputs()
         self.outputs = metadata_outputs(scorer.task, len(scorer.class_names))
-        for loaded in (self.champion, self.canary):
-            if loaded is not None:
-                self.metrics.version_info.labels(
-                    self.model_label, loaded.version, loaded.role, str(loaded.scorer.task)
-                ).set(1)
+        self.publish_version_info(1)
         self.sampler = PayloadSampler(
             model=self.model_label,
             feature_names=list(self.champion.layout.feature_names),
@@ -161,12 +157,18 @@ class LooplineRuntime(MLModel):
     async def unload(self) -> bool:
         if self.sampler is not None:
             await self.sampler.stop()
+        self.publish_version_info(0)
+        return True
+
+    def publish_version_info(self, value: int) -> None:
+        """1 for each version this runtime serves, 0 once it no longer does. A host that
+        swaps runtimes publishes the new one's again after unloading the old one, since
+        both may serve the same version."""
         for loaded in (self.champion, self.canary):
             if loaded is not None:
                 self.metrics.version_info.labels(
                     self.model_label, loaded.version, loaded.role, str(loaded.scorer.task)
-                ).set(0)
-        return True
+                ).set(value)
 
     @property
     def model_label(self) -> str:
@@ -185,9 +187,13 @@ class LooplineRuntime(MLModel):
         return self.champion
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        return await self.infer(payload, detect_protocol(payload))
+
+    async def infer(self, payload: InferenceRequest, protocol: str) -> InferenceResponse:
+        """The hot path, for MLServer (through `predict`) and for hosts that know the
+        protocol without reading headers (`lean_server`)."""
         start = time.perf_counter()
         target = self.pick()
-        protocol = detect_protocol(payload)
         model = self.model_label
         version = target.version
         try:

@@ -67,6 +67,12 @@ class ServingSettings(BaseSettings):
         description="torch intra-op threads for scoring (0 leaves torch's default); one thread "
         "is fastest for the small batches a line sends and leaves cores to the server.",
     )
+    max_request_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Largest REST request body the lean server reads (bytes); more is 413 "
+        "before any of it is parsed. MLServer hosts have their own limits.",
+    )
     sample_timeout_s: float = Field(
         default=2.0, gt=0.0, description="Timeout of one POST to the monitor."
     )

@@ -1,4 +1,7 @@
-"""A real MLServer with the Loopline runtime on loopback, called over REST and gRPC.
+"""Real model servers with the Loopline runtime on loopback, called over REST and gRPC.
+
+The shared `server` runs under both hosts the local backend knows: the lean server and
+MLServer.
 
 The model is registered in a throwaway MLflow by the `registered_model` fixture and loaded by
 alias, as on a cluster. Requests and responses use the official V2 types (MLServer's pydantic
@@ -35,15 +38,21 @@ def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServingMa
         yield m
 
 
-@pytest.fixture(scope="module")
-def server(manager: LocalServingManager, registered_model: RegisteredModel) -> str:
+@pytest.fixture(scope="module", params=["lean", "mlserver"])
+def server(
+    request: pytest.FixtureRequest, manager: LocalServingManager, registered_model: RegisteredModel
+) -> Iterator[str]:
+    """The model under NAME, hosted by the lean server and by MLServer in turn: both hosts
+    must give standard V2 clients the same answers and the same errors."""
     spec = LocalModelSpec(
         name=NAME,
         model_uri=registered_model.champion_uri,
         tracking_uri=registered_model.tracking_uri,
         max_rows=MAX_ROWS,
+        server=request.param,
     )
-    return manager.start(spec).endpoints.rest
+    yield manager.start(spec).endpoints.rest
+    manager.stop(NAME)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,134 @@
+"""What the lean server does on its own, beyond the V2 behaviour both hosts share (that is
+`test_serving_server.py`): its HTTP edges, its reload contract and gRPC errors.
+
+A real lean server process on loopback, with a model registered in a throwaway MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import grpc
+import httpx
+import pytest
+from mlserver.grpc import dataplane_pb2 as pb
+from mlserver.grpc.dataplane_pb2_grpc import GRPCInferenceServiceStub
+
+from loopline.serving.local import LocalModelSpec, LocalServingError, LocalServingManager
+from tests.fixtures.serving import RegisteredModel, sensor_rows
+
+NAME = "drill-lean"
+BODY_LIMIT = 4096
+
+
+@pytest.fixture(scope="module")
+def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServingManager]:
+    with LocalServingManager(tmp_path_factory.mktemp("lean"), ready_timeout_s=120) as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def spec(registered_model: RegisteredModel) -> LocalModelSpec:
+    return LocalModelSpec(
+        name=NAME,
+        model_uri=registered_model.champion_uri,
+        tracking_uri=registered_model.tracking_uri,
+        server="lean",
+        extra_env={"LOOPLINE_SERVING_MAX_REQUEST_BYTES": str(BODY_LIMIT)},
+    )
+
+
+@pytest.fixture(scope="module")
+def rest(manager: LocalServingManager, spec: LocalModelSpec) -> str:
+    return manager.start(spec).endpoints.rest
+
+
+def _infer(rest: str, body: bytes, name: str = NAME) -> httpx.Response:
+    return httpx.post(
+        f"{rest}/v2/models/{name}/infer",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+
+
+def _ok_body(rows: int = 1) -> bytes:
+    x = sensor_rows(rows)
+    tensor = {"name": "features", "datatype": "FP32", "shape": list(x.shape)}
+    return json.dumps({"inputs": [{**tensor, "data": x.reshape(-1).tolist()}]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        (b'{"inputs": [', 400, "not valid JSON"),
+        (b'{"inputs": [{"name": "features", "shape": [1, 12]}]}', 422, "inputs.0.datatype"),
+        (b"[]", 422, "not an Open Inference Protocol request"),
+    ],
+    ids=["truncated-json", "missing-datatype", "not-an-object"],
+)
+def test_malformed_bodies_name_what_is_wrong(
+    rest: str, body: bytes, status: int, needle: str
+) -> None:
+    response = _infer(rest, body)
+    assert response.status_code == status, response.text
+    assert needle in response.json()["error"]
+
+
+def test_a_body_over_the_limit_is_413_before_parsing(rest: str) -> None:
+    response = _infer(rest, b"{" + b" " * BODY_LIMIT + b"}")
+    assert response.status_code == 413, response.text
+    assert str(BODY_LIMIT) in response.json()["error"]
+    assert _infer(rest, _ok_body()).status_code == 200
+
+
+def test_unknown_models_paths_and_methods(rest: str) -> None:
+    response = _infer(rest, _ok_body(), name="no-such-model")
+    assert response.status_code == 404
+    assert NAME in response.json()["error"]  # says what the server does host
+    assert httpx.get(f"{rest}/v2/models/{NAME}/infer").status_code == 405
+    assert httpx.get(f"{rest}/v2/nothing/here").status_code == 404
+    versioned = httpx.post(
+        f"{rest}/v2/models/{NAME}/versions/1/infer",
+        content=_ok_body(),
+        headers={"content-type": "application/json"},
+    )
+    assert versioned.status_code == 200, versioned.text
+    meta = httpx.get(f"{rest}/v2/models/{NAME}").json()
+    assert meta["name"] == NAME
+    assert {i["name"] for i in meta["inputs"]} >= {"features", "spindle_torque"}
+    assert httpx.get(f"{rest}/v2").json()["name"] == "loopline"
+
+
+def test_a_failed_reload_keeps_the_loaded_version_serving(
+    manager: LocalServingManager, rest: str, spec: LocalModelSpec, registered_model: RegisteredModel
+) -> None:
+    from dataclasses import replace
+
+    pid = manager.status(NAME).pid
+    broken = replace(
+        spec, canary_model_uri=f"models:/{registered_model.name}@no-such-alias", canary_weight=0.5
+    )
+    with pytest.raises(LocalServingError, match="no-such-alias"):
+        manager.update(broken, wait=False)
+    response = _infer(rest, _ok_body())
+    assert response.status_code == 200, response.text
+    assert response.json()["model_version"] == registered_model.champion_version
+    assert manager.status(NAME).pid == pid
+    manager.update(spec)  # back to the good files for the other tests
+
+
+def test_grpc_errors_and_health(manager: LocalServingManager, rest: str) -> None:
+    with grpc.insecure_channel(manager.endpoints(NAME).grpc) as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        assert stub.ServerLive(pb.ServerLiveRequest()).live
+        assert stub.ServerReady(pb.ServerReadyRequest()).ready
+        assert not stub.ModelReady(pb.ModelReadyRequest(name="other")).ready
+        assert stub.ServerMetadata(pb.ServerMetadataRequest()).name == "loopline"
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(pb.ModelInferRequest(model_name="other"))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(pb.ModelInferRequest(model_name=NAME))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
