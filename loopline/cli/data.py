@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from loopline.types.common import Trigger
+
 
 def _parse_time(value: str | None, option: str) -> datetime | None:
     if value is None:
@@ -227,6 +229,13 @@ def materialize(repo_dir: Path, start: str | None, end: str | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the JSON report here.",
 )
+@click.option(
+    "--trigger",
+    type=click.Choice([t.value for t in Trigger]),
+    default=Trigger.MANUAL.value,
+    show_default=True,
+    help="Why the training run started; with `drift`, distribution is advisory (not gating).",
+)
 def check(
     source: Path,
     schema_file: Path | None,
@@ -234,6 +243,7 @@ def check(
     window_end: str | None,
     max_staleness_hours: float | None,
     report_file: Path | None,
+    trigger: str,
 ) -> None:
     """Run the data quality gate on a file; exit 1 with the summary when it fails."""
     from loopline.data.features import normalise_timestamps, read_source
@@ -249,7 +259,14 @@ def check(
         if max_staleness_hours
         else DataQualityThresholds()
     )
-    report = run_gate(frame, schema, thresholds, reference, _parse_time(window_end, "--window-end"))
+    report = run_gate(
+        frame,
+        schema,
+        thresholds,
+        reference,
+        _parse_time(window_end, "--window-end"),
+        trigger=trigger,
+    )
     if report_file:
         report.save(report_file)
     click.echo(report.summary)

@@ -9,6 +9,14 @@
 | timeliness | is the newest row recent for the window? | GE max(timestamp) within `maxStalenessHours` of the window end (and not after it) |
 | distribution | has a feature shifted against the reference? | PSI per feature on the reference's decile bins (numpy); score = share of features not shifted |
 
+Advisory dimensions: a dimension is always scored and reported, but for some runs its verdict
+does not fail the gate. A run triggered by drift (`trigger="drift"`) exists *because* the live
+data moved away from the champion's training data, so a shifted training window is the
+expected cause of the run, not a defect of the data: distribution is advisory there (scored,
+per-feature PSI reported, marked `advisory` with the reason) and the other five dimensions
+gate as always. Manual, scheduled and spec-change runs gate on all six
+(`advisory_dimensions()`).
+
 Great Expectations runs in an ephemeral context (no project files) with progress bars off. Two
 measured choices keep it fast on a million rows: float columns are validated as float64 (GE's
 range check is only vectorised for float64/int64; on float32 it falls back to a Python loop,
@@ -18,7 +26,8 @@ The distribution statistics are cheap numpy on the reference's bins, as the brie
 `reference_stats()` summarises a reference frame as JSON-serialisable statistics (training
 stores them in MLflow next to the model); `run_gate()` returns a `QualityReport` whose
 `summary` is one line and whose JSON is the artifact; `enforce()` raises `QualityGateError`
-with that summary when the gate fails.
+with that summary when the gate fails. `advisory_dimensions(trigger)` names the dimensions that
+do not gate a run started by `trigger`, with the reason.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from loopline.data.schema import DatasetSchema
+from loopline.types.common import Trigger
 from loopline.types.policy import DataQualityThresholds
 
 log = logging.getLogger(__name__)
@@ -51,6 +61,7 @@ DIMENSIONS: tuple[Dimension, ...] = (
     "distribution",
 )
 PSI_SHIFTED = 0.25  # population stability index above which a feature counts as shifted
+DRIFT_ADVISORY = "advisory: run triggered by drift"
 _BINS = 10
 _EXAMPLES = 5
 
@@ -70,6 +81,20 @@ class QualityGateError(RuntimeError):
     def __init__(self, report: QualityReport) -> None:
         super().__init__(report.summary)
         self.report = report
+
+
+def advisory_dimensions(trigger: Trigger | str | None) -> dict[Dimension, str]:
+    """Dimensions scored and reported but not gating for a run started by `trigger`, with why.
+
+    A drift-triggered run exists because the monitor saw the live data move away from the
+    champion's training data (e.g. a recipe change): its training window is *expected* to be
+    shifted against the champion's reference, so refusing it on `distribution` would refuse
+    exactly the data the new model needs. Every other trigger (manual, schedule, spec-change,
+    or none given) gates on all six dimensions.
+    """
+    if trigger is not None and Trigger(trigger) == Trigger.DRIFT:
+        return {"distribution": DRIFT_ADVISORY}
+    return {}
 
 
 def dtype_family(dtype: Any) -> str:
@@ -185,9 +210,18 @@ class Failure(BaseModel):
     observed: str = ""
     unexpected_fraction: float | None = None
     examples: list[str] = Field(default_factory=list)
+    advisory: bool = Field(
+        default=False, description="The check's dimension is advisory: it did not fail the gate."
+    )
 
 
 class DimensionScore(BaseModel):
+    """One dimension's score against its threshold.
+
+    `passed` is the score's verdict either way; an `advisory` dimension that did not pass is
+    reported (with the reason in `note`) but does not fail the report.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
     score: float = Field(ge=0, le=1)
@@ -196,6 +230,14 @@ class DimensionScore(BaseModel):
     checks: int
     failed_checks: int
     note: str = ""
+    advisory: bool = Field(
+        default=False, description="Scored and reported, but not gating for this run (see note)."
+    )
+
+    @property
+    def gates(self) -> bool:
+        """False only when this dimension fails the report: not passed and not advisory."""
+        return self.passed or self.advisory
 
 
 class QualityReport(BaseModel):
@@ -207,6 +249,11 @@ class QualityReport(BaseModel):
     rows: int
     dimensions: dict[str, DimensionScore]
     failures: list[Failure]
+    psi: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="Population stability index per feature against the reference (empty "
+        "without one; null: the feature has no values in the window).",
+    )
     summary: str
     duration_seconds: float
     window_end: datetime
@@ -214,6 +261,10 @@ class QualityReport(BaseModel):
 
     def scores(self) -> dict[str, float]:
         return {name: d.score for name, d in self.dimensions.items()}
+
+    def advisory(self) -> list[str]:
+        """The dimensions that were advisory (not gating) in this run."""
+        return [name for name, d in self.dimensions.items() if d.advisory]
 
     def save(self, path: Path) -> Path:
         Path(path).write_text(self.model_dump_json(indent=2) + "\n")
@@ -368,13 +419,17 @@ def run_gate(
     thresholds: DataQualityThresholds | None = None,
     reference: ReferenceStats | None = None,
     window_end: datetime | None = None,
+    *,
+    trigger: Trigger | str | None = None,
 ) -> QualityReport:
     """Score `frame` on the six dimensions and decide pass/fail against `thresholds`.
 
     `window_end` is the end of the training window (timeliness: the newest row must be within
     `maxStalenessHours` before it, and none after it); default: now. Without a `reference`,
     consistency is checked against the declared schema and distribution is not scored (1.0,
-    with a note): the first model of a data set has nothing to compare with.
+    with a note): the first model of a data set has nothing to compare with. `trigger` is why
+    the training run started: for a drift-triggered run distribution is advisory (scored and
+    reported, not gating; see `advisory_dimensions`).
     """
     started = time.perf_counter()
     thresholds = thresholds or DataQualityThresholds()
@@ -394,6 +449,8 @@ def run_gate(
     failed: dict[Dimension, int] = dict.fromkeys(DIMENSIONS, 0)
     failures: list[Failure] = []
     notes: dict[Dimension, str] = dict.fromkeys(DIMENSIONS, "")
+    advisory = advisory_dimensions(trigger)
+    psi_values: dict[str, float | None] = {}
 
     for (dimension, _), result in zip(expectations, results, strict=True):
         cfg = result.expectation_config
@@ -517,6 +574,7 @@ def run_gate(
             ref = reference.features[name]
             values = frame[name].to_numpy(dtype=np.float64)
             value = psi(ref, values)
+            psi_values[name] = round(value, 6) if math.isfinite(value) else None
             col_scores["distribution"][name] = 0.0 if value > PSI_SHIFTED else 1.0
             if value > PSI_SHIFTED:
                 ok = values[~np.isnan(values)]
@@ -550,15 +608,22 @@ def run_gate(
             and (d not in ("consistency", "timeliness") or failed[d] == 0),
             checks=checks[d],
             failed_checks=failed[d],
-            note=notes[d],
+            note="; ".join(n for n in (advisory.get(d, ""), notes[d]) if n),
+            advisory=d in advisory,
         )
-    passed = all(d.passed for d in dimensions.values())
+    if advisory:
+        failures = [
+            f.model_copy(update={"advisory": True}) if f.dimension in advisory else f
+            for f in failures
+        ]
+    passed = all(d.gates for d in dimensions.values())
     duration = time.perf_counter() - started
     report = QualityReport(
         passed=passed,
         rows=len(frame),
         dimensions=dimensions,
         failures=failures,
+        psi=psi_values,
         summary=_summary(passed, dimensions, failures, len(frame), duration),
         duration_seconds=round(duration, 3),
         window_end=end,
@@ -587,18 +652,23 @@ def _summary(
     rows: int,
     seconds: float,
 ) -> str:
-    scores = " ".join(f"{name} {d.score:.3f}" for name, d in dimensions.items())
-    if passed:
-        return f"data quality passed ({rows} rows, {seconds:.1f} s): {scores}"
-    bad = []
-    for name, d in dimensions.items():
-        if d.passed:
-            continue
+    def below(name: str, d: DimensionScore) -> str:
         first = next((f for f in failures if f.dimension == name), None)
         where = (
             f" ({first.column}: {first.observed})"
             if first and first.column
             else (f" ({first.observed})" if first else "")
         )
-        bad.append(f"{name} {d.score:.3f} < {d.threshold:.3f}{where}")
-    return f"data quality FAILED ({rows} rows): " + "; ".join(bad)
+        return f"{name} {d.score:.3f} < {d.threshold:.3f}{where}"
+
+    # Advisory dimensions below their threshold are named either way: not gating is not hiding.
+    soft = "".join(
+        f"; {below(name, d)} [{d.note}]"
+        for name, d in dimensions.items()
+        if d.advisory and not d.passed
+    )
+    if passed:
+        scores = " ".join(f"{name} {d.score:.3f}" for name, d in dimensions.items())
+        return f"data quality passed ({rows} rows, {seconds:.1f} s): {scores}{soft}"
+    bad = [below(name, d) for name, d in dimensions.items() if not d.gates]
+    return f"data quality FAILED ({rows} rows): " + "; ".join(bad) + soft
