@@ -41,6 +41,7 @@ FRAME_FILE = "frame.parquet"
 META_FILE = "meta.json"
 QUALITY_REPORT_ARTIFACT = "quality/report.json"
 QUALITY_REFERENCE_ARTIFACT = "quality/reference_stats.json"
+QUALITY_ADVISORY_TAG = "loopline.quality.advisory"  # dimensions that did not gate this run
 REPORT_ARTIFACT_DIR = "reports"
 
 LOAD_FEATURES = "load-features"
@@ -258,27 +259,44 @@ def _champion_quality_reference(client: MlflowClient, spec: TrainingRunSpec) -> 
 
 
 def quality_markdown(report_doc: Any) -> str:
+    """The gate's report as Markdown: scores, advisory dimensions, per-feature PSI, failures."""
+    from loopline.data.quality import PSI_SHIFTED
+
     lines = [
         "## Data quality gate",
         "",
         f"**{'passed' if report_doc.passed else 'FAILED'}** on {report_doc.rows} rows: {report_doc.summary}",
         "",
-        "| dimension | score | threshold | passed |",
-        "| --- | --- | --- | --- |",
+        "| dimension | score | threshold | passed | gates the run |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for name, dim in report_doc.dimensions.items():
+        gates = f"no ({dim.note})" if dim.advisory else "yes"
         lines.append(
-            f"| {name} | {dim.score:.4f} | {dim.threshold:.4f} | {'yes' if dim.passed else 'no'} |"
+            f"| {name} | {dim.score:.4f} | {dim.threshold:.4f} | {'yes' if dim.passed else 'no'} "
+            f"| {gates} |"
         )
+    if report_doc.psi:
+        lines += ["", "| feature | PSI | shifted |", "| --- | --- | --- |"]
+        for feature, value in report_doc.psi.items():
+            shown, shifted = ("n/a", "no values") if value is None else (f"{value:.4f}", "")
+            if value is not None:
+                shifted = "yes" if value > PSI_SHIFTED else "no"
+            lines.append(f"| {feature} | {shown} | {shifted} |")
     if report_doc.failures:
         lines += ["", "| dimension | check | column | observed |", "| --- | --- | --- | --- |"]
         for f in report_doc.failures[:50]:
-            lines.append(f"| {f.dimension} | {f.expectation} | {f.column or ''} | {f.observed} |")
+            dimension = f"{f.dimension} (advisory)" if f.advisory else f.dimension
+            lines.append(f"| {dimension} | {f.expectation} | {f.column or ''} | {f.observed} |")
     return "\n".join(lines) + "\n"
 
 
 def validate_data(spec_json: str, features_dir: str, report_path: str) -> dict[str, Any]:
-    """Run the data quality gate; raise with the gate's summary if the training set fails it."""
+    """Run the data quality gate; raise with the gate's summary if the training set fails it.
+
+    The run's trigger goes to the gate: in a drift-triggered run distribution is advisory
+    (scored, logged and reported, not gating), see `loopline.data.quality.advisory_dimensions`.
+    """
     from loopline.data.features import RepoSpec
     from loopline.data.quality import QualityGateError, run_gate
     from loopline.tracking.publish import log_metrics
@@ -295,13 +313,24 @@ def validate_data(spec_json: str, features_dir: str, report_path: str) -> dict[s
             spec.validation.data_quality,
             reference=_champion_quality_reference(client, spec),
             window_end=datetime.fromisoformat(meta["window_end"]),
+            trigger=spec.trigger,
         )
         client.log_text(run_id, result.model_dump_json(indent=2), QUALITY_REPORT_ARTIFACT)
-        log_metrics(client, run_id, {f"dq_{k}": v for k, v in result.scores().items()})
+        metrics = {f"dq_{k}": v for k, v in result.scores().items()}
+        metrics |= {f"dq_psi_{k}": v for k, v in result.psi.items() if v is not None}
+        log_metrics(client, run_id, metrics)
+        advisory = result.advisory()
+        if advisory:
+            client.set_tag(run_id, QUALITY_ADVISORY_TAG, ",".join(advisory))
         markdown = quality_markdown(result)
         Path(report_path).write_text(markdown)
         client.log_text(run_id, markdown, f"{REPORT_ARTIFACT_DIR}/data_quality.md")
-        out |= {"passed": result.passed, "summary": result.summary, "scores": result.scores()}
+        out |= {
+            "passed": result.passed,
+            "summary": result.summary,
+            "scores": result.scores(),
+            "advisory": advisory,
+        }
         if not result.passed:
             raise QualityGateError(result)
     return out
