@@ -64,16 +64,6 @@ class DemoSettings(BaseSettings):
     dead_sensor_seconds: float = Field(
         default=20.0, ge=0, description="Traffic while the sensor is dead."
     )
-    distribution_minimum: float | None = Field(
-        default=0.0,
-        ge=0,
-        le=1,
-        description="The Model's validation.dataQuality.distribution minimum. The retraining "
-        "this demo shows is caused by a distribution change, and the data quality gate scores "
-        "the training window's PSI against the champion's training data, so its default "
-        "minimum (0.8) would refuse exactly the data the new model needs; empty keeps the "
-        "Model's.",
-    )
     window_size: int | None = Field(
         default=None, ge=10, description="Drift window (rows); empty keeps the example Model's."
     )
