@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from loopline.data.generator import GeneratorConfig, generate
 from loopline.data.schema import CORE_SENSORS, FAULT_TYPES, SENSORS
-from loopline.models.bundle import BundleError, ModelBundle, load_bundle
+from loopline.models.bundle import BundleError, DenseStack, ModelBundle, load_bundle
+from loopline.models.nets import autoencoder_config, build_network, classifier_config
 from loopline.models.pyfunc import (
     FALLBACK,
     MODEL_COLUMN,
@@ -125,3 +127,30 @@ def test_signature_matches_predict_output(bundle: ModelBundle) -> None:
     required = [c.name for c in sig.inputs.inputs if c.required]
     assert required == list(CORE_SENSORS)
     assert list(out[MODEL_COLUMN]) == [PRIMARY, FALLBACK]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        autoencoder_config(12, [32, 16], 4),
+        autoencoder_config(5, [3], 2),
+        classifier_config(12, [16, 8], 5),
+    ],
+    ids=["autoencoder", "small-autoencoder", "classifier"],
+)
+def test_dense_stack_computes_what_the_torch_module_computes(config: dict[str, object]) -> None:
+    """Scoring runs the weights as numpy; it must agree with torch's own forward pass."""
+    torch.manual_seed(3)
+    net = build_network(config)
+    net.eval()
+    x = np.random.default_rng(4).normal(size=(257, int(config["n_inputs"]))).astype(np.float32)
+    with torch.inference_mode():
+        expected = net(torch.from_numpy(x)).numpy()
+    got = DenseStack.of(net)(x)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_network_that_is_not_a_dense_stack_is_refused() -> None:
+    with pytest.raises(BundleError, match="Tanh"):
+        DenseStack.of(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Tanh()))
