@@ -59,7 +59,10 @@ class Release:
             check=False,
         )
         if check and result.returncode != 0:
-            pytest.fail(f"helm {' '.join(args)} failed:\n{result.stderr}")
+            pytest.fail(
+                f"helm {' '.join(args)} failed:\n{result.stderr}\n"
+                f"{self.cluster.snapshot(self.namespace)}"
+            )
         return result
 
     def install(self, *values: str, chart: Path = helm_chart.CHART_DIR) -> None:
