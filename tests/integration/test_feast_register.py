@@ -63,6 +63,15 @@ def test_generate_register_check(tmp_path: Path) -> None:
     assert code == 1
     assert "distribution" in text
     assert json.loads(report.read_text())["dimensions"]["distribution"]["passed"] is False
+    # The same window in a drift-triggered run: distribution is reported, advisory, not gating.
+    code, text = _run("data", "check", "--source", str(day2), "--reference", str(ref),
+                      "--window-end", "2026-01-03T00:00:00", "--report", str(report),
+                      "--trigger", "drift")  # fmt: skip
+    assert code == 0, text
+    assert "advisory: run triggered by drift" in text
+    distribution = json.loads(report.read_text())["dimensions"]["distribution"]
+    assert distribution["advisory"] is True
+    assert distribution["passed"] is False
 
 
 def test_register_a_users_csv(tmp_path: Path) -> None:
