@@ -235,9 +235,9 @@ class DimensionScore(BaseModel):
     )
 
     @property
-    def gates(self) -> bool:
-        """False only when this dimension fails the report: not passed and not advisory."""
-        return self.passed or self.advisory
+    def blocks(self) -> bool:
+        """Whether this dimension fails the report: below its threshold and not advisory."""
+        return not self.passed and not self.advisory
 
 
 class QualityReport(BaseModel):
@@ -616,7 +616,7 @@ def run_gate(
             f.model_copy(update={"advisory": True}) if f.dimension in advisory else f
             for f in failures
         ]
-    passed = all(d.gates for d in dimensions.values())
+    passed = not any(d.blocks for d in dimensions.values())
     duration = time.perf_counter() - started
     report = QualityReport(
         passed=passed,
@@ -670,5 +670,5 @@ def _summary(
     if passed:
         scores = " ".join(f"{name} {d.score:.3f}" for name, d in dimensions.items())
         return f"data quality passed ({rows} rows, {seconds:.1f} s): {scores}{soft}"
-    bad = [below(name, d) for name, d in dimensions.items() if not d.gates]
+    bad = [below(name, d) for name, d in dimensions.items() if d.blocks]
     return f"data quality FAILED ({rows} rows): " + "; ".join(bad) + soft
