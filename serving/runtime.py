@@ -25,6 +25,7 @@ from typing import Any
 from mlserver import MLModel
 from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse
+from prometheus_client import Counter, Histogram
 
 from loopline.serving.metrics import ServingMetrics, serving_metrics
 from loopline.serving.payload import FeatureLayout, decode_request
@@ -58,6 +59,16 @@ class LoadedVersion:
     @property
     def version(self) -> str:
         return self.label or self.resolved.version
+
+
+@dataclass(frozen=True)
+class _Series:
+    ok: Counter
+    batch_size: Histogram
+    rows: Counter
+    fallback_rows: Counter
+    anomaly_rows: Counter
+    latency: Histogram
 
 
 _SELDON_VERSION = re.compile(r"^(?P<model>.+)-v(?P<version>\d+)$")
@@ -103,6 +114,7 @@ class LooplineRuntime(MLModel):
         self.metrics: ServingMetrics = serving_metrics()
         self.sampler: PayloadSampler | None = None
         self._random = random.Random()
+        self._series_cache: dict[tuple[str, str, str], _Series] = {}
 
     async def load(self) -> bool:
         params = self.settings.parameters
@@ -177,6 +189,24 @@ class LooplineRuntime(MLModel):
         parts = seldon_name_parts(self.name)
         return parts[0] if parts else self.name
 
+    def _series(self, model: str, version: str, protocol: str) -> _Series:
+        """The labelled children one successful request updates, looked up once per label
+        set (a `labels()` call takes a lock and a dict lookup per metric, on every request)."""
+        key = (model, version, protocol)
+        series = self._series_cache.get(key)
+        if series is None:
+            m = self.metrics
+            series = _Series(
+                ok=m.requests.labels(model, version, protocol, "ok"),
+                batch_size=m.batch_size.labels(model),
+                rows=m.rows.labels(model, version),
+                fallback_rows=m.fallback_rows.labels(model, version),
+                anomaly_rows=m.anomaly_rows.labels(model, version),
+                latency=m.latency.labels(model, version, protocol),
+            )
+            self._series_cache[key] = series
+        return series
+
     def pick(self) -> LoadedVersion:
         """Champion, or the canary for a `canary_weight` share of requests."""
         assert self.champion is not None
@@ -210,17 +240,17 @@ class LooplineRuntime(MLModel):
             raise
         n = scored.rows
         n_fallback = int(scored.fallback.sum())
-        m = self.metrics
-        m.requests.labels(model, version, protocol, "ok").inc()
-        m.batch_size.labels(model).observe(n)
-        m.rows.labels(model, version).inc(n)
+        m = self._series(model, version, protocol)
+        m.ok.inc()
+        m.batch_size.observe(n)
+        m.rows.inc(n)
         if n_fallback:
-            m.fallback_rows.labels(model, version).inc(n_fallback)
+            m.fallback_rows.inc(n_fallback)
         is_anomaly = scored.outputs.get("is_anomaly")
         if is_anomaly is not None:
             anomalies = int(is_anomaly.sum())
             if anomalies:
-                m.anomaly_rows.labels(model, version).inc(anomalies)
+                m.anomaly_rows.inc(anomalies)
         if self.sampler is not None and self.sampler.enabled:
             anomaly = target.scorer.task == ANOMALY_TASK
             self.sampler.offer(
@@ -233,7 +263,7 @@ class LooplineRuntime(MLModel):
                     fallback=scored.fallback,
                 )
             )
-        m.latency.labels(model, version, protocol).observe(time.perf_counter() - start)
+        m.latency.observe(time.perf_counter() - start)
         return InferenceResponse(
             model_name=self.name, model_version=version, id=payload.id, outputs=outputs
         )
