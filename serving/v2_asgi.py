@@ -162,8 +162,8 @@ class V2App:
         if path == "/v2/repository/index":
             _only(method, "POST", 200, b"")
             state = "READY" if self.slot.ready else "UNAVAILABLE"
-            doc = [{"name": self.slot.name, "state": state, "reason": self.slot.load_error}]
-            return 200, json.dumps(doc).encode()
+            index = [{"name": self.slot.name, "state": state, "reason": self.slot.load_error}]
+            return 200, json.dumps(index).encode()
         if len(parts) == 6 and parts[1:4] == ["v2", "repository", "models"]:
             _only(method, "POST", 200, b"")
             if parts[4] != self.slot.name:
