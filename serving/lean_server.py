@@ -116,6 +116,7 @@ async def serve(folder: Path) -> int:
             access_log=False,
             log_level="warning",
             server_header=False,
+            proxy_headers=False,  # loopback or behind Seldon's envoy: no forwarded client
         )
     )
     failed: list[BaseException] = []

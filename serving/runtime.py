@@ -19,6 +19,7 @@ import logging
 import random
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +29,11 @@ from mlserver.types import InferenceRequest, InferenceResponse
 from prometheus_client import Counter, Histogram
 
 from loopline.serving.metrics import ServingMetrics, serving_metrics
-from loopline.serving.payload import FeatureLayout, decode_request
+from loopline.serving.payload import FeatureLayout, TensorInput, decode_inputs
 from loopline.serving.sampling import PayloadSampler, PendingSample
 from loopline.serving.scoring import (
     ANOMALY_TASK,
+    ScoredBatch,
     Scorer,
     encode_outputs,
     metadata_outputs,
@@ -59,6 +61,15 @@ class LoadedVersion:
     @property
     def version(self) -> str:
         return self.label or self.resolved.version
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A scored request: which version answered, its task, and the per-row outputs."""
+
+    version: str
+    task: str
+    scored: ScoredBatch
 
 
 @dataclass(frozen=True)
@@ -222,15 +233,25 @@ class LooplineRuntime(MLModel):
     async def infer(self, payload: InferenceRequest, protocol: str) -> InferenceResponse:
         """The hot path, for MLServer (through `predict`) and for hosts that know the
         protocol without reading headers (`lean_server`)."""
+        answer = self.score_inputs(payload.inputs, protocol)
+        return InferenceResponse(
+            model_name=self.name,
+            model_version=answer.version,
+            id=payload.id,
+            outputs=encode_outputs(answer.scored, answer.task, answer.version),
+        )
+
+    def score_inputs(self, inputs: Sequence[TensorInput], protocol: str) -> Answer:
+        """Pick a version, decode, score, count and sample: everything but the wire format,
+        so a host with its own encoder (`v2_json`) shares every rule with `infer`."""
         start = time.perf_counter()
         target = self.pick()
         model = self.model_label
         version = target.version
         try:
             assert self.config is not None
-            decoded = decode_request(payload, target.layout, max_rows=self.config.max_rows)
+            decoded = decode_inputs(inputs, target.layout, max_rows=self.config.max_rows)
             scored = score_batch(target.scorer, decoded.x, target.layout)
-            outputs = encode_outputs(scored, target.scorer.task, version)
         except MLServerError:
             self.metrics.requests.labels(model, version, protocol, "client_error").inc()
             raise
@@ -251,8 +272,9 @@ class LooplineRuntime(MLModel):
             anomalies = int(is_anomaly.sum())
             if anomalies:
                 m.anomaly_rows.inc(anomalies)
+        task = str(target.scorer.task)
         if self.sampler is not None and self.sampler.enabled:
-            anomaly = target.scorer.task == ANOMALY_TASK
+            anomaly = task == ANOMALY_TASK
             self.sampler.offer(
                 PendingSample(
                     model_version=version,
@@ -264,9 +286,7 @@ class LooplineRuntime(MLModel):
                 )
             )
         m.latency.observe(time.perf_counter() - start)
-        return InferenceResponse(
-            model_name=self.name, model_version=version, id=payload.id, outputs=outputs
-        )
+        return Answer(version=version, task=task, scored=scored)
 
 
 def _default_tracking_uri() -> str:

@@ -106,8 +106,19 @@ def score_batch(scorer: Scorer, x: np.ndarray, layout: FeatureLayout) -> ScoredB
     )
 
 
-def encode_outputs(scored: ScoredBatch, task: str, version: str) -> list[ResponseOutput]:
-    """V2 outputs, flat row-major data so MLServer's adaptive batching can split them."""
+@dataclass(frozen=True)
+class OutputColumn:
+    """One V2 output before any wire format: flat row-major data; BYTES as bytes."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[object]
+
+
+def output_columns(scored: ScoredBatch, task: str, version: str) -> list[OutputColumn]:
+    """The outputs of a scored batch, flat row-major so MLServer's adaptive batching can
+    split them; the wire encoders (`encode_outputs`, `v2_json`) only wrap them."""
     n = scored.rows
     result = []
     for name, (datatype, extra_dims) in _OUTPUTS[task].items():
@@ -124,16 +135,20 @@ def encode_outputs(scored: ScoredBatch, task: str, version: str) -> list[Respons
             data = flat.tolist()
             if np.isnan(flat).any():  # JSON has no NaN: null, as MLServer's own codec does
                 data = [None if v != v else v for v in data]
-        result.append(ResponseOutput(name=name, datatype=datatype, shape=shape, data=data))
+        result.append(OutputColumn(name, datatype, shape, data))
     # BYTES as bytes: gRPC's bytes_contents needs them; REST renders them as JSON strings.
-    labels = [_FALLBACK_B if f else _PRIMARY_B for f in scored.fallback.tolist()]
-    result.append(ResponseOutput(name=MODEL_OUTPUT, datatype="BYTES", shape=[n], data=labels))
-    result.append(
-        ResponseOutput(
-            name=VERSION_OUTPUT, datatype="BYTES", shape=[n], data=[version.encode()] * n
-        )
-    )
+    labels: list[object] = [_FALLBACK_B if f else _PRIMARY_B for f in scored.fallback.tolist()]
+    result.append(OutputColumn(MODEL_OUTPUT, "BYTES", [n], labels))
+    result.append(OutputColumn(VERSION_OUTPUT, "BYTES", [n], [version.encode()] * n))
     return result
+
+
+def encode_outputs(scored: ScoredBatch, task: str, version: str) -> list[ResponseOutput]:
+    """V2 outputs as MLServer's types (what `predict` returns to MLServer)."""
+    return [
+        ResponseOutput(name=c.name, datatype=c.datatype, shape=c.shape, data=c.data)
+        for c in output_columns(scored, task, version)
+    ]
 
 
 def metadata_outputs(task: str, n_classes: int) -> list[MetadataTensor]:

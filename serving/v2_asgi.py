@@ -3,9 +3,10 @@
 Why not MLServer's FastAPI app: measured in `benchmarks/results/serving.json`, MLServer's
 stack costs 0.5-1.5 ms of server CPU per request around a runtime whose own work is ~65 µs,
 so a line's single-row requests spent >90% of their time in routing, middleware and
-dependency injection. This app routes with string splits, validates with the same pydantic
-V2 types MLServer uses (so the payload rules and messages are the runtime's, unchanged) and
-calls the same `LooplineRuntime`, so the answers are identical to the MLServer host's.
+dependency injection. This app routes with string splits, reads plain requests with orjson
+(`v2_json`) and everything else with the same pydantic V2 types MLServer uses, and calls the
+same `LooplineRuntime` (the payload rules and messages are the runtime's), so the answers are
+identical to the MLServer host's.
 
 Routes (the V2 REST surface standard clients call):
 
@@ -31,6 +32,8 @@ from mlserver.types import InferenceRequest
 from pydantic import ValidationError
 
 from loopline.serving.runtime_slot import RuntimeSlot
+from loopline.serving.scoring import output_columns
+from loopline.serving.v2_json import parse_plain, response_json
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +106,19 @@ class V2App:
             name, _ = model_path(parts[:-1])
             runtime = self.slot.get(name)
             body = await self._read_body(scope, receive)
-            try:
-                request = InferenceRequest.model_validate_json(body)
-            except ValidationError as exc:
-                raise HttpError(*validation_message(exc)) from None
-            response = await runtime.infer(request, "rest")
-            out = response.model_dump_json(exclude_unset=True, exclude_none=True).encode()
+            plain = parse_plain(body)
+            if plain is not None:
+                inputs, request_id = plain
+                answer = runtime.score_inputs(inputs, "rest")
+                columns = output_columns(answer.scored, answer.task, answer.version)
+                out = response_json(runtime.name, answer.version, request_id, columns)
+            else:
+                try:
+                    request = InferenceRequest.model_validate_json(body)
+                except ValidationError as exc:
+                    raise HttpError(*validation_message(exc)) from None
+                response = await runtime.infer(request, "rest")
+                out = response.model_dump_json(exclude_unset=True, exclude_none=True).encode()
             await _respond(send, 200, out)
         except HttpError as exc:
             await _respond(send, exc.status, _error(str(exc)))
