@@ -7,19 +7,22 @@ Same model (one registered bundle version in a throwaway MLflow), same rows, sam
   of the same payload through any Python HTTP server here, the floor;
 - `stock_mlflow`: stock MLServer with the mlserver-mlflow runtime serving the same MLflow
   model (pandas codec + pyfunc predict);
-- `loopline_rest` / `loopline_rest_matrix` / `loopline_grpc`: Loopline's runtime over REST
-  (one input per feature, the same payload the stock path gets; and one [n, 12] tensor) and
-  gRPC (one [n, 12] tensor in raw_input_contents).
+- `loopline_rest` / `loopline_rest_matrix` / `loopline_grpc`: Loopline's runtime in the lean
+  server (the local default) over REST (one input per feature, the same payload the stock
+  path gets; and one [n, 12] tensor) and gRPC (one [n, 12] tensor in raw_input_contents);
+- `loopline_mlserver_*`: the same runtime hosted by MLServer, as Seldon runs it.
 
 Both MLServers run with the same server settings (models in-process, no access log, no gzip).
 Each case runs with 1 client and with `CONCURRENCY` clients over keep-alive connections (a
 minimal asyncio HTTP/1.1 client, so the client costs little of the 2 cores), at batch 1 and 64.
+All servers run at once and the cases take turns, `ROUNDS` turns each (`interleaved`).
 Ratios, not absolute numbers, are the result: this machine is shared and its speed varies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -28,6 +31,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ from benchmarks.common import percentiles, time_calls, write_results
 CONCURRENCY = 4
 REQUESTS = int(os.environ.get("LOOPLINE_BENCH_SERVING_REQUESTS", "500"))
 WARMUP = 50
+ROUNDS = 5
 BATCHES = (1, 64)
 HOST = "127.0.0.1"
 
@@ -102,56 +107,95 @@ def http_request(port: int, path: str, body: bytes) -> bytes:
     ).encode() + body
 
 
-def run_http(port: int, path: str, body: bytes, pid: int, clients: int) -> dict[str, Any]:
+@dataclass
+class Tally:
+    """Latencies and costs of one case, summed over the rounds it ran in."""
+
+    latencies: list[float] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    bad: int = 0
+    cpu_s: float = 0.0
+
+    def add(self, other: Tally) -> None:
+        self.latencies += other.latencies
+        self.elapsed_s += other.elapsed_s
+        self.bad += other.bad
+        self.cpu_s += other.cpu_s
+
+    def summary(self) -> dict[str, Any]:
+        doc: dict[str, Any] = percentiles(self.latencies)
+        doc["throughput_rps"] = len(self.latencies) / self.elapsed_s
+        doc["server_cpu_ms_per_request"] = self.cpu_s / len(self.latencies) * 1e3
+        doc["non_200"] = self.bad
+        return doc
+
+
+# A case: (clients, requests, warm-up requests) -> Tally.
+Case = Callable[[int, int, int], Tally]
+
+
+def http_case(port: int, path: str, body: bytes, pid: int) -> Case:
     request = http_request(port, path, body)
 
-    async def main() -> dict[str, Any]:
-        await _http_client(port, request, WARMUP, [])
-        per_client = max(1, REQUESTS // clients)
-        latencies: list[float] = []
-        cpu = process_cpu_s(pid)
-        start = time.perf_counter()
-        bad = await asyncio.gather(
-            *[_http_client(port, request, per_client, latencies) for _ in range(clients)]
-        )
-        elapsed = time.perf_counter() - start
-        return _summary(latencies, elapsed, sum(bad), process_cpu_s(pid) - cpu)
+    def run(clients: int, requests: int, warmup: int) -> Tally:
+        async def main() -> Tally:
+            if warmup:
+                await _http_client(port, request, warmup, [])
+            per_client = max(1, requests // clients)
+            latencies: list[float] = []
+            cpu = process_cpu_s(pid)
+            start = time.perf_counter()
+            bad = await asyncio.gather(
+                *[_http_client(port, request, per_client, latencies) for _ in range(clients)]
+            )
+            elapsed = time.perf_counter() - start
+            return Tally(latencies, elapsed, sum(bad), process_cpu_s(pid) - cpu)
 
-    return asyncio.run(main())
+        return asyncio.run(main())
+
+    return run
 
 
-def run_grpc(target: str, request: Any, pid: int, clients: int) -> dict[str, Any]:
+def grpc_case(target: str, request: Any, pid: int) -> Case:
     import grpc
     from mlserver.grpc.dataplane_pb2_grpc import GRPCInferenceServiceStub
 
-    async def client(stub: Any, count: int, out: list[float]) -> int:
+    async def client(stub: Any, count: int, out: list[float]) -> None:
         for _ in range(count):
             start = time.perf_counter()
             await stub.ModelInfer(request)
             out.append(time.perf_counter() - start)
-        return 0
 
-    async def main() -> dict[str, Any]:
-        async with grpc.aio.insecure_channel(target) as channel:
-            stub = GRPCInferenceServiceStub(channel)
-            await client(stub, WARMUP, [])
-            per_client = max(1, REQUESTS // clients)
-            latencies: list[float] = []
-            cpu = process_cpu_s(pid)
-            start = time.perf_counter()
-            await asyncio.gather(*[client(stub, per_client, latencies) for _ in range(clients)])
-            elapsed = time.perf_counter() - start
-            return _summary(latencies, elapsed, 0, process_cpu_s(pid) - cpu)
+    def run(clients: int, requests: int, warmup: int) -> Tally:
+        async def main() -> Tally:
+            async with grpc.aio.insecure_channel(target) as channel:
+                stub = GRPCInferenceServiceStub(channel)
+                await client(stub, max(warmup, 1), [])
+                per_client = max(1, requests // clients)
+                latencies: list[float] = []
+                cpu = process_cpu_s(pid)
+                start = time.perf_counter()
+                await asyncio.gather(*[client(stub, per_client, latencies) for _ in range(clients)])
+                elapsed = time.perf_counter() - start
+                return Tally(latencies, elapsed, 0, process_cpu_s(pid) - cpu)
 
-    return asyncio.run(main())
+        return asyncio.run(main())
+
+    return run
 
 
-def _summary(latencies: list[float], elapsed: float, bad: int, cpu_s: float) -> dict[str, Any]:
-    doc: dict[str, Any] = percentiles(latencies)
-    doc["throughput_rps"] = len(latencies) / elapsed
-    doc["server_cpu_ms_per_request"] = cpu_s / len(latencies) * 1e3
-    doc["non_200"] = bad
-    return doc
+def interleaved(cases: dict[str, Case], clients: int) -> dict[str, dict[str, Any]]:
+    """Every case in turn, `ROUNDS` times, `REQUESTS / ROUNDS` requests a turn.
+
+    The machine's speed drifts by 2x within minutes (shared cores), so cases measured one
+    after the other compare moments, not servers; taking turns spreads the drift over all."""
+    tallies = {name: Tally() for name in cases}
+    for warm in cases.values():
+        warm(1, WARMUP, 0)  # connections, caches, lazy imports
+    for _ in range(ROUNDS):
+        for name, run in cases.items():
+            tallies[name].add(run(clients, max(1, REQUESTS // ROUNDS), 5))
+    return {name: tally.summary() for name, tally in tallies.items()}
 
 
 # -- payloads ---------------------------------------------------------------------------------
@@ -320,53 +364,54 @@ def main() -> Path:
         }
         results["profile_us"] = {f"batch_{b}": profile(bundle, x) for b, x in data.items()}
 
-        cases: dict[str, dict[str, Any]] = {}
-        echo, echo_port = start_echo(root / "echo.log")
-        try:
+        # Every server runs at once so that the cases can take turns (see `interleaved`).
+        with contextlib.ExitStack() as stack:
+            echo, echo_port = start_echo(root / "echo.log")
+            stack.callback(_stop, echo)
+            stock, stock_port = start_stock(root / "stock", model_dir, registered.tracking_uri)
+            stack.callback(_stop, stock)
+            # The runtime under the lean server (the local default) and under MLServer (what
+            # Seldon runs on a cluster).
+            hosts = {}
+            for server in ("lean", "mlserver"):
+                manager = stack.enter_context(LocalServingManager(root / f"loopline-{server}"))
+                spec = LocalModelSpec(
+                    name="drill-ae",
+                    model_uri=uri,
+                    tracking_uri=registered.tracking_uri,
+                    server=server,
+                )
+                hosts[server] = manager.start(spec)
+            infer = "/v2/models/drill-ae/infer"
+            by_batch: dict[int, dict[str, Case]] = {}
             for b, x in data.items():
-                cases[f"echo_floor/batch_{b}"] = _both(
-                    partial(run_http, echo_port, "/", per_feature_body(x, names), echo.pid)
-                )
-        finally:
-            _stop(echo)
-
-        stock, stock_port = start_stock(root / "stock", model_dir, registered.tracking_uri)
-        try:
-            for b, x in data.items():
-                stock_body = per_feature_body(x, names)
-                cases[f"stock_mlflow/batch_{b}"] = _both(
-                    partial(run_http, stock_port, "/v2/models/stock/infer", stock_body, stock.pid)
-                )
-        finally:
-            _stop(stock)
-
-        with LocalServingManager(root / "loopline") as manager:
-            spec = LocalModelSpec(
-                name="drill-ae", model_uri=uri, tracking_uri=registered.tracking_uri
-            )
-            status = manager.start(spec)
-            port = int(status.endpoints.rest.rsplit(":", 1)[1])
-            pid = status.pid or 0
-            path = "/v2/models/drill-ae/infer"
-            for b, x in data.items():
-                cases[f"loopline_rest/batch_{b}"] = _both(
-                    partial(run_http, port, path, per_feature_body(x, names), pid)
-                )
-                cases[f"loopline_rest_matrix/batch_{b}"] = _both(
-                    partial(run_http, port, path, matrix_body(x), pid)
-                )
-                grpc_target, grpc_body = status.endpoints.grpc, grpc_request("drill-ae", x)
-                cases[f"loopline_grpc/batch_{b}"] = _both(
-                    partial(run_grpc, grpc_target, grpc_body, pid)
-                )
+                features = per_feature_body(x, names)
+                batch_cases = {
+                    "echo_floor": http_case(echo_port, "/", features, echo.pid),
+                    "stock_mlflow": http_case(
+                        stock_port, "/v2/models/stock/infer", features, stock.pid
+                    ),
+                }
+                for server, prefix in (("lean", "loopline"), ("mlserver", "loopline_mlserver")):
+                    status = hosts[server]
+                    port, pid = int(status.endpoints.rest.rsplit(":", 1)[1]), status.pid or 0
+                    batch_cases[f"{prefix}_rest"] = http_case(port, infer, features, pid)
+                    batch_cases[f"{prefix}_rest_matrix"] = http_case(
+                        port, infer, matrix_body(x), pid
+                    )
+                    batch_cases[f"{prefix}_grpc"] = grpc_case(
+                        status.endpoints.grpc, grpc_request("drill-ae", x), pid
+                    )
+                by_batch[b] = batch_cases
+            cases: dict[str, dict[str, Any]] = {}
+            for b, batch_cases in by_batch.items():
+                for clients in (1, CONCURRENCY):
+                    for name, summary in interleaved(batch_cases, clients).items():
+                        cases.setdefault(f"{name}/batch_{b}", {})[f"clients_{clients}"] = summary
     results["cases"] = cases
     results["ratios"] = ratios(cases)
     results["wall_s"] = time.perf_counter() - started
     return write_results("serving", results)
-
-
-def _both(run: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
-    return {"clients_1": run(1), f"clients_{CONCURRENCY}": run(CONCURRENCY)}
 
 
 def ratios(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -401,6 +446,10 @@ def ratios(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
             ),
             "rest_p99_ms_concurrent": get(f"loopline_rest/batch_{b}", conc, "p99_ms"),
             "grpc_p99_ms_concurrent": get(f"loopline_grpc/batch_{b}", conc, "p99_ms"),
+            "lean_vs_mlserver_host_throughput": ratio(
+                get(f"loopline_rest/batch_{b}", conc, "throughput_rps"),
+                get(f"loopline_mlserver_rest/batch_{b}", conc, "throughput_rps"),
+            ),
             # CPU the server burns per request, independent of the machine's other load.
             "server_cpu_vs_stock": ratio(
                 get(f"loopline_rest/batch_{b}", "clients_1", "server_cpu_ms_per_request"),
