@@ -4,16 +4,20 @@ The service is MLServer's generated `GRPCInferenceService` (the V2 proto), and r
 responses go through MLServer's own converters, so raw and typed tensor contents, parameters
 and the response shape are what MLServer's gRPC server gives standard clients. What is left
 out is MLServer's data plane (model registry lookups, its metrics and tracing hooks) between
-the call and the runtime. Errors map as MLServer maps them (400 → INVALID_ARGUMENT, 404 →
+the call and the runtime. Requests of float features (and BYTES machine ids), raw or typed,
+skip the converters and MLServer's pydantic types too (`plain_inputs`, `response_message`);
+anything else goes through them. Errors map as MLServer maps them (400 → INVALID_ARGUMENT, 404 →
 NOT_FOUND, 422 → FAILED_PRECONDITION) plus 413 → RESOURCE_EXHAUSTED and 503 → UNAVAILABLE.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 from typing import Any
 
 import grpc
+import numpy as np
 from mlserver.errors import MLServerError
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.converters import (
@@ -27,6 +31,8 @@ from mlserver.grpc.dataplane_pb2_grpc import (
 )
 
 from loopline.serving.runtime_slot import RuntimeSlot
+from loopline.serving.scoring import OutputColumn, output_columns
+from loopline.serving.v2_json import PlainInput
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +78,17 @@ class V2Servicer(GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         try:
             runtime = self.slot.get(request.model_name)
+            use_raw = bool(request.raw_input_contents)
+            plain = plain_inputs(request)
+            if plain is not None:
+                answer = runtime.score_inputs(plain, "grpc")
+                columns = output_columns(answer.scored, answer.task, answer.version)
+                return response_message(
+                    runtime.name, answer.version, request.id, columns, use_raw=use_raw
+                )
             payload = ModelInferRequestConverter.to_types(request)
             response = await runtime.infer(payload, "grpc")
-            return ModelInferResponseConverter.from_types(
-                response, use_raw=bool(request.raw_input_contents)
-            )
+            return ModelInferResponseConverter.from_types(response, use_raw=use_raw)
         except MLServerError as exc:
             await context.abort(grpc_status(exc.status_code), str(exc))
         except Exception as exc:
@@ -88,3 +100,99 @@ class V2Servicer(GRPCInferenceServiceServicer):
 
 def add_to_server(servicer: V2Servicer, server: Any) -> None:
     add_GRPCInferenceServiceServicer_to_server(servicer, server)
+
+
+# -- the fast path: V2 messages straight to and from the runtime's arrays -----------------
+
+_RAW_FLOATS = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+_CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
+_OUT_CONTENTS = {
+    "FP32": "fp32_contents",
+    "BOOL": "bool_contents",
+    "INT64": "int64_contents",
+    "BYTES": "bytes_contents",
+}
+_OUT_RAW = {"FP32": np.dtype("<f4"), "BOOL": np.dtype("?"), "INT64": np.dtype("<i8")}
+_BYTES_SIZE = struct.Struct("<I")
+
+
+def plain_inputs(request: Any) -> list[PlainInput] | None:
+    """The request's inputs as `PlainInput`s (raw contents read with `np.frombuffer`), or None
+    for anything but float features and BYTES machine ids without parameters; those take
+    MLServer's converter, which handles every V2 form."""
+    if request.parameters or request.outputs:
+        return None
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        return None
+    inputs: list[PlainInput] = []
+    for i, tensor in enumerate(request.inputs):
+        if tensor.parameters:
+            return None
+        datatype = tensor.datatype
+        data: Any
+        if raw:
+            if datatype in _RAW_FLOATS:
+                dtype = _RAW_FLOATS[datatype]
+                if len(raw[i]) % dtype.itemsize:
+                    return None
+                data = np.frombuffer(raw[i], dtype=dtype)
+            elif datatype == "BYTES":
+                data = unpack_bytes(raw[i])
+                if data is None:
+                    return None
+            else:
+                return None
+        elif datatype in _CONTENTS:
+            data = list(getattr(tensor.contents, _CONTENTS[datatype]))
+        else:
+            return None
+        inputs.append(PlainInput(tensor.name, datatype, list(tensor.shape), data))
+    return inputs
+
+
+def unpack_bytes(raw: bytes) -> list[bytes] | None:
+    """Raw BYTES contents (each element a little-endian uint32 length, then the bytes), or
+    None if the lengths do not add up."""
+    out: list[bytes] = []
+    offset, end = 0, len(raw)
+    while offset < end:
+        if offset + 4 > end:
+            return None
+        (size,) = _BYTES_SIZE.unpack_from(raw, offset)
+        offset += 4
+        if offset + size > end:
+            return None
+        out.append(raw[offset : offset + size])
+        offset += size
+    return out
+
+
+def response_message(
+    model_name: str, version: str, request_id: str, columns: list[OutputColumn], *, use_raw: bool
+) -> Any:
+    """The `ModelInferResponse` MLServer's converter makes of the same outputs (a unit test
+    compares them), raw when the request was raw."""
+    response = pb.ModelInferResponse(model_name=model_name, model_version=version, id=request_id)
+    for column in columns:
+        tensor = response.outputs.add(name=column.name, datatype=column.datatype)
+        tensor.shape.extend(column.shape)
+        data = column.data
+        if column.datatype == "FP32":
+            data = [float("nan") if v is None else v for v in data] if None in data else data
+        if use_raw:
+            tensor.contents.SetInParent()  # as MLServer's converter leaves it: present, empty
+            if column.datatype == "BYTES":
+                packed = b"".join(_BYTES_SIZE.pack(len(v)) + v for v in _as_bytes(data))
+            else:
+                packed = np.asarray(data, dtype=_OUT_RAW[column.datatype]).tobytes()
+            response.raw_output_contents.append(packed)
+        elif column.datatype == "BYTES":
+            tensor.contents.bytes_contents.extend(_as_bytes(data))
+        else:
+            getattr(tensor.contents, _OUT_CONTENTS[column.datatype]).extend(data)
+    return response
+
+
+def _as_bytes(values: list[object]) -> list[bytes]:
+    return [v if isinstance(v, bytes) else str(v).encode() for v in values]

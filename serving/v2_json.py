@@ -35,7 +35,7 @@ class PlainInput:
     name: str
     datatype: str
     shape: list[int]
-    data: list[Any]
+    data: Any  # a list from JSON; a list or an ndarray (raw contents) from gRPC
 
 
 def parse_plain(body: bytes) -> tuple[list[PlainInput], str | None] | None:
