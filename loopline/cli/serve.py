@@ -51,6 +51,14 @@ def _spec_options(func: click.decorators.FC) -> click.decorators.FC:
             show_default=True,
             help="MLServer adaptive batching: seconds to wait to fill a batch.",
         ),
+        click.option(
+            "--server",
+            type=click.Choice(["auto", "lean", "mlserver"]),
+            default="auto",
+            show_default=True,
+            help="The process that hosts the runtime: the lean V2 server, MLServer, or auto "
+            "(lean unless adaptive batching is on).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -77,6 +85,7 @@ def _build(cls: type, kw: dict[str, object]) -> object:
         sample_rate=float(kw["sample_rate"]),  # type: ignore[arg-type]
         max_batch_size=int(kw["max_batch_size"]),  # type: ignore[call-overload]
         max_batch_time=float(kw["max_batch_time"]),  # type: ignore[arg-type]
+        server=str(kw["server"]),
     )
 
 
@@ -90,8 +99,8 @@ def _build(cls: type, kw: dict[str, object]) -> object:
     help="Where server folders and logs go (default: <state_dir>/serving).",
 )
 def run(root: Path | None, **kw: object) -> None:
-    """Start one MLServer on free 127.0.0.1 ports and keep it up until Ctrl-C."""
-    from loopline.serving.local import LocalServingError, LocalServingManager
+    """Start one model server on free 127.0.0.1 ports and keep it up until Ctrl-C."""
+    from loopline.serving.local import LocalServingError, LocalServingManager, resolved_server
     from loopline.settings import get_settings
 
     spec = _spec(**kw)
@@ -104,7 +113,8 @@ def run(root: Path | None, **kw: object) -> None:
         except (LocalServingError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
         ep = status.endpoints
-        click.echo(f"serving {status.name} (pid {status.pid})")
+        host = resolved_server(spec)  # type: ignore[arg-type]
+        click.echo(f"serving {status.name} (pid {status.pid}, {host} server)")
         click.echo(f"  REST     {ep.infer_url(status.name)}")
         click.echo(f"  gRPC     {ep.grpc}")
         click.echo(f"  metrics  {ep.metrics}")

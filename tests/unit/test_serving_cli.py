@@ -44,3 +44,23 @@ def test_canary_weight_without_canary_is_an_error() -> None:
     assert result.exit_code != 0
     assert result.exit_code == 2
     assert "canary_weight > 0 needs canary_model_uri" in result.output
+
+
+def test_lean_server_with_batching_is_a_usage_error() -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "serve",
+            "settings",
+            "--name",
+            "drill-ae",
+            "--model-uri",
+            "models:/plant.drill-ae@champion",
+            "--server",
+            "lean",
+            "--max-batch-size",
+            "8",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "adaptive batching" in result.output
