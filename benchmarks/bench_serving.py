@@ -296,31 +296,50 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 # -- the profile ------------------------------------------------------------------------------
 
 
-def profile(bundle: Any, x: np.ndarray, repeat: int = 300) -> dict[str, float]:
-    """Median microseconds of each step one REST request takes inside the server process."""
+def profile(bundle: Any, x: np.ndarray, repeat: int = 300) -> dict[str, dict[str, float]]:
+    """Median microseconds of each step of one REST request inside the server process, for
+    the lean server's plain-JSON path and for the pydantic path (MLServer's types) it
+    replaces, on the per-feature body line clients send."""
     from mlserver.types import InferenceRequest, InferenceResponse
 
-    from loopline.serving.payload import FeatureLayout, decode_request
-    from loopline.serving.scoring import encode_outputs, score_batch
+    from loopline.serving.payload import FeatureLayout, decode_inputs
+    from loopline.serving.scoring import encode_outputs, output_columns, score_batch
+    from loopline.serving.v2_json import parse_plain, response_json
 
     layout = FeatureLayout.of(bundle.feature_names, bundle.core_feature_names)
-    body = matrix_body(x)
-    request = InferenceRequest.model_validate_json(body)
-    decoded = decode_request(request, layout, max_rows=4096)
+    body = per_feature_body(x, list(bundle.feature_names))
+    plain = parse_plain(body)
+    assert plain is not None
+    inputs = plain[0]
+    decoded = decode_inputs(inputs, layout, max_rows=4096)
     scored = score_batch(bundle, decoded.x, layout)
+    columns = output_columns(scored, bundle.task, "1")
+    request = InferenceRequest.model_validate_json(body)
     response = InferenceResponse(
         model_name="m", model_version="1", outputs=encode_outputs(scored, bundle.task, "1")
     )
-    steps: dict[str, Callable[[], object]] = {
-        "parse_json_to_v2_types": lambda: InferenceRequest.model_validate_json(body),
-        "decode_validate": lambda: decode_request(request, layout, max_rows=4096),
-        "score_primary": lambda: score_batch(bundle, decoded.x, layout),
-        "encode_outputs": lambda: encode_outputs(scored, bundle.task, "1"),
-        "serialise_response": lambda: response.model_dump_json(),
+    paths: dict[str, dict[str, Callable[[], object]]] = {
+        "lean_plain_json": {
+            "parse_json": lambda: parse_plain(body),
+            "decode_validate": lambda: decode_inputs(inputs, layout, max_rows=4096),
+            "score_primary": lambda: score_batch(bundle, decoded.x, layout),
+            "output_columns": lambda: output_columns(scored, bundle.task, "1"),
+            "serialise_response": lambda: response_json("m", "1", None, columns),
+        },
+        "pydantic_v2_types": {
+            "parse_json": lambda: InferenceRequest.model_validate_json(body),
+            "decode_validate": lambda: decode_inputs(request.inputs, layout, max_rows=4096),
+            "score_primary": lambda: score_batch(bundle, decoded.x, layout),
+            "output_columns": lambda: encode_outputs(scored, bundle.task, "1"),
+            "serialise_response": lambda: response.model_dump_json(),
+        },
     }
     return {
-        name: float(np.median(time_calls(fn, repeat=repeat, warmup=20)) * 1e6)
-        for name, fn in steps.items()
+        path: {
+            name: float(np.median(time_calls(fn, repeat=repeat, warmup=20)) * 1e6)
+            for name, fn in steps.items()
+        }
+        for path, steps in paths.items()
     }
 
 
