@@ -6,8 +6,13 @@ A real lean server process on loopback, with a model registered in a throwaway M
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import httpx
@@ -15,7 +20,15 @@ import pytest
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.dataplane_pb2_grpc import GRPCInferenceServiceStub
 
-from loopline.serving.local import LocalModelSpec, LocalServingError, LocalServingManager
+from loopline.serving.local import (
+    LocalModelSpec,
+    LocalServingError,
+    LocalServingManager,
+    free_port,
+    lean_command,
+    model_settings,
+    server_settings,
+)
 from tests.fixtures.serving import RegisteredModel, sensor_rows
 
 NAME = "drill-lean"
@@ -132,3 +145,36 @@ def test_grpc_errors_and_health(manager: LocalServingManager, rest: str) -> None
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelInfer(pb.ModelInferRequest(model_name=NAME))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_sigterm_stops_the_server_cleanly(
+    tmp_path: Path, spec: LocalModelSpec, registered_model: RegisteredModel
+) -> None:
+    """The supervisor stops servers with SIGTERM: REST, gRPC and the runtime shut down and
+    the process exits 0, so a stop is never mistaken for a crash."""
+    rest_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    (tmp_path / "settings.json").write_text(
+        json.dumps(server_settings(rest_port, grpc_port, metrics_port))
+    )
+    model_dir = tmp_path / "models" / NAME
+    model_dir.mkdir(parents=True)
+    (model_dir / "model-settings.json").write_text(json.dumps(model_settings(spec)))
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(lean_command(tmp_path), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(httpx.HTTPError):
+                url = f"http://127.0.0.1:{rest_port}/v2/health/ready"
+                if httpx.get(url, timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        assert proc.poll() is None, log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in log.read_text()
