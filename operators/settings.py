@@ -26,7 +26,8 @@ class OperatorSettings(BaseSettings):
         default="local", description="Pipeline backend: local (worker processes) or kfp."
     )
     serving_backend: str = Field(
-        default="local", description="Serving backend: local (MLServer processes) or seldon."
+        default="local",
+        description="Serving backend: local (model server processes on loopback) or seldon.",
     )
     runs_dir: Path = Field(
         default_factory=lambda: _state("runs"),

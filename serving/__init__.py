@@ -2,8 +2,10 @@
 
 - `runtime.LooplineRuntime`: the MLServer runtime (V2 over REST and gRPC, primary + fallback
   routing, canary split, metrics, drift-monitor sampling); settings in `settings`.
-- `local.LocalServingManager` / `LocalModelSpec`: the `local` backend (MLServer processes on
-  loopback ports: start, update, stop, status, endpoints).
+- `lean_server`: hosts the runtime behind a bare ASGI V2 app (`v2_asgi`, `v2_json`) and a
+  gRPC service (`v2_grpc`), swapped on reload through `runtime_slot`.
+- `local.LocalServingManager` / `LocalModelSpec`: the `local` backend (lean server or
+  MLServer processes on loopback ports: start, update, stop, status, endpoints).
 - `seldon.build_server|build_model|build_experiment`: the `seldon` backend's desired state.
 - `canary.decide_canary`, `canary.version_stats`: rollout decisions from server metrics.
 

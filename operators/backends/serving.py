@@ -4,7 +4,7 @@
 `ServingDesired` (idempotent, cheap when nothing changed) and reports a `ServingObserved`;
 `observe` reports without changing anything; `delete` removes everything a Model had.
 
-`LocalServingBackend` wraps `loopline.serving.local.LocalServingManager` (one MLServer process
+`LocalServingBackend` wraps `loopline.serving.local.LocalServingManager` (one model server process
 per Model on loopback ports, hot reload for new versions and canary weights), one manager per
 namespace so two namespaces can hold Models with the same name.
 """

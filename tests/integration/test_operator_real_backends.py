@@ -2,7 +2,7 @@
 
 A Model is applied; the operator runs `python -m loopline.pipelines.run` through the local
 pipeline backend (Feast over generated data, the quality gate, torch, MLflow in SQLite) and
-serves the registered version with a local MLServer process through the local serving
+serves the registered version with a local model server process through the local serving
 backend, with a local drift monitor process beside it; the test then asks the endpoint in status for readiness over the Open Inference
 Protocol. Then the Model is deleted and the server process must be gone.
 """
