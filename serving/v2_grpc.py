@@ -104,7 +104,7 @@ def add_to_server(servicer: V2Servicer, server: Any) -> None:
 
 # -- the fast path: V2 messages straight to and from the runtime's arrays -----------------
 
-_RAW_FLOATS = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+_RAW_FLOATS: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 _CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
 _OUT_CONTENTS = {
     "FP32": "fp32_contents",
@@ -112,7 +112,11 @@ _OUT_CONTENTS = {
     "INT64": "int64_contents",
     "BYTES": "bytes_contents",
 }
-_OUT_RAW = {"FP32": np.dtype("<f4"), "BOOL": np.dtype("?"), "INT64": np.dtype("<i8")}
+_OUT_RAW: dict[str, np.dtype[Any]] = {
+    "FP32": np.dtype("<f4"),
+    "BOOL": np.dtype("?"),
+    "INT64": np.dtype("<i8"),
+}
 _BYTES_SIZE = struct.Struct("<I")
 
 
