@@ -47,20 +47,7 @@ def test_canary_weight_without_canary_is_an_error() -> None:
 
 
 def test_lean_server_with_batching_is_a_usage_error() -> None:
-    result = CliRunner().invoke(
-        cli,
-        [
-            "serve",
-            "settings",
-            "--name",
-            "drill-ae",
-            "--model-uri",
-            "models:/plant.drill-ae@champion",
-            "--server",
-            "lean",
-            "--max-batch-size",
-            "8",
-        ],
-    )
+    args = ["serve", "settings", "--name", "drill-ae", "--model-uri", "m", "--server", "lean"]
+    result = CliRunner().invoke(cli, [*args, "--max-batch-size", "8"])
     assert result.exit_code == 2
     assert "adaptive batching" in result.output

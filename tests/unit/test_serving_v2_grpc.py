@@ -14,11 +14,11 @@ from loopline.serving.payload import FeatureLayout, decode_inputs
 from loopline.serving.scoring import (
     ANOMALY_TASK,
     CLASSIFICATION_TASK,
-    ScoredBatch,
     encode_outputs,
     output_columns,
 )
 from loopline.serving.v2_grpc import plain_inputs, response_message, unpack_bytes
+from tests.fixtures.serving import scored_batch
 
 LAYOUT = FeatureLayout.of(["a", "b", "c"], ["a"])
 
@@ -82,20 +82,7 @@ def test_raw_bytes_that_do_not_add_up_are_refused() -> None:
 @pytest.mark.parametrize("use_raw", [False, True])
 @pytest.mark.parametrize("task", [ANOMALY_TASK, CLASSIFICATION_TASK])
 def test_the_response_is_what_mlservers_converter_makes(use_raw: bool, task: str) -> None:
-    fallback = np.array([False, True, False])
-    if task == ANOMALY_TASK:
-        outputs = {
-            "anomaly_score": np.array([0.1, 0.7, 2.5], dtype=np.float32),
-            "threshold": np.full(3, 1.5, dtype=np.float32),
-            "is_anomaly": np.array([False, False, True]),
-        }
-    else:
-        outputs = {
-            "class_index": np.array([0, 2, 1]),
-            "class_name": np.array(["normal", "bearing", "ünïcode"]),
-            "probabilities": np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1]]),
-        }
-    scored = ScoredBatch(outputs=outputs, fallback=fallback)
+    scored = scored_batch(task)
     fast = response_message("m", "4", "r-1", output_columns(scored, task, "4"), use_raw=use_raw)
     full = ModelInferResponseConverter.from_types(
         InferenceResponse(

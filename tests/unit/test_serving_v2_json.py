@@ -13,11 +13,11 @@ from loopline.serving.payload import FeatureLayout, decode_inputs
 from loopline.serving.scoring import (
     ANOMALY_TASK,
     CLASSIFICATION_TASK,
-    ScoredBatch,
     encode_outputs,
     output_columns,
 )
 from loopline.serving.v2_json import parse_plain, response_json
+from tests.fixtures.serving import scored_batch
 
 LAYOUT = FeatureLayout.of(["a", "b", "c"], ["a"])
 
@@ -81,20 +81,7 @@ def test_anything_else_goes_to_the_full_validator(body: bytes) -> None:
 @pytest.mark.parametrize("task", [ANOMALY_TASK, CLASSIFICATION_TASK])
 @pytest.mark.parametrize("request_id", [None, "r-9"])
 def test_the_response_is_what_pydantic_would_write(task: str, request_id: str | None) -> None:
-    fallback = np.array([False, True, False])
-    if task == ANOMALY_TASK:
-        outputs = {
-            "anomaly_score": np.array([0.1, np.nan, 2.5], dtype=np.float32),
-            "threshold": np.full(3, 1.5, dtype=np.float32),
-            "is_anomaly": np.array([False, False, True]),
-        }
-    else:
-        outputs = {
-            "class_index": np.array([0, 2, 1]),
-            "class_name": np.array(["normal", "bearing", "ünïcode"]),
-            "probabilities": np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1]]),
-        }
-    scored = ScoredBatch(outputs=outputs, fallback=fallback)
+    scored = scored_batch(task, nan_score=True)
     fast = response_json("drill-ae", "4", request_id, output_columns(scored, task, "4"))
     full = InferenceResponse(
         model_name="drill-ae",
