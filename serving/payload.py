@@ -267,24 +267,31 @@ def _decode_columns(
                 f"input {name!r} has {rows} rows, other inputs have {n}; all must agree"
             )
     assert n is not None
-    x = np.full((n, layout.width), np.nan, dtype=np.float32)
-    block = _float_block(columns, n)
+    block = _float_block(columns, layout, n)
     if block is not None:
-        x[:, [layout.index[name] for name in columns]] = block.T
-        return x
+        return block
+    x = np.full((n, layout.width), np.nan, dtype=np.float32)
     for name, inp in columns.items():  # the slow path names the input that is wrong
         x[:, layout.index[name]] = _tensor(inp, "a feature").reshape(n)
     return x
 
 
-def _float_block(columns: dict[str, TensorInput], n: int) -> np.ndarray | None:
-    """All columns as one float32 [k, n] array in a single conversion, or None when any
+def _float_block(
+    columns: dict[str, TensorInput], layout: FeatureLayout, n: int
+) -> np.ndarray | None:
+    """The float32 [n, F] matrix in one conversion (absent features as NaN), or None when a
     column is not a flat list of n numbers of a float datatype (then `_tensor` says which).
 
-    One `np.array` over the joined lists instead of one per input: per-feature requests are
-    what a line's clients send, and k small conversions cost more than the model call."""
+    One `np.array` over the lists joined in feature order instead of one per input:
+    per-feature requests are what a line's clients send, and F small conversions and the
+    scatter into a NaN matrix cost more than the model call."""
     joined: list[object] = []
-    for inp in columns.values():
+    missing = [None] * n
+    for name in layout.feature_names:
+        inp = columns.get(name)
+        if inp is None:
+            joined.extend(missing)
+            continue
         if inp.datatype not in _FLOAT_DATATYPES:
             return None
         data = inp.data.root if hasattr(inp.data, "root") else inp.data
@@ -297,11 +304,13 @@ def _float_block(columns: dict[str, TensorInput], n: int) -> np.ndarray | None:
         return None
     if block.ndim != 1:
         return None
-    return block.reshape(len(columns), n)
+    return np.ascontiguousarray(block.reshape(layout.width, n).T)
 
 
 def _check_core(x: np.ndarray, layout: FeatureLayout) -> None:
     core = x[:, layout.core_idx]
+    if np.isfinite(core).all():  # the common case in one pass; the details only on failure
+        return
     bad = np.isnan(core)
     if bad.any():
         rows, cols = np.nonzero(bad)
