@@ -54,7 +54,7 @@ class Release:
             [str(helm_chart.helm_binary()), f"--kubeconfig={self.cluster.kubeconfig}", *args],
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=420,
             env=self.env,
             check=False,
         )
@@ -72,7 +72,7 @@ class Release:
             str(chart),
             f"--namespace={self.namespace}",
             "--wait",
-            "--timeout=180s",
+            "--timeout=300s",  # 180 s ran out once in CI; a failure prints the cluster snapshot
             *[arg for setting in values for arg in ("--set", setting)],
         )
 
