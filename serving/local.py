@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 RUNTIME = "loopline.serving.runtime.LooplineRuntime"
 HOST = "127.0.0.1"
 SERVERS = ("auto", "lean", "mlserver")
+PID_FILE = "server.pid"
 
 
 class LocalServingError(RuntimeError):
@@ -242,6 +244,7 @@ class LocalServingManager:
             if spec.name in self._servers and not self._servers[spec.name].stopping:
                 return self.update(spec, wait=wait)
             folder = self.root / spec.name
+            reap_orphan(folder)
             models = folder / "models"
             if models.exists():
                 shutil.rmtree(models)
@@ -291,6 +294,7 @@ class LocalServingManager:
             proc = server.proc
         if proc is not None:
             _terminate(proc, timeout_s)
+        (server.folder / PID_FILE).unlink(missing_ok=True)
         server.state = "stopped"
 
     def status(self, name: str) -> ServerStatus:
@@ -393,6 +397,7 @@ class LocalServingManager:
             logfile.close()
         server.state = "starting"
         server.host = resolved_server(server.spec)
+        (server.folder / PID_FILE).write_text(f"{server.proc.pid}\n")
         log.info(
             "started %s model server %s (pid %s)", server.host, server.spec.name, server.proc.pid
         )
@@ -442,6 +447,51 @@ class LocalServingManager:
                 self._spawn(server)
                 server.state = "restarting"
                 server.next_restart = now + server.backoff_s
+
+
+def reap_orphan(folder: Path, timeout_s: float = 10.0) -> int | None:
+    """Stop a server a previous manager left running for `folder` (the operator was killed
+    before it could stop its servers; they run in their own sessions, so they outlive it).
+    Without this, every operator crash would leak a model server holding its ports and a
+    model in memory. Returns the pid it stopped, if any.
+
+    The pid file alone is not trusted: the pid must still run a command naming `folder`,
+    so a reused pid of some other process is never signalled."""
+    pid_file = folder / PID_FILE
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        pid_file.unlink(missing_ok=True)
+        return None
+    if str(folder).encode() not in cmdline:
+        pid_file.unlink(missing_ok=True)
+        return None
+    log.warning("stopping model server pid %s left running for %s", pid, folder)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        if _is_zombie(pid):
+            break
+        time.sleep(0.05)
+    else:
+        if Path(f"/proc/{pid}").exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return pid
+
+
+def _is_zombie(pid: int) -> bool:
+    """Exited but not yet reaped by its parent (only when the parent is still alive, as in
+    tests). The leader of a thread group shows `Z` while its other threads still run, so
+    the process is done only once no other task is left."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state == "Z" and len(os.listdir(f"/proc/{pid}/task")) <= 1
+    except (OSError, IndexError):
+        return True
 
 
 def _terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> None:

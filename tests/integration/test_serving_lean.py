@@ -178,3 +178,30 @@ def test_sigterm_stops_the_server_cleanly(
             proc.kill()
             proc.wait()
     assert "Traceback" not in log.read_text()
+
+
+def test_a_server_left_by_a_killed_manager_is_stopped_not_leaked(
+    tmp_path: Path, registered_model: RegisteredModel
+) -> None:
+    """An operator killed with SIGKILL cannot stop its servers (they run in their own
+    sessions). The next manager on the same folder stops the leftover before starting anew."""
+    spec = LocalModelSpec(
+        name="drill-orphan",
+        model_uri=registered_model.champion_uri,
+        tracking_uri=registered_model.tracking_uri,
+    )
+    crashed = LocalServingManager(tmp_path)
+    old_pid = crashed.start(spec).pid
+    assert old_pid is not None
+    crashed._stop.set()  # the crash: supervision ends, the server keeps running
+    crashed._supervisor.join(timeout=10)
+    crashed._http.close()
+    with LocalServingManager(tmp_path) as manager:
+        status = manager.start(spec)
+        assert status.pid != old_pid
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and crashed._servers[spec.name].proc.poll() is None:  # type: ignore[union-attr]
+            time.sleep(0.05)
+        assert crashed._servers[spec.name].proc.poll() is not None  # type: ignore[union-attr]
+        response = _infer(status.endpoints.rest, _ok_body(), name=spec.name)
+        assert response.status_code == 200, response.text
