@@ -471,14 +471,12 @@ def reap_orphan(folder: Path, timeout_s: float = 10.0) -> int | None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-        if _is_zombie(pid):
-            break
-        time.sleep(0.05)
-    else:
-        if Path(f"/proc/{pid}").exists():
+    while Path(f"/proc/{pid}").exists() and not _is_zombie(pid):
+        if time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
     pid_file.unlink(missing_ok=True)
     return pid
 

@@ -96,6 +96,9 @@ class V2App:
             status, body = exc.status, _error(str(exc))
         except MLServerError as exc:
             status, body = exc.status_code, _error(str(exc))
+        except Exception as exc:
+            log.exception("%s %s failed", method, path)
+            status, body = 500, _error(f"internal error: {type(exc).__name__}: {exc}")
         await _respond(send, status, body)
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
@@ -103,7 +106,9 @@ class V2App:
         try:
             if len(parts) < 5 or parts[1] != "v2" or parts[2] != "models":
                 raise HttpError(404, f"no such endpoint: POST {path}")
-            name, _ = model_path(parts[:-1])
+            name, action = model_path(parts[:-1])
+            if action:
+                raise HttpError(404, f"no such endpoint: POST {path}")
             runtime = self.slot.get(name)
             body = await self._read_body(scope, receive)
             plain = parse_plain(body)

@@ -30,6 +30,7 @@ from mlserver.grpc.dataplane_pb2_grpc import (
     add_GRPCInferenceServiceServicer_to_server,
 )
 
+from loopline.serving.payload import PayloadError
 from loopline.serving.runtime_slot import RuntimeSlot
 from loopline.serving.scoring import OutputColumn, output_columns
 from loopline.serving.v2_json import PlainInput
@@ -86,7 +87,10 @@ class V2Servicer(GRPCInferenceServiceServicer):
                 return response_message(
                     runtime.name, answer.version, request.id, columns, use_raw=use_raw
                 )
-            payload = ModelInferRequestConverter.to_types(request)
+            try:
+                payload = ModelInferRequestConverter.to_types(request)
+            except Exception as exc:  # MLServer's converter on a message it cannot read
+                raise PayloadError(f"malformed ModelInferRequest: {exc}") from None
             response = await runtime.infer(payload, "grpc")
             return ModelInferResponseConverter.from_types(response, use_raw=use_raw)
         except MLServerError as exc:
@@ -123,7 +127,8 @@ _BYTES_SIZE = struct.Struct("<I")
 def plain_inputs(request: Any) -> list[PlainInput] | None:
     """The request's inputs as `PlainInput`s (raw contents read with `np.frombuffer`), or None
     for anything but float features and BYTES machine ids without parameters; those take
-    MLServer's converter, which handles every V2 form."""
+    MLServer's converter, which handles every V2 form. Raw contents that cannot be whole
+    values are a `PayloadError` naming the input."""
     if request.parameters or request.outputs:
         return None
     raw = request.raw_input_contents
@@ -139,12 +144,18 @@ def plain_inputs(request: Any) -> list[PlainInput] | None:
             if datatype in _RAW_FLOATS:
                 dtype = _RAW_FLOATS[datatype]
                 if len(raw[i]) % dtype.itemsize:
-                    return None
+                    raise PayloadError(
+                        f"input {tensor.name!r}: raw contents of {len(raw[i])} bytes are not "
+                        f"whole {datatype} values ({dtype.itemsize} bytes each)"
+                    )
                 data = np.frombuffer(raw[i], dtype=dtype)
             elif datatype == "BYTES":
                 data = unpack_bytes(raw[i])
                 if data is None:
-                    return None
+                    raise PayloadError(
+                        f"input {tensor.name!r}: raw BYTES contents are not length-prefixed "
+                        "elements (4-byte little-endian length, then the bytes)"
+                    )
             else:
                 return None
         elif datatype in _CONTENTS:

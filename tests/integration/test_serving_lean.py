@@ -102,6 +102,8 @@ def test_unknown_models_paths_and_methods(rest: str) -> None:
     assert NAME in response.json()["error"]  # says what the server does host
     assert httpx.get(f"{rest}/v2/models/{NAME}/infer").status_code == 405
     assert httpx.get(f"{rest}/v2/nothing/here").status_code == 404
+    extra = httpx.post(f"{rest}/v2/models/{NAME}/ready/infer", content=_ok_body())
+    assert extra.status_code == 404, extra.text
     versioned = httpx.post(
         f"{rest}/v2/models/{NAME}/versions/1/infer",
         content=_ok_body(),
@@ -145,6 +147,18 @@ def test_grpc_errors_and_health(manager: LocalServingManager, rest: str) -> None
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelInfer(pb.ModelInferRequest(model_name=NAME))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        torn = pb.ModelInferRequest(model_name=NAME, raw_input_contents=[b"\x00" * 7])
+        torn.inputs.add(name="features", datatype="FP32", shape=[1, 12])
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(torn)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "raw contents of 7 bytes" in str(info.value.details())
+        other = pb.ModelInferRequest(model_name=NAME, raw_input_contents=[b"\x00" * 7])
+        other.inputs.add(name="features", datatype="INT32", shape=[1, 12])  # MLServer's converter
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(other)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "malformed ModelInferRequest" in str(info.value.details())
 
 
 def test_sigterm_stops_the_server_cleanly(

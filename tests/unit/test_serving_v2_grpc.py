@@ -10,7 +10,7 @@ from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.converters import ModelInferRequestConverter, ModelInferResponseConverter
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput
 
-from loopline.serving.payload import FeatureLayout, decode_inputs
+from loopline.serving.payload import FeatureLayout, PayloadError, decode_inputs
 from loopline.serving.scoring import (
     ANOMALY_TASK,
     CLASSIFICATION_TASK,
@@ -68,9 +68,19 @@ def test_requests_with_parameters_or_other_types_take_the_converter() -> None:
     assert plain_inputs(with_params) is None
     ints = _request([RequestInput(name="a", datatype="INT32", shape=[1], data=[1])], use_raw=True)
     assert plain_inputs(ints) is None
+
+
+def test_torn_raw_contents_are_a_payload_error_naming_the_input() -> None:
     torn = _request([RequestInput(name="a", datatype="FP32", shape=[1], data=[1.0])], use_raw=True)
     torn.raw_input_contents[0] = torn.raw_input_contents[0][:3]
-    assert plain_inputs(torn) is None
+    with pytest.raises(PayloadError, match="input 'a': raw contents of 3 bytes"):
+        plain_inputs(torn)
+    ids = _request(
+        [RequestInput(name="machine_id", datatype="BYTES", shape=[1], data=[b"m1"])], use_raw=True
+    )
+    ids.raw_input_contents[0] = b"\x09\x00\x00\x00m1"
+    with pytest.raises(PayloadError, match="input 'machine_id'"):
+        plain_inputs(ids)
 
 
 def test_raw_bytes_that_do_not_add_up_are_refused() -> None:
