@@ -312,7 +312,7 @@ def profile(bundle: Any, x: np.ndarray, repeat: int = 300) -> dict[str, dict[str
     assert plain is not None
     inputs = plain[0]
     decoded = decode_inputs(inputs, layout, max_rows=4096)
-    scored = score_batch(bundle, decoded.x, layout)
+    scored = score_batch(bundle, decoded.x, layout, complete=decoded.complete)
     columns = output_columns(scored, bundle.task, "1")
     request = InferenceRequest.model_validate_json(body)
     response = InferenceResponse(
@@ -322,14 +322,18 @@ def profile(bundle: Any, x: np.ndarray, repeat: int = 300) -> dict[str, dict[str
         "lean_plain_json": {
             "parse_json": lambda: parse_plain(body),
             "decode_validate": lambda: decode_inputs(inputs, layout, max_rows=4096),
-            "score_primary": lambda: score_batch(bundle, decoded.x, layout),
+            "score_primary": lambda: score_batch(
+                bundle, decoded.x, layout, complete=decoded.complete
+            ),
             "output_columns": lambda: output_columns(scored, bundle.task, "1"),
             "serialise_response": lambda: response_json("m", "1", None, columns),
         },
         "pydantic_v2_types": {
             "parse_json": lambda: InferenceRequest.model_validate_json(body),
             "decode_validate": lambda: decode_inputs(request.inputs, layout, max_rows=4096),
-            "score_primary": lambda: score_batch(bundle, decoded.x, layout),
+            "score_primary": lambda: score_batch(
+                bundle, decoded.x, layout, complete=decoded.complete
+            ),
             "output_columns": lambda: encode_outputs(scored, bundle.task, "1"),
             "serialise_response": lambda: response.model_dump_json(),
         },

@@ -17,6 +17,7 @@ path, so it avoids pandas and per-feature Python loops over rows.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,6 +27,7 @@ from mlserver.errors import MLServerError
 from mlserver.types import Datatype, InferenceRequest, MetadataTensor
 
 FEATURES_INPUT = "features"
+_NAN = float("nan")
 MACHINE_ID_INPUT = "machine_id"
 _FLOAT_TYPES = {"FP32": np.float32, "FP64": np.float64}
 _FLOAT_DATATYPES = frozenset({"FP32", "FP64", Datatype.FP32, Datatype.FP64})
@@ -119,10 +121,14 @@ class FeatureLayout:
 
 @dataclass
 class DecodedRequest:
-    """A validated batch: float32 [n, F] (NaN where a non-core sensor is missing)."""
+    """A validated batch: float32 [n, F] (NaN where a non-core sensor is missing).
+
+    `complete` says every sensor of every row is finite, which is what a line sends nearly
+    always: then scoring needs no per-row fallback split (`score_batch`)."""
 
     x: np.ndarray
     machine_ids: list[str] | None = None
+    complete: bool = False
 
     @property
     def rows(self) -> int:
@@ -137,10 +143,14 @@ def _tensor(inp: TensorInput, what: str) -> np.ndarray:
             f"input {inp.name!r} has datatype {_datatype(inp)}; {what} must be FP32 or FP64"
         )
     data = inp.data.root if hasattr(inp.data, "root") else inp.data
-    try:
-        arr = np.asarray(data, dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise PayloadError(f"input {inp.name!r}: data is not a list of numbers ({exc})") from None
+    arr = pack_float32(data, (len(data),)) if type(data) is list else None
+    if arr is None:
+        try:
+            arr = np.asarray(data, dtype=dtype)
+        except (TypeError, ValueError) as exc:
+            raise PayloadError(
+                f"input {inp.name!r}: data is not a list of numbers ({exc})"
+            ) from None
     expected = 1
     for dim in inp.shape:
         if dim < 0:
@@ -234,9 +244,13 @@ def decode_inputs(
         raise PayloadError(
             f"request has only {MACHINE_ID_INPUT!r}; send {FEATURES_INPUT!r} or feature inputs"
         )
-    _check_core(x, layout)
+    # One pass over the whole matrix answers the common case; the per-sensor checks run only
+    # when some reading is missing.
+    complete = bool(np.isfinite(x).all())
+    if not complete:
+        _check_core(x, layout)
     machine_ids = _machine_ids(machine_input, x.shape[0]) if machine_input is not None else None
-    return DecodedRequest(x=x, machine_ids=machine_ids)
+    return DecodedRequest(x=x, machine_ids=machine_ids, complete=complete)
 
 
 def _decode_matrix(inp: TensorInput, layout: FeatureLayout, max_rows: int) -> np.ndarray:
@@ -286,7 +300,7 @@ def _float_block(
     per-feature requests are what a line's clients send, and F small conversions and the
     scatter into a NaN matrix cost more than the model call."""
     joined: list[object] = []
-    missing = [None] * n
+    missing = [_NAN] * n
     for name in layout.feature_names:
         inp = columns.get(name)
         if inp is None:
@@ -298,13 +312,34 @@ def _float_block(
         if not isinstance(data, list) or len(data) != n:
             return None
         joined.extend(data)
+    block = pack_float32(joined, (layout.width, n))
+    if block is None:  # numpy reads more than struct does (numeric strings, nested lists)
+        try:
+            block = np.array(joined, dtype=np.float32)
+        except (TypeError, ValueError):
+            return None
+        if block.ndim != 1:
+            return None
+        block = block.reshape(layout.width, n)
+    return np.ascontiguousarray(block.T)
+
+
+def pack_float32(values: list[Any], shape: tuple[int, ...]) -> np.ndarray | None:
+    """A new float32 array of `shape` from a flat row-major list of numbers, or None when a
+    value is not a number (then numpy's conversion takes over and says what is wrong).
+
+    Why struct: it converts the Python floats a JSON parser made in one C loop with the same
+    C cast numpy uses (so the values are identical), ~3x faster than `np.array` on a list,
+    which inspects every element's type first; at batch 64 that conversion was the largest
+    single step of a request."""
+    out = np.empty(shape, dtype=np.float32)
+    if out.size != len(values):
+        return None
     try:
-        block = np.array(joined, dtype=np.float32)
-    except (TypeError, ValueError):
+        struct.pack_into(f"{out.size}f", out.data, 0, *values)
+    except (struct.error, OverflowError):
         return None
-    if block.ndim != 1:
-        return None
-    return np.ascontiguousarray(block.reshape(layout.width, n).T)
+    return out
 
 
 def _check_core(x: np.ndarray, layout: FeatureLayout) -> None:

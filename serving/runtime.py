@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from mlserver import MLModel
 from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse
@@ -110,6 +111,7 @@ def load_version(role: str, uri: str, tracking_uri: str) -> LoadedVersion:
 
     resolved = resolve_model_uri(uri, tracking_uri)
     bundle = load_bundle(resolved.load_uri, tracking_uri=tracking_uri)
+    bundle.warm_up()  # compile scoring now, not on the first request
     layout = FeatureLayout.of(bundle.feature_names, bundle.core_feature_names)
     return LoadedVersion(role=role, resolved=resolved, scorer=bundle, layout=layout)
 
@@ -251,7 +253,7 @@ class LooplineRuntime(MLModel):
         try:
             assert self.config is not None
             decoded = decode_inputs(inputs, target.layout, max_rows=self.config.max_rows)
-            scored = score_batch(target.scorer, decoded.x, target.layout)
+            scored = score_batch(target.scorer, decoded.x, target.layout, complete=decoded.complete)
         except MLServerError:
             self.metrics.requests.labels(model, version, protocol, "client_error").inc()
             raise
@@ -260,7 +262,7 @@ class LooplineRuntime(MLModel):
             log.exception("scoring failed for %s version %s", model, version)
             raise
         n = scored.rows
-        n_fallback = int(scored.fallback.sum())
+        n_fallback = scored.n_fallback
         m = self._series(model, version, protocol)
         m.ok.inc()
         m.batch_size.observe(n)
@@ -269,7 +271,7 @@ class LooplineRuntime(MLModel):
             m.fallback_rows.inc(n_fallback)
         is_anomaly = scored.outputs.get("is_anomaly")
         if is_anomaly is not None:
-            anomalies = int(is_anomaly.sum())
+            anomalies = int(np.count_nonzero(is_anomaly))
             if anomalies:
                 m.anomaly_rows.inc(anomalies)
         task = str(target.scorer.task)

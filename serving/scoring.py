@@ -9,8 +9,9 @@ the server uses so this module needs no MLflow to import.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from mlserver.types import MetadataTensor, ResponseOutput
@@ -39,6 +40,7 @@ MODEL_OUTPUT = "model"
 _PRIMARY_B = PRIMARY.encode()
 _FALLBACK_B = FALLBACK.encode()
 VERSION_OUTPUT = "model_version"
+_NUMPY_TYPES = {"FP32": np.float32, "BOOL": np.bool_, "INT64": np.int64}
 
 
 class Scorer(Protocol):
@@ -67,6 +69,11 @@ class ScoredBatch:
 
     outputs: dict[str, np.ndarray]
     fallback: np.ndarray  # bool [n]
+    n_fallback: int = -1  # how many of `fallback` are set (-1: count them)
+
+    def __post_init__(self) -> None:
+        if self.n_fallback < 0:
+            self.n_fallback = int(np.count_nonzero(self.fallback))
 
     @property
     def rows(self) -> int:
@@ -79,11 +86,24 @@ def output_names(task: str) -> list[str]:
     return list(_OUTPUTS[task])
 
 
-def score_batch(scorer: Scorer, x: np.ndarray, layout: FeatureLayout) -> ScoredBatch:
-    """Score float32 [n, F]; rows with a missing non-core sensor go to the fallback model."""
-    use_fallback = fallback_rows(x, layout)
-    n_fallback = int(use_fallback.sum())
+def score_batch(
+    scorer: Scorer, x: np.ndarray, layout: FeatureLayout, *, complete: bool = False
+) -> ScoredBatch:
+    """Score float32 [n, F]; rows with a missing non-core sensor go to the fallback model.
+
+    `complete=True` is the caller's word that every value of `x` is finite (decoding checks
+    it in one pass), so no row needs the fallback and the split is skipped."""
     names = output_names(scorer.task)
+    if complete:
+        out = scorer.score(x)
+        _check_outputs(out, names)
+        return ScoredBatch(
+            outputs={name: np.asarray(out[name]) for name in names},
+            fallback=np.zeros(x.shape[0], dtype=bool),
+            n_fallback=0,
+        )
+    use_fallback = fallback_rows(x, layout)
+    n_fallback = int(np.count_nonzero(use_fallback))
     if n_fallback == 0:
         out = scorer.score(x)
     elif n_fallback == x.shape[0]:
@@ -98,12 +118,18 @@ def score_batch(scorer: Scorer, x: np.ndarray, layout: FeatureLayout) -> ScoredB
             merged[~use_fallback] = p
             merged[use_fallback] = f
             out[name] = merged
+    _check_outputs(out, names)
+    return ScoredBatch(
+        outputs={name: np.asarray(out[name]) for name in names},
+        fallback=use_fallback,
+        n_fallback=n_fallback,
+    )
+
+
+def _check_outputs(out: dict[str, np.ndarray], names: list[str]) -> None:
     missing = [name for name in names if name not in out]
     if missing:
         raise RuntimeError(f"model returned no {missing} (got {sorted(out)})")
-    return ScoredBatch(
-        outputs={name: np.asarray(out[name]) for name in names}, fallback=use_fallback
-    )
 
 
 @dataclass(frozen=True)
@@ -124,20 +150,26 @@ def output_columns(scored: ScoredBatch, task: str, version: str) -> list[OutputC
     for name, (datatype, extra_dims) in _OUTPUTS[task].items():
         arr = scored.outputs[name]
         shape = [n, *arr.shape[1:]] if extra_dims else [n]
+        if arr.ndim != 1:
+            arr = arr.reshape(-1)
+        data: list[object]
         if datatype == "BYTES":
-            data: list[object] = [str(v).encode() for v in arr.reshape(-1).tolist()]
-        elif datatype == "BOOL":
-            data = arr.reshape(-1).astype(bool).tolist()
-        elif datatype == "INT64":
-            data = arr.reshape(-1).astype(np.int64).tolist()
+            data = [str(v).encode() for v in arr.tolist()]
         else:
-            flat = arr.reshape(-1).astype(np.float32)
-            data = flat.tolist()
-            if np.isnan(flat).any():  # JSON has no NaN: null, as MLServer's own codec does
-                data = [None if v != v else v for v in data]
+            dtype = _NUMPY_TYPES[datatype]
+            values: list[Any] = (arr if arr.dtype == dtype else arr.astype(dtype)).tolist()
+            # JSON has no NaN: null, as MLServer's own codec does. The sum is NaN if any value
+            # is (or if +inf meets -inf; the pass then changes nothing).
+            if datatype == "FP32" and math.isnan(sum(values)):
+                values = [None if v != v else v for v in values]
+            data = values
         result.append(OutputColumn(name, datatype, shape, data))
     # BYTES as bytes: gRPC's bytes_contents needs them; REST renders them as JSON strings.
-    labels: list[object] = [_FALLBACK_B if f else _PRIMARY_B for f in scored.fallback.tolist()]
+    labels: list[object] = (
+        [_PRIMARY_B] * n
+        if scored.n_fallback == 0
+        else [_FALLBACK_B if f else _PRIMARY_B for f in scored.fallback.tolist()]
+    )
     result.append(OutputColumn(MODEL_OUTPUT, "BYTES", [n], labels))
     result.append(OutputColumn(VERSION_OUTPUT, "BYTES", [n], [version.encode()] * n))
     return result

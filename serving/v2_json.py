@@ -90,4 +90,7 @@ def response_json(
 
 
 def _text(values: list[object]) -> list[object]:
+    # The model and version columns repeat one value on most requests: decode it once.
+    if values and isinstance(first := values[0], bytes) and values.count(first) == len(values):
+        return [first.decode()] * len(values)
     return [v.decode() if isinstance(v, bytes) else v for v in values]
