@@ -208,6 +208,77 @@ def decode_inputs(
     inputs: Sequence[TensorInput], layout: FeatureLayout, *, max_rows: int
 ) -> DecodedRequest:
     """`decode_request` for the inputs alone, from whichever parser made them."""
+    fast = _plain_columns(inputs, layout, max_rows)
+    x, machine_input = fast if fast is not None else _decode_any(inputs, layout, max_rows)
+    # One pass over the whole matrix answers the common case; the per-sensor checks run only
+    # when some reading is missing.
+    complete = bool(np.isfinite(x).all())
+    if not complete:
+        _check_core(x, layout)
+    machine_ids = _machine_ids(machine_input, x.shape[0]) if machine_input is not None else None
+    return DecodedRequest(x=x, machine_ids=machine_ids, complete=complete)
+
+
+def _plain_columns(
+    inputs: Sequence[TensorInput], layout: FeatureLayout, max_rows: int
+) -> tuple[np.ndarray, TensorInput | None] | None:
+    """(float32 [n, F], machine id input) in one pass for the request a line's clients send:
+    one flat list of numbers per feature (some may be absent), maybe a machine id. None for
+    anything else, including every mistake: `_decode_any` then validates input by input and
+    names what is wrong, so this path only has to be fast and to agree with it when both
+    succeed (a unit test holds them to that).
+
+    Why a separate pass: checking names, shapes and rows in three loops over a dozen inputs,
+    and converting the lists one by one, cost more than scoring the batch."""
+    index = layout.index
+    slots: list[Any] = [None] * layout.width
+    machine_input: TensorInput | None = None
+    n = -1
+    for inp in inputs:
+        pos = index.get(inp.name)
+        if pos is None:
+            if inp.name != MACHINE_ID_INPUT or machine_input is not None:
+                return None
+            machine_input = inp
+            continue
+        data = inp.data
+        if type(data) is not list:
+            data = getattr(data, "root", None)  # MLServer's TensorData
+            if type(data) is not list:
+                return None
+        shape = inp.shape
+        rows = len(data)
+        if n < 0:
+            n = rows
+            if not 0 < n <= max_rows:
+                return None
+        if (
+            slots[pos] is not None
+            or inp.datatype not in _FLOAT_DATATYPES
+            or rows != n
+            or not shape
+            or shape[0] != n
+            or len(shape) > 2
+            or (len(shape) == 2 and shape[1] != 1)
+        ):
+            return None
+        slots[pos] = data
+    if n < 0:
+        return None
+    joined: list[Any] = []
+    missing = [_NAN] * n
+    for data in slots:
+        joined.extend(missing if data is None else data)
+    block = pack_float32(joined, (layout.width, n))
+    if block is None:
+        return None
+    return np.ascontiguousarray(block.T), machine_input
+
+
+def _decode_any(
+    inputs: Sequence[TensorInput], layout: FeatureLayout, max_rows: int
+) -> tuple[np.ndarray, TensorInput | None]:
+    """Either layout, input by input, with a 4xx naming the first thing that is wrong."""
     if not inputs:
         raise PayloadError(
             f"request has no inputs; send {FEATURES_INPUT!r} [n, {layout.width}] "
@@ -237,20 +308,12 @@ def decode_inputs(
             f"(got {FEATURES_INPUT!r} and {sorted(columns)})"
         )
     if matrix_input is not None:
-        x = _decode_matrix(matrix_input, layout, max_rows)
-    elif columns:
-        x = _decode_columns(columns, layout, max_rows)
-    else:
-        raise PayloadError(
-            f"request has only {MACHINE_ID_INPUT!r}; send {FEATURES_INPUT!r} or feature inputs"
-        )
-    # One pass over the whole matrix answers the common case; the per-sensor checks run only
-    # when some reading is missing.
-    complete = bool(np.isfinite(x).all())
-    if not complete:
-        _check_core(x, layout)
-    machine_ids = _machine_ids(machine_input, x.shape[0]) if machine_input is not None else None
-    return DecodedRequest(x=x, machine_ids=machine_ids, complete=complete)
+        return _decode_matrix(matrix_input, layout, max_rows), machine_input
+    if columns:
+        return _decode_columns(columns, layout, max_rows), machine_input
+    raise PayloadError(
+        f"request has only {MACHINE_ID_INPUT!r}; send {FEATURES_INPUT!r} or feature inputs"
+    )
 
 
 def _decode_matrix(inp: TensorInput, layout: FeatureLayout, max_rows: int) -> np.ndarray:
@@ -281,47 +344,10 @@ def _decode_columns(
                 f"input {name!r} has {rows} rows, other inputs have {n}; all must agree"
             )
     assert n is not None
-    block = _float_block(columns, layout, n)
-    if block is not None:
-        return block
     x = np.full((n, layout.width), np.nan, dtype=np.float32)
-    for name, inp in columns.items():  # the slow path names the input that is wrong
+    for name, inp in columns.items():  # names the input whose data is wrong
         x[:, layout.index[name]] = _tensor(inp, "a feature").reshape(n)
     return x
-
-
-def _float_block(
-    columns: dict[str, TensorInput], layout: FeatureLayout, n: int
-) -> np.ndarray | None:
-    """The float32 [n, F] matrix in one conversion (absent features as NaN), or None when a
-    column is not a flat list of n numbers of a float datatype (then `_tensor` says which).
-
-    One `np.array` over the lists joined in feature order instead of one per input:
-    per-feature requests are what a line's clients send, and F small conversions and the
-    scatter into a NaN matrix cost more than the model call."""
-    joined: list[object] = []
-    missing = [_NAN] * n
-    for name in layout.feature_names:
-        inp = columns.get(name)
-        if inp is None:
-            joined.extend(missing)
-            continue
-        if inp.datatype not in _FLOAT_DATATYPES:
-            return None
-        data = inp.data.root if hasattr(inp.data, "root") else inp.data
-        if not isinstance(data, list) or len(data) != n:
-            return None
-        joined.extend(data)
-    block = pack_float32(joined, (layout.width, n))
-    if block is None:  # numpy reads more than struct does (numeric strings, nested lists)
-        try:
-            block = np.array(joined, dtype=np.float32)
-        except (TypeError, ValueError):
-            return None
-        if block.ndim != 1:
-            return None
-        block = block.reshape(layout.width, n)
-    return np.ascontiguousarray(block.T)
 
 
 def pack_float32(values: list[Any], shape: tuple[int, ...]) -> np.ndarray | None:

@@ -40,7 +40,11 @@ MODEL_OUTPUT = "model"
 _PRIMARY_B = PRIMARY.encode()
 _FALLBACK_B = FALLBACK.encode()
 VERSION_OUTPUT = "model_version"
-_NUMPY_TYPES = {"FP32": np.float32, "BOOL": np.bool_, "INT64": np.int64}
+_NUMPY_TYPES = {
+    "FP32": np.dtype(np.float32),
+    "BOOL": np.dtype(np.bool_),
+    "INT64": np.dtype(np.int64),
+}
 
 
 class Scorer(Protocol):

@@ -197,3 +197,71 @@ def test_metadata_lists_both_layouts() -> None:
     names = [t.name for t in LAYOUT.metadata_inputs()]
     assert names[:12] == list(SENSORS)
     assert names[12:] == ["features", "machine_id"]
+
+
+def _plain(name: str, data: list[object], shape: list[int] | None = None) -> object:
+    from loopline.serving.v2_json import PlainInput
+
+    return PlainInput(name, "FP32", shape if shape is not None else [len(data)], data)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["all", "reversed", "absent noncore", "nan noncore", "n by 1", "machine id", "ints", "huge"],
+)
+def test_the_one_pass_path_agrees_with_the_input_by_input_path(case: str) -> None:
+    """`_plain_columns` is a shortcut for what `_decode_any` builds; when both accept a
+    request they must build the same matrix."""
+    from loopline.serving.payload import _decode_any, _plain_columns
+
+    rng = np.random.default_rng(len(case))
+    cols = {n: rng.normal(size=5).tolist() for n in SENSORS}
+    inputs = [_plain(n, v) for n, v in cols.items()]
+    if case == "reversed":
+        inputs.reverse()
+    elif case == "absent noncore":
+        noncore = next(n for n in SENSORS if n not in CORE_SENSORS)
+        inputs = [_plain(n, v) for n, v in cols.items() if n != noncore]
+    elif case == "nan noncore":
+        noncore = next(n for n in SENSORS if n not in CORE_SENSORS)
+        inputs = [_plain(n, [math.nan, *v[1:]] if n == noncore else v) for n, v in cols.items()]
+    elif case == "n by 1":
+        inputs = [_plain(n, [[x] for x in v], [5, 1]) for n, v in cols.items()]
+    elif case == "machine id":
+        inputs.append(_plain("machine_id", ["m1"] * 5))
+    elif case == "ints":
+        inputs = [_plain(n, [1, 2, 3, 4, 5]) for n in SENSORS]
+    elif case == "huge":
+        inputs = [_plain(n, [1e39, *v[1:]]) for n, v in cols.items()]
+    fast = _plain_columns(inputs, LAYOUT, 10)  # type: ignore[arg-type]
+    slow, _ = _decode_any(inputs, LAYOUT, 10)  # type: ignore[arg-type]
+    if case == "n by 1":  # nested lists take the input-by-input path
+        assert fast is None
+        return
+    assert fast is not None
+    np.testing.assert_array_equal(fast[0], slow)
+    assert fast[0].flags.c_contiguous
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        [],
+        [("machine_id", ["m"])],
+        [("nope", [1.0])],
+        [("features", [1.0] * 12)],
+        [(SENSORS[0], [1.0]), (SENSORS[0], [2.0])],
+        [(SENSORS[0], [1.0]), (SENSORS[1], [1.0, 2.0])],
+        [(SENSORS[0], ["1.5"])],
+        [(SENSORS[0], [None])],
+        [(SENSORS[0], [1.0] * 11)],
+    ],
+    ids=["empty", "only id", "unknown", "matrix", "twice", "ragged", "text", "null", "too many"],
+)
+def test_the_one_pass_path_leaves_everything_else_to_the_full_checks(
+    inputs: list[tuple[str, list[object]]],
+) -> None:
+    from loopline.serving.payload import _plain_columns
+
+    plain = [_plain(name, data) for name, data in inputs]
+    assert _plain_columns(plain, LAYOUT, 10) is None  # type: ignore[arg-type]
