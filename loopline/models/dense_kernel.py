@@ -77,7 +77,7 @@ def _standardise(  # pragma: no cover - compiled
 
 
 @_jit
-def _reconstruction_error(  # pragma: no cover - compiled
+def _run(  # pragma: no cover - compiled
     x: np.ndarray,
     mean: np.ndarray,
     scale: np.ndarray,
@@ -87,33 +87,25 @@ def _reconstruction_error(  # pragma: no cover - compiled
     biases: np.ndarray,
     b_off: np.ndarray,
     relu: np.ndarray,
+    error: bool,
 ) -> np.ndarray:
+    """The network's output [n, out] or, with `error`, the reconstruction error as [n, 1].
+
+    One function with a flag rather than two: the arrays travel as separate arguments
+    (a tuple of them made numba's call ~30x slower), and each signature would repeat them."""
     z = _standardise(x, mean, scale)
     out = _layers(z, dims, weights, w_off, biases, b_off, relu)
+    if not error:
+        return out
     n, f = z.shape
-    err = np.empty(n, dtype=np.float32)
+    err = np.empty((n, 1), dtype=np.float32)
     for r in range(n):
         s = np.float32(0.0)
         for j in range(f):
             d = out[r, j] - z[r, j]
             s += d * d
-        err[r] = s / np.float32(f)
+        err[r, 0] = s / np.float32(f)
     return err
-
-
-@_jit
-def _forward(  # pragma: no cover - compiled
-    x: np.ndarray,
-    mean: np.ndarray,
-    scale: np.ndarray,
-    dims: np.ndarray,
-    weights: np.ndarray,
-    w_off: np.ndarray,
-    biases: np.ndarray,
-    b_off: np.ndarray,
-    relu: np.ndarray,
-) -> np.ndarray:
-    return _layers(_standardise(x, mean, scale), dims, weights, w_off, biases, b_off, relu)
 
 
 @dataclass(frozen=True)
@@ -168,15 +160,15 @@ class PackedStack:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The network's output for float32 [n, F] raw (unstandardised) rows."""
-        result: np.ndarray = _forward(_rows(x), *self._args())
+        result: np.ndarray = _run(_rows(x), *self._args(), False)
         return result
 
     def reconstruction_error(self, x: np.ndarray) -> np.ndarray:
         """Mean squared difference between the standardised rows and the output (float32 [n])."""
         if self.dims[-1] != self.dims[0]:
             raise ValueError(f"not an autoencoder: {self.dims[0]} inputs, {self.dims[-1]} outputs")
-        result: np.ndarray = _reconstruction_error(_rows(x), *self._args())
-        return result
+        result: np.ndarray = _run(_rows(x), *self._args(), True)
+        return result[:, 0]
 
     def warm_up(self) -> None:
         """Compile now (a server calls this while loading, not on its first request)."""
