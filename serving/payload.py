@@ -27,8 +27,8 @@ from mlserver.errors import MLServerError
 from mlserver.types import Datatype, InferenceRequest, MetadataTensor
 
 FEATURES_INPUT = "features"
-_NAN = float("nan")
 MACHINE_ID_INPUT = "machine_id"
+_NAN = float("nan")
 _FLOAT_TYPES = {"FP32": np.float32, "FP64": np.float64}
 _FLOAT_DATATYPES = frozenset({"FP32", "FP64", Datatype.FP32, Datatype.FP64})
 
@@ -143,7 +143,7 @@ def _tensor(inp: TensorInput, what: str) -> np.ndarray:
             f"input {inp.name!r} has datatype {_datatype(inp)}; {what} must be FP32 or FP64"
         )
     data = inp.data.root if hasattr(inp.data, "root") else inp.data
-    arr = pack_float32(data, (len(data),)) if type(data) is list else None
+    arr = _pack_float32(data, (len(data),)) if type(data) is list else None
     if arr is None:
         try:
             arr = np.asarray(data, dtype=dtype)
@@ -269,7 +269,7 @@ def _plain_columns(
     missing = [_NAN] * n
     for data in slots:
         joined.extend(missing if data is None else data)
-    block = pack_float32(joined, (layout.width, n))
+    block = _pack_float32(joined, (layout.width, n))
     if block is None:
         return None
     return np.ascontiguousarray(block.T), machine_input
@@ -350,7 +350,7 @@ def _decode_columns(
     return x
 
 
-def pack_float32(values: list[Any], shape: tuple[int, ...]) -> np.ndarray | None:
+def _pack_float32(values: list[Any], shape: tuple[int, ...]) -> np.ndarray | None:
     """A new float32 array of `shape` from a flat row-major list of numbers, or None when a
     value is not a number (then numpy's conversion takes over and says what is wrong).
 

@@ -99,15 +99,11 @@ def score_batch(
     it in one pass), so no row needs the fallback and the split is skipped."""
     names = output_names(scorer.task)
     if complete:
-        out = scorer.score(x)
-        _check_outputs(out, names)
-        return ScoredBatch(
-            outputs={name: np.asarray(out[name]) for name in names},
-            fallback=np.zeros(x.shape[0], dtype=bool),
-            n_fallback=0,
-        )
-    use_fallback = fallback_rows(x, layout)
-    n_fallback = int(np.count_nonzero(use_fallback))
+        use_fallback = np.zeros(x.shape[0], dtype=bool)
+        n_fallback = 0
+    else:
+        use_fallback = fallback_rows(x, layout)
+        n_fallback = int(np.count_nonzero(use_fallback))
     if n_fallback == 0:
         out = scorer.score(x)
     elif n_fallback == x.shape[0]:
@@ -122,18 +118,14 @@ def score_batch(
             merged[~use_fallback] = p
             merged[use_fallback] = f
             out[name] = merged
-    _check_outputs(out, names)
+    missing = [name for name in names if name not in out]
+    if missing:
+        raise RuntimeError(f"model returned no {missing} (got {sorted(out)})")
     return ScoredBatch(
         outputs={name: np.asarray(out[name]) for name in names},
         fallback=use_fallback,
         n_fallback=n_fallback,
     )
-
-
-def _check_outputs(out: dict[str, np.ndarray], names: list[str]) -> None:
-    missing = [name for name in names if name not in out]
-    if missing:
-        raise RuntimeError(f"model returned no {missing} (got {sorted(out)})")
 
 
 @dataclass(frozen=True)

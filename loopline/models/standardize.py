@@ -34,9 +34,8 @@ class Standardizer:
         return cls(mean=mean, scale=np.maximum(scale, MIN_SCALE).astype(np.float32))
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        out: np.ndarray = x - self.mean
-        out /= self.scale  # in place: scoring calls this per request
-        return out if out.dtype == np.float32 else out.astype(np.float32)
+        out: np.ndarray = (x - self.mean) / self.scale
+        return out.astype(np.float32, copy=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
