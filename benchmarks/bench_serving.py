@@ -347,6 +347,65 @@ def profile(bundle: Any, x: np.ndarray, repeat: int = 300) -> dict[str, dict[str
     }
 
 
+IDLE_GAPS_US = (0, 50, 200, 1000)
+
+
+def idle_gaps(settings: Path, bodies: dict[int, bytes], requests: int = 1000) -> dict[str, Any]:
+    """Median microseconds of one whole REST request in this process (`V2App` called
+    directly: no sockets, no client) after each idle gap.
+
+    Why: the live server's requests cost about twice the in-process steps, and the ratio to
+    the echo floor swings with this machine's phases. Sleeping before each call reproduces
+    that without any server, so each run records how much this machine slows a request its
+    CPU was idle before (docs/serving.md, "Where the time goes")."""
+    from loopline.serving.runtime_slot import RuntimeSlot
+    from loopline.serving.v2_asgi import V2App
+
+    async def run() -> dict[str, Any]:
+        slot = RuntimeSlot(settings)
+        await slot.load()
+        app = V2App(slot, server_version="bench", max_body_bytes=1 << 26)
+        statuses: set[int] = set()
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.add(message["status"])
+
+        results: dict[str, Any] = {}
+        for batch, body in bodies.items():
+            scope = {
+                "type": "http",
+                "method": "POST",
+                "path": "/v2/models/drill-ae/infer",
+                "headers": [(b"content-length", str(len(body)).encode())],
+            }
+            message = {"type": "http.request", "body": body, "more_body": False}
+
+            async def receive(message: dict[str, Any] = message) -> dict[str, Any]:
+                return message
+
+            times: dict[int, list[float]] = {gap: [] for gap in IDLE_GAPS_US}
+            for _ in range(ROUNDS * 2):  # the gaps take turns, as the servers do
+                for gap, out in times.items():
+                    for i in range(requests // (ROUNDS * 2) + 10):
+                        if gap:
+                            # Blocking on purpose: the loop would round a timer up to 1 ms.
+                            time.sleep(gap / 1e6)  # noqa: ASYNC251
+                        start = time.perf_counter()
+                        await app(scope, receive, send)
+                        if i >= 10:  # the first few after a switch warm the path
+                            out.append(time.perf_counter() - start)
+            results[f"batch_{batch}"] = {
+                f"after_{gap}_us": float(np.median(out)) * 1e6 for gap, out in times.items()
+            }
+        await slot.unload()
+        if statuses != {200}:
+            raise RuntimeError(f"in-process requests answered {sorted(statuses)}")
+        return results
+
+    return asyncio.run(run())
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -358,7 +417,7 @@ def main() -> Path:
     from mlflow.artifacts import download_artifacts
 
     from loopline.models.bundle import load_bundle
-    from loopline.serving.local import LocalModelSpec, LocalServingManager
+    from loopline.serving.local import LocalModelSpec, LocalServingManager, model_settings
     from loopline.serving.versions import resolve_model_uri
     from tests.fixtures.serving import register_bundles, sensor_rows
 
@@ -386,6 +445,15 @@ def main() -> Path:
             for b, x in data.items()
         }
         results["profile_us"] = {f"batch_{b}": profile(bundle, x) for b, x in data.items()}
+        in_process = LocalModelSpec(
+            name="drill-ae", model_uri=uri, tracking_uri=registered.tracking_uri
+        )
+        settings = root / "in-process" / "drill-ae" / "model-settings.json"
+        settings.parent.mkdir(parents=True)
+        settings.write_text(json.dumps(model_settings(in_process)))
+        results["idle_gap_us"] = idle_gaps(
+            settings, {b: per_feature_body(x, names) for b, x in data.items()}
+        )
 
         # Every server runs at once so that the cases can take turns (see `interleaved`).
         with contextlib.ExitStack() as stack:
@@ -461,6 +529,11 @@ def ratios(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
             ),
             "rest_p50_vs_floor_1_client": ratio(
                 get(f"loopline_rest/batch_{b}", "clients_1", "p50_ms"),
+                get(f"echo_floor/batch_{b}", "clients_1", "p50_ms"),
+            ),
+            # The other documented layout: one 2-D FP32 `features` tensor.
+            "rest_matrix_p50_vs_floor_1_client": ratio(
+                get(f"loopline_rest_matrix/batch_{b}", "clients_1", "p50_ms"),
                 get(f"echo_floor/batch_{b}", "clients_1", "p50_ms"),
             ),
             "rest_p50_vs_floor_concurrent": ratio(
