@@ -12,6 +12,7 @@ Several models in one server share one set of metrics (told apart by the `model`
 from __future__ import annotations
 
 import threading
+import weakref
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -92,14 +93,18 @@ class ServingMetrics:
 
 
 _lock = threading.Lock()
-_by_registry: dict[int, ServingMetrics] = {}
+# Keyed by the registry itself, weakly: keyed by id(), a registry freed by one test handed
+# its id to the next test's new registry, which then got metrics registered in the dead one.
+_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, ServingMetrics] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def serving_metrics(registry: CollectorRegistry | None = None) -> ServingMetrics:
     """The metrics of `registry` (default: the process registry MLServer exposes)."""
     registry = REGISTRY if registry is None else registry
     with _lock:
-        found = _by_registry.get(id(registry))
+        found = _by_registry.get(registry)
         if found is None:
-            found = _by_registry[id(registry)] = ServingMetrics(registry)
+            found = _by_registry[registry] = ServingMetrics(registry)
         return found
