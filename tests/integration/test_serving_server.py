@@ -373,14 +373,7 @@ def test_adaptive_batching_keeps_each_request_its_own_answers(
                 ]
             )
 
-    # Not asyncio.run: it unsets the current loop, and pytest-asyncio 1.0 leaves one set
-    # after any async test, which the GC then reports as unclosed (pytest-asyncio#724, fixed
-    # upstream in 1.4). A loop of our own, closed here, leaves theirs alone.
-    loop = asyncio.new_event_loop()
-    try:
-        responses = loop.run_until_complete(fire())
-    finally:
-        loop.close()
+    responses = asyncio.run(fire())
     for x, response in zip(rows, responses, strict=True):
         got = outputs(response)
         expected = pyfunc.predict(pd.DataFrame(x.astype(np.float64), columns=list(SENSORS)))  # type: ignore[attr-defined]
