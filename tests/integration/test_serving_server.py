@@ -346,10 +346,14 @@ def test_log_is_captured(manager: LocalServingManager, server: str) -> None:
     assert "loaded drill-ae" in log.read_text() or log.stat().st_size > 0
 
 
-def test_adaptive_batching_keeps_each_request_its_own_answers(
+async def test_adaptive_batching_keeps_each_request_its_own_answers(
     manager: LocalServingManager, registered_model: RegisteredModel, pyfunc: object
 ) -> None:
-    """MLServer merges concurrent requests into one batch and splits the outputs back."""
+    """MLServer merges concurrent requests into one batch and splits the outputs back.
+
+    Async on pytest-asyncio's loop rather than `asyncio.run`: with pytest-asyncio 1.0,
+    `asyncio.run` unsets the loop the plugin leaves behind, which the GC then reports as
+    unclosed at the end of the session (pytest-asyncio#724)."""
     spec = LocalModelSpec(
         name="drill-batched",
         model_uri=registered_model.champion_uri,
@@ -361,26 +365,23 @@ def test_adaptive_batching_keeps_each_request_its_own_answers(
     rows = [sensor_rows(n, seed=20 + n) for n in (1, 2, 3, 1, 4, 1)]
     rows[4][1, SENSORS.index("feed_rate")] = np.nan
 
-    async def fire() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=30) as client:
-            return await asyncio.gather(
-                *[
-                    client.post(
-                        f"{rest}/v2/models/{spec.name}/infer",
-                        json=v2_matrix(x).model_dump(exclude_none=True),
-                    )
-                    for x in rows
-                ]
-            )
-
-    responses = asyncio.run(fire())
+    async with httpx.AsyncClient(timeout=30) as client:
+        responses = await asyncio.gather(
+            *[
+                client.post(
+                    f"{rest}/v2/models/{spec.name}/infer",
+                    json=v2_matrix(x).model_dump(exclude_none=True),
+                )
+                for x in rows
+            ]
+        )
+        metrics = (await client.get(manager.endpoints(spec.name).metrics)).text
     for x, response in zip(rows, responses, strict=True):
         got = outputs(response)
         expected = pyfunc.predict(pd.DataFrame(x.astype(np.float64), columns=list(SENSORS)))  # type: ignore[attr-defined]
         assert len(got["anomaly_score"]) == len(x)
         np.testing.assert_allclose(got["anomaly_score"], expected["anomaly_score"], rtol=1e-5)
         assert got["model"] == expected["model"].tolist()
-    metrics = httpx.get(manager.endpoints(spec.name).metrics, timeout=10).text
     batched = [
         line
         for line in metrics.splitlines()
