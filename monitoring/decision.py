@@ -53,14 +53,21 @@ class RetrainRequest:
     p_values: dict[str, float]
     window_end: str
     trigger: str = Trigger.DRIFT.value
+    # When the data of the first drifted window of this streak began arriving (ISO, UTC):
+    # the retraining run trains from here, so the challenger learns the new operating point
+    # instead of the weeks before it. Empty when unknown.
+    drift_start: str = ""
 
     def reason(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "trigger": self.trigger,
             "features": list(self.features),
             "pValues": dict(self.p_values),
             "windowEnd": self.window_end,
         }
+        if self.drift_start:
+            doc["driftStart"] = self.drift_start
+        return doc
 
     def reason_json(self) -> str:
         return json.dumps(self.reason(), sort_keys=True, separators=(",", ":"))
@@ -87,6 +94,10 @@ class DecisionState:
     last_statistics: dict[str, float] = field(default_factory=dict)
     last_drifted: list[str] = field(default_factory=list)
     last_window_end: str = ""
+    # Start of the current run of drifted windows (see RetrainRequest.drift_start). It outlives
+    # a request and its cooldown while drift persists, so a later request still trains from
+    # the true start; a stable window or a new reference clears it.
+    drift_start: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,8 +125,12 @@ def decide(
     now: float,
     model: str,
     namespace: str,
+    window_start: float | None = None,
 ) -> tuple[DecisionState, RetrainRequest | None]:
-    """The next state after testing one window, and the retraining request to raise, if any."""
+    """The next state after testing one window, and the retraining request to raise, if any.
+
+    `window_start`: when the tested window's oldest row arrived (wall-clock seconds), if known.
+    """
     window_index = state.windows_tested + 1
     window_end = datetime.fromtimestamp(now, UTC).isoformat()
     common: dict[str, Any] = {
@@ -126,10 +141,15 @@ def decide(
         "last_window_end": window_end,
     }
     if not result.is_drift:
-        return replace(state, consecutive=0, decision=Decision.STABLE.value, **common), None
+        return replace(
+            state, consecutive=0, decision=Decision.STABLE.value, drift_start="", **common
+        ), None
 
     consecutive = state.consecutive + 1
     common["drifted_windows"] = state.drifted_windows + 1
+    if not state.drift_start:
+        start = now if window_start is None else min(window_start, now)
+        common["drift_start"] = datetime.fromtimestamp(start, UTC).isoformat()
     if consecutive < policy.consecutive_windows:
         return replace(
             state, consecutive=consecutive, decision=Decision.SUSPECT.value, **common
@@ -151,6 +171,7 @@ def decide(
         features=drifted,
         p_values={name: result.p_values[name] for name in drifted},
         window_end=window_end,
+        drift_start=common.get("drift_start", state.drift_start),
     )
     new_state = replace(
         state,
@@ -173,6 +194,7 @@ def rearm(state: DecisionState, reference_version: str) -> DecisionState:
         consecutive=0,
         cooldown_until=0.0,
         decision=Decision.REARMED.value,
+        drift_start="",
     )
 
 

@@ -9,6 +9,7 @@ without the thread (`process()`) in benchmarks and unit tests.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -197,7 +198,7 @@ class DriftMonitor:
                 while True:
                     chunk = self.queue.take(self.window.room())
                     if chunk.shape[0]:
-                        self.window.add(chunk)
+                        self.window.add(chunk, self.clock())
                     if self.window.due():
                         self._test_window()
                         tested += 1
@@ -226,6 +227,7 @@ class DriftMonitor:
             now=self.clock(),
             model=self.model,
             namespace=self.settings.namespace,
+            window_start=self.window.oldest_arrival(),
         )
         self.state = state
         self.metrics.consecutive.labels(self.model).set(state.consecutive)
@@ -345,6 +347,10 @@ class DriftMonitor:
                 "decision": self.state.to_dict(),
                 "since_test": self.window.since_test,
                 "rows_seen": self.window.rows_seen,
+                # When each window row arrived: a drift's start survives a restart.
+                "window_arrivals": [
+                    None if math.isnan(t) else round(t, 3) for t in self.window.arrivals.tolist()
+                ],
             }
             self.store.save(meta, self.window.rows, self.queue.snapshot())
             self._dirty = False
@@ -361,6 +367,11 @@ class DriftMonitor:
             self.window = SlidingWindow(
                 self.settings.window_size, self.settings.step, len(names), rows=snap.window
             )
+            arrivals = snap.meta.get("window_arrivals")
+            if isinstance(arrivals, list) and len(arrivals) == self.window.rows.shape[0]:
+                self.window.arrivals = np.array(
+                    [float("nan") if t is None else float(t) for t in arrivals], dtype=np.float64
+                )
             self.window.since_test = int(snap.meta.get("since_test", 0))
             self.window.rows_seen = int(snap.meta.get("rows_seen", 0))
             if snap.queue.shape[0]:

@@ -82,15 +82,27 @@ class SampleQueue:
 
 
 class SlidingWindow:
-    """The last `size` rows; ready to test every `step` new rows once it is full."""
+    """The last `size` rows; ready to test every `step` new rows once it is full.
 
-    def __init__(self, size: int, step: int, width: int, rows: np.ndarray | None = None) -> None:
+    Each row keeps the time it entered the window, so a drifted window can say since when its
+    data has been arriving: the start of a drift, which a retraining run trains from."""
+
+    def __init__(
+        self,
+        size: int,
+        step: int,
+        width: int,
+        rows: np.ndarray | None = None,
+        arrived_at: float = float("nan"),
+    ) -> None:
         if not 1 <= step <= size:
             raise ValueError(f"window step must be in 1..{size}, got {step}")
         self.size = size
         self.step = step
         self.width = width
         self.rows = np.empty((0, width), dtype=np.float64) if rows is None else rows[-size:]
+        # Restored rows share one time (when they were restored, or unknown: NaN).
+        self.arrivals = np.full(self.rows.shape[0], arrived_at, dtype=np.float64)
         self.since_test = 0
         self.rows_seen = 0
 
@@ -104,10 +116,19 @@ class SlidingWindow:
             return self.size - self.rows.shape[0]
         return max(1, self.step - self.since_test)
 
-    def add(self, rows: np.ndarray) -> None:
+    def add(self, rows: np.ndarray, now: float = float("nan")) -> None:
+        """Append rows that arrived at `now` (wall-clock seconds)."""
         self.rows = np.concatenate([self.rows, rows], axis=0)[-self.size :]
+        stamps = np.full(rows.shape[0], now, dtype=np.float64)
+        self.arrivals = np.concatenate([self.arrivals, stamps])[-self.size :]
         self.since_test += rows.shape[0]
         self.rows_seen += rows.shape[0]
+
+    def oldest_arrival(self) -> float | None:
+        """When the window's oldest row arrived, if known."""
+        if self.arrivals.shape[0] == 0 or np.isnan(self.arrivals[0]):
+            return None
+        return float(self.arrivals[0])
 
     def due(self) -> bool:
         return self.full and self.since_test >= self.step

@@ -130,3 +130,62 @@ def test_retrain_patch_is_the_shared_contract() -> None:
 def test_policy_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="consecutive_windows"):
         Policy(consecutive_windows=0)
+
+
+def test_a_request_says_when_the_drift_began_and_keeps_it_while_drift_persists() -> None:
+    """driftStart: when the first drifted window's oldest row arrived. A later request of the
+    same streak (after the cooldown, the first run's challenger rejected) keeps the true start,
+    so it trains on more of the new operating point, not less."""
+    policy = Policy(consecutive_windows=3, cooldown_seconds=10)
+    state = DecisionState()
+    state, _ = decide(
+        state, STABLE, policy=policy, now=100.0, model="m", namespace="ns", window_start=40.0
+    )
+    assert state.drift_start == ""
+    starts = iter([70.0, 85.0, 99.0, 110.0, 115.0, 120.0])
+    requests = []
+    for now in (110.0, 120.0, 130.0, 135.0, 145.0, 150.0):
+        state, req = decide(
+            state,
+            DRIFT,
+            policy=policy,
+            now=now,
+            model="m",
+            namespace="ns",
+            window_start=next(starts),
+        )
+        requests.append(req)
+    first, again = requests[2], requests[5]
+    assert first is not None
+    assert again is not None
+    assert [r is not None for r in requests] == [False, False, True, False, False, True]
+    began = "1970-01-01T00:01:10+00:00"  # the first drifted window's oldest row, t=70
+    assert first.drift_start == again.drift_start == began
+    assert json.loads(first.reason_json())["driftStart"] == began
+    # A stable window ends the streak; a new reference starts the story over.
+    state, _ = decide(state, STABLE, policy=policy, now=160.0, model="m", namespace="ns")
+    assert state.drift_start == ""
+    state, _ = decide(state, DRIFT, policy=policy, now=170.0, model="m", namespace="ns")
+    assert state.drift_start == "1970-01-01T00:02:50+00:00"  # unknown arrival: the test's time
+    assert rearm(state, "7").drift_start == ""
+
+
+def test_a_request_without_a_known_start_leaves_drift_start_out_of_the_reason() -> None:
+    from loopline.monitoring.decision import RetrainRequest
+
+    request = RetrainRequest(
+        request_id="r",
+        model="m",
+        namespace="ns",
+        features=["a"],
+        p_values={"a": 0.0},
+        window_end="2026-01-01T00:00:00+00:00",
+    )
+    assert "driftStart" not in request.reason()
+    # A pending request persisted by an older monitor (no drift_start) still loads.
+    assert (
+        RetrainRequest.from_dict(
+            {k: v for k, v in request.__dict__.items() if k != "drift_start"}
+        ).drift_start
+        == ""
+    )

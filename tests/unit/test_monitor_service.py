@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +251,34 @@ def test_champion_promoted_while_the_monitor_was_down_rearms_on_start(tmp_path: 
     assert restarted.state.requests == 1, "history is kept, only the arming resets"
     text = generate_latest(restarted.metrics.registry).decode()
     assert 'loopline_monitor_reference_info{model="drill-ae",version="2"} 1.0' in text
+
+
+def test_the_request_says_when_the_drifted_data_began_arriving_even_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    """driftStart is what a drift-triggered run trains from: no later than the shift (or the
+    run would miss the new operating point's first rows) and no earlier than the one window
+    step before it that a half-shifted window holds."""
+    clock, req = Clock(), LogRetrainRequester()
+    mon = monitor(tmp_path, req, clock)
+    for i in range(10):
+        mon.submit(batch(frame(100, 100 + i)))
+        mon.process()
+        clock.t += 10
+    shift_at = clock.t
+    mon.submit(batch(frame(100, 300, shift=1.5)))
+    mon.process()
+    clock.t += 10
+    oldest = mon.window.oldest_arrival()
+    mon.stop()
+
+    again = monitor(tmp_path, req, clock)  # the window's arrival times come back from disk
+    assert again.window.oldest_arrival() == oldest
+    for i in range(4):
+        again.submit(batch(frame(100, 301 + i, shift=1.5)))
+        again.process()
+        clock.t += 10
+    assert len(req.requests) == 1
+    began = datetime.fromisoformat(req.requests[0].drift_start).timestamp()
+    assert shift_at - 10 <= began <= shift_at
+    assert json.loads(req.requests[0].reason_json())["driftStart"] == req.requests[0].drift_start

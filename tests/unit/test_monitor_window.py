@@ -46,3 +46,18 @@ def test_window_due_every_step_once_full() -> None:
     # first test when 10 rows are in, then every 4 new rows
     assert [t[-1] for t in tests] == [9, 13, 17, 21, 25, 29]
     assert all(len(t) == 10 for t in tests)
+
+
+def test_window_knows_when_its_oldest_row_arrived() -> None:
+    w = SlidingWindow(size=10, step=5, width=1)
+    assert w.oldest_arrival() is None
+    w.add(rows(0, 6), now=100.0)
+    w.add(rows(6, 6), now=110.0)  # pushes the first two rows out
+    assert w.rows[:, 0].tolist() == list(range(2, 12))
+    assert w.arrivals.tolist() == [100.0] * 4 + [110.0] * 6
+    assert w.oldest_arrival() == 100.0
+    w.add(rows(12, 5), now=120.0)
+    assert w.oldest_arrival() == 110.0
+    # Restored rows whose arrival is unknown say so instead of inventing a time.
+    restored = SlidingWindow(size=10, step=5, width=1, rows=rows(0, 10))
+    assert restored.oldest_arrival() is None
