@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
-from loopline.types.common import Spec, Task
+from loopline.types.common import DRIFT_MIN_ROWS, Spec, Task
 from loopline.types.pipeline import NAME_PATTERN
 from loopline.types.policy import TrainingParams, ValidationPolicy
 
@@ -132,6 +132,15 @@ class MonitoringSpec(Spec):
         default=False,
         alias="retrainOnDrift",
         description="Drift detected by the monitor requests a retraining run.",
+    )
+    drift_window_min_rows: int = Field(
+        default=DRIFT_MIN_ROWS,
+        alias="driftWindowMinRows",
+        ge=0,
+        le=100_000_000,
+        description="A drift-triggered run trains on the rows since the drift began (the "
+        "monitor reports when) if there are at least this many, so the new model learns the new "
+        "operating point; with fewer, or 0 here, it trains on the whole training window.",
     )
 
     @model_validator(mode="after")

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from loopline.types.common import Spec, Task, Trigger
+from loopline.types.common import DRIFT_MIN_ROWS, Spec, Task, Trigger
 from loopline.types.policy import TrainingParams, ValidationPolicy
 
 
@@ -35,6 +35,19 @@ class TrainingRunSpec(Spec):
     entity_key: str = Field(default="machine_id", alias="entityKey")
     window_start: datetime | None = Field(default=None, alias="windowStart")
     window_end: datetime | None = Field(default=None, alias="windowEnd")
+    drift_start: datetime | None = Field(
+        default=None,
+        alias="driftStart",
+        description="When the drift that triggered this run began (from the monitor): the run "
+        "trains on the data since then when there are at least driftMinRows rows of it.",
+    )
+    drift_min_rows: int = Field(
+        default=DRIFT_MIN_ROWS,
+        alias="driftMinRows",
+        ge=0,
+        description="Rows since driftStart needed to train on them alone (Model "
+        "spec.monitoring.driftWindowMinRows); 0 means always the whole training window.",
+    )
     params: TrainingParams = Field(default_factory=TrainingParams)
     validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
     registered_model_name: str = Field(alias="registeredModelName")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from loopline.operators.builders.conditions import set_condition
@@ -104,6 +104,21 @@ def parse_retrain_request(annotations: Mapping[str, str], now: datetime) -> Retr
     except (ValueError, TypeError):
         pass  # an unreadable reason is kept verbatim; the request still counts (manual)
     return RetrainingStatus(request_id=request_id, trigger=trigger, reason=raw, received_at=now)
+
+
+def drift_start_of(request: RetrainingStatus | None) -> datetime | None:
+    """When the drift behind a drift request began (its reason's `driftStart`), if it says.
+
+    A reason without it (an older monitor, a hand-written request) or with an unreadable one
+    gives None: the run then trains on the whole training window, as before."""
+    if request is None or request.trigger != Trigger.DRIFT or not request.reason:
+        return None
+    try:
+        reason = json.loads(request.reason)
+        start = datetime.fromisoformat(reason["driftStart"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    return start if start.tzinfo is not None else start.replace(tzinfo=UTC)
 
 
 def _drift_from_reason(raw: str, now: datetime) -> DriftStatus:
@@ -277,6 +292,7 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
                 pipeline=pipeline,
                 context=context,
                 parent_version=champion.version if champion else None,
+                drift_start=drift_start_of(pending),
             )
             current = RunRecord(
                 run_id=rid,
@@ -305,6 +321,11 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
                 pipeline=pipeline,
                 context=context,
                 parent_version=champion.version if champion else None,
+                drift_start=drift_start_of(
+                    retraining
+                    if retraining is not None and retraining.run_id == current.run_id
+                    else None
+                ),
             )
 
     # 4. Canary rollout. With replicas 0 nothing serves: a new version becomes champion at once.

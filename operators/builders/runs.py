@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from loopline.types.common import Trigger, registered_model_name
@@ -78,6 +79,7 @@ def build_run_spec(
     pipeline: PipelineSpec,
     context: RunContext,
     parent_version: str | None,
+    drift_start: datetime | None = None,
 ) -> TrainingRunSpec:
     return TrainingRunSpec(
         run_id=run_id_,
@@ -92,6 +94,8 @@ def build_run_spec(
         validation=model.validation,
         registered_model_name=registered_model_name(namespace, name),
         parent_version=parent_version,
+        drift_start=drift_start if trigger == Trigger.DRIFT else None,
+        drift_min_rows=model.monitoring.drift_window_min_rows,
         mlflow_tracking_uri=context.mlflow_tracking_uri,
         feature_repo=context.feature_repo,
         pipeline=pipeline.pipeline or pipeline.package_uri or "training",

@@ -174,6 +174,45 @@ def test_retrain_request_twice_with_same_id_starts_one_run() -> None:
     assert "RetrainRequested" not in _reasons(second)
 
 
+def test_drift_run_carries_when_the_drift_began_and_the_models_row_minimum() -> None:
+    """The run trains from the monitor's driftStart (see components.steps.drift_window); a
+    backend that lost the run gets the same start again; a reason without one (an older
+    monitor) or with nonsense trains on the whole window, as before."""
+    serving = _to_serving(ModelStatus())
+    began = "2026-01-01T09:30:00+00:00"
+    reason = json.dumps({"trigger": "drift", "features": ["feed_rate"], "driftStart": began})
+    notes = {RETRAIN_ANNOTATION: "req-2", RETRAIN_REASON_ANNOTATION: reason}
+    spec = _spec(monitoring={"retrainOnDrift": True, "driftWindowMinRows": 500})
+    plan = reconcile_model(_obs(serving.status, spec=spec, annotations=notes), CTX)
+    assert plan.submit is not None
+    assert plan.submit.drift_start == datetime(2026, 1, 1, 9, 30, tzinfo=UTC)
+    assert plan.submit.drift_min_rows == 500
+    assert json.loads(plan.submit.model_dump_json(by_alias=True))["driftStart"] == (
+        "2026-01-01T09:30:00Z"
+    )
+    lost = reconcile_model(_obs(plan.status, spec=spec, annotations=notes), CTX)
+    assert lost.submit is not None
+    assert lost.submit.run_id == plan.submit.run_id
+    assert lost.submit.drift_start == plan.submit.drift_start
+    for i, bad in enumerate(['{"trigger": "drift"}', '{"trigger": "drift", "driftStart": 5}']):
+        notes = {RETRAIN_ANNOTATION: f"req-x{i}", RETRAIN_REASON_ANNOTATION: bad}
+        other = reconcile_model(_obs(serving.status, spec=spec, annotations=notes), CTX)
+        assert other.submit is not None
+        assert other.submit.drift_start is None
+    naive = json.dumps({"trigger": "drift", "driftStart": "2026-01-01T09:30:00"})
+    notes = {RETRAIN_ANNOTATION: "req-n", RETRAIN_REASON_ANNOTATION: naive}
+    taken = reconcile_model(_obs(serving.status, spec=spec, annotations=notes), CTX)
+    assert taken.submit is not None
+    assert taken.submit.drift_start == datetime(2026, 1, 1, 9, 30, tzinfo=UTC)
+    # Only drift runs narrow their window: a spec change trains on the whole of it.
+    changed = reconcile_model(
+        _obs(serving.status, spec=_spec(training={"epochs": 2}), generation=2), CTX
+    )
+    assert changed.submit is not None
+    assert changed.submit.trigger == Trigger.SPEC_CHANGE
+    assert changed.submit.drift_start is None
+
+
 def test_drift_request_is_recorded_but_ignored_when_retrain_on_drift_is_off() -> None:
     serving = _to_serving(ModelStatus())
     notes = {RETRAIN_ANNOTATION: "req-9", RETRAIN_REASON_ANNOTATION: '{"trigger": "drift"}'}
