@@ -24,7 +24,7 @@ import math
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,9 @@ META_FILE = "meta.json"
 QUALITY_REPORT_ARTIFACT = "quality/report.json"
 QUALITY_REFERENCE_ARTIFACT = "quality/reference_stats.json"
 QUALITY_ADVISORY_TAG = "loopline.quality.advisory"  # dimensions that did not gate this run
+WINDOW_BASIS_TAG = "loopline.window_basis"  # "since-drift" or "training-window"
+SINCE_DRIFT = "since-drift"
+TRAINING_WINDOW = "training-window"
 REPORT_ARTIFACT_DIR = "reports"
 
 LOAD_FEATURES = "load-features"
@@ -126,6 +129,39 @@ def resolve_window(spec: TrainingRunSpec, repo: Path) -> tuple[datetime, datetim
     return start, end
 
 
+def drift_window(
+    spec: TrainingRunSpec, start: datetime, frame: pd.DataFrame
+) -> tuple[datetime, pd.DataFrame, str]:
+    """(start, rows, why) of what a run trains and evaluates on.
+
+    A drift-triggered run keeps only the rows since the drift began when there are at least
+    `spec.drift_min_rows` of them. Why: right after a recipe change the new operating point is
+    a sliver of a 14-day window; evaluated on the newest fifth, a model trained on the whole
+    window learns almost none of it and the gate rejects it, run after run, until the new
+    recipe fills a fifth of the window (days). Training from the drift's start lets the first
+    retraining learn it, and the reference it logs (what the monitor compares traffic with)
+    is the new operating point, not the old one.
+    With too few rows since the drift, the whole window is the safer choice: a model fitted and
+    gated on a handful of rows proves nothing."""
+    from loopline.data.schema import TIMESTAMP
+
+    drift_start = spec.drift_start
+    if drift_start is None or spec.drift_min_rows <= 0:
+        return start, frame, TRAINING_WINDOW
+    if drift_start.tzinfo is None:
+        drift_start = drift_start.replace(tzinfo=UTC)
+    since = max(drift_start, start if start.tzinfo is not None else start.replace(tzinfo=UTC))
+    recent = frame[frame[TIMESTAMP] >= pd.Timestamp(since)]
+    if len(recent) < spec.drift_min_rows:
+        return (
+            start,
+            frame,
+            f"{TRAINING_WINDOW} ({len(recent)} rows since the drift began at "
+            f"{drift_start.isoformat()}, fewer than driftMinRows {spec.drift_min_rows})",
+        )
+    return since, recent.reset_index(drop=True), SINCE_DRIFT
+
+
 def _service_features(store: Any, service: str) -> tuple[list[str], list[str]]:
     """Feature names and `view@fingerprint` strings of a Feast feature service."""
     try:
@@ -173,6 +209,8 @@ def load_features(spec_json: str, out_dir: str) -> dict[str, Any]:
             raise ValueError(
                 f"no rows in the window [{start.isoformat()}, {end.isoformat()}) of {repo}"
             )
+        start, frame, basis = drift_window(spec, start, frame)
+        log.info("run %s trains on %d rows from %s: %s", spec.run_id, len(frame), start, basis)
         folder = Path(out_dir)
         folder.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(folder / FRAME_FILE, index=False)
@@ -188,6 +226,7 @@ def load_features(spec_json: str, out_dir: str) -> dict[str, Any]:
             window_start=start,
             window_end=end,
         )
+        tags[WINDOW_BASIS_TAG] = basis
         run_id = _mlflow_run(client, spec, tags)
         for key, value in tags.items():  # a retried step refreshes them
             client.set_tag(run_id, key, value)
@@ -208,6 +247,7 @@ def load_features(spec_json: str, out_dir: str) -> dict[str, Any]:
             "feature_views": sorted(set(views + core_views)),
             "window_start": start.isoformat(),
             "window_end": end.isoformat(),
+            "window_basis": basis,
             "rows": len(frame),
             "data_hash": data_hash,
             "mlflow_run_id": run_id,

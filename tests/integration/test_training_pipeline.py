@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -263,3 +264,47 @@ def test_sigterm_cancels_the_run_and_its_step_processes(store: Store) -> None:
             return
         time.sleep(0.2)
     pytest.fail(f"processes of group {proc.pid} survived the cancelled run")
+
+
+def test_a_drift_run_loads_only_the_rows_since_the_drift_began(
+    store: Store, tmp_path: Path
+) -> None:
+    """The load-features step on the real Feast repo (in process, no training): with a
+    driftStart and enough rows after it, the frame, the recorded window and the MLflow run's
+    tags all start there; with too few rows the whole window is kept and the tag says why."""
+    from loopline.components.steps import (
+        FRAME_FILE,
+        SINCE_DRIFT,
+        TRAINING_WINDOW,
+        WINDOW_BASIS_TAG,
+        load_features,
+    )
+    from loopline.data.schema import TIMESTAMP
+
+    def load(run_id: str, **extra: object) -> dict[str, object]:
+        spec = make_spec(store, run_id, trigger=Trigger.DRIFT, **extra)
+        return load_features(spec.model_dump_json(by_alias=True), str(tmp_path / run_id))
+
+    whole = load("load-whole")
+    assert whole["window_basis"] == TRAINING_WINDOW
+    end = datetime.fromisoformat(str(whole["window_end"]))
+    began = end - timedelta(days=2)
+    since = load("load-since", driftStart=began.isoformat())
+    assert since["window_basis"] == SINCE_DRIFT
+    assert datetime.fromisoformat(str(since["window_start"])) == began
+    frame = pd.read_parquet(tmp_path / "load-since" / FRAME_FILE)
+    assert frame[TIMESTAMP].min() >= pd.Timestamp(began)
+    assert len(frame) == since["rows"]
+    # 2 of the 8 generated days, 3 machines at 5 minutes.
+    assert since["rows"] == pytest.approx(2 * 3 * 288, rel=0.02)
+    assert int(str(since["rows"])) < int(str(whole["rows"]))
+    client = client_for(store.tracking_uri)
+    tags = client.get_run(str(since["mlflow_run_id"])).data.tags
+    assert tags[WINDOW_BASIS_TAG] == SINCE_DRIFT
+    assert tags["loopline.data_rows"] == str(since["rows"])
+    assert datetime.fromisoformat(tags["loopline.window_start"]) == began
+
+    recent = load("load-few", driftStart=(end - timedelta(hours=1)).isoformat())
+    assert recent["rows"] == whole["rows"]
+    assert str(recent["window_basis"]).startswith(f"{TRAINING_WINDOW} (")
+    assert "fewer than driftMinRows 1000" in str(recent["window_basis"])
