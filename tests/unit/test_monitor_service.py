@@ -89,19 +89,21 @@ def monitor(tmp_path: Path, requester: object, clock: Clock, **kw: object) -> Dr
     )
 
 
+def feed(mon: DriftMonitor, clock: Clock, seeds: range, shift: float = 0.0) -> None:
+    """One batch of 100 rows per seed, processed as it comes, 10 s apart."""
+    for seed in seeds:
+        mon.submit(batch(frame(100, seed, shift=shift)))
+        mon.process()
+        clock.t += 10
+
+
 def test_stationary_then_shift_yields_one_request(tmp_path: Path) -> None:
     clock, req = Clock(), LogRetrainRequester()
     mon = monitor(tmp_path, req, clock)
-    for i in range(20):
-        mon.submit(batch(frame(100, 100 + i)))
-        mon.process()
-        clock.t += 10
+    feed(mon, clock, range(100, 120))
     assert mon.state.windows_tested == 19
     assert req.requests == []
-    for i in range(20):
-        mon.submit(batch(frame(100, 200 + i, shift=1.5)))
-        mon.process()
-        clock.t += 10
+    feed(mon, clock, range(200, 220), shift=1.5)
     assert len(req.requests) == 1
     assert req.requests[0].features == ["feed_rate"]
     assert mon.state.decision == "cooldown"
@@ -261,23 +263,15 @@ def test_the_request_says_when_the_drifted_data_began_arriving_even_across_a_res
     step before it that a half-shifted window holds."""
     clock, req = Clock(), LogRetrainRequester()
     mon = monitor(tmp_path, req, clock)
-    for i in range(10):
-        mon.submit(batch(frame(100, 100 + i)))
-        mon.process()
-        clock.t += 10
+    feed(mon, clock, range(100, 110))
     shift_at = clock.t
-    mon.submit(batch(frame(100, 300, shift=1.5)))
-    mon.process()
-    clock.t += 10
+    feed(mon, clock, range(300, 301), shift=1.5)
     oldest = mon.window.oldest_arrival()
     mon.stop()
 
     again = monitor(tmp_path, req, clock)  # the window's arrival times come back from disk
     assert again.window.oldest_arrival() == oldest
-    for i in range(4):
-        again.submit(batch(frame(100, 301 + i, shift=1.5)))
-        again.process()
-        clock.t += 10
+    feed(again, clock, range(301, 305), shift=1.5)
     assert len(req.requests) == 1
     began = datetime.fromisoformat(req.requests[0].drift_start).timestamp()
     assert shift_at - 10 <= began <= shift_at
