@@ -53,9 +53,9 @@ class RetrainRequest:
     p_values: dict[str, float]
     window_end: str
     trigger: str = Trigger.DRIFT.value
-    # When the data of the first drifted window of this streak began arriving (ISO, UTC):
-    # the retraining run trains from here, so the challenger learns the new operating point
-    # instead of the weeks before it. Empty when unknown.
+    # When the drift began (ISO, UTC; see `_drift_began`): the retraining run trains from
+    # here, so the challenger learns the new operating point instead of the weeks before it.
+    # Empty when unknown.
     drift_start: str = ""
 
     def reason(self) -> dict[str, Any]:
@@ -94,7 +94,7 @@ class DecisionState:
     last_statistics: dict[str, float] = field(default_factory=dict)
     last_drifted: list[str] = field(default_factory=list)
     last_window_end: str = ""
-    # Start of the current run of drifted windows (see RetrainRequest.drift_start). It outlives
+    # Start of the current run of drifted windows (see `_drift_began`). It outlives
     # a request and its cooldown while drift persists, so a later request still trains from
     # the true start; a stable window or a new reference clears it.
     drift_start: str = ""
@@ -148,8 +148,9 @@ def decide(
     consecutive = state.consecutive + 1
     common["drifted_windows"] = state.drifted_windows + 1
     if not state.drift_start:
-        start = now if window_start is None else min(window_start, now)
-        common["drift_start"] = datetime.fromtimestamp(start, UTC).isoformat()
+        common["drift_start"] = datetime.fromtimestamp(
+            _drift_began(state, window_start, now), UTC
+        ).isoformat()
     if consecutive < policy.consecutive_windows:
         return replace(
             state, consecutive=consecutive, decision=Decision.SUSPECT.value, **common
@@ -184,6 +185,24 @@ def decide(
         **common,
     )
     return new_state, request
+
+
+def _drift_began(state: DecisionState, window_start: float | None, now: float) -> float:
+    """When the first drifted window of a streak says the drift began.
+
+    After a window that did not drift against the same reference, the drift began after that
+    test: the rows that tipped this window are the ones since then. The rest of the window is
+    older data, mostly from before the change, and a run that trained on it (and logged it
+    into the new champion's reference) would keep the monitor finding drift. Without such a
+    test (a fresh or re-armed monitor), the window's oldest row is the safe bound."""
+    start = now if window_start is None else min(window_start, now)
+    if state.decision == Decision.STABLE.value and state.last_window_end:
+        try:
+            last_stable = datetime.fromisoformat(state.last_window_end).timestamp()
+        except ValueError:
+            return start
+        return min(max(start, last_stable), now) if window_start is not None else last_stable
+    return start
 
 
 def rearm(state: DecisionState, reference_version: str) -> DecisionState:

@@ -133,41 +133,41 @@ def test_policy_rejects_nonsense() -> None:
 
 
 def test_a_request_says_when_the_drift_began_and_keeps_it_while_drift_persists() -> None:
-    """driftStart: when the first drifted window's oldest row arrived. A later request of the
-    same streak (after the cooldown, the first run's challenger rejected) keeps the true start,
-    so it trains on more of the new operating point, not less."""
+    """driftStart: after a stable window, the time that window was tested (the rows since then
+    tipped the next one); without one, the drifted window's oldest row. A later request of the
+    same streak (after the cooldown, the first run's challenger rejected) keeps the start, so
+    it trains on more of the new operating point, not less."""
     policy = Policy(consecutive_windows=3, cooldown_seconds=10)
-    state = DecisionState()
-    state, _ = decide(
-        state, STABLE, policy=policy, now=100.0, model="m", namespace="ns", window_start=40.0
-    )
+
+    def step(state: DecisionState, r: DriftResult, now: float, start: float | None = None):
+        return decide(
+            state, r, policy=policy, now=now, model="m", namespace="ns", window_start=start
+        )
+
+    state, _ = step(DecisionState(), STABLE, 100.0, 40.0)
     assert state.drift_start == ""
     starts = iter([70.0, 85.0, 99.0, 110.0, 115.0, 120.0])
     requests = []
     for now in (110.0, 120.0, 130.0, 135.0, 145.0, 150.0):
-        state, req = decide(
-            state,
-            DRIFT,
-            policy=policy,
-            now=now,
-            model="m",
-            namespace="ns",
-            window_start=next(starts),
-        )
+        state, req = step(state, DRIFT, now, next(starts))
         requests.append(req)
     first, again = requests[2], requests[5]
     assert first is not None
     assert again is not None
     assert [r is not None for r in requests] == [False, False, True, False, False, True]
-    began = "1970-01-01T00:01:10+00:00"  # the first drifted window's oldest row, t=70
+    began = "1970-01-01T00:01:40+00:00"  # t=100: the last stable window's test
     assert first.drift_start == again.drift_start == began
     assert json.loads(first.reason_json())["driftStart"] == began
     # A stable window ends the streak; a new reference starts the story over.
-    state, _ = decide(state, STABLE, policy=policy, now=160.0, model="m", namespace="ns")
+    state, _ = step(state, STABLE, 160.0)
     assert state.drift_start == ""
-    state, _ = decide(state, DRIFT, policy=policy, now=170.0, model="m", namespace="ns")
-    assert state.drift_start == "1970-01-01T00:02:50+00:00"  # unknown arrival: the test's time
+    state, _ = step(state, DRIFT, 170.0)  # no arrival times (restored rows): the stable test
+    assert state.drift_start == "1970-01-01T00:02:40+00:00"
     assert rearm(state, "7").drift_start == ""
+    # With no stable window against this reference, the drifted window's oldest row.
+    fresh, _ = step(rearm(state, "7"), DRIFT, 200.0, 150.0)
+    assert fresh.drift_start == "1970-01-01T00:02:30+00:00"
+    assert step(DecisionState(), DRIFT, 200.0)[0].drift_start == "1970-01-01T00:03:20+00:00"
 
 
 def test_a_request_without_a_known_start_leaves_drift_start_out_of_the_reason() -> None:
