@@ -293,8 +293,10 @@ class DemoRecord(BaseModel):
         copy._t0 = self._t0
         return copy
 
-    def first_marker(self, kind: str) -> Marker | None:
-        return next((m for m in self.markers if m.kind == kind), None)
+    def first_marker(self, kind: str, *more: str) -> Marker | None:
+        """The earliest marker of `kind` (or of any of `more` kinds)."""
+        kinds = {kind, *more}
+        return next((m for m in self.markers if m.kind in kinds), None)
 
     def markers_of(self, kind: str) -> list[Marker]:
         return [m for m in self.markers if m.kind == kind]

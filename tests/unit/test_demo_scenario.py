@@ -91,3 +91,41 @@ def test_wait_for_returns_the_value_or_names_what_it_waited_for() -> None:
     assert wait_for(lambda: next(calls), timeout=5, what="x", interval=0.01) == "ready"
     with pytest.raises(StageTimeout, match="waiting for the champion"):
         wait_for(lambda: None, timeout=0.05, what="the champion", interval=0.01)
+
+
+def test_only_the_loops_own_retraining_can_fail_the_loop() -> None:
+    """A second drift request while the new champion's canary runs may train a challenger the
+    gate rejects (a full demo run did, 2026-11-29); the loop still ends with its own
+    challenger serving. The loop's challenger rejected, or its run failed, ends the loop."""
+    from loopline.demo.record import DemoRecord
+    from loopline.demo.scenario import loop_failure
+
+    rec = DemoRecord(model="drill-ae", namespace="ns", core_features=[])
+    rec.upsert_run("run-1", trigger="spec-change", phase="Failed", started_t=1.0)
+    assert loop_failure(rec, "promoted") is None  # not a drift run
+    rec.upsert_run("run-2", trigger="drift", phase="Succeeded", started_t=10.0)
+    rec.mark("gate-passed", "version 2 beats the champion", t=20.0)
+    rec.upsert_run("run-3", trigger="drift", phase="Failed", started_t=30.0)
+    rec.mark("gate-rejected", "f1 0.83 < champion v2 0.85 + margin 0.01", t=40.0)
+    assert loop_failure(rec, "promoted") is None
+
+    rejected = DemoRecord(model="drill-ae", namespace="ns", core_features=[])
+    rejected.mark("gate-rejected", "below policy minimums: f1 0.14 < minimum 0.60", t=5.0)
+    assert loop_failure(rejected, "registered") is None  # not waiting on the gate yet
+    failure = loop_failure(rejected, "gate-passed")
+    assert (
+        failure == "the gate rejected the challenger: below policy minimums: f1 0.14 < minimum 0.60"
+    )
+
+    failed = DemoRecord(model="drill-ae", namespace="ns", core_features=[])
+    failed.upsert_run(
+        "run-9",
+        trigger="drift",
+        phase="Failed",
+        step="load-features",
+        started_t=3.0,
+        message="no rows",
+    )
+    assert loop_failure(failed, "registered") == (
+        "the retraining run run-9 failed at step load-features: no rows"
+    )
