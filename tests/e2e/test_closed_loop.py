@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from loopline.components.steps import SINCE_DRIFT, WINDOW_BASIS_TAG
 from loopline.demo.processes import tagged_pids
 from loopline.demo.record import segment_stats
 from loopline.demo.scenario import Demo, DemoResult
@@ -65,6 +66,8 @@ def test_the_loop_closes(quick_run: DemoResult) -> None:
     tags = client.get_run(champion.run_id).data.tags
     assert tags.get(lineage.TRIGGER) == "drift"
     assert tags.get(lineage.PARENT_VERSION) == first
+    # It learnt the new recipe from the rows since the drift began, not the weeks before.
+    assert tags.get(WINDOW_BASIS_TAG) == SINCE_DRIFT
 
     # The fallback answered while the sensor was dead, and nothing failed because of it.
     dead = segment_stats(rec)["dead-sensor"]
