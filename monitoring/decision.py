@@ -129,7 +129,9 @@ def decide(
 ) -> tuple[DecisionState, RetrainRequest | None]:
     """The next state after testing one window, and the retraining request to raise, if any.
 
-    `window_start`: when the tested window's oldest row arrived (wall-clock seconds), if known.
+    `window_start`: since when the tested window's rows look drifted (wall-clock seconds: the
+    arrival of the rows after the shift the service found in it, else of its oldest row), if
+    known.
     """
     window_index = state.windows_tested + 1
     window_end = datetime.fromtimestamp(now, UTC).isoformat()

@@ -227,7 +227,7 @@ class DriftMonitor:
             now=self.clock(),
             model=self.model,
             namespace=self.settings.namespace,
-            window_start=self.window.oldest_arrival(),
+            window_start=self._drift_arrival(result),
         )
         self.state = state
         self.metrics.consecutive.labels(self.model).set(state.consecutive)
@@ -245,6 +245,17 @@ class DriftMonitor:
         if request is not None:
             self._next_retry = 0.0
             self._deliver_pending()
+
+    def _drift_arrival(self, result: DriftResult) -> float | None:
+        """Since when the tested window's rows look drifted: after the shift in its most
+        drifted feature (the first drifted window of a streak holds older rows too), else
+        its oldest row. `decide` uses it only for a streak's first window."""
+        drifted = [f for f in result.features if f.drifted and f.name in self.feature_names]
+        if not result.is_drift or not drifted:
+            return self.window.oldest_arrival()
+        top = max(drifted, key=lambda f: f.statistic)
+        shifted = self.window.shift_arrival(self.feature_names.index(top.name))
+        return shifted if shifted is not None else self.window.oldest_arrival()
 
     def _export(self, result: DriftResult) -> None:
         m, model = self.metrics, self.model

@@ -124,6 +124,13 @@ class SlidingWindow:
         self.since_test += rows.shape[0]
         self.rows_seen += rows.shape[0]
 
+    def shift_arrival(self, column: int) -> float | None:
+        """When the rows after the most likely shift in `column` began arriving, if known."""
+        if self.rows.shape[0] < 2:
+            return self.oldest_arrival()
+        at = float(self.arrivals[change_point(self.rows[:, column])])
+        return None if np.isnan(at) else at
+
     def oldest_arrival(self) -> float | None:
         """When the window's oldest row arrived, if known."""
         if self.arrivals.shape[0] == 0 or np.isnan(self.arrivals[0]):
@@ -135,3 +142,20 @@ class SlidingWindow:
 
     def mark_tested(self) -> None:
         self.since_test = 0
+
+
+def change_point(values: np.ndarray) -> int:
+    """Index of the first row after the most likely single shift of the mean in `values`.
+
+    The CUSUM estimator: the k that maximises |sum of (x_i - mean) over i < k|. For a step
+    change it lands on the step; it needs no threshold because the caller already knows the
+    window drifted. Missing values count as the mean (they move the sum neither way)."""
+    x = np.asarray(values, dtype=np.float64)
+    present = ~np.isnan(x)
+    if present.sum() < 2:
+        return 0
+    centred = np.where(present, x - x[present].mean(), 0.0)
+    sums = np.abs(np.cumsum(centred))[:-1]
+    if not sums.any():
+        return 0  # no shift at all
+    return int(np.argmax(sums)) + 1

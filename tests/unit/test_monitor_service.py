@@ -276,3 +276,23 @@ def test_the_request_says_when_the_drifted_data_began_arriving_even_across_a_res
     began = datetime.fromisoformat(req.requests[0].drift_start).timestamp()
     assert shift_at - 10 <= began <= shift_at
     assert json.loads(req.requests[0].reason_json())["driftStart"] == req.requests[0].drift_start
+
+
+def test_a_fresh_monitor_dates_the_drift_from_the_shift_inside_its_first_window(
+    tmp_path: Path,
+) -> None:
+    """No stable window yet (the demo's monitor fills its first window across the recipe
+    change): the drift's start is when the rows after the shift in the most drifted feature
+    arrived, not the window's oldest row, which is old-recipe data."""
+    clock, req = Clock(), LogRetrainRequester()
+    mon = monitor(tmp_path, req, clock)
+    t0 = clock.t
+    mon.submit(batch(frame(100, 1)))
+    mon.process()
+    clock.t += 10
+    mixed = pd.concat([frame(50, 2), frame(50, 3, shift=3.0)], ignore_index=True)
+    mon.submit(batch(mixed))
+    mon.process()
+    assert mon.state.windows_tested == 1
+    assert mon.state.consecutive == 1
+    assert datetime.fromisoformat(mon.state.drift_start).timestamp() == t0 + 10

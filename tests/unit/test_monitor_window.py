@@ -61,3 +61,27 @@ def test_window_knows_when_its_oldest_row_arrived() -> None:
     # Restored rows whose arrival is unknown say so instead of inventing a time.
     restored = SlidingWindow(size=10, step=5, width=1, rows=rows(0, 10))
     assert restored.oldest_arrival() is None
+
+
+def test_change_point_finds_a_step_and_ignores_missing_values() -> None:
+    from loopline.monitoring.window import change_point
+
+    x = np.r_[np.zeros(70), np.ones(30)]
+    assert change_point(x) == 70
+    x[[10, 80]] = np.nan  # a dead sensor's gaps do not move it
+    assert change_point(x) == 70
+    rng = np.random.default_rng(0)
+    noisy = np.r_[rng.normal(0, 1, 300), rng.normal(2, 1, 200)]
+    assert abs(change_point(noisy) - 300) <= 5
+    assert change_point(np.ones(10)) == 0  # nothing shifted
+    assert change_point(np.array([np.nan, 1.0])) == 0
+
+
+def test_shift_arrival_is_when_the_rows_after_the_shift_arrived() -> None:
+    w = SlidingWindow(size=100, step=50, width=2)
+    w.add(np.zeros((60, 2)), now=100.0)
+    shifted = np.zeros((40, 2))
+    shifted[:, 1] = 5.0
+    w.add(shifted, now=130.0)
+    assert w.shift_arrival(1) == 130.0
+    assert w.oldest_arrival() == 100.0
