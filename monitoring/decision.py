@@ -3,7 +3,7 @@
 Drift must hold for K consecutive windows (one noisy window is not a recipe change). Then ONE
 retraining request with its cause, and a cooldown: while it runs, drift that persists (the
 retraining has not finished yet) raises nothing more. When a new champion is promoted the
-reference changes and the monitor re-arms: counters and cooldown start over.
+reference changes and the monitor re-arms: the count starts over, the cooldown runs on.
 """
 
 from __future__ import annotations
@@ -208,12 +208,16 @@ def _drift_began(state: DecisionState, window_start: float | None, now: float) -
 
 
 def rearm(state: DecisionState, reference_version: str) -> DecisionState:
-    """A new champion's reference replaced the old one: start counting from scratch."""
+    """A new champion's reference replaced the old one: start counting from scratch.
+
+    The cooldown stays. It bounds how often retraining is requested, whatever the champion:
+    when it was reset here, a champion whose reference had not settled yet drew a request
+    within a minute of its promotion, its successor the same, and a full demo run retrained
+    three times in four minutes."""
     return replace(
         state,
         reference_version=reference_version,
         consecutive=0,
-        cooldown_until=0.0,
         decision=Decision.REARMED.value,
         drift_start="",
     )

@@ -94,16 +94,22 @@ def test_report_only_never_requests() -> None:
     assert state.decision == Decision.REPORTED
 
 
-def test_rearm_on_new_reference_clears_cooldown_and_count() -> None:
-    policy = Policy(consecutive_windows=2, cooldown_seconds=1e9)
+def test_rearm_on_new_reference_restarts_the_count_but_not_the_cooldown() -> None:
+    """A new champion does not buy a new request before the cooldown ends: a retraining storm
+    is what the cooldown is there to stop."""
+    policy = Policy(consecutive_windows=2, cooldown_seconds=1000)
     state, reqs = run(DecisionState(reference_version="1"), [DRIFT] * 5, policy)
     assert len(reqs) == 1
+    cooldown = state.cooldown_until
     state = rearm(state, "2")
-    assert state.cooldown_until == 0
+    assert state.cooldown_until == cooldown
     assert state.consecutive == 0
     assert state.decision == "rearmed"
-    state, reqs = run(state, [DRIFT] * 2, policy, t0=5000)
-    assert [r.request_id for r in reqs] == ["drift-drill-ae-v2-w7"]
+    state, reqs = run(state, [DRIFT] * 3, policy, t0=1100)  # drift against v2, in cooldown
+    assert reqs == []
+    assert state.decision == "cooldown"
+    state, reqs = run(state, [DRIFT] * 2, policy, t0=cooldown + 1)
+    assert [r.request_id for r in reqs] == ["drift-drill-ae-v2-w9"]  # the first one after it
 
 
 def test_pending_until_delivered_and_state_round_trips() -> None:
