@@ -22,6 +22,7 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # The annotation kwok selects its fake nodes by (kwok's documented convention).
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_NODE_VALUE = "fake"
+KWOK_NODE_LEASE_SECONDS = 40  # renewed every 10 s; see kwok_command
 
 # Start order; `down` stops in reverse so clients go before the servers they talk to.
 CORE_COMPONENTS = ("etcd", "kube-apiserver")
@@ -151,10 +152,18 @@ def kwok_command(binary: Path, layout: Layout, ports: Ports) -> list[str]:
 
     `--config` points into the state directory so a user's ~/.kwok configuration never
     changes how the test cluster behaves.
+
+    `--node-lease-duration-seconds`: without it kwok keeps no node Lease and only rewrites
+    the node's Ready heartbeat every 20-45 s (55 s seen on a busy machine), past the
+    controller-manager's 50 s grace. The node then flapped NotReady once a minute, the node
+    controller marked every pod on it not ready, kwok never set them ready again, and a
+    `helm install --wait` timed out (CI, 2026-11-30). With a Lease kwok renews it every
+    quarter of its duration, as a kubelet does.
     """
     return [
         str(binary),
         f"--config={layout.kwok_config}",
+        f"--node-lease-duration-seconds={KWOK_NODE_LEASE_SECONDS}",
         f"--kubeconfig={layout.component_kubeconfig('kwok')}",
         f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}={KWOK_NODE_VALUE}",
         f"--cidr={POD_CIDR}",

@@ -181,6 +181,30 @@ def test_crd_schema_rejects_invalid_objects_with_its_message(
         cluster.kubectl("delete", "crd", f"widgets.{group}", "--wait=false")
 
 
+def test_the_fake_node_renews_a_lease_as_a_kubelet_does(
+    cluster: ClusterHandle, kube_api: k8s.ApiClient
+) -> None:
+    """Without a node Lease, kwok's Ready heartbeat (every 20-55 s) outran the
+    controller-manager's 50 s grace: the node flapped NotReady once a minute, the node
+    controller marked its pods not ready for good, and `helm install --wait` timed out."""
+    assert cluster.nodes >= 1
+    leases = k8s.CoordinationV1Api(kube_api)
+
+    def renewed() -> object:
+        try:
+            return leases.read_namespaced_lease("kwok-node-0", "kube-node-lease").spec.renew_time
+        except ApiException:
+            return None
+
+    first = wait_for(renewed, timeout=60, what="kwok-node-0's Lease")
+    second = wait_for(
+        lambda: (t := renewed()) is not None and t > first and t,  # type: ignore[operator]
+        timeout=30,  # 10 s between renewals, as a kubelet with a 40 s lease
+        what="a second renewal of kwok-node-0's Lease",
+    )
+    assert (second - first).total_seconds() < 25  # type: ignore[operator]
+
+
 def test_deployment_pod_goes_running_on_a_kwok_node(
     cluster: ClusterHandle, kube_api: k8s.ApiClient, namespace: str
 ) -> None:

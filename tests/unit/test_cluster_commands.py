@@ -86,6 +86,8 @@ def test_kwok_selects_exactly_the_nodes_we_create() -> None:
     assert isinstance(metadata, dict)
     assert metadata["annotations"][key] == value
     assert flags["--config"] == "/state/kwok.yaml"
+    # A node Lease renewed every 10 s keeps the fake node Ready (see kwok_command).
+    assert flags["--node-lease-duration-seconds"] == "40"
 
 
 def test_fake_nodes_have_capacity_and_no_taints() -> None:
