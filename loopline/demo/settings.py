@@ -40,7 +40,13 @@ class DemoSettings(BaseSettings):
     )
     seed: int = Field(default=7, ge=0, description="Seed of the data generator.")
     fault_fraction: float = Field(
-        default=0.03, ge=0, le=0.5, description="Share of rows inside a labelled machine fault."
+        # 0.03 left so few faults in the gate's evaluation fifth that the first model's F1
+        # hung on where the history happened to start: over 24 random start minutes it was
+        # under the example Model's 0.6 minimum 3 times; at 0.05 never (worst 0.69, median 0.94).
+        default=0.05,
+        ge=0,
+        le=0.5,
+        description="Share of rows inside a labelled machine fault.",
     )
     epochs: int | None = Field(
         default=None, ge=1, description="Training epochs; empty keeps the example Model's."
