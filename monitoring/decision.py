@@ -8,6 +8,7 @@ reference changes and the monitor re-arms: the count starts over, the cooldown r
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -197,14 +198,12 @@ def _drift_began(state: DecisionState, window_start: float | None, now: float) -
     older data, mostly from before the change, and a run that trained on it (and logged it
     into the new champion's reference) would keep the monitor finding drift. Without such a
     test (a fresh or re-armed monitor), the window's oldest row is the safe bound."""
-    start = now if window_start is None else min(window_start, now)
+    bounds = [] if window_start is None else [window_start]
     if state.decision == Decision.STABLE.value and state.last_window_end:
-        try:
-            last_stable = datetime.fromisoformat(state.last_window_end).timestamp()
-        except ValueError:
-            return start
-        return min(max(start, last_stable), now) if window_start is not None else last_stable
-    return start
+        # An unreadable saved time leaves only the window's own bound.
+        with contextlib.suppress(ValueError):
+            bounds.append(datetime.fromisoformat(state.last_window_end).timestamp())
+    return min(max(bounds), now) if bounds else now
 
 
 def rearm(state: DecisionState, reference_version: str) -> DecisionState:

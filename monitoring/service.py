@@ -375,14 +375,19 @@ class DriftMonitor:
         names = list(snap.meta.get("feature_names", []))
         if names:
             self._reshape(names)
-            self.window = SlidingWindow(
-                self.settings.window_size, self.settings.step, len(names), rows=snap.window
+            saved = snap.meta.get("window_arrivals")
+            arrivals = (
+                np.array([np.nan if t is None else float(t) for t in saved], dtype=np.float64)
+                if isinstance(saved, list) and len(saved) == snap.window.shape[0]
+                else None
             )
-            arrivals = snap.meta.get("window_arrivals")
-            if isinstance(arrivals, list) and len(arrivals) == self.window.rows.shape[0]:
-                self.window.arrivals = np.array(
-                    [float("nan") if t is None else float(t) for t in arrivals], dtype=np.float64
-                )
+            self.window = SlidingWindow(
+                self.settings.window_size,
+                self.settings.step,
+                len(names),
+                rows=snap.window,
+                arrivals=arrivals,
+            )
             self.window.since_test = int(snap.meta.get("since_test", 0))
             self.window.rows_seen = int(snap.meta.get("rows_seen", 0))
             if snap.queue.shape[0]:

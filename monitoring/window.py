@@ -93,7 +93,7 @@ class SlidingWindow:
         step: int,
         width: int,
         rows: np.ndarray | None = None,
-        arrived_at: float = float("nan"),
+        arrivals: np.ndarray | None = None,
     ) -> None:
         if not 1 <= step <= size:
             raise ValueError(f"window step must be in 1..{size}, got {step}")
@@ -101,8 +101,12 @@ class SlidingWindow:
         self.step = step
         self.width = width
         self.rows = np.empty((0, width), dtype=np.float64) if rows is None else rows[-size:]
-        # Restored rows share one time (when they were restored, or unknown: NaN).
-        self.arrivals = np.full(self.rows.shape[0], arrived_at, dtype=np.float64)
+        # Restored rows keep their saved arrival times; without them the times are unknown (NaN).
+        n = self.rows.shape[0]
+        known = arrivals is not None and len(arrivals) >= n
+        self.arrivals = (
+            np.asarray(arrivals, dtype=np.float64)[-n:] if known and n else np.full(n, np.nan)
+        )
         self.since_test = 0
         self.rows_seen = 0
 
