@@ -17,7 +17,7 @@ from loopline.serving.scoring import (
     encode_outputs,
     output_columns,
 )
-from loopline.serving.v2_grpc import plain_inputs, response_message, unpack_bytes
+from loopline.serving.v2_grpc import pack_bytes, plain_inputs, response_message, unpack_bytes
 from tests.fixtures.serving import scored_batch
 
 LAYOUT = FeatureLayout.of(["a", "b", "c"], ["a"])
@@ -87,6 +87,16 @@ def test_raw_bytes_that_do_not_add_up_are_refused() -> None:
     assert unpack_bytes(b"\x02\x00\x00\x00ab\x01\x00\x00\x00c") == [b"ab", b"c"]
     assert unpack_bytes(b"\x05\x00\x00\x00ab") is None
     assert unpack_bytes(b"\x01\x00") is None
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[], [b"primary"], [b"primary"] * 64, [b"primary", b"fallback", b"primary"], [b"", b"x"]],
+)
+def test_raw_bytes_frame_each_element_once_per_row(values: list[bytes]) -> None:
+    framed = b"".join(len(v).to_bytes(4, "little") + v for v in values)
+    assert pack_bytes(values) == framed
+    assert unpack_bytes(pack_bytes(values)) == values
 
 
 @pytest.mark.parametrize("use_raw", [False, True])
