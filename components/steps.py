@@ -550,6 +550,7 @@ def register_model(
             champion_version=comparison.get("champion_version"),
             reference=reference_rows(train, bundle.feature_names, seed=spec.params.seed),
             version_tags=version_tags,
+            move_champion=spec.move_champion,
         )
         out |= {
             "model_version": published.model_version,

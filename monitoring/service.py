@@ -34,6 +34,9 @@ from .window import SampleQueue, SlidingWindow
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 2.0
+# Until a first reference loads, samples are dropped; a champion is usually moments away (its
+# alias moves once its server is ready), so look for it more often than the usual poll.
+NO_REFERENCE_POLL_SECONDS = 5.0
 
 
 class DriftMonitor:
@@ -296,8 +299,10 @@ class DriftMonitor:
         every = self.settings.reference_poll_seconds
         if every <= 0 or self.clock() < self._next_poll:
             return
-        self._next_poll = self.clock() + every
         self._try_reference()
+        if self.reference is None:
+            every = min(every, NO_REFERENCE_POLL_SECONDS)
+        self._next_poll = self.clock() + every
 
     def reload_reference(self, *, force: bool = False) -> bool:
         """Load the source's reference if its version changed (or `force`); True if replaced.

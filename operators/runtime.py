@@ -26,9 +26,11 @@ from pydantic import ValidationError
 from loopline.operators.backends import PIPELINE_BACKENDS, SERVING_BACKENDS, resolve
 from loopline.operators.backends.monitoring import LocalMonitoringBackend, MonitoringBackend
 from loopline.operators.backends.pipelines import LocalPipelineBackend, PipelineBackend
+from loopline.operators.backends.registry import RegistryBackend
 from loopline.operators.backends.serving import LocalServingBackend, ServingBackend
 from loopline.operators.builders.conditions import is_true
 from loopline.operators.builders.model import (
+    ChampionAlias,
     Event,
     ModelObservation,
     mark_degraded,
@@ -79,6 +81,7 @@ class Backends:
     pipelines: PipelineBackend
     serving: ServingBackend
     monitoring: MonitoringBackend | None = None  # local mode: drift monitor processes
+    registry: RegistryBackend | None = None  # the champion alias; None: runs move it
 
 
 def build_backends(settings: OperatorSettings, tracking_uri: str) -> Backends:
@@ -103,7 +106,7 @@ def build_backends(settings: OperatorSettings, tracking_uri: str) -> Backends:
         )
     else:
         serving = serve_cls(settings)
-    return Backends(pipelines, serving, monitoring)
+    return Backends(pipelines, serving, monitoring, RegistryBackend(tracking_uri))
 
 
 def _import(path: str) -> Any:
@@ -125,6 +128,7 @@ class Operator:
         self.pipelines = backends.pipelines
         self.serving = backends.serving
         self.monitoring = backends.monitoring
+        self.registry = backends.registry
         self.settings = settings
         self.context = context or RunContext(
             mlflow_tracking_uri=Settings().resolved_mlflow_tracking_uri(),
@@ -267,6 +271,9 @@ class Operator:
                 self.pipelines.cancel(plan.cancel)
             if plan.submit is not None:
                 self.pipelines.submit(plan.submit)
+            # The alias before the monitor: a monitor (re)started for a new champion loads
+            # its reference from the alias.
+            self._point_champion(namespace, name, plan.champion_alias)
             new_status = self._apply_monitor(namespace, name, spec, plan.serving, new_status)
             if plan.serving is not None:
                 self.serving.apply(plan.serving)
@@ -282,6 +289,15 @@ class Operator:
         self._patch_status("models", obj, new_status)
         for event in plan.events:
             self.event(obj, event)
+
+    def _point_champion(self, namespace: str, name: str, alias: ChampionAlias | None) -> None:
+        """Point the registry's champion alias; a running monitor is told to reload at once
+        (it would otherwise notice within its poll period and test windows against the old
+        champion's reference meanwhile)."""
+        if alias is None or self.registry is None:
+            return
+        if self.registry.ensure_champion(alias) and self.monitoring is not None:
+            self.monitoring.reload_reference(namespace, name)
 
     def _apply_monitor(
         self,

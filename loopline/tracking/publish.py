@@ -83,6 +83,7 @@ def publish(
     champion_version: str | None,
     reference: pd.DataFrame,
     version_tags: dict[str, str],
+    move_champion: bool = True,
 ) -> Publication:
     """Log model and reference, register the challenger, decide and apply the gate."""
     with tempfile.TemporaryDirectory(prefix="loopline-ref-") as tmp:
@@ -104,7 +105,13 @@ def publish(
         )
     decision = decide(policy, metrics, champion_metrics, champion_version=champion_version)
     apply_decision(
-        client, registered_name, str(version.version), run_id, decision, champion_version
+        client,
+        registered_name,
+        str(version.version),
+        run_id,
+        decision,
+        champion_version,
+        move_champion=move_champion,
     )
     return Publication(
         model_version=str(version.version),

@@ -82,10 +82,22 @@ def apply_decision(
     run_id: str,
     decision: GateDecision,
     champion_version: str | None,
+    *,
+    move_champion: bool = True,
 ) -> None:
-    """Record the decision on the version and the run; move `champion` if promoted."""
+    """Record the decision on the version and the run; move `champion` if promoted and this
+    run owns the alias (`TrainingRunSpec.move_champion`; an operator's rollout otherwise)."""
     for key, value in gate_tags(decision, champion_version).items():
         client.set_model_version_tag(name, version, key, value)
         client.set_tag(run_id, key, value)
-    if decision.promote:
+    if decision.promote and move_champion:
         client.set_registered_model_alias(name, CHAMPION, version)
+
+
+def point_champion(client: MlflowClient, name: str, version: str) -> bool:
+    """Point `champion` at `version` unless it already does; True if it moved."""
+    current = version_by_alias(client, name, CHAMPION)
+    if current is not None and str(current.version) == version:
+        return False
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return True

@@ -19,7 +19,7 @@ from loopline.types.policy import TrainingParams, ValidationPolicy
 class RunPhase(StrEnum):
     PENDING = "Pending"
     RUNNING = "Running"
-    SUCCEEDED = "Succeeded"  # trained, gated, registered; `promoted` says whether champion moved
+    SUCCEEDED = "Succeeded"  # trained, gated, registered; `promoted`: whether it passed the gate
     FAILED = "Failed"
     CANCELLED = "Cancelled"
 
@@ -52,6 +52,14 @@ class TrainingRunSpec(Spec):
     validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
     registered_model_name: str = Field(alias="registeredModelName")
     parent_version: str | None = Field(default=None, alias="parentVersion")
+    move_champion: bool = Field(
+        default=True,
+        alias="moveChampion",
+        description="Point the registry's champion alias at a version that passes the gate. "
+        "The Model operator sets false: it rolls the version out and moves the alias itself "
+        "once the version serves all traffic, so `champion` never names a canary that may "
+        "still be rolled back.",
+    )
     mlflow_tracking_uri: str = Field(alias="mlflowTrackingUri")
     feature_repo: str = Field(alias="featureRepo", description="Path or URI of the Feast repo.")
     pipeline: str = Field(default="training", description="Pipeline name in loopline.pipelines.")

@@ -39,6 +39,10 @@ class MonitoringBackend(Protocol):
         """The monitor's last tested window, or None (never raises: it is informational)."""
         ...
 
+    def reload_reference(self, namespace: str, name: str) -> None:
+        """Ask the monitor to load the champion's reference now (best effort: it also polls)."""
+        ...
+
     def delete(self, namespace: str, name: str) -> None: ...
 
     def close(self) -> None: ...
@@ -121,6 +125,16 @@ class LocalMonitoringBackend:
             self._monitors[desired.key] = monitor
             log.info("started drift monitor for %s on port %d", desired.key, port)
             return monitor.url
+
+    def reload_reference(self, namespace: str, name: str) -> None:
+        with self._lock:
+            monitor = self._monitors.get(f"{namespace}/{name}")
+        if monitor is None or monitor.proc.poll() is not None:
+            return  # a monitor that starts later loads the alias as it starts
+        try:
+            httpx.post(f"{monitor.url}/v1/reference", timeout=5.0, trust_env=False)
+        except httpx.HTTPError as exc:
+            log.warning("monitor of %s/%s did not reload its reference: %s", namespace, name, exc)
 
     def check(self, namespace: str, name: str) -> DriftStatus | None:
         with self._lock:

@@ -25,7 +25,12 @@ from loopline.operators.builders.runs import (
 )
 from loopline.operators.builders.serving import ServingDesired, ServingObserved, build_serving
 from loopline.serving.canary import CanaryAction, decide_canary
-from loopline.types.common import RETRAIN_ANNOTATION, RETRAIN_REASON_ANNOTATION, Trigger
+from loopline.types.common import (
+    RETRAIN_ANNOTATION,
+    RETRAIN_REASON_ANNOTATION,
+    Trigger,
+    registered_model_name,
+)
 from loopline.types.model import ModelSpec
 from loopline.types.pipeline import ConcurrencyPolicy, PipelineSpec
 from loopline.types.runs import RunPhase, TrainingRunResult, TrainingRunSpec
@@ -82,6 +87,18 @@ class ModelObservation:
     drift_check: DriftStatus | None = None  # the drift monitor's last tested window
 
 
+@dataclass(frozen=True)
+class ChampionAlias:
+    """Where the registry's `champion` alias should point: the version serving all traffic.
+
+    The operator owns the alias of the Models it rolls out (their runs leave it alone,
+    `TrainingRunSpec.move_champion`), so the monitor's reference and the next gate's
+    comparison follow what serves, and a canary rolled back never becomes champion."""
+
+    registered_model: str
+    version: str
+
+
 @dataclass
 class ModelPlan:
     status: ModelStatus
@@ -89,6 +106,7 @@ class ModelPlan:
     cancel: str | None = None
     serving: ServingDesired | None = None
     events: list[Event] = field(default_factory=list)
+    champion_alias: ChampionAlias | None = None
 
 
 def parse_retrain_request(annotations: Mapping[str, str], now: datetime) -> RetrainingStatus | None:
@@ -561,7 +579,19 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         training_hash=thash,
         pending_request=pending,
     )
-    return ModelPlan(status=status, submit=submit, cancel=cancel, serving=desired, events=events)
+    alias = (
+        ChampionAlias(registered_model_name(obs.namespace, obs.name), champion.version)
+        if champion is not None
+        else None
+    )
+    return ModelPlan(
+        status=status,
+        submit=submit,
+        cancel=cancel,
+        serving=desired,
+        events=events,
+        champion_alias=alias,
+    )
 
 
 def mark_degraded(

@@ -94,6 +94,7 @@ def build_run_spec(
         validation=model.validation,
         registered_model_name=registered_model_name(namespace, name),
         parent_version=parent_version,
+        move_champion=False,  # the rollout moves it (`ModelPlan.champion_alias`)
         drift_start=drift_start if trigger == Trigger.DRIFT else None,
         drift_min_rows=model.monitoring.drift_window_min_rows,
         mlflow_tracking_uri=context.mlflow_tracking_uri,

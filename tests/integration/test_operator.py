@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from tests.fixtures.cluster import wait_for
 from tests.fixtures.operator import PIPELINE, OperatorHarness, model_manifest
@@ -41,6 +42,11 @@ def test_model_walks_the_phases_with_conditions_and_events(
     generation = obj["metadata"]["generation"]
     assert status["observedGeneration"] == generation
     assert status["champion"]["version"] == "1"
+    # The registry agrees: the operator pointed `champion` at the version its run registered.
+    tracking = h.env["LOOPLINE_MLFLOW_TRACKING_URI"]
+    registered = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    alias = registered.get_model_version_by_alias(f"{h.namespace}.drill-ae", "champion")
+    assert str(alias.version) == "1"
     conditions = {c["type"]: c for c in status["conditions"]}
     assert set(conditions) == {"Ready", "Training", "Serving", "Drifted", "Degraded"}
     assert conditions["Ready"]["status"] == "True"

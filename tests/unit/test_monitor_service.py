@@ -179,6 +179,46 @@ def test_new_reference_version_rearms(tmp_path: Path) -> None:
     assert len(req.requests) == 1
 
 
+class NotYetSource(FrameReferenceSource):
+    """A champion alias that does not exist until `publish` (its rollout has not finished)."""
+
+    published = False
+
+    def current_version(self) -> str:
+        if not self.published:
+            raise LookupError("alias champion not found")
+        return super().current_version()
+
+
+def test_without_a_reference_the_monitor_looks_for_one_more_often(tmp_path: Path) -> None:
+    clock = Clock()
+    source = NotYetSource(frame(2000, 0), version="1")
+    mon = DriftMonitor(
+        settings(tmp_path, reference_poll_seconds=60),
+        reference_source=source,
+        requester=LogRetrainRequester(),
+        clock=clock,
+    )
+    assert mon.reference is None
+    assert "alias champion not found" in mon.last_error
+    mon._poll_reference()
+    source.published = True
+    clock.t += 4
+    mon._poll_reference()
+    assert mon.reference is None  # polled a moment ago
+    clock.t += 2
+    mon._poll_reference()
+    assert mon.reference is not None  # 6 s, not the 60 s poll
+    # Once it has one, the usual period applies.
+    source.set(frame(2000, 1), version="2")
+    clock.t += 30
+    mon._poll_reference()
+    assert mon.reference.version == "1"
+    clock.t += 31
+    mon._poll_reference()
+    assert mon.reference.version == "2"
+
+
 def test_overflow_drops_oldest_and_missing_counted(tmp_path: Path) -> None:
     clock = Clock()
     mon = monitor(tmp_path, LogRetrainRequester(), clock, queue_rows=150)

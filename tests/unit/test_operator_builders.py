@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from loopline.operators.builders.model import (
+    ChampionAlias,
     ModelObservation,
     ModelPlan,
     mark_degraded,
@@ -297,6 +298,8 @@ def test_canary_walks_its_steps_then_promotes_or_aborts() -> None:
     assert plan.serving.canary_version == "2"
     assert plan.serving.champion_version == "1"
     assert plan.serving.canary_weight == 20
+    # The registry's champion stays with what serves all traffic while the canary walks.
+    assert plan.champion_alias == ChampionAlias("plant.drill-ae", "1")
     canary = ServingObserved(ready=True, champion_version="1", canary_version="2", canary_weight=20)
     early = reconcile_model(_obs(plan.status, spec=spec, annotations=notes, serving=canary), CTX)
     assert early.status.rollout == plan.status.rollout  # holds for stepSeconds
@@ -321,6 +324,7 @@ def test_canary_walks_its_steps_then_promotes_or_aborts() -> None:
     assert final.status.champion.version == "2"
     assert final.status.rollout is None
     assert "Promoted" in _reasons(final)
+    assert final.champion_alias == ChampionAlias("plant.drill-ae", "2")
     bad = ServingObserved(
         ready=True,
         champion_version="1",
@@ -334,6 +338,7 @@ def test_canary_walks_its_steps_then_promotes_or_aborts() -> None:
     assert "CanaryAborted" in _reasons(aborted)
     assert aborted.status.champion is not None
     assert aborted.status.champion.version == "1"
+    assert aborted.champion_alias == ChampionAlias("plant.drill-ae", "1")
 
 
 def test_missing_pipeline_waits_in_pending() -> None:
@@ -405,6 +410,14 @@ def test_scaled_to_zero_promotes_without_serving() -> None:
     assert plan.status.champion is not None
     assert plan.status.champion.version == "2"
     assert plan.status.rollout is None
+    assert plan.champion_alias == ChampionAlias("plant.drill-ae", "2")
+
+
+def test_runs_the_operator_starts_leave_the_champion_alias_to_it() -> None:
+    first = reconcile_model(_obs(), CTX)
+    assert first.submit is not None
+    assert first.submit.move_champion is False
+    assert first.champion_alias is None  # nothing to point at before a version is promoted
 
 
 def test_canary_with_traffic_is_judged_by_the_serving_decision() -> None:

@@ -1,0 +1,79 @@
+"""The model registry as the Model operator drives it: where each Model's `champion` points.
+
+Why the operator moves the alias, not the training run: a version that passes the gate is
+rolled out as a canary first, and a canary can still be rolled back. `champion` names the
+version that serves all traffic; the drift monitor takes its reference from it and the next
+run's gate compares against it, so it must not name a canary. Runs the operator starts leave
+it alone (`TrainingRunSpec.move_champion`).
+
+Level-based like the rest of the operator: every reconcile says where the alias should point.
+The registry is asked only when that differs from what this process last confirmed, or after
+`recheck_seconds` (so an alias moved by hand is put back), not on every timer tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from loopline.operators.builders.model import ChampionAlias
+from loopline.operators.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+RECHECK_SECONDS = 300.0
+
+
+class RegistryBackend:
+    def __init__(
+        self,
+        tracking_uri: str,
+        *,
+        recheck_seconds: float = RECHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.recheck_seconds = recheck_seconds
+        self._clock = clock
+        self._confirmed: dict[str, tuple[str, float]] = {}  # model -> (version, when)
+        self._lock = threading.Lock()
+
+    def ensure_champion(self, alias: ChampionAlias) -> bool:
+        """Point the alias at `alias.version`; True if it moved. BackendUnavailable when the
+        registry cannot be reached or refuses (a version deleted by hand): the Model shows
+        Degraded with the message and the call is retried."""
+        now = self._clock()
+        with self._lock:
+            known = self._confirmed.get(alias.registered_model)
+        if (
+            known is not None
+            and known[0] == alias.version
+            and now - known[1] < self.recheck_seconds
+        ):
+            return False
+        from mlflow import MlflowClient
+
+        from loopline.tracking.registry import point_champion
+
+        try:
+            client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            moved = point_champion(client, alias.registered_model, alias.version)
+        except Exception as exc:
+            with self._lock:
+                self._confirmed.pop(alias.registered_model, None)
+            raise BackendUnavailable(
+                f"MLflow: cannot point {alias.registered_model}@champion at version "
+                f"{alias.version}: {type(exc).__name__}: {exc}"
+            ) from exc
+        with self._lock:
+            self._confirmed[alias.registered_model] = (alias.version, now)
+        if moved:
+            log.info("%s@champion -> version %s", alias.registered_model, alias.version)
+        return moved
+
+    def forget(self, registered_model: str) -> None:
+        """Drop what this process knows of a model (it was deleted)."""
+        with self._lock:
+            self._confirmed.pop(registered_model, None)

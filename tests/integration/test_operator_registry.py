@@ -1,0 +1,124 @@
+"""Who moves the `champion` alias, against a real MLflow registry (SQLite).
+
+A run the operator starts registers and gates its version but leaves `champion` alone; the
+operator's registry backend points it at the version serving all traffic, asks MLflow only when
+that changed (or after its recheck period), and reports a registry it cannot use as
+BackendUnavailable (Degraded, retried), never as a crash.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from loopline.operators.backends.registry import RegistryBackend
+from loopline.operators.builders.model import ChampionAlias
+from loopline.operators.errors import BackendUnavailable
+from loopline.tracking.gate import GateDecision
+from loopline.tracking.lineage import GATE_DECISION
+from loopline.tracking.registry import (
+    CHALLENGER,
+    CHAMPION,
+    apply_decision,
+    register_challenger,
+    version_by_alias,
+)
+
+NAME = "plant.drill-ae"
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> tuple[MlflowClient, str]:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        experiment = client.create_experiment("gate")
+    for _ in range(3):
+        run = client.create_run(experiment)
+        register_challenger(
+            client,
+            NAME,
+            model_uri="file:///dev/null",
+            run_id=run.info.run_id,
+            model_id=None,
+            tags={},
+        )
+    return client, uri
+
+
+def _champion(client: MlflowClient) -> str | None:
+    found = version_by_alias(client, NAME, CHAMPION)
+    return None if found is None else str(found.version)
+
+
+def _promote(client: MlflowClient, version: str, *, move_champion: bool) -> None:
+    run_id = client.get_model_version(NAME, version).run_id
+    assert run_id
+    decision = GateDecision(
+        promote=True,
+        reason="f1 0.9 >= champion 0.8 + margin 0",
+        metric="f1",
+        challenger_value=0.9,
+        champion_value=0.8,
+    )
+    apply_decision(client, NAME, version, run_id, decision, "1", move_champion=move_champion)
+
+
+def test_a_run_the_operator_started_records_the_gate_but_leaves_the_alias(
+    registry: tuple[MlflowClient, str],
+) -> None:
+    client, _ = registry
+    client.set_registered_model_alias(NAME, CHAMPION, "1")
+    _promote(client, "2", move_champion=False)
+    assert _champion(client) == "1"
+    assert client.get_model_version(NAME, "2").tags[GATE_DECISION] == "promoted"
+    assert str(client.get_model_version_by_alias(NAME, CHALLENGER).version) == "3"
+    _promote(client, "3", move_champion=True)  # a run started by hand moves it itself
+    assert _champion(client) == "3"
+
+
+def test_the_backend_points_the_alias_and_puts_back_a_hand_moved_one_after_recheck(
+    registry: tuple[MlflowClient, str],
+) -> None:
+    client, uri = registry
+    now = [0.0]
+    backend = RegistryBackend(uri, recheck_seconds=300, clock=lambda: now[0])
+    assert backend.ensure_champion(ChampionAlias(NAME, "1")) is True
+    assert _champion(client) == "1"
+    assert backend.ensure_champion(ChampionAlias(NAME, "1")) is False  # no change
+    # The canary (v2) was rolled back: status.champion is still v1, and so is the alias.
+    client.set_registered_model_alias(NAME, CHAMPION, "2")  # by hand, behind its back
+    now[0] = 299.0
+    assert backend.ensure_champion(ChampionAlias(NAME, "1")) is False  # not asked yet
+    assert _champion(client) == "2"
+    now[0] = 301.0
+    assert backend.ensure_champion(ChampionAlias(NAME, "1")) is True
+    assert _champion(client) == "1"
+    # A promotion is a change: asked at once.
+    assert backend.ensure_champion(ChampionAlias(NAME, "3")) is True
+    assert _champion(client) == "3"
+
+
+def test_a_version_the_registry_does_not_have_is_unavailable_with_its_name(
+    registry: tuple[MlflowClient, str],
+) -> None:
+    client, uri = registry
+    backend = RegistryBackend(uri)
+    with pytest.raises(BackendUnavailable, match=r"plant\.drill-ae@champion at version 9"):
+        backend.ensure_champion(ChampionAlias(NAME, "9"))
+    assert _champion(client) is None
+    assert backend.ensure_champion(ChampionAlias(NAME, "2")) is True  # and it recovers
+
+
+def test_an_unreachable_registry_is_unavailable_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    backend = RegistryBackend("http://127.0.0.1:9")  # discard port: nothing listens
+    with pytest.raises(BackendUnavailable, match="MLflow: cannot point"):
+        backend.ensure_champion(ChampionAlias(NAME, "1"))
