@@ -449,11 +449,11 @@ class LocalServingManager:
                 server.next_restart = now + server.backoff_s
 
 
-def reap_orphan(folder: Path, timeout_s: float = 10.0) -> int | None:
-    """Stop a server a previous manager left running for `folder` (the operator was killed
+def reap_orphan(folder: Path, timeout_s: float = 10.0, *, what: str = "model server") -> int | None:
+    """Stop a process a previous manager left running for `folder` (the operator was killed
     before it could stop its servers; they run in their own sessions, so they outlive it).
     Without this, every operator crash would leak a model server holding its ports and a
-    model in memory. Returns the pid it stopped, if any.
+    model in memory (or a drift monitor, `what`). Returns the pid it stopped, if any.
 
     The pid file alone is not trusted: the pid must still run a command naming `folder`,
     so a reused pid of some other process is never signalled."""
@@ -467,7 +467,7 @@ def reap_orphan(folder: Path, timeout_s: float = 10.0) -> int | None:
     if str(folder).encode() not in cmdline:
         pid_file.unlink(missing_ok=True)
         return None
-    log.warning("stopping model server pid %s left running for %s", pid, folder)
+    log.warning("stopping %s pid %s left running for %s", what, pid, folder)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s

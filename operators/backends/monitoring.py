@@ -4,7 +4,8 @@
 loopback port, configured through `LOOPLINE_MONITOR_*` variables from the Model's
 `spec.monitoring`; the model server samples traffic to it, and it writes retraining requests
 back onto the Model (shared contract 4). A monitor that exits is started again on the next
-reconcile; a changed spec restarts it.
+reconcile; a changed spec restarts it; one that a killed operator left running is stopped
+before a new one starts (`server.pid` in its folder, checked against its command line).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import httpx
 
 from loopline.operators.builders.monitoring import MonitorDesired
 from loopline.operators.errors import BackendUnavailable
+from loopline.serving.local import PID_FILE, reap_orphan
 from loopline.types.status import DriftStatus
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,10 @@ class LocalMonitoringBackend:
                 _stop(current.proc)
             port = current.port if current is not None else _free_port()
             folder = self.root / desired.namespace / desired.name
+            if current is None:
+                # A monitor a killed operator left running would keep its port and memory and
+                # share the state folder with the new one.
+                reap_orphan(folder, what="drift monitor")
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 logfile = (folder / "monitor.log").open("ab")
@@ -113,13 +119,14 @@ class LocalMonitoringBackend:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "loopline.cli.main", "monitor", "serve",
                      "--model", desired.name, "--namespace", desired.namespace,
-                     "--port", str(port)],
+                     "--port", str(port), "--state-dir", str(folder)],
                     env=self._env(desired, port),
                     stdin=subprocess.DEVNULL,
                     stdout=logfile,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )  # fmt: skip
+            (folder / PID_FILE).write_text(f"{proc.pid}\n")
             threading.Thread(target=proc.wait, name=f"reap-monitor-{port}", daemon=True).start()
             monitor = _Monitor(desired, port, proc)
             self._monitors[desired.key] = monitor
@@ -159,8 +166,12 @@ class LocalMonitoringBackend:
     def delete(self, namespace: str, name: str) -> None:
         with self._lock:
             monitor = self._monitors.pop(f"{namespace}/{name}", None)
+        folder = self.root / namespace / name
         if monitor is not None:
             _stop(monitor.proc)
+            (folder / PID_FILE).unlink(missing_ok=True)
+        else:
+            reap_orphan(folder, what="drift monitor")  # deleted while no operator ran
 
     def close(self) -> None:
         with self._lock:
@@ -168,6 +179,8 @@ class LocalMonitoringBackend:
             self._monitors.clear()
         for monitor in monitors:
             _stop(monitor.proc)
+            folder = self.root / monitor.desired.namespace / monitor.desired.name
+            (folder / PID_FILE).unlink(missing_ok=True)
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
