@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from loopline.data.generator import GeneratorConfig, generate, write_dataset
 from loopline.data.schema import factory_schema
@@ -22,8 +24,12 @@ from tests.fixtures.operator import PIPELINE, OperatorHarness, model_manifest
 from tests.fixtures.training import fresh_tracking_uri
 
 pytestmark = pytest.mark.slow
+RETRAIN = "loopline.dev/retrain"
 
 DATA = GeneratorConfig(machines=2, days=6, interval_seconds=300, seed=3, fault_fraction=0.08)
+REAL_PIPELINE = PIPELINE | {
+    "spec": {"pipeline": "training", "parameters": {"epochs": 5, "trainingWindowDays": 30}}
+}
 
 
 @pytest.fixture
@@ -31,12 +37,8 @@ def tracking(tmp_path: Path, _empty_mlflow_db: Path) -> str:
     return fresh_tracking_uri(_empty_mlflow_db, tmp_path / "mlflow")
 
 
-def test_model_trains_for_real_and_serves(
-    operator_harness: OperatorHarness,
-    tmp_path: Path,
-    tracking: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _real_runs(tmp_path: Path, tracking: str, monkeypatch: pytest.MonkeyPatch) -> pd.DataFrame:
+    """Generated sensor data in a Feast repo, and the operator set to run real training."""
     from loopline.data import features
 
     frame, manifest = generate(DATA)
@@ -46,12 +48,18 @@ def test_model_trains_for_real_and_serves(
     monkeypatch.setenv("LOOPLINE_MLFLOW_TRACKING_URI", tracking)
     monkeypatch.setenv("LOOPLINE_OPERATOR_FEATURE_REPO", str(tmp_path / "repo"))
     monkeypatch.setenv("LOOPLINE_OPERATOR_WORKER_COMMAND", json.dumps([]))  # the real runner
+    return frame
 
+
+def test_model_trains_for_real_and_serves(
+    operator_harness: OperatorHarness,
+    tmp_path: Path,
+    tracking: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _real_runs(tmp_path, tracking, monkeypatch)
     h = operator_harness
-    h.create(
-        PIPELINE
-        | {"spec": {"pipeline": "training", "parameters": {"epochs": 5, "trainingWindowDays": 30}}}
-    )
+    h.create(REAL_PIPELINE)
     h.create(
         model_manifest(
             serving={"replicas": 1},
@@ -81,3 +89,81 @@ def _ok(url: str) -> bool:
         return httpx.get(url, timeout=2, trust_env=False).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_a_canary_over_its_budget_is_rolled_back_and_never_becomes_champion(
+    operator_harness: OperatorHarness,
+    tmp_path: Path,
+    tracking: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Version 2 passes the gate and takes half the traffic; live requests put its p95
+    latency over a budget no server meets (0.1 ms, under the histogram's first bucket), so
+    the operator rolls it back: version 1 keeps serving all traffic and stays the registry's
+    `champion`, which the drift monitor and the next gate read."""
+    frame = _real_runs(tmp_path, tracking, monkeypatch)
+    h = operator_harness
+    h.create(REAL_PIPELINE)
+    canary = {
+        "steps": [50, 100],
+        "stepSeconds": 3600,  # only the abort metric can end this canary
+        "abortMetric": "latency_p95_seconds",
+        "abortThreshold": 0.0001,
+    }
+    h.create(
+        model_manifest(serving={"replicas": 1, "canary": canary}, validation={"metric": "roc_auc"})
+    )
+    registry = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    registered = f"{h.namespace}.drill-ae"
+    with h.running():
+        status = h.wait_phase("drill-ae", "Serving", timeout=600)
+        rest = status["endpoints"]["rest"]
+        assert str(registry.get_model_version_by_alias(registered, "champion").version) == "1"
+        h.patch("models", "drill-ae", {"metadata": {"annotations": {RETRAIN: "retrain-2"}}})
+
+        def rolling_out() -> bool:
+            s = h.status("drill-ae")
+            runs = s.get("runs") or []
+            if runs and runs[0].get("modelVersion") == "2" and runs[0].get("promoted") is False:
+                raise AssertionError(f"the gate rejected version 2: {runs[0].get('message')}")
+            return (s.get("rollout") or {}).get("version") == "2"
+
+        wait_for(rolling_out, timeout=600, what="version 2 to start its canary")
+        # The gate passed, yet the registry's champion is still what serves all traffic.
+        assert str(registry.get_model_version_by_alias(registered, "champion").version) == "1"
+        names = [
+            i["name"]
+            for i in httpx.get(f"{rest}/v2/models/drill-ae", timeout=10, trust_env=False).json()[
+                "inputs"
+            ]
+            if i["name"] in frame.columns and i["datatype"] == "FP32"
+        ]
+        rows = frame[names].to_numpy(dtype="float32")[:8]
+        body = {
+            "inputs": [
+                {"name": n, "datatype": "FP32", "shape": [len(rows)], "data": rows[:, j].tolist()}
+                for j, n in enumerate(names)
+            ]
+        }
+        answered: set[str] = set()
+
+        def aborted() -> bool:
+            for _ in range(20):
+                response = httpx.post(
+                    f"{rest}/v2/models/drill-ae/infer", json=body, timeout=10, trust_env=False
+                )
+                assert response.status_code == 200, response.text
+                answered.add(response.json()["model_version"])
+            return "CanaryAborted" in [reason for reason, _ in h.events("drill-ae")]
+
+        wait_for(aborted, timeout=180, what="the canary to be rolled back")
+        status = wait_for(
+            lambda: (s := h.status("drill-ae")).get("rollout") is None and s,
+            timeout=30,
+            what="the rollout to end",
+        )
+    assert answered == {"1", "2"}, "both versions answered during the canary"
+    assert status["champion"]["version"] == "1"
+    assert str(registry.get_model_version_by_alias(registered, "champion").version) == "1"
+    message = next(m for reason, m in h.events("drill-ae") if reason == "CanaryAborted")
+    assert "latency_p95_seconds" in message
