@@ -49,6 +49,7 @@ from loopline.types.common import (
     RETRAIN_ANNOTATION,
     RETRAIN_REASON_ANNOTATION,
     VERSION,
+    registered_model_name,
 )
 from loopline.types.model import ModelSpec
 from loopline.types.pipeline import PipelineSpec
@@ -350,6 +351,8 @@ class Operator:
             self.serving.delete(namespace, name)
             if self.monitoring is not None:
                 self.monitoring.delete(namespace, name)
+            if self.registry is not None:
+                self.registry.release(registered_model_name(namespace, name))
         except (BackendUnavailable, BackendRejected, OSError) as exc:
             if retry < self.settings.cleanup_retries:
                 raise BackendUnavailable(f"cleanup of {namespace}/{name}: {exc}") from exc
@@ -359,7 +362,8 @@ class Operator:
                     "Warning",
                     "CleanupAbandoned",
                     f"gave up cleaning up after {retry + 1} attempts: {exc}; remove leftovers "
-                    "by hand (serving processes, runs); the Model is deleted anyway",
+                    "by hand (serving processes, runs, the MLflow aliases); the Model is deleted "
+                    "anyway",
                 ),
             )
         return True

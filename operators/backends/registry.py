@@ -6,6 +6,8 @@ version that serves all traffic; the drift monitor takes its reference from it a
 run's gate compares against it, so it must not name a canary. Runs the operator starts leave
 it alone (`TrainingRunSpec.move_champion`).
 
+Deleting a Model removes its aliases (`release`), not its versions.
+
 Level-based like the rest of the operator: every reconcile says where the alias should point.
 The registry is asked only when that differs from what this process last confirmed, or after
 `recheck_seconds` (so an alias moved by hand is put back), not on every timer tick.
@@ -73,7 +75,23 @@ class RegistryBackend:
             log.info("%s@champion -> version %s", alias.registered_model, alias.version)
         return moved
 
-    def forget(self, registered_model: str) -> None:
-        """Drop what this process knows of a model (it was deleted)."""
+    def release(self, registered_model: str) -> None:
+        """Remove the aliases of a deleted Model (`champion`, `challenger`); its versions stay
+        as its history. A Model created again under the same name then starts without a
+        champion, instead of gating its first version against one that no longer serves."""
+        from mlflow import MlflowClient
+
+        from loopline.tracking.registry import CHALLENGER, CHAMPION, version_by_alias
+
         with self._lock:
             self._confirmed.pop(registered_model, None)
+        try:
+            client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            for alias in (CHAMPION, CHALLENGER):
+                if version_by_alias(client, registered_model, alias) is not None:
+                    client.delete_registered_model_alias(registered_model, alias)
+        except Exception as exc:
+            raise BackendUnavailable(
+                f"MLflow: cannot remove the aliases of {registered_model}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc

@@ -79,6 +79,11 @@ def test_model_trains_for_real_and_serves(
             "loopline.dev", "v1alpha1", h.namespace, "models", "drill-ae"
         )
         wait_for(lambda: h.get("drill-ae") is None, timeout=60, what="the Model to go")
+    # Its registry entry keeps version 1 as history, without the aliases.
+    registry = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    registered = f"{h.namespace}.drill-ae"
+    assert registry.get_registered_model(registered).aliases == {}
+    assert str(registry.get_model_version(registered, "1").version) == "1"
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{rest}/v2/health/live", timeout=2, trust_env=False)
     assert not _ok(f"{monitor}/healthz")

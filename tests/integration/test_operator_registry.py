@@ -122,3 +122,20 @@ def test_an_unreachable_registry_is_unavailable_not_a_crash(
     backend = RegistryBackend("http://127.0.0.1:9")  # discard port: nothing listens
     with pytest.raises(BackendUnavailable, match="MLflow: cannot point"):
         backend.ensure_champion(ChampionAlias(NAME, "1"))
+
+
+def test_a_deleted_model_loses_its_aliases_but_keeps_its_versions(
+    registry: tuple[MlflowClient, str],
+) -> None:
+    client, uri = registry
+    backend = RegistryBackend(uri)
+    backend.ensure_champion(ChampionAlias(NAME, "2"))
+    backend.release(NAME)
+    assert version_by_alias(client, NAME, CHAMPION) is None
+    assert version_by_alias(client, NAME, CHALLENGER) is None
+    versions = client.search_model_versions(f"name='{NAME}'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2", "3"]
+    backend.release(NAME)  # again (a retried cleanup): nothing left to remove, no error
+    backend.release("plant.never-registered")
+    # Created again, the Model's first version becomes champion as if it were the first.
+    assert backend.ensure_champion(ChampionAlias(NAME, "3")) is True
