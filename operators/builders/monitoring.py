@@ -11,7 +11,10 @@ from loopline.types.model import ModelSpec
 class MonitorDesired:
     namespace: str
     name: str
-    champion_version: str  # a new champion restarts nothing: the monitor polls the alias
+    # A new champion restarts the local monitor (this field is part of its identity), and the
+    # new process loads the alias, which the operator moved just before: no window is tested
+    # against the old champion's reference after a promotion.
+    champion_version: str
     detector: str
     p_value: float
     window_size: int
