@@ -97,6 +97,7 @@ def test_raw_bytes_frame_each_element_once_per_row(values: list[bytes]) -> None:
     framed = b"".join(len(v).to_bytes(4, "little") + v for v in values)
     assert pack_bytes(values) == framed
     assert unpack_bytes(pack_bytes(values)) == values
+    assert pack_bytes(["ünï", "ünï"]) == pack_bytes([b"\xc3\xbcn\xc3\xaf"] * 2)
 
 
 @pytest.mark.parametrize("use_raw", [False, True])
