@@ -275,6 +275,8 @@ class Operator:
             # The alias before the monitor: a monitor (re)started for a new champion loads
             # its reference from the alias.
             self._point_champion(namespace, name, plan.champion_alias)
+            if self.registry is not None:
+                self.registry.mark_rollouts(plan.rollout_marks)
             new_status = self._apply_monitor(namespace, name, spec, plan.serving, new_status)
             if plan.serving is not None:
                 self.serving.apply(plan.serving)

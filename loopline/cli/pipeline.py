@@ -60,3 +60,6 @@ def gate(registered_name: str, version: str | None, tracking_uri: str | None) ->
     )
     for key in sorted(k for k in mv.tags if k.startswith("loopline.gate.")):
         click.echo(f"  {key.removeprefix('loopline.gate.')}: {mv.tags[key]}")
+    # The gate passing is not the end: the operator tags how the version's canary ended.
+    for key in sorted(k for k in mv.tags if k.startswith("loopline.rollout.")):
+        click.echo(f"  rollout {key.removeprefix('loopline.rollout.')}: {mv.tags[key]}")

@@ -43,6 +43,10 @@ GATE_CHAMPION = PREFIX + "gate.champion_value"
 GATE_CHAMPION_VERSION = PREFIX + "gate.champion_version"
 STEP = PREFIX + "step"  # the pipeline step that last touched the run
 
+# Set by the Model operator on the model version when its canary ends.
+ROLLOUT_OUTCOME = PREFIX + "rollout.outcome"  # "promoted" | "rolled_back" | "superseded"
+ROLLOUT_REASON = PREFIX + "rollout.reason"
+
 LINEAGE_TAGS: tuple[str, ...] = (
     RUN_ID,
     MODEL,

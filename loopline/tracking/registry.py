@@ -17,6 +17,8 @@ from loopline.tracking.lineage import (
     GATE_METRIC,
     GATE_REASON,
     NONE,
+    ROLLOUT_OUTCOME,
+    ROLLOUT_REASON,
 )
 
 CHAMPION = "champion"
@@ -100,4 +102,17 @@ def point_champion(client: MlflowClient, name: str, version: str) -> bool:
     if current is not None and str(current.version) == version:
         return False
     client.set_registered_model_alias(name, CHAMPION, version)
+    return True
+
+
+def mark_rollout(client: MlflowClient, name: str, version: str, outcome: str, reason: str) -> bool:
+    """Tag how the version's rollout ended; False when the version no longer exists (deleted
+    by hand: there is nothing left to mark)."""
+    try:
+        client.set_model_version_tag(name, version, ROLLOUT_OUTCOME, outcome)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    client.set_model_version_tag(name, version, ROLLOUT_REASON, reason)
     return True

@@ -51,6 +51,23 @@ class Condition(Spec):
     last_transition_time: datetime = Field(alias="lastTransitionTime")
 
 
+class RolloutOutcome(StrEnum):
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    SUPERSEDED = "Superseded"  # a newer version replaced the canary before it finished
+
+
+class RolloutResult(Spec):
+    """How the rollout of a run's version ended. The gate's `promoted` says only that the
+    version went on to a canary; this says whether it ever served all traffic, and why not,
+    long after the CanaryAborted Event has expired."""
+
+    outcome: RolloutOutcome
+    weight: int = Field(ge=0, le=100, description="Canary weight when the rollout ended.")
+    message: str = ""
+    finished_at: datetime = Field(alias="finishedAt")
+
+
 class RunRecord(Spec):
     """One training run as the Model and Pipeline statuses list it."""
 
@@ -64,7 +81,10 @@ class RunRecord(Spec):
     model: str | None = Field(default=None, description="Model name (in Pipeline status).")
     mlflow_run_id: str | None = Field(default=None, alias="mlflowRunId")
     model_version: str | None = Field(default=None, alias="modelVersion")
-    promoted: bool | None = None
+    promoted: bool | None = Field(
+        default=None, description="The gate's decision: whether the version was rolled out."
+    )
+    rollout_result: RolloutResult | None = Field(default=None, alias="rolloutResult")
     started_at: datetime | None = Field(default=None, alias="startedAt")
     finished_at: datetime | None = Field(default=None, alias="finishedAt")
 

@@ -8,6 +8,10 @@ it alone (`TrainingRunSpec.move_champion`).
 
 Deleting a Model removes its aliases (`release`), not its versions.
 
+How each canary ended is tagged on its version (`mark_rollouts`, `loopline.rollout.outcome`
+`promoted|rolled_back` and `.reason`): the gate's tag says only that the version went on to a
+canary, and MLflow is where an engineer looks for why a version that passed never served.
+
 Level-based like the rest of the operator: every reconcile says where the alias should point.
 The registry is asked only when that differs from what this process last confirmed, or after
 `recheck_seconds` (so an alias moved by hand is put back), not on every timer tick.
@@ -20,12 +24,18 @@ import threading
 import time
 from collections.abc import Callable
 
-from loopline.operators.builders.model import ChampionAlias
+from loopline.operators.builders.model import ChampionAlias, RolloutMark
 from loopline.operators.errors import BackendUnavailable
+from loopline.types.status import RolloutOutcome
 
 log = logging.getLogger(__name__)
 
 RECHECK_SECONDS = 300.0
+ROLLOUT_TAG_VALUES = {
+    RolloutOutcome.PROMOTED: "promoted",
+    RolloutOutcome.ROLLED_BACK: "rolled_back",
+    RolloutOutcome.SUPERSEDED: "superseded",
+}
 
 
 class RegistryBackend:
@@ -40,6 +50,7 @@ class RegistryBackend:
         self.recheck_seconds = recheck_seconds
         self._clock = clock
         self._confirmed: dict[str, tuple[str, float]] = {}  # model -> (version, when)
+        self._marked: set[RolloutMark] = set()
         self._lock = threading.Lock()
 
     def ensure_champion(self, alias: ChampionAlias) -> bool:
@@ -75,6 +86,49 @@ class RegistryBackend:
             log.info("%s@champion -> version %s", alias.registered_model, alias.version)
         return moved
 
+    def mark_rollouts(self, marks: list[RolloutMark]) -> int:
+        """Tag each version with how its rollout ended, once per process (the marks come from
+        the Model's run history on every reconcile); the number of versions tagged now.
+        BackendUnavailable when the registry cannot be reached; a version deleted by hand is
+        skipped."""
+        with self._lock:
+            todo = [m for m in marks if m not in self._marked]
+        if not todo:
+            return 0
+        from mlflow import MlflowClient
+
+        from loopline.tracking.registry import mark_rollout
+
+        done = 0
+        for mark in todo:
+            try:
+                client = MlflowClient(
+                    tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+                )
+                tagged = mark_rollout(
+                    client,
+                    mark.registered_model,
+                    mark.version,
+                    ROLLOUT_TAG_VALUES[mark.outcome],
+                    mark.message,
+                )
+            except Exception as exc:
+                raise BackendUnavailable(
+                    f"MLflow: cannot tag {mark.registered_model} version {mark.version} "
+                    f"{mark.outcome.value}: {type(exc).__name__}: {exc}"
+                ) from exc
+            if not tagged:
+                log.info(
+                    "%s version %s no longer exists; its rollout (%s) is not tagged",
+                    mark.registered_model,
+                    mark.version,
+                    mark.outcome.value,
+                )
+            done += tagged
+            with self._lock:
+                self._marked.add(mark)
+        return done
+
     def release(self, registered_model: str) -> None:
         """Remove the aliases of a deleted Model (`champion`, `challenger`); its versions stay
         as its history. A Model created again under the same name then starts without a
@@ -85,6 +139,7 @@ class RegistryBackend:
 
         with self._lock:
             self._confirmed.pop(registered_model, None)
+            self._marked = {m for m in self._marked if m.registered_model != registered_model}
         try:
             client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
             for alias in (CHAMPION, CHALLENGER):

@@ -42,6 +42,8 @@ from loopline.types.status import (
     ModelPhase,
     ModelStatus,
     RetrainingStatus,
+    RolloutOutcome,
+    RolloutResult,
     RolloutStatus,
     RunRecord,
     VersionRef,
@@ -99,6 +101,18 @@ class ChampionAlias:
     version: str
 
 
+@dataclass(frozen=True)
+class RolloutMark:
+    """How a version's rollout ended, for its registry tags (`loopline.rollout.*`): without
+    it a version rolled back after passing the gate reads `gate.decision: promoted` in MLflow
+    and nothing says it never served."""
+
+    registered_model: str
+    version: str
+    outcome: RolloutOutcome
+    message: str
+
+
 @dataclass
 class ModelPlan:
     status: ModelStatus
@@ -107,6 +121,7 @@ class ModelPlan:
     serving: ServingDesired | None = None
     events: list[Event] = field(default_factory=list)
     champion_alias: ChampionAlias | None = None
+    rollout_marks: list[RolloutMark] = field(default_factory=list)
 
 
 def parse_retrain_request(annotations: Mapping[str, str], now: datetime) -> RetrainingStatus | None:
@@ -175,6 +190,35 @@ def _fold_result(record: RunRecord, result: TrainingRunResult) -> RunRecord:
     )
 
 
+def end_rollout(
+    runs: list[RunRecord],
+    rollout: RolloutStatus,
+    outcome: RolloutOutcome,
+    message: str,
+    now: datetime,
+) -> list[RunRecord]:
+    """`runs` with the result recorded on the newest run that registered the version (none
+    when that run has left the history)."""
+    result = RolloutResult(outcome=outcome, weight=rollout.weight, message=message, finished_at=now)
+    for i, run in enumerate(runs):
+        if run.model_version == rollout.version:
+            return [*runs[:i], run.model_copy(update={"rollout_result": result}), *runs[i + 1 :]]
+    return runs
+
+
+def rollout_marks(registered_model: str, runs: list[RunRecord]) -> list[RolloutMark]:
+    return [
+        RolloutMark(
+            registered_model,
+            run.model_version,
+            run.rollout_result.outcome,
+            run.rollout_result.message,
+        )
+        for run in runs
+        if run.model_version and run.rollout_result is not None
+    ]
+
+
 def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
     st = obs.status
     spec = obs.spec
@@ -202,6 +246,14 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
                 challenger = VersionRef(
                     version=version, run_id=current.run_id, metrics=obs.run.metrics
                 )
+                if rollout is not None and rollout.version != version:
+                    runs = end_rollout(
+                        runs,
+                        rollout,
+                        RolloutOutcome.SUPERSEDED,
+                        f"replaced by version {version} before its canary finished",
+                        obs.now,
+                    )
                 first_weight = spec.serving.canary.steps[0] if champion else 100
                 rollout = RolloutStatus(
                     version=version, step_index=0, weight=first_weight, step_started_at=obs.now
@@ -385,18 +437,24 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         elif serving_it and (champion is None or held or scaled_to_zero):
             last_step = champion is None or scaled_to_zero or rollout.step_index + 1 >= len(steps)
             action = CanaryAction.PROMOTE if last_step else CanaryAction.STEP
-            reason = f"step {rollout.weight}% held {spec.serving.canary.step_seconds} s"
+            if scaled_to_zero:
+                reason = "spec.serving.replicas is 0: promoted without a canary"
+            elif champion is None:
+                reason = "first version: no champion to run a canary against"
+            else:
+                reason = f"step {rollout.weight}% held {spec.serving.canary.step_seconds} s"
         else:
             action, reason = CanaryAction.HOLD, ""
         if action == CanaryAction.ROLLBACK:
+            why = reason or spec.serving.canary.abort_metric.value
             events.append(
                 Event(
                     "Warning",
                     "CanaryAborted",
-                    f"version {rollout.version} aborted at {rollout.weight}%: "
-                    f"{reason or spec.serving.canary.abort_metric.value}",
+                    f"version {rollout.version} aborted at {rollout.weight}%: {why}",
                 )
             )
+            runs = end_rollout(runs, rollout, RolloutOutcome.ROLLED_BACK, why, obs.now)
             rollout = None
         elif action == CanaryAction.STEP:
             idx = rollout.step_index + 1
@@ -420,6 +478,7 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
             )
             challenger = None
             events.append(Event("Normal", "Promoted", f"version {rollout.version} is champion"))
+            runs = end_rollout(runs, rollout, RolloutOutcome.PROMOTED, reason, obs.now)
             if drift is not None and drift.drifted:
                 drift = drift.model_copy(update={"drifted": False})
             rollout = None
@@ -500,6 +559,17 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
                 if serving_ready
                 else f"deploying version {champion.version}: {serving.message if serving else ''}"
             )
+            ended = last.rollout_result if last is not None else None
+            if (
+                last is not None
+                and ended is not None
+                and ended.outcome == RolloutOutcome.ROLLED_BACK
+            ):
+                # Until the next run: why the newest version is not the one serving.
+                message += (
+                    f"; version {last.model_version} rolled back at {ended.weight}%: "
+                    f"{ended.message}"
+                )
         else:
             phase, message = ModelPhase.PENDING, "waiting for a training run"
     if pipeline is None and current is not None:
@@ -579,11 +649,8 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         training_hash=thash,
         pending_request=pending,
     )
-    alias = (
-        ChampionAlias(registered_model_name(obs.namespace, obs.name), champion.version)
-        if champion is not None
-        else None
-    )
+    registered = registered_model_name(obs.namespace, obs.name)
+    alias = ChampionAlias(registered, champion.version) if champion is not None else None
     return ModelPlan(
         status=status,
         submit=submit,
@@ -591,6 +658,7 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         serving=desired,
         events=events,
         champion_alias=alias,
+        rollout_marks=rollout_marks(registered, runs),
     )
 
 

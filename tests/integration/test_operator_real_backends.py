@@ -172,3 +172,15 @@ def test_a_canary_over_its_budget_is_rolled_back_and_never_becomes_champion(
     assert str(registry.get_model_version_by_alias(registered, "champion").version) == "1"
     message = next(m for reason, m in h.events("drill-ae") if reason == "CanaryAborted")
     assert "latency_p95_seconds" in message
+    # Recorded where it outlives the Event: the run's status and the version's tags.
+    result = status["runs"][0]["rolloutResult"]
+    assert (status["runs"][0]["modelVersion"], result["outcome"]) == ("2", "RolledBack")
+    assert result["weight"] == 50
+    assert "latency_p95_seconds" in result["message"]
+    tags = registry.get_model_version(registered, "2").tags
+    assert tags["loopline.gate.decision"] == "promoted"
+    assert tags["loopline.rollout.outcome"] == "rolled_back"
+    assert tags["loopline.rollout.reason"] == result["message"]
+    assert registry.get_model_version(registered, "1").tags["loopline.rollout.outcome"] == (
+        "promoted"
+    )

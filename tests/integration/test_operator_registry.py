@@ -1,4 +1,5 @@
-"""Who moves the `champion` alias, against a real MLflow registry (SQLite).
+"""Who moves the `champion` alias, and how each rollout ended, against a real MLflow
+registry (SQLite).
 
 A run the operator starts registers and gates its version but leaves `champion` alone; the
 operator's registry backend points it at the version serving all traffic, asks MLflow only when
@@ -15,10 +16,10 @@ import pytest
 from mlflow import MlflowClient
 
 from loopline.operators.backends.registry import RegistryBackend
-from loopline.operators.builders.model import ChampionAlias
+from loopline.operators.builders.model import ChampionAlias, RolloutMark
 from loopline.operators.errors import BackendUnavailable
 from loopline.tracking.gate import GateDecision
-from loopline.tracking.lineage import GATE_DECISION
+from loopline.tracking.lineage import GATE_DECISION, ROLLOUT_OUTCOME, ROLLOUT_REASON
 from loopline.tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -26,6 +27,7 @@ from loopline.tracking.registry import (
     register_challenger,
     version_by_alias,
 )
+from loopline.types.status import RolloutOutcome
 
 NAME = "plant.drill-ae"
 
@@ -139,3 +141,38 @@ def test_a_deleted_model_loses_its_aliases_but_keeps_its_versions(
     backend.release("plant.never-registered")
     # Created again, the Model's first version becomes champion as if it were the first.
     assert backend.ensure_champion(ChampionAlias(NAME, "3")) is True
+
+
+def test_each_version_is_tagged_once_with_how_its_rollout_ended(
+    registry: tuple[MlflowClient, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, uri = registry
+    backend = RegistryBackend(uri)
+    _promote(client, "2", move_champion=False)  # the gate passed: "promoted" by the gate...
+    marks = [
+        RolloutMark(NAME, "2", RolloutOutcome.ROLLED_BACK, "latency_p95_seconds 0.002 > 0.0001"),
+        RolloutMark(NAME, "1", RolloutOutcome.PROMOTED, "first version"),
+        RolloutMark(NAME, "7", RolloutOutcome.SUPERSEDED, "replaced by version 8"),  # deleted
+    ]
+    assert backend.mark_rollouts(marks) == 2
+    v2 = client.get_model_version(NAME, "2").tags
+    assert v2[GATE_DECISION] == "promoted"  # ...and its canary was rolled back:
+    assert v2[ROLLOUT_OUTCOME] == "rolled_back"
+    assert v2[ROLLOUT_REASON] == "latency_p95_seconds 0.002 > 0.0001"
+    assert client.get_model_version(NAME, "1").tags[ROLLOUT_OUTCOME] == "promoted"
+    assert ROLLOUT_OUTCOME not in client.get_model_version(NAME, "3").tags
+
+    # Every reconcile passes the same marks; the registry is not asked again.
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise AssertionError("asked the registry again")
+
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag", unreachable)
+    assert backend.mark_rollouts(marks) == 0
+    monkeypatch.undo()
+    # A new operator process tags again (idempotent), and a registry it cannot reach is
+    # Degraded and retried, not a crash.
+    assert RegistryBackend(uri).mark_rollouts(marks[:1]) == 1
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with pytest.raises(BackendUnavailable, match=r"cannot tag plant\.drill-ae version 2"):
+        RegistryBackend("http://127.0.0.1:9").mark_rollouts(marks[:1])

@@ -10,6 +10,7 @@ from loopline.operators.builders.model import (
     ChampionAlias,
     ModelObservation,
     ModelPlan,
+    RolloutMark,
     mark_degraded,
     reconcile_model,
 )
@@ -20,7 +21,7 @@ from loopline.types.common import RETRAIN_ANNOTATION, RETRAIN_REASON_ANNOTATION,
 from loopline.types.model import ModelSpec
 from loopline.types.pipeline import PipelineSpec
 from loopline.types.runs import RunPhase, TrainingRunResult
-from loopline.types.status import ModelStatus, PipelineStatus
+from loopline.types.status import ModelStatus, PipelineStatus, RolloutOutcome
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 CTX = RunContext(mlflow_tracking_uri="sqlite:///m.db", feature_repo="feature_repo")
@@ -325,6 +326,13 @@ def test_canary_walks_its_steps_then_promotes_or_aborts() -> None:
     assert final.status.rollout is None
     assert "Promoted" in _reasons(final)
     assert final.champion_alias == ChampionAlias("plant.drill-ae", "2")
+    promoted = final.status.runs[0].rollout_result
+    assert promoted is not None
+    assert (promoted.outcome, promoted.weight) == (RolloutOutcome.PROMOTED, 100)
+    assert promoted.finished_at == later + timedelta(seconds=31)
+    assert RolloutMark("plant.drill-ae", "2", RolloutOutcome.PROMOTED, promoted.message) in (
+        final.rollout_marks
+    )
     bad = ServingObserved(
         ready=True,
         champion_version="1",
@@ -339,6 +347,25 @@ def test_canary_walks_its_steps_then_promotes_or_aborts() -> None:
     assert aborted.status.champion is not None
     assert aborted.status.champion.version == "1"
     assert aborted.champion_alias == ChampionAlias("plant.drill-ae", "1")
+    # How it ended stays in status (and goes to the registry) after the Event has expired.
+    rolled_back = aborted.status.runs[0].rollout_result
+    assert rolled_back is not None
+    assert aborted.status.runs[0].model_version == "2"
+    assert (rolled_back.outcome, rolled_back.weight) == (RolloutOutcome.ROLLED_BACK, 20)
+    assert rolled_back.message == "error_rate 0.2 > 0.05"
+    assert (
+        RolloutMark("plant.drill-ae", "2", RolloutOutcome.ROLLED_BACK, "error_rate 0.2 > 0.05")
+        in aborted.rollout_marks
+    )
+    # The first version's result is kept too: each version's mark comes from its own run.
+    assert [m.version for m in aborted.rollout_marks] == ["2", "1"]
+    up = ServingObserved(ready=True, champion_version="1")
+    after = reconcile_model(_obs(aborted.status, spec=spec, annotations=notes, serving=up), CTX)
+    assert after.status.phase == "Serving"
+    assert after.status.message == (
+        "version 1 serving; version 2 rolled back at 20%: error_rate 0.2 > 0.05"
+    )
+    assert after.status.runs[0].rollout_result == rolled_back  # recorded once, kept
 
 
 def test_missing_pipeline_waits_in_pending() -> None:
@@ -411,6 +438,10 @@ def test_scaled_to_zero_promotes_without_serving() -> None:
     assert plan.status.champion.version == "2"
     assert plan.status.rollout is None
     assert plan.champion_alias == ChampionAlias("plant.drill-ae", "2")
+    result = plan.status.runs[0].rollout_result
+    assert result is not None
+    assert result.outcome == RolloutOutcome.PROMOTED
+    assert "replicas is 0" in result.message
 
 
 def test_runs_the_operator_starts_leave_the_champion_alias_to_it() -> None:
@@ -497,3 +528,29 @@ def test_monitor_checks_are_recorded_and_mark_drift() -> None:
     assert plan.status.drift is not None
     assert plan.status.drift.features == ["coolant_temperature"]
     assert plan.submit is None  # reporting drift is not a retraining request
+
+
+def test_a_canary_replaced_by_a_newer_version_is_recorded_as_superseded() -> None:
+    spec = _spec(serving={"canary": {"steps": [20, 100], "stepSeconds": 30}})
+    base = _to_serving(ModelStatus())
+    notes = {RETRAIN_ANNOTATION: "r2"}
+    plan = reconcile_model(_obs(base.status, spec=spec, annotations=notes), CTX)
+    done = _result(plan, RunPhase.SUCCEEDED, modelVersion="2", promoted=True)
+    plan = reconcile_model(_obs(plan.status, spec=spec, annotations=notes, run=done), CTX)
+    assert plan.status.rollout is not None
+    notes = {RETRAIN_ANNOTATION: "r3"}
+    plan = reconcile_model(_obs(plan.status, spec=spec, annotations=notes), CTX)
+    assert plan.submit is not None  # a new request starts a run while version 2 is a canary
+    done = _result(plan, RunPhase.SUCCEEDED, modelVersion="3", promoted=True)
+    plan = reconcile_model(_obs(plan.status, spec=spec, annotations=notes, run=done), CTX)
+    assert plan.status.rollout is not None
+    assert plan.status.rollout.version == "3"
+    v2 = next(r for r in plan.status.runs if r.model_version == "2")
+    assert v2.rollout_result is not None
+    assert v2.rollout_result.outcome == RolloutOutcome.SUPERSEDED
+    assert v2.rollout_result.message == "replaced by version 3 before its canary finished"
+    assert plan.status.runs[0].rollout_result is None  # version 3's canary has just begun
+    assert [(m.version, m.outcome) for m in plan.rollout_marks] == [
+        ("2", RolloutOutcome.SUPERSEDED),
+        ("1", RolloutOutcome.PROMOTED),
+    ]
