@@ -13,6 +13,15 @@ and a gRPC service, several times faster per request) unless the spec asks for M
 for adaptive batching, which only MLServer does (`LocalModelSpec.server`). Both read the same
 files and answer the same V2 API, so the rest of this module does not care which runs.
 
+A server outlives a manager that is killed (it runs in its own session). The next manager on
+the same folder adopts it when it was started the same way (`server.json`: the process kind,
+the resolved interpreter, its extra environment): same pid, same ports, so clients keep their
+endpoint and no request fails while the operator restarts. Adopting is a hot reload of the
+desired versions and canary weight, so what it serves is what the new manager asked for. A
+leftover that runs other code (an upgraded install) or another kind of server is stopped and
+started anew. `close()` still stops every server: a manager that shuts down cleanly takes its
+servers with it.
+
 The operator's `local` serving backend wraps this; `loopline serve` runs one by hand. The
 API: `start(spec)`, `update(spec)`, `stop(name)`, `status(name)`, `endpoints(name)`, `close()`.
 """
@@ -44,6 +53,7 @@ RUNTIME = "loopline.serving.runtime.LooplineRuntime"
 HOST = "127.0.0.1"
 SERVERS = ("auto", "lean", "mlserver")
 PID_FILE = "server.pid"
+IDENTITY_FILE = "server.json"  # how the running process was started: what adoption compares
 
 
 class LocalServingError(RuntimeError):
@@ -163,6 +173,17 @@ def resolved_server(spec: LocalModelSpec) -> str:
     return "mlserver" if spec.max_batch_size > 1 else "lean"
 
 
+def server_identity(spec: LocalModelSpec) -> dict[str, Any]:
+    """What a running server must share with `spec` to be adopted rather than restarted: the
+    kind of process, the code it runs (the resolved interpreter of this install) and the
+    environment it was given. The model it serves is not part of it: that is a hot reload."""
+    return {
+        "server": resolved_server(spec),
+        "python": os.path.realpath(sys.executable),
+        "extra_env": dict(sorted(spec.extra_env.items())),
+    }
+
+
 def lean_command(folder: Path) -> list[str]:
     return [sys.executable, "-m", "loopline.serving.lean_server", str(folder)]
 
@@ -197,6 +218,22 @@ class _Server:
     backoff_s: float = 1.0
     stopping: bool = False
     host: str = ""  # the resolved server of the running process
+    # A process a previous manager started (not our child): watched by pid, stopped by signal.
+    adopted_pid: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else self.adopted_pid
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.adopted_pid is not None and _runs_for(self.adopted_pid, self.folder)
+
+    def exit_message(self) -> str:
+        if self.proc is not None:
+            return f"exited with code {self.proc.returncode}"
+        return f"adopted process {self.adopted_pid} exited (its code is in {self.log_path})"
 
     @property
     def endpoints(self) -> Endpoints:
@@ -244,6 +281,14 @@ class LocalServingManager:
             if spec.name in self._servers and not self._servers[spec.name].stopping:
                 return self.update(spec, wait=wait)
             folder = self.root / spec.name
+            adopted = self._adopt(folder, spec)
+            if adopted is not None:
+                self._servers[spec.name] = adopted
+        if adopted is not None:
+            # Always a reload: the files on disk may not be what the process loaded (its
+            # manager may have died between writing them and asking for the reload).
+            return self.update(spec, wait=wait)
+        with self._lock:
             reap_orphan(folder)
             models = folder / "models"
             if models.exists():
@@ -264,10 +309,10 @@ class LocalServingManager:
             server = self._get(spec.name)
             server.spec = spec
             self._write_files(server)
-            alive = server.proc is not None and server.proc.poll() is None
-            if alive and server.host != resolved_server(spec) and server.proc is not None:
+            alive = server.alive()
+            if alive and server.host != resolved_server(spec):
                 # Another kind of server (batching turned on or off): a restart, same ports.
-                _terminate(server.proc, 10.0)
+                self._stop_process(server, 10.0)
                 self._spawn(server)
                 alive = False
         if alive:
@@ -291,9 +336,7 @@ class LocalServingManager:
             if server is None:
                 return
             server.stopping = True
-            proc = server.proc
-        if proc is not None:
-            _terminate(proc, timeout_s)
+        self._stop_process(server, timeout_s)
         (server.folder / PID_FILE).unlink(missing_ok=True)
         server.state = "stopped"
 
@@ -303,7 +346,7 @@ class LocalServingManager:
             return ServerStatus(
                 name=name,
                 state=server.state,
-                pid=server.proc.pid if server.proc is not None else None,
+                pid=server.pid,
                 restarts=server.restarts,
                 endpoints=server.endpoints,
                 log_path=server.log_path,
@@ -324,7 +367,7 @@ class LocalServingManager:
             with self._lock:
                 server = self._get(name)
                 proc = server.proc
-            if proc is not None and proc.poll() is None and self._ready(server):
+            if server.alive() and self._ready(server):
                 with self._lock:
                     server.state = "ready"
                     server.backoff_s = 1.0
@@ -375,6 +418,42 @@ class LocalServingManager:
         tmp.write_text(json.dumps(model_settings(server.spec), indent=2) + "\n")
         tmp.replace(target)
 
+    def _adopt(self, folder: Path, spec: LocalModelSpec) -> _Server | None:
+        """The server a previous manager left running for `folder`, if it runs what `spec`
+        needs (see the module docstring); None when there is nothing to adopt."""
+        pid = _leftover_pid(folder)
+        if pid is None:
+            return None
+        identity = _read_json(folder / IDENTITY_FILE)
+        settings = _read_json(folder / "settings.json")
+        if identity != server_identity(spec) or not isinstance(settings, dict):
+            return None
+        try:
+            ports = (
+                int(settings["http_port"]),
+                int(settings["grpc_port"]),
+                int(settings["metrics_port"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+        server = _Server(
+            spec=spec,
+            folder=folder,
+            ports=ports,
+            adopted_pid=pid,
+            host=resolved_server(spec),
+        )
+        if self._ready(server):  # else the supervisor marks it once it is
+            server.state = "ready"
+        log.info("adopted model server %s (pid %s) left running for %s", spec.name, pid, folder)
+        return server
+
+    def _stop_process(self, server: _Server, timeout_s: float) -> None:
+        if server.proc is not None:
+            _terminate(server.proc, timeout_s)
+        elif server.adopted_pid is not None and server.alive():
+            _stop_group(server.adopted_pid, timeout_s)
+
     def _spawn(self, server: _Server) -> None:
         quiet.apply()  # telemetry and progress bars off in the child too
         env = dict(os.environ)
@@ -397,6 +476,10 @@ class LocalServingManager:
             logfile.close()
         server.state = "starting"
         server.host = resolved_server(server.spec)
+        server.adopted_pid = None
+        (server.folder / IDENTITY_FILE).write_text(
+            json.dumps(server_identity(server.spec), indent=2) + "\n"
+        )
         (server.folder / PID_FILE).write_text(f"{server.proc.pid}\n")
         log.info(
             "started %s model server %s (pid %s)", server.host, server.spec.name, server.proc.pid
@@ -420,9 +503,8 @@ class LocalServingManager:
                     self._check(server)
 
     def _check(self, server: _Server) -> None:
-        proc = server.proc
         now = time.monotonic()
-        if proc is None or proc.poll() is None:
+        if server.alive():
             if server.state in ("starting", "restarting") and self._ready(server):
                 server.state = "ready"
                 server.backoff_s = 1.0
@@ -431,13 +513,13 @@ class LocalServingManager:
             if server.stopping:
                 return
             if server.state != "restarting":
-                server.last_error = f"exited with code {proc.returncode}"
+                server.last_error = server.exit_message()
                 server.state = "restarting"
                 server.next_restart = now + server.backoff_s
                 log.warning(
-                    "model server %s exited (%s); restarting in %.0f s",
+                    "model server %s %s; restarting in %.0f s",
                     server.spec.name,
-                    proc.returncode,
+                    server.last_error,
                     server.backoff_s,
                 )
                 return
@@ -457,17 +539,38 @@ def reap_orphan(folder: Path, timeout_s: float = 10.0, *, what: str = "model ser
 
     The pid file alone is not trusted: the pid must still run a command naming `folder`,
     so a reused pid of some other process is never signalled."""
-    pid_file = folder / PID_FILE
-    try:
-        pid = int(pid_file.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError):
-        pid_file.unlink(missing_ok=True)
-        return None
-    if str(folder).encode() not in cmdline:
-        pid_file.unlink(missing_ok=True)
+    pid = _leftover_pid(folder)
+    if pid is None:
+        (folder / PID_FILE).unlink(missing_ok=True)
         return None
     log.warning("stopping %s pid %s left running for %s", what, pid, folder)
+    _stop_group(pid, timeout_s)
+    (folder / PID_FILE).unlink(missing_ok=True)
+    return pid
+
+
+def _leftover_pid(folder: Path) -> int | None:
+    """The pid in `folder`'s pid file if that process still runs a command naming `folder`."""
+    try:
+        pid = int((folder / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _runs_for(pid, folder) else None
+
+
+def _runs_for(pid: int, folder: Path) -> bool:
+    """Whether `pid` is a live process whose command line names `folder` (a pid reused by
+    another process after ours exited does not)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return str(folder).encode() in cmdline and not _is_zombie(pid)
+
+
+def _stop_group(pid: int, timeout_s: float) -> None:
+    """SIGTERM the process group `pid` leads (a server started in its own session), SIGKILL
+    after `timeout_s`."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
@@ -477,8 +580,13 @@ def reap_orphan(folder: Path, timeout_s: float = 10.0, *, what: str = "model ser
                 os.killpg(pid, signal.SIGKILL)
             break
         time.sleep(0.05)
-    pid_file.unlink(missing_ok=True)
-    return pid
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _is_zombie(pid: int) -> bool:

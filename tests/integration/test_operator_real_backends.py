@@ -10,6 +10,11 @@ Protocol. Then the Model is deleted and the server process must be gone.
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -57,8 +62,12 @@ def test_model_trains_for_real_and_serves(
     tracking: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _real_runs(tmp_path, tracking, monkeypatch)
+    """...and keeps serving through an operator killed with SIGKILL: the next operator adopts
+    the model server, so the endpoint in status stays the same and no request fails."""
+    frame = _real_runs(tmp_path, tracking, monkeypatch)
     h = operator_harness
+    # The first operator runs as its own process, to be killed; it needs the real runner too.
+    h.env.update({k: os.environ[k] for k in REAL_ENV})
     h.create(REAL_PIPELINE)
     h.create(
         model_manifest(
@@ -66,19 +75,39 @@ def test_model_trains_for_real_and_serves(
             validation={"metric": "roc_auc"},
         )
     )
-    with h.running():
-        status = h.wait_phase("drill-ae", "Serving", timeout=600)
-        rest = status["endpoints"]["rest"]
-        ready = httpx.get(f"{rest}/v2/models/drill-ae/ready", timeout=10, trust_env=False)
-        assert ready.status_code == 200
-        assert status["champion"]["version"] == "1"
-        assert status["champion"]["metrics"], "the run's metrics reach the status"
-        monitor = status["endpoints"]["monitor"]  # the local drift monitor of the champion
-        wait_for(lambda: _ok(f"{monitor}/healthz"), timeout=120, what="the drift monitor to answer")
-        h.custom.delete_namespaced_custom_object(
-            "loopline.dev", "v1alpha1", h.namespace, "models", "drill-ae"
-        )
-        wait_for(lambda: h.get("drill-ae") is None, timeout=60, what="the Model to go")
+    first = h.start_process()
+    status = h.wait_phase("drill-ae", "Serving", timeout=600)
+    rest = status["endpoints"]["rest"]
+    ready = httpx.get(f"{rest}/v2/models/drill-ae/ready", timeout=10, trust_env=False)
+    assert ready.status_code == 200
+    assert status["champion"]["version"] == "1"
+    assert status["champion"]["metrics"], "the run's metrics reach the status"
+    monitor = status["endpoints"]["monitor"]  # the local drift monitor of the champion
+    wait_for(lambda: _ok(f"{monitor}/healthz"), timeout=120, what="the drift monitor to answer")
+    pid_file = tmp_path / "serving" / h.namespace / "drill-ae" / "server.pid"
+    server_pid = pid_file.read_text().strip()
+    with _traffic(rest, _body(rest, frame)) as outcomes:
+        h.kill(first)
+        with h.running():
+            # The new operator has reconciled once it runs a monitor of its own.
+            status = wait_for(
+                lambda: (s := h.status("drill-ae"))["endpoints"].get("monitor") != monitor and s,
+                timeout=120,
+                what="the new operator to reconcile the Model",
+            )
+            status = h.wait_phase("drill-ae", "Serving", timeout=120)
+            assert status["endpoints"]["rest"] == rest
+            assert pid_file.read_text().strip() == server_pid, "adopted, not restarted"
+            monitor = status["endpoints"]["monitor"]
+            wait_for(lambda: _ok(f"{monitor}/healthz"), timeout=120, what="the new monitor")
+            time.sleep(1)  # requests after the reload too
+            answered = list(outcomes)
+            assert answered.count(200) > 20, answered[-5:]
+            assert set(answered) == {200}, [o for o in answered if o != 200][:5]
+            h.custom.delete_namespaced_custom_object(
+                "loopline.dev", "v1alpha1", h.namespace, "models", "drill-ae"
+            )
+            wait_for(lambda: h.get("drill-ae") is None, timeout=60, what="the Model to go")
     # Its registry entry keeps version 1 as history, without the aliases.
     registry = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     registered = f"{h.namespace}.drill-ae"
@@ -87,6 +116,55 @@ def test_model_trains_for_real_and_serves(
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{rest}/v2/health/live", timeout=2, trust_env=False)
     assert not _ok(f"{monitor}/healthz")
+
+
+REAL_ENV = (
+    "LOOPLINE_MLFLOW_TRACKING_URI",
+    "LOOPLINE_OPERATOR_FEATURE_REPO",
+    "LOOPLINE_OPERATOR_WORKER_COMMAND",
+)
+
+
+def _body(rest: str, frame: pd.DataFrame, rows: int = 8) -> dict[str, object]:
+    """A per-feature V2 request built from the served model's own metadata."""
+    metadata = httpx.get(f"{rest}/v2/models/drill-ae", timeout=10, trust_env=False).json()
+    names = [
+        i["name"]
+        for i in metadata["inputs"]
+        if i["name"] in frame.columns and i["datatype"] == "FP32"
+    ]
+    x = frame[names].to_numpy(dtype="float32")[:rows]
+    return {
+        "inputs": [
+            {"name": n, "datatype": "FP32", "shape": [len(x)], "data": x[:, j].tolist()}
+            for j, n in enumerate(names)
+        ]
+    }
+
+
+@contextmanager
+def _traffic(rest: str, body: dict[str, object]) -> Iterator[list[int | str]]:
+    """A client calling the endpoint every 20 ms in the background; yields the outcomes so
+    far (status codes, or the error of a request that got no answer)."""
+    outcomes: list[int | str] = []
+    stop = threading.Event()
+
+    def call() -> None:
+        with httpx.Client(timeout=10, trust_env=False) as client:
+            while not stop.wait(0.02):
+                try:
+                    response = client.post(f"{rest}/v2/models/drill-ae/infer", json=body)
+                    outcomes.append(response.status_code)
+                except httpx.HTTPError as exc:
+                    outcomes.append(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    try:
+        yield outcomes
+    finally:
+        stop.set()
+        thread.join(timeout=15)
 
 
 def _ok(url: str) -> bool:
@@ -136,20 +214,7 @@ def test_a_canary_over_its_budget_is_rolled_back_and_never_becomes_champion(
         wait_for(rolling_out, timeout=600, what="version 2 to start its canary")
         # The gate passed, yet the registry's champion is still what serves all traffic.
         assert str(registry.get_model_version_by_alias(registered, "champion").version) == "1"
-        names = [
-            i["name"]
-            for i in httpx.get(f"{rest}/v2/models/drill-ae", timeout=10, trust_env=False).json()[
-                "inputs"
-            ]
-            if i["name"] in frame.columns and i["datatype"] == "FP32"
-        ]
-        rows = frame[names].to_numpy(dtype="float32")[:8]
-        body = {
-            "inputs": [
-                {"name": n, "datatype": "FP32", "shape": [len(rows)], "data": rows[:, j].tolist()}
-                for j, n in enumerate(names)
-            ]
-        }
+        body = _body(rest, frame)
         answered: set[str] = set()
 
         def aborted() -> bool:

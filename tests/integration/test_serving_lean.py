@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -28,6 +30,7 @@ from loopline.serving.local import (
     lean_command,
     model_settings,
     server_settings,
+    with_canary,
 )
 from tests.fixtures.serving import RegisteredModel, sensor_rows
 
@@ -194,28 +197,98 @@ def test_sigterm_stops_the_server_cleanly(
     assert "Traceback" not in log.read_text()
 
 
-def test_a_server_left_by_a_killed_manager_is_stopped_not_leaked(
+def _crash(manager: LocalServingManager) -> list[subprocess.Popen[bytes]]:
+    """What SIGKILL does to an operator: supervision ends, its servers run on (their own
+    sessions). In-process, so the test still holds the old process objects: it reaps them
+    once they have ended (a real operator's children are reaped by init)."""
+    manager._stop.set()
+    manager._supervisor.join(timeout=10)
+    manager._http.close()
+    return [s.proc for s in manager._servers.values() if s.proc is not None]
+
+
+def _gone(pid: int, timeout_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_server_left_by_a_killed_manager_is_adopted_on_its_ports(
     tmp_path: Path, registered_model: RegisteredModel
 ) -> None:
-    """An operator killed with SIGKILL cannot stop its servers (they run in their own
-    sessions). The next manager on the same folder stops the leftover before starting anew."""
+    """The next manager on the folder adopts the leftover: same pid and endpoints (clients
+    keep their URL and no request fails while the operator restarts), supervised from then on:
+    if it dies it is restarted on the same ports, and close() stops it."""
     spec = LocalModelSpec(
         name="drill-orphan",
         model_uri=registered_model.champion_uri,
         tracking_uri=registered_model.tracking_uri,
     )
     crashed = LocalServingManager(tmp_path)
-    old_pid = crashed.start(spec).pid
-    assert old_pid is not None
-    crashed._stop.set()  # the crash: supervision ends, the server keeps running
-    crashed._supervisor.join(timeout=10)
-    crashed._http.close()
+    before = crashed.start(spec)
+    assert before.pid is not None
+    leftovers = _crash(crashed)
     with LocalServingManager(tmp_path) as manager:
-        status = manager.start(spec)
-        assert status.pid != old_pid
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and crashed._servers[spec.name].proc.poll() is None:  # type: ignore[union-attr]
-            time.sleep(0.05)
-        assert crashed._servers[spec.name].proc.poll() is not None  # type: ignore[union-attr]
-        response = _infer(status.endpoints.rest, _ok_body(), name=spec.name)
+        status = manager.start(spec, wait=False)
+        assert (status.pid, status.endpoints, status.state) == (
+            before.pid,
+            before.endpoints,
+            "ready",
+        )
+        assert _infer(status.endpoints.rest, _ok_body(), name=spec.name).status_code == 200
+        # The adopted process dies: the new manager restarts it, as its own child, same ports.
+        os.kill(before.pid, signal.SIGKILL)
+        assert _gone(before.pid)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and manager.status(spec.name).pid == before.pid:
+            time.sleep(0.1)
+        restarted = manager.wait_ready(spec.name)
+        assert restarted.pid != before.pid
+        assert restarted.restarts == 1
+        assert restarted.endpoints == before.endpoints
+        assert "adopted process" in restarted.last_error
+        response = _infer(restarted.endpoints.rest, _ok_body(), name=spec.name)
         assert response.status_code == 200, response.text
+        new_pid = restarted.pid
+    assert new_pid is not None
+    assert _gone(new_pid)
+    assert [p.wait(timeout=15) for p in leftovers] == [-signal.SIGKILL]
+
+
+def test_a_leftover_is_reloaded_for_a_new_spec_and_replaced_when_its_code_differs(
+    tmp_path: Path, registered_model: RegisteredModel
+) -> None:
+    """Adoption covers what a hot reload can change (the served versions, the canary); a
+    leftover started with another environment (or another install, or another kind of
+    server) is stopped, not leaked, and a new one starts."""
+    spec = LocalModelSpec(
+        name="drill-orphan",
+        model_uri=registered_model.champion_uri,
+        tracking_uri=registered_model.tracking_uri,
+    )
+    crashed = LocalServingManager(tmp_path)
+    first = crashed.start(spec)
+    assert first.pid is not None
+    leftovers = _crash(crashed)
+    canary = with_canary(spec, registered_model.challenger_uri, 1.0)
+    again = LocalServingManager(tmp_path)
+    reloaded = again.start(canary)
+    assert (reloaded.pid, reloaded.endpoints) == (first.pid, first.endpoints)
+    answer = _infer(reloaded.endpoints.rest, _ok_body(), name=spec.name).json()
+    assert answer["model_version"] == registered_model.challenger_version
+    assert _crash(again) == []  # it adopted the process, it did not start one
+    other_env = replace(canary, extra_env={"LOOPLINE_SERVING_MAX_REQUEST_BYTES": "65536"})
+    with LocalServingManager(tmp_path) as manager:
+        replaced = manager.start(other_env)
+        assert replaced.pid != first.pid
+        assert _gone(first.pid)
+        answer = _infer(replaced.endpoints.rest, _ok_body(), name=spec.name).json()
+        assert answer["model_version"] == registered_model.challenger_version
+    assert [p.wait(timeout=15) for p in leftovers] == [0]  # stopped cleanly, on SIGTERM
