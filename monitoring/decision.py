@@ -30,6 +30,10 @@ class Decision(StrEnum):
     REARMED = "rearmed"  # a new reference (champion) replaced the old one
 
 
+# K windows in a row drifted: the drift is confirmed, whatever was done about it.
+CONFIRMED = frozenset({Decision.REQUESTED, Decision.COOLDOWN, Decision.REPORTED})
+
+
 @dataclass(frozen=True)
 class Policy:
     consecutive_windows: int = 3
@@ -86,6 +90,9 @@ class DecisionState:
     windows_tested: int = 0
     drifted_windows: int = 0
     consecutive: int = 0
+    # Stable windows in a row: K of them say a drift is over (the Model's `Drifted` clears),
+    # the same hysteresis as the K drifted windows that confirm one.
+    stable_consecutive: int = 0
     decision: str = Decision.NONE.value
     cooldown_until: float = 0.0
     requests: int = 0
@@ -145,9 +152,15 @@ def decide(
     }
     if not result.is_drift:
         return replace(
-            state, consecutive=0, decision=Decision.STABLE.value, drift_start="", **common
+            state,
+            consecutive=0,
+            stable_consecutive=state.stable_consecutive + 1,
+            decision=Decision.STABLE.value,
+            drift_start="",
+            **common,
         ), None
 
+    common["stable_consecutive"] = 0
     consecutive = state.consecutive + 1
     common["drifted_windows"] = state.drifted_windows + 1
     if not state.drift_start:

@@ -22,7 +22,16 @@ import numpy as np
 
 from loopline.samples import SampleBatch
 
-from .decision import Decision, DecisionState, Policy, RetrainRequest, decide, delivered, rearm
+from .decision import (
+    CONFIRMED,
+    Decision,
+    DecisionState,
+    Policy,
+    RetrainRequest,
+    decide,
+    delivered,
+    rearm,
+)
 from .detectors import Detector, DriftResult, build_detector
 from .metrics import MonitorMetrics
 from .reference import Reference, ReferenceSource
@@ -436,6 +445,9 @@ class DriftMonitor:
             "driftedWindows": s.drifted_windows,
             "consecutive": s.consecutive,
             "consecutiveRequired": self.policy.consecutive_windows,
+            "stableConsecutive": s.stable_consecutive,
+            # K windows in a row drifted and none stable since: what the Model calls Drifted.
+            "driftConfirmed": s.decision in CONFIRMED,
             "retrainOnDrift": self.policy.retrain_on_drift,
             "cooldownRemainingSeconds": s.cooldown_remaining(now),
             "cooldownUntil": datetime.fromtimestamp(s.cooldown_until, UTC).isoformat()

@@ -24,10 +24,9 @@ from typing import Protocol
 
 import httpx
 
-from loopline.operators.builders.monitoring import MonitorDesired
+from loopline.operators.builders.monitoring import DriftCheck, MonitorDesired
 from loopline.operators.errors import BackendUnavailable
 from loopline.serving.local import PID_FILE, reap_orphan
-from loopline.types.status import DriftStatus
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ class MonitoringBackend(Protocol):
         """Make the monitor run as desired; return its base URL."""
         ...
 
-    def check(self, namespace: str, name: str) -> DriftStatus | None:
+    def check(self, namespace: str, name: str) -> DriftCheck | None:
         """The monitor's last tested window, or None (never raises: it is informational)."""
         ...
 
@@ -65,6 +64,24 @@ class _Monitor:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+def drift_check_of(doc: object) -> DriftCheck | None:
+    """The monitor's `/v1/status` as the Model reconciler reads it; None before its first
+    tested window, or for a document it cannot read (checks are informational)."""
+    if not isinstance(doc, dict) or not doc.get("lastWindowEnd"):
+        return None
+    try:
+        required = int(doc.get("consecutiveRequired") or 1)
+        return DriftCheck(
+            last_check=datetime.fromisoformat(doc["lastWindowEnd"]),
+            features=[str(f) for f in doc.get("lastDrifted") or []],
+            p_values={str(k): float(v) for k, v in (doc.get("lastPValues") or {}).items()},
+            confirmed=bool(doc.get("driftConfirmed")),
+            settled=int(doc.get("stableConsecutive") or 0) >= required,
+        )
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 class LocalMonitoringBackend:
@@ -143,25 +160,16 @@ class LocalMonitoringBackend:
         except httpx.HTTPError as exc:
             log.warning("monitor of %s/%s did not reload its reference: %s", namespace, name, exc)
 
-    def check(self, namespace: str, name: str) -> DriftStatus | None:
+    def check(self, namespace: str, name: str) -> DriftCheck | None:
         with self._lock:
             monitor = self._monitors.get(f"{namespace}/{name}")
         if monitor is None or monitor.proc.poll() is not None:
             return None
         try:
             doc = httpx.get(f"{monitor.url}/v1/status", timeout=1.0, trust_env=False).json()
-            window_end = doc.get("lastWindowEnd")
-            if not window_end:
-                return None
-            drifted = [str(f) for f in doc.get("lastDrifted") or []]
-            return DriftStatus(
-                drifted=bool(drifted),
-                last_check=datetime.fromisoformat(window_end),
-                features=drifted,
-                p_values={str(k): float(v) for k, v in (doc.get("lastPValues") or {}).items()},
-            )
-        except (httpx.HTTPError, ValueError, TypeError, AttributeError):
+        except (httpx.HTTPError, ValueError):
             return None
+        return drift_check_of(doc)
 
     def delete(self, namespace: str, name: str) -> None:
         with self._lock:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loopline.operators.builders.conditions import set_condition
+from loopline.operators.builders.monitoring import DriftCheck
 from loopline.operators.builders.runs import (
     RunContext,
     build_run_spec,
@@ -86,7 +87,7 @@ class ModelObservation:
     run: TrainingRunResult | None  # the backend's view of status.currentRun
     serving: ServingObserved | None
     now: datetime
-    drift_check: DriftStatus | None = None  # the drift monitor's last tested window
+    drift_check: DriftCheck | None = None  # what the drift monitor last reported
 
 
 @dataclass(frozen=True)
@@ -314,17 +315,18 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         else:
             pending = request
 
-    # The monitor's latest test: record when it ran and what it saw (a drift it reports also
-    # marks Drifted, even when it is not asked to request retraining).
+    # The monitor's latest test: record when it ran and what it saw. Drifted follows the
+    # monitor's hysteresis, not single windows: it turns on when K windows in a row drifted
+    # (also when the monitor is not asked to request retraining) and off when K in a row
+    # tested stable, or when a new champion is promoted (below).
     check = obs.drift_check
-    newer = (
-        check is not None
-        and check.last_check is not None
-        and (drift is None or drift.last_check is None or check.last_check > drift.last_check)
+    newer = check is not None and (
+        drift is None or drift.last_check is None or check.last_check > drift.last_check
     )
     if newer and check is not None:
+        was = drift is not None and drift.drifted
         drift = DriftStatus(
-            drifted=(drift is not None and drift.drifted) or check.drifted,
+            drifted=check.confirmed or (was and not check.settled),
             last_check=check.last_check,
             features=check.features or (drift.features if drift else []),
             p_values=check.p_values,

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from loopline.types.model import ModelSpec
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    """What the Model's drift monitor last reported.
+
+    `confirmed` and `settled` carry the monitor's hysteresis to the `Drifted` condition: one
+    window that drifts (or not) is noise in either direction, K in a row is a change (the
+    monitor's `consecutiveWindows`)."""
+
+    last_check: datetime  # end of the last tested window
+    features: list[str] = field(default_factory=list)  # drifted in that window
+    p_values: dict[str, float] = field(default_factory=dict)
+    confirmed: bool = False  # K windows in a row drifted (and no stable one since)
+    settled: bool = False  # K windows in a row tested stable
 
 
 @dataclass(frozen=True)

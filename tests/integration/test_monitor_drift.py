@@ -134,6 +134,8 @@ def test_stationary_quiet_then_one_request_naming_the_recipe_sensors(
         post_all(client, server.url, live.iloc[:change_row])
         steady = wait_idle(client, server.url)
         assert steady["requests"] == 0, steady["lastRequest"]
+        assert steady["driftConfirmed"] is False
+        assert steady["stableConsecutive"] >= steady["consecutiveRequired"]
         windows = steady["windowsTested"]
         false_alarm_rate = steady["driftedWindows"] / windows
         print(
@@ -152,6 +154,7 @@ def test_stationary_quiet_then_one_request_naming_the_recipe_sensors(
     assert all(p < 1e-6 for p in request.p_values.values())
     assert after["requests"] == 1
     assert after["decision"] == "cooldown"
+    assert (after["driftConfirmed"], after["stableConsecutive"]) == (True, 0)
     assert after["pendingRequest"] is None
     assert 'loopline_retraining_requests_total{model="drill-ae",trigger="drift"} 1.0' in metrics
     request_window = int(request.request_id.rsplit("-w", 1)[1])

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from loopline.monitoring.decision import (
+    CONFIRMED,
     Decision,
     DecisionState,
     Policy,
@@ -78,6 +79,25 @@ def test_stable_window_resets_the_count() -> None:
     assert reqs == []
     assert state.windows_tested == 30
     assert state.drifted_windows == 20
+
+
+def test_stable_windows_in_a_row_are_counted_for_the_end_of_a_drift() -> None:
+    """The Model's Drifted condition turns off after K stable windows in a row (the same
+    hysteresis as turning on); one drifted window starts that count over."""
+    policy = Policy(consecutive_windows=2)
+    state, _ = run(DecisionState(), [DRIFT, DRIFT], policy)
+    assert state.decision in CONFIRMED
+    assert state.stable_consecutive == 0
+    state, _ = run(state, [STABLE], policy)
+    assert (state.decision, state.stable_consecutive) == (Decision.STABLE, 1)
+    assert state.decision not in CONFIRMED
+    state, _ = run(state, [DRIFT], policy)
+    assert (state.decision, state.stable_consecutive) == (Decision.SUSPECT, 0)
+    state, _ = run(state, [STABLE, STABLE, STABLE], policy)
+    assert state.stable_consecutive == 3
+    # A state saved before this field existed reads as no stable streak.
+    old = {k: v for k, v in state.to_dict().items() if k != "stable_consecutive"}
+    assert DecisionState.from_dict(old).stable_consecutive == 0
 
 
 def test_after_cooldown_persistent_drift_asks_again_once() -> None:

@@ -336,3 +336,31 @@ def test_a_fresh_monitor_dates_the_drift_from_the_shift_inside_its_first_window(
     assert mon.state.windows_tested == 1
     assert mon.state.consecutive == 1
     assert datetime.fromisoformat(mon.state.drift_start).timestamp() == t0 + 10
+
+
+def test_the_operator_reads_confirmed_and_settled_drift_from_the_status(tmp_path: Path) -> None:
+    """What `Drifted` is built from, read from a real monitor's status document: a confirmed
+    drift after K drifted windows, not after one; settled after K stable windows."""
+    from loopline.operators.backends.monitoring import drift_check_of
+
+    clock, req = Clock(), LogRetrainRequester()
+    mon = monitor(tmp_path, req, clock, consecutive_windows=3)
+    assert drift_check_of(mon.status()) is None  # nothing tested yet
+    feed(mon, clock, range(100, 106))
+    check = drift_check_of(mon.status())
+    assert check is not None
+    assert (check.confirmed, check.settled) == (False, True)
+    feed(mon, clock, range(200, 202), shift=1.5)
+    check = drift_check_of(mon.status())
+    assert check is not None
+    assert mon.state.decision == "suspect"
+    assert (check.confirmed, check.settled, check.features) == (False, False, ["feed_rate"])
+    feed(mon, clock, range(202, 206), shift=1.5)
+    check = drift_check_of(mon.status())
+    assert check is not None
+    assert (check.confirmed, check.settled) == (True, False)
+    feed(mon, clock, range(300, 306))
+    check = drift_check_of(mon.status())
+    assert check is not None
+    assert (check.confirmed, check.settled) == (False, True)
+    assert drift_check_of({"lastWindowEnd": "not a time"}) is None

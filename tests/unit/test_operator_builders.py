@@ -507,27 +507,44 @@ def test_monitor_only_for_a_served_champion_with_monitoring_on() -> None:
     assert build_monitor("plant", "drill-ae", _spec(serving={"replicas": 0}), "3") is None
 
 
-def test_monitor_checks_are_recorded_and_mark_drift() -> None:
-    from loopline.types.status import DriftStatus
+def test_monitor_checks_are_recorded_and_drift_follows_the_monitors_hysteresis() -> None:
+    """One window is noise either way: Drifted turns on when the monitor confirmed a drift
+    (K drifted windows in a row), stays on through single stable windows, and turns off once
+    K windows in a row tested stable."""
+    from loopline.operators.builders.monitoring import DriftCheck
 
-    served = _to_serving(ModelStatus())
-    quiet = DriftStatus(drifted=False, last_check=T0, p_values={"spindle_current": 0.4})
-    plan = reconcile_model(_obs(served.status), CTX)
-    plan = reconcile_model(
-        ModelObservation(**{**_obs(served.status).__dict__, "drift_check": quiet}), CTX
-    )
+    def observe(plan: ModelPlan, minutes: int, **check: Any) -> ModelPlan:
+        at = T0 + timedelta(minutes=minutes)
+        seen = DriftCheck(last_check=at, **check)
+        return reconcile_model(
+            ModelObservation(**{**_obs(plan.status).__dict__, "drift_check": seen}), CTX
+        )
+
+    plan = _to_serving(ModelStatus())
+    plan = observe(plan, 0, p_values={"spindle_current": 0.4})
     assert plan.status.drift is not None
     assert plan.status.drift.last_check == T0
     assert _cond(plan, "Drifted") == "False"
-    later = T0 + timedelta(minutes=5)
-    drifted = DriftStatus(drifted=True, last_check=later, features=["coolant_temperature"])
-    plan = reconcile_model(
-        ModelObservation(**{**_obs(plan.status).__dict__, "drift_check": drifted}), CTX
-    )
-    assert _cond(plan, "Drifted") == "True"
+    plan = observe(plan, 5, features=["coolant_temperature"])  # one drifted window: suspect
+    assert _cond(plan, "Drifted") == "False"
     assert plan.status.drift is not None
     assert plan.status.drift.features == ["coolant_temperature"]
+    plan = observe(plan, 10, features=["coolant_temperature"], confirmed=True)
+    assert _cond(plan, "Drifted") == "True"
     assert plan.submit is None  # reporting drift is not a retraining request
+    plan = observe(plan, 15)  # one stable window does not end it
+    assert _cond(plan, "Drifted") == "True"
+    stale = reconcile_model(  # an older report changes nothing
+        ModelObservation(
+            **{**_obs(plan.status).__dict__, "drift_check": DriftCheck(T0, settled=True)}
+        ),
+        CTX,
+    )
+    assert _cond(stale, "Drifted") == "True"
+    plan = observe(plan, 20, settled=True)
+    assert _cond(plan, "Drifted") == "False"
+    assert plan.status.drift is not None
+    assert plan.status.drift.last_check == T0 + timedelta(minutes=20)
 
 
 def test_a_canary_replaced_by_a_newer_version_is_recorded_as_superseded() -> None:
