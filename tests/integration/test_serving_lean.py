@@ -26,6 +26,7 @@ from loopline.serving.local import (
     LocalModelSpec,
     LocalServingError,
     LocalServingManager,
+    ServerStatus,
     free_port,
     lean_command,
     model_settings,
@@ -207,6 +208,22 @@ def _crash(manager: LocalServingManager) -> list[subprocess.Popen[bytes]]:
     return [s.proc for s in manager._servers.values() if s.proc is not None]
 
 
+def _left_running(
+    folder: Path, registered_model: RegisteredModel
+) -> tuple[LocalModelSpec, ServerStatus, list[subprocess.Popen[bytes]]]:
+    """A ready server whose manager then crashed: its spec, its status, the process objects
+    to reap at the end."""
+    spec = LocalModelSpec(
+        name="drill-orphan",
+        model_uri=registered_model.champion_uri,
+        tracking_uri=registered_model.tracking_uri,
+    )
+    crashed = LocalServingManager(folder)
+    status = crashed.start(spec)
+    assert status.pid is not None
+    return spec, status, _crash(crashed)
+
+
 def _gone(pid: int, timeout_s: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -226,15 +243,7 @@ def test_a_server_left_by_a_killed_manager_is_adopted_on_its_ports(
     """The next manager on the folder adopts the leftover: same pid and endpoints (clients
     keep their URL and no request fails while the operator restarts), supervised from then on:
     if it dies it is restarted on the same ports, and close() stops it."""
-    spec = LocalModelSpec(
-        name="drill-orphan",
-        model_uri=registered_model.champion_uri,
-        tracking_uri=registered_model.tracking_uri,
-    )
-    crashed = LocalServingManager(tmp_path)
-    before = crashed.start(spec)
-    assert before.pid is not None
-    leftovers = _crash(crashed)
+    spec, before, leftovers = _left_running(tmp_path, registered_model)
     with LocalServingManager(tmp_path) as manager:
         status = manager.start(spec, wait=False)
         assert (status.pid, status.endpoints, status.state) == (
@@ -268,15 +277,7 @@ def test_a_leftover_is_reloaded_for_a_new_spec_and_replaced_when_its_code_differ
     """Adoption covers what a hot reload can change (the served versions, the canary); a
     leftover started with another environment (or another install, or another kind of
     server) is stopped, not leaked, and a new one starts."""
-    spec = LocalModelSpec(
-        name="drill-orphan",
-        model_uri=registered_model.champion_uri,
-        tracking_uri=registered_model.tracking_uri,
-    )
-    crashed = LocalServingManager(tmp_path)
-    first = crashed.start(spec)
-    assert first.pid is not None
-    leftovers = _crash(crashed)
+    spec, first, leftovers = _left_running(tmp_path, registered_model)
     canary = with_canary(spec, registered_model.challenger_uri, 1.0)
     again = LocalServingManager(tmp_path)
     reloaded = again.start(canary)

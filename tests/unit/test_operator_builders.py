@@ -83,6 +83,15 @@ def _to_serving(status: ModelStatus) -> ModelPlan:
     return reconcile_model(_obs(plan.status, serving=up), CTX)
 
 
+def _to_canary(spec: ModelSpec, notes: dict[str, str]) -> ModelPlan:
+    """Version 1 serving; the retraining request in `notes` registers version 2, which
+    starts its canary at the first of `spec`'s steps."""
+    base = _to_serving(ModelStatus())
+    plan = reconcile_model(_obs(base.status, spec=spec, annotations=notes), CTX)
+    done = _result(plan, RunPhase.SUCCEEDED, modelVersion="2", promoted=True)
+    return reconcile_model(_obs(plan.status, spec=spec, annotations=notes, run=done), CTX)
+
+
 def test_new_model_starts_one_run_with_merged_parameters() -> None:
     plan = reconcile_model(_obs(spec=_spec(training={"batchSize": 64})), CTX)
     assert plan.submit is not None
@@ -288,11 +297,8 @@ def test_rejected_challenger_keeps_the_champion_serving() -> None:
 
 def test_canary_walks_its_steps_then_promotes_or_aborts() -> None:
     spec = _spec(serving={"canary": {"steps": [20, 100], "stepSeconds": 30}})
-    base = _to_serving(ModelStatus())
     notes = {RETRAIN_ANNOTATION: "r2"}
-    plan = reconcile_model(_obs(base.status, spec=spec, annotations=notes), CTX)
-    done = _result(plan, RunPhase.SUCCEEDED, modelVersion="2", promoted=True)
-    plan = reconcile_model(_obs(plan.status, spec=spec, annotations=notes, run=done), CTX)
+    plan = _to_canary(spec, notes)
     assert plan.status.rollout is not None
     assert plan.status.rollout.weight == 20
     assert plan.serving is not None
@@ -456,11 +462,8 @@ def test_canary_with_traffic_is_judged_by_the_serving_decision() -> None:
     from loopline.serving.canary import VersionStats
 
     spec = _spec(serving={"canary": {"steps": [20, 100], "stepSeconds": 0}})
-    base = _to_serving(ModelStatus())
     notes = {RETRAIN_ANNOTATION: "r3"}
-    plan = reconcile_model(_obs(base.status, spec=spec, annotations=notes), CTX)
-    done = _result(plan, RunPhase.SUCCEEDED, modelVersion="2", promoted=True)
-    plan = reconcile_model(_obs(plan.status, spec=spec, annotations=notes, run=done), CTX)
+    plan = _to_canary(spec, notes)
     quiet = ServingObserved(
         ready=True,
         champion_version="1",
@@ -549,11 +552,8 @@ def test_monitor_checks_are_recorded_and_drift_follows_the_monitors_hysteresis()
 
 def test_a_canary_replaced_by_a_newer_version_is_recorded_as_superseded() -> None:
     spec = _spec(serving={"canary": {"steps": [20, 100], "stepSeconds": 30}})
-    base = _to_serving(ModelStatus())
     notes = {RETRAIN_ANNOTATION: "r2"}
-    plan = reconcile_model(_obs(base.status, spec=spec, annotations=notes), CTX)
-    done = _result(plan, RunPhase.SUCCEEDED, modelVersion="2", promoted=True)
-    plan = reconcile_model(_obs(plan.status, spec=spec, annotations=notes, run=done), CTX)
+    plan = _to_canary(spec, notes)
     assert plan.status.rollout is not None
     notes = {RETRAIN_ANNOTATION: "r3"}
     plan = reconcile_model(_obs(plan.status, spec=spec, annotations=notes), CTX)
