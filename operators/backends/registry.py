@@ -9,7 +9,7 @@ it alone (`TrainingRunSpec.move_champion`).
 Deleting a Model removes its aliases (`release`), not its versions.
 
 How each canary ended is tagged on its version (`mark_rollouts`, `loopline.rollout.outcome`
-`promoted|rolled_back` and `.reason`): the gate's tag says only that the version went on to a
+`promoted|rolled_back|superseded` and `.reason`): the gate's tag says only that the version went on to a
 canary, and MLflow is where an engineer looks for why a version that passed never served.
 
 Level-based like the rest of the operator: every reconcile says where the alias should point.
@@ -99,12 +99,10 @@ class RegistryBackend:
 
         from loopline.tracking.registry import mark_rollout
 
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         done = 0
         for mark in todo:
             try:
-                client = MlflowClient(
-                    tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
-                )
                 tagged = mark_rollout(
                     client,
                     mark.registered_model,
