@@ -406,6 +406,45 @@ def idle_gaps(settings: Path, bodies: dict[int, bytes], requests: int = 1000) ->
     return asyncio.run(run())
 
 
+def grpc_in_process(
+    settings: Path, requests: dict[int, Any], calls: int = 2000
+) -> dict[str, float]:
+    """Median microseconds of one gRPC call's own work in this process: parse the request's
+    protobuf, the servicer's `ModelInfer`, serialise the response (no channel, no grpc core).
+
+    Why: set against the live server's CPU per call (0.4-0.6 ms), it shows how much of a
+    gRPC call is the runtime's and how much grpc core and grpc.aio cost (docs/serving.md)."""
+    from mlserver.grpc import dataplane_pb2 as pb
+
+    from loopline.serving.runtime_slot import RuntimeSlot
+    from loopline.serving.v2_grpc import V2Servicer
+
+    async def run() -> dict[str, float]:
+        slot = RuntimeSlot(settings)
+        await slot.load()
+        servicer = V2Servicer(slot, server_version="bench")
+        out: dict[str, float] = {}
+        for batch, request in requests.items():
+            wire = request.SerializeToString()
+
+            async def call(wire: bytes = wire) -> None:
+                response = await servicer.ModelInfer(pb.ModelInferRequest.FromString(wire), None)
+                response.SerializeToString()
+
+            for _ in range(50):
+                await call()
+            times = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                await call()
+                times.append(time.perf_counter() - start)
+            out[f"batch_{batch}"] = float(np.median(times)) * 1e6
+        await slot.unload()
+        return out
+
+    return asyncio.run(run())
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -453,6 +492,10 @@ def main() -> Path:
         settings.write_text(json.dumps(model_settings(in_process)))
         results["idle_gap_us"] = idle_gaps(
             settings, {b: per_feature_body(x, names) for b, x in data.items()}
+        )
+
+        results["grpc_in_process_us"] = grpc_in_process(
+            settings, {b: grpc_request("drill-ae", x) for b, x in data.items()}
         )
 
         # Every server runs at once so that the cases can take turns (see `interleaved`).
