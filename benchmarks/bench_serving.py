@@ -558,7 +558,7 @@ def main() -> Path:
 
 
 def ratios(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The numbers the serving issue asks for, as ratios measured in this run."""
+    """The serving targets, as ratios against peers measured in this run."""
     conc = f"clients_{CONCURRENCY}"
 
     def get(case: str, clients: str, key: str) -> float:

@@ -49,7 +49,7 @@ class Policy:
 
 @dataclass(frozen=True)
 class RetrainRequest:
-    """The retraining request of shared contract 4: an id and the cause."""
+    """A retraining request: an id (so one cause starts at most one run) and the cause."""
 
     request_id: str
     model: str

@@ -1,7 +1,7 @@
 """The reference sample the live windows are compared with, and where it comes from.
 
 The champion's training run logs `reference/reference.parquet` (<= 5000 normal training rows,
-shared contract 2). `MlflowReferenceSource` follows alias -> model version -> run -> artifact;
+written by the training pipeline). `MlflowReferenceSource` follows alias -> model version -> run -> artifact;
 its version is the model version, so a promotion (the alias moving) is a new reference and
 re-arms the monitor. Tests and the demo hand a frame or a parquet file over directly.
 """

@@ -1,4 +1,4 @@
-"""Where a retraining request goes: annotations on the Model (shared contract 4).
+"""Where a retraining request goes: annotations on the Model.
 
 The monitor decides (pure, `decision.py`); a `RetrainRequester` delivers. The Kubernetes one
 merge-patches two annotations onto the Model; the operator records the request in

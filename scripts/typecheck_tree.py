@@ -1,7 +1,7 @@
 """Lay out the `loopline` package as it is installed, for mypy and import-linter.
 
-The subsystem folders are mapped into `loopline` by setuptools' package-dir (DESIGN.md
-section 2); type checkers and import graph tools only understand packages as directories, so
+The subsystem folders are mapped into `loopline` by setuptools' package-dir, so
+nothing is installed under a generic top-level name; type checkers and import graph tools only understand packages as directories, so
 this builds `<out>/loopline/...` from real directories and per-file symlinks to the sources.
 """
 

@@ -35,7 +35,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
 class ServingMetrics:
-    """The `loopline_*` series of one model server (DESIGN.md section 8)."""
+    """The `loopline_*` series of one model server (Prometheus conventions: base units, `_total`, `_seconds`)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(

@@ -2,7 +2,8 @@
 
 `offer()` is what a request pays: a random draw and, for a sampled request, a `put_nowait`
 of references to arrays it already has. A background task turns them into a
-`loopline.samples.SampleBatch` and POSTs it to `{monitor_url}/v1/samples` (shared contract 3).
+`loopline.samples.SampleBatch` and POSTs it to `{monitor_url}/v1/samples`, the monitor's
+ingest API.
 A full queue drops the sample and counts it; a slow, failing or absent monitor is logged and
 counted, and never delays or fails an inference.
 """

@@ -3,7 +3,7 @@
 Rows with every sensor go to the bundle's primary model, rows with a missing non-core sensor to
 its core-sensor fallback, in the same request; the answers are merged back in request order
 with a per-row `model` column ("primary" | "fallback"). The bundle is anything with the shape
-of `loopline.models.bundle.ModelBundle` (shared contract 2); `Scorer` spells out the part
+of `loopline.models.bundle.ModelBundle`; `Scorer` spells out the part
 the server uses so this module needs no MLflow to import.
 """
 

@@ -21,7 +21,8 @@ Great Expectations runs in an ephemeral context (no project files) with progress
 measured choices keep it fast on a million rows: float columns are validated as float64 (GE's
 range check is only vectorised for float64/int64; on float32 it falls back to a Python loop,
 15x slower) and results use GE's BASIC format (SUMMARY's value counts cost more than the checks).
-The distribution statistics are cheap numpy on the reference's bins, as the brief allows.
+The distribution statistics are cheap numpy on the reference's bins: GE's
+own distribution expectations would cost more than the whole gate.
 
 `reference_stats()` summarises a reference frame as JSON-serialisable statistics (training
 stores them in MLflow next to the model); `run_gate()` returns a `QualityReport` whose

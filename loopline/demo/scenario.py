@@ -128,8 +128,8 @@ def load_examples(directory: Path, model: str) -> tuple[dict[str, Any], dict[str
     ]
     if not models:
         raise MissingPiece(
-            f"no example Model named {model!r} in {directory} (the operators issue adds "
-            "manifests/examples/)"
+            f"no example Model named {model!r} in {directory} (the demo reads "
+            "manifests/examples/; is the checkout complete?)"
         )
     spec = models[0].get("spec", {})
     pipeline_name = (spec.get("pipelineRef") or {}).get("name")

@@ -118,7 +118,7 @@ class DriftStatus(Spec):
 
 
 class RetrainingStatus(Spec):
-    """The last retraining request (shared contract 4) and what the operator did with it."""
+    """The last retraining request and what the operator did with it."""
 
     request_id: str = Field(alias="requestId")
     trigger: Trigger

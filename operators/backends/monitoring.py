@@ -3,7 +3,7 @@
 `LocalMonitoringBackend` runs `loopline monitor serve` as one process per Model on a free
 loopback port, configured through `LOOPLINE_MONITOR_*` variables from the Model's
 `spec.monitoring`; the model server samples traffic to it, and it writes retraining requests
-back onto the Model (shared contract 4). A monitor that exits is started again on the next
+back onto the Model as annotations. A monitor that exits is started again on the next
 reconcile; a changed spec restarts it; one that a killed operator left running is stopped
 before a new one starts (`server.pid` in its folder, checked against its command line).
 """

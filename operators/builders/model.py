@@ -2,7 +2,7 @@
 
 `reconcile_model` folds the pipeline backend's view of the current run and the serving
 backend's view of the deployment into the Model's status, decides whether a run must start
-(a training-relevant spec change, or a retraining request per shared contract 4), walks a
+(a training-relevant spec change, or a retraining request annotated on the Model), walks a
 canary through its steps, and derives the phase, conditions and Events. It never reads a clock
 or a server, so a restarted operator given the same inputs makes the same decision, and the run
 id it asks for is the one the backend already knows.
@@ -126,7 +126,7 @@ class ModelPlan:
 
 
 def parse_retrain_request(annotations: Mapping[str, str], now: datetime) -> RetrainingStatus | None:
-    """The retraining request of shared contract 4, or None when there is none."""
+    """The retraining request annotated on the Model, or None when there is none."""
     request_id = annotations.get(RETRAIN_ANNOTATION, "").strip()
     if not request_id:
         return None

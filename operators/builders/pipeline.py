@@ -1,8 +1,8 @@
 """The Pipeline reconciler as a pure function.
 
 A Pipeline's status aggregates the runs of the Models that use it (newest first), and its cron
-schedule turns into retraining requests on those Models (shared contract 4, trigger
-`schedule`), so scheduled runs take the same road as manual and drift-triggered ones: recorded
+schedule turns into retraining requests on those Models (the same annotations the
+monitor writes, trigger `schedule`), so scheduled runs take the same road as manual and drift-triggered ones: recorded
 on the Model, one run per request id, idempotent across operator restarts (the request id is
 the schedule tick's time).
 """

@@ -1,6 +1,6 @@
 """The demo's simulated plant against a real Loopline model server on loopback (REST, gRPC).
 
-The server is the serving issue's local model server process with a registered model from the
+The server is Loopline's local model server process with a registered model from the
 serving fixtures (random weights: this checks the plant's protocol and bookkeeping, not the
 model). A sensor dies midway and the fallback must answer those rows.
 """

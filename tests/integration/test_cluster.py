@@ -29,7 +29,7 @@ from loopline.cluster.settings import ClusterSettings
 from loopline.cluster.versions import REPO_ROOT, load_pins
 from tests.fixtures.cluster import ClusterHandle, wait_for
 
-SELDON_CRDS = REPO_ROOT.parent / "shared" / "fixtures" / "seldon-core-v2"
+SELDON_CRDS = REPO_ROOT / "tests" / "fixtures" / "seldon-core-v2"
 
 
 def _processes_mentioning(text: str) -> list[tuple[int, str]]:

@@ -16,7 +16,7 @@ from loopline.cluster.versions import REPO_ROOT
 from tests.fixtures.cluster import ClusterHandle
 
 EXAMPLES = REPO_ROOT / "manifests" / "examples"
-SELDON_CRDS = REPO_ROOT.parent / "shared" / "fixtures" / "seldon-core-v2"
+SELDON_CRDS = REPO_ROOT / "tests" / "fixtures" / "seldon-core-v2"
 
 
 def _kubectl(cluster: ClusterHandle, *args: str) -> subprocess.CompletedProcess[str]:

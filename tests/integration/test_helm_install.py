@@ -35,7 +35,7 @@ from tests.fixtures.cluster import ClusterHandle, wait_for
 from tests.fixtures.operator import PIPELINE, model_manifest, write_worker
 
 SENTINEL = "s3nt1nel-mlflow-Pa55w0rd"
-SELDON_CRDS = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "seldon-core-v2"
+SELDON_CRDS = Path(__file__).resolve().parents[1] / "fixtures" / "seldon-core-v2"
 SUBRESOURCES = {"status", "exec", "log", "scale"}
 OPERATOR = "app.kubernetes.io/component=operator"
 

@@ -1,5 +1,5 @@
 """The drift monitor's retraining request lands on a real Model object (local control plane,
-Loopline's CRDs): the shared-contract annotations, written through the Kubernetes API, once
+Loopline's CRDs): the retraining-request annotations, written through the Kubernetes API, once
 per request id even when delivered again after a restart."""
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from loopline.operators.builders.serving import ServingDesired
 from loopline.operators.settings import OperatorSettings
 from tests.fixtures.cluster import ClusterHandle
 
-SELDON_CRDS = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "seldon-core-v2"
+SELDON_CRDS = Path(__file__).resolve().parents[1] / "fixtures" / "seldon-core-v2"
 GROUP, VERSION = "mlops.seldon.io", "v1alpha1"
 
 

@@ -114,7 +114,7 @@ def test_seldon_backend_rbac_is_separate_and_minimal(
     """Without operator-seldon.yaml the operator has no Seldon access; with it, exactly the
     verbs the seldon backend uses."""
     resource = "models.mlops.seldon.io"
-    cluster.install_crds(REPO_ROOT.parent / "shared" / "fixtures" / "seldon-core-v2")
+    cluster.install_crds(REPO_ROOT / "tests" / "fixtures" / "seldon-core-v2")
 
     def can(verb: str, what: str = resource) -> str:
         done = _kubectl(cluster, "auth", "can-i", verb, what, "-n", namespace, f"--as={SA}")

@@ -1,5 +1,5 @@
 """The Seldon objects Loopline builds, created on the local control plane under the real,
-unmodified Seldon Core 2 CRDs (shared/fixtures/seldon-core-v2), with strict field validation:
+unmodified Seldon Core 2 CRDs (vendored in tests/fixtures/seldon-core-v2), with strict field validation:
 an unknown or misspelt field, a wrong type or a missing required field fails the test.
 """
 
@@ -14,7 +14,7 @@ from kubernetes.client.rest import ApiException
 
 from loopline.serving.seldon import build_experiment, build_model, build_server
 
-SELDON_CRDS = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "seldon-core-v2"
+SELDON_CRDS = Path(__file__).resolve().parents[1] / "fixtures" / "seldon-core-v2"
 GROUP, VERSION = "mlops.seldon.io", "v1alpha1"
 
 

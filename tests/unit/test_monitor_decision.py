@@ -141,7 +141,7 @@ def test_pending_until_delivered_and_state_round_trips() -> None:
     assert delivered(state, reqs[0].request_id).pending_request is None
 
 
-def test_retrain_patch_is_the_shared_contract() -> None:
+def test_retrain_patch_is_the_annotation_contract() -> None:
     _, reqs = run(DecisionState(), [DRIFT], Policy(consecutive_windows=1))
     patch = build_retrain_patch(reqs[0])
     ann = patch["metadata"]["annotations"]
