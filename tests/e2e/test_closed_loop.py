@@ -7,13 +7,11 @@ recipe and kills a sensor, then asserts the story from what was measured. Nothin
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from loopline.components.steps import SINCE_DRIFT, WINDOW_BASIS_TAG
 from loopline.demo.processes import tagged_pids
-from loopline.demo.record import segment_stats
+from loopline.demo.record import DemoRecord, segment_stats
 from loopline.demo.scenario import Demo, DemoResult
 from loopline.demo.settings import DemoSettings
 from loopline.tracking import lineage
@@ -23,10 +21,7 @@ from loopline.tracking import lineage
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
     state = tmp_path_factory.mktemp("demo")
     settings = DemoSettings(state_dir=state / "state", report_dir=state / "report").quick()
-    result = Demo(settings, keep=False).run()
-    if result.missing:  # only a piece absent from the tree may turn this into an xfail
-        pytest.xfail("not in the tree yet: " + "; ".join(result.missing))
-    return result
+    return Demo(settings, keep=False).run()
 
 
 @pytest.mark.slow
@@ -86,5 +81,7 @@ def test_the_loop_closes(quick_run: DemoResult) -> None:
 
 def test_report_written_even_when_the_loop_did_not_close(quick_run: DemoResult) -> None:
     assert quick_run.report is not None
-    assert (quick_run.report.parent / "record.json").exists()
-    assert isinstance(quick_run.state_dir, Path)
+    assert "Every number below" in quick_run.report.read_text()
+    saved = DemoRecord.load(quick_run.report.parent / "record.json")
+    assert len(saved.requests) == len(quick_run.record.requests) > 0
+    assert [s.title for s in saved.steps] == [s.title for s in quick_run.record.steps]

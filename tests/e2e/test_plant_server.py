@@ -7,7 +7,6 @@ model). A sensor dies midway and the fallback must answer those rows.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from loopline.data.generator import GeneratorConfig, generate
@@ -15,6 +14,7 @@ from loopline.data.schema import CORE_SENSORS, SENSORS
 from loopline.demo.record import DemoRecord, segment_stats
 from loopline.demo.traffic import GrpcClient, InferClient, Plant, PlantStream, RestClient
 from loopline.serving.local import LocalModelSpec, LocalServingManager
+from loopline.wait import wait_for
 from tests.fixtures.serving import RegisteredModel
 
 
@@ -38,13 +38,18 @@ def test_plant_drives_a_real_server_over_rest_and_grpc(
         ]
         plant = Plant(stream, clients, record, rate=20, trace_features=list(CORE_SENSORS)).start()
         try:
-            deadline = time.monotonic() + 30
-            while len(record.requests) < 20 and time.monotonic() < deadline:
-                time.sleep(0.1)
+            wait_for(
+                lambda: len(record.requests) >= 20,
+                timeout=30,
+                what="20 healthy requests",
+            )
             stream.kill_sensor("coolant_flow", segment="dead")
             dead_from = len(record.requests)
-            while len(record.requests) < dead_from + 20 and time.monotonic() < deadline + 30:
-                time.sleep(0.1)
+            wait_for(
+                lambda: len(record.requests) >= dead_from + 20,
+                timeout=30,
+                what=f"20 requests with coolant_flow dead (from request {dead_from})",
+            )
         finally:
             plant.stop()
 

@@ -9,7 +9,6 @@ conditions, Events, run identity across restarts, retraining requests, backend f
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -125,7 +124,18 @@ def test_restart_mid_training_spec_change_and_repeated_retrain_requests(
         h.patch("models", "drill-ae", notes)
         wait_for(lambda: len(h.started()) == 3, timeout=30, what="the retraining run")
         status = h.wait_phase("drill-ae", "Serving", timeout=60)
-        time.sleep(3)  # several reconciles later, still one run for req-42
+        # Two more reconciles with the annotation still on the object (a serving-only change
+        # each, which starts no run), then the count: still one run for req-42.
+        for seconds in (31, 32):
+            h.patch(
+                "models", "drill-ae", {"spec": {"serving": {"canary": {"stepSeconds": seconds}}}}
+            )
+            generation = (h.get("drill-ae") or {})["metadata"]["generation"]
+            wait_for(
+                lambda g=generation: h.status("drill-ae").get("observedGeneration") == g,
+                timeout=30,
+                what=f"the operator to reconcile generation {generation}",
+            )
     assert len(h.started()) == 3, h.started()
     assert status["retraining"]["requestId"] == "req-42"
     assert status["retraining"]["trigger"] == "manual"

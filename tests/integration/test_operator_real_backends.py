@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,7 +99,13 @@ def test_model_trains_for_real_and_serves(
             assert pid_file.read_text().strip() == server_pid, "adopted, not restarted"
             monitor = status["endpoints"]["monitor"]
             wait_for(lambda: _ok(f"{monitor}/healthz"), timeout=120, what="the new monitor")
-            time.sleep(1)  # requests after the reload too
+            # Requests after the new operator's reconcile too, not only before it.
+            after = len(outcomes)
+            wait_for(
+                lambda: len(outcomes) >= after + 10,
+                timeout=30,
+                what="10 more requests after the reconcile",
+            )
             answered = list(outcomes)
             assert answered.count(200) > 20, answered[-5:]
             assert set(answered) == {200}, [o for o in answered if o != 200][:5]

@@ -33,6 +33,7 @@ from loopline.monitoring.retrain import LogRetrainRequester
 from loopline.monitoring.server import MonitorServer, build_monitor
 from loopline.monitoring.settings import MonitorSettings
 from loopline.serving.local import LocalModelSpec, LocalServingManager
+from loopline.wait import WaitTimeout, wait_for
 from tests.fixtures.monitoring import PrometheusHandle
 from tests.fixtures.serving import RegisteredModel, v2_tensor_request
 
@@ -183,13 +184,28 @@ def drive_traffic(rest: str, monitor_url: str) -> None:
             # Spread the requests over several 1 s scrapes: a burst that ends before the
             # first scrape leaves rate() nothing to see, and the alerts would never fire.
             time.sleep(0.1)
-        status: dict[str, Any] = {}
-        for _ in range(300):
+
+        def raised_and_idle() -> bool:
             status = client.get(monitor_url + "/v1/status").json()
-            if status["requests"] >= 1 and status["idle"]:
-                break
-            time.sleep(0.2)
-        assert status.get("requests", 0) >= 1, status
+            return bool(status["requests"] >= 1 and status["idle"])
+
+        wait_for(raised_and_idle, timeout=60, what="the monitor to raise a request and go idle")
+
+
+def expressions() -> Iterator[tuple[str, str]]:
+    """(where, PromQL) for every dashboard panel, recording rule and alert operand that must
+    return data once the traffic raised a retraining request."""
+    for where, expr in dashboard_queries():
+        yield where, expr
+    for rule in rules():
+        if "record" in rule:
+            for expr in (rule["expr"], rule["record"]):
+                yield f"record {rule['record']}", expr
+        elif rule["alert"] in NOT_FIRING_HERE:
+            for part in operands(rule["expr"]):
+                yield f"alert {rule['alert']} operand", part
+        else:
+            yield f"alert {rule['alert']} (should fire here)", rule["expr"]
 
 
 def test_every_dashboard_and_rule_query_returns_data(
@@ -231,31 +247,24 @@ def test_every_dashboard_and_rule_query_returns_data(
         prom.wait_until(
             lambda: prom.query("loopline:fallback_rows:ratio_rate5m"), what="recording rules"
         )
-        time.sleep(3)
+        # Rules evaluate on their own schedule: poll until every expression has data (or fail
+        # naming the ones that never got any).
+        checked: list[str] = []
 
-        empty: list[str] = []
-        checked = 0
-        for where, expr in dashboard_queries():
-            checked += 1
-            if not prom.query(expr):
-                empty.append(f"{where}: {expr}")
-        for rule in rules():
-            if "record" in rule:
-                for expr in (rule["expr"], rule["record"]):
-                    checked += 1
-                    if not prom.query(expr):
-                        empty.append(f"record {rule['record']}: {expr}")
-            elif rule["alert"] in NOT_FIRING_HERE:
-                for part in operands(rule["expr"]):
-                    checked += 1
-                    if not prom.query(part):
-                        empty.append(f"alert {rule['alert']} operand: {part}")
-            else:
-                checked += 1
-                if not prom.query(rule["expr"]):
-                    empty.append(f"alert {rule['alert']} (should fire here): {rule['expr']}")
-        print(f"\n{checked} PromQL expressions evaluated against a real Prometheus")
-        assert not empty, "expressions without data:\n" + "\n".join(empty)
+        def without_data() -> list[str]:
+            empty: list[str] = []
+            checked.clear()
+            for where, expr in expressions():
+                checked.append(expr)
+                if not prom.query(expr):
+                    empty.append(f"{where}: {expr}")
+            return empty
+
+        try:
+            wait_for(lambda: not without_data(), timeout=60, what="data for every expression")
+        except WaitTimeout:
+            pytest.fail("expressions without data:\n" + "\n".join(without_data()))
+        print(f"\n{len(checked)} PromQL expressions evaluated against a real Prometheus")
 
         alerts = {a["labels"]["alertname"] for a in prom.api("alerts")["alerts"]}
         assert "LooplineDriftDetected" in alerts
