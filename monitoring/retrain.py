@@ -43,18 +43,11 @@ class KubernetesRetrainRequester:
     """Annotates `models.loopline.dev/<name>` through the Kubernetes API."""
 
     def __init__(self, api_client: Any = None, *, kubeconfig: str = "") -> None:
-        from kubernetes import client, config
+        from kubernetes import client
 
-        if api_client is None:
-            if kubeconfig:
-                api_client = config.new_client_from_config(config_file=kubeconfig)
-            else:
-                try:
-                    config.load_incluster_config()
-                except config.ConfigException:
-                    config.load_kube_config()
-                api_client = client.ApiClient()
-        self._api = client.CustomObjectsApi(api_client)
+        from loopline import kube
+
+        self._api = client.CustomObjectsApi(api_client or kube.api_client(kubeconfig or None))
 
     def request(self, request: RetrainRequest) -> None:
         self._api.patch_namespaced_custom_object(

@@ -21,10 +21,8 @@ import logging
 from typing import Any
 
 import kopf
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
-from loopline import quiet
+from loopline import kube, quiet
 from loopline.operators.errors import BackendUnavailable
 from loopline.operators.kube import api_client
 from loopline.operators.runtime import Operator, build_backends
@@ -51,8 +49,7 @@ def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo
     kubeconfig = OperatorSettings().kubeconfig
     if kubeconfig is None:
         return kopf.login_via_client(settings=settings, **kwargs)
-    config = k8s.Configuration()
-    k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
+    config = kube.client_configuration(kubeconfig)
     header = config.get_api_key_with_prefix("authorization") or ""
     scheme, _, token = header.partition(" ")
     return kopf.ConnectionInfo(

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
-from loopline import quiet
+from loopline import kube, quiet
 from loopline.cluster import process as proc
 from loopline.cluster.errors import ClusterError
 from loopline.cluster.state import ProcessRecord
@@ -292,9 +292,8 @@ class Demo:
         state = cluster.up(nodes=1).state
         self.kubeconfig = cluster.kubeconfig_path
         self.kubectl_bin = state.bin_dir / "kubectl"
-        from kubernetes import config as k8s_config
 
-        self.api = k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
+        self.api = kube.api_client(self.kubeconfig)
         self.record.links["KUBECONFIG"] = str(self.kubeconfig)
         self.record.step(
             "Local control plane up",
