@@ -11,7 +11,9 @@ finalizer `loopline.dev/cleanup` exists because deleting a Model has effects out
 cluster (model server processes, runs); its cleanup retries with backoff a bounded number of
 times, then posts a `CleanupAbandoned` Event and lets the deletion finish.
 
-Run with `loopline operator run` (or `kopf run -m loopline.operators.handlers`).
+The handlers are registered in an explicit `kopf.OperatorRegistry` built by `build_registry`
+when the operator starts (`loopline operator run`), so the reconcile interval and every other
+setting are read then, not frozen when this module is first imported.
 """
 
 from __future__ import annotations
@@ -33,16 +35,11 @@ from loopline.types.common import GROUP, VERSION
 FINALIZER = f"{GROUP}/cleanup"
 KOPF_PREFIX = f"kopf.{GROUP}"
 
-# Timer intervals are fixed when handlers register (import time); everything else is read
-# from the environment at startup, so one process can run the operator more than once (tests).
-INTERVAL = OperatorSettings().reconcile_interval
-
 
 def _backoff(retry: int) -> float:
     return float(min(60, 2 ** min(retry, 6)))
 
 
-@kopf.on.login()
 def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
     """Log in with LOOPLINE_OPERATOR_KUBECONFIG when set, else kopf's default (in-cluster,
     then $KUBECONFIG / ~/.kube/config)."""
@@ -64,7 +61,6 @@ def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo
     )
 
 
-@kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     quiet.apply()
     settings.persistence.finalizer = FINALIZER
@@ -87,7 +83,6 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo["operator"] = Operator(api_client(ours), backends, ours)
 
 
-@kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
     operator = memo.get("operator")
     if operator is not None:
@@ -99,7 +94,6 @@ def _operator(memo: Any) -> Operator:
     return operator
 
 
-@kopf.on.event(GROUP, VERSION, "models")
 def model_event(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     if type == "DELETED" or namespace is None:
         return
@@ -107,7 +101,6 @@ def model_event(type: str, namespace: str | None, name: str, memo: Any, **_: Any
         _operator(memo).reconcile_model(namespace, name)
 
 
-@kopf.timer(GROUP, VERSION, "models", interval=INTERVAL)
 def model_timer(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
     assert namespace is not None  # Models are namespaced
     retry = int(kwargs.get("retry", 0))
@@ -117,7 +110,6 @@ def model_timer(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> N
         raise kopf.TemporaryError(str(exc), delay=_backoff(retry)) from exc
 
 
-@kopf.on.delete(GROUP, VERSION, "models")
 def model_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     try:
         _operator(memo).cleanup_model(dict(body), retry)
@@ -125,13 +117,26 @@ def model_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
         raise kopf.TemporaryError(str(exc), delay=_backoff(retry)) from exc
 
 
-@kopf.on.event(GROUP, VERSION, "pipelines")
 def pipeline_event(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     if type != "DELETED" and namespace is not None:
         _operator(memo).reconcile_pipeline(namespace, name)
 
 
-@kopf.timer(GROUP, VERSION, "pipelines", interval=INTERVAL)
 def pipeline_timer(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     assert namespace is not None  # Pipelines are namespaced
     _operator(memo).reconcile_pipeline(namespace, name)
+
+
+def build_registry(settings: OperatorSettings | None = None) -> kopf.OperatorRegistry:
+    """The operator's handlers, with the timers' interval read from `settings` now."""
+    interval = (settings or OperatorSettings()).reconcile_interval
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(login)
+    kopf.on.startup(registry=registry)(startup)
+    kopf.on.cleanup(registry=registry)(cleanup)
+    kopf.on.event(GROUP, VERSION, "models", registry=registry)(model_event)
+    kopf.timer(GROUP, VERSION, "models", interval=interval, registry=registry)(model_timer)
+    kopf.on.delete(GROUP, VERSION, "models", registry=registry)(model_delete)
+    kopf.on.event(GROUP, VERSION, "pipelines", registry=registry)(pipeline_event)
+    kopf.timer(GROUP, VERSION, "pipelines", interval=interval, registry=registry)(pipeline_timer)
+    return registry

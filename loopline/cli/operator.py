@@ -30,11 +30,13 @@ def run(namespaces: tuple[str, ...], liveness: str | None, peering: bool) -> Non
     LOOPLINE_OPERATOR_* variables (see docs/operators.md)."""
     import kopf
 
-    from loopline.operators import handlers  # noqa: F401  (registers the handlers)
+    from loopline.operators.handlers import build_registry
     from loopline.operators.settings import OperatorSettings
 
-    watched = list(namespaces) or OperatorSettings().namespaces
+    settings = OperatorSettings()
+    watched = list(namespaces) or settings.namespaces
     kopf.run(
+        registry=build_registry(settings),
         standalone=not peering,
         clusterwide=not watched,
         namespaces=watched,
