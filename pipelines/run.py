@@ -47,10 +47,6 @@ def write_result(path: Path, result: TrainingRunResult) -> None:
     os.replace(tmp, path)
 
 
-def read_result(path: Path) -> TrainingRunResult:
-    return TrainingRunResult.model_validate_json(path.read_text())
-
-
 def fold_events(base: TrainingRunResult, events: list[dict[str, Any]]) -> TrainingRunResult:
     """The result as the step events so far describe it (pure: the runner's bookkeeping)."""
     update: dict[str, Any] = {}

@@ -36,382 +36,260 @@ from __future__ import annotations
 import logging
 import math
 import time
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
+from loopline.data.quality_checks import EXAMPLES, expectations_for, validate
+from loopline.data.quality_report import (
+    DIMENSIONS,
+    DRIFT_ADVISORY,
+    Dimension,
+    DimensionScore,
+    Failure,
+    QualityGateError,
+    QualityReport,
+    advisory_dimensions,
+    enforce,
+    summary_line,
+)
+from loopline.data.reference_stats import (
+    PSI_SHIFTED,
+    FeatureStats,
+    ReferenceStats,
+    dtype_family,
+    psi,
+    reference_stats,
+)
 from loopline.data.schema import DatasetSchema
 from loopline.types.common import Trigger
 from loopline.types.policy import DataQualityThresholds
 
 log = logging.getLogger(__name__)
 
-Dimension = Literal[
-    "completeness", "validity", "uniqueness", "consistency", "timeliness", "distribution"
+# Re-exported: callers read the gate and its reference from one module.
+__all__ = [
+    "DIMENSIONS",
+    "DRIFT_ADVISORY",
+    "PSI_SHIFTED",
+    "Dimension",
+    "DimensionScore",
+    "Failure",
+    "FeatureStats",
+    "QualityGateError",
+    "QualityReport",
+    "ReferenceStats",
+    "advisory_dimensions",
+    "dtype_family",
+    "enforce",
+    "psi",
+    "reference_stats",
+    "run_gate",
 ]
-DIMENSIONS: tuple[Dimension, ...] = (
-    "completeness",
-    "validity",
-    "uniqueness",
-    "consistency",
-    "timeliness",
-    "distribution",
-)
-PSI_SHIFTED = 0.25  # population stability index above which a feature counts as shifted
-DRIFT_ADVISORY = "advisory: run triggered by drift"
-_BINS = 10
-_EXAMPLES = 5
-
-# dtype family -> the type names GE's ExpectColumnValuesToBeInTypeList accepts for it.
-_FAMILY_TYPES: dict[str, list[str]] = {
-    "float": ["float16", "float32", "float64"],
-    "int": ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"],
-    "bool": ["bool"],
-    "datetime": ["DatetimeTZDtype", "datetime64[ns]", "datetime64[us]", "datetime64[ms]"],
-    "string": ["object", "str", "StringDtype"],
-}
-
-
-class QualityGateError(RuntimeError):
-    """The training set failed the data quality gate; the message is the report's summary."""
-
-    def __init__(self, report: QualityReport) -> None:
-        super().__init__(report.summary)
-        self.report = report
-
-
-def advisory_dimensions(trigger: Trigger | str | None) -> dict[Dimension, str]:
-    """Dimensions scored and reported but not gating for a run started by `trigger`, with why.
-
-    A drift-triggered run exists because the monitor saw the live data move away from the
-    champion's training data (e.g. a recipe change): its training window is *expected* to be
-    shifted against the champion's reference, so refusing it on `distribution` would refuse
-    exactly the data the new model needs. Every other trigger (manual, schedule, spec-change,
-    or none given) gates on all six dimensions.
-    """
-    if trigger is not None and Trigger(trigger) == Trigger.DRIFT:
-        return {"distribution": DRIFT_ADVISORY}
-    return {}
-
-
-def dtype_family(dtype: Any) -> str:
-    """float | int | bool | datetime | string | other: what consistency compares."""
-    if pd.api.types.is_bool_dtype(dtype):
-        return "bool"
-    if pd.api.types.is_integer_dtype(dtype):
-        return "int"
-    if pd.api.types.is_float_dtype(dtype):
-        return "float"
-    if pd.api.types.is_datetime64_any_dtype(dtype):
-        return "datetime"
-    if pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
-        return "string"
-    return "other"
-
-
-# --- reference statistics -------------------------------------------------------------------
-
-
-class FeatureStats(BaseModel):
-    """One feature of the reference: bins for the shift test and a few moments."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    edges: list[float] = Field(description="Inner bin edges (deciles of the reference).")
-    fractions: list[float] = Field(description="Share of non-null reference values per bin.")
-    mean: float
-    std: float
-    null_fraction: float
-    count: int
-
-
-class ReferenceStats(BaseModel):
-    """What the gate compares a new training set with; JSON-serialisable (an MLflow artifact)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    columns: dict[str, str] = Field(description="Column name -> dtype family, in order.")
-    features: dict[str, FeatureStats]
-    rows: int
-    start: datetime | None = None
-    end: datetime | None = None
-
-    def save(self, path: Path) -> Path:
-        Path(path).write_text(self.model_dump_json(indent=2) + "\n")
-        return path
-
-    @classmethod
-    def load(cls, path: Path) -> ReferenceStats:
-        return cls.model_validate_json(Path(path).read_text())
-
-
-def _bin_fractions(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
-    total = counts.sum()
-    return counts / total if total else counts.astype(np.float64)
-
-
-def reference_stats(frame: pd.DataFrame, schema: DatasetSchema) -> ReferenceStats:
-    """Summarise a reference frame (normally the previous champion's training set)."""
-    feats: dict[str, FeatureStats] = {}
-    for name in schema.feature_names:
-        col = frame[name].to_numpy(dtype=np.float64)
-        ok = col[~np.isnan(col)]
-        if ok.size:
-            edges = np.unique(np.quantile(ok, np.linspace(0, 1, _BINS + 1)[1:-1]))
-            fractions = _bin_fractions(ok, edges)
-            mean, std = float(ok.mean()), float(ok.std())
-        else:
-            edges, fractions, mean, std = np.array([]), np.array([1.0]), math.nan, math.nan
-        feats[name] = FeatureStats(
-            edges=edges.tolist(),
-            fractions=fractions.tolist(),
-            mean=mean,
-            std=std,
-            null_fraction=float(1 - ok.size / max(1, col.size)),
-            count=int(col.size),
-        )
-    ts = frame[schema.timestamp] if schema.timestamp in frame.columns else None
-    return ReferenceStats(
-        columns={str(c): dtype_family(frame[c].dtype) for c in frame.columns},
-        features=feats,
-        rows=len(frame),
-        start=ts.min().to_pydatetime() if ts is not None and len(ts) else None,
-        end=ts.max().to_pydatetime() if ts is not None and len(ts) else None,
-    )
-
-
-def psi(reference: FeatureStats, values: np.ndarray) -> float:
-    """Population stability index of `values` against the reference's bins (0 = same)."""
-    ok = values[~np.isnan(values)]
-    if not ok.size or not reference.fractions:
-        return math.inf if ok.size == 0 else 0.0
-    expected = np.asarray(reference.fractions, dtype=np.float64)
-    actual = _bin_fractions(ok, np.asarray(reference.edges, dtype=np.float64))
-    eps = 1e-4
-    e, a = np.clip(expected, eps, None), np.clip(actual, eps, None)
-    return float(np.sum((a - e) * np.log(a / e)))
-
-
-# --- the report -----------------------------------------------------------------------------
-
-
-class Failure(BaseModel):
-    """One failed check: which, on what, what was seen, and a few example values or rows."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dimension: Dimension
-    expectation: str
-    column: str | None = None
-    observed: str = ""
-    unexpected_fraction: float | None = None
-    examples: list[str] = Field(default_factory=list)
-    advisory: bool = Field(
-        default=False, description="The check's dimension is advisory: it did not fail the gate."
-    )
-
-
-class DimensionScore(BaseModel):
-    """One dimension's score against its threshold.
-
-    `passed` is the score's verdict either way; an `advisory` dimension that did not pass is
-    reported (with the reason in `note`) but does not fail the report.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    score: float = Field(ge=0, le=1)
-    threshold: float
-    passed: bool
-    checks: int
-    failed_checks: int
-    note: str = ""
-    advisory: bool = Field(
-        default=False, description="Scored and reported, but not gating for this run (see note)."
-    )
-
-    @property
-    def blocks(self) -> bool:
-        """Whether this dimension fails the report: below its threshold and not advisory."""
-        return not self.passed and not self.advisory
-
-
-class QualityReport(BaseModel):
-    """The gate's verdict: the artifact saved with the training run and summarised in one line."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    passed: bool
-    rows: int
-    dimensions: dict[str, DimensionScore]
-    failures: list[Failure]
-    psi: dict[str, float | None] = Field(
-        default_factory=dict,
-        description="Population stability index per feature against the reference (empty "
-        "without one; null: the feature has no values in the window).",
-    )
-    summary: str
-    duration_seconds: float
-    window_end: datetime
-    checked_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-
-    def scores(self) -> dict[str, float]:
-        return {name: d.score for name, d in self.dimensions.items()}
-
-    def advisory(self) -> list[str]:
-        """The dimensions that were advisory (not gating) in this run."""
-        return [name for name, d in self.dimensions.items() if d.advisory]
-
-    def save(self, path: Path) -> Path:
-        Path(path).write_text(self.model_dump_json(indent=2) + "\n")
-        return path
-
-    @classmethod
-    def load(cls, path: Path) -> QualityReport:
-        return cls.model_validate_json(Path(path).read_text())
-
-
-def enforce(report: QualityReport) -> QualityReport:
-    """Raise `QualityGateError` (message: the one-line summary) unless the report passed."""
-    if not report.passed:
-        raise QualityGateError(report)
-    return report
-
-
-# --- the gate -------------------------------------------------------------------------------
-
-
-def _context() -> Any:
-    from loopline import quiet
-
-    quiet.apply()
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    return context
-
-
-def _expectations(
-    frame: pd.DataFrame,
-    schema: DatasetSchema,
-    thresholds: DataQualityThresholds,
-    reference: ReferenceStats | None,
-    window_end: datetime,
-) -> list[tuple[Dimension, Any]]:
-    import great_expectations.expectations as gxe
-
-    out: list[tuple[Dimension, Any]] = []
-    present = set(frame.columns)
-    for col in [schema.entity, schema.timestamp, *schema.feature_names]:
-        if col in present:
-            out.append(("completeness", gxe.ExpectColumnValuesToNotBeNull(column=col)))
-    for f in schema.features:
-        if f.name not in present:
-            continue
-        allowed = _FAMILY_TYPES["int"] + ([] if f.dtype == "int" else _FAMILY_TYPES["float"])
-        out.append(
-            ("validity", gxe.ExpectColumnValuesToBeInTypeList(column=f.name, type_list=allowed))
-        )
-        if (f.min is not None or f.max is not None) and dtype_family(frame[f.name].dtype) in (
-            "float",
-            "int",
-        ):
-            out.append(
-                (
-                    "validity",
-                    gxe.ExpectColumnValuesToBeBetween(
-                        column=f.name, min_value=f.min, max_value=f.max
-                    ),
-                )
-            )
-    for label in schema.labels:
-        if label.name in present and label.values:
-            values: list[Any] = (
-                [int(v) for v in label.values] if label.dtype == "int" else list(label.values)
-            )
-            out.append(
-                ("validity", gxe.ExpectColumnValuesToBeInSet(column=label.name, value_set=values))
-            )
-    key = [schema.entity, schema.timestamp]
-    if set(key) <= present:
-        out.append(("uniqueness", gxe.ExpectCompoundColumnsToBeUnique(column_list=key)))
-    expected_columns = dict(reference.columns) if reference else dict.fromkeys(schema.columns, "")
-    out.append(
-        (
-            "consistency",
-            gxe.ExpectTableColumnsToMatchSet(column_set=list(expected_columns), exact_match=True),
-        )
-    )
-    if schema.timestamp in present:
-        stale_after = window_end - timedelta(hours=thresholds.max_staleness_hours)
-        out.append(
-            (
-                "timeliness",
-                gxe.ExpectColumnMaxToBeBetween(
-                    column=schema.timestamp,
-                    min_value=pd.Timestamp(stale_after),
-                    max_value=pd.Timestamp(window_end),
-                ),
-            )
-        )
-    return out
-
-
-def _validate(frame: pd.DataFrame, expectations: list[Any]) -> list[Any]:
-    """Run the expectations, each on a batch of only the columns it reads; results in order.
-
-    GE's pandas engine filters the whole batch frame for every column metric, so one batch of
-    16 columns costs 16x the copying of 16 one-column batches: 15 s against 4 s on 1M rows.
-    """
-    import great_expectations as gx
-
-    context = _context()
-    batch_def = (
-        context.data_sources.add_pandas("loopline")
-        .add_dataframe_asset("training_set")
-        .add_batch_definition_whole_dataframe("all")
-    )
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for i, expectation in enumerate(expectations):
-        kwargs = expectation.configuration.kwargs
-        if "column" in kwargs:
-            cols: tuple[str, ...] = (kwargs["column"],)
-        elif "column_list" in kwargs:
-            cols = tuple(kwargs["column_list"])
-        else:
-            cols = ()  # table-level: the column names are all it reads
-        groups.setdefault(cols, []).append(i)
-    results: list[Any] = [None] * len(expectations)
-    for g, (cols, indices) in enumerate(groups.items()):
-        part = frame.loc[:, list(cols)] if cols else frame.iloc[:0]
-        batch = batch_def.get_batch(batch_parameters={"dataframe": part})
-        suite = gx.ExpectationSuite(name=f"loopline_quality_gate_{g}")
-        for i in indices:
-            expectations[i].meta = {"loopline_index": i}  # GE returns results in its own order
-            suite.add_expectation(expectations[i])
-        validation = batch.validate(
-            suite, result_format={"result_format": "BASIC", "partial_unexpected_count": _EXAMPLES}
-        )
-        for result in validation.results:
-            results[result.expectation_config.meta["loopline_index"]] = result
-    return results
 
 
 def _examples_of_rows(frame: pd.DataFrame, mask: pd.Series, schema: DatasetSchema) -> list[str]:
     rows = frame.loc[mask, [c for c in (schema.entity, schema.timestamp) if c in frame.columns]]
-    return [" ".join(str(v) for v in r) for r in rows.head(_EXAMPLES).itertuples(index=False)]
+    return [" ".join(str(v) for v in r) for r in rows.head(EXAMPLES).itertuples(index=False)]
 
 
 def _fraction(result: dict[str, Any], key: str = "unexpected_percent") -> float:
     value = result.get(key)
     return 0.0 if value is None else float(value) / 100.0
+
+
+@dataclass
+class _Tally:
+    """What the scorers found, per dimension, while the gate walks the checks."""
+
+    scores: dict[Dimension, dict[str, float]] = field(
+        default_factory=lambda: {d: {} for d in DIMENSIONS}
+    )
+    checks: dict[Dimension, int] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS, 0))
+    failed: dict[Dimension, int] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS, 0))
+    failures: list[Failure] = field(default_factory=list)
+    notes: dict[Dimension, str] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS, ""))
+    psi: dict[str, float | None] = field(default_factory=dict)
+
+    def record(self, dimension: Dimension, key: str, share: float, failure: Failure | None) -> None:
+        self.checks[dimension] += 1
+        self.scores[dimension][key] = share
+        if failure is not None:
+            self.failures.append(failure)
+            self.failed[dimension] += 1
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One Great Expectations result, with what its scorer needs to judge it."""
+
+    dimension: Dimension
+    kind: str  # the expectation type
+    column: str | None
+    kwargs: dict[str, Any]
+    success: bool
+    result: dict[str, Any]
+    frame: pd.DataFrame
+    schema: DatasetSchema
+    thresholds: DataQualityThresholds
+    end: datetime
+
+    def failure(
+        self,
+        observed: str,
+        *,
+        column: str | None = None,
+        fraction: float | None = None,
+        examples: list[str] | None = None,
+    ) -> Failure:
+        return Failure(
+            dimension=self.dimension,
+            expectation=self.kind,
+            column=column if column is not None else self.column,
+            observed=observed,
+            unexpected_fraction=fraction,
+            examples=examples or [],
+        )
+
+
+# A scorer turns one check into its share of good values (0..1) and a Failure when it fails.
+_Scored = tuple[float, Failure | None]
+
+
+def _score_completeness(c: _Check) -> _Scored:
+    share = 1.0 - _fraction(c.result)
+    if share >= c.thresholds.completeness:
+        return share, None
+    assert c.column is not None
+    rows = _examples_of_rows(c.frame, c.frame[c.column].isna(), c.schema)
+    return share, c.failure(f"{1 - share:.2%} null", fraction=1 - share, examples=rows)
+
+
+def _score_validity(c: _Check) -> _Scored:
+    if c.kind == "expect_column_values_to_be_in_type_list":
+        share = 1.0 if c.success else 0.0
+        observed = f"dtype {c.result.get('observed_value')}"
+    else:
+        share = 1.0 - _fraction(c.result, "unexpected_percent_nonmissing")
+        observed = f"{1 - share:.2%} outside the allowed values"
+    if share >= c.thresholds.validity:
+        return share, None
+    values = [str(v) for v in c.result.get("partial_unexpected_list", [])][:EXAMPLES]
+    return share, c.failure(observed, fraction=1 - share, examples=values)
+
+
+def _score_uniqueness(c: _Check) -> _Scored:
+    share = 1.0 - _fraction(c.result)
+    if share >= c.thresholds.uniqueness:
+        return share, None
+    keys = c.kwargs["column_list"]
+    dup = c.frame.duplicated(keys, keep=False)
+    return share, c.failure(
+        f"{int(dup.sum())} rows share an ({', '.join(keys)}) key",
+        column=",".join(keys),
+        fraction=1 - share,
+        examples=_examples_of_rows(c.frame, dup, c.schema),
+    )
+
+
+def _score_column_set(c: _Check) -> _Scored:
+    if c.success:
+        return 1.0, None
+    seen = set(c.result.get("observed_value") or [])
+    want = set(c.kwargs["column_set"])
+    return 0.0, c.failure(f"missing {sorted(want - seen)}, unexpected {sorted(seen - want)}")
+
+
+def _score_timeliness(c: _Check) -> _Scored:
+    value = c.result.get("observed_value")
+    newest = pd.Timestamp(value) if value else None
+    share, observed = _timeliness(newest, c.end, c.thresholds.max_staleness_hours)
+    if share >= c.thresholds.timeliness and c.success:
+        return share, None
+    return share, c.failure(observed)
+
+
+_SCORERS: dict[Dimension, Callable[[_Check], _Scored]] = {
+    "completeness": _score_completeness,
+    "validity": _score_validity,
+    "uniqueness": _score_uniqueness,
+    "consistency": _score_column_set,
+    "timeliness": _score_timeliness,
+}
+
+
+def _score_dtypes(frame: pd.DataFrame, reference: ReferenceStats, tally: _Tally) -> None:
+    """Consistency of dtypes: the family (float/int/string/datetime/...) of every column the
+    reference has. Plain pandas: GE's type-list check cannot name a tz-aware datetime dtype."""
+    for col, family in reference.columns.items():
+        if col not in frame.columns:
+            continue
+        now_family = dtype_family(frame[col].dtype)
+        failure = None
+        if now_family != family:
+            failure = Failure(
+                dimension="consistency",
+                expectation="dtype_family_unchanged",
+                column=col,
+                observed=f"dtype {frame[col].dtype} ({now_family}), reference {family}",
+            )
+        tally.record("consistency", f"dtype:{col}", float(failure is None), failure)
+
+
+def _score_distribution(
+    frame: pd.DataFrame, schema: DatasetSchema, reference: ReferenceStats, tally: _Tally
+) -> None:
+    """Distribution: PSI per feature against the reference bins (numpy)."""
+    for name in schema.feature_names:
+        if name not in frame.columns or name not in reference.features:
+            continue
+        ref = reference.features[name]
+        values = frame[name].to_numpy(dtype=np.float64)
+        value = psi(ref, values)
+        tally.psi[name] = round(value, 6) if math.isfinite(value) else None
+        failure = None
+        if value > PSI_SHIFTED:
+            ok = values[~np.isnan(values)]
+            mean = float(ok.mean()) if ok.size else math.nan
+            failure = Failure(
+                dimension="distribution",
+                expectation="population_stability_index",
+                column=name,
+                observed=f"PSI {value:.2f} > {PSI_SHIFTED}; mean {mean:.4g} vs reference "
+                f"{ref.mean:.4g} (std {ref.std:.3g})",
+                examples=[f"{q:.4g}" for q in np.quantile(ok, [0.1, 0.5, 0.9])] if ok.size else [],
+            )
+        tally.record("distribution", name, float(failure is None), failure)
+
+
+def _dimension_scores(
+    tally: _Tally, thresholds: DataQualityThresholds, advisory: dict[Dimension, str]
+) -> dict[str, DimensionScore]:
+    """Each dimension's score: the worst column, except consistency and distribution, which
+    are shares of checks passed (one shifted feature of twenty is not a 0)."""
+    dimensions: dict[str, DimensionScore] = {}
+    for d in DIMENSIONS:
+        scores = list(tally.scores[d].values())
+        if d in ("distribution", "consistency"):
+            score = float(np.mean(scores)) if scores else 1.0
+        else:
+            score = float(min(scores)) if scores else 1.0
+        threshold = float(getattr(thresholds, d))
+        dimensions[d] = DimensionScore(
+            score=round(score, 6),
+            threshold=threshold,
+            passed=score >= threshold
+            and (d not in ("consistency", "timeliness") or tally.failed[d] == 0),
+            checks=tally.checks[d],
+            failed_checks=tally.failed[d],
+            note="; ".join(n for n in (advisory.get(d, ""), tally.notes[d]) if n),
+            advisory=d in advisory,
+        )
+    return dimensions
 
 
 def run_gate(
@@ -441,182 +319,42 @@ def run_gate(
     # float64 for GE's vectorised paths (see the module docstring); a copy, the caller's is kept.
     floats = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c].dtype)]
     checked = frame.astype(dict.fromkeys(floats, "float64")) if floats else frame
-    expectations = _expectations(frame, schema, thresholds, reference, end)
+    expectations = expectations_for(frame, schema, thresholds, reference, end)
+    results = validate(checked, [e for _, e in expectations])
 
-    results = _validate(checked, [e for _, e in expectations])
-
-    col_scores: dict[Dimension, dict[str, float]] = {d: {} for d in DIMENSIONS}
-    checks: dict[Dimension, int] = dict.fromkeys(DIMENSIONS, 0)
-    failed: dict[Dimension, int] = dict.fromkeys(DIMENSIONS, 0)
-    failures: list[Failure] = []
-    notes: dict[Dimension, str] = dict.fromkeys(DIMENSIONS, "")
-    advisory = advisory_dimensions(trigger)
-    psi_values: dict[str, float | None] = {}
-
+    tally = _Tally()
     for (dimension, _), result in zip(expectations, results, strict=True):
         cfg = result.expectation_config
         column = cfg.kwargs.get("column")
-        res: dict[str, Any] = dict(result.result or {})
         exc = result.exception_info or {}
         if exc.get("raised_exception"):
             raise RuntimeError(f"data quality check {cfg.type} on {column} errored: {exc}")
-        checks[dimension] += 1
-        key = f"{cfg.type}:{column}"
-        if dimension == "completeness":
-            ok_share = 1.0 - _fraction(res)
-            col_scores[dimension][key] = ok_share
-            if ok_share < thresholds.completeness:
-                failures.append(
-                    Failure(
-                        dimension=dimension,
-                        expectation=cfg.type,
-                        column=column,
-                        observed=f"{1 - ok_share:.2%} null",
-                        unexpected_fraction=1 - ok_share,
-                        examples=_examples_of_rows(frame, frame[column].isna(), schema),
-                    )
-                )
-                failed[dimension] += 1
-            continue
-        if dimension == "validity":
-            if cfg.type == "expect_column_values_to_be_in_type_list":
-                share = 1.0 if result.success else 0.0
-                observed = f"dtype {res.get('observed_value')}"
-            else:
-                share = 1.0 - _fraction(res, "unexpected_percent_nonmissing")
-                observed = f"{1 - share:.2%} outside the allowed values"
-            col_scores[dimension][key] = share
-            if share < thresholds.validity:
-                failures.append(
-                    Failure(
-                        dimension=dimension,
-                        expectation=cfg.type,
-                        column=column,
-                        observed=observed,
-                        unexpected_fraction=1 - share,
-                        examples=[str(v) for v in res.get("partial_unexpected_list", [])][
-                            :_EXAMPLES
-                        ],
-                    )
-                )
-                failed[dimension] += 1
-            continue
-        if dimension == "uniqueness":
-            share = 1.0 - _fraction(res)
-            col_scores[dimension][key] = share
-            if share < thresholds.uniqueness:
-                keys = cfg.kwargs["column_list"]
-                dup = frame.duplicated(keys, keep=False)
-                failures.append(
-                    Failure(
-                        dimension=dimension,
-                        expectation=cfg.type,
-                        column=",".join(keys),
-                        observed=f"{int(dup.sum())} rows share an ({', '.join(keys)}) key",
-                        unexpected_fraction=1 - share,
-                        examples=_examples_of_rows(frame, dup, schema),
-                    )
-                )
-                failed[dimension] += 1
-            continue
-        if dimension == "consistency":
-            col_scores[dimension][key] = 1.0 if result.success else 0.0
-            if not result.success:
-                seen = set(res.get("observed_value") or [])
-                want = set(cfg.kwargs["column_set"])
-                observed = f"missing {sorted(want - seen)}, unexpected {sorted(seen - want)}"
-                failures.append(
-                    Failure(
-                        dimension=dimension, expectation=cfg.type, column=column, observed=observed
-                    )
-                )
-                failed[dimension] += 1
-            continue
-        if dimension == "timeliness":
-            newest = pd.Timestamp(res.get("observed_value")) if res.get("observed_value") else None
-            share, observed = _timeliness(newest, end, thresholds.max_staleness_hours)
-            col_scores[dimension][key] = share
-            if share < thresholds.timeliness or not result.success:
-                failures.append(
-                    Failure(
-                        dimension=dimension, expectation=cfg.type, column=column, observed=observed
-                    )
-                )
-                failed[dimension] += 1
-
-    # Consistency of dtypes: the family (float/int/string/datetime/…) of every column the
-    # reference has. Plain pandas: GE's type-list check cannot name a tz-aware datetime dtype.
-    if reference is not None:
-        for col, family in reference.columns.items():
-            if col not in frame.columns:
-                continue
-            checks["consistency"] += 1
-            now_family = dtype_family(frame[col].dtype)
-            col_scores["consistency"][f"dtype:{col}"] = 1.0 if now_family == family else 0.0
-            if now_family != family:
-                failures.append(
-                    Failure(
-                        dimension="consistency",
-                        expectation="dtype_family_unchanged",
-                        column=col,
-                        observed=f"dtype {frame[col].dtype} ({now_family}), reference {family}",
-                    )
-                )
-                failed["consistency"] += 1
-
-    # Distribution: PSI per feature against the reference bins (numpy).
-    if reference is None:
-        notes["distribution"] = "no reference statistics: not scored"
-    else:
-        for name in schema.feature_names:
-            if name not in frame.columns or name not in reference.features:
-                continue
-            checks["distribution"] += 1
-            ref = reference.features[name]
-            values = frame[name].to_numpy(dtype=np.float64)
-            value = psi(ref, values)
-            psi_values[name] = round(value, 6) if math.isfinite(value) else None
-            col_scores["distribution"][name] = 0.0 if value > PSI_SHIFTED else 1.0
-            if value > PSI_SHIFTED:
-                ok = values[~np.isnan(values)]
-                mean = float(ok.mean()) if ok.size else math.nan
-                failures.append(
-                    Failure(
-                        dimension="distribution",
-                        expectation="population_stability_index",
-                        column=name,
-                        observed=f"PSI {value:.2f} > {PSI_SHIFTED}; mean {mean:.4g} vs reference "
-                        f"{ref.mean:.4g} (std {ref.std:.3g})",
-                        examples=[f"{q:.4g}" for q in np.quantile(ok, [0.1, 0.5, 0.9])]
-                        if ok.size
-                        else [],
-                    )
-                )
-                failed["distribution"] += 1
-
-    dimensions: dict[str, DimensionScore] = {}
-    for d in DIMENSIONS:
-        scores = col_scores[d]
-        if d == "distribution" or d == "consistency":
-            score = float(np.mean(list(scores.values()))) if scores else 1.0
-        else:
-            score = float(min(scores.values())) if scores else 1.0
-        threshold = float(getattr(thresholds, d))
-        dimensions[d] = DimensionScore(
-            score=round(score, 6),
-            threshold=threshold,
-            passed=score >= threshold
-            and (d not in ("consistency", "timeliness") or failed[d] == 0),
-            checks=checks[d],
-            failed_checks=failed[d],
-            note="; ".join(n for n in (advisory.get(d, ""), notes[d]) if n),
-            advisory=d in advisory,
+        check = _Check(
+            dimension=dimension,
+            kind=cfg.type,
+            column=column,
+            kwargs=dict(cfg.kwargs),
+            success=bool(result.success),
+            result=dict(result.result or {}),
+            frame=frame,
+            schema=schema,
+            thresholds=thresholds,
+            end=end,
         )
-    if advisory:
-        failures = [
-            f.model_copy(update={"advisory": True}) if f.dimension in advisory else f
-            for f in failures
-        ]
+        share, failure = _SCORERS[dimension](check)
+        tally.record(dimension, f"{cfg.type}:{column}", share, failure)
+    if reference is None:
+        tally.notes["distribution"] = "no reference statistics: not scored"
+    else:
+        _score_dtypes(frame, reference, tally)
+        _score_distribution(frame, schema, reference, tally)
+
+    advisory = advisory_dimensions(trigger)
+    dimensions = _dimension_scores(tally, thresholds, advisory)
+    failures = [
+        f.model_copy(update={"advisory": True}) if f.dimension in advisory else f
+        for f in tally.failures
+    ]
     passed = not any(d.blocks for d in dimensions.values())
     duration = time.perf_counter() - started
     report = QualityReport(
@@ -624,8 +362,8 @@ def run_gate(
         rows=len(frame),
         dimensions=dimensions,
         failures=failures,
-        psi=psi_values,
-        summary=_summary(passed, dimensions, failures, len(frame), duration),
+        psi=tally.psi,
+        summary=summary_line(passed, dimensions, failures, len(frame), duration),
         duration_seconds=round(duration, 3),
         window_end=end,
     )
@@ -644,32 +382,3 @@ def _timeliness(newest: pd.Timestamp | None, end: datetime, max_hours: float) ->
     if age_h <= max_hours:
         return 1.0, f"newest row {age_h:.1f} h before the window end"
     return max_hours / age_h, f"newest row {age_h:.1f} h old (allowed {max_hours:g} h)"
-
-
-def _summary(
-    passed: bool,
-    dimensions: dict[str, DimensionScore],
-    failures: list[Failure],
-    rows: int,
-    seconds: float,
-) -> str:
-    def below(name: str, d: DimensionScore) -> str:
-        first = next((f for f in failures if f.dimension == name), None)
-        where = (
-            f" ({first.column}: {first.observed})"
-            if first and first.column
-            else (f" ({first.observed})" if first else "")
-        )
-        return f"{name} {d.score:.3f} < {d.threshold:.3f}{where}"
-
-    # Advisory dimensions below their threshold are named either way: not gating is not hiding.
-    soft = "".join(
-        f"; {below(name, d)} [{d.note}]"
-        for name, d in dimensions.items()
-        if d.advisory and not d.passed
-    )
-    if passed:
-        scores = " ".join(f"{name} {d.score:.3f}" for name, d in dimensions.items())
-        return f"data quality passed ({rows} rows, {seconds:.1f} s): {scores}{soft}"
-    bad = [below(name, d) for name, d in dimensions.items() if d.blocks]
-    return f"data quality FAILED ({rows} rows): " + "; ".join(bad) + soft

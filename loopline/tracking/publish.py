@@ -42,12 +42,6 @@ def reference_rows(
     return rows[feature_names].astype("float32").reset_index(drop=True)
 
 
-def log_texts(client: MlflowClient, run_id: str, texts: dict[str, str]) -> None:
-    """Log text artifacts (reports) at the given artifact paths."""
-    for path, text in texts.items():
-        client.log_text(run_id, text, path)
-
-
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:
     """Log finite metrics; MLflow cannot compare NaN, so undefined ones are left out."""
     finite = {k: float(v) for k, v in metrics.items() if not math.isnan(float(v))}

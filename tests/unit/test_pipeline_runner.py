@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from loopline.components import progress
-from loopline.pipelines.run import fold_events, last_failure, read_result, write_result
+from loopline.pipelines.run import fold_events, last_failure, write_result
 from loopline.types.runs import RunPhase, TrainingRunResult
 
 BASE = TrainingRunResult(run_id="r", phase=RunPhase.RUNNING)
@@ -73,6 +73,6 @@ def test_result_file_is_replaced_whole(tmp_path: Path) -> None:
     path = tmp_path / "out" / "result.json"
     write_result(path, BASE)
     write_result(path, BASE.model_copy(update={"step": "train-model"}))
-    assert read_result(path).step == "train-model"
+    assert TrainingRunResult.model_validate_json(path.read_text()).step == "train-model"
     assert '"runId": "r"' in path.read_text()
     assert [p.name for p in path.parent.iterdir()] == ["result.json"]
