@@ -10,11 +10,9 @@ import yaml
 
 from loopline.demo.scenario import (
     MissingPiece,
-    StageTimeout,
     demo_model,
     demo_pipeline,
     load_examples,
-    wait_for,
 )
 from loopline.demo.settings import DemoSettings
 
@@ -84,13 +82,6 @@ def test_missing_examples_name_the_piece(tmp_path: Path) -> None:
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(MODEL))
     with pytest.raises(MissingPiece, match="Pipeline 'sensor-training'"):
         load_examples(tmp_path, "drill-ae")
-
-
-def test_wait_for_returns_the_value_or_names_what_it_waited_for() -> None:
-    calls = iter([None, None, "ready"])
-    assert wait_for(lambda: next(calls), timeout=5, what="x", interval=0.01) == "ready"
-    with pytest.raises(StageTimeout, match="waiting for the champion"):
-        wait_for(lambda: None, timeout=0.05, what="the champion", interval=0.01)
 
 
 def test_only_the_loops_own_retraining_can_fail_the_loop() -> None:
