@@ -24,14 +24,22 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from loopline.data.faults import (
+    LABELLED_FAULTS,
+    SENSOR_FAULTS,
+    SIDX,
+    Event,
+    EventKind,
+    Timeline,
+    labelled_faults,
+    sensor_faults,
+)
 from loopline.data.schema import (
-    CORE_SENSORS,
     ENTITY,
     FAULT_TYPE,
     FAULT_TYPES,
@@ -42,58 +50,29 @@ from loopline.data.schema import (
     factory_schema,
 )
 
-EventKind = Literal[
-    "recipe_change",
-    "part_replacement",
-    "bearing_wear",
-    "tool_breakage",
-    "coolant_loss",
-    "nan_run",
-    "stuck",
-    "spike",
+# Re-exported: the generator's API names its events and fault kinds.
+__all__ = [
+    "LABELLED_FAULTS",
+    "SENSOR_FAULTS",
+    "Event",
+    "EventKind",
+    "GeneratorConfig",
+    "MachineState",
+    "Manifest",
+    "RecipeChange",
+    "generate",
+    "live_traffic",
+    "machine_ids",
+    "write_dataset",
 ]
-LABELLED_FAULTS: tuple[str, ...] = tuple(f for f in FAULT_TYPES if f != "none")
-SENSOR_FAULTS: tuple[str, ...] = ("nan_run", "stuck", "spike")
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
 DATA_FILE = "sensors.parquet"
 MANIFEST_FILE = "manifest.json"
 SCHEMA_FILE = "schema.json"
 
-_SIDX = {name: i for i, name in enumerate(SENSORS)}
 # Relative noise of each sensor (fraction of its nominal value).
 _NOISE = np.array([0.04, 0.02, 0.02, 0.01, 0.01, 0.005, 0.04, 0.01, 0.01, 0.02, 0.02, 0.01])
-
-# Labelled faults: sensor -> ("mul" | "add", effect at full severity); duration range in minutes.
-_FAULT_EFFECTS: dict[str, dict[str, tuple[str, float]]] = {
-    "bearing_wear": {
-        "spindle_vibration_rms": ("mul", 2.5),
-        "axial_vibration": ("mul", 1.8),
-        "acoustic_level": ("add", 8.0),
-        "motor_temperature": ("add", 6.0),
-        "spindle_current": ("mul", 1.12),
-        "power_factor": ("add", -0.04),
-    },
-    "tool_breakage": {
-        "spindle_torque": ("mul", 0.35),
-        "spindle_current": ("mul", 0.55),
-        "spindle_vibration_rms": ("mul", 1.6),
-        "axial_vibration": ("mul", 0.4),
-        "acoustic_level": ("add", 10.0),
-        "power_factor": ("add", -0.15),
-    },
-    "coolant_loss": {
-        "coolant_flow": ("mul", 0.2),
-        "chamber_pressure": ("mul", 0.15),
-        "coolant_temperature": ("add", 18.0),
-        "motor_temperature": ("add", 10.0),
-        "spindle_torque": ("mul", 1.1),
-    },
-}
-_FAULT_MINUTES = {"bearing_wear": (120, 480), "tool_breakage": (10, 60), "coolant_loss": (30, 180)}
-# Fraction of a fault's window spent ramping up to full severity.
-_FAULT_RAMP = {"bearing_wear": 0.5, "tool_breakage": 0.0, "coolant_loss": 0.2}
-_SENSOR_FAULT_MINUTES = {"nan_run": (5, 120), "stuck": (30, 360), "spike": (0, 0)}
 
 
 class RecipeChange(BaseModel):
@@ -164,20 +143,6 @@ class GeneratorConfig(BaseModel):
         return self.steps * self.machines
 
 
-class Event(BaseModel):
-    """One injected event: what, on which machine (and sensors), from `start` to `end` (excl.)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: EventKind
-    machine_id: str
-    start: datetime
-    end: datetime
-    sensors: list[str] = Field(default_factory=list)
-    labelled: bool = Field(default=False, description="True for faults in fault_type/is_fault.")
-    detail: dict[str, float] = Field(default_factory=dict)
-
-
 class Manifest(BaseModel):
     """The truth about a generated data set: its config, its events and where it ended."""
 
@@ -228,43 +193,10 @@ class _Machines:
         self.ambient = rng.uniform(19.0, 24.0, n)
 
 
-def _events_in_windows(
-    rng: np.random.Generator, steps: int, expected: float, min_len: int, max_len: int
-) -> list[tuple[int, int]]:
-    """Non-overlapping [start, end) step windows, about `expected` of them."""
-    count = int(rng.poisson(expected))
-    if count == 0 or steps < 2:
-        return []
-    starts = np.sort(rng.integers(0, steps, count))
-    lengths = rng.integers(min_len, max_len + 1, count)
-    out: list[tuple[int, int]] = []
-    free = 0
-    for s, n in zip(starts.tolist(), lengths.tolist(), strict=True):
-        s = max(s, free)
-        e = min(steps, s + max(1, n))
-        if s < e:
-            out.append((s, e))
-            free = e + 1
-    return out
-
-
-def generate(config: GeneratorConfig | None = None) -> tuple[pd.DataFrame, Manifest]:
-    """A frame in the factory schema (sorted by timestamp, then machine) and its manifest."""
-    cfg = config or GeneratorConfig()
-    T, M, F = cfg.steps, cfg.machines, len(SENSORS)
-    ids = machine_ids(M)
-    mach = _Machines(cfg.seed, M)
-    rng = np.random.default_rng([cfg.seed, 1, int(cfg.start.timestamp()), T, M])
-    step = cfg.interval_seconds
-    t_sec = np.arange(T, dtype=np.float64) * step + cfg.start.timestamp()
-    hours = (t_sec / 3600.0) % 24.0
-    days_from_start = (t_sec - t_sec[0]) / 86400.0
-    events: list[Event] = []
-
-    def ts(i: int) -> datetime:
-        return cfg.start + timedelta(seconds=int(i) * step)
-
-    # Operating point: product of the recipe changes in force at each step.
+def _recipe(tl: Timeline) -> np.ndarray:
+    """Operating point: the product of the recipe changes in force at each step."""
+    cfg, ids = tl.cfg, tl.ids
+    T, M = len(tl.t_sec), len(ids)
     recipe = np.ones((T, M))
     if cfg.initial_state:
         for m, mid in enumerate(ids):
@@ -275,33 +207,41 @@ def generate(config: GeneratorConfig | None = None) -> tuple[pd.DataFrame, Manif
             unknown = sorted(set(rc.machines) - set(ids))
             if unknown:
                 raise ValueError(f"recipe_changes: unknown machines {unknown}")
-        first = int(np.searchsorted(t_sec, rc.at.timestamp()))
+        first = int(np.searchsorted(tl.t_sec, rc.at.timestamp()))
         cols = [ids.index(m) for m in rc.machines] if rc.machines is not None else list(range(M))
         if first >= T:
             continue
         recipe[first:, cols] *= 1.0 + rc.shift
         for m in cols:
-            events.append(
+            tl.events.append(
                 Event(
                     kind="recipe_change",
                     machine_id=ids[m],
-                    start=ts(first),
+                    start=tl.ts(first),
                     end=cfg.end,
                     sensors=["feed_rate", "spindle_speed"],
                     detail={"shift": rc.shift},
                 )
             )
+    return recipe
 
-    # Load: two shifts (06-14, 14-22) busy, nights light; plus slow fluctuations.
+
+def _load(tl: Timeline, mach: _Machines, rng: np.random.Generator) -> np.ndarray:
+    """Load: two shifts (06-14, 14-22) busy, nights light; plus slow fluctuations."""
+    hours, days = tl.hours, tl.days_from_start
     shift_profile = 0.7 + 0.3 / (1.0 + np.exp(-(np.minimum(hours - 5.5, 22.5 - hours)) * 2.0))
-    slow = 0.04 * np.sin(
-        2 * np.pi * days_from_start[:, None] / 3.1 + mach.phase[None, :, 0]
-    ) + 0.03 * np.sin(2 * np.pi * days_from_start[:, None] * 5.3 + mach.phase[None, :, 1])
+    slow = 0.04 * np.sin(2 * np.pi * days[:, None] / 3.1 + mach.phase[None, :, 0]) + 0.03 * np.sin(
+        2 * np.pi * days[:, None] * 5.3 + mach.phase[None, :, 1]
+    )
     load = shift_profile[:, None] * mach.load_base[None, :] + slow
-    load *= 1.0 + 0.02 * cfg.noise_scale * rng.standard_normal((T, M))
-    ambient = mach.ambient[None, :] + 2.5 * np.sin(2 * np.pi * (hours[:, None] - 9.0) / 24.0)
+    load *= 1.0 + 0.02 * tl.cfg.noise_scale * rng.standard_normal(load.shape)
+    return load
 
-    # Wear since the last part replacement.
+
+def _wear(tl: Timeline, mach: _Machines, rng: np.random.Generator) -> np.ndarray:
+    """Wear since the last part replacement (replacements are events)."""
+    cfg, ids, days = tl.cfg, tl.ids, tl.days_from_start
+    T, M = len(tl.t_sec), len(ids)
     wear = np.empty((T, M))
     for m in range(M):
         start_wear = (
@@ -313,23 +253,26 @@ def generate(config: GeneratorConfig | None = None) -> tuple[pd.DataFrame, Manif
         repl = np.sort(rng.integers(1, T, n_repl)) if n_repl and T > 1 else np.array([], int)
         repl = np.unique(repl)
         seg = np.searchsorted(repl, np.arange(T), side="right")  # replacements so far
-        since = np.where(
-            seg == 0, days_from_start, days_from_start - np.r_[0.0, days_from_start[repl]][seg]
-        )
+        since = np.where(seg == 0, days, days - np.r_[0.0, days[repl]][seg])
         wear[:, m] = np.where(seg == 0, start_wear, 0.0) + mach.wear_per_day[m] * since
         for r in repl.tolist():
-            events.append(
+            tl.events.append(
                 Event(
                     kind="part_replacement",
                     machine_id=ids[m],
-                    start=ts(r),
-                    end=ts(r + 1),
+                    start=tl.ts(r),
+                    end=tl.ts(r + 1),
                     sensors=["spindle_vibration_rms", "axial_vibration", "spindle_current"],
                     detail={"wear_before": float(wear[r - 1, m]) if r > 0 else 0.0},
                 )
             )
+    return wear
 
-    # The physical model (all [T, M]).
+
+def _physics(
+    recipe: np.ndarray, load: np.ndarray, wear: np.ndarray, ambient: np.ndarray
+) -> np.ndarray:
+    """The physical model: every sensor's noiseless reading, [T, M, F]."""
     feed = NOMINAL["feed_rate"] * recipe
     speed = NOMINAL["spindle_speed"] * recipe
     op = recipe  # operating point ratio, feed and speed scale together
@@ -344,12 +287,11 @@ def generate(config: GeneratorConfig | None = None) -> tuple[pd.DataFrame, Manif
         + 10 * np.log10(vib / NOMINAL["spindle_vibration_rms"])
         + 6 * np.log10(op)
     )
-    flow = NOMINAL["coolant_flow"] * np.ones((T, M))
+    flow = NOMINAL["coolant_flow"] * np.ones_like(recipe)
     pressure = NOMINAL["chamber_pressure"] * (flow / NOMINAL["coolant_flow"]) ** 2
     coolant_t = ambient + 4.0 * power * (NOMINAL["coolant_flow"] / flow)
     motor_t = ambient + 22.0 * (current / NOMINAL["spindle_current"]) ** 2
-
-    x = np.empty((T, M, F), dtype=np.float64)
+    x = np.empty((*recipe.shape, len(SENSORS)), dtype=np.float64)
     for name, arr in (
         ("spindle_vibration_rms", vib),
         ("spindle_current", current),
@@ -364,88 +306,41 @@ def generate(config: GeneratorConfig | None = None) -> tuple[pd.DataFrame, Manif
         ("chamber_pressure", pressure),
         ("power_factor", pf),
     ):
-        x[:, :, _SIDX[name]] = arr
-    x *= mach.gain[None, :, :]
-    x *= 1.0 + (_NOISE * cfg.noise_scale)[None, None, :] * rng.standard_normal((T, M, F))
+        x[:, :, SIDX[name]] = arr
+    return x
 
-    # Labelled faults.
-    fault_code = np.zeros((T, M), dtype=np.int8)
-    step_min = step / 60.0
-    for m in range(M):
-        for code, kind in enumerate(LABELLED_FAULTS, start=1):
-            lo, hi = _FAULT_MINUTES[kind]
-            lo_s, hi_s = max(1, int(lo / step_min)), max(1, int(hi / step_min))
-            expected = cfg.fault_fraction / len(LABELLED_FAULTS) * T / ((lo_s + hi_s) / 2)
-            for s, e in _events_in_windows(rng, T, expected, lo_s, hi_s):
-                if fault_code[s:e, m].any():
-                    continue
-                severity = float(rng.uniform(0.7, 1.3))
-                n = e - s
-                ramp = max(1, int(_FAULT_RAMP[kind] * n))
-                profile = np.minimum(1.0, (np.arange(n) + 1) / ramp) * severity
-                for sensor, (how, amount) in _FAULT_EFFECTS[kind].items():
-                    j = _SIDX[sensor]
-                    if how == "mul":
-                        x[s:e, m, j] *= 1.0 + (amount - 1.0) * profile
-                    else:
-                        x[s:e, m, j] += amount * profile
-                fault_code[s:e, m] = code
-                events.append(
-                    Event(
-                        kind=kind,
-                        machine_id=ids[m],
-                        start=ts(s),
-                        end=ts(e),
-                        sensors=list(_FAULT_EFFECTS[kind]),
-                        labelled=True,
-                        detail={"severity": severity},
-                    )
-                )
+
+def generate(config: GeneratorConfig | None = None) -> tuple[pd.DataFrame, Manifest]:
+    """A frame in the factory schema (sorted by timestamp, then machine) and its manifest.
+
+    The steps draw from one random generator in a fixed order (load noise, part replacements,
+    sensor noise, labelled faults, sensor faults), so a seed always gives the same history."""
+    cfg = config or GeneratorConfig()
+    T, M = cfg.steps, cfg.machines
+    ids = machine_ids(M)
+    mach = _Machines(cfg.seed, M)
+    rng = np.random.default_rng([cfg.seed, 1, int(cfg.start.timestamp()), T, M])
+    t_sec = np.arange(T, dtype=np.float64) * cfg.interval_seconds + cfg.start.timestamp()
+    tl = Timeline(cfg, ids, t_sec)
+
+    recipe = _recipe(tl)
+    load = _load(tl, mach, rng)
+    ambient = mach.ambient[None, :] + 2.5 * np.sin(2 * np.pi * (tl.hours[:, None] - 9.0) / 24.0)
+    wear = _wear(tl, mach, rng)
+    x = _physics(recipe, load, wear, ambient)
+    x *= mach.gain[None, :, :]
+    x *= 1.0 + (_NOISE * cfg.noise_scale)[None, None, :] * rng.standard_normal(x.shape)
+    fault_code = labelled_faults(tl, x, rng)
 
     # Keep physical readings inside the valid ranges before the sensor faults (spikes may leave).
     schema = factory_schema()
     lo_arr = np.array([schema.feature(s).min for s in SENSORS], dtype=np.float64)
     hi_arr = np.array([schema.feature(s).max for s in SENSORS], dtype=np.float64)
     np.clip(x, lo_arr, hi_arr, out=x)
-
-    # Sensor faults: NaN runs (mostly auxiliary sensors), stuck values, spikes.
-    share = {"nan_run": 0.2, "stuck": 0.1, "spike": 0.7}
-    p_sensor = np.where(np.isin(np.array(SENSORS), CORE_SENSORS), 0.2 / 4, 0.8 / 8)
-    for m in range(M):
-        busy = np.zeros(T, dtype=bool)  # one sensor fault at a time per machine: clean truth
-        for kind in SENSOR_FAULTS:
-            expected = cfg.sensor_faults_per_day * share[kind] * cfg.days
-            lo, hi = _SENSOR_FAULT_MINUTES[kind]
-            lo_s, hi_s = max(1, int(lo / step_min)), max(1, int(hi / step_min))
-            for s, e in _events_in_windows(rng, T, expected, lo_s, hi_s):
-                j = int(rng.choice(F, p=p_sensor if kind == "nan_run" else None))
-                if busy[s:e].any():
-                    continue
-                busy[s:e] = True
-                detail: dict[str, float] = {}
-                if kind == "nan_run":
-                    x[s:e, m, j] = np.nan
-                elif kind == "stuck":
-                    x[s:e, m, j] = x[s, m, j]
-                    detail["value"] = float(x[s, m, j])
-                else:
-                    e = s + 1
-                    factor = float(rng.uniform(3.0, 6.0))
-                    x[s, m, j] *= factor
-                    detail["factor"] = factor
-                events.append(
-                    Event(
-                        kind=kind,
-                        machine_id=ids[m],
-                        start=ts(s),
-                        end=ts(e),
-                        sensors=[SENSORS[j]],
-                        detail=detail,
-                    )
-                )
+    sensor_faults(tl, x, rng)
 
     frame = _to_frame(cfg, ids, x, fault_code)
-    events.sort(key=lambda e: (e.start, e.machine_id, e.kind))
+    events = sorted(tl.events, key=lambda e: (e.start, e.machine_id, e.kind))
     end_state = {
         ids[m]: MachineState(wear=float(wear[-1, m]), recipe=float(recipe[-1, m])) for m in range(M)
     }
