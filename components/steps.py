@@ -32,7 +32,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from loopline.components.progress import FAILED, FINISHED, STARTED, report
-from loopline.types.runs import TrainingRunSpec
+from loopline.types.runs import PipelineStep, TrainingRunSpec
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,12 @@ SINCE_DRIFT = "since-drift"
 TRAINING_WINDOW = "training-window"
 REPORT_ARTIFACT_DIR = "reports"
 
-LOAD_FEATURES = "load-features"
-VALIDATE_DATA = "validate-data"
-TRAIN_MODEL = "train-model"
-EVALUATE_MODEL = "evaluate-model"
-COMPARE_WITH_CHAMPION = "compare-with-champion"
-REGISTER_MODEL = "register-model"
+LOAD_FEATURES = PipelineStep.LOAD_FEATURES
+VALIDATE_DATA = PipelineStep.VALIDATE_DATA
+TRAIN_MODEL = PipelineStep.TRAIN_MODEL
+EVALUATE_MODEL = PipelineStep.EVALUATE_MODEL
+COMPARE_WITH_CHAMPION = PipelineStep.COMPARE_WITH_CHAMPION
+REGISTER_MODEL = PipelineStep.REGISTER_MODEL
 STEPS = (
     LOAD_FEATURES,
     VALIDATE_DATA,

@@ -9,13 +9,13 @@ reference changes and the monitor re-arms: the count starts over, the cooldown r
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from loopline.types.common import Trigger
+from loopline.types.monitor import RetrainReason
 
 from .detectors import DriftResult
 
@@ -63,19 +63,17 @@ class RetrainRequest:
     # Empty when unknown.
     drift_start: str = ""
 
-    def reason(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "trigger": self.trigger,
-            "features": list(self.features),
-            "pValues": dict(self.p_values),
-            "windowEnd": self.window_end,
-        }
-        if self.drift_start:
-            doc["driftStart"] = self.drift_start
-        return doc
+    def reason(self) -> RetrainReason:
+        return RetrainReason(
+            trigger=Trigger(self.trigger),
+            features=list(self.features),
+            p_values=dict(self.p_values),
+            window_end=self.window_end,
+            drift_start=self.drift_start or None,
+        )
 
     def reason_json(self) -> str:
-        return json.dumps(self.reason(), sort_keys=True, separators=(",", ":"))
+        return self.reason().to_json()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RetrainRequest:

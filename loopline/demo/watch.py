@@ -20,13 +20,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loopline.demo.record import DemoRecord
 from loopline.types.common import GROUP, VERSION
+from loopline.types.runs import PipelineStep
 
 log = logging.getLogger(__name__)
 
 PLURAL = "models"
 # Pipeline steps that make up the champion gate (loopline.components.steps): the challenger is
 # compared with the champion on the same fresh data, then registered with the decision.
-GATE_STEPS = ("compare-with-champion", "register-model")
+GATE_STEPS = (PipelineStep.COMPARE_WITH_CHAMPION, PipelineStep.REGISTER_MODEL)
 _ENDPOINT_LABELS = {"rest": "REST", "grpc": "GRPC", "metrics": "Metrics", "monitor": "Monitor"}
 
 

@@ -24,6 +24,24 @@ class RunPhase(StrEnum):
     CANCELLED = "Cancelled"
 
 
+class PipelineStep(StrEnum):
+    """The training pipeline's steps, in order: the names the steps report in their progress
+    events and the operator reads back (`status.currentRun.step`)."""
+
+    LOAD_FEATURES = "load-features"
+    VALIDATE_DATA = "validate-data"
+    TRAIN_MODEL = "train-model"
+    EVALUATE_MODEL = "evaluate-model"
+    COMPARE_WITH_CHAMPION = "compare-with-champion"
+    REGISTER_MODEL = "register-model"
+
+
+# The steps after training: while one runs, the Model is Validating the new version.
+GATE_STEPS = frozenset(
+    {PipelineStep.EVALUATE_MODEL, PipelineStep.COMPARE_WITH_CHAMPION, PipelineStep.REGISTER_MODEL}
+)
+
+
 class TrainingRunSpec(Spec):
     run_id: str = Field(alias="runId", description="Derived from uid, generation and trigger.")
     namespace: str

@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Protocol
 
 import httpx
+from pydantic import ValidationError
 
 from loopline.operators.builders.monitoring import DriftCheck, MonitorDesired
 from loopline.operators.errors import BackendUnavailable
 from loopline.serving.local import PID_FILE, reap_orphan
+from loopline.types.monitor import MonitorStatus
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +71,19 @@ class _Monitor:
 def drift_check_of(doc: object) -> DriftCheck | None:
     """The monitor's `/v1/status` as the Model reconciler reads it; None before its first
     tested window, or for a document it cannot read (checks are informational)."""
-    if not isinstance(doc, dict) or not doc.get("lastWindowEnd"):
-        return None
     try:
-        required = int(doc.get("consecutiveRequired") or 1)
+        status = MonitorStatus.model_validate(doc)
+        if not status.last_window_end:
+            return None
         return DriftCheck(
-            last_check=datetime.fromisoformat(doc["lastWindowEnd"]),
-            features=[str(f) for f in doc.get("lastDrifted") or []],
-            p_values={str(k): float(v) for k, v in (doc.get("lastPValues") or {}).items()},
-            confirmed=bool(doc.get("driftConfirmed")),
-            settled=int(doc.get("stableConsecutive") or 0) >= required,
+            last_check=datetime.fromisoformat(status.last_window_end),
+            features=list(status.last_drifted),
+            p_values=dict(status.last_p_values),
+            confirmed=status.drift_confirmed,
+            settled=status.stable_consecutive >= max(1, status.consecutive_required),
         )
-    except (ValueError, TypeError, AttributeError):
+    except (ValidationError, ValueError):
+        log.warning("unreadable drift monitor status: %.300s", doc)
         return None
 
 

@@ -10,11 +10,9 @@ id it asks for is the one the backend already knows.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from loopline.operators.builders.conditions import set_condition
 from loopline.operators.builders.monitoring import DriftCheck
@@ -33,8 +31,9 @@ from loopline.types.common import (
     registered_model_name,
 )
 from loopline.types.model import ModelSpec
+from loopline.types.monitor import RetrainReason
 from loopline.types.pipeline import ConcurrencyPolicy, PipelineSpec
-from loopline.types.runs import RunPhase, TrainingRunResult, TrainingRunSpec
+from loopline.types.runs import GATE_STEPS, RunPhase, TrainingRunResult, TrainingRunSpec
 from loopline.types.status import (
     ConditionStatus,
     ConditionType,
@@ -51,18 +50,9 @@ from loopline.types.status import (
 )
 
 TERMINAL = frozenset({RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED})
-# Steps after training (names of loopline.components.steps; short forms for other pipelines):
-# while one runs, the Model is Validating the new version rather than Training it.
-VALIDATING_STEPS = frozenset(
-    {
-        "evaluate-model",
-        "compare-with-champion",
-        "register-model",
-        "evaluate",
-        "compare",
-        "register",
-    }
-)
+# Steps after training (the pipeline's own, and short forms for other pipelines): while one
+# runs, the Model is Validating the new version rather than Training it.
+VALIDATING_STEPS = frozenset({*GATE_STEPS, "evaluate", "compare", "register"})
 RUN_HISTORY = 10
 
 
@@ -131,12 +121,9 @@ def parse_retrain_request(annotations: Mapping[str, str], now: datetime) -> Retr
     if not request_id:
         return None
     raw = annotations.get(RETRAIN_REASON_ANNOTATION, "")
-    trigger = Trigger.MANUAL
-    try:
-        reason: Any = json.loads(raw) if raw else {}
-        trigger = Trigger(reason.get("trigger", "manual")) if isinstance(reason, dict) else trigger
-    except (ValueError, TypeError):
-        pass  # an unreadable reason is kept verbatim; the request still counts (manual)
+    # An unreadable reason is kept verbatim; the request still counts (manual).
+    reason = RetrainReason.parse(raw)
+    trigger = reason.trigger if reason is not None else Trigger.MANUAL
     return RetrainingStatus(request_id=request_id, trigger=trigger, reason=raw, received_at=now)
 
 
@@ -147,32 +134,24 @@ def drift_start_of(request: RetrainingStatus | None) -> datetime | None:
     gives None: the run then trains on the whole training window, as before."""
     if request is None or request.trigger != Trigger.DRIFT or not request.reason:
         return None
+    reason = RetrainReason.parse(request.reason)
+    if reason is None or not reason.drift_start:
+        return None
     try:
-        reason = json.loads(request.reason)
-        start = datetime.fromisoformat(reason["driftStart"])
-    except (ValueError, TypeError, KeyError):
+        start = datetime.fromisoformat(reason.drift_start)
+    except ValueError:
         return None
     return start if start.tzinfo is not None else start.replace(tzinfo=UTC)
 
 
 def _drift_from_reason(raw: str, now: datetime) -> DriftStatus:
+    reason = RetrainReason.parse(raw) or RetrainReason()
     try:
-        reason = json.loads(raw)
+        last_check = datetime.fromisoformat(reason.window_end) if reason.window_end else now
     except ValueError:
-        reason = {}
-    if not isinstance(reason, dict):
-        reason = {}
-    p_values = reason.get("pValues") or {}
-    window_end = reason.get("windowEnd")
-    try:
-        last_check = datetime.fromisoformat(window_end) if window_end else now
-    except (TypeError, ValueError):
         last_check = now
     return DriftStatus(
-        drifted=True,
-        last_check=last_check,
-        features=[str(f) for f in reason.get("features") or []],
-        p_values={str(k): float(v) for k, v in p_values.items() if isinstance(v, int | float)},
+        drifted=True, last_check=last_check, features=reason.features, p_values=reason.p_values
     )
 
 

@@ -207,7 +207,8 @@ def test_a_request_without_a_known_start_leaves_drift_start_out_of_the_reason() 
         p_values={"a": 0.0},
         window_end="2026-01-01T00:00:00+00:00",
     )
-    assert "driftStart" not in request.reason()
+    assert request.reason().drift_start is None
+    assert "driftStart" not in request.reason_json()
     # A pending request persisted by an older monitor (no drift_start) still loads.
     assert (
         RetrainRequest.from_dict(
@@ -215,3 +216,37 @@ def test_a_request_without_a_known_start_leaves_drift_start_out_of_the_reason() 
         ).drift_start
         == ""
     )
+
+
+def test_the_reason_annotation_reads_back_as_the_operator_sees_it() -> None:
+    """The monitor writes the reason with the same model the operator reads it with."""
+    from datetime import UTC, datetime
+
+    from loopline.monitoring.decision import RetrainRequest
+    from loopline.operators.builders.model import drift_start_of, parse_retrain_request
+    from loopline.types.common import RETRAIN_ANNOTATION, RETRAIN_REASON_ANNOTATION, Trigger
+    from loopline.types.monitor import RetrainReason
+
+    request = RetrainRequest(
+        request_id="req-7",
+        model="m",
+        namespace="ns",
+        features=["spindle_current"],
+        p_values={"spindle_current": 1e-6},
+        window_end="2026-01-02T00:00:00+00:00",
+        drift_start="2026-01-01T12:00:00+00:00",
+    )
+    annotations = {RETRAIN_ANNOTATION: "req-7", RETRAIN_REASON_ANNOTATION: request.reason_json()}
+    status = parse_retrain_request(annotations, datetime(2026, 1, 2, tzinfo=UTC))
+    assert status is not None
+    assert status.trigger == Trigger.DRIFT
+    assert drift_start_of(status) == datetime(2026, 1, 1, 12, tzinfo=UTC)
+    assert RetrainReason.parse(status.reason) == request.reason()
+    # Hand-written or unreadable reasons: the request still counts, as a manual one.
+    for raw in ("", "not json", "[1, 2]", '{"trigger": "nonsense"}'):
+        manual = parse_retrain_request(
+            {RETRAIN_ANNOTATION: "x", RETRAIN_REASON_ANNOTATION: raw}, datetime.now(UTC)
+        )
+        assert manual is not None
+        assert manual.trigger == Trigger.MANUAL, raw
+        assert drift_start_of(manual) is None
