@@ -66,15 +66,7 @@ class DemoActs(DemoStack):
         rec.step(
             "First champion serving",
             detail=f"version {rec.champion} at {rec.endpoints.get('REST')}",
-            command=self.kubectl_line(
-                "get",
-                "models.loopline.dev",
-                self.s.model,
-                "-n",
-                self.s.namespace,
-                "-o",
-                "jsonpath={.status.champion}",
-            ),
+            command=self.kubectl_model("-o", "jsonpath={.status.champion}"),
         )
 
     def _clients(self) -> list[InferClient]:
@@ -140,22 +132,14 @@ class DemoActs(DemoStack):
         rec.step(
             "Recipe changed",
             detail=f"feed rate and spindle speed x{1 + self.s.recipe_shift:g}",
-            command=self.kubectl_line(
-                "get",
-                "models.loopline.dev",
-                self.s.model,
-                "-n",
-                self.s.namespace,
-                "-o",
-                "jsonpath={.status.drift}",
-            ),
+            command=self.kubectl_model("-o", "jsonpath={.status.drift}"),
         )
         deadline = time.monotonic() + self.s.loop_timeout
         steps = [
             (
                 "retrain-requested",
                 "Drift detected: retraining requested",
-                (
+                self.kubectl_line(
                     "get",
                     "events",
                     "-n",
@@ -167,44 +151,20 @@ class DemoActs(DemoStack):
             (
                 "registered",
                 "Retrained on the new recipe: challenger registered",
-                (
-                    "get",
-                    "models.loopline.dev",
-                    self.s.model,
-                    "-n",
-                    self.s.namespace,
-                    "-o",
-                    "jsonpath={.status.currentRun}",
-                ),
+                self.kubectl_model("-o", "jsonpath={.status.currentRun}"),
             ),
             (
                 "gate-passed",
                 "Gate passed: the challenger beats the champion",
-                (
-                    "get",
-                    "models.loopline.dev",
-                    self.s.model,
-                    "-n",
-                    self.s.namespace,
-                    "-o",
-                    "jsonpath={.status.challenger}",
-                ),
+                self.kubectl_model("-o", "jsonpath={.status.challenger}"),
             ),
             (
                 "promoted",
                 "Canary done: new champion serves all traffic",
-                (
-                    "get",
-                    "models.loopline.dev",
-                    self.s.model,
-                    "-n",
-                    self.s.namespace,
-                    "-o",
-                    "jsonpath={.status.champion}",
-                ),
+                self.kubectl_model("-o", "jsonpath={.status.champion}"),
             ),
         ]
-        for kind, title, args in steps:
+        for kind, title, command in steps:
 
             def seen(kind: str = kind) -> bool:
                 self._tick()
@@ -219,7 +179,7 @@ class DemoActs(DemoStack):
                 what=f"{kind} (phase {rec.phase or '-'})",
             )
             marker = rec.first_marker(kind)
-            rec.step(title, detail=marker.label if marker else "", command=self.kubectl_line(*args))
+            rec.step(title, detail=marker.label if marker else "", command=command)
         self._landing_stop = True
 
     def compare_versions(self) -> None:

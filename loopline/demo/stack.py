@@ -86,6 +86,12 @@ class DemoStack:
         """The command a person would type (with the demo's KUBECONFIG exported)."""
         return "kubectl " + " ".join(shlex.quote(a) for a in args)
 
+    def kubectl_model(self, *args: str) -> str:
+        """The kubectl command that shows the demo's Model (with `args`, e.g. `-o ...`)."""
+        return self.kubectl_line(
+            "get", "models.loopline.dev", self.s.model, "-n", self.s.namespace, *args
+        )
+
     def kubectl(self, *args: str, input: str | None = None) -> str:
         if self.kubectl_bin is None or self.kubeconfig is None:
             raise RuntimeError("the cluster is not up")
@@ -275,8 +281,6 @@ class DemoStack:
         self.record.step(
             "Model applied",
             detail=self.s.model,
-            command=self.kubectl_line(
-                "get", "models.loopline.dev", self.s.model, "-n", self.s.namespace, "-w"
-            ),
+            command=self.kubectl_model("-w"),
         )
         self.watcher = ModelWatcher(self.api, self.s.namespace, self.s.model, self.record).start()
