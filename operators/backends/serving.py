@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
+from loopline.operators.builders.canary import VersionStats
 from loopline.operators.builders.serving import ServingDesired, ServingObserved
 from loopline.operators.errors import BackendUnavailable
-from loopline.serving.canary import VersionStats
 
 if TYPE_CHECKING:
     from loopline.serving.local import LocalModelSpec, LocalServingManager
@@ -138,7 +138,7 @@ class LocalServingBackend:
     ) -> tuple[VersionStats, VersionStats] | None:
         """Champion and canary traffic since the current canary step began (from the
         server's Prometheus metrics), or None when they cannot be read."""
-        from loopline.serving.canary import version_stats
+        from loopline.operators.backends.canary_stats import version_stats
 
         try:
             text = httpx.get(metrics_url, timeout=2.0, trust_env=False).text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from loopline.serving.canary import VersionStats
+from loopline.operators.builders.canary import VersionStats
 from loopline.types.common import registered_model_name
 from loopline.types.model import ModelSpec
 
@@ -44,7 +44,7 @@ class ServingObserved:
     canary_healthy: bool | None = None  # None: not enough traffic to judge yet
     canary_reason: str = ""
     # Traffic of each version since the current canary step began, when the backend can read
-    # it; the builder then lets `loopline.serving.canary.decide_canary` judge the step.
+    # it; the builder then lets `loopline.operators.builders.canary.decide_canary` judge the step.
     champion_stats: VersionStats | None = None
     canary_stats: VersionStats | None = None
 

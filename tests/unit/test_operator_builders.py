@@ -458,8 +458,8 @@ def test_runs_the_operator_starts_leave_the_champion_alias_to_it() -> None:
 
 
 def test_canary_with_traffic_is_judged_by_the_serving_decision() -> None:
-    """With per-version traffic stats, decide_canary (loopline.serving.canary) decides."""
-    from loopline.serving.canary import VersionStats
+    """With per-version traffic stats, decide_canary (loopline.operators.builders.canary) decides."""
+    from loopline.operators.builders.canary import VersionStats
 
     spec = _spec(serving={"canary": {"steps": [20, 100], "stepSeconds": 0}})
     notes = {RETRAIN_ANNOTATION: "r3"}

@@ -2,7 +2,7 @@
 
 The operator calls `decide_canary` on every reconcile with the Model's `serving.canary` spec,
 where the rollout stands, and per-version statistics over the current step (`VersionStats`,
-read from a model server's metrics with `version_stats` and differenced with `minus`):
+read by the serving backend from a model server's metrics and differenced with `minus`):
 
 - the abort metric over its threshold -> ROLLBACK (canary weight 0);
 - too few canary requests to judge -> HOLD;
@@ -20,8 +20,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from loopline.types.model import AbortMetric, CanarySpec
 
@@ -86,32 +84,6 @@ class VersionStats:
                 for k, v in self.latency_buckets.items()
             },
         )
-
-
-def version_stats(metrics_text: str, model: str, version: str) -> VersionStats:
-    """Read one version's `loopline_*` series from a server's /metrics text."""
-    requests = errors = rows = fallback = anomalies = 0.0
-    buckets: dict[float, float] = {}
-    for family in text_string_to_metric_families(metrics_text):
-        for sample in family.samples:
-            labels = sample.labels
-            if labels.get("model") != model or labels.get("version") != version:
-                continue
-            name = sample.name
-            if name == "loopline_inference_requests_total":
-                requests += sample.value
-                if labels.get("outcome") == "server_error":
-                    errors += sample.value
-            elif name == "loopline_scored_rows_total":
-                rows += sample.value
-            elif name == "loopline_fallback_rows_total":
-                fallback += sample.value
-            elif name == "loopline_anomaly_rows_total":
-                anomalies += sample.value
-            elif name == "loopline_inference_latency_seconds_bucket":
-                bound = float(labels["le"])
-                buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return VersionStats(requests, errors, rows, fallback, anomalies, buckets)
 
 
 @dataclass(frozen=True)

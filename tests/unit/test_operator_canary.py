@@ -7,12 +7,8 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from loopline.serving.canary import (
-    CanaryAction,
-    VersionStats,
-    decide_canary,
-    version_stats,
-)
+from loopline.operators.backends.canary_stats import version_stats
+from loopline.operators.builders.canary import CanaryAction, VersionStats, decide_canary
 from loopline.serving.metrics import serving_metrics
 from loopline.types.model import AbortMetric, CanarySpec
 
