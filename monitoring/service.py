@@ -15,16 +15,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from loopline.samples import SampleBatch
-from loopline.types.monitor import MonitorReference, MonitorStatus, MonitorWindow
 
 from .decision import (
-    CONFIRMED,
     Decision,
     DecisionState,
     Policy,
@@ -39,6 +36,7 @@ from .reference import Reference, ReferenceSource
 from .retrain import RetrainRequester
 from .settings import MonitorSettings
 from .state import StateStore
+from .status import status_of
 from .window import SampleQueue, SlidingWindow
 
 log = logging.getLogger(__name__)
@@ -418,54 +416,7 @@ class DriftMonitor:
 
     def status(self) -> dict[str, Any]:
         """The `GET /v1/status` body (`loopline.types.monitor.MonitorStatus`, as JSON)."""
-        now = self.clock()
-        s = self.state
-        ref = self.reference
-        return MonitorStatus(
-            model=self.model,
-            namespace=self.settings.namespace,
-            detector=self.settings.detector,
-            p_value=self.settings.p_value,
-            correction=self.settings.correction,
-            reference=None
-            if ref is None
-            else MonitorReference(
-                version=ref.version, rows=int(ref.values.shape[0]), source=ref.source
-            ),
-            features=self.feature_names,
-            window=MonitorWindow(
-                size=self.window.size,
-                step=self.window.step,
-                rows=int(self.window.rows.shape[0]),
-                since_test=self.window.since_test,
-                rows_seen=self.window.rows_seen,
-            ),
-            queue_rows=len(self.queue),
-            received=self.received,
-            dropped=self.dropped,
-            anomaly_rate=self.anomaly_rate(),
-            decision=s.decision,
-            windows_tested=s.windows_tested,
-            drifted_windows=s.drifted_windows,
-            consecutive=s.consecutive,
-            consecutive_required=self.policy.consecutive_windows,
-            stable_consecutive=s.stable_consecutive,
-            drift_confirmed=s.decision in CONFIRMED,
-            retrain_on_drift=self.policy.retrain_on_drift,
-            cooldown_remaining_seconds=s.cooldown_remaining(now),
-            cooldown_until=datetime.fromtimestamp(s.cooldown_until, UTC).isoformat()
-            if s.cooldown_until
-            else None,
-            requests=s.requests,
-            last_request=s.last_request,
-            pending_request=s.pending_request,
-            last_p_values=s.last_p_values,
-            last_statistics=s.last_statistics,
-            last_drifted=s.last_drifted,
-            last_window_end=s.last_window_end or None,
-            last_error=self.last_error or None,
-            idle=self.idle(),
-        ).to_json_dict()
+        return status_of(self).to_json_dict()
 
     def idle(self) -> bool:
         """Nothing queued and no test due (tests wait on this)."""
