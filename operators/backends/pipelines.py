@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +31,7 @@ from pydantic import ValidationError
 
 from loopline.operators.errors import BackendRejected, BackendUnavailable
 from loopline.types.runs import RunPhase, TrainingRunResult, TrainingRunSpec
+from loopline.wait import WaitTimeout, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +192,21 @@ class LocalPipelineBackend:
         if self._alive(run_dir, run_id):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while self._alive(run_dir, run_id) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self._alive(run_dir, run_id):
+
+        def gone() -> bool:
+            return not self._alive(run_dir, run_id)
+
+        try:
+            wait_for(gone, timeout=10, interval=0.05, what=f"run {run_id} to stop after SIGTERM")
+        except WaitTimeout:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+            # A cancel that returns while the worker lives would let a deletion finish with
+            # training still running: wait for the kill, or fail so the caller retries.
+            try:
+                wait_for(gone, timeout=10, interval=0.05, what=f"run {run_id} to die")
+            except WaitTimeout as exc:
+                raise BackendUnavailable(f"run {run_id}: worker {pid} survived SIGKILL") from exc
 
     def runs_of(self, namespace: str, model: str) -> list[str]:
         if not self.runs_dir.is_dir():
