@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from loopline.cluster.errors import ComponentStartError, PortInUseError
-from loopline.cluster.state import ProcessRecord, is_alive
+from loopline.cluster.state import ProcessRecord, boot_id, is_alive, start_ticks
 
 # Processes started by this Python process, so we can reap them (a killed child stays a
 # zombie until its parent waits for it).
@@ -85,7 +85,15 @@ def start(
             close_fds=True,
         )
     _CHILDREN[proc.pid] = proc
-    return ProcessRecord(name=name, pid=proc.pid, argv=argv, log=log)
+    # Popen returns after the exec, and exec keeps the start time: this is the child's.
+    return ProcessRecord(
+        name=name,
+        pid=proc.pid,
+        argv=argv,
+        log=log,
+        start_ticks=start_ticks(proc.pid),
+        boot_id=boot_id(),
+    )
 
 
 def _reap(pid: int) -> None:

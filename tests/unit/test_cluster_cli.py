@@ -33,3 +33,22 @@ def test_down_refuses_to_delete_a_foreign_directory(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "refusing to delete" in result.output
     assert (tmp_path / "thesis.tex").exists()
+
+
+def test_up_refuses_cluster_data_without_a_state_file_and_deletes_nothing(
+    tmp_path: Path,
+) -> None:
+    """Without state.json `up` cannot restart what is there; it used to delete it."""
+    state_dir = tmp_path / "s"
+    (state_dir / "etcd" / "member").mkdir(parents=True)
+    (state_dir / "pki").mkdir()
+    (state_dir / "pki" / "ca.crt").write_text("the CA every kubeconfig trusts")
+    args = ["--state-dir", str(state_dir)]
+    status = CliRunner().invoke(cli, ["cluster", "status", *args])
+    assert status.exit_code == 1
+    assert "no readable state.json" in status.output
+    up = CliRunner().invoke(cli, ["cluster", "up", "--no-build", *args])
+    assert up.exit_code == 1
+    assert "`loopline cluster up --reset` deletes it" in up.output
+    assert (state_dir / "etcd" / "member").is_dir()
+    assert (state_dir / "pki" / "ca.crt").read_text() == "the CA every kubeconfig trusts"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from loopline.cluster import process as proc
+from loopline.cluster import state as st
 from loopline.cluster.errors import ComponentStartError, PortInUseError
 from loopline.cluster.state import is_alive
 
@@ -96,3 +97,16 @@ def test_log_tail(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert proc.log_tail(log, 3).splitlines() == ["line 97", "line 98", "line 99"]
     assert proc.log_tail(tmp_path / "missing.log") == ""
+
+
+def test_start_records_the_start_time_of_the_child(tmp_path: Path) -> None:
+    record = proc.start(
+        "sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "l"
+    )
+    try:
+        assert record.start_ticks == st.start_ticks(record.pid)
+        assert record.boot_id == st.boot_id()
+        assert st.is_alive(record)
+    finally:
+        proc.stop(record)
+    assert not st.is_alive(record)
