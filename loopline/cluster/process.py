@@ -55,6 +55,9 @@ def free_ports(count: int) -> list[int]:
 def ensure_port_free(port: int, what: str) -> None:
     """Fail early and clearly when a fixed port is taken, instead of in a component log."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the Go components do: connections of a killed predecessor lingering in
+        # TIME_WAIT do not make the port taken; a listener still does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:
