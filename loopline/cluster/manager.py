@@ -32,6 +32,7 @@ from loopline.cluster.kubeconfig import component_users, kubeconfig, token_file
 from loopline.cluster.kubectl import Kubectl, KubectlError
 from loopline.cluster.layout import Layout
 from loopline.cluster.settings import ClusterSettings
+from loopline.wait import WaitTimeout, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ _OWN_ENTRIES = {
     "state.json",
     "state.tmp",
 }
+
+
+_PORT_RELEASE_GRACE = 5.0  # seconds a dead process's port may take to be released
 
 
 @dataclass(frozen=True)
@@ -242,8 +246,15 @@ class LocalCluster:
         )
         for port, name in recovery.ports_to_free(state, decision.restart).items():
             try:
-                proc.ensure_port_free(port, name)
-            except PortInUseError as exc:
+                # A process killed a moment ago shows as a zombie before its last thread
+                # has exited and closed its sockets: give it a few seconds to let go.
+                wait_for(
+                    lambda: proc.port_is_free(port),  # noqa: B023
+                    timeout=_PORT_RELEASE_GRACE,
+                    what=f"127.0.0.1:{port} to be free",
+                    interval=0.1,
+                )
+            except WaitTimeout as exc:
                 raise PortInUseError(
                     f"cannot restart {name}: its port 127.0.0.1:{port} is now taken by another "
                     "process, and clients of this cluster know only that port. Stop that "

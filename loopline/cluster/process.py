@@ -52,6 +52,14 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def port_is_free(port: int) -> bool:
+    try:
+        ensure_port_free(port, "")
+    except PortInUseError:
+        return False
+    return True
+
+
 def ensure_port_free(port: int, what: str) -> None:
     """Fail early and clearly when a fixed port is taken, instead of in a component log."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -32,6 +32,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from loopline.cluster import state as st
+from loopline.cluster.process import port_is_free
 from loopline.wait import wait_for
 from tests.fixtures.cluster import ClusterHandle, start_cluster
 
@@ -197,6 +198,8 @@ def test_up_refuses_to_restart_on_a_taken_port_and_deletes_nothing(
     before = _fingerprint(own)
     dead = _kill(own, "kube-apiserver")
     port = own.local.state().ports["kube-apiserver"]  # type: ignore[union-attr]
+    # The kernel releases a killed process's sockets a moment after it shows as dead.
+    wait_for(lambda: port_is_free(port), timeout=10, what=f"port {port} released")
     with socket.create_server(("127.0.0.1", port)):
         up = _cli("up", "--no-build", "--state-dir", str(own.local.state_dir))
     assert up.returncode == 1
