@@ -11,6 +11,7 @@ from typing import ParamSpec, TypeVar
 
 import click
 
+from loopline.cluster import recovery
 from loopline.cluster.binaries import build as build_binaries
 from loopline.cluster.errors import ClusterError
 from loopline.cluster.manager import LocalCluster
@@ -72,14 +73,35 @@ def cluster() -> None:
     "installed.",
 )
 @click.option("--no-build", is_flag=True, help="Use the cached binaries without calling build.sh.")
+@click.option(
+    "--reset",
+    is_flag=True,
+    help="Stop the cluster in the state directory and DELETE it (etcd data with every "
+    "namespace and object, CA, certificates, tokens) before starting a new, empty one.",
+)
 @state_dir_option
 @_friendly_errors
-def up(nodes: int, crd_dirs: tuple[Path, ...], no_build: bool, state_dir: Path | None) -> None:
-    """Start the cluster (a no-op when it already runs) and print how to use it."""
+def up(
+    nodes: int, crd_dirs: tuple[Path, ...], no_build: bool, reset: bool, state_dir: Path | None
+) -> None:
+    """Start the cluster and print how to use it.
+
+    A no-op when it already runs. When some of its processes died, restarts just those,
+    keeping the etcd data, CA, certificates, ports and tokens (kubeconfigs stay valid).
+    """
     local = _cluster(state_dir)
-    result = local.up(nodes=nodes, crd_dirs=list(crd_dirs), build=not no_build)
+    result = local.up(nodes=nodes, crd_dirs=list(crd_dirs), build=not no_build, reset=reset)
     state = result.state
-    verb = "started" if result.started else "already running"
+    for line in result.deleted:
+        click.echo(f"--reset deleted {line}")
+    if result.restarted:
+        verb = "recovered"
+        kept = f"restarted {', '.join(result.restarted)} with {recovery.KEEPS}"
+        if result.adopted:
+            kept += f"; left {', '.join(result.adopted)} running"
+        click.echo(f"Recovered the cluster in {local.state_dir}: {kept}. Nothing was deleted.")
+    else:
+        verb = "started" if result.started else "already running"
     click.echo(
         f"Cluster {verb}: Kubernetes {state.kubernetes_version} at {state.server} "
         f"with {state.nodes} fake node(s).\n\n"
@@ -119,6 +141,8 @@ def status(as_json: bool, state_dir: Path | None) -> None:
                     "health": current.health.value,
                     "state_dir": str(local.state_dir),
                     "dead": current.dead,
+                    "up_would": current.plan.action.value,
+                    "advice": current.advice,
                     "state": current.state.model_dump(mode="json") if current.state else None,
                 },
                 indent=2,
@@ -126,6 +150,8 @@ def status(as_json: bool, state_dir: Path | None) -> None:
         )
     elif current.state is None:
         click.echo(f"stopped (no cluster in {local.state_dir})")
+        if current.advice:
+            click.echo(current.advice)
     else:
         state = current.state
         click.echo(
@@ -136,8 +162,8 @@ def status(as_json: bool, state_dir: Path | None) -> None:
         for record in state.processes:
             alive = "dead" if record.name in current.dead else "running"
             click.echo(f"  {record.name:<24} pid {record.pid:<8} {alive:<8} {record.log}")
-        if current.health is Health.STALE:
-            click.echo("Some processes are gone; `loopline cluster up` cleans up and restarts.")
+        if current.advice:
+            click.echo(current.advice)
     raise SystemExit(0 if current.health is Health.RUNNING else 1)
 
 

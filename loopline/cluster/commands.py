@@ -2,7 +2,7 @@
 
 Kept apart from the code that starts processes so the flags can be read, reviewed and
 unit-tested on their own. Every listener is bound to 127.0.0.1: the cluster is for this
-machine only.
+machine only, and etcd, which bypasses the apiserver's RBAC, needs a client certificate.
 """
 
 from __future__ import annotations
@@ -50,19 +50,37 @@ def components(nodes: int) -> tuple[str, ...]:
     return CORE_COMPONENTS + (NODE_COMPONENTS if nodes > 0 else ())
 
 
+def etcd_client_url(ports: Ports) -> str:
+    return f"https://127.0.0.1:{ports.etcd_client}"
+
+
 def etcd_command(binary: Path, layout: Layout, ports: Ports, *, unsafe_no_fsync: bool) -> list[str]:
-    """A single-member etcd, plain HTTP on loopback (only the apiserver talks to it)."""
-    client = f"http://127.0.0.1:{ports.etcd_client}"
-    peer = f"http://127.0.0.1:{ports.etcd_peer}"
+    """A single-member etcd on loopback that talks TLS only and requires a client
+    certificate from its own CA, on the client and on the peer listener.
+
+    Plain HTTP on loopback let any local user read and write every object (Secrets
+    included) without going through the apiserver's authentication and RBAC.
+    """
+    client = etcd_client_url(ports)
+    peer = f"https://127.0.0.1:{ports.etcd_peer}"
     argv = [
         str(binary),
         "--name=loopline",
         f"--data-dir={layout.etcd_data_dir}",
         f"--listen-client-urls={client}",
         f"--advertise-client-urls={client}",
+        f"--cert-file={layout.etcd_cert}",
+        f"--key-file={layout.etcd_key}",
+        "--client-cert-auth=true",
+        f"--trusted-ca-file={layout.etcd_ca_cert}",
         f"--listen-peer-urls={peer}",
         f"--initial-advertise-peer-urls={peer}",
+        f"--peer-cert-file={layout.etcd_cert}",
+        f"--peer-key-file={layout.etcd_key}",
+        "--peer-client-cert-auth=true",
+        f"--peer-trusted-ca-file={layout.etcd_ca_cert}",
         f"--initial-cluster=loopline={peer}",
+        # Read only on the first start; a restart on an existing data dir rejoins it.
         "--initial-cluster-state=new",
         "--log-level=warn",
     ]
@@ -88,7 +106,10 @@ def apiserver_command(
         "--bind-address=127.0.0.1",
         "--advertise-address=127.0.0.1",
         f"--secure-port={ports.apiserver}",
-        f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
+        f"--etcd-servers={etcd_client_url(ports)}",
+        f"--etcd-cafile={layout.etcd_ca_cert}",
+        f"--etcd-certfile={layout.etcd_client_cert}",
+        f"--etcd-keyfile={layout.etcd_client_key}",
         f"--tls-cert-file={layout.serving_cert}",
         f"--tls-private-key-file={layout.serving_key}",
         f"--client-ca-file={layout.ca_cert}",

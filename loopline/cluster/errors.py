@@ -41,3 +41,7 @@ class ComponentStartError(ClusterError):
 
 class CrdInstallError(ClusterError):
     """The cluster runs, but applying CRD manifests failed (usually an invalid CRD)."""
+
+
+class RecoveryError(ClusterError):
+    """Restarting the dead processes of an existing cluster failed; nothing was deleted."""

@@ -45,6 +45,30 @@ class Layout:
         return self.pki_dir / "sa.pub"
 
     @property
+    def etcd_ca_cert(self) -> Path:
+        """etcd's own CA: separate from the cluster CA, whose key the controller-manager
+        signs CSRs with, so no certificate issued through the API opens etcd."""
+        return self.pki_dir / "etcd-ca.crt"
+
+    @property
+    def etcd_cert(self) -> Path:
+        """etcd's serving (and peer) certificate."""
+        return self.pki_dir / "etcd.crt"
+
+    @property
+    def etcd_key(self) -> Path:
+        return self.pki_dir / "etcd.key"
+
+    @property
+    def etcd_client_cert(self) -> Path:
+        """The client certificate kube-apiserver (and the readiness probe) present to etcd."""
+        return self.pki_dir / "apiserver-etcd-client.crt"
+
+    @property
+    def etcd_client_key(self) -> Path:
+        return self.pki_dir / "apiserver-etcd-client.key"
+
+    @property
     def token_file(self) -> Path:
         return self.pki_dir / "tokens.csv"
 

@@ -17,15 +17,22 @@ from pathlib import Path
 
 import yaml
 
-from loopline.cluster import commands, crds, pki, probes
+from loopline.cluster import commands, crds, pki, probes, recovery
 from loopline.cluster import process as proc
 from loopline.cluster import state as st
 from loopline.cluster.binaries import Binaries, ensure
-from loopline.cluster.errors import ClusterError, ComponentStartError, CrdInstallError
+from loopline.cluster.errors import (
+    ClusterError,
+    ComponentStartError,
+    CrdInstallError,
+    PortInUseError,
+    RecoveryError,
+)
 from loopline.cluster.kubeconfig import component_users, kubeconfig, token_file
 from loopline.cluster.kubectl import Kubectl, KubectlError
 from loopline.cluster.layout import Layout
 from loopline.cluster.settings import ClusterSettings
+from loopline.wait import WaitTimeout, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +50,17 @@ _OWN_ENTRIES = {
 }
 
 
+_PORT_RELEASE_GRACE = 5.0  # seconds a dead process's port may take to be released
+
+
 @dataclass(frozen=True)
 class UpResult:
     state: st.ClusterState
     started: bool  # False: the cluster was already running and `up` did nothing
     crds: list[str] = field(default_factory=list)  # names of the CRDs installed
+    restarted: list[str] = field(default_factory=list)  # dead processes recovery restarted
+    adopted: list[str] = field(default_factory=list)  # live processes recovery left alone
+    deleted: list[str] = field(default_factory=list)  # what `--reset` deleted
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,12 @@ class Status:
     health: st.Health
     state: st.ClusterState | None
     dead: list[str]  # recorded components that are no longer running
+    plan: recovery.Plan  # what `up` would do
+
+    @property
+    def advice(self) -> str:
+        """What `up` would do about a cluster that is not fully running ('' otherwise)."""
+        return recovery.describe(self.state, self.plan)
 
 
 class LocalCluster:
@@ -82,8 +101,9 @@ class LocalCluster:
 
     def status(self) -> Status:
         state = self.state()
-        dead = [] if state is None else [p.name for p in state.processes if not st.is_alive(p)]
-        return Status(st.health(state), state, dead)
+        alive = self._liveness(state)
+        dead = [name for name, running in alive.items() if not running]
+        return Status(st.health(state), state, dead, self._plan(state, alive))
 
     def admin_token(self) -> str:
         """The admin bearer token, read back from the kubeconfig `up` wrote."""
@@ -96,34 +116,53 @@ class LocalCluster:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def up(self, nodes: int = 0, crd_dirs: Sequence[Path] = (), *, build: bool = True) -> UpResult:
-        """Start the cluster, or do nothing when it already runs.
+    def up(
+        self,
+        nodes: int = 0,
+        crd_dirs: Sequence[Path] = (),
+        *,
+        build: bool = True,
+        reset: bool = False,
+    ) -> UpResult:
+        """Start the cluster, bring back the dead processes of one, or do nothing when it
+        already runs.
 
-        A state directory left by a killed run (dead pids) is cleaned first. If any step
-        fails, everything already started is stopped again and the logs are kept.
+        Recovery keeps everything (etcd data, PKI, ports, tokens) and adopts the processes
+        still running; see `recovery`. `reset` first stops and deletes the cluster that is
+        there. If a fresh start fails, everything already started is stopped again and the
+        logs are kept; if a recovery fails, nothing is deleted.
         """
         if nodes < 0:
             raise ValueError("nodes must be >= 0")
         with st.locked(self.layout.lock_file):
+            deleted = self._reset() if reset else []
             current = self.state()
-            health = st.health(current)
-            if health is st.Health.RUNNING and current is not None:
+            decision = self._plan(current, self._liveness(current))
+            if decision.action is recovery.Action.REFUSE:
+                raise ClusterError(f"{self.state_dir} {decision.reason}")
+            if current is not None:
                 if current.nodes != nodes:
                     log.warning(
-                        "cluster in %s already runs with %d node(s); `down` first to change it",
+                        "cluster in %s runs with %d node(s); `down` first to change it",
                         self.state_dir,
                         current.nodes,
                     )
-                return UpResult(current, started=False)
-            if health is st.Health.STALE and current is not None:
-                dead = [p.name for p in current.processes if not st.is_alive(p)]
-                log.warning(
-                    "cleaning stale cluster state in %s (not running: %s)",
-                    self.state_dir,
-                    ", ".join(dead) or "-",
+                if decision.action is recovery.Action.NOTHING:
+                    return UpResult(current, started=False)
+                started = time.monotonic()
+                state = self._recover(current, decision)
+                log.info(
+                    "cluster recovered in %.1fs at %s", time.monotonic() - started, state.server
                 )
-                self._stop_all(current)
-            self._remove_state_dir()
+                installed = self._install_crds(state, crd_dirs)
+                return UpResult(
+                    state,
+                    started=True,
+                    crds=installed,
+                    restarted=list(decision.restart),
+                    adopted=list(decision.adopt),
+                )
+            self._remove_state_dir()  # at most the logs of a failed start are left
             binaries = self._binaries or ensure(self.settings, build_if_needed=build)
             started = time.monotonic()
             try:
@@ -132,14 +171,119 @@ class LocalCluster:
                 failed = self.state()
                 if failed is not None:
                     self._stop_all(failed)
-                # Keep the logs for the error message; without state.json the next `up`
-                # sees a dead cluster and cleans it.
-                self.layout.state_file.unlink(missing_ok=True)
+                # Keep the logs for the error message. The rest of a cluster that never
+                # came up holds nothing of anyone's, and the next `up` must see no cluster.
+                self._remove_state_dir(keep={"logs"})
                 raise
             log.info("cluster ready in %.1fs at %s", time.monotonic() - started, state.server)
             project = crds.default_dirs() if self.settings.project_crds else []
             installed = self._install_crds(state, [*project, *crd_dirs])
-            return UpResult(state, started=True, crds=installed)
+            return UpResult(state, started=True, crds=installed, deleted=deleted)
+
+    def _reset(self) -> list[str]:
+        """Stop whatever runs and delete the state directory; say what was deleted."""
+        root = self.layout.root
+        current = self.state()
+        if current is not None:
+            self._stop_all(current)
+        deleted = []
+        if self.layout.etcd_data_dir.exists():
+            deleted.append(f"etcd data ({self.layout.etcd_data_dir}): every namespace and object")
+        if self.layout.pki_dir.exists():
+            deleted.append(
+                f"PKI and tokens ({self.layout.pki_dir}): kubeconfigs of this cluster stop "
+                "working, service-account tokens become invalid"
+            )
+        if root.exists():
+            deleted.append(f"the rest of {root} (state, kubeconfigs, logs)")
+        self._remove_state_dir()
+        for line in deleted:
+            log.warning("--reset deleted %s", line)
+        return deleted
+
+    def _liveness(self, state: st.ClusterState | None) -> dict[str, bool]:
+        if state is None:
+            return {}
+        return {p.name: st.is_alive(p) for p in state.processes}
+
+    def _plan(self, state: st.ClusterState | None, alive: dict[str, bool]) -> recovery.Plan:
+        layout = self.layout
+        has_data = any(
+            path.exists() for path in (layout.etcd_data_dir, layout.pki_dir, layout.kubeconfig)
+        )
+        return recovery.plan(
+            state, alive, has_data=has_data, missing=self._missing_for_restart(state, alive)
+        )
+
+    def _missing_for_restart(
+        self, state: st.ClusterState | None, alive: dict[str, bool]
+    ) -> list[str]:
+        """Files a restart of the dead processes needs that are gone (none to check when
+        nothing is dead)."""
+        if state is None or all(alive.values()):
+            return []
+        layout = self.layout
+        needed = [*pki.files(layout), layout.token_file, layout.kubeconfig, layout.etcd_data_dir]
+        for record in state.processes:
+            if record.name in commands.NODE_COMPONENTS:
+                needed.append(layout.component_kubeconfig(record.name))
+            if not alive.get(record.name, False):
+                needed.append(Path(record.argv[0]))
+        if state.nodes:
+            needed.append(layout.kwok_config)
+        return [str(path) for path in needed if not path.exists()]
+
+    def _recover(self, state: st.ClusterState, decision: recovery.Plan) -> st.ClusterState:
+        """Start the dead processes again with their recorded command lines, in start
+        order, each once the ones before it are ready (live ones are only waited for)."""
+        dead = ", ".join(decision.restart)
+        log.warning(
+            "recovering the cluster in %s: restarting %s with %s%s",
+            self.state_dir,
+            dead,
+            recovery.KEEPS,
+            f"; leaving {', '.join(decision.adopt)} running" if decision.adopt else "",
+        )
+        for port, name in recovery.ports_to_free(state, decision.restart).items():
+            try:
+                # A process killed a moment ago shows as a zombie before its last thread
+                # has exited and closed its sockets: give it a few seconds to let go.
+                wait_for(
+                    lambda: proc.port_is_free(port),  # noqa: B023
+                    timeout=_PORT_RELEASE_GRACE,
+                    what=f"127.0.0.1:{port} to be free",
+                    interval=0.1,
+                )
+            except WaitTimeout as exc:
+                raise PortInUseError(
+                    f"cannot restart {name}: its port 127.0.0.1:{port} is now taken by another "
+                    "process, and clients of this cluster know only that port. Stop that "
+                    "process and run `loopline cluster up` again (nothing was deleted), or "
+                    "`loopline cluster up --reset` to start a new cluster on new ports."
+                ) from exc
+        token = self.admin_token()
+        started: list[st.ProcessRecord] = []
+        try:
+            for old in list(state.processes):
+                record = old
+                if old.name in decision.restart:
+                    proc.stop(old)  # a no-op unless it is still ours; reaps our zombie
+                    log.info("restarting %s", old.name)
+                    record = proc.start(old.name, old.argv, old.log)
+                    started.append(record)
+                    state.processes = [record if p.name == old.name else p for p in state.processes]
+                    st.save(self.layout.state_file, state)
+                self._wait_ready(record, state, token)
+        except BaseException as exc:
+            for record in started:
+                proc.stop(record)
+            if isinstance(exc, ClusterError):
+                raise RecoveryError(
+                    f"{exc}\nNothing was deleted: fix the cause and run `loopline cluster up` "
+                    "again, or `loopline cluster up --reset` to start a new, empty cluster."
+                ) from exc
+            raise
+        return state
 
     def _install_crds(self, state: st.ClusterState, directories: Sequence[Path]) -> list[str]:
         """Install CRDs into the running cluster. A broken CRD is an error, but the
@@ -198,7 +342,8 @@ class LocalCluster:
             proc.stop(record)
         return list(state.processes)
 
-    def _remove_state_dir(self) -> None:
+    def _remove_state_dir(self, keep: frozenset[str] | set[str] = frozenset()) -> None:
+        """Delete the state directory (all but the entries in `keep`)."""
         root = self.layout.root
         if not root.exists():
             return
@@ -209,7 +354,16 @@ class LocalCluster:
                 f"({', '.join(sorted(foreign))}); refusing to delete it. Point "
                 "LOOPLINE_CLUSTER_STATE_DIR at a directory of its own."
             )
-        shutil.rmtree(root)
+        if not keep:
+            shutil.rmtree(root)
+            return
+        for entry in root.iterdir():
+            if entry.name in keep:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
     def _pick_ports(self) -> commands.Ports:
         fixed = self.settings.apiserver_port
@@ -330,7 +484,12 @@ class LocalCluster:
     def _readiness(self, name: str, state: st.ClusterState, token: str) -> Callable[[], bool]:
         ports = state.ports
         if name == "etcd":
-            return lambda: probes.etcd_healthy(ports["etcd-client"])
+            layout = self.layout
+            context = probes.etcd_context(
+                layout.etcd_ca_cert, layout.etcd_client_cert, layout.etcd_client_key
+            )
+            url = f"https://127.0.0.1:{ports['etcd-client']}"
+            return lambda: probes.etcd_healthy(url, context)
         if name == "kube-apiserver":
             return lambda: probes.apiserver_ready(state.server, self.layout.ca_cert, token)
         if name in ("kube-controller-manager", "kube-scheduler"):

@@ -2,7 +2,8 @@
 
 A private CA signs the apiserver's serving certificate so clients verify TLS for real (no
 `insecure-skip-tls-verify`) and the kubeconfig can embed the CA. A separate RSA key pair
-signs service-account tokens. Everything is generated per state directory and never
+signs service-account tokens. etcd has a CA of its own and accepts only clients holding a
+certificate from it (kube-apiserver), so local users cannot read or write etcd around RBAC. Everything is generated per state directory and never
 leaves it.
 """
 
@@ -23,6 +24,7 @@ from loopline.cluster.commands import KUBERNETES_SERVICE_IP
 from loopline.cluster.layout import Layout
 
 _VALIDITY = dt.timedelta(days=365)
+_CLOCK_SKEW = dt.timedelta(minutes=5)  # tolerated difference between clocks
 SERVING_DNS_NAMES = (
     "localhost",
     "kubernetes",
@@ -43,6 +45,11 @@ class PKI:
     serving_key: bytes
     sa_key: bytes
     sa_pub: bytes
+    etcd_ca_cert: bytes
+    etcd_cert: bytes
+    etcd_key: bytes
+    etcd_client_cert: bytes
+    etcd_client_key: bytes
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
@@ -53,20 +60,20 @@ def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def generate(now: dt.datetime | None = None) -> PKI:
-    """A fresh CA, a serving certificate for loopback and the service IP, an SA key pair."""
-    now = now or dt.datetime.now(dt.UTC)
-    not_before = now - dt.timedelta(minutes=5)  # tolerate small clock differences
+def _pem_cert(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
 
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "loopline-local-ca")])
-    ca_cert = (
+
+def _ca(common_name: str, now: dt.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (
         x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
+        .not_valid_before(now - _CLOCK_SKEW)
         .not_valid_after(now + _VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
@@ -83,43 +90,92 @@ def generate(now: dt.datetime | None = None) -> PKI:
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
     )
+    return cert, key
 
-    serving_key = ec.generate_private_key(ec.SECP256R1())
-    san = x509.SubjectAlternativeName(
-        [x509.DNSName(name) for name in SERVING_DNS_NAMES]
-        + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVING_IPS]
-    )
-    serving_cert = (
+
+def _leaf(
+    common_name: str,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+    now: dt.datetime,
+    usages: list[x509.ObjectIdentifier],
+    *,
+    dns_names: tuple[str, ...] = (),
+    ips: tuple[str, ...] = (),
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    ca_cert, ca_key = issuer
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-        .issuer_name(ca_name)
-        .public_key(serving_key.public_key())
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
+        .not_valid_before(now - _CLOCK_SKEW)
         .not_valid_after(now + _VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(san, critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
         )
-        .sign(ca_key, hashes.SHA256())
     )
+    if dns_names or ips:
+        san = x509.SubjectAlternativeName(
+            [x509.DNSName(name) for name in dns_names]
+            + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+        )
+        builder = builder.add_extension(san, critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
 
+
+def generate(now: dt.datetime | None = None) -> PKI:
+    """A fresh cluster CA with the apiserver's serving certificate for loopback and the
+    service IP, an SA key pair, and etcd's own CA with etcd's certificate and the client
+    certificate kube-apiserver presents to etcd (etcd requires one: `--client-cert-auth`)."""
+    now = now or dt.datetime.now(dt.UTC)
+    ca = _ca("loopline-local-ca", now)
+    serving = _leaf(
+        "kube-apiserver",
+        ca,
+        now,
+        [ExtendedKeyUsageOID.SERVER_AUTH],
+        dns_names=SERVING_DNS_NAMES,
+        ips=SERVING_IPS,
+    )
+    etcd_ca = _ca("loopline-etcd-ca", now)
+    # One certificate serves clients and the (single-member) peer listener, which checks
+    # it as a client too, hence both usages.
+    etcd = _leaf(
+        "loopline-etcd",
+        etcd_ca,
+        now,
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        dns_names=("localhost",),
+        ips=("127.0.0.1",),
+    )
+    etcd_client = _leaf(
+        "kube-apiserver-etcd-client", etcd_ca, now, [ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
     # Service-account tokens are RS256 JWTs by default, so this key is RSA.
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return PKI(
-        ca_cert=ca_cert.public_bytes(serialization.Encoding.PEM),
-        ca_key=_pem_key(ca_key),
-        serving_cert=serving_cert.public_bytes(serialization.Encoding.PEM),
-        serving_key=_pem_key(serving_key),
+        ca_cert=_pem_cert(ca[0]),
+        ca_key=_pem_key(ca[1]),
+        serving_cert=_pem_cert(serving[0]),
+        serving_key=_pem_key(serving[1]),
         sa_key=_pem_key(sa_key),
         sa_pub=sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
+        # etcd's CA key is not kept: nothing issues etcd certificates after `up`, and a
+        # key that is not on disk cannot mint a way into etcd.
+        etcd_ca_cert=_pem_cert(etcd_ca[0]),
+        etcd_cert=_pem_cert(etcd[0]),
+        etcd_key=_pem_key(etcd[1]),
+        etcd_client_cert=_pem_cert(etcd_client[0]),
+        etcd_client_key=_pem_key(etcd_client[1]),
     )
 
 
@@ -140,3 +196,25 @@ def write(pki: PKI, layout: Layout) -> None:
     write_private(layout.ca_key, pki.ca_key)
     write_private(layout.serving_key, pki.serving_key)
     write_private(layout.sa_key, pki.sa_key)
+    layout.etcd_ca_cert.write_bytes(pki.etcd_ca_cert)
+    layout.etcd_cert.write_bytes(pki.etcd_cert)
+    layout.etcd_client_cert.write_bytes(pki.etcd_client_cert)
+    write_private(layout.etcd_key, pki.etcd_key)
+    write_private(layout.etcd_client_key, pki.etcd_client_key)
+
+
+def files(layout: Layout) -> tuple[Path, ...]:
+    """Every file `write` creates: recovery needs all of them, unchanged."""
+    return (
+        layout.ca_cert,
+        layout.ca_key,
+        layout.serving_cert,
+        layout.serving_key,
+        layout.sa_key,
+        layout.sa_pub,
+        layout.etcd_ca_cert,
+        layout.etcd_cert,
+        layout.etcd_key,
+        layout.etcd_client_cert,
+        layout.etcd_client_key,
+    )

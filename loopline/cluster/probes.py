@@ -18,12 +18,17 @@ def _get(url: str, *, context: ssl.SSLContext | None, token: str | None, timeout
         return body.decode(errors="replace")
 
 
-def etcd_healthy(client_port: int, timeout: float = 2.0) -> bool:
+def etcd_context(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """TLS to etcd: verified against etcd's CA, presenting the apiserver's client cert."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.load_cert_chain(str(cert_file), str(key_file))
+    return context
+
+
+def etcd_healthy(client_url: str, context: ssl.SSLContext, timeout: float = 2.0) -> bool:
     """etcd answers /health with {"health":"true"} once it has a leader."""
     try:
-        body = _get(
-            f"http://127.0.0.1:{client_port}/health", context=None, token=None, timeout=timeout
-        )
+        body = _get(f"{client_url}/health", context=context, token=None, timeout=timeout)
     except (urllib.error.URLError, OSError):
         return False
     try:

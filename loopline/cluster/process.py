@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from loopline.cluster.errors import ComponentStartError, PortInUseError
-from loopline.cluster.state import ProcessRecord, is_alive
+from loopline.cluster.state import ProcessRecord, boot_id, is_alive, start_ticks
 
 # Processes started by this Python process, so we can reap them (a killed child stays a
 # zombie until its parent waits for it).
@@ -52,9 +52,20 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def port_is_free(port: int) -> bool:
+    try:
+        ensure_port_free(port, "")
+    except PortInUseError:
+        return False
+    return True
+
+
 def ensure_port_free(port: int, what: str) -> None:
     """Fail early and clearly when a fixed port is taken, instead of in a component log."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the Go components do: connections of a killed predecessor lingering in
+        # TIME_WAIT do not make the port taken; a listener still does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:
@@ -85,7 +96,15 @@ def start(
             close_fds=True,
         )
     _CHILDREN[proc.pid] = proc
-    return ProcessRecord(name=name, pid=proc.pid, argv=argv, log=log)
+    # Popen returns after the exec, and exec keeps the start time: this is the child's.
+    return ProcessRecord(
+        name=name,
+        pid=proc.pid,
+        argv=argv,
+        log=log,
+        start_ticks=start_ticks(proc.pid),
+        boot_id=boot_id(),
+    )
 
 
 def _reap(pid: int) -> None:

@@ -2,9 +2,10 @@
 
 `up`, `down` and `status` may run in different processes (a shell, pytest, the demo), so
 the only source of truth is `state.json` in the state directory plus the kernel's process
-table. A recorded pid counts as ours only while its command line still matches what we
-started: after a reboot or a `kill -9` the pid may belong to someone else, and `down` must
-never signal a stranger.
+table. A recorded pid counts as ours only while its command line and its start time (and the
+boot it started in) still match what we recorded: after a reboot or a `kill -9` the pid may
+belong to someone else, even to a second copy of the same command, and neither `down` nor
+`up` (which adopts live processes) may mistake a stranger for ours.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ class ProcessRecord(BaseModel):
     pid: int
     argv: list[str]
     log: Path
+    # Clock ticks after boot at which the process started (/proc/<pid>/stat field 22) and
+    # the kernel's boot id: with the pid they name one process for good. None in state
+    # files written before they were recorded (then the command line alone decides).
+    start_ticks: int | None = None
+    boot_id: str | None = None
 
 
 class ClusterState(BaseModel):
@@ -87,24 +93,46 @@ def _proc_cmdline(pid: int) -> list[str] | None:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
-def _proc_state(pid: int) -> str | None:
-    """The one-letter state from /proc/<pid>/stat (after the parenthesised comm)."""
+def _proc_stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the parenthesised comm: [state, ppid, pgrp, ...]."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rpartition(")")[2].split()[0]
+    return stat.rpartition(")")[2].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """When `pid` started, in clock ticks after boot (field 22 of /proc/<pid>/stat)."""
+    fields = _proc_stat_fields(pid)
+    if fields is None or len(fields) < 20:
+        return None
+    return int(fields[19])
+
+
+def boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
 
 
 def is_alive(record: ProcessRecord) -> bool:
-    """True while the recorded process runs and is still the program we started.
+    """True while the recorded process runs and is still the one we started: same command
+    line, and (when recorded) same start time in the same boot.
 
     Zombies count as dead: they hold a pid but no longer run (their parent, perhaps a
     short-lived `loopline cluster up`, may simply not have reaped them yet).
     """
     if Path("/proc").is_dir():
-        state = _proc_state(record.pid)
-        if state is None or state in ("Z", "X"):
+        fields = _proc_stat_fields(record.pid)
+        if not fields or fields[0] in ("Z", "X"):
+            return False
+        if record.boot_id is not None and record.boot_id != boot_id():
+            return False
+        if record.start_ticks is not None and (
+            len(fields) < 20 or int(fields[19]) != record.start_ticks
+        ):
             return False
         cmdline = _proc_cmdline(record.pid)
         # Empty for an instant right after exec (and for kernel threads, which ignore

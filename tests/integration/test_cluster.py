@@ -203,7 +203,7 @@ def test_the_fake_node_renews_a_lease_as_a_kubelet_does(
         what="a second renewal of kwok-node-0's Lease",
     )
     # What matters is staying inside the controller-manager's 50 s grace, not the exact period.
-    assert (second - first).total_seconds() < 40  # type: ignore[operator]
+    assert (second - first).total_seconds() < 40
 
 
 def test_deployment_pod_goes_running_on_a_kwok_node(
@@ -449,61 +449,72 @@ def own_state_dir(tmp_path: Path) -> Iterator[Path]:
     assert _processes_mentioning(str(state_dir)) == []
 
 
-def test_cli_lifecycle_noop_stale_cleanup_and_down(own_state_dir: Path) -> None:
-    """`up` via the CLI (processes outlive it), `up` again is a no-op, a killed run is
-    detected as stale and cleaned by the next `up`, `down` leaves no process behind."""
+def test_cli_lifecycle_noop_recovery_and_down(own_state_dir: Path) -> None:
+    """`up` via the CLI (processes outlive it), `up` again is a no-op, a run killed hard is
+    reported with its dead processes and brought back by the next `up` with its data, ports
+    and kubeconfig, `down` leaves no process behind."""
     sd = ["--state-dir", str(own_state_dir)]
-    first = _cli("up", *sd)
+    first = _cli("up", "--nodes", "1", *sd)
     assert first.returncode == 0, first.stderr
     kubeconfig = own_state_dir / "kubeconfig"
     assert f"export KUBECONFIG={kubeconfig}" in first.stdout
     state = st.load(own_state_dir / "state.json")
     assert state is not None
     pids = {p.name: p.pid for p in state.processes}
-    assert set(pids) == {"etcd", "kube-apiserver"}
-    assert all(st.is_alive(p) for p in state.processes), "processes must outlive the CLI"
-
-    # What a person following docs/ does.
-    kubectl = state.bin_dir / "kubectl"
-    ns = subprocess.run(
-        [str(kubectl), "get", "ns", "-o", "name"],
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "namespace/default" in ns.stdout.split()
-    assert _cli("kubeconfig", *sd).stdout.strip() == str(kubeconfig)
-    assert _cli("status", *sd).returncode == 0
-
-    again = _cli("up", *sd)
-    assert again.returncode == 0, again.stderr
-    assert "already running" in again.stdout
-    after = st.load(own_state_dir / "state.json")
-    assert after is not None
-    assert {p.name: p.pid for p in after.processes} == pids
-
-    # Simulate a run killed hard (machine sleep, OOM, kill -9): the state file remains.
-    for record in state.processes:
-        os.killpg(record.pid, signal.SIGKILL)
-    wait_for(lambda: not any(st.is_alive(p) for p in state.processes), timeout=10)
-    stale = _cli("status", *sd)
-    assert stale.returncode == 1
-    assert stale.stdout.startswith("stale")
-
-    restarted = _cli("up", "--nodes", "1", *sd)
-    assert restarted.returncode == 0, restarted.stderr
-    assert "cleaning stale cluster state" in restarted.stderr
-    fresh = st.load(own_state_dir / "state.json")
-    assert fresh is not None
-    assert [p.name for p in fresh.processes] == [
+    assert list(pids) == [
         "etcd",
         "kube-apiserver",
         "kube-controller-manager",
         "kube-scheduler",
         "kwok",
     ]
+    assert all(st.is_alive(p) for p in state.processes), "processes must outlive the CLI"
+
+    # What a person following docs/ does.
+    kubectl_env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+
+    def kubectl(*args: str) -> str:
+        return subprocess.run(
+            [str(state.bin_dir / "kubectl"), *args],
+            env=kubectl_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    assert "namespace/default" in kubectl("get", "ns", "-o", "name").split()
+    kubectl("create", "namespace", "survives")
+    assert _cli("kubeconfig", *sd).stdout.strip() == str(kubeconfig)
+    assert _cli("status", *sd).returncode == 0
+
+    again = _cli("up", "--nodes", "1", *sd)
+    assert again.returncode == 0, again.stderr
+    assert "already running" in again.stdout
+    after = st.load(own_state_dir / "state.json")
+    assert after is not None
+    assert {p.name: p.pid for p in after.processes} == pids
+
+    # A run killed hard (machine sleep, OOM, kill -9): the state file and data remain.
+    config_before = kubeconfig.read_bytes()
+    for record in state.processes:
+        os.killpg(record.pid, signal.SIGKILL)
+    wait_for(lambda: not any(st.is_alive(p) for p in state.processes), timeout=10)
+    stale = _cli("status", *sd)
+    assert stale.returncode == 1
+    assert stale.stdout.startswith("stale")
+    assert f"kwok (pid {pids['kwok']}) are dead" in stale.stdout
+    assert "restarts them with the same etcd data" in stale.stdout
+
+    restarted = _cli("up", "--nodes", "1", *sd)
+    assert restarted.returncode == 0, restarted.stderr
+    assert "restarted etcd, kube-apiserver, kube-controller-manager" in restarted.stdout
+    fresh = st.load(own_state_dir / "state.json")
+    assert fresh is not None
+    assert [p.name for p in fresh.processes] == list(pids)
     assert not {p.pid for p in fresh.processes} & set(pids.values())
+    assert fresh.ports == state.ports
+    assert kubeconfig.read_bytes() == config_before
+    assert "namespace/survives" in kubectl("get", "ns", "-o", "name").split()
 
     down = _cli("down", *sd)
     assert down.returncode == 0, down.stderr

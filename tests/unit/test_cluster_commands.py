@@ -44,7 +44,10 @@ def test_apiserver_uses_rbac_tokens_and_our_pki_on_loopback() -> None:
     assert flags["--authorization-mode"] == "Node,RBAC"
     assert flags["--bind-address"] == "127.0.0.1"
     assert flags["--secure-port"] == "6443"
-    assert flags["--etcd-servers"] == "http://127.0.0.1:2379"
+    assert flags["--etcd-servers"] == "https://127.0.0.1:2379"
+    assert flags["--etcd-cafile"] == "/state/pki/etcd-ca.crt"
+    assert flags["--etcd-certfile"] == "/state/pki/apiserver-etcd-client.crt"
+    assert flags["--etcd-keyfile"] == "/state/pki/apiserver-etcd-client.key"
     assert flags["--token-auth-file"] == "/state/pki/tokens.csv"
     assert flags["--service-account-signing-key-file"] == "/state/pki/sa.key"
     assert flags["--service-account-key-file"] == "/state/pki/sa.pub"
@@ -62,9 +65,22 @@ def test_etcd_fsync_switch_and_loopback_urls() -> None:
     assert "--unsafe-no-fsync" in fast
     assert "--unsafe-no-fsync" not in safe
     flags = _flags(safe)
-    assert flags["--listen-client-urls"] == "http://127.0.0.1:2379"
-    assert flags["--initial-cluster"] == "loopline=http://127.0.0.1:2380"
+    assert flags["--listen-client-urls"] == "https://127.0.0.1:2379"
+    assert flags["--initial-cluster"] == "loopline=https://127.0.0.1:2380"
     assert flags["--data-dir"] == "/state/etcd"
+
+
+def test_etcd_requires_client_certificates_from_its_own_ca_on_both_listeners() -> None:
+    argv = commands.etcd_command(Path("etcd"), LAYOUT, PORTS, unsafe_no_fsync=True)
+    flags = _flags(argv)
+    assert flags["--client-cert-auth"] == "true"
+    assert flags["--peer-client-cert-auth"] == "true"
+    assert flags["--trusted-ca-file"] == flags["--peer-trusted-ca-file"] == "/state/pki/etcd-ca.crt"
+    assert flags["--cert-file"] == "/state/pki/etcd.crt"
+    assert flags["--key-file"] == "/state/pki/etcd.key"
+    urls = [v for k, v in flags.items() if k.endswith("-urls") or k == "--initial-cluster"]
+    assert len(urls) == 5
+    assert [u for u in urls if "http://" in u] == []
 
 
 def test_node_components_use_their_own_kubeconfigs_and_no_leader_election() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from loopline.cluster import pki
 from loopline.cluster.layout import Layout
@@ -74,5 +75,29 @@ def test_service_account_key_pair_matches_and_keys_are_private(tmp_path: Path) -
     assert isinstance(public, rsa.RSAPublicKey)
     signature = private.sign(b"jwt", padding.PKCS1v15(), hashes.SHA256())
     public.verify(signature, b"jwt", padding.PKCS1v15(), hashes.SHA256())
-    for path in (layout.sa_key, layout.ca_key, layout.serving_key):
+    for path in (
+        layout.sa_key,
+        layout.ca_key,
+        layout.serving_key,
+        layout.etcd_key,
+        layout.etcd_client_key,
+    ):
         assert path.stat().st_mode & 0o077 == 0, path
+    assert all(path.is_file() for path in pki.files(layout))
+
+
+def test_etcd_has_its_own_ca_and_the_cluster_ca_cannot_open_it() -> None:
+    """The controller-manager signs approved CSRs with the cluster CA; were etcd to trust
+    that CA, a certificate obtained through the API would open etcd around RBAC."""
+    keys = pki.generate()
+    etcd_ca = x509.load_pem_x509_certificate(keys.etcd_ca_cert)
+    cluster_ca = x509.load_pem_x509_certificate(keys.ca_cert)
+    client = x509.load_pem_x509_certificate(keys.etcd_client_cert)
+    server = x509.load_pem_x509_certificate(keys.etcd_cert)
+    client.verify_directly_issued_by(etcd_ca)
+    server.verify_directly_issued_by(etcd_ca)
+    assert etcd_ca.subject != cluster_ca.subject
+    usages = client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from loopline.cluster import process as proc
+from loopline.cluster import state as st
 from loopline.cluster.errors import ComponentStartError, PortInUseError
 from loopline.cluster.state import is_alive
 
@@ -91,8 +92,45 @@ def test_taken_port_is_reported() -> None:
             proc.ensure_port_free(port, "kube-apiserver")
 
 
+def test_a_port_left_in_time_wait_by_a_killed_server_is_free() -> None:
+    """Recovery restarts a killed apiserver on its old port; the connections it had are in
+    TIME_WAIT on that port, which the Go binary's bind ignores, so the check must too."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go's listeners
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server side closes first: its end enters TIME_WAIT
+    client.close()
+    listener.close()
+    with socket.socket() as plain, pytest.raises(OSError, match="in use"):
+        plain.bind(("127.0.0.1", port))  # the TIME_WAIT is real: a plain bind fails
+    proc.ensure_port_free(port, "kube-apiserver")
+    with socket.socket() as other:  # a listener on it is taken, SO_REUSEADDR or not
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.bind(("127.0.0.1", port))
+        other.listen()
+        with pytest.raises(PortInUseError):
+            proc.ensure_port_free(port, "kube-apiserver")
+
+
 def test_log_tail(tmp_path: Path) -> None:
     log = tmp_path / "l.log"
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert proc.log_tail(log, 3).splitlines() == ["line 97", "line 98", "line 99"]
     assert proc.log_tail(tmp_path / "missing.log") == ""
+
+
+def test_start_records_the_start_time_of_the_child(tmp_path: Path) -> None:
+    record = proc.start(
+        "sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "l"
+    )
+    try:
+        assert record.start_ticks == st.start_ticks(record.pid)
+        assert record.boot_id == st.boot_id()
+        assert st.is_alive(record)
+    finally:
+        proc.stop(record)
+    assert not st.is_alive(record)

@@ -74,3 +74,19 @@ def test_health(sleeper: subprocess.Popen[bytes], tmp_path: Path) -> None:
     assert st.health(_state([alive], tmp_path)) is st.Health.RUNNING
     assert st.health(_state([alive, dead], tmp_path)) is st.Health.STALE
     assert st.health(_state([], tmp_path)) is st.Health.STALE
+
+
+def test_same_pid_and_command_line_but_another_start_time_is_not_ours(
+    sleeper: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    """A pid recycled by a second copy of the same command must not be adopted."""
+    ticks = st.start_ticks(sleeper.pid)
+    assert ticks is not None
+    ours = st.ProcessRecord(
+        name="x", pid=sleeper.pid, argv=SLEEP, log=tmp_path, start_ticks=ticks, boot_id=st.boot_id()
+    )
+    assert st.is_alive(ours)
+    assert not st.is_alive(ours.model_copy(update={"start_ticks": ticks - 1}))
+    assert not st.is_alive(ours.model_copy(update={"boot_id": "another-boot"}))
+    # A state file from before start times were recorded still works (command line only).
+    assert st.is_alive(ours.model_copy(update={"start_ticks": None, "boot_id": None}))
