@@ -22,11 +22,12 @@ from loopline.types.policy import (
     ANOMALY_COMPARABLE,
     ANOMALY_MINIMUM_METRICS,
     CLASSIFICATION_MINIMUM_METRICS,
+    MINIMUMS_STATIC_MESSAGE,
     TrainingParams,
     ValidationPolicy,
     cel_list,
     comparable_metrics,
-    minimum_metrics,
+    minimums_problem,
 )
 
 # An entity key is a column of the user's data and a Feast join key.
@@ -230,13 +231,6 @@ ANOMALY_RATE_MESSAGE = (
 )
 
 
-def minimums_message(task: Task, unknown: list[str]) -> str:
-    return (
-        f"validation.minimums: {', '.join(unknown)} is not a metric a {task.value} Model "
-        f"reports; use one of {', '.join(minimum_metrics(task))}"
-    )
-
-
 _TASK_MINIMUMS = (
     f"(self.task == 'anomaly-detection' ? {cel_list(ANOMALY_MINIMUM_METRICS)} : "
     f"{cel_list(CLASSIFICATION_MINIMUM_METRICS)})"
@@ -252,10 +246,10 @@ MODEL_RULES: list[JsonDict] = [
     {
         "rule": "!has(self.validation) || !has(self.validation.minimums) || "
         f"self.validation.minimums.all(k, k in {_TASK_MINIMUMS})",
-        "message": "validation.minimums names a metric the Model's task does not report",
+        "message": MINIMUMS_STATIC_MESSAGE,
         "messageExpression": "'validation.minimums: ' + "
         f"self.validation.minimums.filter(k, !(k in {_TASK_MINIMUMS})).join(', ') + "
-        "' is not a metric a ' + self.task + ' Model reports; use one of ' + "
+        "' is not reported for task ' + self.task + '; use one of ' + "
         f"{_TASK_MINIMUMS}.join(', ')",
         "fieldPath": ".validation.minimums",
         "reason": "FieldValueInvalid",
@@ -313,9 +307,9 @@ class ModelSpec(Spec):
     def _policy_fits_task(self) -> ModelSpec:
         if self.validation.metric not in comparable_metrics(self.task):
             raise ValueError(METRIC_MESSAGE)
-        unknown = sorted(k for k in self.validation.minimums if k not in minimum_metrics(self.task))
-        if unknown:
-            raise ValueError(minimums_message(self.task, unknown))
+        problem = minimums_problem(self.task, self.validation)
+        if problem:
+            raise ValueError(problem)
         if (
             self.task != Task.ANOMALY_DETECTION
             and self.serving.canary.abort_metric == AbortMetric.ANOMALY_RATE_DELTA

@@ -50,9 +50,6 @@ CLASSIFICATION_MINIMUM_METRICS: tuple[str, ...] = (
     "baseline_accuracy",
     "macro_f1" + _GAIN,
 )
-ALL_MINIMUM_METRICS: tuple[str, ...] = tuple(
-    dict.fromkeys(ANOMALY_MINIMUM_METRICS + CLASSIFICATION_MINIMUM_METRICS)
-)
 MAX_MINIMUMS = 16
 MAX_HIDDEN_UNITS = 4096
 
@@ -128,8 +125,8 @@ class DataQualityThresholds(Spec):
 class ValidationPolicy(Spec):
     """What a new model version must show before it may replace the champion."""
 
-    # Which metric names fit depends on the Model's task, so that check is on `ModelSpec`; here
-    # only names no task reports and values no score can reach are refused.
+    # Which metric names fit depends on the task, so that check is on `ModelSpec` and
+    # `TrainingRunSpec` (`minimums_problem`); here only values no score can reach are refused.
 
     data_quality: DataQualityThresholds = Field(
         default_factory=DataQualityThresholds, alias="dataQuality"
@@ -156,13 +153,22 @@ class ValidationPolicy(Spec):
 
     @field_validator("minimums")
     @classmethod
-    def _known_and_in_range(cls, minimums: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(k for k in minimums if k not in ALL_MINIMUM_METRICS)
-        if unknown:
-            raise ValueError(
-                f"validation.minimums: {', '.join(unknown)} is not a metric the evaluation "
-                f"reports; use one of {', '.join(ALL_MINIMUM_METRICS)}"
-            )
+    def _in_range(cls, minimums: dict[str, float]) -> dict[str, float]:
         if any(v < 0 and not k.endswith(_GAIN) for k, v in minimums.items()):
             raise ValueError(MINIMUMS_RANGE_MESSAGE)
         return minimums
+
+
+MINIMUMS_STATIC_MESSAGE = "validation.minimums names a metric the Model's task does not report"
+
+
+def minimums_problem(task: Task, policy: ValidationPolicy) -> str | None:
+    """The message for minimums the task's evaluation does not report (the same text as the
+    CRD's messageExpression), or None. The Model and a training run both check it."""
+    unknown = sorted(k for k in policy.minimums if k not in minimum_metrics(task))
+    if not unknown:
+        return None
+    return (
+        f"validation.minimums: {', '.join(unknown)} is not reported for task {task.value}; "
+        f"use one of {', '.join(minimum_metrics(task))}"
+    )
