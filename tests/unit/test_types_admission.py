@@ -217,3 +217,26 @@ def test_policy_metric_names_are_what_the_evaluation_reports(task: Task) -> None
     assert set(comparable_metrics(task)) <= set(minimum_metrics(task))
     assert len(ANOMALY_MINIMUM_METRICS) <= MAX_MINIMUMS
     assert len(CLASSIFICATION_MINIMUM_METRICS) <= MAX_MINIMUMS
+
+
+def _rules(node: Any) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        found.extend(node.get("x-kubernetes-validations", []))
+        for value in node.values():
+            found.extend(_rules(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_rules(value))
+    return found
+
+
+def test_every_rule_message_is_documented() -> None:
+    from loopline.cluster.versions import REPO_ROOT
+    from loopline.types import crd_schema
+
+    docs = (REPO_ROOT / "docs" / "resources.md").read_text()
+    rules = _rules(crd_schema.model_crd()) + _rules(crd_schema.pipeline_crd())
+    assert len(rules) == 17
+    for rule in rules:
+        assert f"`{rule['message']}" in docs, rule["message"]
