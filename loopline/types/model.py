@@ -196,31 +196,31 @@ class MonitoringSpec(Spec):
         return self
 
 
-def _immutable(field: str, instead: str) -> JsonDict:
+NEW_MODEL = "create a new Model (and delete this one once the new one serves)"
+IMMUTABLE_MESSAGES: dict[str, str] = {
+    # The registered model's versions, the champion and its metrics are of this task.
+    "task": f"task cannot change on a live Model: {NEW_MODEL} for the other task",
+    # Runs in flight and status.runs belong to the Pipeline the Model was created with.
+    "pipelineRef": "pipelineRef cannot change on a live Model: "
+    f"{NEW_MODEL} that references the other Pipeline",
+    # The champion and the online store's rows are keyed by this column.
+    "entityKey": f"entityKey cannot change on a live Model: {NEW_MODEL} keyed by the other column",
+}
+
+
+def _immutable(field: str) -> JsonDict:
+    """A transition rule: the API server refuses an update that changes `field`."""
     return {
         "x-kubernetes-validations": [
             {
                 "rule": "self == oldSelf",
-                "message": f"{field} cannot change on a live Model: {instead}",
+                "message": IMMUTABLE_MESSAGES[field],
                 "reason": "FieldValueForbidden",
             }
         ]
     }
 
 
-NEW_MODEL = "create a new Model (and delete this one once the new one serves)"
-IMMUTABLE_FIELDS: dict[str, str] = {
-    # The registered model's versions, the champion and its metrics are of this task.
-    "task": f"{NEW_MODEL} for the other task",
-    # Runs in flight and status.runs belong to the Pipeline the Model was created with.
-    "pipelineRef": f"{NEW_MODEL} that references the other Pipeline",
-    # The champion and the online store's rows are keyed by this column.
-    "entityKey": f"{NEW_MODEL} keyed by the other column",
-}
-IMMUTABLE_MESSAGES: dict[str, str] = {
-    field: f"{field} cannot change on a live Model: {instead}"
-    for field, instead in IMMUTABLE_FIELDS.items()
-}
 METRIC_MESSAGE = (
     "validation.metric is not reported for an anomaly-detection Model; use one of "
     + ", ".join(ANOMALY_COMPARABLE)
@@ -268,10 +268,9 @@ MODEL_RULES: list[JsonDict] = [
 class ModelSpec(Spec):
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": list(MODEL_RULES)})
 
-    task: Task = Field(json_schema_extra=_immutable("task", IMMUTABLE_FIELDS["task"]))
+    task: Task = Field(json_schema_extra=_immutable("task"))
     pipeline_ref: PipelineRef = Field(
-        alias="pipelineRef",
-        json_schema_extra=_immutable("pipelineRef", IMMUTABLE_FIELDS["pipelineRef"]),
+        alias="pipelineRef", json_schema_extra=_immutable("pipelineRef")
     )
     feature_service: str | None = Field(
         default=None,
@@ -293,7 +292,7 @@ class ModelSpec(Spec):
         max_length=63,
         pattern=COLUMN_PATTERN,
         description="The entity (key) column of the data; letters, digits and _.",
-        json_schema_extra=_immutable("entityKey", IMMUTABLE_FIELDS["entityKey"]),
+        json_schema_extra=_immutable("entityKey"),
     )
     training: TrainingParams | None = Field(
         default=None,
