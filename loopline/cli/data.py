@@ -248,11 +248,14 @@ def check(
     """Run the data quality gate on a file; exit 1 with the summary when it fails."""
     from loopline.data.features import normalise_timestamps, read_source
     from loopline.data.quality import ReferenceStats, run_gate
-    from loopline.data.schema import DatasetSchema, factory_schema
+    from loopline.data.schema import DatasetSchema, SchemaError, factory_schema
     from loopline.types.policy import DataQualityThresholds
 
-    schema = DatasetSchema.load(schema_file) if schema_file else factory_schema()
-    frame = normalise_timestamps(read_source(source), schema.timestamp)
+    try:
+        schema = DatasetSchema.load(schema_file) if schema_file else factory_schema()
+        frame = normalise_timestamps(read_source(source), schema.timestamp)
+    except (SchemaError, ValueError) as exc:
+        raise click.ClickException(f"{source}: {exc}") from exc
     reference = ReferenceStats.load(reference_file) if reference_file else None
     thresholds = (
         DataQualityThresholds(max_staleness_hours=max_staleness_hours)
@@ -289,9 +292,12 @@ def reference(source: Path, schema_file: Path | None, out_file: Path) -> None:
     """Compute reference statistics (for the gate's consistency and distribution checks)."""
     from loopline.data.features import normalise_timestamps, read_source
     from loopline.data.quality import reference_stats
-    from loopline.data.schema import DatasetSchema, factory_schema
+    from loopline.data.schema import DatasetSchema, SchemaError, factory_schema
 
-    schema = DatasetSchema.load(schema_file) if schema_file else factory_schema()
-    frame = normalise_timestamps(read_source(source), schema.timestamp)
+    try:
+        schema = DatasetSchema.load(schema_file) if schema_file else factory_schema()
+        frame = normalise_timestamps(read_source(source), schema.timestamp)
+    except (SchemaError, ValueError) as exc:
+        raise click.ClickException(f"{source}: {exc}") from exc
     reference_stats(frame, schema).save(out_file)
     click.echo(f"wrote reference statistics of {len(frame)} rows to {out_file}")

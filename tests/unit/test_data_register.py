@@ -207,3 +207,21 @@ def test_a_failure_after_the_checks_removes_what_register_made(
     with pytest.raises(RuntimeError, match="feast apply failed"):
         register(source, kept, schema)
     assert [p.name for p in kept.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("command", ["check", "reference"])
+def test_check_and_reference_report_a_bad_schema_file_in_one_line(
+    tmp_path: Path, command: str
+) -> None:
+    source = tmp_path / "mine.csv"
+    _user_frame().to_csv(source, index=False)
+    schema = tmp_path / "my-schema.json"
+    schema.write_text('{"features": []}')
+    extra = ["--out", str(tmp_path / "ref.json")] if command == "reference" else []
+    result = CliRunner().invoke(
+        cli, ["data", command, "--source", str(source), "--schema", str(schema), *extra]
+    )
+    assert result.exit_code == 1
+    assert "features: List should have at least 1 item" in result.output
+    assert "http" not in result.output
+    assert "Traceback" not in result.output
