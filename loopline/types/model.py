@@ -22,7 +22,7 @@ from loopline.types.policy import (
     ANOMALY_COMPARABLE,
     ANOMALY_MINIMUM_METRICS,
     CLASSIFICATION_MINIMUM_METRICS,
-    MINIMUMS_STATIC_MESSAGE,
+    MINIMUMS_TASK_MESSAGE,
     TrainingParams,
     ValidationPolicy,
     cel_list,
@@ -246,11 +246,7 @@ MODEL_RULES: list[JsonDict] = [
     {
         "rule": "!has(self.validation) || !has(self.validation.minimums) || "
         f"self.validation.minimums.all(k, k in {_TASK_MINIMUMS})",
-        "message": MINIMUMS_STATIC_MESSAGE,
-        "messageExpression": "'validation.minimums: ' + "
-        f"self.validation.minimums.filter(k, !(k in {_TASK_MINIMUMS})).join(', ') + "
-        "' is not reported for task ' + self.task + '; use one of ' + "
-        f"{_TASK_MINIMUMS}.join(', ')",
+        "message": MINIMUMS_TASK_MESSAGE,
         "fieldPath": ".validation.minimums",
         "reason": "FieldValueInvalid",
     },

@@ -65,11 +65,9 @@ PACKAGE_URI_MESSAGE = (
 )
 SOURCE_MESSAGE = "set exactly one of spec.pipeline or spec.packageUri"
 
-# CEL's int() of a range's ends; guarded by the pattern so it never sees a non-number.
-_CRON_RANGES = (
-    "self.split(' ').all(f, f.split(',').all(p, !p.split('/')[0].contains('-') || "
-    "int(p.split('/')[0].split('-')[0]) <= int(p.split('/')[0].split('-')[1])))"
-)
+# CEL's int() of each range's ends (`a-b` appears in a valid schedule only as a range); guarded
+# by the pattern so it never sees a non-number.
+_CRON_RANGES = "self.findAll('[0-9]+-[0-9]+').all(r, int(r.split('-')[0]) <= int(r.split('-')[1]))"
 SCHEDULE_RULES: list[JsonDict] = [
     {
         "rule": f"self.matches('{CRON_PATTERN}')",
@@ -89,12 +87,10 @@ def schedule_problem(text: str) -> str | None:
     """The message of the first schedule rule `text` breaks, or None."""
     if not re.fullmatch(CRON_PATTERN, text):
         return f"{CRON_MESSAGE}; got {text}"
-    for item in (p for f in text.split() for p in f.split(",")):
-        base = item.split("/")[0]
-        if "-" in base:
-            start, end = base.split("-")
-            if int(start) > int(end):
-                return CRON_ORDER_MESSAGE
+    for span in re.findall("[0-9]+-[0-9]+", text):
+        start, end = span.split("-")
+        if int(start) > int(end):
+            return CRON_ORDER_MESSAGE
     return None
 
 
@@ -127,7 +123,7 @@ class PipelineSpec(Spec):
                 {
                     "rule": f"self in {cel_list(PIPELINE_NAMES)}",
                     "message": PIPELINE_MESSAGE,
-                    "reason": "FieldValueNotSupported",
+                    "reason": "FieldValueInvalid",
                 }
             ]
         },
@@ -143,7 +139,7 @@ class PipelineSpec(Spec):
                 {
                     "rule": f"self in {cel_list(PIPELINE_NAMES)}",
                     "message": PACKAGE_URI_MESSAGE,
-                    "reason": "FieldValueNotSupported",
+                    "reason": "FieldValueInvalid",
                 }
             ]
         },

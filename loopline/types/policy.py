@@ -159,16 +159,18 @@ class ValidationPolicy(Spec):
         return minimums
 
 
-MINIMUMS_STATIC_MESSAGE = "validation.minimums names a metric the Model's task does not report"
+MINIMUMS_TASK_MESSAGE = (
+    "validation.minimums names a metric the Model's task does not report: anomaly-detection "
+    f"reports {', '.join(ANOMALY_MINIMUM_METRICS)}; classification reports "
+    f"{', '.join(CLASSIFICATION_MINIMUM_METRICS)}"
+)
 
 
 def minimums_problem(task: Task, policy: ValidationPolicy) -> str | None:
-    """The message for minimums the task's evaluation does not report (the same text as the
-    CRD's messageExpression), or None. The Model and a training run both check it."""
+    """The message for minimums the task's evaluation does not report, or None: the CRD
+    rule's message (the API server cannot afford to list the offending names; this adds
+    them). The Model and a training run both check it."""
     unknown = sorted(k for k in policy.minimums if k not in minimum_metrics(task))
     if not unknown:
         return None
-    return (
-        f"validation.minimums: {', '.join(unknown)} is not reported for task {task.value}; "
-        f"use one of {', '.join(minimum_metrics(task))}"
-    )
+    return f"{MINIMUMS_TASK_MESSAGE} (not {task.value}: {', '.join(unknown)})"
