@@ -67,6 +67,7 @@ def generate(
     from pydantic import ValidationError
 
     from loopline.data.generator import GeneratorConfig, RecipeChange, generate, write_dataset
+    from loopline.data.schema import plain_errors
 
     at = _parse_time(recipe_change_at, "--recipe-change-at")
     begin = _parse_time(start, "--start")
@@ -82,7 +83,7 @@ def generate(
             **({"start": begin} if begin else {}),
         )
     except ValidationError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise click.UsageError(plain_errors(exc)) from exc
     frame, manifest = generate(cfg)
     path = write_dataset(frame, manifest, out_dir)
     counts: dict[str, int] = {}
@@ -157,7 +158,6 @@ def register(
 ) -> None:
     """Register your own data: validate it and generate its Feast feature view and services."""
     from loopline.data import register as reg
-    from loopline.data.features import read_source
     from loopline.data.schema import DatasetSchema, SchemaError
 
     beside = source.parent / "schema.json"  # `loopline data generate` writes one there
@@ -169,7 +169,7 @@ def register(
             schema = DatasetSchema.load(schema_file)
         else:
             schema = reg.declare_schema(
-                read_source(source),
+                reg.read_data(source),
                 entity=entity,
                 timestamp=timestamp,
                 feature_names=_split(feature_list),
@@ -248,11 +248,14 @@ def check(
     """Run the data quality gate on a file; exit 1 with the summary when it fails."""
     from loopline.data.features import normalise_timestamps, read_source
     from loopline.data.quality import ReferenceStats, run_gate
-    from loopline.data.schema import DatasetSchema, factory_schema
+    from loopline.data.schema import DatasetSchema, SchemaError, factory_schema
     from loopline.types.policy import DataQualityThresholds
 
-    schema = DatasetSchema.load(schema_file) if schema_file else factory_schema()
-    frame = normalise_timestamps(read_source(source), schema.timestamp)
+    try:
+        schema = DatasetSchema.load(schema_file) if schema_file else factory_schema()
+        frame = normalise_timestamps(read_source(source), schema.timestamp)
+    except (SchemaError, ValueError) as exc:
+        raise click.ClickException(f"{source}: {exc}") from exc
     reference = ReferenceStats.load(reference_file) if reference_file else None
     thresholds = (
         DataQualityThresholds(max_staleness_hours=max_staleness_hours)
@@ -289,9 +292,12 @@ def reference(source: Path, schema_file: Path | None, out_file: Path) -> None:
     """Compute reference statistics (for the gate's consistency and distribution checks)."""
     from loopline.data.features import normalise_timestamps, read_source
     from loopline.data.quality import reference_stats
-    from loopline.data.schema import DatasetSchema, factory_schema
+    from loopline.data.schema import DatasetSchema, SchemaError, factory_schema
 
-    schema = DatasetSchema.load(schema_file) if schema_file else factory_schema()
-    frame = normalise_timestamps(read_source(source), schema.timestamp)
+    try:
+        schema = DatasetSchema.load(schema_file) if schema_file else factory_schema()
+        frame = normalise_timestamps(read_source(source), schema.timestamp)
+    except (SchemaError, ValueError) as exc:
+        raise click.ClickException(f"{source}: {exc}") from exc
     reference_stats(frame, schema).save(out_file)
     click.echo(f"wrote reference statistics of {len(frame)} rows to {out_file}")

@@ -4,16 +4,19 @@ A user names the entity and timestamp columns (and optionally the features, the 
 a label); `declare_schema` fills in the rest from the file (numeric columns become features) and
 `register` validates the file against the schema, creates the Feast repository (feature view +
 feature services), applies it and materializes the newest values. The user writes no Feast
-code; a file that does not fit gets a `SchemaError` naming the column and the problem.
+code; a file that does not fit gets a `SchemaError` naming the column and the problem, and the
+whole file is checked before anything is written, so a refused file leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from pydantic import ValidationError
 
 from loopline.data import features
 from loopline.data.schema import (
@@ -24,7 +27,45 @@ from loopline.data.schema import (
     FeatureSpec,
     LabelSpec,
     SchemaError,
+    plain_errors,
 )
+
+_CSV = (".csv", ".txt")
+
+
+def read_data(source: Path) -> pd.DataFrame:
+    """The user's file as a frame; an empty file is refused here, before any column is
+    inferred from it (a header-only CSV has no dtypes to infer from)."""
+    kind = "CSV" if Path(source).suffix.lower() in _CSV else "file"
+    try:
+        frame = features.read_source(Path(source))
+    except pd.errors.EmptyDataError:
+        raise SchemaError(f"the {kind} is empty: no header and no rows") from None
+    if len(frame) == 0:
+        raise SchemaError(
+            f"the {kind} has no rows (only the columns {list(frame.columns)}); register a file "
+            "with data in it"
+        )
+    return frame
+
+
+def parse_timestamps(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """`frame` with `column` as UTC timestamps; a text value that is not one is named with
+    its row, so the user can find it."""
+    if column in frame.columns and (
+        pd.api.types.is_object_dtype(frame[column]) or pd.api.types.is_string_dtype(frame[column])
+    ):
+        col = frame[column]
+        parsed = pd.to_datetime(col, utc=True, format="ISO8601", errors="coerce")
+        bad = parsed.isna() & col.notna()
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise SchemaError(
+                f"timestamp column {column!r} does not hold timestamps: row {row + 1} has "
+                f"{col.iloc[row]!r} ({int(bad.sum())} such value(s) in {len(frame)} rows); use "
+                "ISO-8601 times such as 2026-03-01T00:00:00Z"
+            )
+    return features.normalise_timestamps(frame, column)
 
 
 def declare_schema(
@@ -63,6 +104,12 @@ def declare_schema(
             )
     else:
         names = list(feature_names)
+    unknown = [c for c in core or [] if c not in names]
+    if unknown:
+        raise SchemaError(
+            f"core sensor(s) {unknown} are not among the features; the valid ones are {names} "
+            "(--core takes a subset of --features)"
+        )
     specs = []
     for n in names:
         dtype = "int" if n in frame.columns and pd.api.types.is_integer_dtype(frame[n]) else "float"
@@ -80,8 +127,8 @@ def declare_schema(
             core=list(core or []),
             labels=labels,
         )
-    except ValueError as exc:  # pydantic's message names the field (core, features, …)
-        raise SchemaError(str(exc)) from exc
+    except ValidationError as exc:
+        raise SchemaError(plain_errors(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -102,13 +149,25 @@ def register(
     materialize: bool = True,
     rolling: bool = True,
 ) -> Registered:
-    """Validate `source` against `schema`, create + apply the repository, materialize it."""
-    frame = features.read_source(Path(source))
+    """Validate `source` against `schema`, create + apply the repository, materialize it.
+
+    The file is checked in full first; if creating, applying or materializing fails after
+    that, what this call added to `repo_dir` is removed (and `repo_dir` itself if it made it).
+    """
+    frame = parse_timestamps(read_data(source), schema.timestamp)
+    schema.validate_frame(frame)
     names = {} if schema.entity == ENTITY else {"entity_name": _entity_name(schema.entity)}
-    spec = features.create_repo(repo_dir, frame, schema, rolling=rolling, names=names)
-    store = features.apply(repo_dir)
-    if materialize:
-        features.materialize(repo_dir, store=store)
+    repo_dir = Path(repo_dir)
+    existed = repo_dir.exists()
+    before = set(repo_dir.iterdir()) if existed and repo_dir.is_dir() else set()
+    try:
+        spec = features.create_repo(repo_dir, frame, schema, rolling=rolling, names=names)
+        store = features.apply(repo_dir)
+        if materialize:
+            features.materialize(repo_dir, store=store)
+    except BaseException:
+        _remove_added(repo_dir, existed, before)
+        raise
     summary = (
         f"registered {len(frame)} rows of {source} in {repo_dir}: entity {spec.entity_name} "
         f"({schema.entity}), feature view {spec.raw_view} ({len(schema.features)} features), "
@@ -121,3 +180,14 @@ def _entity_name(column: str) -> str:
     """Feast entity name for a user's key column: `site_id` -> `site` (factory: `machine`)."""
     base = column.removesuffix("_id") or column
     return base if base != "machine" else FEAST_ENTITY
+
+
+def _remove_added(repo_dir: Path, existed: bool, before: set[Path]) -> None:
+    if not existed:
+        shutil.rmtree(repo_dir, ignore_errors=True)
+        return
+    for entry in set(repo_dir.iterdir()) - before:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)

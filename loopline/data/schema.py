@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 ENTITY = "machine_id"
 TIMESTAMP = "event_timestamp"
@@ -57,6 +57,23 @@ LabelDType = Literal["str", "int"]
 
 class SchemaError(ValueError):
     """A data set does not match its declared schema; the message names the column."""
+
+
+def plain_errors(exc: ValidationError) -> str:
+    """A validation error as one line per problem, `field: message`: what a user can act on,
+    without pydantic's input dump and help links."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+def _first_rows(mask: pd.Series, limit: int = 5) -> str:
+    """Row numbers (counting data rows from 1) of the first `limit` true cells."""
+    rows = [str(int(i) + 1) for i in np.flatnonzero(mask.to_numpy())[:limit]]
+    return ", ".join(rows) + (", …" if int(mask.sum()) > limit else "")
 
 
 class FeatureSpec(BaseModel):
@@ -157,6 +174,13 @@ class DatasetSchema(BaseModel):
         if len(df) == 0:
             raise SchemaError("the data set has no rows")
         ent = df[self.entity]
+        # Nulls first: a column with gaps reads as `object` or float, and its dtype is not
+        # what is wrong with it.
+        if ent.isna().any():
+            raise SchemaError(
+                f"entity column {self.entity!r} has {int(ent.isna().sum())} null value(s) in "
+                f"{len(df)} rows (rows {_first_rows(ent.isna())}); every row needs an entity"
+            )
         if not (
             pd.api.types.is_string_dtype(ent)
             or pd.api.types.is_integer_dtype(ent)
@@ -165,8 +189,6 @@ class DatasetSchema(BaseModel):
             raise SchemaError(
                 f"entity column {self.entity!r} has dtype {ent.dtype}; expected strings or integers"
             )
-        if ent.isna().any():
-            raise SchemaError(f"entity column {self.entity!r} has {int(ent.isna().sum())} nulls")
         ts = df[self.timestamp]
         if not pd.api.types.is_datetime64_any_dtype(ts):
             raise SchemaError(
@@ -189,6 +211,21 @@ class DatasetSchema(BaseModel):
             if not ok:
                 raise SchemaError(
                     f"feature column {spec.name!r} has dtype {col.dtype}; expected {spec.dtype}"
+                )
+            # Gaps are the quality gate's business; a column with no reading at all, or with
+            # infinities no model or statistic can use, is not data.
+            values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            infinite = np.isinf(values)
+            if infinite.any():
+                raise SchemaError(
+                    f"feature column {spec.name!r} has {int(infinite.sum())} infinite value(s) "
+                    f"(inf or -inf) in {len(df)} rows (rows {_first_rows(pd.Series(infinite))}); "
+                    "replace them with readings or leave those cells empty"
+                )
+            if col.isna().all():
+                raise SchemaError(
+                    f"feature column {spec.name!r} has no values: all {len(df)} rows are empty; "
+                    "fill it or leave it out of --features"
                 )
         for label in self.labels:
             col = df[label.name]
@@ -215,7 +252,12 @@ class DatasetSchema(BaseModel):
 
     @classmethod
     def load(cls, path: Path) -> DatasetSchema:
-        return cls.model_validate(json.loads(Path(path).read_text()))
+        try:
+            return cls.model_validate(json.loads(Path(path).read_text()))
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"schema file {path} is not JSON: {exc}") from exc
+        except ValidationError as exc:
+            raise SchemaError(f"schema file {path}: {plain_errors(exc)}") from exc
 
 
 # Nominal operating point, spread of the per-machine offset, and valid range of each sensor.

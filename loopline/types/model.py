@@ -18,7 +18,21 @@ from pydantic.config import JsonDict
 
 from loopline.types.common import DRIFT_MIN_ROWS, Spec, Task
 from loopline.types.pipeline import NAME_PATTERN
-from loopline.types.policy import TrainingParams, ValidationPolicy
+from loopline.types.policy import (
+    ANOMALY_COMPARABLE,
+    ANOMALY_MINIMUM_METRICS,
+    CLASSIFICATION_MINIMUM_METRICS,
+    MINIMUMS_TASK_MESSAGE,
+    TrainingParams,
+    ValidationPolicy,
+    cel_list,
+    comparable_metrics,
+    minimums_problem,
+)
+
+# An entity key is a column of the user's data and a Feast join key.
+COLUMN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MAX_LATENCY_THRESHOLD_SECONDS = 3600.0
 
 
 class Protocol(StrEnum):
@@ -46,6 +60,14 @@ class PipelineRef(Spec):
     )
 
 
+RATE_THRESHOLD_MESSAGE = (
+    "serving.canary.abortThreshold must be at most 1 for a rate (error_rate, fallback_rate, "
+    "anomaly_rate_delta are fractions 0..1)"
+)
+LATENCY_THRESHOLD_MESSAGE = (
+    "serving.canary.abortThreshold for latency_p95_seconds must be above 0 and at most "
+    f"{MAX_LATENCY_THRESHOLD_SECONDS:g} seconds"
+)
 CANARY_RULES: list[JsonDict] = [
     {
         "rule": "self.steps.isSorted()",
@@ -54,9 +76,22 @@ CANARY_RULES: list[JsonDict] = [
         "reason": "FieldValueInvalid",
     },
     {
-        "rule": "self.steps[size(self.steps) - 1] == 100",
+        # An empty list is reported by minItems; indexing it here would leak a CEL error.
+        "rule": "size(self.steps) == 0 || self.steps[size(self.steps) - 1] == 100",
         "message": "serving.canary.steps must end at 100",
         "fieldPath": ".steps",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "self.abortMetric == 'latency_p95_seconds' || self.abortThreshold <= 1.0",
+        "message": RATE_THRESHOLD_MESSAGE,
+        "fieldPath": ".abortThreshold",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "self.abortMetric != 'latency_p95_seconds' || self.abortThreshold > 0.0",
+        "message": LATENCY_THRESHOLD_MESSAGE,
+        "fieldPath": ".abortThreshold",
         "reason": "FieldValueInvalid",
     },
 ]
@@ -82,7 +117,9 @@ class CanarySpec(Spec):
         default=0.05,
         alias="abortThreshold",
         ge=0,
-        description="The canary is aborted when abortMetric exceeds this value.",
+        le=MAX_LATENCY_THRESHOLD_SECONDS,
+        description="The canary is aborted when abortMetric exceeds this value (a fraction "
+        "0..1 for the rates, seconds for latency_p95_seconds).",
     )
 
     @field_validator("steps")
@@ -93,6 +130,15 @@ class CanarySpec(Spec):
         if steps[-1] != 100:
             raise ValueError("serving.canary.steps must end at 100")
         return steps
+
+    @model_validator(mode="after")
+    def _threshold_fits_metric(self) -> CanarySpec:
+        if self.abort_metric == AbortMetric.LATENCY_P95_SECONDS:
+            if self.abort_threshold <= 0:
+                raise ValueError(LATENCY_THRESHOLD_MESSAGE)
+        elif self.abort_threshold > 1:
+            raise ValueError(RATE_THRESHOLD_MESSAGE)
+        return self
 
 
 class ServingSpec(Spec):
@@ -150,9 +196,78 @@ class MonitoringSpec(Spec):
         return self
 
 
+NEW_MODEL = "create a new Model (and delete this one once the new one serves)"
+IMMUTABLE_MESSAGES: dict[str, str] = {
+    # The registered model's versions, the champion and its metrics are of this task.
+    "task": f"task cannot change on a live Model: {NEW_MODEL} for the other task",
+    # Runs in flight and status.runs belong to the Pipeline the Model was created with.
+    "pipelineRef": "pipelineRef cannot change on a live Model: "
+    f"{NEW_MODEL} that references the other Pipeline",
+    # The champion and the online store's rows are keyed by this column.
+    "entityKey": f"entityKey cannot change on a live Model: {NEW_MODEL} keyed by the other column",
+}
+
+
+def _immutable(field: str) -> JsonDict:
+    """A transition rule: the API server refuses an update that changes `field`."""
+    return {
+        "x-kubernetes-validations": [
+            {
+                "rule": "self == oldSelf",
+                "message": IMMUTABLE_MESSAGES[field],
+                "reason": "FieldValueForbidden",
+            }
+        ]
+    }
+
+
+METRIC_MESSAGE = (
+    "validation.metric is not reported for an anomaly-detection Model; use one of "
+    + ", ".join(ANOMALY_COMPARABLE)
+)
+ANOMALY_RATE_MESSAGE = (
+    "serving.canary.abortMetric anomaly_rate_delta needs task anomaly-detection (a classifier "
+    "reports no anomaly rate); use error_rate, latency_p95_seconds or fallback_rate"
+)
+
+
+_TASK_MINIMUMS = (
+    f"(self.task == 'anomaly-detection' ? {cel_list(ANOMALY_MINIMUM_METRICS)} : "
+    f"{cel_list(CLASSIFICATION_MINIMUM_METRICS)})"
+)
+MODEL_RULES: list[JsonDict] = [
+    {
+        "rule": "self.task != 'anomaly-detection' || !has(self.validation) || "
+        f"!has(self.validation.metric) || self.validation.metric in {cel_list(ANOMALY_COMPARABLE)}",
+        "message": METRIC_MESSAGE,
+        "fieldPath": ".validation.metric",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "!has(self.validation) || !has(self.validation.minimums) || "
+        f"self.validation.minimums.all(k, k in {_TASK_MINIMUMS})",
+        "message": MINIMUMS_TASK_MESSAGE,
+        "fieldPath": ".validation.minimums",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "self.task == 'anomaly-detection' || !has(self.serving) || "
+        "!has(self.serving.canary) || !has(self.serving.canary.abortMetric) || "
+        "self.serving.canary.abortMetric != 'anomaly_rate_delta'",
+        "message": ANOMALY_RATE_MESSAGE,
+        "fieldPath": ".serving.canary.abortMetric",
+        "reason": "FieldValueInvalid",
+    },
+]
+
+
 class ModelSpec(Spec):
-    task: Task
-    pipeline_ref: PipelineRef = Field(alias="pipelineRef")
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": list(MODEL_RULES)})
+
+    task: Task = Field(json_schema_extra=_immutable("task"))
+    pipeline_ref: PipelineRef = Field(
+        alias="pipelineRef", json_schema_extra=_immutable("pipelineRef")
+    )
     feature_service: str | None = Field(
         default=None,
         alias="featureService",
@@ -161,9 +276,20 @@ class ModelSpec(Spec):
         description="Feast feature service; empty means the Pipeline's.",
     )
     fallback_feature_service: str = Field(
-        default="core_sensors", alias="fallbackFeatureService", pattern=NAME_PATTERN
+        default="core_sensors",
+        alias="fallbackFeatureService",
+        max_length=253,
+        pattern=NAME_PATTERN,
     )
-    entity_key: str = Field(default="machine_id", alias="entityKey", pattern=NAME_PATTERN)
+    entity_key: str = Field(
+        default="machine_id",
+        alias="entityKey",
+        min_length=1,
+        max_length=63,
+        pattern=COLUMN_PATTERN,
+        description="The entity (key) column of the data; letters, digits and _.",
+        json_schema_extra=_immutable("entityKey"),
+    )
     training: TrainingParams | None = Field(
         default=None,
         description="Overrides of the Pipeline's parameters: only the fields set here apply.",
@@ -171,3 +297,33 @@ class ModelSpec(Spec):
     validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
     serving: ServingSpec = Field(default_factory=ServingSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+
+    @model_validator(mode="after")
+    def _policy_fits_task(self) -> ModelSpec:
+        if self.validation.metric not in comparable_metrics(self.task):
+            raise ValueError(METRIC_MESSAGE)
+        problem = minimums_problem(self.task, self.validation)
+        if problem:
+            raise ValueError(problem)
+        if (
+            self.task != Task.ANOMALY_DETECTION
+            and self.serving.canary.abort_metric == AbortMetric.ANOMALY_RATE_DELTA
+        ):
+            raise ValueError(ANOMALY_RATE_MESSAGE)
+        return self
+
+
+def immutable_changes(old: ModelSpec, new: ModelSpec) -> list[str]:
+    """The messages of the fields `new` changes that cannot change on a live Model.
+
+    The API server refuses these updates (transition rules); the operator can apply the same
+    check to an object stored before the rules existed.
+    """
+    changed = []
+    if old.task != new.task:
+        changed.append(IMMUTABLE_MESSAGES["task"])
+    if old.pipeline_ref != new.pipeline_ref:
+        changed.append(IMMUTABLE_MESSAGES["pipelineRef"])
+    if old.entity_key != new.entity_key:
+        changed.append(IMMUTABLE_MESSAGES["entityKey"])
+    return changed

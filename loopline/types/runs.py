@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from loopline.types.common import DRIFT_MIN_ROWS, Spec, Task, Trigger
-from loopline.types.policy import TrainingParams, ValidationPolicy
+from loopline.types.policy import TrainingParams, ValidationPolicy, minimums_problem
 
 
 class RunPhase(StrEnum):
@@ -81,6 +81,13 @@ class TrainingRunSpec(Spec):
     mlflow_tracking_uri: str = Field(alias="mlflowTrackingUri")
     feature_repo: str = Field(alias="featureRepo", description="Path or URI of the Feast repo.")
     pipeline: str = Field(default="training", description="Pipeline name in loopline.pipelines.")
+
+    @model_validator(mode="after")
+    def _minimums_fit_task(self) -> TrainingRunSpec:
+        problem = minimums_problem(self.task, self.validation)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class TrainingRunResult(Spec):

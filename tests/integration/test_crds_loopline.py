@@ -132,7 +132,7 @@ def test_missing_pipeline_ref_is_rejected(kube_api: k8s.ApiClient, namespace: st
 
 def test_pipeline_needs_exactly_one_source(kube_api: k8s.ApiClient, namespace: str) -> None:
     body = yaml.safe_load((EXAMPLES / "pipeline-training.yaml").read_text())
-    body["spec"]["packageUri"] = "file:///tmp/pipeline.yaml"
+    body["spec"]["packageUri"] = "training"
     with pytest.raises(ApiException) as caught:
         k8s.CustomObjectsApi(kube_api).create_namespaced_custom_object(
             "loopline.dev", "v1alpha1", namespace, "pipelines", body

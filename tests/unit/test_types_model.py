@@ -62,7 +62,7 @@ def test_pipeline_needs_exactly_one_source() -> None:
     with pytest.raises(ValidationError, match="exactly one"):
         PipelineSpec.model_validate({})
     with pytest.raises(ValidationError, match="exactly one"):
-        PipelineSpec.model_validate({"pipeline": "training", "packageUri": "file:///x.yaml"})
+        PipelineSpec.model_validate({"pipeline": "training", "packageUri": "training"})
     assert PipelineSpec.model_validate({"pipeline": "training"}).concurrency_policy == "Forbid"
 
 
