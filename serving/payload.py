@@ -388,6 +388,27 @@ def _check_core(x: np.ndarray, layout: FeatureLayout) -> None:
         )
 
 
+class MissingSensor(PayloadError):
+    """A non-core sensor is absent or NaN and the Model does not fall back (HTTP 422)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, 422)
+
+
+def refuse_missing(x: np.ndarray, layout: FeatureLayout, rows: np.ndarray) -> MissingSensor:
+    """The 422 for a Model with `spec.serving.fallbackOnMissingSensors: false`: which sensors
+    are missing, in how many rows, and the setting that would let the fallback answer."""
+    noncore = x[rows][:, layout.noncore_idx]
+    bad = ~np.isfinite(noncore)
+    missing = bad.any(axis=0)
+    names = [layout.feature_names[i] for i, m in zip(layout.noncore_idx, missing, strict=True) if m]
+    return MissingSensor(
+        f"sensors {', '.join(names)} missing (NaN or infinite) in {int(rows.sum())} of "
+        f"{x.shape[0]} rows; this Model does not fall back to its core-sensor model "
+        "(spec.serving.fallbackOnMissingSensors: false)"
+    )
+
+
 def fallback_rows(x: np.ndarray, layout: FeatureLayout) -> np.ndarray:
     """Bool [n]: rows with a missing (NaN or infinite) non-core sensor: the fallback scores them."""
     if layout.noncore_idx.size == 0:

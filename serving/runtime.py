@@ -253,7 +253,13 @@ class LooplineRuntime(MLModel):
         try:
             assert self.config is not None
             decoded = decode_inputs(inputs, target.layout, max_rows=self.config.max_rows)
-            scored = score_batch(target.scorer, decoded.x, target.layout, complete=decoded.complete)
+            scored = score_batch(
+                target.scorer,
+                decoded.x,
+                target.layout,
+                complete=decoded.complete,
+                fallback=self.config.fallback_on_missing_sensors,
+            )
         except MLServerError:
             self.metrics.requests.labels(model, version, protocol, "client_error").inc()
             raise

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 from mlserver.types import MetadataTensor, ResponseOutput
 
-from loopline.serving.payload import FeatureLayout, fallback_rows
+from loopline.serving.payload import FeatureLayout, fallback_rows, refuse_missing
 
 PRIMARY = "primary"
 FALLBACK = "fallback"
@@ -91,9 +91,15 @@ def output_names(task: str) -> list[str]:
 
 
 def score_batch(
-    scorer: Scorer, x: np.ndarray, layout: FeatureLayout, *, complete: bool = False
+    scorer: Scorer,
+    x: np.ndarray,
+    layout: FeatureLayout,
+    *,
+    complete: bool = False,
+    fallback: bool = True,
 ) -> ScoredBatch:
-    """Score float32 [n, F]; rows with a missing non-core sensor go to the fallback model.
+    """Score float32 [n, F]; rows with a missing non-core sensor go to the fallback model, or,
+    with `fallback=False`, make the whole request a 422 naming the sensors.
 
     `complete=True` is the caller's word that every value of `x` is finite (decoding checks
     it in one pass), so no row needs the fallback and the split is skipped."""
@@ -104,6 +110,8 @@ def score_batch(
     else:
         use_fallback = fallback_rows(x, layout)
         n_fallback = int(np.count_nonzero(use_fallback))
+        if n_fallback and not fallback:
+            raise refuse_missing(x, layout, use_fallback)
     if n_fallback == 0:
         out = scorer.score(x)
     elif n_fallback == x.shape[0]:

@@ -49,6 +49,12 @@ class ServingSettings(BaseSettings):
         default="",
         description="MLflow tracking URI; empty means loopline.settings' resolved URI.",
     )
+    fallback_on_missing_sensors: bool = Field(
+        default=True,
+        description="Rows with a missing non-core sensor go to the core-sensor fallback model; "
+        "false makes such a request a 422 naming the sensors (spec.serving."
+        "fallbackOnMissingSensors).",
+    )
     max_rows: int = Field(
         default=4096, ge=1, description="Largest batch (rows) one request may carry; more is 413."
     )

@@ -130,6 +130,23 @@ async def test_classification_outputs(tmp_path: Path) -> None:
     ]
 
 
+async def test_without_fallback_a_missing_sensor_is_a_422_naming_it(bundle_dir: Path) -> None:
+    """spec.serving.fallbackOnMissingSensors: false reaches the server as this setting."""
+    registry = CollectorRegistry()
+    runtime = await loaded(str(bundle_dir), registry, fallback_on_missing_sensors=False)
+    x = sensor_rows(6, seed=4)
+    assert outputs_of(await runtime.predict(matrix(x)))["model"] == ["primary"] * 6
+    x[[1, 4], SENSORS.index("feed_rate")] = np.nan
+    with pytest.raises(MLServerError) as info:
+        await runtime.predict(matrix(x))
+    assert info.value.status_code == 422
+    assert "feed_rate missing (NaN or infinite) in 2 of 6 rows" in str(info.value)
+    assert "fallbackOnMissingSensors" in str(info.value)
+    assert registry.get_sample_value(
+        "loopline_fallback_rows_total", {"model": "drill-ae", "version": str(bundle_dir)}
+    ) in (None, 0.0)
+
+
 async def test_bad_payload_counts_a_client_error(bundle_dir: Path) -> None:
     registry = CollectorRegistry()
     runtime = await loaded(str(bundle_dir), registry)
