@@ -179,7 +179,7 @@ def model_crd() -> dict[str, Any]:
             {"name": "Task", "type": "string", "jsonPath": ".spec.task", "priority": 1},
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Champion", "type": "string", "jsonPath": ".status.champion.version"},
-            {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoints.rest"},
+            {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoints.primary"},
             _condition_column("Drift", "Drifted"),
             {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

@@ -144,7 +144,9 @@ class CanarySpec(Spec):
 class ServingSpec(Spec):
     replicas: int = Field(default=1, ge=0, le=20)
     protocol: Protocol = Field(
-        default=Protocol.REST, description="The endpoint printed in status (both are served)."
+        default=Protocol.REST,
+        description="The endpoint shown as status.endpoints.primary and in kubectl's Endpoint "
+        "column; both protocols are served.",
     )
     canary: CanarySpec = Field(default_factory=CanarySpec)
     fallback_on_missing_sensors: bool = Field(

@@ -98,6 +98,10 @@ class VersionRef(Spec):
 class Endpoints(Spec):
     rest: str | None = None
     grpc: str | None = None
+    primary: str | None = Field(
+        default=None,
+        description="The endpoint of spec.serving.protocol (both protocols are served).",
+    )
     monitor: str | None = Field(default=None, description="The Model's drift monitor.")
 
 

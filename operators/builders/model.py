@@ -10,6 +10,8 @@ id it asks for is the one the backend already knows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from loopline.operators.builders.model_plan import (
     RUN_HISTORY,
     TERMINAL,
@@ -41,6 +43,7 @@ from loopline.types.common import (
     Trigger,
     registered_model_name,
 )
+from loopline.types.model import Protocol
 from loopline.types.pipeline import ConcurrencyPolicy, PipelineSpec
 from loopline.types.runs import RunPhase
 from loopline.types.status import (
@@ -227,6 +230,12 @@ def _start_run(w: Work, obs: ModelObservation, pipeline: PipelineSpec, ctx: RunC
         )
 
 
+def endpoints_of(observed: Mapping[str, str], protocol: Protocol) -> Endpoints:
+    """The status endpoints, with the one of the Model's `serving.protocol` as `primary`."""
+    rest, grpc = observed.get("rest"), observed.get("grpc")
+    return Endpoints(rest=rest, grpc=grpc, primary=grpc if protocol == Protocol.GRPC else rest)
+
+
 def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
     """The Model's next status and what to do about it, from one observation (pure).
 
@@ -263,9 +272,7 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
     if scaled_to_zero:
         desired, endpoints = None, None
     if serving is not None and serving.endpoints:
-        endpoints = Endpoints(
-            **{k: v for k, v in serving.endpoints.items() if k in ("rest", "grpc")}
-        )
+        endpoints = endpoints_of(serving.endpoints, obs.spec.serving.protocol)
 
     phase, message = phase_of(w, obs, serving, serving_ready)
     conditions = conditions_of(w, obs, phase, message, serving, serving_ready, endpoints)

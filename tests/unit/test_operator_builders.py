@@ -571,3 +571,15 @@ def test_a_canary_replaced_by_a_newer_version_is_recorded_as_superseded() -> Non
         ("2", RolloutOutcome.SUPERSEDED),
         ("1", RolloutOutcome.PROMOTED),
     ]
+
+
+def test_the_primary_endpoint_follows_spec_serving_protocol() -> None:
+    from loopline.operators.builders.model import endpoints_of
+    from loopline.types.model import Protocol
+
+    observed = {"rest": "http://127.0.0.1:1", "grpc": "grpc://127.0.0.1:2", "metrics": "m"}
+    rest = endpoints_of(observed, Protocol.REST)
+    grpc = endpoints_of(observed, Protocol.GRPC)
+    assert (rest.primary, grpc.primary) == ("http://127.0.0.1:1", "grpc://127.0.0.1:2")
+    assert rest.rest == grpc.rest == "http://127.0.0.1:1"
+    assert rest.grpc == grpc.grpc == "grpc://127.0.0.1:2"
