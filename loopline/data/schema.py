@@ -295,11 +295,3 @@ def factory_schema() -> DatasetSchema:
             LabelSpec(name=IS_FAULT, dtype="int", values=["0", "1"]),
         ],
     )
-
-
-def feature_matrix(df: pd.DataFrame, names: list[str] | tuple[str, ...] = SENSORS) -> np.ndarray:
-    """The float32 [n, F] matrix of `names` in that order (the model bundle's input layout)."""
-    missing = [n for n in names if n not in df.columns]
-    if missing:
-        raise SchemaError(f"missing feature column(s) {missing}")
-    return df.loc[:, list(names)].to_numpy(dtype=np.float32, copy=True)
