@@ -48,9 +48,9 @@ def train_model(spec_json: str, features: Input[Dataset], model: Output[Model]) 
     """Primary, core-sensor fallback and statistical baseline, saved as one bundle."""
     import json
 
-    from loopline.components import steps
+    from loopline.components import model_steps
 
-    out = steps.train_model(spec_json, features.path, model.path)
+    out = model_steps.train_model(spec_json, features.path, model.path)
     model.metadata.update({"framework": "torch", "format": "loopline-bundle"})
     return json.dumps(out["metrics"])
 
@@ -63,9 +63,9 @@ def evaluate_model(
     evaluation_report: Output[Markdown],
 ) -> str:
     """Metrics of the new model on the newest part of the window."""
-    from loopline.components import steps
+    from loopline.components import model_steps
 
-    return steps.evaluate_model(spec_json, features.path, model.path, evaluation_report.path)
+    return model_steps.evaluate_model(spec_json, features.path, model.path, evaluation_report.path)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -76,9 +76,11 @@ def compare_with_champion(
     comparison_report: Output[Markdown],
 ) -> str:
     """The current champion scored on the same evaluation rows."""
-    from loopline.components import steps
+    from loopline.components import model_steps
 
-    return steps.compare_with_champion(spec_json, features.path, evaluation, comparison_report.path)
+    return model_steps.compare_with_champion(
+        spec_json, features.path, evaluation, comparison_report.path
+    )
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -90,6 +92,6 @@ def register_model(
     comparison: str,
 ) -> str:
     """Register the challenger and apply the champion gate; returns the outcome as JSON."""
-    from loopline.components import steps
+    from loopline.components import model_steps
 
-    return steps.register_model(spec_json, features.path, model.path, evaluation, comparison)
+    return model_steps.register_model(spec_json, features.path, model.path, evaluation, comparison)
