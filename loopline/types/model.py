@@ -22,12 +22,12 @@ from loopline.types.policy import (
     ANOMALY_COMPARABLE,
     ANOMALY_MINIMUM_METRICS,
     CLASSIFICATION_MINIMUM_METRICS,
+    METRIC_MESSAGE,
     MINIMUMS_TASK_MESSAGE,
     TrainingParams,
     ValidationPolicy,
     cel_list,
-    comparable_metrics,
-    minimums_problem,
+    policy_problem,
 )
 
 # An entity key is a column of the user's data and a Feast join key.
@@ -223,10 +223,6 @@ def _immutable(field: str) -> JsonDict:
     }
 
 
-METRIC_MESSAGE = (
-    "validation.metric is not reported for an anomaly-detection Model; use one of "
-    + ", ".join(ANOMALY_COMPARABLE)
-)
 ANOMALY_RATE_MESSAGE = (
     "serving.canary.abortMetric anomaly_rate_delta needs task anomaly-detection (a classifier "
     "reports no anomaly rate); use error_rate, latency_p95_seconds or fallback_rate"
@@ -302,9 +298,7 @@ class ModelSpec(Spec):
 
     @model_validator(mode="after")
     def _policy_fits_task(self) -> ModelSpec:
-        if self.validation.metric not in comparable_metrics(self.task):
-            raise ValueError(METRIC_MESSAGE)
-        problem = minimums_problem(self.task, self.validation)
+        problem = policy_problem(self.task, self.validation)
         if problem:
             raise ValueError(problem)
         if (

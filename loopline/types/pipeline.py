@@ -34,7 +34,7 @@ def _cron_field(number: str) -> str:
 
 # Exactly what the operator's cron parser accepts, less what it accepts only by accident
 # (signs, underscores, tabs): minute 0-59, hour 0-23, day of month 1-31, month 1-12, day of
-# week 0-7. That a range's start is not after its end is a second rule (CRON_ORDER_RULE).
+# week 0-7. That a range's start is not after its end is the second of SCHEDULE_RULES.
 CRON_PATTERN = (
     "^ *"
     + " +".join(

@@ -159,6 +159,10 @@ class ValidationPolicy(Spec):
         return minimums
 
 
+METRIC_MESSAGE = (
+    "validation.metric is not reported for an anomaly-detection Model; use one of "
+    + ", ".join(ANOMALY_COMPARABLE)
+)
 MINIMUMS_TASK_MESSAGE = (
     "validation.minimums names a metric the Model's task does not report: anomaly-detection "
     f"reports {', '.join(ANOMALY_MINIMUM_METRICS)}; classification reports "
@@ -174,3 +178,10 @@ def minimums_problem(task: Task, policy: ValidationPolicy) -> str | None:
     if not unknown:
         return None
     return f"{MINIMUMS_TASK_MESSAGE} (not {task.value}: {', '.join(unknown)})"
+
+
+def policy_problem(task: Task, policy: ValidationPolicy) -> str | None:
+    """What in `policy` the task's evaluation cannot check (metric first), or None."""
+    if policy.metric not in comparable_metrics(task):
+        return METRIC_MESSAGE
+    return minimums_problem(task, policy)

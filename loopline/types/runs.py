@@ -13,7 +13,7 @@ from enum import StrEnum
 from pydantic import Field, model_validator
 
 from loopline.types.common import DRIFT_MIN_ROWS, Spec, Task, Trigger
-from loopline.types.policy import TrainingParams, ValidationPolicy, minimums_problem
+from loopline.types.policy import TrainingParams, ValidationPolicy, policy_problem
 
 
 class RunPhase(StrEnum):
@@ -83,8 +83,8 @@ class TrainingRunSpec(Spec):
     pipeline: str = Field(default="training", description="Pipeline name in loopline.pipelines.")
 
     @model_validator(mode="after")
-    def _minimums_fit_task(self) -> TrainingRunSpec:
-        problem = minimums_problem(self.task, self.validation)
+    def _policy_fits_task(self) -> TrainingRunSpec:
+        problem = policy_problem(self.task, self.validation)
         if problem:
             raise ValueError(problem)
         return self

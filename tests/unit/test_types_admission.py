@@ -238,3 +238,24 @@ def test_every_rule_message_is_documented() -> None:
     assert len(rules) == 17
     for rule in rules:
         assert f"`{rule['message']}" in docs, rule["message"]
+
+
+def test_a_training_run_applies_the_same_policy_rules() -> None:
+    from loopline.types.runs import TrainingRunSpec
+
+    run = {
+        "runId": "r1",
+        "namespace": "plant",
+        "modelName": "drill-ae",
+        "task": "anomaly-detection",
+        "trigger": "manual",
+        "featureService": "all_sensors",
+        "registeredModelName": "plant.drill-ae",
+        "mlflowTrackingUri": "sqlite:///x.db",
+        "featureRepo": "feature_repo",
+    }
+    assert TrainingRunSpec.model_validate(run | {"validation": {"metric": "roc_auc"}})
+    with pytest.raises(ValidationError, match=r"validation\.metric is not reported"):
+        TrainingRunSpec.model_validate(run | {"validation": {"metric": "accuracy"}})
+    with pytest.raises(ValidationError, match="not anomaly-detection: macro_f1"):
+        TrainingRunSpec.model_validate(run | {"validation": {"minimums": {"macro_f1": 0.5}}})
