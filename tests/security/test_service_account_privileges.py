@@ -83,7 +83,13 @@ def _model(name: str) -> dict[str, Any]:
     body["spec"]["serving"] = {"replicas": 1}
     body["metadata"].update(
         labels={"team": "plant-a"},
-        annotations={"example.com/owner": "ml-platform"},
+        # An earlier request is there, so every denial below is for what the patch changes,
+        # not for a request it would lack.
+        annotations={
+            "example.com/owner": "ml-platform",
+            RETRAIN_ANNOTATION: "sec-0",
+            RETRAIN_REASON_ANNOTATION: "{}",
+        },
         finalizers=[FINALIZER],
     )
     return body
@@ -119,8 +125,13 @@ def install(cluster: ClusterHandle, loopline_crds: list[str]) -> Iterator[Instal
     handle = Install(namespace, f"{sa}-operator", f"{sa}-monitor", objects, cluster)
 
     def policy_in_force() -> bool:
-        status = _patch(handle, handle.monitor, MODEL, {"spec": {"serving": {"replicas": 0}}})
-        return status == 403
+        # RBAC's 403 comes first while the RoleBinding is not in force yet: wait for the
+        # policy's own denial, after which RBAC lets the patch through to it.
+        # The probe's change is harmless if it lands before the policy is loaded: a fresh
+        # annotation value, which no test below compares.
+        probe = {"metadata": {"annotations": {"example.com/probe": uuid.uuid4().hex}}}
+        status, body = _patch_answer(handle, handle.monitor, MODEL, probe)
+        return status == 403 and POLICY_DENIAL in body
 
     wait_for(policy_in_force, timeout=60, what="the monitor's admission policy to deny a patch")
     try:
@@ -139,16 +150,25 @@ def install(cluster: ClusterHandle, loopline_crds: list[str]) -> Iterator[Instal
         admin.close()
 
 
-def _call(install: Install, username: str, request: Callable[[k8s.ApiClient], object]) -> int:
-    """The HTTP status of `request` made as `username` (200 when it succeeds)."""
+POLICY_DENIAL = "ValidatingAdmissionPolicy"
+
+
+def _answer(
+    install: Install, username: str, request: Callable[[k8s.ApiClient], object]
+) -> tuple[int, str]:
+    """The HTTP status and error body of `request` made as `username` (200, "" on success)."""
     api = install.client(username)
     try:
         request(api)
     except ApiException as exc:
-        return int(exc.status)
+        return int(exc.status), str(exc.body)
     finally:
         api.close()
-    return 200
+    return 200, ""
+
+
+def _call(install: Install, username: str, request: Callable[[k8s.ApiClient], object]) -> int:
+    return _answer(install, username, request)[0]
 
 
 def _patch(
@@ -160,6 +180,20 @@ def _patch(
     status: bool = False,
     namespace: str | None = None,
 ) -> int:
+    return _patch_answer(install, username, name, body, status=status, namespace=namespace)[0]
+
+
+def _patch_answer(
+    install: Install,
+    username: str,
+    name: str,
+    body: dict[str, Any],
+    *,
+    status: bool = False,
+    namespace: str | None = None,
+) -> tuple[int, str]:
+    """Merge-patch a Model as `username`: the HTTP status and the error body."""
+
     def send(api: k8s.ApiClient) -> object:
         custom = k8s.CustomObjectsApi(api)
         patch = (
@@ -169,7 +203,7 @@ def _patch(
         )
         return patch(GROUP, VERSION, namespace or install.namespace, "models", name, body)
 
-    return _call(install, username, send)
+    return _answer(install, username, send)
 
 
 def _admin_model(install: Install, name: str = MODEL) -> dict[str, Any]:
@@ -234,7 +268,9 @@ def test_monitor_may_not_change_anything_else_of_its_model(
     install: Install, body: dict[str, Any]
 ) -> None:
     before = _admin_model(install)
-    assert _patch(install, install.monitor, MODEL, body) == 403
+    status, answer = _patch_answer(install, install.monitor, MODEL, body)
+    assert status == 403
+    assert POLICY_DENIAL in answer  # RBAC allows the patch; the policy refuses its content
     after = _admin_model(install)
     assert after["spec"] == before["spec"]
     assert after["metadata"].get("labels") == before["metadata"].get("labels")
@@ -257,7 +293,7 @@ def test_monitor_may_not_write_status(install: Install) -> None:
 def test_monitor_may_not_touch_another_model(install: Install) -> None:
     assert _patch(install, install.monitor, OTHER_MODEL, _retrain("sec-4")) == 403
     annotations = _admin_model(install, OTHER_MODEL)["metadata"]["annotations"]
-    assert RETRAIN_ANNOTATION not in annotations
+    assert annotations[RETRAIN_ANNOTATION] == "sec-0"
 
 
 def test_monitor_may_not_read_list_create_or_delete_models(install: Install) -> None:
@@ -278,9 +314,9 @@ def test_monitor_may_not_read_list_create_or_delete_models(install: Install) -> 
             GROUP, VERSION, ns, "models", MODEL
         ),
         "read a secret": lambda api: k8s.CoreV1Api(api).list_namespaced_secret(ns),
-        "delete its policy parameter": lambda api: k8s.CoreV1Api(api).delete_namespaced_config_map(
-            f"{RELEASE}-loopline-monitor-policy", ns
-        ),
+        "delete its admission policy": lambda api: k8s.AdmissionregistrationV1Api(
+            api
+        ).delete_validating_admission_policy(f"{RELEASE}-loopline-monitor-retrain-only"),
     }
     got = {what: _call(install, install.monitor, call) for what, call in calls.items()}
     assert got == dict.fromkeys(calls, 403)
@@ -398,8 +434,8 @@ def test_operator_may_not_reach_beyond_its_need(install: Install) -> None:
         "list secrets": lambda api: core(api).list_namespaced_secret(ns),
         "read a secret": lambda api: core(api).read_namespaced_secret("mlflow", ns),
         "list configmaps": lambda api: core(api).list_namespaced_config_map(ns),
-        "delete the monitor's policy parameter": lambda api: core(api).delete_namespaced_config_map(
-            f"{RELEASE}-loopline-monitor-policy", ns
+        "read the operator's config": lambda api: core(api).read_namespaced_config_map(
+            f"{RELEASE}-loopline-config", ns
         ),
         "create a pod": lambda api: core(api).create_namespaced_pod(
             ns,

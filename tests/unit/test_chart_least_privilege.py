@@ -304,34 +304,56 @@ def _by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
-def test_monitor_policy_is_the_manifest_bound_to_the_monitor_and_its_model() -> None:
+def test_monitor_policy_is_the_manifest_with_the_monitor_and_its_model_filled_in() -> None:
+    """The chart's policy is manifests/policies' with its three parameters written into the
+    expressions, and no parameter object: a binding whose parameter is missing would deny
+    every write to Models."""
     docs = documents(
         render("--set", "monitor.model.name=fault-cls", "--set", "monitor.model.namespace=plant-a")
     )
     (policy,) = _by_kind(docs, "ValidatingAdmissionPolicy")
     (binding,) = _by_kind(docs, "ValidatingAdmissionPolicyBinding")
-    source = yaml.safe_load(POLICY_FILE.read_text())
-    assert policy["spec"] == source["spec"]
-    assert policy["metadata"]["name"] == "loopline-monitor-retrain-only"
-    assert "namespace" not in policy["metadata"]
-    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
-    assert binding["spec"]["validationActions"] == ["Deny"]
-    param_ref = binding["spec"]["paramRef"]
-    assert param_ref["parameterNotFoundAction"] == "Deny"
-    (params,) = [
-        d
-        for d in _by_kind(docs, "ConfigMap")
-        if d["metadata"]["name"] == param_ref["name"]
-        and d["metadata"]["namespace"] == param_ref["namespace"]
-    ]
     (monitor_sa,) = [
         d for d in _by_kind(docs, "ServiceAccount") if d["metadata"]["name"].endswith("-monitor")
     ]
-    assert params["data"] == {
-        "serviceAccount": f"system:serviceaccount:{NS}:{monitor_sa['metadata']['name']}",
-        "modelNamespace": "plant-a",
-        "modelName": "fault-cls",
+    source = yaml.safe_load(POLICY_FILE.read_text())["spec"]
+    params = {
+        "params.data.serviceAccount": f"'system:serviceaccount:{NS}:{monitor_sa['metadata']['name']}'",
+        "params.data.namespace": "'plant-a'",
+        "params.data.model": "'fault-cls'",
     }
+    want = dict(source)
+    del want["paramKind"]
+    for field in ("matchConditions", "variables", "validations"):
+        items = []
+        for item in source[field]:
+            expression = item["expression"]
+            for param, value in params.items():
+                expression = expression.replace(param, value)
+            items.append({**item, "expression": expression})
+        want[field] = items
+    assert policy["spec"] == want
+    assert "params." not in yaml.safe_dump(policy)
+    assert policy["metadata"]["name"] == "loopline-monitor-retrain-only"
+    assert "namespace" not in policy["metadata"]
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+
+
+def test_plain_manifest_binding_names_the_policy_and_its_parameter() -> None:
+    docs = helm_chart.manifest_documents(POLICY_FILE.parent)
+    (policy,) = _by_kind(docs, "ValidatingAdmissionPolicy")
+    (binding,) = _by_kind(docs, "ValidatingAdmissionPolicyBinding")
+    (params,) = _by_kind(docs, "ConfigMap")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    ref = binding["spec"]["paramRef"]
+    assert (ref["name"], ref["namespace"]) == (
+        params["metadata"]["name"],
+        params["metadata"]["namespace"],
+    )
+    assert set(params["data"]) == {"serviceAccount", "namespace", "model"}
 
 
 def test_monitor_policy_covers_models_and_their_subresources_for_every_operation() -> None:
