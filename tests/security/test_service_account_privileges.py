@@ -476,3 +476,55 @@ def test_operator_may_not_reach_beyond_its_need(install: Install) -> None:
     }
     got = {what: _call(install, install.operator, call) for what, call in calls.items()}
     assert got == dict.fromkeys(calls, 403)
+
+
+# ---- the plain-manifest install --------------------------------------------------------
+
+
+@pytest.fixture
+def plain_policy(cluster: ClusterHandle, loopline_crds: list[str]) -> Iterator[Install]:
+    """manifests/policies as a plain-manifest install applies it: the policy, and the example
+    monitor (loopline-system/loopline-monitor) bound to Model drill-ae in `default`."""
+    files = sorted((helm_chart.REPO_ROOT / "manifests" / "policies").glob("*.yaml"))
+    _kubectl(cluster, "create", "namespace", "loopline-system")  # may exist: other tests
+    for path in files:
+        done = _kubectl(cluster, "apply", "-f", str(path))
+        assert done.returncode == 0, done.stderr
+    admin = cluster.api_client()
+    custom = k8s.CustomObjectsApi(admin)
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", "models", _model(MODEL))
+    handle = Install(
+        "default",
+        operator="",
+        monitor="system:serviceaccount:loopline-system:loopline-monitor",
+        objects=[],
+        cluster=cluster,
+    )
+
+    def policy_in_force() -> bool:
+        probe = {"metadata": {"annotations": {"example.com/probe": uuid.uuid4().hex}}}
+        status, body = _patch_answer(handle, handle.monitor, MODEL, probe)
+        return status == 403 and POLICY_DENIAL in body
+
+    wait_for(policy_in_force, timeout=60, what="the plain-manifest policy to deny a patch")
+    try:
+        yield handle
+    finally:
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, "default", "models", MODEL, {"metadata": {"finalizers": None}}
+        )
+        custom.delete_namespaced_custom_object(GROUP, VERSION, "default", "models", MODEL)
+        for path in reversed(files):
+            _kubectl(cluster, "delete", "--ignore-not-found", "-f", str(path))
+        admin.close()
+
+
+def test_plain_manifest_policy_limits_the_example_monitor(plain_policy: Install) -> None:
+    monitor = plain_policy.monitor
+    assert _patch(plain_policy, monitor, MODEL, _retrain("plain-1")) == 200
+    status, answer = _patch_answer(
+        plain_policy, monitor, MODEL, {"spec": {"validation": {"minimums": {"f1": 0.0}}}}
+    )
+    assert status == 403
+    assert POLICY_DENIAL in answer
+    assert _admin_model(plain_policy)["spec"]["validation"]["minimums"] == {"f1": 0.6}
