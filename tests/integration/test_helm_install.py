@@ -221,6 +221,7 @@ def test_install_namespaced_runs_hardened_pods_with_exact_rbac(
         f"rbac.watchNamespaces={{{release.namespace},{other_namespace}}}",
         "backends.mlflow.username.secretName=mlflow-auth",
         "backends.mlflow.password.secretName=mlflow-auth",
+        "backends.seldon.enabled=true",
         chart=package,
     )
 
@@ -307,7 +308,7 @@ def test_install_cluster_wide_grants_the_same_rules_everywhere(
     """rbac.clusterWide: one ClusterRole; the operator may act in any namespace, yet still
     only with the manifest's verbs."""
     with _release(cluster, namespace, tmp_path, "llwide") as release:
-        release.install("rbac.clusterWide=true")
+        release.install("rbac.clusterWide=true", "backends.seldon.enabled=true")
         wait_for(
             lambda: [p for p in _pods(release, OPERATOR) if p["status"].get("phase") == "Running"],
             timeout=60,

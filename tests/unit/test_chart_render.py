@@ -112,6 +112,7 @@ def test_chart_packages_with_linked_sources(tmp_path: Path) -> None:
             assert member is not None
             assert member.read() == crd.read_bytes()
     assert {f"loopline/files/rbac/{p.name}" for p in helm_chart.RBAC_DIR.glob("*.yaml")} <= names
+    assert "loopline/files/policies/monitor-retrain-only.yaml" in names
     assert "loopline/values.schema.json" in names
 
 

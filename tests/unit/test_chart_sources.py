@@ -64,7 +64,15 @@ def test_operator_rbac_is_exactly_the_manifest_rules(values_file: Path) -> None:
         and d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
     ]
     assert operator_roles
-    want = expand_rules(helm_chart.operator_manifest_rules())
+    config = next(
+        d for d in docs if d["kind"] == "ConfigMap" and "-config" in d["metadata"]["name"]
+    )
+    backends = tuple(
+        name
+        for name, key in (("seldon", "SERVING"), ("kfp", "PIPELINE"))
+        if config["data"][f"LOOPLINE_OPERATOR_{key}_BACKEND"] == name
+    )
+    want = expand_rules(helm_chart.operator_manifest_rules(backends))
     assert want, "manifests/rbac binds no role with rules to a ServiceAccount"
     by_namespace: dict[str | None, set[tuple[str, str, str, str]]] = {}
     for role in operator_roles:
@@ -260,7 +268,7 @@ SELDON_NEEDS = {
 
 @pytest.mark.parametrize("values_file", VALUES, ids=VALUE_IDS)
 def test_operator_rbac_covers_the_seldon_backend_when_selected(values_file: Path) -> None:
-    docs = documents(render(values_file=values_file))
+    docs = documents(render("--set", "backends.seldon.enabled=true", values_file=values_file))
     env = _env(_container(docs, "operator"), docs)
     assert env["LOOPLINE_OPERATOR_SERVING_BACKEND"] == "seldon"
     granted = {

@@ -126,9 +126,20 @@ seccompProfile:
   value: /tmp/loopline-cache
 - name: HOME
   value: /tmp
+{{- /* Credentials only for the chosen auth, and the chosen auth must have them: an MLflow
+behind authentication is the default, and `none` is said out loud. */}}
+{{- if eq $b.mlflow.auth "basic" }}
+{{- if not (and $b.mlflow.username.secretName $b.mlflow.password.secretName) }}
+{{- fail "backends.mlflow.auth is basic: set backends.mlflow.username.secretName and backends.mlflow.password.secretName (a Secret with the MLflow user's name and password), or choose auth token or none" }}
+{{- end }}
 {{- include "loopline.secretEnv" (list "MLFLOW_TRACKING_USERNAME" $b.mlflow.username) }}
 {{- include "loopline.secretEnv" (list "MLFLOW_TRACKING_PASSWORD" $b.mlflow.password) }}
+{{- else if eq $b.mlflow.auth "token" }}
+{{- if not $b.mlflow.token.secretName }}
+{{- fail "backends.mlflow.auth is token: set backends.mlflow.token.secretName (a Secret with the bearer token), or choose auth basic or none" }}
+{{- end }}
 {{- include "loopline.secretEnv" (list "MLFLOW_TRACKING_TOKEN" $b.mlflow.token) }}
+{{- end }}
 {{- if $b.mlflow.s3.endpointUrl }}
 - name: MLFLOW_S3_ENDPOINT_URL
   value: {{ $b.mlflow.s3.endpointUrl | quote }}
@@ -157,5 +168,37 @@ seccompProfile:
   {{- end }}
 {{- with .Values.networkPolicy.egress.to }}
 {{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The pods allowed to connect to the monitor: a list of NetworkPolicyPeers, each with a
+namespace named exactly and a non-empty pod selector. */}}
+{{- define "loopline.monitorPeers" -}}
+{{- $np := .Values.networkPolicy -}}
+{{- $modelNamespace := .Values.monitor.model.namespace | default .Release.Namespace -}}
+{{- if .Values.operator.enabled }}
+- namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: {{ .Release.Namespace }}}
+  podSelector:
+    matchLabels:
+      {{- include "loopline.selectorLabels" (list . "operator") | nindent 6 }}
+{{- end }}
+{{- if or .Values.backends.seldon.enabled $np.modelServers.podLabels }}
+{{- $serversNamespace := $np.modelServers.namespace | default .Values.backends.seldon.namespace | default $modelNamespace }}
+{{- /* Seldon's label on the pods of a Server; the operator names a Model's Server
+<model>-server (operators/backends/seldon.py server_name). */}}
+{{- $serverLabels := $np.modelServers.podLabels | default (dict "seldon-server-name" (printf "%s-server" .Values.monitor.model.name | trunc 63)) }}
+- namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: {{ $serversNamespace }}}
+  podSelector:
+    matchLabels:
+      {{- toYaml $serverLabels | nindent 6 }}
+{{- end }}
+{{- if $np.prometheus.namespace }}
+- namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: {{ $np.prometheus.namespace }}}
+  podSelector:
+    matchLabels:
+      {{- toYaml (required "networkPolicy.prometheus.podLabels needs at least one label: an empty selector admits every pod" $np.prometheus.podLabels) | nindent 6 }}
 {{- end }}
 {{- end -}}
