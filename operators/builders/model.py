@@ -650,6 +650,7 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         retraining=retraining,
         training_hash=thash,
         pending_request=pending,
+        history=st.history,
     )
     registered = registered_model_name(obs.namespace, obs.name)
     alias = ChampionAlias(registered, champion.version) if champion is not None else None
