@@ -24,7 +24,12 @@ from loopline.operators.builders.runs import (
     run_id,
     training_hash,
 )
-from loopline.operators.builders.serving import ServingDesired, ServingObserved, build_serving
+from loopline.operators.builders.serving import (
+    UNHEALTHY,
+    ServingDesired,
+    ServingObserved,
+    build_serving,
+)
 from loopline.serving.canary import CanaryAction, decide_canary
 from loopline.types.common import (
     RETRAIN_ANNOTATION,
@@ -499,6 +504,15 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         and serving.ready
         and serving.champion_version == champion.version
     )
+    # Deployed, then stopped serving (a model unloaded, a process that died): reported as
+    # Degraded with the backend's reason while the serving backend repairs it.
+    unhealthy = (
+        champion is not None
+        and serving is not None
+        and not serving.ready
+        and serving.reason in UNHEALTHY
+        and serving.champion_version == champion.version
+    )
     endpoints = st.endpoints
     if scaled_to_zero:
         desired, endpoints = None, None
@@ -554,6 +568,10 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         elif champion is not None and scaled_to_zero:
             phase = ModelPhase.SERVING
             message = f"version {champion.version} is champion (scaled to zero)"
+        elif champion is not None and unhealthy:
+            assert serving is not None
+            phase = ModelPhase.DEGRADED
+            message = f"version {champion.version} is not serving: {serving.message}"
         elif champion is not None:
             phase = ModelPhase.SERVING if serving_ready else ModelPhase.ROLLING_OUT
             message = (
@@ -576,12 +594,17 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
             phase, message = ModelPhase.PENDING, "waiting for a training run"
     if pipeline is None and current is not None:
         message = f"{message}; {obs.pipeline_message}"
+    if unhealthy and serving is not None and phase != ModelPhase.DEGRADED:
+        message = f"{message}; version {champion.version if champion else '-'} is not serving: "
+        message += serving.message
 
     conditions = set_condition(
         conditions,
         ConditionType.SERVING,
         serving_ready,
-        "Deployed" if serving_ready else "NotDeployed",
+        "Deployed"
+        if serving_ready
+        else (serving.reason if unhealthy and serving else "NotDeployed"),
         (
             f"version {champion.version} at {(endpoints.rest if endpoints else '') or '-'}"
             if serving_ready and champion
@@ -603,11 +626,12 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
     ready = (
         serving_ready or (scaled_to_zero and champion is not None)
     ) and phase != ModelPhase.FAILED
+    not_ready_reason = serving.reason if unhealthy and serving else phase.value.replace(" ", "")
     conditions = set_condition(
         conditions,
         ConditionType.READY,
         ready,
-        "Serving" if ready else phase.value.replace(" ", ""),
+        "Serving" if ready else not_ready_reason,
         message,
         gen,
         obs.now,
@@ -622,14 +646,19 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         gen,
         obs.now,
     )
-    conditions = set_condition(
-        conditions, ConditionType.DEGRADED, False, "AsExpected", "", gen, obs.now
-    )
+    if unhealthy and serving is not None:
+        conditions = set_condition(
+            conditions, ConditionType.DEGRADED, True, serving.reason, message, gen, obs.now
+        )
+    else:
+        conditions = set_condition(
+            conditions, ConditionType.DEGRADED, False, "AsExpected", "", gen, obs.now
+        )
 
     if phase != st.phase:
         events.append(
             Event(
-                "Warning" if phase == ModelPhase.FAILED else "Normal",
+                "Warning" if phase in (ModelPhase.FAILED, ModelPhase.DEGRADED) else "Normal",
                 phase.value.replace(" ", ""),
                 f"{st.phase.value} -> {phase.value}: {message}",
             )
