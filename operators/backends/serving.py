@@ -172,7 +172,8 @@ class LocalServingBackend:
 
         try:
             text = httpx.get(metrics_url, timeout=2.0, trust_env=False).text
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:  # the canary step waits for traffic it can read
+            log.warning("%s: cannot read canary traffic from %s: %s", key, metrics_url, exc)
             return None
         assert desired.canary_version is not None
         champion = version_stats(text, desired.name, desired.champion_version)

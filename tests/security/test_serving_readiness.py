@@ -56,6 +56,15 @@ os.replace(a.result + ".tmp", a.result)
 """
 
 
+def _credentials(folder: Path) -> dict[str, str]:
+    """What the operator sends on the repository API: the Model's bearer token, read from
+    the token file in the server's folder where servers are given one (none otherwise)."""
+    token_file = folder / "auth-token"
+    if not token_file.exists():
+        return {}
+    return {"authorization": f"Bearer {token_file.read_text().strip()}"}
+
+
 def _ready_condition(obj: dict[str, Any]) -> tuple[str, str, str]:
     conditions = (obj.get("status") or {}).get("conditions") or []
     ready = next((c for c in conditions if c["type"] == "Ready"), {})
@@ -119,7 +128,9 @@ def test_an_unloaded_model_is_reported_not_ready_and_reloaded_within_one_reconci
         pid = pid_file.read_text().strip()
         with _ready_history(h, "drill-ae") as seen:
             unload = f"{rest}/v2/repository/models/drill-ae/unload"
-            answer = httpx.post(unload, timeout=10, trust_env=False)
+            answer = httpx.post(
+                unload, headers=_credentials(pid_file.parent), timeout=10, trust_env=False
+            )
             assert answer.status_code == 200, answer.text
             unloaded_at = time.monotonic()
             assert httpx.get(ready_url, timeout=5, trust_env=False).status_code == 503
