@@ -224,7 +224,8 @@ class SeldonServingBackend:
         )
         ready = champion.ready and (canary is None or canary.ready)
         waiting = [r for r in (champion, canary) if r is not None and not r.ready]
-        reason = next((r.reason for r in waiting if r.reason), "")
+        # Only the champion's state makes the Model unhealthy; a failed canary is rolled back.
+        reason = champion.reason
         seldon_name = f"{desired.name}.experiment" if desired.canary_version else desired.name
         return ServingObserved(
             ready=ready,

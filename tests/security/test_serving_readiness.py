@@ -147,11 +147,6 @@ def test_an_unloaded_model_is_reported_not_ready_and_reloaded_within_one_reconci
                 timeout=RECOVER_WITHIN,
                 what=f"Ready=True again (seen: {seen[-3:]})",
             )
-        print(
-            f"unload -> Ready=False {down[0] - unloaded_at:.2f} s, "
-            f"-> Ready=True {up[0] - unloaded_at:.2f} s (reconcile interval "
-            f"{RECONCILE_INTERVAL} s)"
-        )
         assert up[0] - unloaded_at <= RECOVER_WITHIN
         assert httpx.get(ready_url, timeout=5, trust_env=False).status_code == 200
         assert pid_file.read_text().strip() == pid, "reloaded in place, not restarted"
@@ -160,6 +155,11 @@ def test_an_unloaded_model_is_reported_not_ready_and_reloaded_within_one_reconci
         degraded = [m for r, m in h.events("drill-ae") if r == "Degraded"]
         assert degraded, h.events("drill-ae")
         assert "not ready (HTTP 503); reloading" in degraded[0]
+    # (printed here: kopf's runner captures stdout while it runs)
+    print(
+        f"unload -> Ready=False {down[0] - unloaded_at:.2f} s, -> Ready=True "
+        f"{up[0] - unloaded_at:.2f} s (reconcile interval {RECONCILE_INTERVAL} s)"
+    )
 
 
 def test_a_model_that_will_not_reload_gets_its_process_restarted(
