@@ -28,6 +28,7 @@ from loopline.operators.backends.monitoring import LocalMonitoringBackend, Monit
 from loopline.operators.backends.pipelines import LocalPipelineBackend, PipelineBackend
 from loopline.operators.backends.registry import RegistryBackend
 from loopline.operators.backends.serving import LocalServingBackend, ServingBackend
+from loopline.operators.builders.champion import alias_restoration, record
 from loopline.operators.builders.conditions import is_true
 from loopline.operators.builders.model import (
     ChampionAlias,
@@ -274,7 +275,8 @@ class Operator:
                 self.pipelines.submit(plan.submit)
             # The alias before the monitor: a monitor (re)started for a new champion loads
             # its reference from the alias.
-            self._point_champion(namespace, name, plan.champion_alias)
+            previous = status.champion.version if status.champion else None
+            new_status = self._point_champion(obj, plan.champion_alias, previous, new_status, now)
             if self.registry is not None:
                 self.registry.mark_rollouts(plan.rollout_marks)
             new_status = self._apply_monitor(namespace, name, spec, plan.serving, new_status)
@@ -293,14 +295,34 @@ class Operator:
         for event in plan.events:
             self.event(obj, event)
 
-    def _point_champion(self, namespace: str, name: str, alias: ChampionAlias | None) -> None:
-        """Point the registry's champion alias; a running monitor is told to reload at once
-        (it would otherwise notice within its poll period and test windows against the old
-        champion's reference meanwhile)."""
+    def _point_champion(
+        self,
+        obj: dict[str, Any],
+        alias: ChampionAlias | None,
+        previous: str | None,
+        status: ModelStatus,
+        now: datetime,
+    ) -> ModelStatus:
+        """Point the registry's champion alias (read on every reconcile: someone else may
+        have moved it) and return `status`, with a history entry when the alias had to be
+        put back. A running monitor is told to reload whenever the alias moved (it would
+        otherwise notice within its poll period and test windows against the wrong
+        reference meanwhile, or keep the reference of a version the gate rejected)."""
         if alias is None or self.registry is None:
-            return
-        if self.registry.ensure_champion(alias) and self.monitoring is not None:
-            self.monitoring.reload_reference(namespace, name)
+            return status
+        check = self.registry.ensure_champion(alias)
+        if not check.moved:
+            return status
+        meta = obj["metadata"]
+        if self.monitoring is not None:
+            self.monitoring.reload_reference(meta["namespace"], meta["name"])
+        restored = alias_restoration(check, previous, now)
+        if restored is None:
+            return status
+        event, entry = restored
+        log.warning("%s/%s: %s", meta["namespace"], meta["name"], event.message)
+        self.event(obj, event)
+        return record(status, entry)
 
     def _apply_monitor(
         self,

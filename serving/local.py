@@ -111,7 +111,9 @@ class Endpoints:
 @dataclass
 class ServerStatus:
     name: str
-    state: str  # starting | ready | restarting | failed | stopped
+    state: (
+        str  # starting | ready | unready (alive, model not ready) | restarting | failed | stopped
+    )
     pid: int | None
     restarts: int
     endpoints: Endpoints
@@ -486,28 +488,82 @@ class LocalServingManager:
         )
 
     def _ready(self, server: _Server) -> bool:
+        return not self._not_ready(server)
+
+    def _not_ready(self, server: _Server) -> str:
+        """Why the model does not answer ready ("" when it does): the process may be alive
+        and its server up while the model itself is unloaded (an `unload` call), so the
+        model's own ready endpoint is what counts. Its runtime holds the canary too and is
+        ready only when both versions are loaded."""
         rest = server.endpoints.rest
+        name = server.spec.name
         try:
             live = self._http.get(f"{rest}/v2/health/ready")
-            model = self._http.get(f"{rest}/v2/models/{server.spec.name}/ready")
-        except httpx.HTTPError:
-            return False
-        return live.status_code == 200 and model.status_code == 200
+            model = self._http.get(f"{rest}/v2/models/{name}/ready")
+        except httpx.HTTPError as exc:
+            return f"model {name} on {rest} does not answer ({type(exc).__name__}: {exc})"
+        if model.status_code != 200:
+            return f"model {name} on {rest} is not ready (HTTP {model.status_code})"
+        if live.status_code != 200:
+            return f"model server on {rest} is not ready (HTTP {live.status_code})"
+        return ""
+
+    def recover(self, name: str) -> str:
+        """Bring back a model that stopped answering ready while its process lives: reload it
+        (the same hot reload as `update`), or restart the process when the reload fails.
+        Returns what was done, for the caller's log and status."""
+        with self._lock:
+            server = self._get(name)
+            spec = server.spec
+        try:
+            self.update(spec, wait=False)
+        except LocalServingError as exc:
+            log.warning("model server %s: reload failed (%s); restarting it", name, exc)
+            with self._lock:
+                self._stop_process(server, 10.0)
+                server.restarts += 1
+                self._spawn(server)
+                server.last_error = f"reload failed ({exc}); restarted"
+            return f"reload failed ({exc}); restarted the model server"
+        why = self._not_ready(server)
+        with self._lock:
+            if why:
+                server.last_error = f"{why} after a reload"
+                return f"reloaded, still not ready: {why}"
+            server.state = "ready"
+            server.last_error = ""
+        log.info("model server %s: model reloaded and ready again", name)
+        return "reloaded"
 
     def _supervise(self) -> None:
         while not self._stop.wait(self.poll_s):
             with self._lock:
                 servers = [s for s in self._servers.values() if not s.stopping]
             for server in servers:
-                with contextlib.suppress(Exception):
+                try:
                     self._check(server)
+                except Exception:  # the loop must go on for the other servers; say why
+                    log.exception("supervising model server %s failed", server.spec.name)
 
     def _check(self, server: _Server) -> None:
         now = time.monotonic()
         if server.alive():
-            if server.state in ("starting", "restarting") and self._ready(server):
-                server.state = "ready"
-                server.backoff_s = 1.0
+            if server.state in ("starting", "restarting", "unready"):
+                if self._ready(server):
+                    if server.state == "unready":
+                        log.info("model server %s: model ready again", server.spec.name)
+                        server.last_error = ""
+                    server.state = "ready"
+                    server.backoff_s = 1.0
+            elif server.state == "ready":
+                why = self._not_ready(server)
+                if why:
+                    # Reported, not repaired here: the owner (the operator's reconcile, or
+                    # `loopline serve`) decides, and calls `recover`.
+                    with self._lock:
+                        server.state = "unready"
+                        server.last_error = why
+                    log.warning("model server %s: %s", server.spec.name, why)
             return
         with self._lock:
             if server.stopping:

@@ -38,3 +38,14 @@ def score_champion(
             "differ from this run's: retire it or keep the feature service unchanged"
         ) from exc
     return ChampionScore(version=str(current.version), evaluation=evaluation)
+
+
+def restore_champion(client: MlflowClient, registered_name: str, version: str) -> str | None:
+    """Point `champion` at `version` unless it already does; the version it pointed at
+    before (None when there was no alias), so the caller can tell a repair from a no-op and
+    say what it repaired."""
+    current = version_by_alias(client, registered_name, CHAMPION)
+    found = None if current is None else str(current.version)
+    if found != version:
+        client.set_registered_model_alias(registered_name, CHAMPION, version)
+    return found

@@ -131,6 +131,22 @@ class RetrainingStatus(Spec):
     run_id: str | None = Field(default=None, alias="runId")
 
 
+# Kept in the status because Events expire within the hour, and these are what an engineer
+# looks for after an incident.
+class HistoryEntry(Spec):
+    """A repair the operator made that no run or rollout explains (an alias put back)."""
+
+    at: datetime
+    reason: str = Field(max_length=128, pattern=r"^[A-Za-z][A-Za-z0-9]*$")
+    message: str = ""
+    found: str | None = Field(
+        default=None, description="What the operator found (e.g. the version an alias named)."
+    )
+    restored: str | None = Field(
+        default=None, description="What the operator put back (e.g. the champion version)."
+    )
+
+
 class ModelStatus(Spec):
     phase: ModelPhase = ModelPhase.PENDING
     message: str = ""
@@ -154,6 +170,10 @@ class ModelStatus(Spec):
         default=None,
         alias="pendingRequest",
         description="A request received while a run was in flight (concurrency Forbid).",
+    )
+    history: list[HistoryEntry] = Field(
+        default_factory=list,
+        description="Repairs the operator made outside runs and rollouts, newest first.",
     )
 
 

@@ -12,25 +12,24 @@ How each canary ended is tagged on its version (`mark_rollouts`, `loopline.rollo
 `promoted|rolled_back|superseded` and `.reason`): the gate's tag says only that the version went on to a
 canary, and MLflow is where an engineer looks for why a version that passed never served.
 
-Level-based like the rest of the operator: every reconcile says where the alias should point.
-The registry is asked only when that differs from what this process last confirmed, or after
-`recheck_seconds` (so an alias moved by hand is put back), not on every timer tick.
+Level-based like the rest of the operator: every reconcile says where the alias should point,
+and the registry is read every time (one small request per reconcile interval). Anyone who can
+write to MLflow can move the alias, and the monitor follows it; caching what this process last
+set let a moved alias stand for minutes, so it is not cached.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
 
+from loopline.operators.builders.champion import ChampionCheck
 from loopline.operators.builders.model import ChampionAlias, RolloutMark
 from loopline.operators.errors import BackendUnavailable
 from loopline.types.status import RolloutOutcome
 
 log = logging.getLogger(__name__)
 
-RECHECK_SECONDS = 300.0
 ROLLOUT_TAG_VALUES = {
     RolloutOutcome.PROMOTED: "promoted",
     RolloutOutcome.ROLLED_BACK: "rolled_back",
@@ -39,52 +38,36 @@ ROLLOUT_TAG_VALUES = {
 
 
 class RegistryBackend:
-    def __init__(
-        self,
-        tracking_uri: str,
-        *,
-        recheck_seconds: float = RECHECK_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, tracking_uri: str) -> None:
         self.tracking_uri = tracking_uri
-        self.recheck_seconds = recheck_seconds
-        self._clock = clock
-        self._confirmed: dict[str, tuple[str, float]] = {}  # model -> (version, when)
         self._marked: set[RolloutMark] = set()
         self._lock = threading.Lock()
 
-    def ensure_champion(self, alias: ChampionAlias) -> bool:
-        """Point the alias at `alias.version`; True if it moved. BackendUnavailable when the
-        registry cannot be reached or refuses (a version deleted by hand): the Model shows
-        Degraded with the message and the call is retried."""
-        now = self._clock()
-        with self._lock:
-            known = self._confirmed.get(alias.registered_model)
-        if (
-            known is not None
-            and known[0] == alias.version
-            and now - known[1] < self.recheck_seconds
-        ):
-            return False
+    def ensure_champion(self, alias: ChampionAlias) -> ChampionCheck:
+        """Point the alias at `alias.version` and say where it pointed before. Raises
+        BackendUnavailable when the registry cannot be reached or refuses (a version deleted
+        by hand): the Model shows Degraded with the message and the call is retried."""
         from mlflow import MlflowClient
 
-        from loopline.tracking.registry import point_champion
+        from loopline.tracking.champion import restore_champion
 
         try:
             client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-            moved = point_champion(client, alias.registered_model, alias.version)
+            found = restore_champion(client, alias.registered_model, alias.version)
         except Exception as exc:
-            with self._lock:
-                self._confirmed.pop(alias.registered_model, None)
             raise BackendUnavailable(
                 f"MLflow: cannot point {alias.registered_model}@champion at version "
                 f"{alias.version}: {type(exc).__name__}: {exc}"
             ) from exc
-        with self._lock:
-            self._confirmed[alias.registered_model] = (alias.version, now)
+        moved = found != alias.version
         if moved:
-            log.info("%s@champion -> version %s", alias.registered_model, alias.version)
-        return moved
+            log.info(
+                "%s@champion -> version %s (was %s)",
+                alias.registered_model,
+                alias.version,
+                found or "unset",
+            )
+        return ChampionCheck(alias.registered_model, alias.version, found, moved)
 
     def mark_rollouts(self, marks: list[RolloutMark]) -> int:
         """Tag each version with how its rollout ended, once per process (the marks come from
@@ -136,7 +119,6 @@ class RegistryBackend:
         from loopline.tracking.registry import CHALLENGER, CHAMPION, version_by_alias
 
         with self._lock:
-            self._confirmed.pop(registered_model, None)
             self._marked = {m for m in self._marked if m.registered_model != registered_model}
         try:
             client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)

@@ -4,19 +4,22 @@ The objects come from `loopline.serving.seldon` (pure builders): per Loopline Mo
 `Server` running the Loopline runtime image, one Seldon `Model` per served version (champion,
 and canary while one walks its steps) and, during a canary, an `Experiment` splitting traffic by
 weight. This backend applies them (create, else merge-patch), deletes the versions and the
-Experiment no longer wanted, and reads readiness from the Seldon Models' `Ready` condition.
+Experiment no longer wanted, and reads readiness from the Seldon Models' `Ready` condition
+(the champion's and, during a canary, the canary's: a canary Seldon gave up on is reported
+unhealthy, so the rollout is rolled back instead of holding forever).
 Every object carries the label `loopline.dev/model`, so deletion finds all of them.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from loopline.operators.builders.serving import ServingDesired, ServingObserved
+from loopline.operators.builders.serving import MODEL_FAILED, ServingDesired, ServingObserved
 from loopline.operators.errors import BackendRejected, BackendUnavailable
 from loopline.operators.kube import api_client
 from loopline.operators.settings import OperatorSettings
@@ -31,6 +34,38 @@ from loopline.settings import Settings
 
 GROUP, VERSION = SELDON_API_VERSION.split("/")
 MODEL_LABEL = "loopline.dev/model"
+
+
+# Model states Seldon's scheduler reports (in a condition's reason or message) once it has
+# given up on a model, as opposed to one still loading.
+FAILED_STATES = frozenset({"ModelFailed", "ScheduleFailed"})
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    failed: bool
+    reason: str  # a condition reason when not ready (see operators/builders/serving.py)
+    message: str
+
+
+def model_readiness(obj: dict[str, Any] | None, name: str) -> Readiness:
+    """A Seldon Model's readiness from its `Ready` condition, with why it is not ready in
+    words a user can act on. Ready=False after a failure is `ModelFailed`; a Model still
+    loading (or without a condition yet) is not a failure: it has no unhealthy reason."""
+    if obj is None:
+        return Readiness(False, False, "", f"Seldon Model {name} does not exist yet")
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    if ready is not None and ready.get("status") == "True":
+        return Readiness(True, False, "", f"Seldon Model {name} is Ready")
+    if ready is None:
+        return Readiness(False, False, "", f"waiting for Seldon Model {name} to be Ready")
+    words = {str(c.get(k) or "") for c in conditions for k in ("reason", "message")}
+    detail = ": ".join(str(ready.get(k)) for k in ("reason", "message") if ready.get(k))
+    failed = bool(words & FAILED_STATES)
+    message = f"Seldon Model {name} is not Ready" + (f" ({detail})" if detail else "")
+    return Readiness(False, failed, MODEL_FAILED if failed else "", message)
 
 
 def server_name(model: str) -> str:
@@ -174,19 +209,26 @@ class SeldonServingBackend:
         return observed
 
     def _observe(self, ns: str, desired: ServingDesired) -> ServingObserved:
-        ready: dict[str, bool] = {}
-        for model in self._list(ns, "models", desired.name):
-            conditions = (model.get("status") or {}).get("conditions") or []
-            ready[model["metadata"]["name"]] = any(
-                c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
-            )
-        champion_ready = ready.get(model_object_name(desired.name, desired.champion_version), False)
-        canary_ready = not desired.canary_version or ready.get(
-            model_object_name(desired.name, desired.canary_version), False
+        found = {m["metadata"]["name"]: m for m in self._list(ns, "models", desired.name)}
+        champion = model_readiness(
+            found.get(model_object_name(desired.name, desired.champion_version)),
+            model_object_name(desired.name, desired.champion_version),
         )
+        canary = (
+            model_readiness(
+                found.get(model_object_name(desired.name, desired.canary_version)),
+                model_object_name(desired.name, desired.canary_version),
+            )
+            if desired.canary_version
+            else None
+        )
+        ready = champion.ready and (canary is None or canary.ready)
+        waiting = [r for r in (champion, canary) if r is not None and not r.ready]
+        # Only the champion's state makes the Model unhealthy; a failed canary is rolled back.
+        reason = champion.reason
         seldon_name = f"{desired.name}.experiment" if desired.canary_version else desired.name
         return ServingObserved(
-            ready=champion_ready and canary_ready,
+            ready=ready,
             champion_version=desired.champion_version,
             canary_version=desired.canary_version,
             canary_weight=desired.canary_weight,
@@ -194,9 +236,10 @@ class SeldonServingBackend:
                 "rest": f"http://seldon-mesh.{ns}/v2/models/{seldon_name}",
                 "grpc": f"seldon-mesh.{ns}:80",
             },
-            message="Seldon Models ready"
-            if champion_ready and canary_ready
-            else "waiting for Seldon Models to be Ready",
+            message="Seldon Models ready" if ready else "; ".join(r.message for r in waiting),
+            reason=reason,
+            canary_healthy=False if canary is not None and canary.failed else None,
+            canary_reason=canary.message if canary is not None and canary.failed else "",
         )
 
     def observe(self, namespace: str, name: str) -> ServingObserved | None:

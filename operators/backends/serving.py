@@ -7,6 +7,11 @@
 `LocalServingBackend` wraps `loopline.serving.local.LocalServingManager` (one model server process
 per Model on loopback ports, hot reload for new versions and canary weights), one manager per
 namespace so two namespaces can hold Models with the same name.
+
+Ready means the model answers ready (`GET /v2/models/{name}/ready`, which covers a canary
+too: one runtime holds both versions), not only that the process lives. The manager's
+supervisor notices a model that stops answering; `observe` reports it (not ready, with the
+reason) and the next `apply`, in the same reconcile, reloads it or restarts the process.
 """
 
 from __future__ import annotations
@@ -20,11 +25,17 @@ from typing import TYPE_CHECKING, Protocol
 import httpx
 
 from loopline.operators.builders.canary import VersionStats
-from loopline.operators.builders.serving import ServingDesired, ServingObserved
+from loopline.operators.builders.serving import (
+    MODEL_NOT_READY,
+    SERVER_FAILED,
+    SERVER_RESTARTING,
+    ServingDesired,
+    ServingObserved,
+)
 from loopline.operators.errors import BackendUnavailable
 
 if TYPE_CHECKING:
-    from loopline.serving.local import LocalModelSpec, LocalServingManager
+    from loopline.serving.local import LocalModelSpec, LocalServingManager, ServerStatus
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +58,22 @@ def model_uri(registered_model: str, version: str) -> str:
 class _Applied:
     desired: ServingDesired
     spec: LocalModelSpec
+
+
+def serving_message(status: ServerStatus) -> tuple[str, str]:
+    """(condition reason, message for a user) of a local server's state; the reason is empty
+    when it serves. The message says what is wrong, where, and what happens next."""
+    log_hint = f" (log: {status.log_path})"
+    if status.state == "ready":
+        return "", f"model server ready on {status.endpoints.rest}"
+    if status.state == "unready":
+        return MODEL_NOT_READY, f"{status.last_error}; reloading"
+    if status.state == "restarting":
+        return SERVER_RESTARTING, f"model server {status.last_error}; restarting{log_hint}"
+    if status.state == "failed":
+        return SERVER_FAILED, f"model server failed: {status.last_error}{log_hint}"
+    detail = f": {status.last_error}" if status.last_error else ""
+    return "", f"model server {status.state}{detail}{log_hint}"
 
 
 class LocalServingBackend:
@@ -97,7 +124,10 @@ class LocalServingBackend:
                 if applied is None or desired.name not in manager.names():
                     manager.start(spec, wait=False)
                 elif applied.spec != spec:
-                    manager.update(spec, wait=False)
+                    manager.update(spec, wait=False)  # a reload: it repairs an unready model too
+                elif manager.status(desired.name).state == "unready":
+                    done = manager.recover(desired.name)
+                    log.warning("%s: model was not ready: %s", desired.key, done)
             except (LocalServingError, OSError) as exc:
                 raise BackendUnavailable(f"local serving: {exc}") from exc
             self._applied[desired.key] = _Applied(desired, spec)
@@ -120,15 +150,15 @@ class LocalServingBackend:
             window = self._window(key, desired, status.endpoints.metrics)
             if window is not None:
                 champion_stats, canary_stats = window
+        reason, message = serving_message(status)
         return ServingObserved(
             ready=ready,
             champion_version=desired.champion_version,
             canary_version=desired.canary_version,
             canary_weight=desired.canary_weight,
             endpoints={"rest": status.endpoints.rest, "grpc": status.endpoints.grpc},
-            message=f"model server {status.state}"
-            + (f": {status.last_error}" if status.last_error else "")
-            + f" (log: {status.log_path})",
+            message=message,
+            reason=reason,
             champion_stats=champion_stats,
             canary_stats=canary_stats,
         )
@@ -142,7 +172,8 @@ class LocalServingBackend:
 
         try:
             text = httpx.get(metrics_url, timeout=2.0, trust_env=False).text
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:  # the canary step waits for traffic it can read
+            log.warning("%s: cannot read canary traffic from %s: %s", key, metrics_url, exc)
             return None
         assert desired.canary_version is not None
         champion = version_stats(text, desired.name, desired.champion_version)

@@ -38,7 +38,7 @@ from loopline.operators.builders.runs import (
     run_id,
     training_hash,
 )
-from loopline.operators.builders.serving import build_serving
+from loopline.operators.builders.serving import UNHEALTHY, build_serving
 from loopline.types.common import (
     Trigger,
     registered_model_name,
@@ -268,17 +268,27 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         and serving.ready
         and serving.champion_version == champion.version
     )
+    # Deployed, then stopped serving (a model unloaded, a process that died): reported as
+    # Degraded with the backend's reason while the serving backend repairs it.
+    unhealthy = (
+        champion is not None
+        and serving is not None
+        and not serving.ready
+        and serving.reason in UNHEALTHY
+        and serving.champion_version == champion.version
+    )
     endpoints = st.endpoints
     if scaled_to_zero:
         desired, endpoints = None, None
     if serving is not None and serving.endpoints:
         endpoints = endpoints_of(serving.endpoints, obs.spec.serving.protocol)
 
-    phase, message = phase_of(w, obs, serving, serving_ready)
-    conditions = conditions_of(w, obs, phase, message, serving, serving_ready, endpoints)
+    unwell = serving if unhealthy else None
+    phase, message = phase_of(w, obs, serving, serving_ready, unwell)
+    conditions = conditions_of(w, obs, phase, message, serving, serving_ready, endpoints, unwell)
     if phase != st.phase:
         w.event(
-            "Warning" if phase == ModelPhase.FAILED else "Normal",
+            "Warning" if phase in (ModelPhase.FAILED, ModelPhase.DEGRADED) else "Normal",
             phase.value.replace(" ", ""),
             f"{st.phase.value} -> {phase.value}: {message}",
         )
@@ -297,6 +307,7 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         retraining=w.retraining,
         training_hash=w.thash,
         pending_request=w.pending,
+        history=st.history,
     )
     registered = registered_model_name(obs.namespace, obs.name)
     alias = ChampionAlias(registered, champion.version) if champion is not None else None

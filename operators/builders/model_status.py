@@ -22,9 +22,28 @@ from loopline.types.status import (
 
 
 def phase_of(
-    w: Work, obs: ModelObservation, serving: ServingObserved | None, serving_ready: bool
+    w: Work,
+    obs: ModelObservation,
+    serving: ServingObserved | None,
+    serving_ready: bool,
+    unwell: ServingObserved | None = None,
 ) -> tuple[ModelPhase, str]:
-    """5. Where the Model is, and the one-line message that says why."""
+    """5. Where the Model is, and the one-line message that says why. `unwell` is the
+    serving observation when the deployed champion stopped serving (Degraded, with why)."""
+    phase, message = _phase(w, obs, serving, serving_ready, unwell)
+    if unwell is not None and phase != ModelPhase.DEGRADED:
+        champion = w.champion.version if w.champion else "-"
+        message = f"{message}; version {champion} is not serving: {unwell.message}"
+    return phase, message
+
+
+def _phase(
+    w: Work,
+    obs: ModelObservation,
+    serving: ServingObserved | None,
+    serving_ready: bool,
+    unwell: ServingObserved | None,
+) -> tuple[ModelPhase, str]:
     current, champion, rollout = w.current, w.champion, w.rollout
     last = w.runs[0] if w.runs else None
     if current is not None:
@@ -53,6 +72,8 @@ def phase_of(
         return ModelPhase.PENDING, "waiting for a training run"
     if obs.spec.serving.replicas == 0:
         return ModelPhase.SERVING, f"version {champion.version} is champion (scaled to zero)"
+    if unwell is not None:
+        return ModelPhase.DEGRADED, f"version {champion.version} is not serving: {unwell.message}"
     if serving_ready:
         phase, message = ModelPhase.SERVING, f"version {champion.version} serving"
     else:
@@ -73,6 +94,7 @@ def conditions_of(
     serving: ServingObserved | None,
     serving_ready: bool,
     endpoints: Endpoints | None,
+    unwell: ServingObserved | None = None,
 ) -> list[Condition]:
     """Training, Serving, Ready, Drifted and Degraded, each with its reason and message."""
     gen, now, champion, current = obs.generation, obs.now, w.champion, w.current
@@ -105,7 +127,7 @@ def conditions_of(
         conditions,
         ConditionType.SERVING,
         serving_ready,
-        "Deployed" if serving_ready else "NotDeployed",
+        "Deployed" if serving_ready else (unwell.reason if unwell else "NotDeployed"),
         (
             f"version {champion.version} at {(endpoints.rest if endpoints else '') or '-'}"
             if serving_ready and champion
@@ -132,7 +154,7 @@ def conditions_of(
         conditions,
         ConditionType.READY,
         ready,
-        "Serving" if ready else phase.value.replace(" ", ""),
+        "Serving" if ready else (unwell.reason if unwell else phase.value.replace(" ", "")),
         message,
         gen,
         now,
@@ -148,4 +170,8 @@ def conditions_of(
         gen,
         now,
     )
+    if unwell is not None:
+        return set_condition(
+            conditions, ConditionType.DEGRADED, True, unwell.reason, message, gen, now
+        )
     return set_condition(conditions, ConditionType.DEGRADED, False, "AsExpected", "", gen, now)

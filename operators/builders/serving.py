@@ -1,8 +1,9 @@
 """What should serve a Model, and what a serving backend reports back.
 
 Pure data: the Model builder decides the champion and canary (version and weight); a serving
-backend (`local` processes or Seldon objects) makes it so and reports readiness, endpoints and
-whether the canary is healthy.
+backend (`local` processes or Seldon objects) makes it so and reports readiness (of the model
+itself, not only of a process: a live server whose model was unloaded answers 503), endpoints
+and whether the canary is healthy.
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ class ServingDesired:
         return f"{self.namespace}/{self.name}"
 
 
+# `ServingObserved.reason` values for a deployment that served and stopped: the Model shows
+# Degraded (with the backend's message) rather than Rolling out while it is repaired.
+MODEL_NOT_READY = "ModelNotReady"  # the process lives, the model does not answer ready
+SERVER_RESTARTING = "ServerRestarting"  # the process exited; it is being restarted
+SERVER_FAILED = "ServerFailed"
+MODEL_FAILED = "ModelFailed"  # the platform gave up loading it (a Seldon Model that failed)
+UNHEALTHY = frozenset({MODEL_NOT_READY, SERVER_RESTARTING, SERVER_FAILED, MODEL_FAILED})
+
+
 @dataclass(frozen=True)
 class ServingObserved:
     ready: bool
@@ -40,8 +50,11 @@ class ServingObserved:
     canary_version: str | None = None
     canary_weight: int = 0
     endpoints: dict[str, str] = field(default_factory=dict)
-    message: str = ""
-    canary_healthy: bool | None = None  # None: not enough traffic to judge yet
+    message: str = ""  # for a user: what is wrong, where, and what the operator does about it
+    reason: str = ""  # one CamelCase word when not ready (a condition reason), e.g. UNHEALTHY
+    # False when the backend sees the canary itself broken (a Seldon Model of the canary
+    # version that failed); None when it cannot tell, and traffic decides (`*_stats`).
+    canary_healthy: bool | None = None
     canary_reason: str = ""
     # Traffic of each version since the current canary step began, when the backend can read
     # it; the builder then lets `loopline.operators.builders.canary.decide_canary` judge the step.

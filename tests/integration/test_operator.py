@@ -82,6 +82,7 @@ def test_model_walks_the_phases_with_conditions_and_events(
         "challenger",
         "rollout",
         "pendingRequest",
+        "history",
     }
     assert "loopline.dev/cleanup" in obj["metadata"]["finalizers"]
     assert h.started() == [status["runs"][0]["runId"]]

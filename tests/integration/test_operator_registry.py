@@ -2,8 +2,8 @@
 registry (SQLite).
 
 A run the operator starts registers and gates its version but leaves `champion` alone; the
-operator's registry backend points it at the version serving all traffic, asks MLflow only when
-that changed (or after its recheck period), and reports a registry it cannot use as
+operator's registry backend points it at the version serving all traffic, reads it on every
+reconcile (so a hand-moved alias is put back at once, saying where it pointed), and reports a registry it cannot use as
 BackendUnavailable (Degraded, retried), never as a crash.
 """
 
@@ -16,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from loopline.operators.backends.registry import RegistryBackend
+from loopline.operators.builders.champion import ChampionCheck
 from loopline.operators.builders.model import ChampionAlias, RolloutMark
 from loopline.operators.errors import BackendUnavailable
 from loopline.tracking.gate import GateDecision
@@ -83,25 +84,20 @@ def test_a_run_the_operator_started_records_the_gate_but_leaves_the_alias(
     assert _champion(client) == "3"
 
 
-def test_the_backend_points_the_alias_and_puts_back_a_hand_moved_one_after_recheck(
+def test_the_backend_points_the_alias_and_puts_back_a_hand_moved_one_at_once(
     registry: tuple[MlflowClient, str],
 ) -> None:
     client, uri = registry
-    now = [0.0]
-    backend = RegistryBackend(uri, recheck_seconds=300, clock=lambda: now[0])
-    assert backend.ensure_champion(ChampionAlias(NAME, "1")) is True
+    backend = RegistryBackend(uri)
+    assert backend.ensure_champion(ChampionAlias(NAME, "1")) == ChampionCheck(NAME, "1", None, True)
     assert _champion(client) == "1"
-    assert backend.ensure_champion(ChampionAlias(NAME, "1")) is False  # no change
+    assert not backend.ensure_champion(ChampionAlias(NAME, "1")).moved  # no change
     # The canary (v2) was rolled back: status.champion is still v1, and so is the alias.
     client.set_registered_model_alias(NAME, CHAMPION, "2")  # by hand, behind its back
-    now[0] = 299.0
-    assert backend.ensure_champion(ChampionAlias(NAME, "1")) is False  # not asked yet
-    assert _champion(client) == "2"
-    now[0] = 301.0
-    assert backend.ensure_champion(ChampionAlias(NAME, "1")) is True
+    assert backend.ensure_champion(ChampionAlias(NAME, "1")) == ChampionCheck(NAME, "1", "2", True)
     assert _champion(client) == "1"
     # A promotion is a change: asked at once.
-    assert backend.ensure_champion(ChampionAlias(NAME, "3")) is True
+    assert backend.ensure_champion(ChampionAlias(NAME, "3")).found == "1"
     assert _champion(client) == "3"
 
 
@@ -113,7 +109,7 @@ def test_a_version_the_registry_does_not_have_is_unavailable_with_its_name(
     with pytest.raises(BackendUnavailable, match=r"plant\.drill-ae@champion at version 9"):
         backend.ensure_champion(ChampionAlias(NAME, "9"))
     assert _champion(client) is None
-    assert backend.ensure_champion(ChampionAlias(NAME, "2")) is True  # and it recovers
+    assert backend.ensure_champion(ChampionAlias(NAME, "2")).moved  # and it recovers
 
 
 def test_an_unreachable_registry_is_unavailable_not_a_crash(
@@ -140,7 +136,7 @@ def test_a_deleted_model_loses_its_aliases_but_keeps_its_versions(
     backend.release(NAME)  # again (a retried cleanup): nothing left to remove, no error
     backend.release("plant.never-registered")
     # Created again, the Model's first version becomes champion as if it were the first.
-    assert backend.ensure_champion(ChampionAlias(NAME, "3")) is True
+    assert backend.ensure_champion(ChampionAlias(NAME, "3")).found is None
 
 
 def test_each_version_is_tagged_once_with_how_its_rollout_ended(
