@@ -6,7 +6,7 @@ worker thread, so a slow window never slows a model server down.
 What changes state needs the Model's bearer token (`loopline.auth`): `POST /v1/samples`
 (forged rows could confirm drift and start a retraining) and `POST /v1/reference`. Without a
 token they answer 401 with `WWW-Authenticate: Bearer`, with another one 403, before the body
-is read. Status, health, readiness and metrics stay open: probes and Prometheus have no token.
+is read (`TokenGuard`). Status, health, readiness and metrics stay open: probes and Prometheus have no token.
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
-from fastapi import Depends, FastAPI, Header, HTTPException, Response
+from fastapi import FastAPI, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from loopline import auth
 from loopline.samples import SAMPLES_PATH, SampleBatch
@@ -31,22 +34,35 @@ REFERENCE_PATH = "/v1/reference"
 log = logging.getLogger(__name__)
 
 
-def require_token(token: str | None) -> Any:
-    """A FastAPI dependency that lets a request through only with `token` (None: anyone,
-    authentication disabled for development)."""
+GUARDED_PATHS = frozenset({SAMPLES_PATH, REFERENCE_PATH})
 
-    async def dependency(authorization: Annotated[str | None, Header()] = None) -> None:
-        verdict = auth.check(authorization, token)
-        if verdict is auth.Verdict.MISSING:
-            raise HTTPException(
-                status_code=401,
-                detail=auth.denial_message(verdict),
-                headers={"WWW-Authenticate": auth.CHALLENGE},
-            )
-        if verdict is auth.Verdict.FORBIDDEN:
-            raise HTTPException(status_code=403, detail=auth.denial_message(verdict))
 
-    return Depends(dependency)
+class TokenGuard:
+    """ASGI middleware: the guarded paths only with the token (None: anyone, authentication
+    disabled for development). A middleware rather than a FastAPI dependency because FastAPI
+    reads and validates the body before it runs dependencies, so a caller without the token
+    would get the body's 422s and the app would parse whatever it sends."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/") in GUARDED_PATHS:
+            presented = Headers(scope=scope).get("authorization")
+            verdict = auth.check(presented, self.token)
+            if verdict is not auth.Verdict.ALLOWED:
+                headers = (
+                    {"WWW-Authenticate": auth.CHALLENGE}
+                    if verdict is auth.Verdict.MISSING
+                    else None
+                )
+                response = JSONResponse(
+                    {"detail": auth.denial_message(verdict)}, verdict.value, headers=headers
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(monitor: DriftMonitor, *, token: str | None, manage: bool = True) -> FastAPI:
@@ -58,7 +74,6 @@ def create_app(monitor: DriftMonitor, *, token: str | None, manage: bool = True)
             "submit samples and reload its reference",
             monitor.model,
         )
-    authorized = require_token(token)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -72,7 +87,9 @@ def create_app(monitor: DriftMonitor, *, token: str | None, manage: bool = True)
 
     app = FastAPI(title=f"Loopline drift monitor ({monitor.model})", lifespan=lifespan)
 
-    @app.post(SAMPLES_PATH, status_code=202, dependencies=[authorized])
+    app.add_middleware(TokenGuard, token=token)
+
+    @app.post(SAMPLES_PATH, status_code=202)
     async def samples(batch: SampleBatch) -> dict[str, Any]:
         if batch.model != monitor.model:
             raise HTTPException(
@@ -85,7 +102,7 @@ def create_app(monitor: DriftMonitor, *, token: str | None, manage: bool = True)
     async def status() -> dict[str, Any]:
         return monitor.status()
 
-    @app.post(REFERENCE_PATH, dependencies=[authorized])
+    @app.post(REFERENCE_PATH)
     async def reference(force: bool = False) -> dict[str, Any]:
         try:
             changed = await anyio.to_thread.run_sync(lambda: monitor.reload_reference(force=force))
