@@ -24,7 +24,8 @@ def test_check_allows_only_the_bearer_token() -> None:
     assert auth.check(f"Bearer {auth.new_token()}", token) is Verdict.FORBIDDEN
     assert auth.check(f"Bearer {token[:-1]}", token) is Verdict.FORBIDDEN
     assert auth.check(f"Bearer {token}x", token) is Verdict.FORBIDDEN
-    assert Verdict.MISSING.value == 401 and Verdict.FORBIDDEN.value == 403
+    assert Verdict.MISSING.value == 401
+    assert Verdict.FORBIDDEN.value == 403
 
 
 def test_check_with_auth_disabled_allows_anyone() -> None:
