@@ -137,6 +137,33 @@ def test_model_server_repository_api_needs_the_token(
     manager.stop(name)
 
 
+def test_a_deleted_token_file_is_a_rotation(
+    manager: LocalServingManager, registered_model: RegisteredModel
+) -> None:
+    """Deleting the token file and reconciling gives the server a new token (a restart on
+    the same ports, since a running process keeps the token it started with): the old token
+    is refused from then on."""
+    name = f"{NAME}-rotate"
+    spec = LocalModelSpec(
+        name=name,
+        model_uri=registered_model.champion_uri,
+        tracking_uri=registered_model.tracking_uri,
+        server="lean",
+    )
+    before = manager.start(spec)
+    old = auth.read_token_file(manager.token_file(name))
+    manager.token_file(name).unlink()
+    after = manager.update(spec)
+    new = auth.read_token_file(manager.token_file(name))
+    assert new != old
+    assert after.endpoints == before.endpoints
+    assert after.pid != before.pid
+    index = f"{after.endpoints.rest}/v2/repository/index"
+    assert httpx.post(index, headers=_headers(old), trust_env=False).status_code == 403
+    assert httpx.post(index, headers=_headers(new), trust_env=False).status_code == 200
+    manager.stop(name)
+
+
 def stat_mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
 
