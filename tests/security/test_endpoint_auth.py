@@ -335,3 +335,77 @@ def test_a_forged_sample_stream_changes_nothing(monitor: Monitor) -> None:
         status = _idle(client, monitor.url)
         assert status["driftConfirmed"] is True
         assert status["requests"] == 1
+
+
+# -- the operator's local monitoring backend --------------------------------------------------
+
+# Parsed at start-up, never contacted: these monitors request no retraining.
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
+
+
+def test_the_monitor_backend_provisions_sends_and_rotates_the_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator's monitors get the Model's token file (0600, path in their environment),
+    the operator's reference reload carries the token, and a deleted file restarts the monitor
+    on a new token."""
+    from loopline.operators.backends.monitoring import LocalMonitoringBackend
+    from loopline.operators.builders.monitoring import MonitorDesired
+
+    desired = MonitorDesired(
+        namespace="plant",
+        name=NAME,
+        champion_version="1",
+        detector="ks",
+        p_value=0.05,
+        window_size=100,
+        cooldown_seconds=60,
+        retrain_on_drift=False,
+    )
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    backend = LocalMonitoringBackend(
+        tmp_path / "monitors",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        kubeconfig=tmp_path / "kubeconfig",
+        tokens_dir=tmp_path / "tokens",
+    )
+
+    def live(url: str) -> bool:
+        return httpx.get(f"{url}/healthz", timeout=2, trust_env=False).status_code == 200
+
+    try:
+        url = backend.apply(desired)
+        wait_for(lambda: live(url), timeout=90, what="monitor live", ignore=(httpx.HTTPError,))
+        path = backend.token_file("plant", NAME)
+        assert path == tmp_path / "tokens" / "plant" / f"{NAME}.token"
+        assert stat_mode(path) == 0o600
+        token = auth.read_token_file(path)
+
+        def reference(headers: dict[str, str]) -> httpx.Response:
+            return httpx.post(f"{url}/v1/reference", headers=headers, trust_env=False)
+
+        # 503: no champion in this empty MLflow, so past the check and nothing to load.
+        assert_guarded(reference, token, (503,))
+        with caplog.at_level("WARNING", logger="loopline.operators.backends.monitoring"):
+            backend.reload_reference("plant", NAME)
+        assert "(503)" in caplog.text  # the operator's call got past the check
+        proc = backend._monitors[desired.key].proc
+        assert token.encode() not in _proc_text(proc.pid, "cmdline")
+        assert token.encode() not in _proc_text(proc.pid, "environ")
+
+        path.unlink()  # rotate
+        url = backend.apply(desired)
+        assert proc.wait(timeout=30) is not None  # the old monitor was stopped
+        wait_for(lambda: live(url), timeout=90, what="monitor live", ignore=(httpx.HTTPError,))
+        rotated = auth.read_token_file(path)
+        assert rotated != token
+        assert reference(_headers(token)).status_code == 403
+        assert reference(_headers(rotated)).status_code == 503
+    finally:
+        backend.close()
