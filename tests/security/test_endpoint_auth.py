@@ -9,6 +9,7 @@ path in its environment, as the operator does).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -236,23 +237,28 @@ def _reference(path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def monitor(tmp_path: Path) -> Iterator[Monitor]:
-    token_file = tmp_path / "tokens" / "plant" / f"{NAME}.token"
+@contextlib.contextmanager
+def running_monitor(
+    tmp_path: Path, *, namespace: str = "plant", requester: str = "log", kubeconfig: str = ""
+) -> Iterator[Monitor]:
+    """`loopline monitor serve` as the operator starts it: the token file's path in its
+    environment, nothing secret on its command line."""
+    token_file = tmp_path / "tokens" / namespace / f"{NAME}.token"
     token = auth.ensure_token_file(token_file)
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_AUTH_")},
         "LOOPLINE_STATE_DIR": str(tmp_path / "core-state"),
+        "LOOPLINE_MONITOR_KUBECONFIG": kubeconfig,
         auth.TOKEN_FILE_ENV: str(token_file),
     }
     args = [
         sys.executable, "-m", "loopline.cli.main", "monitor", "serve",
-        "--model", NAME, "--namespace", "plant", "--port", str(port),
+        "--model", NAME, "--namespace", namespace, "--port", str(port),
         "--reference", str(_reference(tmp_path / "reference.parquet")),
         "--state-dir", str(tmp_path / "state"),
         "--set", f"window_size={WINDOW}", "--set", f"window_step={WINDOW}",
-        "--set", "consecutive_windows=2", "--set", "requester=log",
+        "--set", "consecutive_windows=2", "--set", f"requester={requester}",
         "--set", "reference_poll_seconds=0", "--set", "min_statistic=0",
     ]  # fmt: skip
     log = tmp_path / "monitor.log"
@@ -274,6 +280,12 @@ def monitor(tmp_path: Path) -> Iterator[Monitor]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture
+def monitor(tmp_path: Path) -> Iterator[Monitor]:
+    with running_monitor(tmp_path) as running:
+        yield running
 
 
 def _batch(rows: np.ndarray, model: str = NAME) -> dict[str, Any]:
@@ -409,3 +421,48 @@ def test_the_monitor_backend_provisions_sends_and_rotates_the_token(
         assert reference(_headers(rotated)).status_code == 503
     finally:
         backend.close()
+
+
+def test_a_forged_stream_annotates_nothing_on_the_model(
+    tmp_path: Path, kube_api: Any, namespace: str, loopline_crds: list[str], cluster: Any
+) -> None:
+    """With the real requester against the real API server: forged drift leaves the Model
+    without a retraining request; the same rows with the token put one on it."""
+    from kubernetes import client as k8s
+
+    from loopline.types.common import GROUP, RETRAIN_ANNOTATION, VERSION
+    from tests.fixtures.operator import model_manifest
+
+    custom = k8s.CustomObjectsApi(kube_api)
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "models", model_manifest(NAME)
+    )
+
+    def annotations() -> dict[str, str]:
+        model = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "models", NAME)
+        return dict(model["metadata"].get("annotations") or {})
+
+    forged = _shifted(windows=8)
+    with (
+        running_monitor(
+            tmp_path,
+            namespace=namespace,
+            requester="kubernetes",
+            kubeconfig=str(cluster.kubeconfig),
+        ) as monitor,
+        httpx.Client(base_url=monitor.url, timeout=30, trust_env=False) as client,
+    ):
+        for batch in forged:
+            assert client.post("/v1/samples", json=batch).status_code == 401
+        status = _idle(client, monitor.url)
+        assert (status["received"], status["requests"]) == (0, 0)
+        assert RETRAIN_ANNOTATION not in annotations()
+
+        for batch in forged:
+            response = client.post("/v1/samples", json=batch, headers=_headers(monitor.token))
+            assert response.status_code == 202
+        wait_for(
+            lambda: RETRAIN_ANNOTATION in annotations(),
+            timeout=60,
+            what="the authorised drift's retraining request on the Model",
+        )
