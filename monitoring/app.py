@@ -6,7 +6,8 @@ worker thread, so a slow window never slows a model server down.
 What changes state needs the Model's bearer token (`loopline.auth`): `POST /v1/samples`
 (forged rows could confirm drift and start a retraining) and `POST /v1/reference`. Without a
 token they answer 401 with `WWW-Authenticate: Bearer`, with another one 403, before the body
-is read (`TokenGuard`). Status, health, readiness and metrics stay open: probes and Prometheus have no token.
+is read (`TokenGuard`). Status, health, readiness and metrics stay open: probes and Prometheus
+have no token.
 """
 
 from __future__ import annotations
