@@ -244,6 +244,7 @@ def start_stock(
     folder: Path, model_dir: Path, tracking: str
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Stock MLServer + mlserver-mlflow, with the same server settings as the local backend."""
+    from loopline import auth
     from loopline.serving.local import free_port, mlserver_command, server_settings
 
     rest, grpc_port, metrics = free_port(), free_port(), free_port()
@@ -259,7 +260,10 @@ def start_stock(
         )
     )
     log = folder / "server.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking}
+    # mlserver_command guards the repository API: it needs the Model's token, like any host.
+    token_file = folder / auth.TOKEN_FILE
+    auth.ensure_token_file(token_file)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, auth.TOKEN_FILE_ENV: str(token_file)}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             mlserver_command(folder), cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT
@@ -358,13 +362,14 @@ def idle_gaps(settings: Path, bodies: dict[int, bytes], requests: int = 1000) ->
     the echo floor swings with this machine's phases. Sleeping before each call reproduces
     that without any server, so each run records how much this machine slows a request its
     CPU was idle before (docs/serving.md, "Where the time goes")."""
+    from loopline import auth
     from loopline.serving.runtime_slot import RuntimeSlot
     from loopline.serving.v2_asgi import V2App
 
     async def run() -> dict[str, Any]:
         slot = RuntimeSlot(settings)
         await slot.load()
-        app = V2App(slot, server_version="bench", max_body_bytes=1 << 26)
+        app = V2App(slot, server_version="bench", max_body_bytes=1 << 26, token=auth.new_token())
         statuses: set[int] = set()
 
         async def send(message: dict[str, Any]) -> None:

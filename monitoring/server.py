@@ -3,6 +3,10 @@
 `build_monitor` is what `loopline monitor serve` and the tests share; `MonitorServer` runs
 uvicorn on an already-bound loopback socket in a thread, so a test gets the real port without
 racing for it and stops the server (and with it the monitor's worker) when done.
+
+`serve` takes the Model's token from the environment (`loopline.auth.load_token`: a file named
+by `LOOPLINE_AUTH_TOKEN_FILE`, or `LOOPLINE_AUTH_TOKEN`) and refuses to start without one
+unless `LOOPLINE_AUTH_DISABLED` is on; `MonitorServer` makes a fresh token unless given one.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Literal
 
 import uvicorn
+
+from loopline import auth
 
 from .app import create_app
 from .metrics import MonitorMetrics
@@ -48,15 +55,30 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+_Fresh = Literal["fresh"]
+
+
 class MonitorServer:
     """uvicorn serving one monitor in a background thread."""
 
-    def __init__(self, monitor: DriftMonitor, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        monitor: DriftMonitor,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        token: str | _Fresh | None = "fresh",
+    ) -> None:
         self.monitor = monitor
+        self.token: str | None = auth.new_token() if token == "fresh" else token
         self.sock = bind(host, port)
         self.host, self.port = self.sock.getsockname()[:2]
         config = uvicorn.Config(
-            create_app(monitor), log_level="warning", access_log=False, lifespan="on", ws="none"
+            create_app(monitor, token=self.token),
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            ws="none",
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -66,6 +88,11 @@ class MonitorServer:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What an authorised caller (the model server, the operator) sends."""
+        return auth.bearer_headers(self.token)
 
     def start(self, timeout: float = 30.0) -> MonitorServer:
         self._thread.start()
@@ -93,7 +120,10 @@ def serve(settings: MonitorSettings, *, reference: Path | None = None) -> None:
     """Run a monitor in the foreground until SIGINT/SIGTERM (uvicorn handles the signals)."""
     if reference is not None:
         settings = settings.model_copy(update={"reference_uri": str(reference)})
+    token = auth.load_token(what=f"drift monitor of {settings.namespace}/{settings.model}")
     monitor = build_monitor(settings)
     sock = bind(settings.host, settings.port)
-    config = uvicorn.Config(create_app(monitor), log_level="info", access_log=False, ws="none")
+    config = uvicorn.Config(
+        create_app(monitor, token=token), log_level="info", access_log=False, ws="none"
+    )
     uvicorn.Server(config).run(sockets=[sock])

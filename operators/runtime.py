@@ -100,11 +100,17 @@ def build_backends(settings: OperatorSettings, tracking_uri: str) -> Backends:
         pipelines = pipe_cls(settings)
     monitoring: MonitoringBackend | None = None
     if serve_cls is LocalServingBackend:
-        serving = LocalServingBackend(settings.serving_dir, tracking_uri=tracking_uri)
+        # One token per Model for its model server and its monitor, kept where no
+        # namespace's folder can be (names never start with a dot).
+        tokens_dir = settings.serving_dir / ".tokens"
+        serving = LocalServingBackend(
+            settings.serving_dir, tracking_uri=tracking_uri, tokens_dir=tokens_dir
+        )
         monitoring = LocalMonitoringBackend(
             settings.serving_dir / "monitors",
             tracking_uri=tracking_uri,
             kubeconfig=settings.kubeconfig,
+            tokens_dir=tokens_dir,
         )
     else:
         serving = serve_cls(settings)

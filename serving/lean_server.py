@@ -35,6 +35,7 @@ import grpc
 import uvicorn
 from mlserver.settings import Settings
 
+from loopline import auth
 from loopline.serving.runtime_slot import RuntimeSlot
 from loopline.serving.settings import ServingSettings
 from loopline.serving.v2_asgi import V2App
@@ -90,12 +91,13 @@ async def serve(folder: Path) -> int:
 
     settings = read_server_settings(folder)
     slot = RuntimeSlot(find_model_settings(folder))
+    token = auth.load_token(what=f"model server {slot.name}")
     host = settings.host or "127.0.0.1"
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=host)
     default_limit = ServingSettings.model_fields["max_request_bytes"].default
 
-    app = V2App(slot, server_version=__version__, max_body_bytes=default_limit)
+    app = V2App(slot, server_version=__version__, max_body_bytes=default_limit, token=token)
     grpc_server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
@@ -167,8 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(serve(Path(args[0])))
-    return uvloop.run(serve(Path(args[0])))
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        return runner(serve(Path(args[0])))
+    except (auth.AuthConfigError, LeanServerError) as exc:
+        print(f"lean server: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -22,6 +22,13 @@ leftover that runs other code (an upgraded install) or another kind of server is
 started anew. `close()` still stops every server: a manager that shuts down cleanly takes its
 servers with it.
 
+The repository API of both hosts needs the Model's bearer token (`loopline.auth`): the
+manager provisions it (`LocalModelSpec.token_file`, by default `<root>/<name>/auth-token`,
+mode 0600), hands the process its path in `LOOPLINE_AUTH_TOKEN_FILE` (never on the command
+line) and sends it with every reload. A token file that was deleted is a rotation: the next
+`start`/`update` provisions a new one and restarts the server on the same ports, since a
+running server keeps the token it started with.
+
 The operator's `local` serving backend wraps this; `loopline serve` runs one by hand. The
 API: `start(spec)`, `update(spec)`, `stop(name)`, `status(name)`, `endpoints(name)`, `close()`.
 """
@@ -45,7 +52,7 @@ from typing import Any
 
 import httpx
 
-from loopline import quiet
+from loopline import auth, quiet
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,8 @@ class LocalModelSpec:
     # Which process hosts the runtime: `lean`, `mlserver`, or `auto` (lean unless adaptive
     # batching is asked for, which needs MLServer).
     server: str = "auto"
+    # The Model's token file (shared with its drift monitor); empty: `<folder>/auth-token`.
+    token_file: str = ""
 
     def __post_init__(self) -> None:
         if self.server not in SERVERS:
@@ -186,6 +195,26 @@ def server_identity(spec: LocalModelSpec) -> dict[str, Any]:
     }
 
 
+def token_path(spec: LocalModelSpec, folder: Path) -> Path:
+    return Path(spec.token_file) if spec.token_file else folder / auth.TOKEN_FILE
+
+
+def request_reload(rest: str, name: str, token: str | None, timeout_s: float) -> None:
+    """Ask the server at `rest` to load `name` again from its model-settings (new versions,
+    canary weight): the one authenticated call every hot reload goes through."""
+    url = f"{rest}/v2/repository/models/{name}/load"
+    try:
+        response = httpx.post(
+            url, headers=auth.bearer_headers(token), timeout=timeout_s, trust_env=False
+        )
+    except httpx.HTTPError as exc:
+        raise LocalServingError(f"{name}: reload request failed: {exc}") from exc
+    if response.status_code != 200:
+        raise LocalServingError(
+            f"{name}: reload failed ({response.status_code}): {response.text[:500]}"
+        )
+
+
 def lean_command(folder: Path) -> list[str]:
     return [sys.executable, "-m", "loopline.serving.lean_server", str(folder)]
 
@@ -195,16 +224,9 @@ def server_command(spec: LocalModelSpec, folder: Path) -> list[str]:
 
 
 def mlserver_command(folder: Path) -> list[str]:
-    script = Path(sys.executable).parent / "mlserver"
-    if script.exists():
-        return [str(script), "start", str(folder)]
-    return [
-        sys.executable,
-        "-c",
-        "from mlserver.cli.main import main; main()",
-        "start",
-        str(folder),
-    ]
+    """MLServer with its repository API behind the token (`mlserver_host`), not the bare
+    `mlserver start`, whose load/unload anyone on the host could call."""
+    return [sys.executable, "-m", "loopline.serving.mlserver_host", "start", str(folder)]
 
 
 @dataclass
@@ -222,6 +244,7 @@ class _Server:
     host: str = ""  # the resolved server of the running process
     # A process a previous manager started (not our child): watched by pid, stopped by signal.
     adopted_pid: int | None = None
+    token: str | None = None  # what the running process checks and the manager sends
 
     @property
     def pid(self) -> int | None:
@@ -312,21 +335,15 @@ class LocalServingManager:
             server.spec = spec
             self._write_files(server)
             alive = server.alive()
-            if alive and server.host != resolved_server(spec):
-                # Another kind of server (batching turned on or off): a restart, same ports.
+            token = self._token(server)
+            if alive and (server.host != resolved_server(spec) or server.token != token):
+                # Another kind of server (batching turned on or off), or a rotated token the
+                # running process does not know: a restart, same ports.
                 self._stop_process(server, 10.0)
                 self._spawn(server)
                 alive = False
         if alive:
-            url = f"{server.endpoints.rest}/v2/repository/models/{spec.name}/load"
-            try:
-                response = httpx.post(url, timeout=self.ready_timeout_s, trust_env=False)
-            except httpx.HTTPError as exc:
-                raise LocalServingError(f"{spec.name}: reload request failed: {exc}") from exc
-            if response.status_code != 200:
-                raise LocalServingError(
-                    f"{spec.name}: reload failed ({response.status_code}): {response.text[:500]}"
-                )
+            request_reload(server.endpoints.rest, spec.name, server.token, self.ready_timeout_s)
         if wait:
             self.wait_ready(spec.name)
         return self.status(spec.name)
@@ -357,6 +374,11 @@ class LocalServingManager:
 
     def endpoints(self, name: str) -> Endpoints:
         return self._get(name).endpoints
+
+    def token_file(self, name: str) -> Path:
+        """Where the token of `name`'s server is (what its repository API callers send)."""
+        server = self._get(name)
+        return token_path(server.spec, server.folder)
 
     def names(self) -> list[str]:
         with self._lock:
@@ -409,6 +431,17 @@ class LocalServingManager:
             raise LocalServingError(f"no local server named {name!r}; running: {self.names()}")
         return server
 
+    def _token(self, server: _Server) -> str:
+        """The Model's token, provisioned when its file does not exist (first start, or
+        deleted to rotate it)."""
+        return auth.ensure_token_file(token_path(server.spec, server.folder))
+
+    def _identity(self, spec: LocalModelSpec, folder: Path) -> dict[str, Any]:
+        """`server_identity` plus a digest of the token: a server started with another
+        token (rotated since) is not adopted but restarted. Only the digest is written."""
+        token = auth.ensure_token_file(token_path(spec, folder))
+        return {**server_identity(spec), "token_sha256": auth.fingerprint(token)}
+
     def _write_files(self, server: _Server) -> None:
         server.folder.mkdir(parents=True, exist_ok=True)
         (server.folder / "settings.json").write_text(
@@ -428,7 +461,7 @@ class LocalServingManager:
             return None
         identity = _read_json(folder / IDENTITY_FILE)
         settings = _read_json(folder / "settings.json")
-        if identity != server_identity(spec) or not isinstance(settings, dict):
+        if identity != self._identity(spec, folder) or not isinstance(settings, dict):
             return None
         try:
             ports = (
@@ -445,6 +478,7 @@ class LocalServingManager:
             adopted_pid=pid,
             host=resolved_server(spec),
         )
+        server.token = self._token(server)
         if self._ready(server):  # else the supervisor marks it once it is
             server.state = "ready"
         log.info("adopted model server %s (pid %s) left running for %s", spec.name, pid, folder)
@@ -461,6 +495,9 @@ class LocalServingManager:
         env = dict(os.environ)
         env.update(server.spec.extra_env)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        env.pop(auth.TOKEN_ENV, None)
+        server.token = self._token(server)
+        env[auth.TOKEN_FILE_ENV] = str(token_path(server.spec, server.folder))
         logfile = server.log_path.open("ab")
         logfile.write(f"\n--- start {time.strftime('%Y-%m-%dT%H:%M:%S')} ---\n".encode())
         logfile.flush()
@@ -480,7 +517,7 @@ class LocalServingManager:
         server.host = resolved_server(server.spec)
         server.adopted_pid = None
         (server.folder / IDENTITY_FILE).write_text(
-            json.dumps(server_identity(server.spec), indent=2) + "\n"
+            json.dumps(self._identity(server.spec, server.folder), indent=2) + "\n"
         )
         (server.folder / PID_FILE).write_text(f"{server.proc.pid}\n")
         log.info(

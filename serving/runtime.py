@@ -29,6 +29,7 @@ from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse
 from prometheus_client import Counter, Histogram
 
+from loopline import auth
 from loopline.serving.metrics import ServingMetrics, serving_metrics
 from loopline.serving.payload import FeatureLayout, TensorInput, decode_inputs
 from loopline.serving.sampling import PayloadSampler, PendingSample
@@ -169,6 +170,7 @@ class LooplineRuntime(MLModel):
             queue_size=cfg.sample_queue_size,
             timeout_s=cfg.sample_timeout_s,
             metrics=self.metrics,
+            token=auth.client_token() if cfg.monitor_url else None,
         )
         self.sampler.start()
         log.info(

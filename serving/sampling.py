@@ -3,7 +3,7 @@
 `offer()` is what a request pays: a random draw and, for a sampled request, a `put_nowait`
 of references to arrays it already has. A background task turns them into a
 `loopline.samples.SampleBatch` and POSTs it to `{monitor_url}/v1/samples`, the monitor's
-ingest API.
+ingest API, with the Model's bearer token (the monitor refuses rows from anyone else).
 A full queue drops the sample and counts it; a slow, failing or absent monitor is logged and
 counted, and never delays or fails an inference.
 """
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 
+from loopline import auth
 from loopline.samples import SAMPLES_PATH, SampleBatch
 from loopline.serving.metrics import ServingMetrics
 
@@ -63,6 +64,7 @@ class PayloadSampler:
         queue_size: int,
         timeout_s: float,
         metrics: ServingMetrics,
+        token: str | None = None,
         seed: int | None = None,
     ) -> None:
         self.model = model
@@ -73,6 +75,7 @@ class PayloadSampler:
         self._timeout = timeout_s
         self._metrics = metrics
         self._random = random.Random(seed)
+        self._headers = {"content-type": "application/json", **auth.bearer_headers(token)}
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
 
@@ -108,7 +111,7 @@ class PayloadSampler:
                 response = await self._client.post(
                     self.url,
                     content=batch.model_dump_json(by_alias=True),
-                    headers={"content-type": "application/json"},
+                    headers=self._headers,
                 )
                 if response.status_code >= 300:
                     raise RuntimeError(f"monitor answered {response.status_code}")

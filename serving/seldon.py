@@ -55,10 +55,12 @@ def build_server(
     image: str,
     replicas: int = 1,
     env: dict[str, str] | None = None,
+    env_from_secrets: list[dict[str, Any]] | None = None,
     labels: dict[str, str] | None = None,
     resources: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A Seldon `Server` running the Loopline runtime image."""
+    """A Seldon `Server` running the Loopline runtime image. `env_from_secrets` are container
+    env entries with a `valueFrom` (the Model's token: never a literal value in the spec)."""
     if not image:
         raise ValueError("image is empty: the Loopline runtime image to run")
     if replicas < 0:
@@ -69,6 +71,13 @@ def build_server(
         "image": image,
         "env": [{"name": k, "value": v} for k, v in sorted(variables.items())],
     }
+    for entry in env_from_secrets or []:
+        if "value" in entry or "valueFrom" not in entry:
+            raise ValueError(
+                f"env_from_secrets entry {entry.get('name')!r}: needs valueFrom and no literal "
+                "value (a secret in the Server spec would be readable by anyone who can get it)"
+            )
+        container["env"].append(entry)
     if resources:
         container["resources"] = resources
     return {

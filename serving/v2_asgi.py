@@ -13,7 +13,10 @@ Routes (the V2 REST surface standard clients call):
 - `GET /v2/health/live`, `GET /v2/health/ready` (503 while the model loads);
 - `GET /v2`: server metadata;
 - `GET /v2/models/{name}[/versions/{v}]`, `.../ready`, `POST .../infer`;
-- `POST /v2/repository/index`, `POST /v2/repository/models/{name}/load|unload`.
+- `POST /v2/repository/index`, `POST /v2/repository/models/{name}/load|unload`: only with
+  the Model's bearer token (`loopline.auth`): they unload the model or expose its load error,
+  so without one they are 401 (with `WWW-Authenticate: Bearer`), with a wrong one 403. Health,
+  metadata and inference stay open, as Kubernetes probes and V2 clients expect.
 
 Errors are `{"error": "..."}` with the runtime's 4xx (MLServer's shape); a body over the
 size limit is a 413 before it is parsed; malformed JSON is a 400 and a body that is JSON but
@@ -31,6 +34,7 @@ from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest
 from pydantic import ValidationError
 
+from loopline import auth
 from loopline.serving.runtime_slot import RuntimeSlot
 from loopline.serving.scoring import output_columns
 from loopline.serving.v2_json import parse_plain, response_json
@@ -43,13 +47,28 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 SERVER_NAME = "loopline"
+REPOSITORY_PREFIX = "/v2/repository"
 _JSON = [(b"content-type", b"application/json")]
+_CHALLENGE = [(b"www-authenticate", auth.CHALLENGE.encode())]
 
 
 class HttpError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def needs_token(path: str) -> bool:
+    """Whether `path` is part of the repository API (every method: index reveals state,
+    load and unload change it)."""
+    return path == REPOSITORY_PREFIX or path.startswith(REPOSITORY_PREFIX + "/")
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
 
 
 def validation_message(exc: ValidationError) -> tuple[int, str]:
@@ -77,10 +96,18 @@ def model_path(parts: list[str]) -> tuple[str, str]:
 class V2App:
     """The ASGI callable; one per server process."""
 
-    def __init__(self, slot: RuntimeSlot, *, server_version: str, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        slot: RuntimeSlot,
+        *,
+        server_version: str,
+        max_body_bytes: int,
+        token: str | None,
+    ) -> None:
         self.slot = slot
         self.server_version = server_version
         self.max_body_bytes = max_body_bytes
+        self.token = token  # None: authentication disabled (development, warned at start)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,6 +118,11 @@ class V2App:
             if method == "POST" and path.endswith("/infer"):
                 await self._infer(scope, receive, send, path)
                 return
+            if needs_token(path):
+                verdict = auth.check(header(scope, b"authorization"), self.token)
+                if verdict is not auth.Verdict.ALLOWED:
+                    await deny(send, verdict)
+                    return
             status, body = await self._route(method, path.rstrip("/"))
         except HttpError as exc:
             status, body = exc.status, _error(str(exc))
@@ -209,15 +241,25 @@ def _only(method: str, allowed: str, status: int, body: bytes) -> tuple[int, byt
     return status, body
 
 
+async def deny(send: Send, verdict: auth.Verdict) -> None:
+    """401 with the Bearer challenge for no credentials, 403 for the wrong ones."""
+    extra = _CHALLENGE if verdict is auth.Verdict.MISSING else []
+    await _respond(send, verdict.value, _error(auth.denial_message(verdict)), extra)
+
+
 def _error(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
+async def _respond(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     headers = (
         [*_JSON, (b"content-length", str(len(body)).encode())]
         if body
         else [(b"content-length", b"0")]
     )
+    if extra:
+        headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

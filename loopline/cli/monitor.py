@@ -64,7 +64,12 @@ def serve(
         settings = MonitorSettings.model_validate(fields)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    run(settings, reference=reference)
+    from loopline.auth import AuthConfigError
+
+    try:
+        run(settings, reference=reference)
+    except AuthConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @monitor.command()

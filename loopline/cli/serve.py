@@ -119,6 +119,8 @@ def run(root: Path | None, **kw: object) -> None:
         click.echo(f"  gRPC     {ep.grpc}")
         click.echo(f"  metrics  {ep.metrics}")
         click.echo(f"  log      {status.log_path}")
+        # The path, never the token: repository calls and its monitor need the file's token.
+        click.echo(f"  token    {manager.token_file(status.name)} (LOOPLINE_AUTH_TOKEN_FILE)")
         try:
             while not stop.wait(1.0):
                 pass

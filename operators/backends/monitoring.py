@@ -6,6 +6,12 @@ loopback port, configured through `LOOPLINE_MONITOR_*` variables from the Model'
 back onto the Model as annotations. A monitor that exits is started again on the next
 reconcile; a changed spec restarts it; one that a killed operator left running is stopped
 before a new one starts (`server.pid` in its folder, checked against its command line).
+
+Each monitor checks the Model's bearer token on its sample and reference APIs
+(`loopline.auth`): the backend provisions the token file (`tokens_dir/<ns>/<name>.token`,
+mode 0600, the same file the Model's model server reads), passes its path in
+`LOOPLINE_AUTH_TOKEN_FILE` and sends the token on its own reference reloads. A deleted token
+file is a rotation: the next `apply` provisions a new token and restarts the monitor.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Protocol
 import httpx
 from pydantic import ValidationError
 
+from loopline import auth
 from loopline.operators.builders.monitoring import DriftCheck, MonitorDesired
 from loopline.operators.errors import BackendUnavailable
 from loopline.serving.local import PID_FILE, reap_orphan
@@ -62,6 +69,7 @@ class _Monitor:
     desired: MonitorDesired
     port: int
     proc: subprocess.Popen[bytes]
+    token: str
 
     @property
     def url(self) -> str:
@@ -88,10 +96,18 @@ def drift_check_of(doc: object) -> DriftCheck | None:
 
 
 class LocalMonitoringBackend:
-    def __init__(self, root: Path, *, tracking_uri: str, kubeconfig: Path | None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        tracking_uri: str,
+        kubeconfig: Path | None,
+        tokens_dir: Path | None = None,
+    ) -> None:
         self.root = root
         self.tracking_uri = tracking_uri
         self.kubeconfig = kubeconfig
+        self.tokens_dir = tokens_dir or root / ".tokens"
         self._monitors: dict[str, _Monitor] = {}
         self._lock = threading.Lock()
 
@@ -115,13 +131,23 @@ class LocalMonitoringBackend:
         }
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_MONITOR_")}
         env.update({f"LOOPLINE_MONITOR_{k}": v for k, v in settings.items()})
+        env.pop(auth.TOKEN_ENV, None)
+        env[auth.TOKEN_FILE_ENV] = str(self.token_file(desired.namespace, desired.name))
         return env
+
+    def token_file(self, namespace: str, name: str) -> Path:
+        """The Model's token file, shared with its model server."""
+        return auth.model_token_path(self.tokens_dir, namespace, name)
 
     def apply(self, desired: MonitorDesired) -> str:
         with self._lock:
             current = self._monitors.get(desired.key)
+            try:
+                token = auth.ensure_token_file(self.token_file(desired.namespace, desired.name))
+            except (OSError, auth.AuthConfigError) as exc:
+                raise BackendUnavailable(f"local monitoring: {exc}") from exc
             if current is not None and current.proc.poll() is None:
-                if current.desired == desired:
+                if current.desired == desired and current.token == token:
                     return current.url
                 _stop(current.proc)
             port = current.port if current is not None else _free_port()
@@ -148,7 +174,7 @@ class LocalMonitoringBackend:
                 )  # fmt: skip
             (folder / PID_FILE).write_text(f"{proc.pid}\n")
             threading.Thread(target=proc.wait, name=f"reap-monitor-{port}", daemon=True).start()
-            monitor = _Monitor(desired, port, proc)
+            monitor = _Monitor(desired, port, proc, token)
             self._monitors[desired.key] = monitor
             log.info("started drift monitor for %s on port %d", desired.key, port)
             return monitor.url
@@ -159,9 +185,23 @@ class LocalMonitoringBackend:
         if monitor is None or monitor.proc.poll() is not None:
             return  # a monitor that starts later loads the alias as it starts
         try:
-            httpx.post(f"{monitor.url}/v1/reference", timeout=5.0, trust_env=False)
+            response = httpx.post(
+                f"{monitor.url}/v1/reference",
+                headers=auth.bearer_headers(monitor.token),
+                timeout=5.0,
+                trust_env=False,
+            )
         except httpx.HTTPError as exc:
             log.warning("monitor of %s/%s did not reload its reference: %s", namespace, name, exc)
+            return
+        if response.status_code >= 400:
+            log.warning(
+                "monitor of %s/%s did not reload its reference (%d): %s",
+                namespace,
+                name,
+                response.status_code,
+                response.text[:300],
+            )
 
     def check(self, namespace: str, name: str) -> DriftCheck | None:
         with self._lock:

@@ -8,10 +8,16 @@ Experiment no longer wanted, and reads readiness from the Seldon Models' `Ready`
 (the champion's and, during a canary, the canary's: a canary Seldon gave up on is reported
 unhealthy, so the rollout is rolled back instead of holding forever).
 Every object carries the label `loopline.dev/model`, so deletion finds all of them.
+
+Each Model also gets its token Secret (`operators.builders.auth`), created once and never
+overwritten; the Server's container reads it as `LOOPLINE_AUTH_TOKEN` (the payload sampler
+sends it to the Model's drift monitor) and carries the token's digest, so a Secret deleted to
+rotate the token rolls the pods onto the new one. Deleting the Model deletes the Secret.
 """
 
 from __future__ import annotations
 
+import base64
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +25,13 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from loopline import auth
+from loopline.operators.builders.auth import (
+    build_token_secret,
+    digest_env,
+    token_env,
+    token_secret_name,
+)
 from loopline.operators.builders.serving import MODEL_FAILED, ServingDesired, ServingObserved
 from loopline.operators.errors import BackendRejected, BackendUnavailable
 from loopline.operators.kube import api_client
@@ -92,7 +105,9 @@ class SeldonServingBackend:
                 "Seldon Server runs (serving backend seldon)"
             )
         self.settings = settings
-        self.custom = k8s.CustomObjectsApi(api or api_client(settings))
+        api = api or api_client(settings)
+        self.custom = k8s.CustomObjectsApi(api)
+        self.core = k8s.CoreV1Api(api)
         self._storage_uri = storage_uri or self._mlflow_storage_uri
         self._lock = threading.Lock()
 
@@ -150,8 +165,39 @@ class SeldonServingBackend:
             if exc.status != 404:
                 raise _error(f"delete {plural}/{name}", exc) from exc
 
-    def desired_objects(self, desired: ServingDesired) -> list[dict[str, Any]]:
-        """The Seldon objects for `desired` (storage URIs looked up in MLflow)."""
+    def ensure_token(self, namespace: str, model: str) -> str:
+        """The Model's token from its Secret, creating the Secret with a new token when there
+        is none (first reconcile, or deleted to rotate). An existing Secret is never
+        overwritten: the pods and the monitor already use its token."""
+        name = token_secret_name(model)
+        for _ in range(2):
+            try:
+                secret = self.core.read_namespaced_secret(name, namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise _error(f"read Secret {name}", exc) from exc
+            else:
+                encoded = (secret.data or {}).get(auth.SECRET_KEY)
+                if not encoded:
+                    raise BackendRejected(
+                        f"Secret {namespace}/{name} has no {auth.SECRET_KEY!r} key; delete it "
+                        "and the operator provisions a new token"
+                    )
+                return base64.b64decode(encoded).decode().strip()
+            body = build_token_secret(namespace, model, auth.new_token())
+            try:
+                self.core.create_namespaced_secret(namespace, body)
+            except ApiException as exc:
+                if exc.status != 409:  # 409: created meanwhile; read theirs
+                    raise _error(f"create Secret {name}", exc) from exc
+        raise BackendUnavailable(f"Secret {namespace}/{name} vanished while it was created")
+
+    def desired_objects(
+        self, desired: ServingDesired, *, token: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The Seldon objects for `desired` (storage URIs looked up in MLflow); the Server
+        reads the Model's token Secret, and the digest of `token` rolls its pods when the
+        token changes."""
         ns = self._namespace(desired.namespace)
         labels = {MODEL_LABEL: desired.name}
         server = server_name(desired.name)
@@ -165,6 +211,8 @@ class SeldonServingBackend:
                 image=self.settings.seldon_image,
                 replicas=desired.replicas,
                 labels=labels,
+                env=digest_env(token) if token else None,
+                env_from_secrets=token_env(desired.name),
             )
         ]
         for version in versions:
@@ -194,7 +242,8 @@ class SeldonServingBackend:
 
     def apply(self, desired: ServingDesired) -> ServingObserved:
         ns = self._namespace(desired.namespace)
-        wanted = self.desired_objects(desired)
+        token = self.ensure_token(ns, desired.name)
+        wanted = self.desired_objects(desired, token=token)
         with self._lock:
             for obj in wanted:
                 self._upsert(obj)
@@ -274,6 +323,11 @@ class SeldonServingBackend:
         for plural in ("experiments", "models", "servers"):
             for obj in self._list(ns, plural, name):
                 self._delete(ns, plural, obj["metadata"]["name"])
+        try:
+            self.core.delete_namespaced_secret(token_secret_name(name), ns)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _error(f"delete Secret {token_secret_name(name)}", exc) from exc
 
     def close(self) -> None:
         self.custom.api_client.close()

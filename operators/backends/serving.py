@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
+from loopline.auth import AuthConfigError, ensure_token_file, model_token_path
 from loopline.operators.builders.canary import VersionStats
 from loopline.operators.builders.serving import (
     MODEL_NOT_READY,
@@ -58,6 +59,7 @@ def model_uri(registered_model: str, version: str) -> str:
 class _Applied:
     desired: ServingDesired
     spec: LocalModelSpec
+    token: str  # a rotated token (file deleted) restarts the server
 
 
 def serving_message(status: ServerStatus) -> tuple[str, str]:
@@ -80,10 +82,17 @@ class LocalServingBackend:
     """Model server processes on 127.0.0.1, supervised by the operator process."""
 
     def __init__(
-        self, root: Path, *, tracking_uri: str, monitor_urls: dict[str, str] | None = None
+        self,
+        root: Path,
+        *,
+        tracking_uri: str,
+        monitor_urls: dict[str, str] | None = None,
+        tokens_dir: Path | None = None,
     ) -> None:
         self.root = root
         self.tracking_uri = tracking_uri
+        # One token per Model, shared with its drift monitor (loopline.auth.model_token_path).
+        self.tokens_dir = tokens_dir or root / ".tokens"
         self.monitor_urls = monitor_urls if monitor_urls is not None else {}
         self._managers: dict[str, LocalServingManager] = {}
         self._applied: dict[str, _Applied] = {}
@@ -111,6 +120,7 @@ class LocalServingBackend:
             canary_weight=desired.canary_weight / 100 if canary else 0.0,
             tracking_uri=self.tracking_uri,
             monitor_url=self.monitor_urls.get(desired.key, ""),
+            token_file=str(model_token_path(self.tokens_dir, desired.namespace, desired.name)),
         )
 
     def apply(self, desired: ServingDesired) -> ServingObserved:
@@ -121,16 +131,17 @@ class LocalServingBackend:
         with self._lock:
             applied = self._applied.get(desired.key)
             try:
+                token = ensure_token_file(Path(spec.token_file))
                 if applied is None or desired.name not in manager.names():
                     manager.start(spec, wait=False)
-                elif applied.spec != spec:
+                elif applied.spec != spec or applied.token != token:
                     manager.update(spec, wait=False)  # a reload: it repairs an unready model too
                 elif manager.status(desired.name).state == "unready":
                     done = manager.recover(desired.name)
                     log.warning("%s: model was not ready: %s", desired.key, done)
-            except (LocalServingError, OSError) as exc:
+            except (LocalServingError, AuthConfigError, OSError) as exc:
                 raise BackendUnavailable(f"local serving: {exc}") from exc
-            self._applied[desired.key] = _Applied(desired, spec)
+            self._applied[desired.key] = _Applied(desired, spec, token)
         observed = self.observe(desired.namespace, desired.name)
         assert observed is not None
         return observed

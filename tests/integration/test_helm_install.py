@@ -529,6 +529,8 @@ def test_monitor_runs_as_configured_by_the_chart_and_may_annotate_its_model(
         "MLFLOW_TRACKING_USERNAME": "loopline",
         "MLFLOW_TRACKING_PASSWORD": SENTINEL,
         "LOOPLINE_LOG_LEVEL": "DEBUG",
+        # The Model's token, which the pod reads from the operator's Secret (secretKeyRef).
+        "LOOPLINE_AUTH_TOKEN": "test-token-" + "x" * 32,
     }
     probes = {
         name: container[name]["httpGet"]["path"] for name in ("livenessProbe", "readinessProbe")

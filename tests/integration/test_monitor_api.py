@@ -47,7 +47,10 @@ def test_samples_accepted_tested_and_exported(tmp_path: Path) -> None:
         reference_source=FrameReferenceSource(ref),
         requester=LogRetrainRequester(),
     )
-    with MonitorServer(monitor) as server, httpx.Client(base_url=server.url) as client:
+    with (
+        MonitorServer(monitor) as server,
+        httpx.Client(base_url=server.url, headers=server.headers) as client,
+    ):
         assert client.get("/readyz").status_code == 200
         response = client.post("/v1/samples", json=body())
         assert response.status_code == 202
@@ -76,7 +79,10 @@ def test_not_ready_without_reference_and_samples_counted_as_dropped(tmp_path: Pa
         reference_source=Unavailable(),  # type: ignore[arg-type]
         requester=LogRetrainRequester(),
     )
-    with MonitorServer(monitor) as server, httpx.Client(base_url=server.url) as client:
+    with (
+        MonitorServer(monitor) as server,
+        httpx.Client(base_url=server.url, headers=server.headers) as client,
+    ):
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
         assert ready.status_code == 503

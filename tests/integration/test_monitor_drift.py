@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from loopline import auth
 from loopline.data.generator import GeneratorConfig, Manifest, generate, live_traffic
 from loopline.data.schema import CORE_SENSORS, ENTITY, IS_FAULT, SENSORS, TIMESTAMP
 from loopline.monitoring.reference import FrameReferenceSource
@@ -130,7 +131,10 @@ def test_stationary_quiet_then_one_request_naming_the_recipe_sensors(
     )
     live = traffic(plant, days=33, change_after_days=30, shift=0.05)
     change_row = int((live[TIMESTAMP] < plant.manifest.end + timedelta(days=30)).sum())
-    with MonitorServer(monitor) as server, httpx.Client(timeout=30) as client:
+    with (
+        MonitorServer(monitor) as server,
+        httpx.Client(timeout=30, headers=server.headers) as client,
+    ):
         post_all(client, server.url, live.iloc[:change_row])
         steady = wait_idle(client, server.url)
         assert steady["requests"] == 0, steady["lastRequest"]
@@ -165,7 +169,11 @@ def test_stationary_quiet_then_one_request_naming_the_recipe_sensors(
 
 
 def _serve(tmp_path: Path, reference: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "LOOPLINE_STATE_DIR": str(tmp_path / "core-state")}
+    env = {
+        **os.environ,
+        "LOOPLINE_STATE_DIR": str(tmp_path / "core-state"),
+        auth.TOKEN_FILE_ENV: str(tmp_path / "token"),
+    }
     args = [
         sys.executable, "-m", "loopline.cli.main", "monitor", "serve",
         "--model", MODEL, "--namespace", "plant", "--port", str(port),
@@ -210,8 +218,9 @@ def test_restart_mid_stream_loses_no_decision(plant: Plant, tmp_path: Path) -> N
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     procs: list[subprocess.Popen[bytes]] = []
+    headers = auth.bearer_headers(auth.ensure_token_file(tmp_path / "token"))
     try:
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, headers=headers) as client:
             procs.append(_serve(tmp_path, reference, port))
             _ready(client, url, procs[-1])
             # steady traffic, then the change until drift is seen but not yet confirmed
@@ -275,8 +284,10 @@ def test_through_a_real_model_server(
     live = traffic(plant, days=13, change_after_days=10, shift=0.05)
     live = live[live[list(CORE_SENSORS)].notna().all(axis=1)].reset_index(drop=True)
     change_row = int((live[TIMESTAMP] < plant.manifest.end + timedelta(days=10)).sum())
+    # The model server and the monitor share the Model's token, as the operator sets them up.
+    token_file = tmp_path / "model.token"
     with (
-        MonitorServer(monitor) as server,
+        MonitorServer(monitor, token=auth.ensure_token_file(token_file)) as server,
         LocalServingManager(tmp_path / "serving", ready_timeout_s=180) as manager,
         httpx.Client(timeout=60) as client,
     ):
@@ -287,6 +298,7 @@ def test_through_a_real_model_server(
                 tracking_uri=registered_model.tracking_uri,
                 monitor_url=server.url,
                 sample_rate=1.0,
+                token_file=str(token_file),
             )
         ).endpoints.rest
 

@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
+from loopline import auth
 from loopline.operators.backends.seldon import SeldonServingBackend
+from loopline.operators.builders.auth import DIGEST_ENV
 from loopline.operators.builders.serving import ServingDesired
 from loopline.operators.settings import OperatorSettings
 from tests.fixtures.cluster import ClusterHandle
@@ -77,3 +80,48 @@ def test_seldon_objects_follow_the_desired_serving(kube_api: k8s.ApiClient, name
     for plural in ("servers", "models", "experiments"):
         assert _names(kube_api, namespace, plural) == []
     assert backend.observe(namespace, "drill-ae") is None
+
+
+def _server_env(api: k8s.ApiClient, namespace: str) -> dict[str, Any]:
+    server = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "servers", "drill-ae-server"
+    )
+    return {e["name"]: e for e in server["spec"]["podSpec"]["containers"][0]["env"]}
+
+
+@pytest.mark.usefixtures("seldon_crds")
+def test_the_model_token_secret_is_provisioned_kept_rotated_and_deleted(
+    kube_api: k8s.ApiClient, namespace: str
+) -> None:
+    """The backend creates the Model's token Secret once, the Server reads it by reference
+    (no token in its spec), a deleted Secret is a new token and a new digest (the pods roll),
+    and deleting the Model deletes the Secret."""
+    backend = SeldonServingBackend(
+        OperatorSettings(seldon_image="loopline-runtime:test"),
+        api=kube_api,
+        storage_uri=lambda name, version: f"s3://mlflow/{name}/{version}/artifacts/model",
+    )
+    core = k8s.CoreV1Api(kube_api)
+    backend.apply(_desired(namespace))
+    token = backend.ensure_token(namespace, "drill-ae")
+    env = _server_env(kube_api, namespace)
+    assert env[auth.TOKEN_ENV]["valueFrom"]["secretKeyRef"] == {
+        "name": "drill-ae-loopline-token",
+        "key": auth.SECRET_KEY,
+    }
+    digest = env[DIGEST_ENV]["value"]
+    assert digest == auth.fingerprint(token)
+    assert token not in str(env)
+    backend.apply(_desired(namespace))  # kept, not overwritten
+    assert backend.ensure_token(namespace, "drill-ae") == token
+
+    core.delete_namespaced_secret("drill-ae-loopline-token", namespace)  # rotate
+    backend.apply(_desired(namespace))
+    rotated = backend.ensure_token(namespace, "drill-ae")
+    assert rotated != token
+    assert _server_env(kube_api, namespace)[DIGEST_ENV]["value"] == auth.fingerprint(rotated)
+
+    backend.delete(namespace, "drill-ae")
+    with pytest.raises(ApiException) as info:
+        core.read_namespaced_secret("drill-ae-loopline-token", namespace)
+    assert info.value.status == 404

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import yaml
 
+from loopline import auth
 from loopline.data.generator import GeneratorConfig, generate, live_traffic
 from loopline.data.schema import IS_FAULT, SENSORS, TIMESTAMP
 from loopline.monitoring.reference import FrameReferenceSource
@@ -148,7 +149,9 @@ def monitor_server(tmp_path: Path) -> Iterator[MonitorServer]:
         reference_source=FrameReferenceSource(reference, version="1"),
         requester=LogRetrainRequester(),
     )
-    with MonitorServer(monitor) as server:
+    # The model server gets the same token file (test below): the Model's one token.
+    token = auth.ensure_token_file(tmp_path / "model.token")
+    with MonitorServer(monitor, token=token) as server:
         yield server
 
 
@@ -223,6 +226,7 @@ def test_every_dashboard_and_rule_query_returns_data(
                 tracking_uri=registered_model.tracking_uri,
                 monitor_url=monitor_server.url,
                 sample_rate=1.0,
+                token_file=str(tmp_path / "model.token"),
             )
         )
         metrics = urlparse(status.endpoints.metrics)

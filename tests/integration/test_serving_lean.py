@@ -22,6 +22,7 @@ import pytest
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.dataplane_pb2_grpc import GRPCInferenceServiceStub
 
+from loopline import auth
 from loopline.serving.local import (
     LocalModelSpec,
     LocalServingError,
@@ -178,8 +179,12 @@ def test_sigterm_stops_the_server_cleanly(
     model_dir.mkdir(parents=True)
     (model_dir / "model-settings.json").write_text(json.dumps(model_settings(spec)))
     log = tmp_path / "server.log"
+    auth.ensure_token_file(tmp_path / auth.TOKEN_FILE)
+    env = {**os.environ, auth.TOKEN_FILE_ENV: str(tmp_path / auth.TOKEN_FILE)}
     with log.open("wb") as out:
-        proc = subprocess.Popen(lean_command(tmp_path), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            lean_command(tmp_path), stdout=out, stderr=subprocess.STDOUT, env=env
+        )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
