@@ -20,8 +20,9 @@ from loopline.tracking.lineage import (
     ROLLOUT_OUTCOME,
     ROLLOUT_REASON,
 )
+from loopline.types.common import CHAMPION_ALIAS
 
-CHAMPION = "champion"
+CHAMPION = CHAMPION_ALIAS
 CHALLENGER = "challenger"
 
 

@@ -12,6 +12,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 RETRAIN_ANNOTATION = f"{GROUP}/retrain"
 RETRAIN_REASON_ANNOTATION = f"{GROUP}/retrain-reason"
+# The registry alias of the version serving all traffic; the operator owns it.
+CHAMPION_ALIAS = "champion"
 # Rows since a drift began that a drift-triggered run needs to train on them alone: enough for
 # the small networks here and for a held-out fifth that is not a handful of rows.
 DRIFT_MIN_ROWS = 1000

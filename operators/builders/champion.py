@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from loopline.operators.builders.model import Event
-from loopline.tracking.registry import CHAMPION
+from loopline.types.common import CHAMPION_ALIAS as CHAMPION
 from loopline.types.status import HistoryEntry, ModelStatus
 
 HISTORY = 20
