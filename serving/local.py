@@ -82,6 +82,8 @@ class LocalModelSpec:
     max_batch_size: int = 0
     max_batch_time: float = 0.0
     max_rows: int = 4096
+    # False: a row with a missing non-core sensor is a 422 instead of a fallback answer.
+    fallback_on_missing_sensors: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
     # Which process hosts the runtime: `lean`, `mlserver`, or `auto` (lean unless adaptive
     # batching is asked for, which needs MLServer).
@@ -167,6 +169,7 @@ def model_settings(spec: LocalModelSpec) -> dict[str, Any]:
         "monitor_url": spec.monitor_url,
         "sample_rate": spec.sample_rate,
         "max_rows": spec.max_rows,
+        "fallback_on_missing_sensors": spec.fallback_on_missing_sensors,
     }
     return {
         "name": spec.name,

@@ -54,6 +54,12 @@ MODEL_LABEL = "loopline.dev/model"
 FAILED_STATES = frozenset({"ModelFailed", "ScheduleFailed"})
 
 
+def serving_env(desired: ServingDesired) -> dict[str, str]:
+    """The runtime settings a Model's spec sets on its server (LOOPLINE_SERVING_*)."""
+    fallback = "true" if desired.fallback_on_missing_sensors else "false"
+    return {"LOOPLINE_SERVING_FALLBACK_ON_MISSING_SENSORS": fallback}
+
+
 @dataclass(frozen=True)
 class Readiness:
     ready: bool
@@ -211,7 +217,7 @@ class SeldonServingBackend:
                 image=self.settings.seldon_image,
                 replicas=desired.replicas,
                 labels=labels,
-                env=digest_env(token) if token else None,
+                env={**(digest_env(token) if token else {}), **serving_env(desired)},
                 env_from_secrets=token_env(desired.name),
             )
         ]

@@ -120,6 +120,7 @@ class LocalServingBackend:
             canary_weight=desired.canary_weight / 100 if canary else 0.0,
             tracking_uri=self.tracking_uri,
             monitor_url=self.monitor_urls.get(desired.key, ""),
+            fallback_on_missing_sensors=desired.fallback_on_missing_sensors,
             token_file=str(model_token_path(self.tokens_dir, desired.namespace, desired.name)),
         )
 

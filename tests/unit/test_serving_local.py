@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from mlserver.settings import ModelSettings, Settings
@@ -35,6 +36,33 @@ def test_model_settings_are_valid_mlserver_and_serving_settings() -> None:
     serving = ServingSettings.from_sources(parsed.parameters.extra)
     assert serving.canary_weight == 0.25
     assert serving.model_name == "drill-ae"
+    assert serving.fallback_on_missing_sensors is True
+    strict = model_settings(replace(spec, fallback_on_missing_sensors=False))
+    extra = ModelSettings.model_validate(strict).parameters.extra  # type: ignore[union-attr]
+    assert ServingSettings.from_sources(extra).fallback_on_missing_sensors is False
+
+
+def test_fallback_on_missing_sensors_reaches_every_serving_backend(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """spec.serving.fallbackOnMissingSensors -> the local server's settings and the Seldon
+    Server's environment, both read by ServingSettings."""
+    from loopline.operators.backends.seldon import serving_env
+    from loopline.operators.backends.serving import LocalServingBackend
+    from loopline.operators.builders.serving import ServingDesired
+
+    desired = ServingDesired(
+        namespace="plant",
+        name="drill-ae",
+        registered_model="plant.drill-ae",
+        champion_version="3",
+        fallback_on_missing_sensors=False,
+    )
+    backend = LocalServingBackend(tmp_path, tracking_uri="sqlite:///m.db")
+    assert backend._spec(desired).fallback_on_missing_sensors is False
+    for key, value in serving_env(desired).items():
+        monkeypatch.setenv(key, value)
+    assert ServingSettings().fallback_on_missing_sensors is False
 
 
 def test_server_settings_bind_loopback_and_run_models_in_process() -> None:
