@@ -219,18 +219,12 @@ class LocalCluster:
         self, state: st.ClusterState | None, alive: dict[str, bool]
     ) -> list[str]:
         """Files a restart of the dead processes needs that are gone (none to check when
-        nothing is dead)."""
+        nothing is dead): whatever their recorded command lines name, and the admin
+        kubeconfig the readiness checks authenticate with."""
         if state is None or all(alive.values()):
             return []
-        layout = self.layout
-        needed = [*pki.files(layout), layout.token_file, layout.kubeconfig, layout.etcd_data_dir]
-        for record in state.processes:
-            if record.name in commands.NODE_COMPONENTS:
-                needed.append(layout.component_kubeconfig(record.name))
-            if not alive.get(record.name, False):
-                needed.append(Path(record.argv[0]))
-        if state.nodes:
-            needed.append(layout.kwok_config)
+        dead = [p.argv for p in state.processes if not alive.get(p.name, False)]
+        needed = [*recovery.files_needed(dead, self.layout.root), self.layout.kubeconfig]
         return [str(path) for path in needed if not path.exists()]
 
     def _recover(self, state: st.ClusterState, decision: recovery.Plan) -> st.ClusterState:
@@ -485,10 +479,15 @@ class LocalCluster:
         ports = state.ports
         if name == "etcd":
             layout = self.layout
-            context = probes.etcd_context(
-                layout.etcd_ca_cert, layout.etcd_client_cert, layout.etcd_client_key
+            scheme = recovery.etcd_scheme(state)
+            context = (
+                probes.etcd_context(
+                    layout.etcd_ca_cert, layout.etcd_client_cert, layout.etcd_client_key
+                )
+                if scheme == "https"
+                else None
             )
-            url = f"https://127.0.0.1:{ports['etcd-client']}"
+            url = f"{scheme}://127.0.0.1:{ports['etcd-client']}"
             return lambda: probes.etcd_healthy(url, context)
         if name == "kube-apiserver":
             return lambda: probes.apiserver_ready(state.server, self.layout.ca_cert, token)

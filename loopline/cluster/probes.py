@@ -25,7 +25,7 @@ def etcd_context(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLConte
     return context
 
 
-def etcd_healthy(client_url: str, context: ssl.SSLContext, timeout: float = 2.0) -> bool:
+def etcd_healthy(client_url: str, context: ssl.SSLContext | None, timeout: float = 2.0) -> bool:
     """etcd answers /health with {"health":"true"} once it has a leader."""
     try:
         body = _get(f"{client_url}/health", context=context, token=None, timeout=timeout)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from loopline.cluster import commands
 from loopline.cluster.state import ClusterState
@@ -88,6 +89,30 @@ def plan(
     if not restart:
         return Plan(Action.NOTHING, adopt=adopt)
     return Plan(Action.RECOVER, adopt=adopt, restart=restart)
+
+
+def files_needed(argvs: Sequence[Sequence[str]], root: Path) -> list[Path]:
+    """The files and directories under the state directory that these recorded command
+    lines name (`--flag=/path`), plus their binaries: a restart needs each unchanged."""
+    needed: list[Path] = []
+    for argv in argvs:
+        candidates = [argv[0]] if argv else []
+        candidates += [arg.partition("=")[2] for arg in argv[1:] if arg.startswith("--")]
+        for value in candidates:
+            path = Path(value)
+            ours = path == Path(argv[0]) or path.is_relative_to(root)
+            if path.is_absolute() and ours and path not in needed:
+                needed.append(path)
+    return needed
+
+
+def etcd_scheme(state: ClusterState) -> str:
+    """ "https", or "http" for a cluster recorded before etcd required client certificates
+    (recovery restarts it as it was; `up --reset` replaces it with a secured one)."""
+    for arg in state.process("etcd").argv:
+        if arg.startswith("--listen-client-urls=http://"):
+            return "http"
+    return "https"
 
 
 def ports_to_free(state: ClusterState, names: Sequence[str]) -> dict[int, str]:

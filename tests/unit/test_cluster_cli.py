@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from loopline.cli.main import cli
-from loopline.cluster import pki
+from loopline.cluster import commands, pki
 from loopline.cluster import state as st
 from loopline.cluster.layout import Layout
 
@@ -74,9 +74,15 @@ def test_status_names_each_dead_process_and_says_up_keeps_the_data(tmp_path: Pat
         text=True,
     )
     dead_pid = int(gone.stdout)  # exited and reaped: nothing runs under this pid as ours
+    ports = commands.Ports(2379, 2380, 6443, 10257, 10259, 10247)
+    binary = Path(sys.executable)  # exists, as the real binaries would
+    argvs = {
+        "etcd": commands.etcd_command(binary, layout, ports, unsafe_no_fsync=True),
+        "kube-apiserver": commands.apiserver_command(binary, layout, ports),
+    }
     records = [
-        st.ProcessRecord(name=n, pid=dead_pid, argv=[sys.executable, n], log=tmp_path / n)
-        for n in ("etcd", "kube-apiserver")
+        st.ProcessRecord(name=n, pid=dead_pid, argv=argv, log=tmp_path / n)
+        for n, argv in argvs.items()
     ]
     st.save(
         layout.state_file,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loopline.cluster import recovery
+from loopline.cluster import commands, recovery
 from loopline.cluster import state as st
+from loopline.cluster.layout import Layout
 from loopline.cluster.recovery import Action
 
 
@@ -111,3 +112,36 @@ def test_status_of_several_dead_and_of_a_running_cluster() -> None:
     assert "restarts them" in both
     running = recovery.plan(state, {"etcd": True, "kube-apiserver": True}, has_data=True)
     assert recovery.describe(state, running) == ""
+
+
+def test_files_needed_are_what_the_dead_command_lines_name_in_the_state_dir() -> None:
+    layout = Layout(Path("/state"))
+    ports = commands.Ports(2379, 2380, 6443, 10257, 10259, 10247)
+    etcd = commands.etcd_command(Path("/cache/bin/etcd"), layout, ports, unsafe_no_fsync=True)
+    apiserver = commands.apiserver_command(Path("/cache/bin/kube-apiserver"), layout, ports)
+    needed = recovery.files_needed([etcd, apiserver], layout.root)
+    assert Path("/cache/bin/etcd") in needed
+    assert Path("/cache/bin/kube-apiserver") in needed
+    for path in (
+        layout.etcd_data_dir,
+        layout.etcd_cert,
+        layout.etcd_client_key,
+        layout.sa_key,
+        layout.sa_pub,
+        layout.token_file,
+        layout.serving_cert,
+        layout.ca_cert,
+    ):
+        assert path in needed, path
+    assert len(needed) == len(set(needed))
+    assert not [
+        p for p in needed if not (p.is_relative_to("/state") or p.parent == Path("/cache/bin"))
+    ]
+
+
+def test_a_cluster_recorded_with_plain_http_etcd_is_probed_as_it_runs() -> None:
+    state = _state(CORE)
+    state.processes[0].argv = ["etcd", "--listen-client-urls=http://127.0.0.1:2379"]
+    assert recovery.etcd_scheme(state) == "http"
+    state.processes[0].argv = ["etcd", "--listen-client-urls=https://127.0.0.1:2379"]
+    assert recovery.etcd_scheme(state) == "https"
