@@ -260,7 +260,7 @@ class LooplineRuntime(MLModel):
                 decoded.x,
                 target.layout,
                 complete=decoded.complete,
-                fallback=self.config.fallback_on_missing_sensors,
+                allow_fallback=self.config.fallback_on_missing_sensors,
             )
         except MLServerError:
             self.metrics.requests.labels(model, version, protocol, "client_error").inc()

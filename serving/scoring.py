@@ -96,10 +96,10 @@ def score_batch(
     layout: FeatureLayout,
     *,
     complete: bool = False,
-    fallback: bool = True,
+    allow_fallback: bool = True,
 ) -> ScoredBatch:
     """Score float32 [n, F]; rows with a missing non-core sensor go to the fallback model, or,
-    with `fallback=False`, make the whole request a 422 naming the sensors.
+    with `allow_fallback=False`, make the whole request a 422 naming the sensors.
 
     `complete=True` is the caller's word that every value of `x` is finite (decoding checks
     it in one pass), so no row needs the fallback and the split is skipped."""
@@ -110,7 +110,7 @@ def score_batch(
     else:
         use_fallback = fallback_rows(x, layout)
         n_fallback = int(np.count_nonzero(use_fallback))
-        if n_fallback and not fallback:
+        if n_fallback and not allow_fallback:
             raise refuse_missing(x, layout, use_fallback)
     if n_fallback == 0:
         out = scorer.score(x)
