@@ -46,7 +46,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -712,8 +712,3 @@ def tail(path: Path, lines: int = 40) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def with_canary(spec: LocalModelSpec, canary_uri: str, weight: float) -> LocalModelSpec:
-    """The same spec with a canary (weight 0 and empty URI remove it)."""
-    return replace(spec, canary_model_uri=canary_uri, canary_weight=weight)

@@ -32,7 +32,6 @@ from loopline.serving.local import (
     lean_command,
     model_settings,
     server_settings,
-    with_canary,
 )
 from tests.fixtures.serving import RegisteredModel, sensor_rows
 
@@ -283,7 +282,7 @@ def test_a_leftover_is_reloaded_for_a_new_spec_and_replaced_when_its_code_differ
     leftover started with another environment (or another install, or another kind of
     server) is stopped, not leaked, and a new one starts."""
     spec, first, leftovers = _left_running(tmp_path, registered_model)
-    canary = with_canary(spec, registered_model.challenger_uri, 1.0)
+    canary = replace(spec, canary_model_uri=registered_model.challenger_uri, canary_weight=1.0)
     again = LocalServingManager(tmp_path)
     reloaded = again.start(canary)
     assert (reloaded.pid, reloaded.endpoints) == (first.pid, first.endpoints)

@@ -14,7 +14,6 @@ from loopline.serving.local import (
     model_settings,
     server_identity,
     server_settings,
-    with_canary,
 )
 from loopline.serving.settings import ServingSettings
 
@@ -87,17 +86,13 @@ def test_bad_specs_are_refused(kwargs: dict[str, object], needle: str) -> None:
         LocalModelSpec(**kwargs)
 
 
-def test_with_canary_adds_and_removes() -> None:
-    spec = LocalModelSpec(name="a", model_uri="m")
-    assert with_canary(spec, "c", 0.1).canary_weight == 0.1
-    assert with_canary(with_canary(spec, "c", 0.1), "", 0.0).canary_model_uri == ""
-
-
 def test_what_a_leftover_server_must_share_to_be_adopted() -> None:
     """The served versions and the canary are a hot reload, so they do not stop an adoption;
     the kind of server, the install and the environment need a new process."""
     spec = LocalModelSpec(name="drill-ae", model_uri="models:/plant.drill-ae/1")
-    same = server_identity(with_canary(spec, "models:/plant.drill-ae/2", 0.5))
+    same = server_identity(
+        replace(spec, canary_model_uri="models:/plant.drill-ae/2", canary_weight=0.5)
+    )
     assert same == server_identity(replace(spec, model_uri="models:/plant.drill-ae/3"))
     assert server_identity(spec) == same
     assert server_identity(spec)["server"] == "lean"
