@@ -10,25 +10,22 @@ import json
 import logging
 import shutil
 import time
-import urllib.error
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from loopline.cluster import commands, crds, pki, probes, recovery
+from loopline.cluster import commands, crds, identities, readiness, recovery
 from loopline.cluster import process as proc
 from loopline.cluster import state as st
 from loopline.cluster.binaries import Binaries, ensure
 from loopline.cluster.errors import (
     ClusterError,
-    ComponentStartError,
     CrdInstallError,
     PortInUseError,
     RecoveryError,
 )
-from loopline.cluster.kubeconfig import component_users, kubeconfig, token_file
 from loopline.cluster.kubectl import Kubectl, KubectlError
 from loopline.cluster.layout import Layout
 from loopline.cluster.settings import ClusterSettings
@@ -374,27 +371,7 @@ class LocalCluster:
         )
 
     def _write_config(self, ports: commands.Ports) -> dict[str, str]:
-        """PKI, token file and kubeconfigs; returns each identity's token."""
-        layout = self.layout
-        layout.root.mkdir(parents=True, exist_ok=True)
-        layout.root.chmod(0o700)
-        keys = pki.generate()
-        pki.write(keys, layout)
-        users = component_users()
-        pki.write_private(layout.token_file, token_file(list(users.values())).encode())
-        for component, user in users.items():
-            path = (
-                layout.kubeconfig
-                if component == "admin"
-                else layout.component_kubeconfig(component)
-            )
-            config = kubeconfig(ports.server, keys.ca_cert, user.token, user=user.name)
-            pki.write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
-        # kwok reads --config; an explicit empty configuration keeps ~/.kwok out of it.
-        layout.kwok_config.write_text(
-            "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions: {}\n"
-        )
-        return {name: user.token for name, user in users.items()}
+        return identities.write(self.layout, ports)
 
     def _command(self, name: str, binaries: Binaries, ports: commands.Ports) -> list[str]:
         layout = self.layout
@@ -454,71 +431,14 @@ class LocalCluster:
             self._wait_default_service_account(state, tokens["admin"])
         return state
 
-    def _api_get(self, state: st.ClusterState, token: str, path: str) -> object:
-        return probes.api_get_json(state.server, self.layout.ca_cert, token, path)
-
-    def _nodes_ready(self, state: st.ClusterState, token: str) -> bool:
-        data = self._api_get(state, token, "/api/v1/nodes?labelSelector=type%3Dkwok")
-        items = data.get("items") if isinstance(data, dict) else None
-        if not isinstance(items, list) or len(items) < state.nodes:
-            return False
-        for node in items:
-            conditions = node.get("status", {}).get("conditions") or []
-            if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
-                return False
-        return True
-
     def _wait_ready(self, record: st.ProcessRecord, state: st.ClusterState, token: str) -> None:
-        ready = self._readiness(record.name, state, token)
+        ready = readiness.probe(record.name, state, self.layout, token)
         proc.wait_until(
             record, ready, timeout=self.settings.start_timeout, what="ready", interval=0.2
         )
         log.info("%s ready (pid %d)", record.name, record.pid)
 
-    def _readiness(self, name: str, state: st.ClusterState, token: str) -> Callable[[], bool]:
-        ports = state.ports
-        if name == "etcd":
-            layout = self.layout
-            scheme = recovery.etcd_scheme(state)
-            context = (
-                probes.etcd_context(
-                    layout.etcd_ca_cert, layout.etcd_client_cert, layout.etcd_client_key
-                )
-                if scheme == "https"
-                else None
-            )
-            url = f"{scheme}://127.0.0.1:{ports['etcd-client']}"
-            return lambda: probes.etcd_healthy(url, context)
-        if name == "kube-apiserver":
-            return lambda: probes.apiserver_ready(state.server, self.layout.ca_cert, token)
-        if name in ("kube-controller-manager", "kube-scheduler"):
-            return lambda: probes.healthz(f"https://127.0.0.1:{ports[name]}/healthz")
-        if name == "kwok":
-
-            def kwok_ready() -> bool:
-                try:
-                    return self._nodes_ready(state, token)
-                except (urllib.error.URLError, ValueError, KeyError):
-                    return False
-
-            return kwok_ready
-        raise ValueError(name)
-
     def _wait_default_service_account(self, state: st.ClusterState, token: str) -> None:
-        """Pods are rejected until the controller-manager created the namespace's
-        `default` ServiceAccount; wait for it so the cluster is usable when `up` returns."""
-        deadline = time.monotonic() + self.settings.start_timeout
-        path = "/api/v1/namespaces/default/serviceaccounts/default"
-        while time.monotonic() < deadline:
-            try:
-                self._api_get(state, token, path)
-                return
-            except (urllib.error.URLError, ValueError):
-                time.sleep(0.2)
-        record = state.process("kube-controller-manager")
-        raise ComponentStartError(
-            record.name,
-            "did not create the default ServiceAccount",
-            record.log,
-            proc.log_tail(record.log),
+        readiness.wait_default_service_account(
+            state, self.layout, token, timeout=self.settings.start_timeout
         )
