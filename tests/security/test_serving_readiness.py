@@ -27,6 +27,7 @@ import httpx
 import pytest
 from kubernetes import watch
 
+from loopline.auth import bearer_headers, model_token_path, read_token_file
 from loopline.types.common import GROUP, VERSION
 from loopline.wait import wait_for
 from tests.fixtures.operator import PIPELINE, RECONCILE_INTERVAL, OperatorHarness, model_manifest
@@ -56,13 +57,11 @@ os.replace(a.result + ".tmp", a.result)
 """
 
 
-def _credentials(folder: Path) -> dict[str, str]:
-    """What the operator sends on the repository API: the Model's bearer token, read from
-    the token file in the server's folder where servers are given one (none otherwise)."""
-    token_file = folder / "auth-token"
-    if not token_file.exists():
-        return {}
-    return {"authorization": f"Bearer {token_file.read_text().strip()}"}
+def _credentials(serving_dir: Path, namespace: str, name: str) -> dict[str, str]:
+    """What the operator sends on the repository API: the Model's bearer token, from the token
+    file the operator provisioned for the Model (shared by its server and its monitor)."""
+    token_file = model_token_path(serving_dir / ".tokens", namespace, name)
+    return bearer_headers(read_token_file(token_file))
 
 
 def _ready_condition(obj: dict[str, Any]) -> tuple[str, str, str]:
@@ -99,7 +98,11 @@ def _ready_history(h: OperatorHarness, name: str) -> Iterator[list[tuple[float, 
     try:
         yield seen
     finally:
+        # The watch notices stop() at its next event: make one, so the thread ends and
+        # closes its connection now instead of at the watch's timeout.
         stream.stop()
+        h.patch("models", name, {"metadata": {"labels": {"loopline.test/watch": "done"}}})
+        thread.join(timeout=30)
 
 
 def test_an_unloaded_model_is_reported_not_ready_and_reloaded_within_one_reconcile(
@@ -129,7 +132,10 @@ def test_an_unloaded_model_is_reported_not_ready_and_reloaded_within_one_reconci
         with _ready_history(h, "drill-ae") as seen:
             unload = f"{rest}/v2/repository/models/drill-ae/unload"
             answer = httpx.post(
-                unload, headers=_credentials(pid_file.parent), timeout=10, trust_env=False
+                unload,
+                headers=_credentials(tmp_path / "serving", h.namespace, "drill-ae"),
+                timeout=10,
+                trust_env=False,
             )
             assert answer.status_code == 200, answer.text
             unloaded_at = time.monotonic()
