@@ -13,9 +13,13 @@ def _get(url: str, *, context: ssl.SSLContext | None, token: str | None, timeout
     request = urllib.request.Request(url)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-        body: bytes = response.read()
-        return body.decode(errors="replace")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            body: bytes = response.read()
+            return body.decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        exc.close()  # an HTTP error holds its connection open until closed
+        raise
 
 
 def etcd_context(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLContext:

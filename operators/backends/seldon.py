@@ -17,7 +17,6 @@ rotate the token rolls the pods onto the new one. Deleting the Model deletes the
 
 from __future__ import annotations
 
-import base64
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 
 from loopline import auth
 from loopline.operators.builders.auth import (
+    DIGEST_ENV,
     build_token_secret,
     digest_env,
     token_env,
@@ -171,39 +171,39 @@ class SeldonServingBackend:
             if exc.status != 404:
                 raise _error(f"delete {plural}/{name}", exc) from exc
 
-    def ensure_token(self, namespace: str, model: str) -> str:
-        """The Model's token from its Secret, creating the Secret with a new token when there
-        is none (first reconcile, or deleted to rotate). An existing Secret is never
-        overwritten: the pods and the monitor already use its token."""
-        name = token_secret_name(model)
-        for _ in range(2):
-            try:
-                secret = self.core.read_namespaced_secret(name, namespace)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise _error(f"read Secret {name}", exc) from exc
-            else:
-                encoded = (secret.data or {}).get(auth.SECRET_KEY)
-                if not encoded:
-                    raise BackendRejected(
-                        f"Secret {namespace}/{name} has no {auth.SECRET_KEY!r} key; delete it "
-                        "and the operator provisions a new token"
-                    )
-                return base64.b64decode(encoded).decode().strip()
-            body = build_token_secret(namespace, model, auth.new_token())
-            try:
-                self.core.create_namespaced_secret(namespace, body)
-            except ApiException as exc:
-                if exc.status != 409:  # 409: created meanwhile; read theirs
-                    raise _error(f"create Secret {name}", exc) from exc
-        raise BackendUnavailable(f"Secret {namespace}/{name} vanished while it was created")
+    def ensure_token(self, namespace: str, model: str) -> str | None:
+        """Create the Model's token Secret when there is none (first reconcile, or deleted to
+        rotate) and return the new token's digest; None when the Secret exists. An existing
+        Secret is never read nor overwritten: the operator may create and delete Secrets but
+        not read them (no credential of the cluster is the operator's to see), and the pods
+        and the monitor already use its token."""
+        body = build_token_secret(namespace, model, auth.new_token())
+        try:
+            self.core.create_namespaced_secret(namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise _error(f"create Secret {body['metadata']['name']}", exc) from exc
+        return str(digest_env(body["stringData"][auth.SECRET_KEY])[DIGEST_ENV])
+
+    def _current_digest(self, namespace: str, model: str) -> str:
+        """The token digest the Model's Server runs with now (kept while the Secret stands)."""
+        for server in self._list(namespace, "servers", model):
+            containers = ((server.get("spec") or {}).get("podSpec") or {}).get("containers") or []
+            for container in containers:
+                for entry in container.get("env") or []:
+                    if entry.get("name") == DIGEST_ENV and entry.get("value"):
+                        return str(entry["value"])
+        # The Secret exists but no Server records its digest yet (a reconcile stopped between
+        # the two): any fixed value works, the pods read the Secret itself when they start.
+        return "provisioned"
 
     def desired_objects(
-        self, desired: ServingDesired, *, token: str | None = None
+        self, desired: ServingDesired, *, digest: str | None = None
     ) -> list[dict[str, Any]]:
         """The Seldon objects for `desired` (storage URIs looked up in MLflow); the Server
-        reads the Model's token Secret, and the digest of `token` rolls its pods when the
-        token changes."""
+        reads the Model's token Secret, and the token's `digest` in its env rolls its pods
+        when the token changes."""
         ns = self._namespace(desired.namespace)
         labels = {MODEL_LABEL: desired.name}
         server = server_name(desired.name)
@@ -217,7 +217,7 @@ class SeldonServingBackend:
                 image=self.settings.seldon_image,
                 replicas=desired.replicas,
                 labels=labels,
-                env={**(digest_env(token) if token else {}), **serving_env(desired)},
+                env={**({DIGEST_ENV: digest} if digest else {}), **serving_env(desired)},
                 env_from_secrets=token_env(desired.name),
             )
         ]
@@ -248,8 +248,8 @@ class SeldonServingBackend:
 
     def apply(self, desired: ServingDesired) -> ServingObserved:
         ns = self._namespace(desired.namespace)
-        token = self.ensure_token(ns, desired.name)
-        wanted = self.desired_objects(desired, token=token)
+        digest = self.ensure_token(ns, desired.name) or self._current_digest(ns, desired.name)
+        wanted = self.desired_objects(desired, digest=digest)
         with self._lock:
             for obj in wanted:
                 self._upsert(obj)

@@ -8,6 +8,7 @@ function returning an s3 URI (a registered version's artifact folder is not what
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -102,23 +103,29 @@ def test_the_model_token_secret_is_provisioned_kept_rotated_and_deleted(
         storage_uri=lambda name, version: f"s3://mlflow/{name}/{version}/artifacts/model",
     )
     core = k8s.CoreV1Api(kube_api)
+
+    def token() -> str:  # as an admin reads it: the backend itself never reads the Secret
+        secret = core.read_namespaced_secret("drill-ae-loopline-token", namespace)
+        return base64.b64decode(secret.data[auth.SECRET_KEY]).decode()
+
     backend.apply(_desired(namespace))
-    token = backend.ensure_token(namespace, "drill-ae")
+    first = token()
     env = _server_env(kube_api, namespace)
     assert env[auth.TOKEN_ENV]["valueFrom"]["secretKeyRef"] == {
         "name": "drill-ae-loopline-token",
         "key": auth.SECRET_KEY,
     }
     digest = env[DIGEST_ENV]["value"]
-    assert digest == auth.fingerprint(token)
-    assert token not in str(env)
-    backend.apply(_desired(namespace))  # kept, not overwritten
-    assert backend.ensure_token(namespace, "drill-ae") == token
+    assert digest == auth.fingerprint(first)
+    assert first not in str(env)
+    backend.apply(_desired(namespace))  # kept, not overwritten, and the pods keep running
+    assert token() == first
+    assert _server_env(kube_api, namespace)[DIGEST_ENV]["value"] == digest
 
     core.delete_namespaced_secret("drill-ae-loopline-token", namespace)  # rotate
     backend.apply(_desired(namespace))
-    rotated = backend.ensure_token(namespace, "drill-ae")
-    assert rotated != token
+    rotated = token()
+    assert rotated != first
     assert _server_env(kube_api, namespace)[DIGEST_ENV]["value"] == auth.fingerprint(rotated)
 
     backend.delete(namespace, "drill-ae")
