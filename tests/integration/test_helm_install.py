@@ -509,6 +509,12 @@ def test_monitor_runs_as_configured_by_the_chart_and_may_annotate_its_model(
         GROUP, VERSION, release.namespace, "models", model_manifest()
     )
     container = _deployment_container(release, "monitor")
+    # The Model's token reaches the pod by reference to the operator's per-Model Secret.
+    token_ref = next(e for e in container["env"] if e["name"] == "LOOPLINE_AUTH_TOKEN")
+    assert token_ref["valueFrom"]["secretKeyRef"] == {
+        "name": "drill-ae-loopline-token",
+        "key": "token",
+    }
     port = _free_port()
     args = [
         {"--host=0.0.0.0": "--host=127.0.0.1"}.get(a, a)
