@@ -487,12 +487,14 @@ def plain_policy(cluster: ClusterHandle, loopline_crds: list[str]) -> Iterator[I
     monitor (loopline-system/loopline-monitor) bound to Model drill-ae in `default`."""
     files = sorted((helm_chart.REPO_ROOT / "manifests" / "policies").glob("*.yaml"))
     _kubectl(cluster, "create", "namespace", "loopline-system")  # may exist: other tests
+    admin = cluster.api_client()
+    custom = k8s.CustomObjectsApi(admin)
+    # The Model first: until the API server's cache holds the policy's parameter, the binding
+    # denies every Model write (parameterNotFoundAction: Deny), an admin's create included.
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", "models", _model(MODEL))
     for path in files:
         done = _kubectl(cluster, "apply", "-f", str(path))
         assert done.returncode == 0, done.stderr
-    admin = cluster.api_client()
-    custom = k8s.CustomObjectsApi(admin)
-    custom.create_namespaced_custom_object(GROUP, VERSION, "default", "models", _model(MODEL))
     handle = Install(
         "default",
         operator="",
@@ -510,12 +512,18 @@ def plain_policy(cluster: ClusterHandle, loopline_crds: list[str]) -> Iterator[I
     try:
         yield handle
     finally:
-        custom.patch_namespaced_custom_object(
-            GROUP, VERSION, "default", "models", MODEL, {"metadata": {"finalizers": None}}
-        )
-        custom.delete_namespaced_custom_object(GROUP, VERSION, "default", "models", MODEL)
+        # The policy goes first: without its parameter it would refuse the cleanup too.
         for path in reversed(files):
             _kubectl(cluster, "delete", "--ignore-not-found", "-f", str(path))
+
+        def cleaned() -> bool:  # the API server's caches drop the binding a moment later
+            custom.patch_namespaced_custom_object(
+                GROUP, VERSION, "default", "models", MODEL, {"metadata": {"finalizers": None}}
+            )
+            custom.delete_namespaced_custom_object(GROUP, VERSION, "default", "models", MODEL)
+            return True
+
+        wait_for(cleaned, timeout=60, what="Model drill-ae deleted", ignore=(ApiException,))
         admin.close()
 
 
