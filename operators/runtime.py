@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -285,9 +285,11 @@ class Operator:
             new_status = self._point_champion(obj, plan.champion_alias, previous, new_status, now)
             if self.registry is not None:
                 self.registry.mark_rollouts(plan.rollout_marks)
-            new_status = self._apply_monitor(namespace, name, spec, plan.serving, new_status)
+            new_status, monitor_url = self._apply_monitor(
+                namespace, name, spec, plan.serving, new_status
+            )
             if plan.serving is not None:
-                self.serving.apply(plan.serving)
+                self.serving.apply(replace(plan.serving, monitor_url=monitor_url))
             elif serving is not None:
                 self.serving.delete(namespace, name)  # scaled to zero
         except BackendUnavailable as exc:
@@ -337,24 +339,22 @@ class Operator:
         spec: ModelSpec,
         serving: ServingDesired | None,
         status: ModelStatus,
-    ) -> ModelStatus:
-        """Start/stop the Model's drift monitor (local mode) and point serving at it."""
+    ) -> tuple[ModelStatus, str]:
+        """Start/stop the Model's drift monitor; the status with its endpoint, and the URL the
+        model server samples to ("" without a monitor)."""
         if self.monitoring is None:
-            return status
+            return status, ""
         champion = serving.champion_version if serving is not None else None
         desired = build_monitor(namespace, name, spec, champion)
-        key = f"{namespace}/{name}"
-        urls = self.serving.monitor_urls if isinstance(self.serving, LocalServingBackend) else {}
         if desired is None:
             self.monitoring.delete(namespace, name)
-            urls.pop(key, None)
-            return status
-        url = self.monitoring.apply(desired)
-        urls[key] = url  # the sampler appends loopline.samples.SAMPLES_PATH
+            return status, ""
+        url = self.monitoring.apply(desired)  # the sampler appends loopline.samples.SAMPLES_PATH
         endpoints = status.endpoints or Endpoints()
-        return status.model_copy(
+        status = status.model_copy(
             update={"endpoints": endpoints.model_copy(update={"monitor": url})}
         )
+        return status, url
 
     def _degrade(
         self,

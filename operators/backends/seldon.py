@@ -57,7 +57,10 @@ FAILED_STATES = frozenset({"ModelFailed", "ScheduleFailed"})
 def serving_env(desired: ServingDesired) -> dict[str, str]:
     """The runtime settings a Model's spec sets on its server (LOOPLINE_SERVING_*)."""
     fallback = "true" if desired.fallback_on_missing_sensors else "false"
-    return {"LOOPLINE_SERVING_FALLBACK_ON_MISSING_SENSORS": fallback}
+    env = {"LOOPLINE_SERVING_FALLBACK_ON_MISSING_SENSORS": fallback}
+    if desired.monitor_url:
+        env["LOOPLINE_SERVING_MONITOR_URL"] = desired.monitor_url
+    return env
 
 
 @dataclass(frozen=True)

@@ -86,14 +86,12 @@ class LocalServingBackend:
         root: Path,
         *,
         tracking_uri: str,
-        monitor_urls: dict[str, str] | None = None,
         tokens_dir: Path | None = None,
     ) -> None:
         self.root = root
         self.tracking_uri = tracking_uri
         # One token per Model, shared with its drift monitor (loopline.auth.model_token_path).
         self.tokens_dir = tokens_dir or root / ".tokens"
-        self.monitor_urls = monitor_urls if monitor_urls is not None else {}
         self._managers: dict[str, LocalServingManager] = {}
         self._applied: dict[str, _Applied] = {}
         # key -> ((canary version, weight), champion counters, canary counters) at step start
@@ -119,7 +117,7 @@ class LocalServingBackend:
             canary_model_uri=model_uri(desired.registered_model, canary) if canary else "",
             canary_weight=desired.canary_weight / 100 if canary else 0.0,
             tracking_uri=self.tracking_uri,
-            monitor_url=self.monitor_urls.get(desired.key, ""),
+            monitor_url=desired.monitor_url,
             fallback_on_missing_sensors=desired.fallback_on_missing_sensors,
             token_file=str(model_token_path(self.tokens_dir, desired.namespace, desired.name)),
         )

@@ -28,6 +28,9 @@ class ServingDesired:
     fallback_on_missing_sensors: bool = True
     abort_metric: str = "error_rate"
     abort_threshold: float = 0.05
+    # Where the model server sends payload samples: the Model's drift monitor (empty: none).
+    # The runtime fills it in from the monitoring backend before it applies the serving.
+    monitor_url: str = ""
 
     @property
     def key(self) -> str:

@@ -56,12 +56,16 @@ def test_fallback_on_missing_sensors_reaches_every_serving_backend(
         registered_model="plant.drill-ae",
         champion_version="3",
         fallback_on_missing_sensors=False,
+        monitor_url="http://127.0.0.1:8090",
     )
     backend = LocalServingBackend(tmp_path, tracking_uri="sqlite:///m.db")
     assert backend._spec(desired).fallback_on_missing_sensors is False
+    # The monitor's URL travels in the serving plan too, to both backends.
+    assert backend._spec(desired).monitor_url == "http://127.0.0.1:8090"
     for key, value in serving_env(desired).items():
         monkeypatch.setenv(key, value)
     assert ServingSettings().fallback_on_missing_sensors is False
+    assert ServingSettings().monitor_url == "http://127.0.0.1:8090"
 
 
 def test_server_settings_bind_loopback_and_run_models_in_process() -> None:
