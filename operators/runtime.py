@@ -381,6 +381,7 @@ class Operator:
             self.serving.delete(namespace, name)
             if self.monitoring is not None:
                 self.monitoring.delete(namespace, name)
+            self.serving.forget(namespace, name)
             if self.registry is not None:
                 self.registry.release(registered_model_name(namespace, name))
         except (BackendUnavailable, BackendRejected, OSError) as exc:

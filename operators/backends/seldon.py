@@ -338,5 +338,8 @@ class SeldonServingBackend:
             if exc.status != 404:
                 raise _error(f"delete Secret {token_secret_name(name)}", exc) from exc
 
+    def forget(self, namespace: str, name: str) -> None:
+        """Nothing more: `delete` already removed the Model's token Secret."""
+
     def close(self) -> None:
         self.custom.api_client.close()

@@ -48,6 +48,11 @@ class ServingBackend(Protocol):
 
     def delete(self, namespace: str, name: str) -> None: ...
 
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what the Model's serving keeps beyond its deployment (its credentials): called
+        when the Model itself is deleted, not when it only scales to zero."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -203,6 +208,9 @@ class LocalServingBackend:
             manager = self._managers.get(namespace)
         if manager is not None:
             manager.stop(name)
+
+    def forget(self, namespace: str, name: str) -> None:
+        model_token_path(self.tokens_dir, namespace, name).unlink(missing_ok=True)
 
     def close(self) -> None:
         with self._lock:

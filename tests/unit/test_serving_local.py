@@ -103,3 +103,19 @@ def test_what_a_leftover_server_must_share_to_be_adopted() -> None:
     assert server_identity(replace(spec, max_batch_size=8))["server"] == "mlserver"
     assert server_identity(replace(spec, extra_env={"A": "1"})) != same
     assert os.path.isabs(same["python"])
+
+
+def test_a_deleted_model_leaves_no_token_behind(tmp_path: Path) -> None:
+    """Deleting a Model removes its token file; scaling to zero (`delete` alone) keeps it, so
+    the model server and the monitor come back with the token they had."""
+    from loopline.auth import ensure_token_file, model_token_path
+    from loopline.operators.backends.serving import LocalServingBackend
+
+    backend = LocalServingBackend(tmp_path, tracking_uri="sqlite:///m.db")
+    token_file = model_token_path(backend.tokens_dir, "plant", "drill-ae")
+    ensure_token_file(token_file)
+    backend.delete("plant", "drill-ae")
+    assert token_file.exists()
+    backend.forget("plant", "drill-ae")
+    assert not token_file.exists()
+    backend.forget("plant", "drill-ae")  # idempotent: a retried cleanup
