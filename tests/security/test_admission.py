@@ -1,5 +1,5 @@
-"""Values that cannot work are refused by the real API server when they are applied (issue 27,
-finding 6): each with the field named and the message docs/resources.md documents, and the
+"""Values that cannot work are refused by the real API server when they are applied, not 40 s
+into a training run: each with the field named and the message docs/resources.md documents, and the
 operator's pydantic parse of the same spec refuses it too, so the two cannot drift apart.
 
 The cluster fixture installs the generated CRDs, so the API server has also compiled every CEL

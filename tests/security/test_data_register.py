@@ -1,4 +1,4 @@
-"""Finding 7 of the integrity review, reproduced: `loopline data register` accepted all-empty
+"""What a hostile probe of `loopline data register` found, reproduced: it accepted all-empty
 and infinite features, left an empty `repo/data/` behind when it failed, pointed three messages
 at the wrong thing and printed pydantic's dump. Each case now fails before Feast is touched,
 naming the column, the count and the rows, and leaves nothing behind.

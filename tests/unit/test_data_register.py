@@ -98,7 +98,3 @@ def test_register_missing_entity_column(tmp_path: Path) -> None:
     code, out = _register(tmp_path, _user_frame())  # default entity machine_id
     assert code == 1
     assert "entity column 'machine_id' not in the file" in out
-
-
-# What a hostile test found (issue 27, finding 7): files that cannot become features, messages
-# that pointed at the wrong thing, and a refused file that still left a repository behind.
