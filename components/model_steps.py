@@ -206,8 +206,8 @@ def register_model(
         )
         out |= {
             "model_version": published.model_version,
-            "promoted": published.promoted,
-            "rejection_reason": None if published.promoted else published.decision.reason,
+            "gate_passed": published.gate_passed,
+            "rejection_reason": None if published.gate_passed else published.decision.reason,
             "gate_reason": published.decision.reason,
             "metrics": _json_metrics(metrics),
         }

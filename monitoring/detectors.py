@@ -1,8 +1,8 @@
 """Drift tests on one window of live rows against the reference sample, by name.
 
 Both detectors are alibi-detect's: `KSDrift` (a two-sample Kolmogorov-Smirnov test per feature,
-Bonferroni or FDR corrected) and `MMDDrift` with the pytorch backend (one multivariate
-permutation test). What this module adds is what a monitor on factory sensors needs around them:
+Bonferroni or FDR corrected; no backend needed) and `MMDDrift` with the pytorch backend (one
+multivariate permutation test; needs torch, so not in the runtime image: `require_detector`). What this module adds is what a monitor on factory sensors needs around them:
 
 - Missing values are explicit. alibi-detect would turn a NaN into a NaN p-value; here each
   feature is tested on its own non-missing values, the missing ones are counted, and a feature
@@ -81,8 +81,41 @@ def _finite_columns(arr: np.ndarray) -> list[np.ndarray]:
     return [np.sort(col[np.isfinite(col)]) for col in arr.T]
 
 
+class DetectorUnavailable(RuntimeError):
+    """A detector's backend is not installed here; the message says how to get it."""
+
+
+# Detectors whose alibi-detect backend needs torch, which the runtime image leaves out (it
+# brings GBs of CUDA libraries). KS runs on numpy and scipy alone.
+TORCH_DETECTORS = frozenset({"mmd"})
+
+
+def _torch_installed() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_detector(name: str) -> None:
+    """Refuse, at configuration time, a detector whose backend is missing in this install.
+
+    A monitor that started and failed only when its first reference loaded would sit there
+    dropping samples; this makes `loopline monitor serve` (and `build_monitor`) stop at once.
+    """
+    if name in TORCH_DETECTORS and not _torch_installed():
+        raise DetectorUnavailable(
+            f"detector {name!r} needs torch (alibi-detect's pytorch backend), which is not "
+            "installed here (the runtime image has none). Use detector 'ks', or run the "
+            "monitor from the training image, or `pip install 'loopline[training]'`."
+        )
+
+
 def _ks_class() -> type:
-    # alibi-detect imports torch and every detector on first use; seconds we pay only here.
+    # alibi-detect imports every detector (and torch, when installed) on first use; seconds
+    # we pay only here.
     from alibi_detect.cd import KSDrift
 
     class MissingAwareKSDrift(KSDrift):
@@ -308,6 +341,7 @@ def build_detector(
         raise ValueError(
             f"detector {name!r} is unknown; choose one of {sorted(DETECTORS)}"
         ) from None
+    require_detector(name)
     if name != "mmd":
         options = {k: v for k, v in options.items() if k not in ("permutations", "max_rows")}
     return factory(reference, feature_names, **options)

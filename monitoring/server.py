@@ -22,6 +22,7 @@ import uvicorn
 from loopline import auth
 
 from .app import create_app
+from .detectors import require_detector
 from .metrics import MonitorMetrics
 from .reference import ReferenceSource, reference_source_from_uri
 from .retrain import RetrainRequester, build_requester
@@ -36,6 +37,7 @@ def build_monitor(
     requester: RetrainRequester | None = None,
     metrics: MonitorMetrics | None = None,
 ) -> DriftMonitor:
+    require_detector(settings.detector)  # before anything starts: a missing backend is fatal
     source = reference_source or reference_source_from_uri(
         settings.resolved_reference_uri(), tracking_uri=settings.resolved_tracking_uri()
     )

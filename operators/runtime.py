@@ -10,12 +10,11 @@ bookkeeping lives in annotations (see handlers.py).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,11 +22,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from loopline.operators.backends import PIPELINE_BACKENDS, SERVING_BACKENDS, resolve
-from loopline.operators.backends.monitoring import LocalMonitoringBackend, MonitoringBackend
-from loopline.operators.backends.pipelines import LocalPipelineBackend, PipelineBackend
-from loopline.operators.backends.registry import RegistryBackend
-from loopline.operators.backends.serving import LocalServingBackend, ServingBackend
+from loopline.operators.backends.factory import Backends, build_backends
 from loopline.operators.builders.champion import alias_restoration, record
 from loopline.operators.builders.conditions import is_true
 from loopline.operators.builders.model import (
@@ -65,6 +60,8 @@ from loopline.types.status import (
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Backends", "Operator", "build_backends"]  # the handlers build both through here
+
 COMPONENT = "loopline-operator"
 
 
@@ -76,50 +73,6 @@ def _validation_message(exc: ValidationError, prefix: str) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
     return f"{prefix}.{where}: {first['msg']}"
-
-
-@dataclass
-class Backends:
-    pipelines: PipelineBackend
-    serving: ServingBackend
-    monitoring: MonitoringBackend | None = None  # local mode: drift monitor processes
-    registry: RegistryBackend | None = None  # the champion alias; None: runs move it
-
-
-def build_backends(settings: OperatorSettings, tracking_uri: str) -> Backends:
-    """Instantiate the backends named in settings (import paths from the short-name maps)."""
-    pipe_path = resolve("pipeline", settings.pipeline_backend, PIPELINE_BACKENDS)
-    serve_path = resolve("serving", settings.serving_backend, SERVING_BACKENDS)
-    pipe_cls = _import(pipe_path)
-    serve_cls = _import(serve_path)
-    pipelines: PipelineBackend
-    serving: ServingBackend
-    if pipe_cls is LocalPipelineBackend:
-        pipelines = LocalPipelineBackend(settings.runs_dir, settings.worker_command or None)
-    else:
-        pipelines = pipe_cls(settings)
-    monitoring: MonitoringBackend | None = None
-    if serve_cls is LocalServingBackend:
-        # One token per Model for its model server and its monitor, kept where no
-        # namespace's folder can be (names never start with a dot).
-        tokens_dir = settings.serving_dir / ".tokens"
-        serving = LocalServingBackend(
-            settings.serving_dir, tracking_uri=tracking_uri, tokens_dir=tokens_dir
-        )
-        monitoring = LocalMonitoringBackend(
-            settings.serving_dir / "monitors",
-            tracking_uri=tracking_uri,
-            kubeconfig=settings.kubeconfig,
-            tokens_dir=tokens_dir,
-        )
-    else:
-        serving = serve_cls(settings)
-    return Backends(pipelines, serving, monitoring, RegistryBackend(tracking_uri))
-
-
-def _import(path: str) -> Any:
-    module, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 class Operator:

@@ -70,4 +70,10 @@ class OperatorSettings(BaseSettings):
         default="",
         description="Seldon backend: the Loopline runtime image the Seldon Server runs.",
     )
+    seldon_open_ports: list[int] = Field(
+        default_factory=lambda: [9001, 9501, 9006, 9008, 8082],  # serving.seldon's
+        description="Seldon backend: the ports of a Server's pods that other pods may reach "
+        "(its NetworkPolicy closes the rest, MLServer's own 9000/9500 among them). Change it "
+        "only with a ServerConfig whose agent listens elsewhere.",
+    )
     kfp_host: str = Field(default="", description="KFP backend: the KFP API server URL.")

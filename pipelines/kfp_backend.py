@@ -114,7 +114,7 @@ def run_status(
 ) -> TrainingRunResult:
     """The `TrainingRunResult` a KFP run currently amounts to.
 
-    Once the run succeeded, the outcome (model version, promotion or rejection reason,
+    Once the run succeeded, the outcome (model version, gate verdict or rejection reason,
     metrics) comes from MLflow (`loopline.tracking.outcome`), unless `with_outcome` is False.
     """
     run = client.get_run(kfp_run_id)
@@ -137,7 +137,7 @@ def run_status(
         outcome = {
             "mlflow_run_id": found.mlflow_run_id,
             "model_version": found.model_version,
-            "promoted": found.promoted,
+            "gate_passed": found.gate_passed,
             "rejection_reason": found.rejection_reason,
             "metrics": found.metrics,
         }

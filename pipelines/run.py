@@ -5,14 +5,14 @@
 Reads a `TrainingRunSpec`, runs the pipeline with `kfp.local.SubprocessRunner(use_venv=False)`
 (each component a subprocess of this interpreter: no venv, no pip install), and keeps
 `result.json` (a `TrainingRunResult`) current: `Running` with the step in progress while it
-runs, then `Succeeded` (model version, promoted or the rejection reason, metrics) or `Failed`
+runs, then `Succeeded` (model version, the gate's verdict or the rejection reason, metrics) or `Failed`
 (the failing step and its error, e.g. the quality gate's summary). Writes are atomic (rename),
 so a reader never sees half a file.
 
 Cancelling: SIGTERM or SIGINT to this process writes `Cancelled` and stops the running step.
 The runner makes itself a process-group leader so that it can take its component processes
 down with it, and exits 143 (SIGTERM) / 130 (SIGINT). Exit code 0 means the run succeeded
-(whether or not the model was promoted), 1 that it failed, 2 that the spec was unreadable.
+(whether or not the version passed the gate), 1 that it failed, 2 that the spec was unreadable.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def fold_events(base: TrainingRunResult, events: list[dict[str, Any]]) -> Traini
             if event.get("model_version"):
                 update |= {
                     "model_version": str(event["model_version"]),
-                    "promoted": bool(event.get("promoted")),
+                    "gate_passed": bool(event.get("gate_passed", event.get("promoted"))),
                     "rejection_reason": event.get("rejection_reason"),
                     "message": event.get("gate_reason") or update["message"],
                 }

@@ -107,7 +107,7 @@ def detect_protocol(request: InferenceRequest) -> str:
 
 
 def load_version(role: str, uri: str, tracking_uri: str) -> LoadedVersion:
-    """Resolve and load one version (blocking: MLflow download and torch load)."""
+    """Resolve and load one version (blocking: MLflow download, reading the weights)."""
     from loopline.models.bundle import load_bundle
 
     resolved = resolve_model_uri(uri, tracking_uri)
@@ -136,11 +136,13 @@ class LooplineRuntime(MLModel):
         cfg = self.config
         uri = cfg.model_uri or (params.uri if params and params.uri else "")
         tracking = cfg.tracking_uri or _default_tracking_uri()
-        if cfg.torch_threads:
-            import torch
-
-            torch.set_num_threads(cfg.torch_threads)
         self.champion = await asyncio.to_thread(load_version, CHAMPION, uri, tracking)
+        if cfg.torch_threads:
+            # Scoring runs no torch; this matters only where torch is installed and loaded
+            # (after a format-1 bundle, or training in the same process). Never imports torch.
+            from loopline.models.bundle import set_torch_threads
+
+            set_torch_threads(cfg.torch_threads)
         if self.champion.resolved.registered_name is None:
             # A folder (Seldon's agent downloads the artifact): the registry version comes
             # from the settings, else from the Seldon Model's name `<model>-v<version>`.

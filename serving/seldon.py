@@ -11,6 +11,12 @@ The operator applies what these return; nothing here talks to a cluster.
   `requirements: [loopline]` so it lands only on a Loopline server.
 - `build_experiment`: an `Experiment` splitting traffic between champion and canary by
   weight, or mirroring a share of it to a shadow version (answers discarded).
+- `build_server_network_policy`: a NetworkPolicy on the Server's pods that admits only the
+  ports Seldon's components use (`SERVER_OPEN_PORTS`). MLServer in a Seldon Server runs
+  Seldon's own entry point, and Seldon's agent (same pod, over loopback) drives its repository
+  API without a token, so MLServer's own ports (9000 HTTP, 9500 gRPC) and rclone's remote
+  control (5572) must be unreachable from other pods: a pod that reached them could unload the
+  model or point rclone anywhere.
 """
 
 from __future__ import annotations
@@ -23,7 +29,17 @@ CAPABILITY = "loopline"
 SERVER_CONFIG = "mlserver"
 CONTAINER = "mlserver"
 RUNTIME = "loopline.serving.runtime.LooplineRuntime"
+# The runtime image's entry point is `loopline` (the operator and the monitor run from the same
+# image), so the Server's container names MLServer's command itself: serve the folder Seldon's
+# agent fills.
+MLSERVER_COMMAND = ["/bin/sh", "-c", 'exec mlserver start "$MLSERVER_MODELS_DIR"']
 MANAGED_BY = {"app.kubernetes.io/managed-by": "loopline"}
+# The label Seldon's controller puts on every pod of a Server (value: the Server's name).
+SERVER_POD_LABEL = "seldon-server-name"
+# Ports of a Server pod (Seldon's `mlserver` ServerConfig) that other pods may reach: the
+# agent's inference reverse proxy (HTTP 9001, gRPC 9501) that seldon-mesh routes to, the
+# agent's metrics (9006) and readiness (9008) ports, and MLServer's metrics (8082).
+SERVER_OPEN_PORTS = (9001, 9501, 9006, 9008, 8082)
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -69,6 +85,7 @@ def build_server(
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
+        "command": list(MLSERVER_COMMAND),
         "env": [{"name": k, "value": v} for k, v in sorted(variables.items())],
     }
     for entry in env_from_secrets or []:
@@ -168,4 +185,32 @@ def build_experiment(
             _name(model, "model"), namespace, {"loopline.dev/model": model, **(labels or {})}
         ),
         "spec": spec,
+    }
+
+
+def build_server_network_policy(
+    server: str,
+    namespace: str,
+    *,
+    open_ports: tuple[int, ...] = SERVER_OPEN_PORTS,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A NetworkPolicy admitting ingress to the Server's pods on `open_ports` only (from any
+    source: seldon-mesh and Prometheus live where the cluster puts them). Every other port of
+    the pod, MLServer's unguarded repository API among them, is closed to other pods; the
+    agent reaches MLServer over loopback, which NetworkPolicies do not filter."""
+    if not open_ports:
+        raise ValueError("open_ports is empty: the Server's inference ports must stay reachable")
+    bad = [p for p in open_ports if not 0 < p < 65536]
+    if bad:
+        raise ValueError(f"open_ports {bad}: ports are 1-65535")
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(server, namespace, labels),
+        "spec": {
+            "podSelector": {"matchLabels": {SERVER_POD_LABEL: server}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"port": p, "protocol": "TCP"} for p in sorted(open_ports)]}],
+        },
     }

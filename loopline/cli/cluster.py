@@ -72,6 +72,20 @@ def cluster() -> None:
     help="Extra folder of CRD manifests to install (repeatable); manifests/crds is always "
     "installed.",
 )
+@click.option(
+    "--runtime",
+    type=click.Choice(["kwok", "containerd"]),
+    default="kwok",
+    show_default=True,
+    help="kwok: fake nodes, nothing runs (fast). containerd: one real node (containerd, "
+    "kubelet, kube-proxy) that runs pods; needs root and `make system-deps`.",
+)
+@click.option(
+    "--registry-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="containerd runtime: a plain-http registry on 127.0.0.1 the node may pull from.",
+)
 @click.option("--no-build", is_flag=True, help="Use the cached binaries without calling build.sh.")
 @click.option(
     "--reset",
@@ -82,7 +96,13 @@ def cluster() -> None:
 @state_dir_option
 @_friendly_errors
 def up(
-    nodes: int, crd_dirs: tuple[Path, ...], no_build: bool, reset: bool, state_dir: Path | None
+    nodes: int,
+    crd_dirs: tuple[Path, ...],
+    runtime: str,
+    registry_port: int | None,
+    no_build: bool,
+    reset: bool,
+    state_dir: Path | None,
 ) -> None:
     """Start the cluster and print how to use it.
 
@@ -90,7 +110,14 @@ def up(
     keeping the etcd data, CA, certificates, ports and tokens (kubeconfigs stay valid).
     """
     local = _cluster(state_dir)
-    result = local.up(nodes=nodes, crd_dirs=list(crd_dirs), build=not no_build, reset=reset)
+    result = local.up(
+        nodes=nodes,
+        crd_dirs=list(crd_dirs),
+        build=not no_build,
+        reset=reset,
+        runtime=runtime,
+        registry_port=registry_port,
+    )
     state = result.state
     for line in result.deleted:
         click.echo(f"--reset deleted {line}")
@@ -102,9 +129,14 @@ def up(
         click.echo(f"Recovered the cluster in {local.state_dir}: {kept}. Nothing was deleted.")
     else:
         verb = "started" if result.started else "already running"
+    nodes_text = (
+        f"a containerd node at {state.node_ip}"
+        if state.runtime == "containerd"
+        else f"{state.nodes} fake node(s)"
+    )
     click.echo(
         f"Cluster {verb}: Kubernetes {state.kubernetes_version} at {state.server} "
-        f"with {state.nodes} fake node(s).\n\n"
+        f"with {nodes_text}.\n\n"
         f"  export KUBECONFIG={local.kubeconfig_path}\n"
         f'  export PATH="{state.bin_dir}:$PATH"   # the matching kubectl and helm\n'
         "  kubectl get ns\n\n"
@@ -158,6 +190,8 @@ def status(as_json: bool, state_dir: Path | None) -> None:
             f"{current.health.value}: {state.server} (Kubernetes {state.kubernetes_version})"
         )
         click.echo(f"  state dir:  {local.state_dir}")
+        runtime = f"{state.runtime} (node IP {state.node_ip})" if state.node_ip else state.runtime
+        click.echo(f"  runtime:    {runtime}")
         click.echo(f"  kubeconfig: {local.kubeconfig_path}")
         for record in state.processes:
             alive = "dead" if record.name in current.dead else "running"

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "demo": "loopline.cli.demo:demo",
     "serve": "loopline.cli.serve:serve",
     "pipeline": "loopline.cli.pipeline:pipeline",
+    "images": "loopline.cli.images:images",
 }
 
 

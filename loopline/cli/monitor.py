@@ -65,10 +65,11 @@ def serve(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     from loopline.auth import AuthConfigError
+    from loopline.monitoring.detectors import DetectorUnavailable
 
     try:
         run(settings, reference=reference)
-    except AuthConfigError as exc:
+    except (AuthConfigError, DetectorUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
 
 

@@ -10,11 +10,14 @@ from loopline.cluster.kubeconfig import component_users, kubeconfig, token_file
 from loopline.cluster.layout import Layout
 
 
-def write(layout: Layout, ports: commands.Ports) -> dict[str, str]:
-    """PKI, token file and kubeconfigs under `layout`; returns each identity's token."""
+def write(
+    layout: Layout, ports: commands.Ports, *, extra_ips: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """PKI, token file and kubeconfigs under `layout`; returns each identity's token.
+    `extra_ips` go into the apiserver's serving certificate (see pki.generate)."""
     layout.root.mkdir(parents=True, exist_ok=True)
     layout.root.chmod(0o700)
-    keys = pki.generate()
+    keys = pki.generate(extra_ips=extra_ips)
     pki.write(keys, layout)
     users = component_users()
     pki.write_private(layout.token_file, token_file(list(users.values())).encode())

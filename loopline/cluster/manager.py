@@ -2,6 +2,9 @@
 
 This module starts and stops processes; everything it starts them with (command lines,
 kubeconfigs, certificates, node objects) comes from the pure modules beside it.
+
+Size: the lifecycle of both runtimes (kwok, and the containerd node's start, failure cleanup
+and teardown) in one place; moving the node's half into `cluster/node/` is the next split.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +31,10 @@ from loopline.cluster.errors import (
 )
 from loopline.cluster.kubectl import Kubectl, KubectlError
 from loopline.cluster.layout import Layout
+from loopline.cluster.node import config as node_config
+from loopline.cluster.node import oci, prerequisites, teardown
+from loopline.cluster.node import runner as node
+from loopline.cluster.node.layout import NodeLayout
 from loopline.cluster.settings import ClusterSettings
 from loopline.wait import WaitTimeout, wait_for
 
@@ -42,10 +49,15 @@ _OWN_ENTRIES = {
     "kubeconfig",
     "kubeconfigs",
     "kwok.yaml",
+    "node",
     "state.json",
     "state.tmp",
+    "coredns",  # loopline.cluster.dns: Corefile, CoreDNS's kubeconfig
+    "registry",  # loopline.cluster.registry: config.yml (the images live in the cache)
 }
 
+
+RUNTIMES = ("kwok", "containerd")
 
 _PORT_RELEASE_GRACE = 5.0  # seconds a dead process's port may take to be released
 
@@ -81,6 +93,7 @@ class LocalCluster:
     ) -> None:
         self.settings = settings or ClusterSettings()
         self.layout = Layout(self.settings.resolved_state_dir())
+        self.node_layout = NodeLayout(self.layout)
         self._binaries = binaries
 
     # -- queries ---------------------------------------------------------------------------
@@ -120,6 +133,9 @@ class LocalCluster:
         *,
         build: bool = True,
         reset: bool = False,
+        runtime: str = "kwok",
+        registry_port: int | None = None,
+        cluster_dns: str = node_config.DEFAULT_CLUSTER_DNS,
     ) -> UpResult:
         """Start the cluster, bring back the dead processes of one, or do nothing when it
         already runs.
@@ -128,9 +144,17 @@ class LocalCluster:
         still running; see `recovery`. `reset` first stops and deletes the cluster that is
         there. If a fresh start fails, everything already started is stopped again and the
         logs are kept; if a recovery fails, nothing is deleted.
+
+        `runtime="containerd"` adds a real node (containerd, kubelet, kube-proxy; see
+        cluster.node) instead of fake ones; `registry_port` is a plain-http registry on
+        127.0.0.1 it may pull from, `cluster_dns` the address of the cluster's DNS Service.
         """
         if nodes < 0:
             raise ValueError("nodes must be >= 0")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+        if runtime == "containerd" and nodes:
+            raise ValueError("a containerd cluster has one real node; --nodes is for kwok")
         with st.locked(self.layout.lock_file):
             deleted = self._reset() if reset else []
             current = self.state()
@@ -161,13 +185,25 @@ class LocalCluster:
                 )
             self._remove_state_dir()  # at most the logs of a failed start are left
             binaries = self._binaries or ensure(self.settings, build_if_needed=build)
+            if runtime == "containerd":
+                if build and self._binaries is None:
+                    node.build_binaries(self.settings)
+                prerequisites.check(binaries.bin_dir)
             started = time.monotonic()
             try:
-                state = self._start(binaries, nodes)
+                state = self._start(
+                    binaries,
+                    nodes,
+                    runtime=runtime,
+                    registry_port=registry_port,
+                    cluster_dns=cluster_dns,
+                )
             except BaseException:
                 failed = self.state()
                 if failed is not None:
                     self._stop_all(failed)
+                elif runtime == "containerd":
+                    node.stop(self.node_layout, binaries.bin_dir)
                 # Keep the logs for the error message. The rest of a cluster that never
                 # came up holds nothing of anyone's, and the next `up` must see no cluster.
                 self._remove_state_dir(keep={"logs"})
@@ -260,7 +296,8 @@ class LocalCluster:
                 if old.name in decision.restart:
                     proc.stop(old)  # a no-op unless it is still ours; reaps our zombie
                     log.info("restarting %s", old.name)
-                    record = proc.start(old.name, old.argv, old.log)
+                    env = node.environment() if old.name in node.COMPONENTS else None
+                    record = proc.start(old.name, old.argv, old.log, env=env)
                     started.append(record)
                     state.processes = [record if p.name == old.name else p for p in state.processes]
                     st.save(self.layout.state_file, state)
@@ -300,6 +337,10 @@ class LocalCluster:
         with st.locked(self.layout.lock_file):
             current = self.state()
             stopped = self._stop_all(current) if current is not None else []
+            if current is None and self.node_layout.root.exists():
+                # A node whose `up` died before it wrote the state file: its containers,
+                # mounts and rules may still be there.
+                node.stop(self.node_layout, None)
             self._remove_state_dir()
             return stopped
 
@@ -331,6 +372,10 @@ class LocalCluster:
         for record in reversed(state.processes):
             log.info("stopping %s (pid %d)", record.name, record.pid)
             proc.stop(record)
+        if state.runtime == "containerd":
+            # The containers, their mounts, the bridge and the iptables rules outlive the
+            # processes that made them.
+            node.stop(self.node_layout, state.bin_dir)
         return list(state.processes)
 
     def _remove_state_dir(self, keep: frozenset[str] | set[str] = frozenset()) -> None:
@@ -344,6 +389,13 @@ class LocalCluster:
                 f"{root} holds files a Loopline cluster does not create "
                 f"({', '.join(sorted(foreign))}); refusing to delete it. Point "
                 "LOOPLINE_CLUSTER_STATE_DIR at a directory of its own."
+            )
+        if mounted := teardown.mounts_under(root):
+            # rmtree would walk into a bind mount and delete what it shows.
+            raise ClusterError(
+                f"refusing to delete {root}: {len(mounted)} mount(s) remain below it "
+                f"(e.g. {mounted[0]}); unmount them (umount -l) and run `loopline cluster "
+                "down` again."
             )
         if not keep:
             shutil.rmtree(root)
@@ -370,9 +422,6 @@ class LocalCluster:
             apiserver=fixed or picked[5],
         )
 
-    def _write_config(self, ports: commands.Ports) -> dict[str, str]:
-        return identities.write(self.layout, ports)
-
     def _command(self, name: str, binaries: Binaries, ports: commands.Ports) -> list[str]:
         layout = self.layout
         binary = binaries[name]
@@ -392,9 +441,31 @@ class LocalCluster:
             return commands.kwok_command(binary, layout, ports)
         raise ValueError(name)
 
-    def _start(self, binaries: Binaries, nodes: int) -> st.ClusterState:
+    def _start(
+        self,
+        binaries: Binaries,
+        nodes: int,
+        *,
+        runtime: str = "kwok",
+        registry_port: int | None = None,
+        cluster_dns: str = node_config.DEFAULT_CLUSTER_DNS,
+    ) -> st.ClusterState:
         ports = self._pick_ports()
-        tokens = self._write_config(ports)
+        real_node = runtime == "containerd"
+        node_ip = node.primary_ipv4() if real_node else None
+        if node_ip is not None:
+            teardown.record(self.node_layout)
+        tokens = identities.write(self.layout, ports, extra_ips=(node_ip,) if node_ip else ())
+        spec: node_config.NodeSpec | None = None
+        if node_ip is not None:
+            spec = node_config.NodeSpec(
+                self.node_layout,
+                node_ip,
+                node.free_node_ports(),
+                cluster_dns=cluster_dns,
+                registry_port=registry_port,
+            )
+            node.write_config(spec, ports.server)
         state = st.ClusterState(
             kubernetes_version=binaries.kubernetes_version,
             server=ports.server,
@@ -409,9 +480,27 @@ class LocalCluster:
             nodes=nodes,
             bin_dir=binaries.bin_dir,
             kubeconfig=self.layout.kubeconfig,
+            runtime=runtime,
+            node_ip=node_ip,
         )
+        names = commands.components(nodes)
+        if spec is not None:
+            names = (
+                *commands.CORE_COMPONENTS,
+                "kube-controller-manager",
+                "kube-scheduler",
+                *node.COMPONENTS,
+            )
+            state.ports.update(
+                {
+                    "kubelet": spec.ports.kubelet,
+                    "kubelet-healthz": spec.ports.kubelet_healthz,
+                    "kube-proxy-healthz": spec.ports.proxy_healthz,
+                    "kube-proxy-metrics": spec.ports.proxy_metrics,
+                }
+            )
         kubectl = Kubectl(binaries.kubectl, self.layout.kubeconfig)
-        for name in commands.components(nodes):
+        for name in names:
             if name == "kwok":
                 # The nodes exist before kwok starts, so it adopts them on its first list.
                 log.info("creating %d fake node(s)", nodes)
@@ -423,16 +512,47 @@ class LocalCluster:
                     input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
                 )
             log.info("starting %s", name)
-            record = proc.start(name, self._command(name, binaries, ports), self.layout.log(name))
+            if name in node.COMPONENTS and spec is not None:
+                argv = self._node_command(name, binaries, spec)
+                record = proc.start(name, argv, self.layout.log(name), env=node.environment())
+            else:
+                argv = self._command(name, binaries, ports)
+                if name == "kube-apiserver" and spec is not None:
+                    argv = node_config.apiserver_for_real_node(argv, spec.node_ip, spec.layout)
+                record = proc.start(name, argv, self.layout.log(name))
             state.processes.append(record)
             st.save(self.layout.state_file, state)
             self._wait_ready(record, state, tokens["admin"])
-        if nodes:
+            if name == "containerd":
+                # The sandbox image cannot be pulled from anywhere: import our own.
+                pause = oci.pause_image(binaries.bin_dir / "pause", node_config.PAUSE_IMAGE)
+                node.import_image(self.node_layout, pause)
+        if nodes or real_node:
             self._wait_default_service_account(state, tokens["admin"])
         return state
 
+    def _node_command(self, name: str, binaries: Binaries, spec: node_config.NodeSpec) -> list[str]:
+        binary = binaries.bin_dir / name
+        if name == "containerd":
+            found = shutil.which("containerd", path=prerequisites.search_path())
+            return node_config.containerd_command(Path(found or "/usr/bin/containerd"), spec)
+        if name == "kubelet":
+            return node_config.kubelet_command(binary, spec)
+        if name == "kube-proxy":
+            return node_config.kube_proxy_command(binary, spec)
+        raise ValueError(name)
+
+    def _probe(self, name: str, state: st.ClusterState, token: str) -> Callable[[], bool]:
+        if name == "containerd":
+            return node.containerd_ready(self.node_layout)
+        if name == "kubelet":
+            return node.node_ready(state.server, self.layout.ca_cert, token)
+        if name == "kube-proxy":
+            return node.proxy_ready(state.ports["kube-proxy-healthz"])
+        return readiness.probe(name, state, self.layout, token)
+
     def _wait_ready(self, record: st.ProcessRecord, state: st.ClusterState, token: str) -> None:
-        ready = readiness.probe(record.name, state, self.layout, token)
+        ready = self._probe(record.name, state, token)
         proc.wait_until(
             record, ready, timeout=self.settings.start_timeout, what="ready", interval=0.2
         )

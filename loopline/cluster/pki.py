@@ -130,10 +130,11 @@ def _leaf(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def generate(now: dt.datetime | None = None) -> PKI:
+def generate(now: dt.datetime | None = None, *, extra_ips: tuple[str, ...] = ()) -> PKI:
     """A fresh cluster CA with the apiserver's serving certificate for loopback and the
     service IP, an SA key pair, and etcd's own CA with etcd's certificate and the client
-    certificate kube-apiserver presents to etcd (etcd requires one: `--client-cert-auth`)."""
+    certificate kube-apiserver presents to etcd (etcd requires one: `--client-cert-auth`).
+    `extra_ips`: more addresses the apiserver is reached at (a containerd node's IP)."""
     now = now or dt.datetime.now(dt.UTC)
     ca = _ca("loopline-local-ca", now)
     serving = _leaf(
@@ -142,7 +143,7 @@ def generate(now: dt.datetime | None = None) -> PKI:
         now,
         [ExtendedKeyUsageOID.SERVER_AUTH],
         dns_names=SERVING_DNS_NAMES,
-        ips=SERVING_IPS,
+        ips=SERVING_IPS + tuple(ip for ip in extra_ips if ip not in SERVING_IPS),
     )
     etcd_ca = _ca("loopline-etcd-ca", now)
     # One certificate serves clients and the (single-member) peer listener, which checks

@@ -6,7 +6,7 @@ from __future__ import annotations
 import urllib.error
 from collections.abc import Callable
 
-from loopline.cluster import probes, recovery
+from loopline.cluster import dns, probes, recovery, registry
 from loopline.cluster import process as proc
 from loopline.cluster import state as st
 from loopline.cluster.errors import ComponentStartError
@@ -57,6 +57,10 @@ def probe(name: str, state: st.ClusterState, layout: Layout, token: str) -> Call
                 return False
 
         return kwok_ready
+    if name == dns.PROCESS_NAME:
+        return lambda: dns.ready(ports[dns.READY_PORT_KEY])
+    if name == registry.PROCESS_NAME:
+        return lambda: registry.healthy(f"127.0.0.1:{ports[registry.PORT_KEY]}")
     raise ValueError(name)
 
 

@@ -48,6 +48,10 @@ class ClusterState(BaseModel):
     ports: dict[str, int]
     nodes: int
     bin_dir: Path
+    # "kwok" (fake nodes, nothing runs) or "containerd" (a real node: see cluster.node);
+    # recorded so `status` and `down` know what to look at and tear down.
+    runtime: str = "kwok"
+    node_ip: str | None = None  # the containerd node's InternalIP
     kubeconfig: Path
     processes: list[ProcessRecord] = Field(default_factory=list)
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

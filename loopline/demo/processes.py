@@ -12,20 +12,18 @@ Two nets catch every process:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import signal
-import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+import psutil
 from pydantic import BaseModel, ConfigDict, Field
 
-from loopline.cluster import process as proc
-from loopline.cluster.state import ProcessRecord, is_alive
+from loopline import supervisor
+from loopline.supervisor import ProcessRecord, SupervisorError
 
 log = logging.getLogger(__name__)
 
@@ -49,44 +47,21 @@ class DemoState(BaseModel):
 
 def tagged_pids(demo_id: str) -> list[int]:
     """Pids of live processes whose environment carries this demo's id (never our own)."""
-    needle = f"{DEMO_ID_ENV}={demo_id}".encode()
     me = os.getpid()
     found = []
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        if not entry.name.isdigit() or int(entry.name) == me:
+    for process in psutil.process_iter(["status"]):
+        if process.pid == me or process.info["status"] in (
+            psutil.STATUS_ZOMBIE,
+            psutil.STATUS_DEAD,
+        ):
             continue
         try:
-            environ = (entry / "environ").read_bytes()
-            stat = (entry / "stat").read_text()
-        except OSError:
+            environ = process.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if stat.rpartition(")")[2].split()[0] in ("Z", "X"):
-            continue
-        if needle in environ.split(b"\0"):
-            found.append(int(entry.name))
+        if environ.get(DEMO_ID_ENV) == demo_id:
+            found.append(process.pid)
     return sorted(found)
-
-
-def _terminate(pids: list[int], timeout: float) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    alive = list(pids)
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.1)
-        alive = [p for p in alive if _running(p)]
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 class DemoProcesses:
@@ -136,7 +111,9 @@ class DemoProcesses:
 
         `stop_timeout` bounds the wait between SIGTERM and SIGKILL for a process known not
         to need a graceful shutdown (a UI), so stopping the demo stays quick."""
-        record = proc.start(name, argv, self.state_dir / "logs" / f"{name}.log", env=self.env(env))
+        record = supervisor.start(
+            name, argv, log_file=self.state_dir / "logs" / f"{name}.log", env=self.env(env)
+        )
         self.state.processes.append(record)
         if stop_timeout is not None:
             self.state.stop_timeouts[name] = stop_timeout
@@ -153,7 +130,7 @@ class DemoProcesses:
         self.save()
 
     def alive(self) -> list[ProcessRecord]:
-        return [p for p in self.state.processes if is_alive(p)]
+        return [p for p in self.state.processes if supervisor.alive(p)]
 
     def leftovers(self) -> list[int]:
         """Live pids that belong to this demo: recorded ones and anything carrying its id."""
@@ -165,10 +142,13 @@ class DemoProcesses:
         anything else still carrying the demo id. Returns the names stopped."""
         stopped = []
         for record in reversed(self.state.processes):
-            if is_alive(record):
+            if supervisor.alive(record):
                 log.info("stopping %s (pid %d)", record.name, record.pid)
                 stopped.append(record.name)
-            proc.stop(record, timeout=self.state.stop_timeouts.get(record.name, timeout))
+            try:
+                supervisor.stop(record, self.state.stop_timeouts.get(record.name, timeout))
+            except SupervisorError as exc:  # the sweep below tries again; the rest goes on
+                log.error("could not stop %s: %s", record.name, exc)
         if self.state.cluster_state_dir is not None:
             from loopline.cluster.manager import LocalCluster
             from loopline.cluster.settings import ClusterSettings
@@ -180,7 +160,7 @@ class DemoProcesses:
         strays = tagged_pids(self.demo_id)
         if strays:
             log.info("stopping %d more process(es) started by the demo: %s", len(strays), strays)
-            _terminate(strays, timeout=10.0)
+            supervisor.stop_pids(strays, grace=10.0)
             stopped.extend(f"pid {p}" for p in strays)
         self.state.processes = []
         self.state.cluster_state_dir = None

@@ -21,10 +21,7 @@ from typing import Any
 import httpx
 import yaml
 
-from loopline import kube, quiet
-from loopline.cluster import process as proc
-from loopline.cluster.errors import ClusterError
-from loopline.cluster.state import ProcessRecord
+from loopline import kube, quiet, supervisor
 from loopline.data.generator import GeneratorConfig, Manifest, generate
 from loopline.data.schema import CORE_SENSORS, factory_schema
 from loopline.demo.errors import BrokenPiece
@@ -36,6 +33,8 @@ from loopline.demo.record import DemoRecord
 from loopline.demo.settings import DemoSettings
 from loopline.demo.traffic import Plant, PlantStream
 from loopline.demo.watch import ModelWatcher
+from loopline.ports import free_port
+from loopline.supervisor import ProcessRecord, SupervisorError
 
 OWN_DIRS = ("cluster", "mlflow", "data", "feature_repo", "operator", "manifests", "monitor")
 
@@ -171,7 +170,7 @@ class DemoStack:
             mlflow_log.removeHandler(handler)
         mlflow_log.propagate = True
         MlflowClient(tracking_uri=self.tracking_uri).search_experiments(max_results=1)
-        port = proc.free_ports(1)[0]
+        port = free_port()
         argv = [
             sys.executable,
             "-m",
@@ -209,8 +208,8 @@ class DemoStack:
                 return False
 
         try:
-            proc.wait_until(self._mlflow, healthy, timeout=timeout, what="healthy")
-        except ClusterError as exc:  # ComponentStartError: the UI is not essential to the loop
+            supervisor.wait_until(self._mlflow, healthy, timeout=timeout, what="healthy")
+        except SupervisorError as exc:  # the UI is not essential to the loop
             raise BrokenPiece(f"MLflow UI: {exc}") from exc
         self.record.step("MLflow UI up", detail=url, command=f"open {url}/#/models")
         self._mlflow = None
@@ -250,10 +249,10 @@ class DemoStack:
         argv = [sys.executable, "-m", "loopline.cli.main", "operator", "run"]
         record = self.processes.start("operator", argv, env=self.child_env())
         time.sleep(1.0)
-        if proc.exited(record):
+        if not supervisor.alive(record):
             raise BrokenPiece(
                 f"the operator exited at start; last lines of {record.log}:\n"
-                + proc.log_tail(record.log)
+                + supervisor.log_tail(record.log)
             )
         self.record.step(
             "Operator running (local backends)",

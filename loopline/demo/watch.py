@@ -125,10 +125,10 @@ class StatusTracker:
             if version and run_id not in self.registered:
                 self.registered.add(run_id)
                 self.record.mark("registered", f"version {version} ({run_id})")
-            promoted = run.get("promoted")
-            if promoted is not None and run_id not in self.decided:
+            passed = run.get("gatePassed")
+            if passed is not None and run_id not in self.decided:
                 self.decided.add(run_id)
-                if promoted:
+                if passed:
                     self.record.mark("gate-passed", f"version {version} beats the champion")
                 else:
                     self.record.mark("gate-rejected", str(run.get("message") or ""))

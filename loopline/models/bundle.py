@@ -2,9 +2,15 @@
 
 One bundle holds the primary network (all sensors) and the fallback network (core sensors
 only), each with its own scaler and, for anomaly detection, its calibrated threshold. On disk
-it is a folder (`bundle.json` + one `state_dict` file per network); in MLflow it is the
-`bundle` artifact of one pyfunc model (see `loopline.models.pyfunc`). `load_bundle` accepts
-either a local bundle folder or any MLflow model URI (`models:/name@champion`, `runs:/…`).
+it is a folder (`bundle.json` + one weights file per network); in MLflow it is the `bundle`
+artifact of one pyfunc model (see `loopline.models.pyfunc`). `load_bundle` accepts either a
+local bundle folder or any MLflow model URI (`models:/name@champion`, `runs:/…`).
+
+Format 2 (written since the runtime image dropped torch) stores each network's dense layers as
+a numpy `.npz` of float32 arrays, so the model server and the drift monitor load and score a
+bundle with numpy alone: torch is a training dependency (the `training` extra), and the
+runtime image without it is a few GB smaller. Format 1 (torch `state_dict` files) is what
+versions registered before that hold; it still loads where torch is importable.
 
 `score()` is the hot path of the model server: numpy in, numpy out, no pandas. The networks
 are small dense stacks (Linear and ReLU) trained with torch; scoring runs the same weights in
@@ -12,27 +18,37 @@ one compiled call (`dense_kernel.PackedStack`), because at the batch sizes a lin
 torch's per-operator dispatch, and even numpy's (`DenseStack`, the reference), costs several
 times the arithmetic. Training, the pyfunc and the server all score through this one path,
 and unit tests hold it to numpy's and the torch module's outputs.
+
+Size: the format-2 reader/writer and the format-1 loader live together until format 1 goes.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from loopline.models.dense_kernel import PackedStack
-from loopline.models.nets import AUTOENCODER, CLASSIFIER, load_network
+from loopline.models.nets import AUTOENCODER, CLASSIFIER
 from loopline.models.standardize import Standardizer
 from loopline.types.common import Task
 
+if TYPE_CHECKING:  # torch is a training dependency; serving never imports it
+    from torch import nn
+
 BUNDLE_FILE = "bundle.json"
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2
+TORCH_FORMAT = 1  # state_dict files: readable only where torch is installed
+READABLE_FORMATS = (TORCH_FORMAT, BUNDLE_FORMAT)
 ARTIFACT_KEY = "bundle"  # key of the bundle folder among the pyfunc's artifacts
+WEIGHTS_SUFFIX = ".npz"
+TRAINING_EXTRA_HINT = (
+    "install torch (the training image has it; elsewhere `pip install 'loopline[training]'`)"
+)
 
 
 class BundleError(ValueError):
@@ -47,6 +63,9 @@ class DenseStack:
 
     @classmethod
     def of(cls, net: nn.Module) -> DenseStack:
+        """The weights of a torch module (training and tests; needs torch)."""
+        from torch import nn
+
         modules = list(net.children()) if isinstance(net, nn.Sequential) else [net]
         layers: list[tuple[np.ndarray, np.ndarray, bool]] = []
         for module in modules:
@@ -63,6 +82,60 @@ class DenseStack:
             raise BundleError("network has no Linear layer")
         return cls(tuple(layers))
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The layers as named arrays (the `.npz` of bundle format 2).
+
+        `weight_<i>` is layer i's float32 [in, out] matrix (torch's weight transposed, the
+        layout the kernel multiplies with), `bias_<i>` its float32 [out], and `relu` one flag
+        per layer: whether a ReLU follows it.
+        """
+        out: dict[str, np.ndarray] = {}
+        for i, (weight, bias, _) in enumerate(self.layers):
+            out[f"weight_{i}"] = np.ascontiguousarray(weight, dtype=np.float32)
+            out[f"bias_{i}"] = np.ascontiguousarray(bias, dtype=np.float32)
+        out["relu"] = np.array([relu for _, _, relu in self.layers], dtype=np.bool_)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Any, what: str) -> DenseStack:
+        """Rebuild from `arrays()`'s names; `what` names the file in errors."""
+        if "relu" not in arrays:
+            raise BundleError(f"{what}: array 'relu' is missing")
+        relu = np.asarray(arrays["relu"], dtype=np.bool_)
+        if relu.ndim != 1 or relu.size == 0:
+            raise BundleError(f"{what}: 'relu' must be one flag per layer, got {relu.shape}")
+        layers: list[tuple[np.ndarray, np.ndarray, bool]] = []
+        for i in range(relu.size):
+            for key in (f"weight_{i}", f"bias_{i}"):
+                if key not in arrays:
+                    raise BundleError(f"{what}: array {key!r} is missing ({relu.size} layers)")
+            weight = np.asarray(arrays[f"weight_{i}"], dtype=np.float32)
+            bias = np.asarray(arrays[f"bias_{i}"], dtype=np.float32)
+            width = layers[-1][0].shape[1] if layers else weight.shape[0]
+            if weight.ndim != 2 or weight.shape[0] != width or bias.shape != weight.shape[1:]:
+                raise BundleError(
+                    f"{what}: layer {i} has weight {weight.shape} and bias {bias.shape}; "
+                    f"expected [{width}, out] and [out]"
+                )
+            layers.append((weight, bias, bool(relu[i])))
+        return cls(tuple(layers))
+
+    def save(self, path: Path) -> None:
+        with path.open("wb") as f:
+            np.savez(f, **self.arrays())
+
+    @classmethod
+    def load(cls, path: Path) -> DenseStack:
+        if not path.is_file():
+            raise BundleError(f"{path} is missing")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls.from_arrays({key: data[key] for key in data.files}, str(path))
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, BundleError):
+                raise
+            raise BundleError(f"{path} is not a weights file of bundle format 2: {exc}") from exc
+
     def __call__(self, z: np.ndarray) -> np.ndarray:
         h = z
         for weight, bias, relu in self.layers:
@@ -77,21 +150,49 @@ class DenseStack:
 class Scorer:
     """One network with its scaler (and threshold): the primary or the fallback model.
 
-    The weights are read into a `DenseStack` when the scorer is made: train `net` first.
+    Holds the network only as numpy layers (`dense`), so serving needs no torch; training and
+    tests make one from a trained torch module with `Scorer.from_network`.
     """
 
     feature_names: list[str]
     scaler: Standardizer
     config: dict[str, Any]
-    net: nn.Module
+    dense: DenseStack
     threshold: float | None = None  # anomaly detection only
     class_names: list[str] = field(default_factory=list)  # classification only
-    dense: DenseStack = field(init=False, repr=False)
     kernel: PackedStack = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.dense = DenseStack.of(self.net)
-        self.kernel = PackedStack.of(self.scaler.mean, self.scaler.scale, self.dense.layers)
+        try:
+            self.kernel = PackedStack.of(self.scaler.mean, self.scaler.scale, self.dense.layers)
+        except ValueError as exc:
+            raise BundleError(f"network and scaler do not fit together: {exc}") from exc
+        if self.kernel.dims[0] != len(self.feature_names):
+            raise BundleError(
+                f"network takes {self.kernel.dims[0]} inputs; the scorer has "
+                f"{len(self.feature_names)} features {self.feature_names}"
+            )
+
+    @classmethod
+    def from_network(
+        cls,
+        *,
+        feature_names: list[str],
+        scaler: Standardizer,
+        config: dict[str, Any],
+        net: nn.Module,
+        threshold: float | None = None,
+        class_names: list[str] | None = None,
+    ) -> Scorer:
+        """A scorer of a trained torch module's current weights (the module is not kept)."""
+        return cls(
+            feature_names=feature_names,
+            scaler=scaler,
+            config=config,
+            dense=DenseStack.of(net),
+            threshold=threshold,
+            class_names=list(class_names or []),
+        )
 
     @property
     def kind(self) -> str:
@@ -149,16 +250,38 @@ class Scorer:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], folder: Path) -> Scorer:
-        state = torch.load(folder / data["weights"], map_location="cpu", weights_only=True)
+    def from_dict(cls, data: dict[str, Any], folder: Path, *, bundle_format: int) -> Scorer:
+        weights = folder / str(data["weights"])
+        if bundle_format == TORCH_FORMAT:
+            dense = _dense_of_state_dict(data["network"], weights)
+        else:
+            dense = DenseStack.load(weights)
         return cls(
             feature_names=list(data["feature_names"]),
             scaler=Standardizer.from_dict(data["scaler"]),
             config=dict(data["network"]),
-            net=load_network(data["network"], state),
+            dense=dense,
             threshold=None if data.get("threshold") is None else float(data["threshold"]),
             class_names=list(data.get("class_names") or []),
         )
+
+
+def _dense_of_state_dict(config: dict[str, Any], path: Path) -> DenseStack:
+    """The layers of a format-1 `state_dict` file, read with torch (imported only here)."""
+    try:
+        import torch
+
+        from loopline.models.nets import load_network
+    except ImportError as exc:
+        raise BundleError(
+            f"{path.parent} is a bundle of format {TORCH_FORMAT} (torch state_dict files), "
+            f"which needs torch to read and torch is not importable here ({exc}). Either "
+            f"{TRAINING_EXTRA_HINT}, or convert it once where torch is installed: "
+            "`ModelBundle.load_dir(folder).save(new_folder)` writes format "
+            f"{BUNDLE_FORMAT}, which loads with numpy alone"
+        ) from exc
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return DenseStack.of(load_network(config, state))
 
 
 @dataclass
@@ -210,16 +333,13 @@ class ModelBundle:
         self.fallback.warm_up()
 
     def save(self, folder: Path) -> Path:
+        """Write format 2: `bundle.json` and one `.npz` of numpy arrays per network."""
         folder.mkdir(parents=True, exist_ok=True)
-        torch.save(self.primary.net.state_dict(), folder / "primary.pt")
-        torch.save(self.fallback.net.state_dict(), folder / "fallback.pt")
-        doc = {
-            "format": BUNDLE_FORMAT,
-            "task": str(self.task),
-            "primary": self.primary.to_dict("primary.pt"),
-            "fallback": self.fallback.to_dict("fallback.pt"),
-            "metadata": self.metadata,
-        }
+        doc: dict[str, Any] = {"format": BUNDLE_FORMAT, "task": str(self.task)}
+        for role, scorer in (("primary", self.primary), ("fallback", self.fallback)):
+            scorer.dense.save(folder / f"{role}{WEIGHTS_SUFFIX}")
+            doc[role] = scorer.to_dict(f"{role}{WEIGHTS_SUFFIX}")
+        doc["metadata"] = self.metadata
         (folder / BUNDLE_FILE).write_text(json.dumps(doc, indent=2) + "\n")
         return folder
 
@@ -229,12 +349,16 @@ class ModelBundle:
         if not path.is_file():
             raise BundleError(f"{folder} is not a model bundle: {BUNDLE_FILE} is missing")
         doc = json.loads(path.read_text())
-        if doc.get("format") != BUNDLE_FORMAT:
-            raise BundleError(f"{path}: format {doc.get('format')!r}, expected {BUNDLE_FORMAT}")
+        version = doc.get("format")
+        if version not in READABLE_FORMATS:
+            raise BundleError(
+                f"{path}: format {version!r}; this Loopline reads formats "
+                f"{list(READABLE_FORMATS)} (a newer bundle needs a newer Loopline)"
+            )
         return cls(
             task=Task(doc["task"]),
-            primary=Scorer.from_dict(doc["primary"], folder),
-            fallback=Scorer.from_dict(doc["fallback"], folder),
+            primary=Scorer.from_dict(doc["primary"], folder, bundle_format=version),
+            fallback=Scorer.from_dict(doc["fallback"], folder, bundle_format=version),
             metadata=dict(doc.get("metadata") or {}),
         )
 
@@ -253,6 +377,19 @@ def bundle_dir_of_model(model_dir: Path) -> Path:
 INFERENCE_THREADS = 1
 
 
+def set_torch_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads if torch is already loaded in this process (None: leave it).
+
+    Scoring never runs torch, but a process that trained or read a format-1 bundle has it
+    loaded, and one thread is right for these small networks: on a busy 2-core machine
+    torch's default of one thread per core made them 10-30x slower in wall time
+    (benchmarks/bench_training.py). Never imports torch: the runtime image has none.
+    """
+    torch = sys.modules.get("torch")
+    if threads is not None and torch is not None:
+        torch.set_num_threads(threads)
+
+
 def load_bundle(
     model_uri: str | Path,
     *,
@@ -263,14 +400,15 @@ def load_bundle(
 
     Reads the bundle files directly instead of going through `mlflow.pyfunc.load_model`, so
     serving gets the numpy API without pandas and without MLflow's environment checks.
-
-    `torch_threads` sets torch's intra-op threads for this process (None: leave it alone).
-    One is right for these small networks: a forward pass costs tens of microseconds, and on a
-    busy 2-core machine torch's default of one thread per core made it 10-30x slower in wall
-    time (benchmarks/bench_training.py measures the same effect for training).
+    `torch_threads`: see `set_torch_threads` (applied after loading, as a format-1 bundle
+    loads torch).
     """
-    if torch_threads is not None:
-        torch.set_num_threads(torch_threads)
+    bundle = _load_bundle(model_uri, tracking_uri=tracking_uri)
+    set_torch_threads(torch_threads)
+    return bundle
+
+
+def _load_bundle(model_uri: str | Path, *, tracking_uri: str | None) -> ModelBundle:
     local = Path(str(model_uri))
     if local.is_dir():
         if (local / BUNDLE_FILE).is_file():

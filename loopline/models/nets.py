@@ -1,22 +1,27 @@
 """The torch networks: a dense autoencoder and a dense classifier, rebuilt from a small config.
 
-Networks are stored as a config dict plus a `state_dict` (never pickled modules), so loading a
+Networks are stored as a config dict plus plain arrays (never pickled modules), so loading a
 model version runs no code from the artifact store and survives refactoring of this module.
+torch is imported only by the functions that build modules: serving reads the config (the
+names below) without it.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 AUTOENCODER = "autoencoder"
 CLASSIFIER = "classifier"
 
 
 def _mlp(sizes: list[int], *, last_activation: bool) -> list[nn.Module]:
+    from torch import nn
+
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
@@ -45,6 +50,8 @@ def classifier_config(n_inputs: int, hidden_units: list[int], n_classes: int) ->
 
 def build_network(config: dict[str, Any]) -> nn.Module:
     """The untrained module a config describes; raises naming the field that is wrong."""
+    from torch import nn
+
     kind = config.get("type")
     n_inputs = int(config["n_inputs"])
     hidden = [int(h) for h in config["hidden_units"]]

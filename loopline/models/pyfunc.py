@@ -15,14 +15,19 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-import torch
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, DataType, Schema
 
 import loopline
-from loopline.models.bundle import ARTIFACT_KEY, INFERENCE_THREADS, BundleError, ModelBundle
+from loopline.models.bundle import (
+    ARTIFACT_KEY,
+    INFERENCE_THREADS,
+    BundleError,
+    ModelBundle,
+    set_torch_threads,
+)
 from loopline.types.common import Task
 
 PRIMARY = "primary"
@@ -38,14 +43,16 @@ def _version(dist: str) -> str:
 def pip_requirements() -> list[str]:
     """Pinned to what trained the model; the serving image installs Loopline itself.
 
-    Given explicitly because MLflow's requirement inference re-imports the model in a
-    subprocess and costs seconds per logged model.
+    No torch: a format-2 bundle scores with numpy (and numba) alone, so an environment MLflow
+    builds for the model needs none of its CUDA libraries. Given explicitly because MLflow's
+    requirement inference re-imports the model in a subprocess and costs seconds per logged
+    model.
     """
     return [
         f"loopline=={loopline.__version__}",
         f"mlflow=={_version('mlflow')}",
-        f"torch=={_version('torch')}",
         f"numpy=={_version('numpy')}",
+        f"numba=={_version('numba')}",
         f"pandas=={_version('pandas')}",
     ]
 
@@ -113,10 +120,10 @@ class BundlePyfunc(PythonModel):
     bundle: ModelBundle
 
     def load_context(self, context: PythonModelContext) -> None:
-        # Model servers run one request per core; torch's default of one thread per core per
-        # request oversubscribes the machine on small batches (see `load_bundle`).
-        torch.set_num_threads(INFERENCE_THREADS)
         self.bundle = ModelBundle.load_dir(Path(context.artifacts[ARTIFACT_KEY]))
+        # Only if a format-1 bundle brought torch in: one thread per request, not per core
+        # (see `set_torch_threads`).
+        set_torch_threads(INFERENCE_THREADS)
 
     def predict(
         self,
@@ -136,15 +143,30 @@ def input_example(bundle: ModelBundle) -> pd.DataFrame:
     return pd.DataFrame([row, partial], columns=bundle.feature_names)
 
 
+def _model_options(bundle: ModelBundle, folder: Path) -> dict[str, Any]:
+    """What logging and saving share, so a saved folder is what a logged model holds."""
+    return {
+        "python_model": BundlePyfunc(),
+        "artifacts": {ARTIFACT_KEY: str(folder)},
+        "signature": signature_of(bundle),
+        "input_example": input_example(bundle),
+        "pip_requirements": pip_requirements(),
+    }
+
+
 def log_bundle(bundle: ModelBundle, *, name: str = "model") -> ModelInfo:
     """Log the bundle as a pyfunc model into the active MLflow run."""
     with tempfile.TemporaryDirectory(prefix="loopline-bundle-") as tmp:
         folder = bundle.save(Path(tmp) / ARTIFACT_KEY)
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=BundlePyfunc(),
-            artifacts={ARTIFACT_KEY: str(folder)},
-            signature=signature_of(bundle),
-            input_example=input_example(bundle),
-            pip_requirements=pip_requirements(),
-        )
+        return mlflow.pyfunc.log_model(name=name, **_model_options(bundle, folder))
+
+
+def save_bundle_model(bundle: ModelBundle, path: Path) -> Path:
+    """Write the bundle as an MLflow pyfunc model folder at `path` (no tracking server).
+
+    The same folder `log_bundle` uploads; `load_bundle(path)` and `mlflow.pyfunc.load_model`
+    both read it."""
+    with tempfile.TemporaryDirectory(prefix="loopline-bundle-") as tmp:
+        folder = bundle.save(Path(tmp) / ARTIFACT_KEY)
+        mlflow.pyfunc.save_model(str(path), **_model_options(bundle, folder))
+    return path

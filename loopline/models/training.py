@@ -159,7 +159,7 @@ def _autoencoder(
     config = autoencoder_config(len(names), params.hidden_units, params.latent_dim)
     net = build_network(config)
     history = _fit_net(net, scaler.transform(x_fit), None, params)
-    scorer = Scorer(feature_names=list(names), scaler=scaler, config=config, net=net)
+    scorer = Scorer.from_network(feature_names=list(names), scaler=scaler, config=config, net=net)
     errors = scorer.reconstruction_error(x_cal)
     scorer.threshold = float(np.quantile(errors, params.threshold_quantile))
     baseline = RangeBaseline.fit(x_fit, x_cal, params.threshold_quantile)
@@ -191,7 +191,7 @@ def _classifier(
     config = classifier_config(len(names), params.hidden_units, len(class_names))
     net = build_network(config)
     history = _fit_net(net, scaler.transform(x), y, params, class_weights=weights)
-    scorer = Scorer(
+    scorer = Scorer.from_network(
         feature_names=list(names),
         scaler=scaler,
         config=config,

@@ -13,10 +13,24 @@ from dataclasses import dataclass, field
 
 from loopline.types.policy import ValidationPolicy
 
+# Values of the MLflow tag `loopline.gate.decision`. Earlier releases wrote "promoted" for a
+# pass; readers accept both (`gate_passed`).
+GATE_PASSED = "passed"
+GATE_REJECTED = "rejected"
+_LEGACY_PASSED = "promoted"
+
+
+def gate_passed(tag_value: str | None) -> bool:
+    """Whether a `loopline.gate.decision` tag value records a pass (old or new spelling)."""
+    return tag_value in (GATE_PASSED, _LEGACY_PASSED)
+
 
 @dataclass(frozen=True)
 class GateDecision:
-    promote: bool
+    """The gate's verdict on one challenger. `passed` means it may go on to a canary; whether it
+    becomes champion is the rollout's outcome (`RolloutOutcome.PROMOTED`), decided later."""
+
+    passed: bool
     reason: str
     metric: str
     challenger_value: float
@@ -26,7 +40,7 @@ class GateDecision:
 
     @property
     def label(self) -> str:
-        return "promoted" if self.promote else "rejected"
+        return GATE_PASSED if self.passed else GATE_REJECTED
 
 
 def _fmt(value: float) -> str:
@@ -40,14 +54,14 @@ def decide(
     *,
     champion_version: str | None = None,
 ) -> GateDecision:
-    """Promote iff every minimum holds and the metric beats the champion's by the margin."""
+    """Pass iff every minimum holds and the metric beats the champion's by the margin."""
     metric = policy.metric
     value = float(challenger.get(metric, math.nan))
     failed: dict[str, tuple[float, float]] = {}
     unknown = sorted(k for k in policy.minimums if k not in challenger)
     if unknown:
         return GateDecision(
-            promote=False,
+            passed=False,
             reason=f"validation.minimums names metric(s) {unknown} this run does not report; "
             f"reported: {sorted(challenger)}",
             metric=metric,
@@ -59,7 +73,7 @@ def decide(
             failed[name] = (got, minimum)
     if metric not in challenger or math.isnan(value):
         return GateDecision(
-            promote=False,
+            passed=False,
             reason=f"metric {metric!r} is undefined for this evaluation set "
             "(e.g. no labelled faults in it); cannot compare with the champion",
             metric=metric,
@@ -69,7 +83,7 @@ def decide(
     if failed:
         parts = [f"{k} {_fmt(v)} < minimum {m:.4f}" for k, (v, m) in failed.items()]
         return GateDecision(
-            promote=False,
+            passed=False,
             reason="below policy minimums: " + "; ".join(parts),
             metric=metric,
             challenger_value=value,
@@ -78,7 +92,7 @@ def decide(
     margin = policy.champion_margin
     if champion is None:
         return GateDecision(
-            promote=True,
+            passed=True,
             reason=f"no champion yet; {metric} {_fmt(value)} meets the policy",
             metric=metric,
             challenger_value=value,
@@ -88,7 +102,7 @@ def decide(
     label = f"champion v{champion_version}" if champion_version else "champion"
     if math.isnan(best):
         return GateDecision(
-            promote=True,
+            passed=True,
             reason=f"{label} has no {metric} on this evaluation set; {metric} {_fmt(value)} "
             "meets the policy",
             metric=metric,
@@ -98,7 +112,7 @@ def decide(
         )
     if value >= best + margin:
         return GateDecision(
-            promote=True,
+            passed=True,
             reason=f"{metric} {_fmt(value)} >= {label} {_fmt(best)} + margin {margin:.4f}",
             metric=metric,
             challenger_value=value,
@@ -106,7 +120,7 @@ def decide(
             margin=margin,
         )
     return GateDecision(
-        promote=False,
+        passed=False,
         reason=f"{metric} {_fmt(value)} < {label} {_fmt(best)} + margin {margin:.4f} "
         "on the same evaluation set",
         metric=metric,

@@ -35,7 +35,7 @@ CODE_VERSION = PREFIX + "code_version"
 PARENT_VERSION = PREFIX + "parent_version"
 
 # Set by the gate on the run and on the model version.
-GATE_DECISION = PREFIX + "gate.decision"  # "promoted" | "rejected"
+GATE_DECISION = PREFIX + "gate.decision"  # "passed" | "rejected" (earlier releases: "promoted")
 GATE_REASON = PREFIX + "gate.reason"
 GATE_METRIC = PREFIX + "gate.metric"
 GATE_CHALLENGER = PREFIX + "gate.challenger_value"

@@ -1,7 +1,7 @@
 """What a finished training run amounts to, read back from MLflow by its Loopline run id.
 
-The `kfp` backend sees only KFP's task states; the outcome (which version, promoted or why
-not, metrics) is in MLflow, tagged with the Loopline run id. Reading it from there gives both
+The `kfp` backend sees only KFP's task states; the outcome (which version, passed the gate or
+why not, metrics) is in MLflow, tagged with the Loopline run id. Reading it from there gives both
 backends the same `TrainingRunResult` fields without parsing KFP's output artifacts.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from loopline.tracking.experiments import client_for, experiment_name, find_run
+from loopline.tracking.gate import GATE_REJECTED, gate_passed
 from loopline.tracking.lineage import GATE_DECISION, GATE_REASON
 
 
@@ -17,7 +18,7 @@ from loopline.tracking.lineage import GATE_DECISION, GATE_REASON
 class RunOutcome:
     mlflow_run_id: str | None = None
     model_version: str | None = None
-    promoted: bool = False
+    gate_passed: bool = False
     rejection_reason: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -40,7 +41,7 @@ def run_outcome(
     return RunOutcome(
         mlflow_run_id=run_id,
         model_version=str(versions[0].version) if versions else None,
-        promoted=decision == "promoted",
-        rejection_reason=tags.get(GATE_REASON) if decision == "rejected" else None,
+        gate_passed=gate_passed(decision),
+        rejection_reason=tags.get(GATE_REASON) if decision == GATE_REJECTED else None,
         metrics=dict(run.data.metrics),
     )

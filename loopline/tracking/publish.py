@@ -61,7 +61,7 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
 class Publication:
     model_version: str
     model_uri: str  # the version's own URI: models:/<name>/<version>
-    promoted: bool
+    gate_passed: bool
     decision: GateDecision
 
 
@@ -110,7 +110,7 @@ def publish(
     return Publication(
         model_version=str(version.version),
         model_uri=f"models:/{registered_name}/{version.version}",
-        promoted=decision.promote,
+        gate_passed=decision.passed,
         decision=decision,
     )
 

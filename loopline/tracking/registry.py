@@ -88,12 +88,12 @@ def apply_decision(
     *,
     move_champion: bool = True,
 ) -> None:
-    """Record the decision on the version and the run; move `champion` if promoted and this
+    """Record the decision on the version and the run; move `champion` if it passed and this
     run owns the alias (`TrainingRunSpec.move_champion`; an operator's rollout otherwise)."""
     for key, value in gate_tags(decision, champion_version).items():
         client.set_model_version_tag(name, version, key, value)
         client.set_tag(run_id, key, value)
-    if decision.promote and move_champion:
+    if decision.passed and move_champion:
         client.set_registered_model_alias(name, CHAMPION, version)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -19,7 +20,7 @@ from loopline.types.policy import TrainingParams, ValidationPolicy, policy_probl
 class RunPhase(StrEnum):
     PENDING = "Pending"
     RUNNING = "Running"
-    SUCCEEDED = "Succeeded"  # trained, gated, registered; `promoted`: whether it passed the gate
+    SUCCEEDED = "Succeeded"  # trained, gated, registered; `gate_passed`: the gate's verdict
     FAILED = "Failed"
     CANCELLED = "Cancelled"
 
@@ -90,6 +91,16 @@ class TrainingRunSpec(Spec):
         return self
 
 
+def legacy_gate_field(data: Any) -> Any:
+    """Statuses written by earlier releases call the gate's verdict `promoted`; read it as
+    `gatePassed` so an upgraded operator can parse every stored Model and Pipeline."""
+    if isinstance(data, dict) and "promoted" in data:
+        data = dict(data)
+        value = data.pop("promoted")
+        data.setdefault("gatePassed", value)
+    return data
+
+
 class TrainingRunResult(Spec):
     run_id: str = Field(alias="runId")
     phase: RunPhase
@@ -97,8 +108,10 @@ class TrainingRunResult(Spec):
     step: str | None = Field(default=None, description="The pipeline step running or failed.")
     mlflow_run_id: str | None = Field(default=None, alias="mlflowRunId")
     model_version: str | None = Field(default=None, alias="modelVersion")
-    promoted: bool = False
+    gate_passed: bool = Field(default=False, alias="gatePassed")
     rejection_reason: str | None = Field(default=None, alias="rejectionReason")
     metrics: dict[str, float] = Field(default_factory=dict)
     started_at: datetime | None = Field(default=None, alias="startedAt")
     finished_at: datetime | None = Field(default=None, alias="finishedAt")
+
+    _legacy = model_validator(mode="before")(legacy_gate_field)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from loopline.types.common import Spec, Trigger
-from loopline.types.runs import RunPhase
+from loopline.types.runs import RunPhase, legacy_gate_field
 
 
 class ModelPhase(StrEnum):
@@ -58,7 +58,7 @@ class RolloutOutcome(StrEnum):
 
 
 class RolloutResult(Spec):
-    """How the rollout of a run's version ended. The gate's `promoted` says only that the
+    """How the rollout of a run's version ended. The gate's `gatePassed` says only that the
     version went on to a canary; this says whether it ever served all traffic, and why not,
     long after the CanaryAborted Event has expired."""
 
@@ -81,12 +81,17 @@ class RunRecord(Spec):
     model: str | None = Field(default=None, description="Model name (in Pipeline status).")
     mlflow_run_id: str | None = Field(default=None, alias="mlflowRunId")
     model_version: str | None = Field(default=None, alias="modelVersion")
-    promoted: bool | None = Field(
-        default=None, description="The gate's decision: whether the version was rolled out."
+    gate_passed: bool | None = Field(
+        default=None,
+        alias="gatePassed",
+        description="The champion gate's verdict: whether the version went on to a canary "
+        "(whether it became champion is rolloutResult.outcome).",
     )
     rollout_result: RolloutResult | None = Field(default=None, alias="rolloutResult")
     started_at: datetime | None = Field(default=None, alias="startedAt")
     finished_at: datetime | None = Field(default=None, alias="finishedAt")
+
+    _legacy = model_validator(mode="before")(legacy_gate_field)
 
 
 class VersionRef(Spec):

@@ -5,7 +5,8 @@ loopback port, configured through `LOOPLINE_MONITOR_*` variables from the Model'
 `spec.monitoring`; the model server samples traffic to it, and it writes retraining requests
 back onto the Model as annotations. A monitor that exits is started again on the next
 reconcile; a changed spec restarts it; one that a killed operator left running is stopped
-before a new one starts (`server.pid` in its folder, checked against its command line).
+before a new one starts (its record, `monitor.pid` in its folder, names the process by pid,
+create time and command line, so a reused pid is never signalled).
 
 Each monitor checks the Model's bearer token on its sample and reference APIs
 (`loopline.auth`): the backend provisions the token file (`tokens_dir/<ns>/<name>.token`,
@@ -18,9 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
 from dataclasses import dataclass
@@ -31,13 +29,15 @@ from typing import Protocol
 import httpx
 from pydantic import ValidationError
 
-from loopline import auth
+from loopline import auth, supervisor
 from loopline.operators.builders.monitoring import DriftCheck, MonitorDesired
 from loopline.operators.errors import BackendUnavailable
-from loopline.serving.local import PID_FILE, reap_orphan
+from loopline.ports import free_port
 from loopline.types.monitor import MonitorStatus
 
 log = logging.getLogger(__name__)
+
+PID_FILE = "monitor.pid"  # the running monitor's record (pid, create time, command line)
 
 
 class MonitoringBackend(Protocol):
@@ -58,22 +58,19 @@ class MonitoringBackend(Protocol):
     def close(self) -> None: ...
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class _Monitor:
     desired: MonitorDesired
     port: int
-    proc: subprocess.Popen[bytes]
+    record: supervisor.ProcessRecord
     token: str
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return supervisor.alive(self.record)
 
 
 def drift_check_of(doc: object) -> DriftCheck | None:
@@ -146,35 +143,32 @@ class LocalMonitoringBackend:
                 token = auth.ensure_token_file(self.token_file(desired.namespace, desired.name))
             except (OSError, auth.AuthConfigError) as exc:
                 raise BackendUnavailable(f"local monitoring: {exc}") from exc
-            if current is not None and current.proc.poll() is None:
+            if current is not None and current.alive():
                 if current.desired == desired and current.token == token:
                     return current.url
-                _stop(current.proc)
-            port = current.port if current is not None else _free_port()
+                _stop(current.record)
+            port = current.port if current is not None else free_port()
             folder = self.root / desired.namespace / desired.name
             if current is None:
                 # A monitor a killed operator left running would keep its port and memory and
                 # share the state folder with the new one.
-                reap_orphan(folder, what="drift monitor")
+                _stop_orphan(folder)
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                logfile = (folder / "monitor.log").open("ab")
-            except OSError as exc:
-                raise BackendUnavailable(f"local monitoring cannot write {folder}: {exc}") from exc
-            with logfile:
-                proc = subprocess.Popen(
+                record = supervisor.start(
+                    f"drift monitor {desired.key}",
                     [sys.executable, "-m", "loopline.cli.main", "monitor", "serve",
                      "--model", desired.name, "--namespace", desired.namespace,
                      "--port", str(port), "--state-dir", str(folder)],
+                    log_file=folder / "monitor.log",
                     env=self._env(desired, port),
-                    stdin=subprocess.DEVNULL,
-                    stdout=logfile,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
+                    state_file=folder / PID_FILE,
                 )  # fmt: skip
-            (folder / PID_FILE).write_text(f"{proc.pid}\n")
-            threading.Thread(target=proc.wait, name=f"reap-monitor-{port}", daemon=True).start()
-            monitor = _Monitor(desired, port, proc, token)
+            except (OSError, supervisor.SupervisorError) as exc:
+                raise BackendUnavailable(
+                    f"local monitoring cannot start in {folder}: {exc}"
+                ) from exc
+            monitor = _Monitor(desired, port, record, token)
             self._monitors[desired.key] = monitor
             log.info("started drift monitor for %s on port %d", desired.key, port)
             return monitor.url
@@ -182,7 +176,7 @@ class LocalMonitoringBackend:
     def reload_reference(self, namespace: str, name: str) -> None:
         with self._lock:
             monitor = self._monitors.get(f"{namespace}/{name}")
-        if monitor is None or monitor.proc.poll() is not None:
+        if monitor is None or not monitor.alive():
             return  # a monitor that starts later loads the alias as it starts
         try:
             response = httpx.post(
@@ -206,7 +200,7 @@ class LocalMonitoringBackend:
     def check(self, namespace: str, name: str) -> DriftCheck | None:
         with self._lock:
             monitor = self._monitors.get(f"{namespace}/{name}")
-        if monitor is None or monitor.proc.poll() is not None:
+        if monitor is None or not monitor.alive():
             return None
         try:
             doc = httpx.get(f"{monitor.url}/v1/status", timeout=1.0, trust_env=False).json()
@@ -219,27 +213,30 @@ class LocalMonitoringBackend:
             monitor = self._monitors.pop(f"{namespace}/{name}", None)
         folder = self.root / namespace / name
         if monitor is not None:
-            _stop(monitor.proc)
+            _stop(monitor.record)
             (folder / PID_FILE).unlink(missing_ok=True)
         else:
-            reap_orphan(folder, what="drift monitor")  # deleted while no operator ran
+            _stop_orphan(folder)  # deleted while no operator ran
 
     def close(self) -> None:
         with self._lock:
             monitors = list(self._monitors.values())
             self._monitors.clear()
         for monitor in monitors:
-            _stop(monitor.proc)
+            _stop(monitor.record)
             folder = self.root / monitor.desired.namespace / monitor.desired.name
             (folder / PID_FILE).unlink(missing_ok=True)
 
 
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
+def _stop(record: supervisor.ProcessRecord) -> None:
     try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
+        supervisor.stop(record, grace=10.0)
+    except supervisor.SupervisorError as exc:
+        raise BackendUnavailable(str(exc)) from exc
+
+
+def _stop_orphan(folder: Path) -> None:
+    try:
+        supervisor.reap_orphan(folder / PID_FILE, what="drift monitor")
+    except supervisor.SupervisorError as exc:
+        raise BackendUnavailable(str(exc)) from exc

@@ -8,19 +8,17 @@ operator adopts runs in flight.
 `LocalPipelineBackend` runs each training run as a worker process
 (`python -m loopline.pipelines.run --spec spec.json --result result.json`) in its own process
 group, in a directory named after the run id that holds the spec, the result JSON the worker
-updates as it goes, its log and its exit code. Everything is on disk, so a new operator process
-finds runs started by an old one; the exit code is written by a small `sh` wrapper so it
-survives the operator, and cancelling kills the whole group.
+updates as it goes, its log, its process record (`worker.pid`: pid, create time, command line,
+so a reused pid is never taken for the worker) and its exit code. Everything is on disk, so a
+new operator process finds runs started by an old one; the exit code is written by a small `sh`
+wrapper so it survives the operator, and cancelling stops the whole group (SIGTERM, then
+SIGKILL).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import signal
-import subprocess
 import sys
 import threading
 from datetime import UTC, datetime
@@ -29,9 +27,9 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
+from loopline import supervisor
 from loopline.operators.errors import BackendRejected, BackendUnavailable
 from loopline.types.runs import RunPhase, TrainingRunResult, TrainingRunSpec
-from loopline.wait import WaitTimeout, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +39,7 @@ TERMINAL = frozenset({RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED})
 DEFAULT_WORKER = [sys.executable, "-m", "loopline.pipelines.run", "--no-process-group"]
 # The wrapper records the worker's exit code next to its result, even if the operator is gone.
 _WRAPPER = '"$@"; rc=$?; echo $rc > rc.tmp && mv rc.tmp rc; exit $rc'
-_LOG_TAIL = 600
+PID_FILE = "worker.pid"
 
 
 class PipelineBackend(Protocol):
@@ -68,19 +66,6 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _process_start(pid: int) -> str | None:
-    """The kernel's start time of `pid` (field 22 of /proc/pid/stat), to tell it from a reused
-    pid; None when no such process lives."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":  # a zombie has finished
-        return None
-    return fields[19]
-
-
 class LocalPipelineBackend:
     """Training runs as supervised local worker processes, one directory per run id."""
 
@@ -102,48 +87,28 @@ class LocalPipelineBackend:
             try:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 _atomic_write(run_dir / "spec.json", spec.model_dump_json(by_alias=True, indent=1))
-                logfile = (run_dir / "worker.log").open("ab")
             except OSError as exc:
                 raise BackendUnavailable(
                     f"local pipeline backend cannot write run directory {run_dir}: {exc}"
                 ) from exc
             argv = [*self.command, "--spec", "spec.json", "--result", "result.json"]
             try:
-                with logfile:
-                    proc = subprocess.Popen(
-                        ["/bin/sh", "-c", _WRAPPER, "loopline-run", *argv],
-                        cwd=run_dir,
-                        stdin=subprocess.DEVNULL,
-                        stdout=logfile,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,  # own process group: cancel kills all of it
-                    )
-            except OSError as exc:
+                record = supervisor.start(
+                    f"run {spec.run_id}",
+                    ["/bin/sh", "-c", _WRAPPER, "loopline-run", *argv],
+                    log_file=run_dir / "worker.log",
+                    cwd=run_dir,
+                    state_file=run_dir / PID_FILE,
+                )
+            except supervisor.SupervisorError as exc:
                 (run_dir / "spec.json").unlink(missing_ok=True)
                 raise BackendRejected(f"cannot start worker {argv[0]!r}: {exc}") from exc
-            _atomic_write(run_dir / "pid", f"{proc.pid} {_process_start(proc.pid) or ''}\n")
-            # Reap the worker when it ends (no zombies); liveness is read from /proc, which
-            # also works for workers a previous operator process started.
-            threading.Thread(target=proc.wait, name=f"reap-{spec.run_id}", daemon=True).start()
-            log.info("started run %s (pid %d) in %s", spec.run_id, proc.pid, run_dir)
+            log.info("started run %s (pid %d) in %s", spec.run_id, record.pid, run_dir)
             return spec.run_id
 
-    def _alive(self, run_dir: Path, run_id: str) -> bool:
-        try:
-            pid_text, _, started = (run_dir / "pid").read_text().strip().partition(" ")
-        except OSError:
-            return False
-        now_started = _process_start(int(pid_text))
-        return now_started is not None and (not started or now_started == started)
-
-    def _log_tail(self, run_dir: Path) -> str:
-        try:
-            with (run_dir / "worker.log").open("rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, handle.tell() - _LOG_TAIL))
-                return handle.read().decode(errors="replace").strip()
-        except OSError:
-            return ""
+    def _alive(self, run_dir: Path) -> bool:
+        record = supervisor.load_record(run_dir / PID_FILE)
+        return record is not None and supervisor.alive(record)
 
     def status(self, run_id: str) -> TrainingRunResult | None:
         run_dir = self._dir(run_id)
@@ -166,10 +131,10 @@ class LocalPipelineBackend:
             return result.model_copy(
                 update={"phase": RunPhase.CANCELLED, "finished_at": datetime.now(UTC)}
             )
-        if self._alive(run_dir, run_id):
+        if self._alive(run_dir):
             return result
         rc = (run_dir / "rc").read_text().strip() if (run_dir / "rc").exists() else "unknown"
-        tail = self._log_tail(run_dir).splitlines()[-3:]
+        tail = supervisor.log_tail(run_dir / "worker.log", 3).splitlines()
         return result.model_copy(
             update={
                 "phase": RunPhase.FAILED,
@@ -185,28 +150,15 @@ class LocalPipelineBackend:
         if not (run_dir / "spec.json").is_file():
             return
         (run_dir / "cancelled").touch()
-        try:
-            pid = int((run_dir / "pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
+        record = supervisor.load_record(run_dir / PID_FILE)
+        if record is None:
             return
-        if self._alive(run_dir, run_id):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-
-        def gone() -> bool:
-            return not self._alive(run_dir, run_id)
-
+        # A cancel that returns while the worker lives would let a deletion finish with
+        # training still running: stop() waits for the group's death, or raises.
         try:
-            wait_for(gone, timeout=10, interval=0.05, what=f"run {run_id} to stop after SIGTERM")
-        except WaitTimeout:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            # A cancel that returns while the worker lives would let a deletion finish with
-            # training still running: wait for the kill, or fail so the caller retries.
-            try:
-                wait_for(gone, timeout=10, interval=0.05, what=f"run {run_id} to die")
-            except WaitTimeout as exc:
-                raise BackendUnavailable(f"run {run_id}: worker {pid} survived SIGKILL") from exc
+            supervisor.stop(record, grace=10.0)
+        except supervisor.SupervisorError as exc:
+            raise BackendUnavailable(f"run {run_id}: {exc}") from exc
 
     def runs_of(self, namespace: str, model: str) -> list[str]:
         if not self.runs_dir.is_dir():

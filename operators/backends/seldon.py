@@ -13,6 +13,10 @@ Each Model also gets its token Secret (`operators.builders.auth`), created once 
 overwritten; the Server's container reads it as `LOOPLINE_AUTH_TOKEN` (the payload sampler
 sends it to the Model's drift monitor) and carries the token's digest, so a Secret deleted to
 rotate the token rolls the pods onto the new one. Deleting the Model deletes the Secret.
+
+The Server's pods get a NetworkPolicy that closes every port but the ones Seldon's components
+use (`serving.seldon.build_server_network_policy`): MLServer's own repository API, which
+Seldon's agent drives without a token, is reachable only over the pod's loopback.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from loopline.serving.seldon import (
     build_experiment,
     build_model,
     build_server,
+    build_server_network_policy,
     model_object_name,
 )
 from loopline.settings import Settings
@@ -117,6 +122,7 @@ class SeldonServingBackend:
         api = api or api_client(settings)
         self.custom = k8s.CustomObjectsApi(api)
         self.core = k8s.CoreV1Api(api)
+        self.networking = k8s.NetworkingV1Api(api)
         self._storage_uri = storage_uri or self._mlflow_storage_uri
         self._lock = threading.Lock()
 
@@ -157,6 +163,25 @@ class SeldonServingBackend:
                 )
             except ApiException as patch_exc:
                 raise _error(f"update {obj['kind']} {meta['name']}", patch_exc) from patch_exc
+
+    def _ensure_network_policy(self, namespace: str, model: str) -> None:
+        """Create or replace the Server pods' NetworkPolicy (`build_server_network_policy`)."""
+        body = build_server_network_policy(
+            server_name(model),
+            namespace,
+            open_ports=tuple(self.settings.seldon_open_ports),
+            labels={MODEL_LABEL: model},
+        )
+        name = body["metadata"]["name"]
+        try:
+            self.networking.create_namespaced_network_policy(namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise _error(f"create NetworkPolicy {name}", exc) from exc
+            try:
+                self.networking.patch_namespaced_network_policy(name, namespace, body)
+            except ApiException as patch_exc:
+                raise _error(f"update NetworkPolicy {name}", patch_exc) from patch_exc
 
     def _list(self, namespace: str, plural: str, model: str) -> list[dict[str, Any]]:
         try:
@@ -253,6 +278,7 @@ class SeldonServingBackend:
         ns = self._namespace(desired.namespace)
         digest = self.ensure_token(ns, desired.name) or self._current_digest(ns, desired.name)
         wanted = self.desired_objects(desired, digest=digest)
+        self._ensure_network_policy(ns, desired.name)
         with self._lock:
             for obj in wanted:
                 self._upsert(obj)
@@ -337,6 +363,11 @@ class SeldonServingBackend:
         except ApiException as exc:
             if exc.status != 404:
                 raise _error(f"delete Secret {token_secret_name(name)}", exc) from exc
+        try:
+            self.networking.delete_namespaced_network_policy(server_name(name), ns)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _error(f"delete NetworkPolicy {server_name(name)}", exc) from exc
 
     def forget(self, namespace: str, name: str) -> None:
         """Nothing more: `delete` already removed the Model's token Secret."""

@@ -82,7 +82,7 @@ def _fold_current_run(w: Work, obs: ModelObservation) -> None:
         return
     w.runs = [current, *w.runs][:RUN_HISTORY]
     version = current.model_version
-    if current.phase == RunPhase.SUCCEEDED and current.promoted and version:
+    if current.phase == RunPhase.SUCCEEDED and current.gate_passed and version:
         w.challenger = VersionRef(version=version, run_id=current.run_id, metrics=obs.run.metrics)
         if w.rollout is not None and w.rollout.version != version:
             w.runs = end_rollout(
@@ -106,7 +106,7 @@ def _fold_current_run(w: Work, obs: ModelObservation) -> None:
         w.event(
             "Warning",
             "ChallengerRejected",
-            f"run {current.run_id}: version {version or '-'} not promoted: {why}",
+            f"run {current.run_id}: version {version or '-'} rejected by the gate: {why}",
         )
     elif current.phase == RunPhase.FAILED:
         w.event(

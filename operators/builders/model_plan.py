@@ -80,7 +80,7 @@ class ChampionAlias:
 @dataclass(frozen=True)
 class RolloutMark:
     """How a version's rollout ended, for its registry tags (`loopline.rollout.*`): without
-    it a version rolled back after passing the gate reads `gate.decision: promoted` in MLflow
+    it a version rolled back after passing the gate reads `gate.decision: passed` in MLflow
     and nothing says it never served."""
 
     registered_model: str
@@ -148,7 +148,7 @@ def fold_result(record: RunRecord, result: TrainingRunResult) -> RunRecord:
             "message": result.message or result.rejection_reason or "",
             "mlflow_run_id": result.mlflow_run_id,
             "model_version": result.model_version,
-            "promoted": result.promoted if result.phase == RunPhase.SUCCEEDED else None,
+            "gate_passed": result.gate_passed if result.phase == RunPhase.SUCCEEDED else None,
             "started_at": result.started_at or record.started_at,
             "finished_at": result.finished_at,
         }

@@ -64,7 +64,7 @@ def _phase(
             return ModelPhase.FAILED, (
                 f"training run {last.run_id} failed: {last.message or 'see its log'}"
             )
-        if last.phase == RunPhase.SUCCEEDED and not last.promoted:
+        if last.phase == RunPhase.SUCCEEDED and not last.gate_passed:
             return ModelPhase.FAILED, (
                 f"no version passed validation (run {last.run_id}): {last.message}"
             )
@@ -115,7 +115,7 @@ def conditions_of(
         reason, text = "NoRun", "no training run yet"
         if last is not None:
             reason = {
-                RunPhase.SUCCEEDED: "Succeeded" if last.promoted else "Rejected",
+                RunPhase.SUCCEEDED: "Succeeded" if last.gate_passed else "Rejected",
                 RunPhase.FAILED: "Failed",
                 RunPhase.CANCELLED: "Cancelled",
             }.get(last.phase, "NoRun")

@@ -1,0 +1,92 @@
+"""`loopline images`: build Loopline's runtime and training images without Docker (mmdebstrap
+and podman), list them, and push them to a registry (skopeo)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+import click
+
+from loopline.images.errors import ImagesError
+from loopline.images.plan import FLAVOURS, Flavour
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Print ImagesError messages (they say what to install or run) instead of a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except ImagesError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+def _flavours(only: str | None) -> tuple[Flavour, ...]:
+    return FLAVOURS if only is None else tuple(f for f in FLAVOURS if f == only)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+only_option = click.option(
+    "--only", type=click.Choice(FLAVOURS), default=None, help="One image instead of both."
+)
+
+
+@click.group()
+def images() -> None:
+    """Loopline's container images: `runtime` (no torch) and `training` (torch)."""
+
+
+@images.command()
+@only_option
+@click.option("--force", is_flag=True, help="Rebuild without podman's layer cache.")
+@click.option(
+    "--torch-index-url",
+    envvar="TORCH_INDEX_URL",
+    default="",
+    help="A PyTorch CPU wheel index for the training image (default: torch from PyPI).",
+)
+@_friendly_errors
+def build(only: str | None, force: bool, torch_index_url: str) -> None:
+    """Build the images (cached by a hash of every input: a second run takes seconds)."""
+    from loopline.images.runner import default_images
+
+    runner = default_images(torch_index_url=torch_index_url, echo=click.echo)
+    for result in runner.build(_flavours(only), force=force):
+        click.echo(
+            f"{result.plan.reference}  {result.action} in {result.seconds:.1f}s  ({result.archive})"
+        )
+
+
+@images.command()
+@click.option("--registry", required=True, help="HOST:PORT; loopback registries use plain http.")
+@only_option
+@_friendly_errors
+def push(registry: str, only: str | None) -> None:
+    """Push the built images (all, or --only one) under their content tag and their version."""
+    from loopline.images.runner import default_images
+
+    runner = default_images(echo=click.echo)
+    for reference in runner.push(registry, _flavours(only), built_only=only is None):
+        click.echo(f"pushed {reference}")
+
+
+@images.command(name="list")
+@_friendly_errors
+def list_images() -> None:
+    """The Loopline images in the store, with their sizes."""
+    from loopline.images.runner import default_images
+
+    for row in default_images(echo=click.echo).list():
+        archive = f"  {row['archive']}" if row["archive"] else ""
+        click.echo(f"{row['name']}:{row['tag']}  {_size(int(str(row['size'])))}{archive}")

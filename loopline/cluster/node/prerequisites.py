@@ -1,0 +1,121 @@
+"""What a containerd node needs on this machine, and the error that says how to get it."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from loopline.cluster.errors import ClusterError
+from loopline.cluster.node.config import BRIDGE, CNI_BIN_DIR, POD_CIDR
+
+# (command or file, Debian package that ships it)
+_COMMANDS = (
+    ("containerd", "containerd"),
+    ("containerd-shim-runc-v2", "containerd"),
+    ("ctr", "containerd"),
+    ("runc", "runc"),
+    ("iptables", "iptables"),
+    ("iptables-save", "iptables"),
+    ("conntrack", "conntrack"),
+    ("ip", "iproute2"),
+)
+_CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
+NODE_BINARIES = ("kubelet", "kube-proxy", "pause")
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class NodePrerequisiteError(ClusterError):
+    """Something the containerd node needs is missing; the message says how to install it."""
+
+
+def search_path() -> str:
+    """PATH for the node's processes: the system's sbin directories (iptables, ip) are
+    often missing from a user's PATH."""
+    current = os.environ.get("PATH", "")
+    return ":".join(p for p in dict.fromkeys([*current.split(":"), *PATH.split(":")]) if p)
+
+
+def missing_packages(path: str | None = None) -> dict[str, list[str]]:
+    """Debian package -> the commands/plugins of it that are missing."""
+    path = path or search_path()
+    missing: dict[str, list[str]] = {}
+    for command, package in _COMMANDS:
+        if shutil.which(command, path=path) is None:
+            missing.setdefault(package, []).append(command)
+    for plugin in _CNI_PLUGINS:
+        if not os.access(CNI_BIN_DIR / plugin, os.X_OK):
+            missing.setdefault("containernetworking-plugins", []).append(str(CNI_BIN_DIR / plugin))
+    return missing
+
+
+def overlapping_routes(routes: str, cidr: str = POD_CIDR, own_device: str = BRIDGE) -> list[str]:
+    """Routes (lines of `ip -4 route`) of other devices whose network overlaps `cidr`."""
+    pod_network = ipaddress.ip_network(cidr)
+    found = []
+    for line in routes.splitlines():
+        words = line.split()
+        if not words or words[0] == "default" or "/" not in words[0]:
+            continue
+        device = words[words.index("dev") + 1] if "dev" in words else ""
+        if device != own_device and ipaddress.ip_network(words[0]).overlaps(pod_network):
+            found.append(line.strip())
+    return found
+
+
+def other_node() -> str | None:
+    """Why this machine already has a containerd node (its bridge, or kube-proxy's
+    chains), or None."""
+    if Path(f"/sys/class/net/{BRIDGE}").exists():
+        return f"the bridge {BRIDGE} exists"
+    saved = subprocess.run(
+        ["iptables-save", "-t", "nat"], capture_output=True, text=True, check=False, env=_env()
+    )
+    if ":KUBE-SERVICES " in saved.stdout:
+        return "kube-proxy's KUBE-SERVICES chain exists"
+    return None
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PATH=search_path())
+
+
+def check(bin_dir: Path) -> None:
+    """Raise a NodePrerequisiteError naming every missing piece and how to get it."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("a containerd node runs containers, mounts and iptables rules: run as root")
+    missing = missing_packages()
+    if missing:
+        detail = "; ".join(f"{pkg} ({', '.join(what)})" for pkg, what in sorted(missing.items()))
+        problems.append(
+            f"missing Debian packages: {detail}. Install them with `make system-deps` "
+            f"(or apt-get install {' '.join(sorted(missing))})"
+        )
+    absent = [b for b in NODE_BINARIES if not os.access(bin_dir / b, os.X_OK)]
+    if absent:
+        problems.append(
+            f"{bin_dir} lacks {', '.join(absent)}: build them with platform/build-node.sh "
+            "(`make node-binaries`)"
+        )
+    ip = shutil.which("ip", path=search_path())
+    routes = subprocess.run([ip, "-4", "route"], capture_output=True, text=True) if ip else None
+    if routes is not None and (clashes := overlapping_routes(routes.stdout)):
+        problems.append(
+            f"the pod network {POD_CIDR} overlaps routes of other interfaces "
+            f"({'; '.join(clashes)}): pods would be unreachable. Remove that network "
+            "or interface first"
+        )
+    if not missing and (other := other_node()):
+        problems.append(
+            f"{other}: another containerd node runs on this machine (one at a time: they "
+            "would share the pod bridge and kube-proxy's iptables chains). Stop it with "
+            "`loopline cluster down --state-dir ...`; if it is a leftover of a crashed one, "
+            f"`ip link delete {BRIDGE}` and `kube-proxy --cleanup` remove it"
+        )
+    if not Path("/sys/fs/cgroup").is_dir():
+        problems.append("/sys/fs/cgroup is not mounted: the kubelet needs cgroups")
+    if problems:
+        raise NodePrerequisiteError("cannot start a containerd node:\n- " + "\n- ".join(problems))
