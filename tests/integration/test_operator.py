@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from loopline import supervisor
+from loopline.operators.backends.pipelines import PID_FILE
 from tests.fixtures.cluster import wait_for
 from tests.fixtures.operator import PIPELINE, OperatorHarness, model_manifest
 
@@ -187,7 +189,9 @@ def test_delete_cancels_runs_and_releases_the_finalizer(
     with h.running():
         h.wait_phase("drill-ae", "Training", timeout=30)
         run_id = wait_for(h.started, timeout=30, what="the worker to start")[0]
-        pid = int((h.runs_dir / run_id / "pid").read_text().split()[0])
+        record = supervisor.load_record(h.runs_dir / run_id / PID_FILE)
+        assert record is not None
+        pid = record.pid
         h.custom.delete_namespaced_custom_object(
             "loopline.dev", "v1alpha1", h.namespace, "models", "drill-ae"
         )

@@ -212,7 +212,7 @@ def test_a_canary_over_its_budget_is_rolled_back_and_never_becomes_champion(
         def rolling_out() -> bool:
             s = h.status("drill-ae")
             runs = s.get("runs") or []
-            if runs and runs[0].get("modelVersion") == "2" and runs[0].get("promoted") is False:
+            if runs and runs[0].get("modelVersion") == "2" and runs[0].get("gatePassed") is False:
                 raise AssertionError(f"the gate rejected version 2: {runs[0].get('message')}")
             return (s.get("rollout") or {}).get("version") == "2"
 
@@ -248,7 +248,7 @@ def test_a_canary_over_its_budget_is_rolled_back_and_never_becomes_champion(
     assert result["weight"] == 50
     assert "latency_p95_seconds" in result["message"]
     tags = registry.get_model_version(registered, "2").tags
-    assert tags["loopline.gate.decision"] == "promoted"
+    assert tags["loopline.gate.decision"] == "passed"
     assert tags["loopline.rollout.outcome"] == "rolled_back"
     assert tags["loopline.rollout.reason"] == result["message"]
     assert registry.get_model_version(registered, "1").tags["loopline.rollout.outcome"] == (

@@ -78,7 +78,7 @@ def test_a_run_the_operator_started_records_the_gate_but_leaves_the_alias(
     client.set_registered_model_alias(NAME, CHAMPION, "1")
     _promote(client, "2", move_champion=False)
     assert _champion(client) == "1"
-    assert client.get_model_version(NAME, "2").tags[GATE_DECISION] == "promoted"
+    assert client.get_model_version(NAME, "2").tags[GATE_DECISION] == "passed"
     assert str(client.get_model_version_by_alias(NAME, CHALLENGER).version) == "3"
     _promote(client, "3", move_champion=True)  # a run started by hand moves it itself
     assert _champion(client) == "3"
@@ -144,7 +144,7 @@ def test_each_version_is_tagged_once_with_how_its_rollout_ended(
 ) -> None:
     client, uri = registry
     backend = RegistryBackend(uri)
-    _promote(client, "2", move_champion=False)  # the gate passed: "promoted" by the gate...
+    _promote(client, "2", move_champion=False)  # the gate passed...
     marks = [
         RolloutMark(NAME, "2", RolloutOutcome.ROLLED_BACK, "latency_p95_seconds 0.002 > 0.0001"),
         RolloutMark(NAME, "1", RolloutOutcome.PROMOTED, "first version"),
@@ -152,7 +152,7 @@ def test_each_version_is_tagged_once_with_how_its_rollout_ended(
     ]
     assert backend.mark_rollouts(marks) == 2
     v2 = client.get_model_version(NAME, "2").tags
-    assert v2[GATE_DECISION] == "promoted"  # ...and its canary was rolled back:
+    assert v2[GATE_DECISION] == "passed"  # ...and its canary was rolled back:
     assert v2[ROLLOUT_OUTCOME] == "rolled_back"
     assert v2[ROLLOUT_REASON] == "latency_p95_seconds 0.002 > 0.0001"
     assert client.get_model_version(NAME, "1").tags[ROLLOUT_OUTCOME] == "promoted"

@@ -131,7 +131,7 @@ def test_first_run_registers_a_champion_that_loads_by_alias(
 ) -> None:
     result, seen = first
     assert result.phase == RunPhase.SUCCEEDED, result.message
-    assert result.promoted
+    assert result.gate_passed
     assert result.model_version == "1"
     assert result.rejection_reason is None
     # The runner kept the result current while it ran: step by step, then the outcome.
@@ -174,7 +174,7 @@ def test_lineage_tags_and_artifacts_are_all_there(
     assert run_.data.tags["loopline.parent_version"] == "none"
     version = client.get_model_version("plant.drill-ae", "1")
     assert missing_lineage(version.tags) == []
-    assert version.tags[GATE_DECISION] == "promoted"
+    assert version.tags[GATE_DECISION] == "passed"
     ref = pd.read_parquet(
         download_artifacts(
             run_id=run_.info.run_id,
@@ -191,12 +191,12 @@ def test_lineage_tags_and_artifacts_are_all_there(
 def test_worse_challenger_is_rejected_and_the_champion_stays(
     store: Store, first: tuple[TrainingRunResult, list[TrainingRunResult]]
 ) -> None:
-    assert first[0].promoted
+    assert first[0].gate_passed
     crippled = {"epochs": 1, "hiddenUnits": [2], "latentDim": 1, "learningRate": 1e-4}
     spec = make_spec(store, "run-2", params=PARAMS | crippled, trigger=Trigger.DRIFT)
     result, _ = run(store, spec)
     assert result.phase == RunPhase.SUCCEEDED, result.message
-    assert not result.promoted
+    assert not result.gate_passed
     assert result.model_version == "2"
     assert result.rejection_reason is not None
     assert "< champion v1" in result.rejection_reason

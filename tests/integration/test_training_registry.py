@@ -38,7 +38,7 @@ def test_version_carries_lineage_and_gate_tags(trained_model: TrainedModel) -> N
     assert challenger is not None
     assert str(champion.version) == str(challenger.version) == trained_model.version
     assert missing_lineage(champion.tags) == []
-    assert champion.tags[GATE_DECISION] == "promoted"
+    assert champion.tags[GATE_DECISION] == "passed"
     run = client.get_run(trained_model.mlflow_run_id)
     assert missing_lineage(run.data.tags) == []
     assert run.data.metrics["roc_auc"] == pytest.approx(trained_model.metrics["roc_auc"])
@@ -74,11 +74,11 @@ def test_worse_challenger_is_rejected_and_champion_stays(
     train_and_register: TrainAndRegister,
 ) -> None:
     first = train_and_register(policy=ValidationPolicy(metric="roc_auc"))
-    assert first.promoted
+    assert first.gate_passed
     # Same data, but the policy now demands more than any model can give over the champion.
     second = train_and_register(policy=ValidationPolicy(metric="roc_auc", champion_margin=0.5))
     client = client_for(first.tracking_uri)
-    assert not second.promoted
+    assert not second.gate_passed
     champion = version_by_alias(client, first.name, CHAMPION)
     challenger = version_by_alias(client, first.name, CHALLENGER)
     assert champion is not None
@@ -112,7 +112,7 @@ def test_run_outcome_reads_version_and_decision_back(trained_model: TrainedModel
     )
     assert outcome.mlflow_run_id == trained_model.mlflow_run_id
     assert outcome.model_version == trained_model.version
-    assert outcome.promoted
+    assert outcome.gate_passed
     assert outcome.rejection_reason is None
     assert outcome.metrics["roc_auc"] == pytest.approx(trained_model.metrics["roc_auc"])
     missing = run_outcome(trained_model.tracking_uri, "default", "drill-ae", "x", "no-such-run")

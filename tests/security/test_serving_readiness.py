@@ -49,7 +49,7 @@ a = p.parse_args()
 spec = json.load(open(a.spec))
 now = datetime.now(timezone.utc).isoformat()
 doc = {"runId": spec["runId"], "phase": "Succeeded", "step": "register-model",
-       "modelVersion": "1", "promoted": True, "metrics": {"f1": 0.9},
+       "modelVersion": "1", "gatePassed": True, "metrics": {"f1": 0.9},
        "startedAt": now, "finishedAt": now}
 with open(a.result + ".tmp", "w") as f:
     json.dump(doc, f)

@@ -49,7 +49,7 @@ def test_the_story_becomes_markers_once_each() -> None:
         "phase": "Serving",
         "champion": {"version": "1"},
         "endpoints": {"rest": "http://127.0.0.1:1", "grpc": "127.0.0.1:2"},
-        "runs": [{**first_run, "phase": "Succeeded", "modelVersion": "1", "promoted": True}],
+        "runs": [{**first_run, "phase": "Succeeded", "modelVersion": "1", "gatePassed": True}],
         "conditions": [
             _cond("Training", "False", "RunSucceeded"),
             _cond("Ready", "True", "Serving"),
@@ -107,7 +107,7 @@ def test_the_story_becomes_markers_once_each() -> None:
                 "retraining": request,
                 "phase": "Rolling out",
                 "challenger": {"version": "2"},
-                "currentRun": {**drift_run, "modelVersion": "2", "promoted": True},
+                "currentRun": {**drift_run, "modelVersion": "2", "gatePassed": True},
             }
         )
     )
@@ -119,7 +119,7 @@ def test_the_story_becomes_markers_once_each() -> None:
                 "retraining": request,
                 "champion": {"version": "2"},
                 "runs": [
-                    {**drift_run, "phase": "Succeeded", "modelVersion": "2", "promoted": True}
+                    {**drift_run, "phase": "Succeeded", "modelVersion": "2", "gatePassed": True}
                 ],
             }
         )
@@ -174,7 +174,7 @@ def test_a_rejected_challenger_is_marked_as_such() -> None:
         "trigger": "drift",
         "phase": "Succeeded",
         "modelVersion": "2",
-        "promoted": False,
+        "gatePassed": False,
         "message": "f1 0.41 < champion 0.52 + 0.01",
     }
     tracker.update(_model({"phase": "Serving", "champion": {"version": "1"}, "runs": [run]}))

@@ -52,6 +52,6 @@ def test_gate_shows_how_the_rollout_ended(training_mlflow_uri: str) -> None:
     args = ["pipeline", "gate", "ns.m", "--version", "1", "--tracking-uri", training_mlflow_uri]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert "decision: promoted" in result.output
+    assert "decision: passed" in result.output
     assert "rollout outcome: rolled_back" in result.output
     assert "rollout reason: error_rate 0.2 > 0.05" in result.output

@@ -40,7 +40,7 @@ def test_failure_message_and_outcome_are_carried() -> None:
                 "step": "register-model",
                 "event": "finished",
                 "model_version": 3,
-                "promoted": False,
+                "gate_passed": False,
                 "rejection_reason": "f1 0.5 < champion v2 0.6",
                 "gate_reason": "f1 0.5 < champion v2 0.6",
                 "metrics": {"f1": 0.5, "roc_auc": None},
@@ -48,7 +48,7 @@ def test_failure_message_and_outcome_are_carried() -> None:
         ],
     )
     assert done.model_version == "3"
-    assert not done.promoted
+    assert not done.gate_passed
     assert done.rejection_reason == "f1 0.5 < champion v2 0.6"
     assert done.metrics == {"train_seconds": 2.0, "f1": 0.5}  # undefined metrics left out
 
