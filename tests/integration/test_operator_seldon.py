@@ -132,3 +132,35 @@ def test_the_model_token_secret_is_provisioned_kept_rotated_and_deleted(
     with pytest.raises(ApiException) as info:
         core.read_namespaced_secret("drill-ae-loopline-token", namespace)
     assert info.value.status == 404
+
+
+def _policy_ports(api: k8s.ApiClient, namespace: str) -> list[int]:
+    policy = k8s.NetworkingV1Api(api).read_namespaced_network_policy("drill-ae-server", namespace)
+    assert policy.spec.pod_selector.match_labels == {"seldon-server-name": "drill-ae-server"}
+    return sorted(p.port for p in policy.spec.ingress[0].ports)
+
+
+@pytest.mark.usefixtures("seldon_crds")
+def test_the_server_pods_network_policy_follows_the_setting_and_goes_with_the_model(
+    kube_api: k8s.ApiClient, namespace: str
+) -> None:
+    """Created with the Server, replaced when the open ports change, deleted with the Model;
+    MLServer's own ports stay closed."""
+
+    def backend(ports: list[int]) -> SeldonServingBackend:
+        return SeldonServingBackend(
+            OperatorSettings(seldon_image="loopline-runtime:test", seldon_open_ports=ports),
+            api=kube_api,
+            storage_uri=lambda name, version: f"s3://mlflow/{name}/{version}/artifacts/model",
+        )
+
+    backend([9001, 9501, 9006, 9008, 8082]).apply(_desired(namespace))
+    assert _policy_ports(kube_api, namespace) == [8082, 9001, 9006, 9008, 9501]
+    narrowed = backend([9001, 9501])
+    narrowed.apply(_desired(namespace))
+    assert _policy_ports(kube_api, namespace) == [9001, 9501]
+    narrowed.delete(namespace, "drill-ae")
+    with pytest.raises(ApiException) as info:
+        k8s.NetworkingV1Api(kube_api).read_namespaced_network_policy("drill-ae-server", namespace)
+    assert info.value.status == 404
+    narrowed.delete(namespace, "drill-ae")  # deleting twice is not an error

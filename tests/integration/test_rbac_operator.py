@@ -131,5 +131,9 @@ def test_seldon_backend_rbac_is_separate_and_minimal(
                 assert can(verb, what) == "yes", (verb, what)
         assert can("update") == "no"
         assert can("create", "serverconfigs.mlops.seldon.io") == "no"
+        for verb in ("create", "patch", "delete"):
+            assert can(verb, "networkpolicies.networking.k8s.io") == "yes", verb
+        for verb in ("get", "list", "update"):
+            assert can(verb, "networkpolicies.networking.k8s.io") == "no", verb
     finally:
         _kubectl(cluster, "delete", "--ignore-not-found", "-f", str(seldon))

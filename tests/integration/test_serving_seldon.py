@@ -12,7 +12,12 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from loopline.serving.seldon import build_experiment, build_model, build_server
+from loopline.serving.seldon import (
+    build_experiment,
+    build_model,
+    build_server,
+    build_server_network_policy,
+)
 
 SELDON_CRDS = Path(__file__).resolve().parents[1] / "fixtures" / "seldon-core-v2"
 GROUP, VERSION = "mlops.seldon.io", "v1alpha1"
@@ -91,3 +96,13 @@ def test_the_schema_really_validates(
     with pytest.raises(ApiException) as info:
         create(kube_api, experiment)
     assert info.value.status in (400, 422)
+
+
+def test_the_server_network_policy_passes_the_real_schema(
+    kube_api: k8s.ApiClient, namespace: str
+) -> None:
+    policy = build_server_network_policy("loopline", namespace)
+    created = k8s.NetworkingV1Api(kube_api).create_namespaced_network_policy(
+        namespace, policy, field_validation="Strict"
+    )
+    assert sorted(p.port for p in created.spec.ingress[0].ports) == [8082, 9001, 9006, 9008, 9501]

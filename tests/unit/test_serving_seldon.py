@@ -6,9 +6,12 @@ import pytest
 
 from loopline.serving.seldon import (
     RUNTIME,
+    SERVER_OPEN_PORTS,
+    SERVER_POD_LABEL,
     build_experiment,
     build_model,
     build_server,
+    build_server_network_policy,
     model_object_name,
 )
 
@@ -70,3 +73,39 @@ def test_names_must_be_dns_labels() -> None:
         model_object_name("Drill_AE", "1")
     with pytest.raises(ValueError, match="image is empty"):
         build_server("loopline", "plant", image="")
+
+
+def test_server_network_policy_admits_only_seldons_ports() -> None:
+    """MLServer's own ports (9000 HTTP, 9500 gRPC) and rclone's remote control (5572) serve
+    without a token inside a Seldon Server pod: the policy must leave them out."""
+    policy = build_server_network_policy("drill-ae-server", "plant", labels={"app": "x"})
+    assert policy["kind"] == "NetworkPolicy"
+    assert policy["metadata"] == {
+        "name": "drill-ae-server",
+        "namespace": "plant",
+        "labels": policy["metadata"]["labels"],
+    }
+    assert policy["metadata"]["labels"]["app"] == "x"
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchLabels": {SERVER_POD_LABEL: "drill-ae-server"}}
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    assert "from" not in rule  # seldon-mesh and Prometheus may live in any namespace
+    ports = {p["port"] for p in rule["ports"]}
+    assert ports == set(SERVER_OPEN_PORTS)
+    assert not ports & {9000, 9500, 5572}
+    assert {p["protocol"] for p in rule["ports"]} == {"TCP"}
+
+
+@pytest.mark.parametrize(("ports", "message"), [((), "empty"), ((9001, 70000), "1-65535")])
+def test_server_network_policy_refuses_bad_ports(ports: tuple[int, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_server_network_policy("s", "plant", open_ports=ports)
+
+
+def test_open_ports_setting_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loopline.operators.settings import OperatorSettings
+
+    assert OperatorSettings().seldon_open_ports == list(SERVER_OPEN_PORTS)
+    monkeypatch.setenv("LOOPLINE_OPERATOR_SELDON_OPEN_PORTS", "[9001, 9501]")
+    assert OperatorSettings().seldon_open_ports == [9001, 9501]
