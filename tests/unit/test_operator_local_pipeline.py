@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from loopline.operators.backends.pipelines import LocalPipelineBackend
+from loopline import supervisor
+from loopline.operators.backends.pipelines import PID_FILE, LocalPipelineBackend
 from loopline.operators.errors import BackendRejected, BackendUnavailable
 from loopline.types.runs import RunPhase, TrainingRunResult, TrainingRunSpec
 from tests.fixtures.operator import started_runs, write_worker
@@ -91,7 +92,9 @@ def test_cancel_kills_the_process_group(
     monkeypatch.setenv("LOOPLINE_TEST_WORKER_STEP_SECONDS", "30")
     backend.submit(_spec("r4"))
     _until(backend, "r4", lambda r: r.phase == RunPhase.RUNNING)
-    pid = int((backend.runs_dir / "r4" / "pid").read_text().split()[0])
+    record = supervisor.load_record(backend.runs_dir / "r4" / PID_FILE)
+    assert record is not None
+    pid = record.pid
     backend.cancel("r4")
     assert backend.status("r4").phase == RunPhase.CANCELLED  # type: ignore[union-attr]
     assert (
