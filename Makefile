@@ -30,6 +30,7 @@ lint: venv
 	$(PY) scripts/typecheck_tree.py build/typecheck
 	$(PY) -m mypy build/typecheck/loopline
 	$(PY) scripts/lint_imports.py build/typecheck
+	$(PY) scripts/check_sizes.py
 
 format: venv
 	$(PY) -m ruff format .

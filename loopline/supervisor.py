@@ -35,7 +35,6 @@ from pathlib import Path
 import psutil
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from loopline.cluster.process import log_tail
 from loopline.wait import WaitTimeout, wait_for
 
 log = logging.getLogger(__name__)
@@ -51,9 +50,11 @@ _MIN_SECRET_LEN = 6
 __all__ = [
     "ProcessRecord",
     "SupervisorError",
+    "adopt",
     "alive",
     "child_process",
     "exit_message",
+    "group_members",
     "load_record",
     "log_tail",
     "reap_orphan",
@@ -117,6 +118,20 @@ def save_record(path: Path, record: ProcessRecord) -> None:
     tmp.replace(path)
 
 
+def log_tail(path: Path, lines: int = 25) -> str:
+    """The last lines of a log (read from its last 64 KiB), for error messages; "" when
+    there is no log."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64 * 1024))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def load_record(path: Path) -> ProcessRecord | None:
     """The record in `path`, or None when there is none or it cannot be read (a file from
     an older version, or garbage): then nothing is adopted and nothing is signalled."""
@@ -127,6 +142,15 @@ def load_record(path: Path) -> ProcessRecord | None:
     except (OSError, ValidationError, ValueError) as exc:
         log.warning("ignoring unreadable process record %s: %s", path, exc)
         return None
+
+
+def adopt(state_file: Path) -> ProcessRecord | None:
+    """The process a previous owner recorded in `state_file`, if it still runs and is the
+    one recorded (see `alive`); None otherwise: then there is nothing to adopt."""
+    record = load_record(state_file)
+    if record is None or not alive(record):
+        return None
+    return record
 
 
 def start(
@@ -241,7 +265,7 @@ def wait_until(
         raise SupervisorError(failure(record, f"was not {what} within {timeout:.0f} s")) from exc
 
 
-def _group_members(pgid: int) -> list[psutil.Process]:
+def group_members(pgid: int) -> list[psutil.Process]:
     """Live (non-zombie) members of process group `pgid`."""
     members = []
     for process in psutil.process_iter(["status"]):
@@ -262,7 +286,7 @@ def _group_gone(pgid: int) -> bool:
         return True
     except PermissionError:
         return False
-    return not _group_members(pgid)
+    return not group_members(pgid)
 
 
 def _leads_group(pid: int) -> bool:
@@ -317,9 +341,15 @@ def stop(record: ProcessRecord, grace: float = 10.0) -> bool:
 
 
 def _forget_child(pid: int) -> None:
+    """Reap our child once it is dead, so no zombie outlives `stop` (its reaper thread may
+    not have run yet), and forget it."""
+    child = child_process(pid)
+    if child is None:
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(timeout=5)
     with _CHILDREN_LOCK:
-        child = _CHILDREN.get(pid)
-        if child is not None and child.returncode is not None:
+        if child.returncode is not None:
             _CHILDREN.pop(pid, None)
 
 

@@ -185,6 +185,9 @@ class Supervisor:
                 # Scheduled before the attempt: a spawn that raises waits its backoff too.
                 watched.next_restart = now + watched.backoff_s
                 self._spawn(watched)
+                # A new incarnation: its death (even before any check saw it alive) is a
+                # new failure, logged and given the (now longer) backoff.
+                watched.state = State.STARTING
 
     def _probe(self, watched: Watched) -> None:
         if watched.probe is None:

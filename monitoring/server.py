@@ -122,6 +122,8 @@ def serve(settings: MonitorSettings, *, reference: Path | None = None) -> None:
     """Run a monitor in the foreground until SIGINT/SIGTERM (uvicorn handles the signals)."""
     if reference is not None:
         settings = settings.model_copy(update={"reference_uri": str(reference)})
+    # A detector this install cannot run is refused first: no token or reference can fix it.
+    require_detector(settings.detector)
     token = auth.load_token(what=f"drift monitor of {settings.namespace}/{settings.model}")
     monitor = build_monitor(settings)
     sock = bind(settings.host, settings.port)

@@ -22,8 +22,10 @@ def _has_reason(docstring: str | None) -> bool:
     return any(line.strip().startswith(REASON) for line in (docstring or "").splitlines())
 
 
-def problems(path: Path) -> list[str]:
+def problems(path: Path, shown: Path | None = None) -> list[str]:
+    """What is too long in `path` (reported as `shown`, the path relative to the root)."""
     source = path.read_text()
+    path = shown or path
     tree = ast.parse(source, filename=str(path))
     found: list[str] = []
     lines = len(source.splitlines())
@@ -45,7 +47,8 @@ def main(root: Path) -> int:
         problem
         for package in PACKAGES
         for path in sorted((root / package).rglob("*.py"))
-        for problem in problems(path.relative_to(root) if path.is_relative_to(root) else path)
+        # Read from where it is; named relative to the root (which need not be the cwd).
+        for problem in problems(path, path.relative_to(root))
     ]
     for line in found:
         print(line)

@@ -344,8 +344,8 @@ class LocalServingManager:
     def _adopt(self, folder: Path, spec: LocalModelSpec) -> _Server | None:
         """The server a previous manager left running for `folder`, if it runs what `spec`
         needs (see the module docstring); None when there is nothing to adopt."""
-        record = supervisor.load_record(folder / PID_FILE)
-        if record is None or not supervisor.alive(record):
+        record = supervisor.adopt(folder / PID_FILE)
+        if record is None:
             return None
         identity = _read_json(folder / IDENTITY_FILE)
         settings = _read_json(folder / "settings.json")

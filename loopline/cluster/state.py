@@ -2,10 +2,15 @@
 
 `up`, `down` and `status` may run in different processes (a shell, pytest, the demo), so
 the only source of truth is `state.json` in the state directory plus the kernel's process
-table. A recorded pid counts as ours only while its command line and its start time (and the
-boot it started in) still match what we recorded: after a reboot or a `kill -9` the pid may
-belong to someone else, even to a second copy of the same command, and neither `down` nor
-`up` (which adopts live processes) may mistake a stranger for ours.
+table. Its processes are `loopline.supervisor` records, and the supervisor's rule decides
+which are still ours: a recorded pid counts only while its create time and command line
+still match, since after a reboot or a `kill -9` the pid may belong to someone else, even to
+a second copy of the same command, and neither `down` nor `up` (which adopts live processes)
+may mistake a stranger for ours.
+
+State files written before the cluster used the supervisor recorded the start time as clock
+ticks after boot plus the boot id; `load` converts those (see `_upgrade_record`), so a
+cluster started by an older version is still found, adopted and stopped.
 """
 
 from __future__ import annotations
@@ -19,23 +24,24 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+import psutil
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from loopline.supervisor import ProcessRecord, alive
 
-class ProcessRecord(BaseModel):
-    """One started process; it leads its own process group (pgid == pid)."""
+__all__ = [
+    "ClusterState",
+    "Health",
+    "ProcessRecord",
+    "health",
+    "is_alive",
+    "load",
+    "locked",
+    "save",
+]
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    pid: int
-    argv: list[str]
-    log: Path
-    # Clock ticks after boot at which the process started (/proc/<pid>/stat field 22) and
-    # the kernel's boot id: with the pid they name one process for good. None in state
-    # files written before they were recorded (then the command line alone decides).
-    start_ticks: int | None = None
-    boot_id: str | None = None
+# The supervisor's rule, under the name the cluster's callers know.
+is_alive = alive
 
 
 class ClusterState(BaseModel):
@@ -55,6 +61,13 @@ class ClusterState(BaseModel):
     kubeconfig: Path
     processes: list[ProcessRecord] = Field(default_factory=list)
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _upgrade_records(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [_upgrade_record(item) if isinstance(item, dict) else item for item in value]
+        return value
 
     def process(self, name: str) -> ProcessRecord:
         for record in self.processes:
@@ -89,72 +102,36 @@ def save(path: Path, state: ClusterState) -> None:
     tmp.replace(path)
 
 
-def _proc_cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+def _upgrade_record(record: dict[str, object]) -> dict[str, object]:
+    """A process record of an older state file (`start_ticks`: clock ticks after boot at
+    which it started, `boot_id`: the boot) in the supervisor's form (`create_time`: seconds
+    since the epoch), which is how psutil derives the create time from the same ticks.
+
+    A record of another boot, or one without a start time (the oldest files), cannot be
+    told apart from a recycled pid: it gets create time 0, which matches no process, so it
+    counts as dead (the cluster is stale) and nothing is ever signalled on its word."""
+    if "create_time" in record:
+        return record
+    upgraded = {k: v for k, v in record.items() if k not in ("start_ticks", "boot_id")}
+    ticks = record.get("start_ticks")
+    create_time = 0.0
+    if isinstance(ticks, int) and record.get("boot_id") == _boot_id():
+        create_time = psutil.boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+    upgraded["create_time"] = create_time
+    return upgraded
 
 
-def _proc_stat_fields(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat after the parenthesised comm: [state, ppid, pgrp, ...]."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()
-
-
-def start_ticks(pid: int) -> int | None:
-    """When `pid` started, in clock ticks after boot (field 22 of /proc/<pid>/stat)."""
-    fields = _proc_stat_fields(pid)
-    if fields is None or len(fields) < 20:
-        return None
-    return int(fields[19])
-
-
-def boot_id() -> str | None:
+def _boot_id() -> str | None:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return None
 
 
-def is_alive(record: ProcessRecord) -> bool:
-    """True while the recorded process runs and is still the one we started: same command
-    line, and (when recorded) same start time in the same boot.
-
-    Zombies count as dead: they hold a pid but no longer run (their parent, perhaps a
-    short-lived `loopline cluster up`, may simply not have reaped them yet).
-    """
-    if Path("/proc").is_dir():
-        fields = _proc_stat_fields(record.pid)
-        if not fields or fields[0] in ("Z", "X"):
-            return False
-        if record.boot_id is not None and record.boot_id != boot_id():
-            return False
-        if record.start_ticks is not None and (
-            len(fields) < 20 or int(fields[19]) != record.start_ticks
-        ):
-            return False
-        cmdline = _proc_cmdline(record.pid)
-        # Empty for an instant right after exec (and for kernel threads, which ignore
-        # signals anyway): not evidence of a different program.
-        return not cmdline or cmdline == record.argv
-    try:  # no procfs (macOS): best effort
-        os.kill(record.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
-    return True
-
-
 def health(state: ClusterState | None) -> Health:
     if state is None:
         return Health.STOPPED
-    if state.processes and all(is_alive(p) for p in state.processes):
+    if state.processes and all(alive(p) for p in state.processes):
         return Health.RUNNING
     return Health.STALE
 

@@ -246,14 +246,24 @@ class DemoStack:
         )
 
     def start_operator(self) -> None:
+        # kopf serves its liveness probe once its handlers run: that, not a pause, says the
+        # operator started (and a crash at start fails the wait at once, with its log).
+        liveness = f"http://127.0.0.1:{free_port()}/healthz"
         argv = [sys.executable, "-m", "loopline.cli.main", "operator", "run"]
-        record = self.processes.start("operator", argv, env=self.child_env())
-        time.sleep(1.0)
-        if not supervisor.alive(record):
-            raise BrokenPiece(
-                f"the operator exited at start; last lines of {record.log}:\n"
-                + supervisor.log_tail(record.log)
-            )
+        record = self.processes.start(
+            "operator", [*argv, "--liveness", liveness], env=self.child_env()
+        )
+
+        def live() -> bool:
+            try:
+                return httpx.get(liveness, timeout=2, trust_env=False).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            supervisor.wait_until(record, live, timeout=120.0, what="live")
+        except SupervisorError as exc:
+            raise BrokenPiece(f"the operator did not start: {exc}") from exc
         self.record.step(
             "Operator running (local backends)",
             detail=f"pid {record.pid}, log {record.log}",

@@ -81,7 +81,7 @@ def test_status_names_each_dead_process_and_says_up_keeps_the_data(tmp_path: Pat
         "kube-apiserver": commands.apiserver_command(binary, layout, ports),
     }
     records = [
-        st.ProcessRecord(name=n, pid=dead_pid, argv=argv, log=tmp_path / n)
+        st.ProcessRecord(name=n, pid=dead_pid, create_time=0.0, argv=argv, log=tmp_path / n)
         for n, argv in argvs.items()
     ]
     st.save(

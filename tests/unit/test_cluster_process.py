@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from loopline.cluster import process as proc
@@ -16,9 +17,7 @@ from loopline.cluster.state import is_alive
 
 
 def _pids_in_group(pgid: int) -> list[int]:
-    members = proc.live_group_members(pgid)
-    assert members is not None
-    return members
+    return proc.live_group_members(pgid)
 
 
 def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
@@ -123,14 +122,18 @@ def test_log_tail(tmp_path: Path) -> None:
     assert proc.log_tail(tmp_path / "missing.log") == ""
 
 
-def test_start_records_the_start_time_of_the_child(tmp_path: Path) -> None:
+def test_start_records_the_create_time_of_the_child(tmp_path: Path) -> None:
     record = proc.start(
         "sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "l"
     )
     try:
-        assert record.start_ticks == st.start_ticks(record.pid)
-        assert record.boot_id == st.boot_id()
+        assert record.create_time == psutil.Process(record.pid).create_time()
         assert st.is_alive(record)
     finally:
         proc.stop(record)
     assert not st.is_alive(record)
+
+
+def test_a_process_that_cannot_be_started_is_a_component_error(tmp_path: Path) -> None:
+    with pytest.raises(ComponentStartError, match="missing-binary could not be started"):
+        proc.start("missing-binary", [str(tmp_path / "no-such-binary")], tmp_path / "m.log")

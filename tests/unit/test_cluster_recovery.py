@@ -26,7 +26,9 @@ def _state(names: list[str], nodes: int = 0) -> st.ClusterState:
         bin_dir=Path("/bin"),
         kubeconfig=Path("/state/kubeconfig"),
         processes=[
-            st.ProcessRecord(name=name, pid=100 + i, argv=[name], log=Path(f"/l/{name}"))
+            st.ProcessRecord(
+                name=name, pid=100 + i, create_time=0.0, argv=[name], log=Path(f"/l/{name}")
+            )
             for i, name in enumerate(names)
         ],
     )
