@@ -14,6 +14,7 @@ from loopline.cluster import process as proc
 from loopline.cluster import state as st
 from loopline.cluster.errors import ComponentStartError, PortInUseError
 from loopline.cluster.state import is_alive
+from tests.fixtures.cluster import wait_for
 
 
 def _pids_in_group(pgid: int) -> list[int]:
@@ -33,7 +34,7 @@ def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
     proc.wait_until(
         record, lambda: "started" in (tmp_path / "x.log").read_text(), timeout=10, what="up"
     )
-    time.sleep(0.2)
+    # The grandchild was spawned (Popen returns after its exec) before "started" was printed.
     assert len(_pids_in_group(record.pid)) == 2
     started = time.monotonic()
     proc.stop(record, timeout=1)
@@ -44,9 +45,7 @@ def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
 
 def test_stop_survives_an_already_dead_process(tmp_path: Path) -> None:
     record = proc.start("quick", [sys.executable, "-c", "pass"], tmp_path / "q.log")
-    deadline = time.monotonic() + 10
-    while not proc.exited(record) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: proc.exited(record), timeout=10, what="the process to exit")
     proc.stop(record)
     assert not is_alive(record)
 
