@@ -11,7 +11,6 @@ more (`kubectl auth can-i` with impersonation, a table of allowed and denied che
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import signal
@@ -32,7 +31,7 @@ from kubernetes import client as k8s
 from loopline.types.common import GROUP, VERSION
 from tests import helm_chart
 from tests.fixtures.cluster import ClusterHandle, wait_for
-from tests.fixtures.operator import PIPELINE, model_manifest, write_worker
+from tests.fixtures.operator import PIPELINE, kill_workers, model_manifest, write_worker
 
 SENTINEL = "s3nt1nel-mlflow-Pa55w0rd"
 SELDON_CRDS = Path(__file__).resolve().parents[1] / "fixtures" / "seldon-core-v2"
@@ -438,9 +437,7 @@ def test_operator_runs_as_configured_by_the_chart_with_only_its_rbac(
             release.namespace, field_selector="involvedObject.name=drill-ae"
         )
         assert events.items, "the operator could not record Events"
-    for pid_file in (tmp_path / "runs").glob("*/pid"):  # test workers left behind
-        with contextlib.suppress(ValueError, IndexError, OSError):
-            os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+    kill_workers(tmp_path / "runs")  # test workers left behind
     log_text = log_path.read_text(errors="replace")
     assert "DEBUG" in log_text, "the operator did not log at DEBUG"
     assert SENTINEL not in log_text
