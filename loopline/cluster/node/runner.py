@@ -86,6 +86,8 @@ def write_config(spec: config.NodeSpec, server: str) -> None:
         layout.cni_conf_dir,
         layout.cni_ipam_dir,
         layout.kubelet_root,
+        layout.kubelet_dir
+        / "pki",  # --cert-dir: recovery checks it exists, the kubelet may not make it
         layout.images_dir,
     ):
         directory.mkdir(parents=True, exist_ok=True)
