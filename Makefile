@@ -5,7 +5,7 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 TIER ?=
 
-.PHONY: venv system-deps controlplane node-binaries demo test lint format bench typecheck-tree clean-venv lock
+.PHONY: venv system-deps controlplane node-binaries demo test lint format bench typecheck-tree clean-venv lock images
 
 venv:
 	@scripts/bootstrap-venv.sh
@@ -43,6 +43,11 @@ lint: venv
 format: venv
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+# The runtime and training images (docker/loopline.Dockerfile) with mmdebstrap and podman, cached by
+# content hash under ~/.cache/loopline/images; `IMAGES_ARGS=--only runtime` builds one.
+images: venv system-deps
+	$(PY) -m loopline.cli.main images build $(IMAGES_ARGS)
 
 bench: venv system-deps controlplane
 	$(PY) -m benchmarks $(BENCH_ARGS)
