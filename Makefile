@@ -5,7 +5,7 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 TIER ?=
 
-.PHONY: venv system-deps controlplane demo test lint format bench typecheck-tree clean-venv lock
+.PHONY: venv system-deps controlplane node-binaries demo test lint format bench typecheck-tree clean-venv lock images
 
 venv:
 	@scripts/bootstrap-venv.sh
@@ -13,8 +13,17 @@ venv:
 system-deps:
 	@scripts/install-system-deps.sh
 
+# The control plane, then the real node's kubelet, kube-proxy and pause, then CoreDNS:
+# each script is a no-op when its stamp in the bin directory matches.
 controlplane: venv
 	@if [ -x platform/build.sh ]; then platform/build.sh; fi
+	@if [ -x platform/build-node.sh ]; then platform/build-node.sh; fi
+	@if [ -x platform/build-coredns.sh ]; then platform/build-coredns.sh; fi
+
+# Only the node's binaries (`loopline cluster up --runtime containerd` needs them).
+node-binaries:
+	@platform/build-node.sh
+	@platform/build-coredns.sh
 
 demo: venv system-deps controlplane
 	$(PY) -m loopline.cli.main demo $(DEMO_ARGS)
@@ -35,6 +44,11 @@ lint: venv
 format: venv
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+# The runtime and training images (docker/loopline.Dockerfile) with mmdebstrap and podman, cached by
+# content hash under ~/.cache/loopline/images; `IMAGES_ARGS=--only runtime` builds one.
+images: venv system-deps
+	$(PY) -m loopline.cli.main images build $(IMAGES_ARGS)
 
 bench: venv system-deps controlplane
 	$(PY) -m benchmarks $(BENCH_ARGS)

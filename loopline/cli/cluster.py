@@ -13,6 +13,7 @@ import click
 
 from loopline.cluster import recovery
 from loopline.cluster.binaries import build as build_binaries
+from loopline.cluster.dns import DNS_SERVICE_IP
 from loopline.cluster.errors import ClusterError
 from loopline.cluster.manager import LocalCluster
 from loopline.cluster.settings import ClusterSettings
@@ -84,7 +85,8 @@ def cluster() -> None:
     "--registry-port",
     type=click.IntRange(1, 65535),
     default=None,
-    help="containerd runtime: a plain-http registry on 127.0.0.1 the node may pull from.",
+    help="containerd runtime: the port of the local image registry `up` starts on 127.0.0.1 "
+    "(the node pulls 127.0.0.1:PORT/... from it); default: a free port.",
 )
 @click.option("--no-build", is_flag=True, help="Use the cached binaries without calling build.sh.")
 @click.option(
@@ -130,7 +132,8 @@ def up(
     else:
         verb = "started" if result.started else "already running"
     nodes_text = (
-        f"a containerd node at {state.node_ip}"
+        f"a containerd node at {state.node_ip} (registry 127.0.0.1:"
+        f"{state.ports.get('registry')}, kube-dns {DNS_SERVICE_IP})"
         if state.runtime == "containerd"
         else f"{state.nodes} fake node(s)"
     )

@@ -45,8 +45,26 @@ class Ports:
         return f"https://127.0.0.1:{self.apiserver}"
 
 
-def components(nodes: int) -> tuple[str, ...]:
-    """The processes a cluster with `nodes` fake nodes runs, in start order."""
+# A containerd cluster: the registry first (the node's containerd config names its port),
+# CoreDNS once the API server serves (it lists Services), then the scheduler and
+# controllers, then the real node.
+CONTAINERD_COMPONENTS = (
+    "registry",
+    *CORE_COMPONENTS,
+    "coredns",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "containerd",
+    "kubelet",
+    "kube-proxy",
+)
+
+
+def components(nodes: int, runtime: str = "kwok") -> tuple[str, ...]:
+    """The processes a cluster runs, in start order: `nodes` fake nodes for kwok, one real
+    node for containerd."""
+    if runtime == "containerd":
+        return CONTAINERD_COMPONENTS
     return CORE_COMPONENTS + (NODE_COMPONENTS if nodes > 0 else ())
 
 

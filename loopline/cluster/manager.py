@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from loopline.cluster import commands, crds, identities, readiness, recovery
+from loopline.cluster import commands, crds, dns, identities, readiness, recovery, registry
 from loopline.cluster import process as proc
 from loopline.cluster import state as st
 from loopline.cluster.binaries import Binaries, ensure
@@ -146,8 +146,9 @@ class LocalCluster:
         logs are kept; if a recovery fails, nothing is deleted.
 
         `runtime="containerd"` adds a real node (containerd, kubelet, kube-proxy; see
-        cluster.node) instead of fake ones; `registry_port` is a plain-http registry on
-        127.0.0.1 it may pull from, `cluster_dns` the address of the cluster's DNS Service.
+        cluster.node) instead of fake ones, CoreDNS as the `kube-dns` Service at
+        `cluster_dns` (see cluster.dns), and the local image registry the node pulls from,
+        on 127.0.0.1:`registry_port` (a free port when None; see cluster.registry).
         """
         if nodes < 0:
             raise ValueError("nodes must be >= 0")
@@ -188,6 +189,7 @@ class LocalCluster:
             if runtime == "containerd":
                 if build and self._binaries is None:
                     node.build_binaries(self.settings)
+                    dns.ensure_binary(self.settings, binaries.bin_dir)
                 prerequisites.check(binaries.bin_dir)
             started = time.monotonic()
             try:
@@ -351,7 +353,8 @@ class LocalCluster:
             state = self._require_running()
             old = state.process(component)
             proc.stop(old)
-            new = proc.start(component, old.argv, old.log)
+            env = node.environment() if component in node.COMPONENTS else None
+            new = proc.start(component, old.argv, old.log, env=env)
             state.processes = [new if p.name == component else p for p in state.processes]
             st.save(self.layout.state_file, state)
             self._wait_ready(new, state, self.admin_token())
@@ -458,12 +461,14 @@ class LocalCluster:
         tokens = identities.write(self.layout, ports, extra_ips=(node_ip,) if node_ip else ())
         spec: node_config.NodeSpec | None = None
         if node_ip is not None:
+            # The registry starts first (see commands.CONTAINERD_COMPONENTS) on this port;
+            # the node's containerd config names it, so it is chosen now.
             spec = node_config.NodeSpec(
                 self.node_layout,
                 node_ip,
                 node.free_node_ports(),
                 cluster_dns=cluster_dns,
-                registry_port=registry_port,
+                registry_port=registry_port or proc.free_ports(1)[0],
             )
             node.write_config(spec, ports.server)
         state = st.ClusterState(
@@ -483,14 +488,8 @@ class LocalCluster:
             runtime=runtime,
             node_ip=node_ip,
         )
-        names = commands.components(nodes)
+        names = commands.components(nodes, runtime)
         if spec is not None:
-            names = (
-                *commands.CORE_COMPONENTS,
-                "kube-controller-manager",
-                "kube-scheduler",
-                *node.COMPONENTS,
-            )
             state.ports.update(
                 {
                     "kubelet": spec.ports.kubelet,
@@ -512,6 +511,10 @@ class LocalCluster:
                     input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
                 )
             log.info("starting %s", name)
+            if name in (registry.PROCESS_NAME, dns.PROCESS_NAME) and spec is not None:
+                # Both start and wait for themselves, and stop again if they never get ready.
+                self._start_service(name, state, spec, binaries, kubectl)
+                continue
             if name in node.COMPONENTS and spec is not None:
                 argv = self._node_command(name, binaries, spec)
                 record = proc.start(name, argv, self.layout.log(name), env=node.environment())
@@ -530,6 +533,38 @@ class LocalCluster:
         if nodes or real_node:
             self._wait_default_service_account(state, tokens["admin"])
         return state
+
+    def _start_service(
+        self,
+        name: str,
+        state: st.ClusterState,
+        spec: node_config.NodeSpec,
+        binaries: Binaries,
+        kubectl: Kubectl,
+    ) -> None:
+        """Start the registry or CoreDNS of a containerd cluster and record it (process and
+        ports) in the state, so `down` and a failed `up` stop it like the others."""
+        if name == registry.PROCESS_NAME:
+            storage = registry.default_storage_dir(self.settings.resolved_cache_dir())
+            started_registry = registry.start(
+                self.layout, storage, port=spec.registry_port or 0, binary=registry.BINARY
+            )
+            record, ports = started_registry.record, started_registry.ports
+        else:
+            started_dns = dns.start(
+                self.layout,
+                binaries.bin_dir,
+                kubectl,
+                state.server,
+                listen_address=spec.node_ip,
+                service_ip=spec.cluster_dns,
+                timeout=self.settings.start_timeout,
+            )
+            record, ports = started_dns.record, started_dns.ports
+        state.processes.append(record)
+        state.ports.update(ports)
+        st.save(self.layout.state_file, state)
+        log.info("%s ready (pid %d)", name, record.pid)
 
     def _node_command(self, name: str, binaries: Binaries, spec: node_config.NodeSpec) -> list[str]:
         binary = binaries.bin_dir / name

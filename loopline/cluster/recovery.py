@@ -25,6 +25,12 @@ PORT_KEYS: dict[str, tuple[str, ...]] = {
     "kube-controller-manager": ("kube-controller-manager",),
     "kube-scheduler": ("kube-scheduler",),
     "kwok": ("kwok",),
+    "registry": ("registry",),
+    # CoreDNS's DNS port is UDP and TCP on the node IP too; its loopback HTTP ports are
+    # the ones a lingering predecessor would hold.
+    "coredns": ("coredns-ready", "coredns-health"),
+    "kube-proxy": ("kube-proxy-healthz", "kube-proxy-metrics"),
+    "kubelet": ("kubelet-healthz",),
 }
 
 KEEPS = "the same etcd data, CA, certificates, ports, service-account key and tokens"
@@ -68,7 +74,7 @@ def plan(
             "(every namespace and object, the CA and tokens) and starts a new cluster.",
         )
     recorded = [p.name for p in state.processes]
-    expected = list(commands.components(state.nodes))
+    expected = list(commands.components(state.nodes, state.runtime))
     if recorded != expected:
         return Plan(
             Action.REFUSE,

@@ -1,9 +1,11 @@
-"""The model server runtime image's entry point starts MLServer on loopback.
+"""The command a Seldon Server runs in the runtime image starts MLServer on loopback.
 
-No container engine here: the ENTRYPOINT of docker/runtime.Dockerfile runs as it is, with
-this venv's bin directory first on PATH (where the image has /opt/loopline/venv/bin), the
-environment Seldon Core 2 gives it (MLSERVER_MODELS_DIR and the Loopline runtime as the
-default implementation, from loopline.serving.seldon.build_server) and free loopback ports.
+The runtime image's entry point is `loopline`, so the Server's `mlserver` container names
+MLServer's command itself (loopline.serving.seldon.build_server). Here that command runs as it
+is, without a container, with this venv's bin directory first on PATH (where the image has
+/opt/loopline/venv/bin), the environment the Server gives it (MLSERVER_MODELS_DIR and the
+Loopline runtime as the default implementation) and free loopback ports. The image itself is
+run in tests/realnode/test_images.py.
 """
 
 from __future__ import annotations
@@ -21,18 +23,11 @@ import httpx
 from loopline.serving.seldon import build_server
 from tests.fixtures.cluster import wait_for
 
-DOCKERFILE = Path(__file__).resolve().parents[2] / "docker" / "runtime.Dockerfile"
-
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _entrypoint() -> list[str]:
-    line = next(x for x in DOCKERFILE.read_text().splitlines() if x.startswith("ENTRYPOINT "))
-    return [str(arg) for arg in json.loads(line.removeprefix("ENTRYPOINT "))]
 
 
 def _live(url: str) -> bool:
@@ -42,7 +37,7 @@ def _live(url: str) -> bool:
         return False
 
 
-def test_runtime_entrypoint_starts_mlserver_on_the_models_dir(tmp_path: Path) -> None:
+def test_server_command_starts_mlserver_on_the_models_dir(tmp_path: Path) -> None:
     server = build_server("drill-ae", "plant", image="loopline/runtime:test")
     (container,) = server["spec"]["podSpec"]["containers"]
     seldon_env = {e["name"]: e["value"] for e in container["env"]}
@@ -70,7 +65,7 @@ def test_runtime_entrypoint_starts_mlserver_on_the_models_dir(tmp_path: Path) ->
     log_path = tmp_path / "mlserver.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            _entrypoint(),
+            container["command"],
             env=env,
             cwd=tmp_path,
             stdout=log,
@@ -81,7 +76,7 @@ def test_runtime_entrypoint_starts_mlserver_on_the_models_dir(tmp_path: Path) ->
         wait_for(
             lambda: _live(f"http://127.0.0.1:{http_port}/v2/health/live"),
             timeout=90,
-            what=f"MLServer started by the runtime image's entry point (log: {log_path})",
+            what=f"MLServer started by the Server's command (log: {log_path})",
         )
         # It serves the folder the environment names, with the Loopline runtime by default.
         index = httpx.post(f"http://127.0.0.1:{http_port}/v2/repository/index", json={})

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -34,19 +37,19 @@ def _gomod(name: str) -> str:
     return (PLATFORM_DIR / name / "go.mod").read_text()
 
 
-def test_controlplane_gomod_requires_the_pinned_kubernetes() -> None:
+@pytest.mark.parametrize("module", ["controlplane", "node"])
+def test_kubernetes_gomods_require_the_pinned_kubernetes(module: str) -> None:
     pins = load_pins()
-    assert re.search(
-        rf"^\s*k8s\.io/kubernetes {re.escape(pins.kubernetes)}$", _gomod("controlplane"), re.M
-    )
+    assert re.search(rf"^\s*k8s\.io/kubernetes {re.escape(pins.kubernetes)}$", _gomod(module), re.M)
 
 
-def test_every_staging_module_is_replaced_with_the_matching_version() -> None:
+@pytest.mark.parametrize("module", ["controlplane", "node"])
+def test_every_staging_module_is_replaced_with_the_matching_version(module: str) -> None:
     """Each k8s.io module resolved at v0.0.0 (a staging module) must be replaced by the
     v0.X.Y of the pinned v1.X.Y, or the build would fail or mix versions."""
     pins = load_pins()
     staging_version = "v0." + pins.kubernetes.removeprefix("v1.")
-    gomod = _gomod("controlplane")
+    gomod = _gomod(module)
     at_zero = set(re.findall(r"^\s*(k8s\.io/[\w.\-/]+) v0\.0\.0(?: // indirect)?$", gomod, re.M))
     replaced = dict(re.findall(r"^\s*(k8s\.io/[\w.\-/]+) => \S+ (v\S+)$", gomod, re.M))
     assert at_zero, "expected upstream's staging modules in the require list"
@@ -61,3 +64,28 @@ def test_etcd_gomod_requires_the_pinned_etcd() -> None:
     )
     major, minor = (int(x) for x in pins.etcd.removeprefix("v").split(".")[:2])
     assert (major, minor) >= (3, 5), "Kubernetes 1.31+ needs etcd >= 3.5.11"
+
+
+def test_coredns_gomod_pins_the_release_the_corefile_is_written_for() -> None:
+    assert re.search(r"^require github\.com/coredns/coredns v1\.15\.0$", _gomod("coredns"), re.M)
+
+
+def test_node_build_scripts_are_where_python_runs_them_and_share_the_bin_dir(
+    tmp_path: Path,
+) -> None:
+    """`up --runtime containerd` runs these scripts by path; build-node.sh writes to the bin
+    dir the control plane's binaries are looked up in."""
+    from loopline.cluster import dns
+    from loopline.cluster.node import runner
+
+    assert runner.BUILD_NODE_SCRIPT.is_file()
+    assert dns.BUILD_SCRIPT.is_file()
+    env = {**os.environ, "LOOPLINE_CACHE_DIR": str(tmp_path)}
+    printed = subprocess.run(
+        ["bash", str(runner.BUILD_NODE_SCRIPT), "--print-bin-dir"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert printed == str(tmp_path / load_pins().bin_subdir / "bin")

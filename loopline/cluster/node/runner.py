@@ -86,6 +86,8 @@ def write_config(spec: config.NodeSpec, server: str) -> None:
         layout.cni_conf_dir,
         layout.cni_ipam_dir,
         layout.kubelet_root,
+        # --cert-dir: recovery checks that it exists, and the kubelet never makes it
+        layout.kubelet_dir / "pki",
         layout.images_dir,
     ):
         directory.mkdir(parents=True, exist_ok=True)

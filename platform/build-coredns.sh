@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Build CoreDNS for the local cluster's DNS (loopline/cluster/dns.py) from the
+# pinned github.com/coredns/coredns module in platform/coredns (a small main
+# with the plugins the cluster's Corefile uses), into the same bin directory as
+# the control plane:
+#
+#     ${LOOPLINE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/loopline}/k8s-<version>/bin/coredns
+#
+# The pin is platform/coredns/go.mod; to move it:
+#     cd platform/coredns && go get github.com/coredns/coredns@vX.Y.Z && go mod tidy
+# Idempotent: the stamp `.stamp-coredns` records a hash of every input.
+#
+# Usage: platform/build-coredns.sh [--force]
+# Exit codes: 0 ok, 1 build failed, 3 Go toolchain not found.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+force=0
+for arg in "$@"; do
+    case "$arg" in
+        --force) force=1 ;;
+        -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "build-coredns.sh: unknown argument: $arg" >&2; exit 2 ;;
+    esac
+done
+
+cache_dir="${LOOPLINE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/loopline}"
+bin_dir="$cache_dir/k8s-${KUBERNETES_VERSION}/bin"
+
+log() { printf '[platform/build-coredns.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+GO="${GO:-}"
+if [ -z "$GO" ]; then
+    GO="$(command -v go || true)"
+    [ -z "$GO" ] && [ -x /usr/local/go/bin/go ] && GO=/usr/local/go/bin/go
+fi
+if [ -z "$GO" ] || ! "$GO" version >/dev/null 2>&1; then
+    echo "build-coredns.sh: the Go toolchain was not found; CoreDNS is compiled from" >&2
+    echo "source and needs Go >= 1.26 (see docs/real-node.md)." >&2
+    exit 3
+fi
+
+coredns_version="$(awk '$1 == "github.com/coredns/coredns" { print $2; exit }
+    $1 == "require" && $2 == "github.com/coredns/coredns" { print $3; exit }' "$here/coredns/go.mod")"
+[ -n "$coredns_version" ] || {
+    echo "build-coredns.sh: coredns/go.mod does not require github.com/coredns/coredns" >&2
+    exit 1
+}
+ldflags="-s -w"
+
+stamp="$(
+    {
+        cat "$here/coredns/go.mod" "$here/coredns/go.sum"
+        find "$here/coredns" -name '*.go' -print0 | sort -z | xargs -0 cat
+        echo "$ldflags|coredns"
+        "$GO" version
+    } | sha256sum | cut -d' ' -f1
+)"
+
+up_to_date() {
+    [ -f "$bin_dir/.stamp-coredns" ] && [ "$(cat "$bin_dir/.stamp-coredns")" = "$stamp" ] &&
+        [ -x "$bin_dir/coredns" ]
+}
+
+if [ "$force" -eq 0 ] && up_to_date; then
+    log "coredns ${coredns_version} up to date in $bin_dir"
+    exit 0
+fi
+
+mkdir -p "$bin_dir"
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$bin_dir/.build-coredns.lock"
+    log "waiting for the build lock" && flock 9
+    if [ "$force" -eq 0 ] && up_to_date; then
+        log "coredns up to date in $bin_dir (built by another process)"
+        exit 0
+    fi
+fi
+
+work="$(mktemp -d "$bin_dir/.build-coredns.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+export CGO_ENABLED=0
+start=$SECONDS
+log "Go: $("$GO" version); building coredns ${coredns_version} into $bin_dir"
+(cd "$here/coredns" && "$GO" build -trimpath -ldflags "$ldflags" -o "$work/coredns" .)
+"$work/coredns" -plugins | grep -qx 'kubernetes' || {
+    echo "build-coredns.sh: the built coredns lacks the kubernetes plugin" >&2
+    exit 1
+}
+mv -f "$work/coredns" "$bin_dir/coredns"
+echo "$stamp" > "$bin_dir/.stamp-coredns.tmp" && mv -f "$bin_dir/.stamp-coredns.tmp" "$bin_dir/.stamp-coredns"
+log "built coredns in $((SECONDS - start))s"

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Build the real node's binaries for `loopline cluster up --runtime containerd`:
+# kubelet and kube-proxy from the same pinned k8s.io/kubernetes as the control
+# plane (platform/node: upstream's mains in a module of their own, so build.sh's
+# control plane is not rebuilt when they change), and the static pod-sandbox
+# program `pause` (platform/node/pause), into
+#
+#     ${LOOPLINE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/loopline}/k8s-<version>/bin/
+#
+# containerd, runc and the CNI plugins come from Debian (scripts/install-system-deps.sh).
+# Idempotent like build.sh: the stamp `.stamp-node` in the bin directory records a
+# hash of every input; when it matches and the binaries are there, nothing is built.
+#
+# Usage: platform/build-node.sh [--force] [--print-bin-dir]
+# Exit codes: 0 ok, 1 build failed, 3 Go toolchain not found.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+force=0
+print_only=0
+for arg in "$@"; do
+    case "$arg" in
+        --force) force=1 ;;
+        --print-bin-dir) print_only=1 ;;
+        -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "build-node.sh: unknown argument: $arg" >&2; exit 2 ;;
+    esac
+done
+
+cache_dir="${LOOPLINE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/loopline}"
+bin_dir="$cache_dir/k8s-${KUBERNETES_VERSION}/bin"
+if [ "$print_only" -eq 1 ]; then
+    echo "$bin_dir"
+    exit 0
+fi
+
+log() { printf '[platform/build-node.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+GO="${GO:-}"
+if [ -z "$GO" ]; then
+    GO="$(command -v go || true)"
+    [ -z "$GO" ] && [ -x /usr/local/go/bin/go ] && GO=/usr/local/go/bin/go
+fi
+if [ -z "$GO" ] || ! "$GO" version >/dev/null 2>&1; then
+    echo "build-node.sh: the Go toolchain was not found; the node's kubelet and kube-proxy" >&2
+    echo "are compiled from source and need Go >= 1.24 (see docs/real-node.md)." >&2
+    exit 3
+fi
+
+grep -qE "^[[:space:]]*(require[[:space:]]+)?k8s\.io/kubernetes ${KUBERNETES_VERSION}\$" "$here/node/go.mod" || {
+    echo "build-node.sh: node/go.mod does not require k8s.io/kubernetes ${KUBERNETES_VERSION}; run platform/pin.sh" >&2
+    exit 1
+}
+
+k8s_major="${KUBERNETES_VERSION#v}"; k8s_major="${k8s_major%%.*}"
+k8s_minor="${KUBERNETES_VERSION#v*.}"; k8s_minor="${k8s_minor%%.*}"
+k8s_ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    k8s_ldflags+=" -X ${pkg}.gitVersion=${KUBERNETES_VERSION}"
+    k8s_ldflags+=" -X ${pkg}.gitMajor=${k8s_major} -X ${pkg}.gitMinor=${k8s_minor}"
+    k8s_ldflags+=" -X ${pkg}.gitTreeState=clean"
+done
+k8s_tags="selinux,notest"
+pause_ldflags="-s -w"
+
+binaries=(kubelet kube-proxy pause)
+
+stamp="$(
+    {
+        cat "$here/versions.env"
+        cat "$here/node/go.mod" "$here/node/go.sum"
+        find "$here/node" -name '*.go' -print0 | sort -z | xargs -0 cat
+        echo "$k8s_ldflags|$k8s_tags|$pause_ldflags|${binaries[*]}"
+        "$GO" version
+    } | sha256sum | cut -d' ' -f1
+)"
+
+up_to_date() {
+    [ -f "$bin_dir/.stamp-node" ] && [ "$(cat "$bin_dir/.stamp-node")" = "$stamp" ] || return 1
+    local b
+    for b in "${binaries[@]}"; do [ -x "$bin_dir/$b" ] || return 1; done
+}
+
+if [ "$force" -eq 0 ] && up_to_date; then
+    log "node binaries up to date in $bin_dir"
+    exit 0
+fi
+
+mkdir -p "$bin_dir"
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$bin_dir/.build-node.lock"
+    log "waiting for the build lock" && flock 9
+    if [ "$force" -eq 0 ] && up_to_date; then
+        log "node binaries up to date in $bin_dir (built by another process)"
+        exit 0
+    fi
+fi
+
+# Build into a scratch directory, then rename into place: a running node keeps
+# its (unlinked) old binaries and never sees a half-written file.
+work="$(mktemp -d "$bin_dir/.build-node.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+export CGO_ENABLED=0
+start=$SECONDS
+
+log "Go: $("$GO" version); output: $bin_dir"
+log "building kubelet and kube-proxy (Kubernetes ${KUBERNETES_VERSION}); a cold build takes a while"
+t=$SECONDS
+(cd "$here/node" && "$GO" build -trimpath -tags "$k8s_tags" -ldflags "$k8s_ldflags" -o "$work/" ./cmd/...)
+log "  done in $((SECONDS - t))s"
+
+log "building pause"
+(cd "$here/node" && "$GO" build -trimpath -ldflags "$pause_ldflags" -o "$work/pause" ./pause)
+
+for b in "${binaries[@]}"; do
+    [ -x "$work/$b" ] || { echo "build-node.sh: $b was not produced" >&2; exit 1; }
+    mv -f "$work/$b" "$bin_dir/$b"
+done
+echo "$stamp" > "$bin_dir/.stamp-node.tmp" && mv -f "$bin_dir/.stamp-node.tmp" "$bin_dir/.stamp-node"
+log "built ${binaries[*]} in $((SECONDS - start))s"
