@@ -62,7 +62,7 @@ def _promote(client: MlflowClient, version: str, *, move_champion: bool) -> None
     run_id = client.get_model_version(NAME, version).run_id
     assert run_id
     decision = GateDecision(
-        promote=True,
+        passed=True,
         reason="f1 0.9 >= champion 0.8 + margin 0",
         metric="f1",
         challenger_value=0.9,
