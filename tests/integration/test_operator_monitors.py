@@ -7,9 +7,10 @@ from pathlib import Path
 
 import httpx
 
-from loopline.operators.backends.monitoring import LocalMonitoringBackend
+from loopline import supervisor
+from loopline.operators.backends.monitoring import PID_FILE, LocalMonitoringBackend
 from loopline.operators.builders.monitoring import MonitorDesired
-from loopline.serving.local import PID_FILE
+from tests.fixtures.cluster import wait_for
 
 # Parsed at start-up, never contacted: the monitors here request no retraining.
 KUBECONFIG = """apiVersion: v1
@@ -59,21 +60,21 @@ def test_a_monitor_left_by_a_killed_operator_is_stopped_not_leaked(tmp_path: Pat
     stops the leftover before starting its own, so two monitors never share a state folder."""
     crashed = _backend(tmp_path)
     _wait_live(crashed.apply(DESIRED))
-    old = crashed._monitors[DESIRED.key].proc
+    old = crashed._monitors[DESIRED.key].record
     folder = tmp_path / "monitors" / "plant" / "drill-ae"
-    assert (folder / PID_FILE).read_text().strip() == str(old.pid)
+    assert supervisor.load_record(folder / PID_FILE) == old
     # The crash: the backend is gone without close(); its monitor runs on.
     fresh = _backend(tmp_path)
     try:
         url = fresh.apply(DESIRED)
-        old.wait(timeout=15)
-        new = fresh._monitors[DESIRED.key].proc
+        wait_for(lambda: not supervisor.alive(old), timeout=15, what="the old monitor to stop")
+        new = fresh._monitors[DESIRED.key].record
         assert new.pid != old.pid
         _wait_live(url)
-        assert (folder / PID_FILE).read_text().strip() == str(new.pid)
+        assert supervisor.load_record(folder / PID_FILE) == new
     finally:
         fresh.close()
-        if old.poll() is None:  # the test failed: leave nothing behind
+        if supervisor.alive(old):  # the test failed: leave nothing behind
             crashed.close()
-    assert new.poll() is not None
+    assert not supervisor.alive(new)
     assert not (folder / PID_FILE).exists()
