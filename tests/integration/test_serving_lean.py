@@ -22,7 +22,7 @@ import pytest
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.dataplane_pb2_grpc import GRPCInferenceServiceStub
 
-from loopline import auth
+from loopline import auth, supervisor
 from loopline.serving.local import (
     LocalModelSpec,
     LocalServingError,
@@ -206,10 +206,12 @@ def _crash(manager: LocalServingManager) -> list[subprocess.Popen[bytes]]:
     """What SIGKILL does to an operator: supervision ends, its servers run on (their own
     sessions). In-process, so the test still holds the old process objects: it reaps them
     once they have ended (a real operator's children are reaped by init)."""
-    manager._stop.set()
-    manager._supervisor.join(timeout=10)
+    manager._supervisor.halt()
     manager._http.close()
-    return [s.proc for s in manager._servers.values() if s.proc is not None]
+    own = [s.watched for s in manager._servers.values() if not s.watched.adopted]
+    records = [w.record for w in own]
+    children = [supervisor.child_process(r.pid) for r in records if r is not None]
+    return [p for p in children if p is not None]
 
 
 def _left_running(
