@@ -29,7 +29,7 @@ from mlserver.grpc import model_repository_pb2 as repo_pb
 from mlserver.grpc.dataplane_pb2_grpc import GRPCInferenceServiceStub
 from mlserver.grpc.model_repository_pb2_grpc import ModelRepositoryServiceStub
 
-from loopline import auth
+from loopline import auth, supervisor
 from loopline.ports import free_port
 from loopline.serving.local import LocalModelSpec, LocalServingManager
 from loopline.wait import wait_for
@@ -407,13 +407,13 @@ def test_the_monitor_backend_provisions_sends_and_rotates_the_token(
         with caplog.at_level("WARNING", logger="loopline.operators.backends.monitoring"):
             backend.reload_reference("plant", NAME)
         assert "(503)" in caplog.text  # the operator's call got past the check
-        proc = backend._monitors[desired.key].proc
-        assert token.encode() not in _proc_text(proc.pid, "cmdline")
-        assert token.encode() not in _proc_text(proc.pid, "environ")
+        record = backend._monitors[desired.key].record
+        assert token.encode() not in _proc_text(record.pid, "cmdline")
+        assert token.encode() not in _proc_text(record.pid, "environ")
 
         path.unlink()  # rotate
         url = backend.apply(desired)
-        assert proc.wait(timeout=30) is not None  # the old monitor was stopped
+        wait_for(lambda: not supervisor.alive(record), timeout=30, what="the old monitor gone")
         wait_for(lambda: live(url), timeout=90, what="monitor live", ignore=(httpx.HTTPError,))
         rotated = auth.read_token_file(path)
         assert rotated != token
