@@ -20,7 +20,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures.monitoring",
 ]
 
-_TIERS = ("unit", "integration", "e2e", "security")
+_TIERS = ("unit", "integration", "e2e", "security", "realnode")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
