@@ -268,3 +268,18 @@ def test_push_to_a_local_registry(images: Images, runtime: Built, local_registry
         assert inspect.returncode == 0, inspect.stderr
         digests.add(json.loads(inspect.stdout)["Digest"])
     assert len(digests) == 1
+
+
+def test_training_image_imports_torch(images: Images) -> None:
+    """The training image (not built by this module: its deps layer is about 6 GB and takes
+    11-20 minutes; `loopline images build --only training` builds it) holds torch."""
+    (training,) = images.plans(("training",))
+    if not images.exists(training.reference):
+        pytest.skip(
+            f"{training.reference} is not built: `loopline images build --only training` "
+            "(11-20 minutes, about 20 GB free disk)"
+        )
+    version = _python(images, training.reference, "import torch; print(torch.__version__)")
+    assert version.splitlines()[-1].startswith("2.")
+    result = _run(images, training.reference, "-u", options=("--entrypoint", "id"))
+    assert result.stdout.strip() == UID
