@@ -1,6 +1,6 @@
 """The containerd node runs real pods: logs, exec, port-forward, Services by ClusterIP and by
-DNS name, images pulled from the cluster's registry, recovery of a killed kubelet, and a
-`down` that leaves nothing behind on the machine.
+DNS name, images pulled from the cluster's registry, a killed container restarted by the
+kubelet, recovery of a killed kubelet, and a `down` that leaves nothing behind on the machine.
 
 The teardown test takes the session cluster down; the `realnode` fixture brings it back for
 any test that runs after it.
@@ -36,6 +36,32 @@ def _in(namespace: str, obj: dict[str, object]) -> dict[str, object]:
     return {**obj, "metadata": {**metadata, "namespace": namespace}}
 
 
+def _get_through_port_forward(realnode: RealNode, ns: str, target: str, port: int) -> str:
+    """GET / through `kubectl port-forward <target> :<port>` from the host (the API server
+    streams it to the kubelet, which enters the pod's network namespace)."""
+    kubectl = realnode.kubectl
+    with subprocess.Popen(
+        [
+            *(str(kubectl.binary), f"--kubeconfig={kubectl.kubeconfig}", f"--namespace={ns}"),
+            *("port-forward", target, f":{port}"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as forward:
+        try:
+            assert forward.stdout is not None
+            line = forward.stdout.readline()
+            match = re.search(r"127\.0\.0\.1:(\d+)", line)
+            assert match, f"port-forward said {line!r}"
+            url = f"http://127.0.0.1:{match.group(1)}/"
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                return str(resp.read().decode().strip())
+        finally:
+            forward.terminate()
+            forward.wait(timeout=10)
+
+
 def test_pod_runs_with_logs_exec_and_port_forward(realnode: RealNode, node_namespace: str) -> None:
     ns = node_namespace
     realnode.apply(_in(ns, busybox_pod("web", http_server_script("hello-pod"), port=8080)))
@@ -49,27 +75,7 @@ def test_pod_runs_with_logs_exec_and_port_forward(realnode: RealNode, node_names
     ).stdout
     assert pod_ip.startswith("10.42."), pod_ip  # the node's own pod network
 
-    kubectl = realnode.kubectl
-    with subprocess.Popen(
-        [
-            *(str(kubectl.binary), f"--kubeconfig={kubectl.kubeconfig}", f"--namespace={ns}"),
-            *("port-forward", "pod/web", ":8080"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as forward:
-        try:
-            assert forward.stdout is not None
-            line = forward.stdout.readline()
-            match = re.search(r"127\.0\.0\.1:(\d+)", line)
-            assert match, f"port-forward said {line!r}"
-            url = f"http://127.0.0.1:{match.group(1)}/"
-            with urllib.request.urlopen(url, timeout=10) as resp:
-                assert resp.read().decode().strip() == "hello-pod"
-        finally:
-            forward.terminate()
-            forward.wait(timeout=10)
+    assert _get_through_port_forward(realnode, ns, "pod/web", 8080) == "hello-pod"
 
 
 def test_service_reachable_by_cluster_ip_from_pod_and_host(
@@ -115,6 +121,8 @@ def test_service_reachable_by_dns_name_from_pod(realnode: RealNode, node_namespa
     # The short name goes through the search path, as in any pod.
     assert realnode.exec(ns, "asker", "wget", "-qO-", "http://named/").strip() == ("by-dns-name")
     assert realnode.exec(ns, "asker", "wget", "-qO-", f"http://{fqdn}/").strip() == ("by-dns-name")
+    # From the host, by the Service's name, through a port-forward.
+    assert _get_through_port_forward(realnode, ns, "service/named", 80) == "by-dns-name"
 
 
 def test_node_pulls_an_image_pushed_to_the_local_registry(
@@ -168,6 +176,44 @@ def test_node_comes_back_after_its_kubelet_is_killed(
     realnode.apply(_in(ns, busybox_pod("newcomer", "exec sleep 3600")))
     realnode.wait_pod_ready(ns, "newcomer")
     realnode.wait_pod_ready(ns, "survivor", timeout=60)
+
+
+def _sleepers(seconds: str) -> list[int]:
+    """Host pids of the containers' `sleep <seconds>` processes (seen from the host's PID
+    namespace, as an operator with a shell on the node sees them)."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if (p.info["cmdline"] or [])[-2:] == ["sleep", seconds]:
+            found.append(p.pid)
+    return found
+
+
+def test_a_container_killed_by_its_pid_is_restarted_by_the_kubelet(
+    realnode: RealNode, node_namespace: str
+) -> None:
+    ns = node_namespace
+    realnode.apply(_in(ns, busybox_pod("crasher", "exec sleep 3599")))
+    realnode.wait_pod_ready(ns, "crasher")
+    (pid,) = wait_for(lambda: _sleepers("3599"), timeout=30, what="the container's process")
+    os.kill(pid, signal.SIGKILL)
+
+    def restarted() -> int | None:
+        count = realnode.kubectl(
+            "get",
+            "pod",
+            "crasher",
+            f"--namespace={ns}",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ).stdout.strip()
+        return int(count) if count and int(count) >= 1 else None
+
+    assert wait_for(restarted, timeout=90, what="the kubelet to restart the container") == 1
+    realnode.wait_pod_ready(ns, "crasher", timeout=60)
+    (again,) = wait_for(lambda: _sleepers("3599"), timeout=30, what="the restarted process")
+    assert again != pid
 
 
 def _chains(saved: dict[str, str]) -> set[str]:
