@@ -4,13 +4,11 @@ and for the integration tests, without Docker or a remote cluster."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import ParamSpec, TypeVar
 
 import click
 
+from loopline.cli.errors import friendly_errors
 from loopline.cluster import recovery
 from loopline.cluster.binaries import build as build_binaries
 from loopline.cluster.dns import DNS_SERVICE_IP
@@ -19,21 +17,7 @@ from loopline.cluster.manager import LocalCluster
 from loopline.cluster.settings import ClusterSettings
 from loopline.cluster.state import Health
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Print ClusterError messages (they say what to do) instead of a traceback."""
-
-    @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except ClusterError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
+_friendly_errors = friendly_errors(ClusterError)
 
 
 def _cluster(state_dir: Path | None) -> LocalCluster:

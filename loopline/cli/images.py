@@ -3,30 +3,13 @@ and podman), list them, and push them to a registry (skopeo)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
-from typing import ParamSpec, TypeVar
-
 import click
 
+from loopline.cli.errors import friendly_errors
 from loopline.images.errors import ImagesError
 from loopline.images.plan import FLAVOURS, Flavour
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Print ImagesError messages (they say what to install or run) instead of a traceback."""
-
-    @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except ImagesError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
+_friendly_errors = friendly_errors(ImagesError)
 
 
 def _flavours(only: str | None) -> tuple[Flavour, ...]:

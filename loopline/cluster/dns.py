@@ -16,7 +16,6 @@ component; the builders split out once a second DNS backend (a CoreDNS pod) exis
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import errno
 import ipaddress
@@ -30,17 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from loopline.cluster import pki
 from loopline.cluster import process as proc
 from loopline.cluster.binaries import find_go
 from loopline.cluster.commands import SERVICE_CIDR
 from loopline.cluster.errors import BuildError, ClusterError, MissingBinariesError
-from loopline.cluster.kubeconfig import CLUSTER_NAME
+from loopline.cluster.kubeconfig import CLUSTER_NAME, cert_kubeconfig
 from loopline.cluster.kubectl import Kubectl
 from loopline.cluster.layout import Layout
 from loopline.cluster.settings import ClusterSettings
@@ -257,40 +252,7 @@ def client_certificate(
     running cluster cannot get a token; a certificate from the CA it already trusts
     (`--client-ca-file`) needs no restart.
     """
-    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
-    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise ValueError("the cluster CA key is not an EC key; was it written by loopline?")
-    cert, key = pki._leaf(
-        USER, (ca_cert, ca_key), now or dt.datetime.now(dt.UTC), [ExtendedKeyUsageOID.CLIENT_AUTH]
-    )
-    return pki._pem_cert(cert), pki._pem_key(key)
-
-
-def kubeconfig(server: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> dict[str, object]:
-    """CoreDNS's kubeconfig (certificate authentication, everything embedded)."""
-
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode()
-
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": CLUSTER_NAME,
-                "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)},
-            }
-        ],
-        "users": [
-            {
-                "name": USER,
-                "user": {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)},
-            }
-        ],
-        "contexts": [{"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": USER}}],
-        "current-context": CLUSTER_NAME,
-    }
+    return pki.issue(ca_cert_pem, ca_key_pem, USER, now=now)
 
 
 # -- runner (I/O) --------------------------------------------------------------------------
@@ -460,7 +422,9 @@ def start(
     cert_pem, key_pem = client_certificate(ca_pem, layout.ca_key.read_bytes())
     pki.write_private(
         paths.kubeconfig,
-        yaml.safe_dump(kubeconfig(server, ca_pem, cert_pem, key_pem), sort_keys=False).encode(),
+        yaml.safe_dump(
+            cert_kubeconfig(server, ca_pem, cert_pem, key_pem, user=USER), sort_keys=False
+        ).encode(),
     )
     paths.corefile.write_text(text)
     kubectl(

@@ -69,6 +69,31 @@ def kubeconfig(
     namespace: str | None = None,
 ) -> dict[str, object]:
     """A self-contained kubeconfig (CA embedded) for one user of the local cluster."""
+    return _config(server, ca_pem, user, {"token": token}, cluster=cluster, namespace=namespace)
+
+
+def cert_kubeconfig(
+    server: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes, *, user: str
+) -> dict[str, object]:
+    """A self-contained kubeconfig authenticating by client certificate (the node's
+    components and CoreDNS: what a kubeadm node gives them)."""
+    credentials = {"client-certificate-data": _b64(cert_pem), "client-key-data": _b64(key_pem)}
+    return _config(server, ca_pem, user, credentials)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _config(
+    server: str,
+    ca_pem: bytes,
+    user: str,
+    credentials: dict[str, str],
+    *,
+    cluster: str = CLUSTER_NAME,
+    namespace: str | None = None,
+) -> dict[str, object]:
     context: dict[str, str] = {"cluster": cluster, "user": user}
     if namespace:
         context["namespace"] = namespace
@@ -78,13 +103,10 @@ def kubeconfig(
         "clusters": [
             {
                 "name": cluster,
-                "cluster": {
-                    "server": server,
-                    "certificate-authority-data": base64.b64encode(ca_pem).decode(),
-                },
+                "cluster": {"server": server, "certificate-authority-data": _b64(ca_pem)},
             }
         ],
-        "users": [{"name": user, "user": {"token": token}}],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [{"name": cluster, "context": context}],
         "current-context": cluster,
         "preferences": {},

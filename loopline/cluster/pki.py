@@ -104,12 +104,15 @@ def _leaf(
     *,
     dns_names: tuple[str, ...] = (),
     ips: tuple[str, ...] = (),
+    organizations: tuple[str, ...] = (),
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     ca_cert, ca_key = issuer
     key = ec.generate_private_key(ec.SECP256R1())
+    name = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
+    name.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .subject_name(x509.Name(name))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -128,6 +131,39 @@ def _leaf(
         )
         builder = builder.add_extension(san, critical=False)
     return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def issue(
+    ca_cert_pem: bytes,
+    ca_key_pem: bytes,
+    common_name: str,
+    *,
+    organizations: tuple[str, ...] = (),
+    server: bool = False,
+    ips: tuple[str, ...] = (),
+    dns_names: tuple[str, ...] = (),
+    now: dt.datetime | None = None,
+) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) signed by the cluster CA on disk: a client certificate
+    (the organizations are its groups), or a serving one for `ips`/`dns_names` when `server`.
+
+    Components added to a running cluster (the node, CoreDNS) authenticate this way: the
+    API server reads its static token file once at start, but trusts its CA at once."""
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the cluster CA key is not an EC key; was it written by loopline?")
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    cert, key = _leaf(
+        common_name,
+        (ca_cert, ca_key),
+        now or dt.datetime.now(dt.UTC),
+        [usage],
+        dns_names=dns_names,
+        ips=ips,
+        organizations=organizations,
+    )
+    return _pem_cert(cert), _pem_key(key)
 
 
 def generate(now: dt.datetime | None = None, *, extra_ips: tuple[str, ...] = ()) -> PKI:

@@ -102,6 +102,31 @@ def test_build_again_is_cached(images: Images, runtime: Built) -> None:
     assert runtime.archive.is_file()
 
 
+def test_a_new_build_prunes_the_flavours_old_tags_and_archives(
+    images: Images, runtime: Built
+) -> None:
+    """Each source change is a new tag; the old ones (and their 0.45 GB archives) go, the
+    current one and the other flavour stay."""
+    old_tag = f"{runtime.plan.repository}:0.0.0-000000000000"
+    old_archive = images.images_dir / "loopline-runtime-0.0.0-000000000000.oci.tar"
+    other_archive = images.images_dir / "loopline-training-0.0.0-000000000000.oci.tar"
+    subprocess.run([*images.store.podman(), "tag", runtime.plan.reference, old_tag], check=True)
+    old_archive.write_bytes(b"old")
+    other_archive.write_bytes(b"other flavour")
+    try:
+        removed = images.prune(runtime.plan)
+        assert old_tag in removed
+        assert str(old_archive) in removed
+        assert not images.exists(old_tag)
+        assert not old_archive.exists()
+        assert images.exists(runtime.plan.reference)
+        assert runtime.archive.is_file()
+        assert other_archive.is_file()
+    finally:
+        other_archive.unlink(missing_ok=True)
+        old_archive.unlink(missing_ok=True)
+
+
 def test_runtime_image_has_no_torch_and_no_cuda(images: Images, runtime: Built) -> None:
     found = _python(
         images,

@@ -7,10 +7,11 @@ import ssl
 import threading
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from loopline.cluster import pki
 from loopline.cluster.layout import Layout
@@ -101,3 +102,38 @@ def test_etcd_has_its_own_ca_and_the_cluster_ca_cannot_open_it() -> None:
     assert list(usages) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+
+
+def test_issue_signs_client_and_serving_certificates_with_the_cluster_ca() -> None:
+    """What the node's components and CoreDNS present: groups as organizations, the usage
+    their role needs, verified against the CA that signed them."""
+    keys = pki.generate()
+    cert_pem, key_pem = pki.issue(
+        keys.ca_cert, keys.ca_key, "system:node:n", organizations=("system:nodes",)
+    )
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    subject = cert.subject
+    assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "system:node:n"
+    assert subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:nodes"
+    usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    ca = x509.load_pem_x509_certificate(keys.ca_cert)
+    ca_key = ca.public_key()
+    assert isinstance(ca_key, ec.EllipticCurvePublicKey)
+    assert cert.signature_hash_algorithm is not None
+    ca_key.verify(
+        cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm)
+    )
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    assert key.public_key().public_numbers() == cert.public_key().public_numbers()  # type: ignore[union-attr]
+
+    serving, _ = pki.issue(keys.ca_cert, keys.ca_key, "n", server=True, ips=("192.0.2.2",))
+    served = x509.load_pem_x509_certificate(serving)
+    usage = served.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    san = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["192.0.2.2"]
+
+    other = pki.generate()
+    with pytest.raises(ValueError, match="not an EC key"):
+        pki.issue(keys.ca_cert, other.sa_key, "x")
