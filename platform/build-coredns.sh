@@ -10,38 +10,17 @@
 #     cd platform/coredns && go get github.com/coredns/coredns@vX.Y.Z && go mod tidy
 # Idempotent: the stamp `.stamp-coredns` records a hash of every input.
 #
-# Usage: platform/build-coredns.sh [--force]
+# Usage: platform/build-coredns.sh [--force] [--print-bin-dir]
 # Exit codes: 0 ok, 1 build failed, 3 Go toolchain not found.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=versions.env
-source "$here/versions.env"
-
-force=0
-for arg in "$@"; do
-    case "$arg" in
-        --force) force=1 ;;
-        -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "build-coredns.sh: unknown argument: $arg" >&2; exit 2 ;;
-    esac
-done
-
-cache_dir="${LOOPLINE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/loopline}"
-bin_dir="$cache_dir/k8s-${KUBERNETES_VERSION}/bin"
-
-log() { printf '[platform/build-coredns.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-GO="${GO:-}"
-if [ -z "$GO" ]; then
-    GO="$(command -v go || true)"
-    [ -z "$GO" ] && [ -x /usr/local/go/bin/go ] && GO=/usr/local/go/bin/go
-fi
-if [ -z "$GO" ] || ! "$GO" version >/dev/null 2>&1; then
-    echo "build-coredns.sh: the Go toolchain was not found; CoreDNS is compiled from" >&2
-    echo "source and needs Go >= 1.26 (see docs/real-node.md)." >&2
-    exit 3
-fi
+script=build-coredns.sh
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+parse_build_args 15 "$@"
+find_go "the Go toolchain was not found; CoreDNS is compiled from" \
+    "source and needs Go >= 1.26 (see docs/real-node.md)."
 
 coredns_version="$(awk '$1 == "github.com/coredns/coredns" { print $2; exit }
     $1 == "require" && $2 == "github.com/coredns/coredns" { print $3; exit }' "$here/coredns/go.mod")"

@@ -16,39 +16,12 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=versions.env
-source "$here/versions.env"
-
-force=0
-print_only=0
-for arg in "$@"; do
-    case "$arg" in
-        --force) force=1 ;;
-        --print-bin-dir) print_only=1 ;;
-        -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "build-node.sh: unknown argument: $arg" >&2; exit 2 ;;
-    esac
-done
-
-cache_dir="${LOOPLINE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/loopline}"
-bin_dir="$cache_dir/k8s-${KUBERNETES_VERSION}/bin"
-if [ "$print_only" -eq 1 ]; then
-    echo "$bin_dir"
-    exit 0
-fi
-
-log() { printf '[platform/build-node.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-GO="${GO:-}"
-if [ -z "$GO" ]; then
-    GO="$(command -v go || true)"
-    [ -z "$GO" ] && [ -x /usr/local/go/bin/go ] && GO=/usr/local/go/bin/go
-fi
-if [ -z "$GO" ] || ! "$GO" version >/dev/null 2>&1; then
-    echo "build-node.sh: the Go toolchain was not found; the node's kubelet and kube-proxy" >&2
-    echo "are compiled from source and need Go >= 1.24 (see docs/real-node.md)." >&2
-    exit 3
-fi
+script=build-node.sh
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+parse_build_args 15 "$@"
+find_go "the Go toolchain was not found; the node's kubelet and kube-proxy" \
+    "are compiled from source and need Go >= 1.24 (see docs/real-node.md)."
 
 grep -qE "^[[:space:]]*(require[[:space:]]+)?k8s\.io/kubernetes ${KUBERNETES_VERSION}\$" "$here/node/go.mod" || {
     echo "build-node.sh: node/go.mod does not require k8s.io/kubernetes ${KUBERNETES_VERSION}; run platform/pin.sh" >&2

@@ -16,40 +16,13 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=versions.env
-source "$here/versions.env"
-
-force=0
-print_only=0
-for arg in "$@"; do
-    case "$arg" in
-        --force) force=1 ;;
-        --print-bin-dir) print_only=1 ;;
-        -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "build.sh: unknown argument: $arg" >&2; exit 2 ;;
-    esac
-done
-
-cache_dir="${LOOPLINE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/loopline}"
-bin_dir="$cache_dir/k8s-${KUBERNETES_VERSION}/bin"
-if [ "$print_only" -eq 1 ]; then
-    echo "$bin_dir"
-    exit 0
-fi
-
-log() { printf '[platform/build.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-GO="${GO:-}"
-if [ -z "$GO" ]; then
-    GO="$(command -v go || true)"
-    [ -z "$GO" ] && [ -x /usr/local/go/bin/go ] && GO=/usr/local/go/bin/go
-fi
-if [ -z "$GO" ] || ! "$GO" version >/dev/null 2>&1; then
-    echo "build.sh: the Go toolchain was not found. Loopline compiles its local Kubernetes" >&2
-    echo "control plane from source and needs Go >= 1.26 (see docs/control-plane.md):" >&2
-    echo "install Go, put it on PATH (or set GO=/path/to/go) and run this again." >&2
-    exit 3
-fi
+script=build.sh
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+parse_build_args 16 "$@"
+find_go "the Go toolchain was not found. Loopline compiles its local Kubernetes" \
+    "control plane from source and needs Go >= 1.26 (see docs/control-plane.md):" \
+    "install Go, put it on PATH (or set GO=/path/to/go) and run this again."
 
 # The committed go.mod files must agree with the pins; pin.sh regenerates them.
 grep -qE "^[[:space:]]*(require[[:space:]]+)?k8s\.io/kubernetes ${KUBERNETES_VERSION}\$" "$here/controlplane/go.mod" || {
