@@ -39,25 +39,8 @@ stamp="$(
     } | sha256sum | cut -d' ' -f1
 )"
 
-up_to_date() {
-    [ -f "$bin_dir/.stamp-coredns" ] && [ "$(cat "$bin_dir/.stamp-coredns")" = "$stamp" ] &&
-        [ -x "$bin_dir/coredns" ]
-}
-
-if [ "$force" -eq 0 ] && up_to_date; then
-    log "coredns ${coredns_version} up to date in $bin_dir"
-    exit 0
-fi
-
-mkdir -p "$bin_dir"
-if command -v flock >/dev/null 2>&1; then
-    exec 9>"$bin_dir/.build-coredns.lock"
-    log "waiting for the build lock" && flock 9
-    if [ "$force" -eq 0 ] && up_to_date; then
-        log "coredns up to date in $bin_dir (built by another process)"
-        exit 0
-    fi
-fi
+binaries=(coredns)
+exit_if_built .stamp-coredns "coredns ${coredns_version}"
 
 work="$(mktemp -d "$bin_dir/.build-coredns.XXXXXX")"
 trap 'rm -rf "$work"' EXIT

@@ -51,26 +51,7 @@ stamp="$(
     } | sha256sum | cut -d' ' -f1
 )"
 
-up_to_date() {
-    [ -f "$bin_dir/.stamp-node" ] && [ "$(cat "$bin_dir/.stamp-node")" = "$stamp" ] || return 1
-    local b
-    for b in "${binaries[@]}"; do [ -x "$bin_dir/$b" ] || return 1; done
-}
-
-if [ "$force" -eq 0 ] && up_to_date; then
-    log "node binaries up to date in $bin_dir"
-    exit 0
-fi
-
-mkdir -p "$bin_dir"
-if command -v flock >/dev/null 2>&1; then
-    exec 9>"$bin_dir/.build-node.lock"
-    log "waiting for the build lock" && flock 9
-    if [ "$force" -eq 0 ] && up_to_date; then
-        log "node binaries up to date in $bin_dir (built by another process)"
-        exit 0
-    fi
-fi
+exit_if_built .stamp-node "node binaries"
 
 # Build into a scratch directory, then rename into place: a running node keeps
 # its (unlinked) old binaries and never sees a half-written file.

@@ -48,3 +48,30 @@ find_go() {
         exit 3
     fi
 }
+
+# up_to_date STAMP_NAME: the stamp file in the bin directory holds `$stamp` and every
+# program in `binaries` is there.
+up_to_date() {
+    [ -f "$bin_dir/$1" ] && [ "$(cat "$bin_dir/$1")" = "$stamp" ] || return 1
+    local b
+    for b in "${binaries[@]}"; do [ -x "$bin_dir/$b" ] || return 1; done
+}
+
+# exit_if_built STAMP_NAME WHAT: exit 0 (unless --force) when up to date, checked again
+# under the build lock: concurrent builds (two shells, parallel test runs) share one cache.
+exit_if_built() {
+    local stamp_name="$1" what="$2"
+    if [ "$force" -eq 0 ] && up_to_date "$stamp_name"; then
+        log "$what up to date in $bin_dir"
+        exit 0
+    fi
+    mkdir -p "$bin_dir"
+    if command -v flock >/dev/null 2>&1; then
+        exec 9>"$bin_dir/$stamp_name.lock"
+        log "waiting for the build lock" && flock 9
+        if [ "$force" -eq 0 ] && up_to_date "$stamp_name"; then
+            log "$what up to date in $bin_dir (built by another process)"
+            exit 0
+        fi
+    fi
+}
