@@ -44,7 +44,7 @@ NO_FAULT = "none"
 FAULT_TYPES: tuple[str, ...] = (NO_FAULT, "bearing_wear", "tool_breakage", "coolant_loss")
 LABELS: tuple[str, ...] = (FAULT_TYPE, IS_FAULT)
 
-# Feast names (contract 1 of the common brief).
+# Feast names: the feature repository, the pipelines and the serving path all refer to these.
 FEAST_ENTITY = "machine"
 RAW_VIEW = "sensor_readings"
 ROLLING_VIEW = "sensor_rolling"
