@@ -1,6 +1,6 @@
 """Settings of the Loopline operator (`LOOPLINE_OPERATOR_*`).
 
-Backends are chosen by short name (`local`, `kfp`, `seldon`) from the maps in
+Backends are chosen by short name (`local`, `kubernetes`, `kfp`, `seldon`) from the maps in
 `loopline.operators.backends`, as Feast and MLServer pick theirs, so a cluster deployment and
 a laptop run the same operator with different environment variables.
 """
@@ -23,11 +23,44 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOOPLINE_OPERATOR_", extra="forbid")
 
     pipeline_backend: str = Field(
-        default="local", description="Pipeline backend: local (worker processes) or kfp."
+        default="local",
+        description="Pipeline backend: local (worker processes), kubernetes (one Job per run "
+        "from the training image) or kfp (a Kubeflow Pipelines API server).",
     )
     serving_backend: str = Field(
         default="local",
-        description="Serving backend: local (model server processes on loopback) or seldon.",
+        description="Serving backend: local (model server processes on loopback), kubernetes "
+        "(a Deployment and Service per Model) or seldon (Seldon Core 2 objects).",
+    )
+    monitoring_backend: str = Field(
+        default="",
+        description="Drift monitor backend: local (one process per Model) or kubernetes (a "
+        "Deployment and Service per Model). Empty: local with local serving, else kubernetes.",
+    )
+    runtime_image: str = Field(
+        default="",
+        description="Cluster backends: the Loopline runtime image (repository:tag) that model "
+        "servers and drift monitors run.",
+    )
+    training_image: str = Field(
+        default="",
+        description="Kubernetes pipeline backend: the Loopline training image (torch) that "
+        "training Jobs run.",
+    )
+    image_pull_policy: str = Field(
+        default="IfNotPresent",
+        pattern="^(Always|IfNotPresent|Never)$",
+        description="Cluster backends: pull policy of the pods the operator creates.",
+    )
+    cluster_tracking_uri: str = Field(
+        default="",
+        description="Cluster backends: the MLflow tracking URI as pods reach it (e.g. the "
+        "chart's MLflow Service); empty: the operator's own tracking URI.",
+    )
+    storage_class: str = Field(
+        default="",
+        description="Cluster backends: StorageClass of the volumes the operator claims (a "
+        "monitor's state); empty: the cluster's default StorageClass.",
     )
     runs_dir: Path = Field(
         default_factory=lambda: _state("runs"),
@@ -68,7 +101,8 @@ class OperatorSettings(BaseSettings):
     )
     seldon_image: str = Field(
         default="",
-        description="Seldon backend: the Loopline runtime image the Seldon Server runs.",
+        description="Seldon backend: the Loopline runtime image the Seldon Server runs; "
+        "empty: runtime_image.",
     )
     seldon_open_ports: list[int] = Field(
         default_factory=lambda: [9001, 9501, 9006, 9008, 8082],  # serving.seldon's

@@ -1,4 +1,5 @@
-"""Backends the operators drive, chosen by short name in settings (pipelines, serving).
+"""Backends the operators drive, chosen by short name in settings (pipelines, serving,
+monitoring).
 
 The maps give import paths, as Feast and MLServer do, so a backend's heavy dependencies (the
 kfp SDK, the kubernetes client for Seldon objects, MLServer) load only when it is chosen.
@@ -8,12 +9,19 @@ from __future__ import annotations
 
 PIPELINE_BACKENDS: dict[str, str] = {
     "local": "loopline.operators.backends.pipelines:LocalPipelineBackend",
+    "kubernetes": "loopline.operators.backends.kube_jobs:JobPipelineBackend",
     "kfp": "loopline.operators.backends.kfp:KfpPipelineBackend",
 }
 
 SERVING_BACKENDS: dict[str, str] = {
     "local": "loopline.operators.backends.serving:LocalServingBackend",
+    "kubernetes": "loopline.operators.backends.kube_serving:KubernetesServingBackend",
     "seldon": "loopline.operators.backends.seldon:SeldonServingBackend",
+}
+
+MONITORING_BACKENDS: dict[str, str] = {
+    "local": "loopline.operators.backends.monitoring:LocalMonitoringBackend",
+    "kubernetes": "loopline.operators.backends.kube_monitoring:KubernetesMonitoringBackend",
 }
 
 

@@ -1,7 +1,9 @@
 """The backends an operator process drives, built from its settings.
 
-Chosen by short name (`PIPELINE_BACKENDS`, `SERVING_BACKENDS`); the `local` serving backend
-brings the local drift monitors with it, sharing one token per Model with its model server.
+Chosen by short name (`PIPELINE_BACKENDS`, `SERVING_BACKENDS`, `MONITORING_BACKENDS`). Every
+serving backend comes with a drift monitor per Model: local processes beside local model
+servers (sharing one token file per Model), a Deployment per Model beside cluster ones. A
+backend other than `local` is built as `cls(settings, tracking_uri=...)`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,12 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from loopline.operators.backends import PIPELINE_BACKENDS, SERVING_BACKENDS, resolve
+from loopline.operators.backends import (
+    MONITORING_BACKENDS,
+    PIPELINE_BACKENDS,
+    SERVING_BACKENDS,
+    resolve,
+)
 from loopline.operators.backends.monitoring import LocalMonitoringBackend, MonitoringBackend
 from loopline.operators.backends.pipelines import LocalPipelineBackend, PipelineBackend
 from loopline.operators.backends.registry import RegistryBackend
@@ -22,30 +29,40 @@ from loopline.operators.settings import OperatorSettings
 class Backends:
     pipelines: PipelineBackend
     serving: ServingBackend
-    monitoring: MonitoringBackend | None = None  # local mode: drift monitor processes
+    monitoring: MonitoringBackend | None = None  # None: no drift monitors (tests only)
     registry: RegistryBackend | None = None  # the champion alias; None: runs move it
+
+
+def monitoring_backend_name(settings: OperatorSettings) -> str:
+    """The monitoring backend settings name, or the one that fits the serving backend."""
+    if settings.monitoring_backend:
+        return settings.monitoring_backend
+    return "local" if settings.serving_backend == "local" else "kubernetes"
 
 
 def build_backends(settings: OperatorSettings, tracking_uri: str) -> Backends:
     """Instantiate the backends named in settings (import paths from the short-name maps)."""
-    pipe_path = resolve("pipeline", settings.pipeline_backend, PIPELINE_BACKENDS)
-    serve_path = resolve("serving", settings.serving_backend, SERVING_BACKENDS)
-    pipe_cls = _import(pipe_path)
-    serve_cls = _import(serve_path)
+    pipe_cls = _import(resolve("pipeline", settings.pipeline_backend, PIPELINE_BACKENDS))
+    serve_cls = _import(resolve("serving", settings.serving_backend, SERVING_BACKENDS))
+    monitor_name = monitoring_backend_name(settings)
+    monitor_cls = _import(resolve("monitoring", monitor_name, MONITORING_BACKENDS))
+    # One token per Model for its local model server and its local monitor, kept where no
+    # namespace's folder can be (names never start with a dot).
+    tokens_dir = settings.serving_dir / ".tokens"
     pipelines: PipelineBackend
-    serving: ServingBackend
     if pipe_cls is LocalPipelineBackend:
         pipelines = LocalPipelineBackend(settings.runs_dir, settings.worker_command or None)
     else:
-        pipelines = pipe_cls(settings)
-    monitoring: MonitoringBackend | None = None
+        pipelines = pipe_cls(settings, tracking_uri=tracking_uri)
+    serving: ServingBackend
     if serve_cls is LocalServingBackend:
-        # One token per Model for its model server and its monitor, kept where no
-        # namespace's folder can be (names never start with a dot).
-        tokens_dir = settings.serving_dir / ".tokens"
         serving = LocalServingBackend(
             settings.serving_dir, tracking_uri=tracking_uri, tokens_dir=tokens_dir
         )
+    else:
+        serving = serve_cls(settings, tracking_uri=tracking_uri)
+    monitoring: MonitoringBackend
+    if monitor_cls is LocalMonitoringBackend:
         monitoring = LocalMonitoringBackend(
             settings.serving_dir / "monitors",
             tracking_uri=tracking_uri,
@@ -53,7 +70,7 @@ def build_backends(settings: OperatorSettings, tracking_uri: str) -> Backends:
             tokens_dir=tokens_dir,
         )
     else:
-        serving = serve_cls(settings)
+        monitoring = monitor_cls(settings, tracking_uri=tracking_uri)
     return Backends(pipelines, serving, monitoring, RegistryBackend(tracking_uri))
 
 

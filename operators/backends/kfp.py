@@ -25,7 +25,7 @@ def _classified(what: str, exc: Exception) -> Exception:
 
 
 class KfpPipelineBackend:
-    def __init__(self, settings: OperatorSettings) -> None:
+    def __init__(self, settings: OperatorSettings, *, tracking_uri: str = "") -> None:
         if not settings.kfp_host:
             raise ValueError(
                 "LOOPLINE_OPERATOR_KFP_HOST is empty: set it to the KFP API server URL "

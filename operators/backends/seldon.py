@@ -112,13 +112,17 @@ class SeldonServingBackend:
         *,
         api: k8s.ApiClient | None = None,
         storage_uri: Any = None,
+        tracking_uri: str = "",
     ) -> None:
-        if not settings.seldon_image:
+        image = settings.seldon_image or settings.runtime_image
+        if not image:
             raise ValueError(
-                "LOOPLINE_OPERATOR_SELDON_IMAGE is empty: set the Loopline runtime image the "
-                "Seldon Server runs (serving backend seldon)"
+                "LOOPLINE_OPERATOR_SELDON_IMAGE and LOOPLINE_OPERATOR_RUNTIME_IMAGE are empty: "
+                "set the Loopline runtime image the Seldon Server runs (serving backend seldon)"
             )
         self.settings = settings
+        self.image = image
+        self.tracking_uri = settings.cluster_tracking_uri or tracking_uri
         api = api or api_client(settings)
         self.custom = k8s.CustomObjectsApi(api)
         self.core = k8s.CoreV1Api(api)
@@ -242,7 +246,7 @@ class SeldonServingBackend:
             build_server(
                 server,
                 ns,
-                image=self.settings.seldon_image,
+                image=self.image,
                 replicas=desired.replicas,
                 labels=labels,
                 env={**({DIGEST_ENV: digest} if digest else {}), **serving_env(desired)},

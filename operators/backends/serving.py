@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-import httpx
-
 from loopline.auth import AuthConfigError, ensure_token_file, model_token_path
+from loopline.operators.backends.canary_stats import StepWindows, scrape
 from loopline.operators.builders.canary import VersionStats
 from loopline.operators.builders.serving import (
     MODEL_NOT_READY,
@@ -99,8 +98,7 @@ class LocalServingBackend:
         self.tokens_dir = tokens_dir or root / ".tokens"
         self._managers: dict[str, LocalServingManager] = {}
         self._applied: dict[str, _Applied] = {}
-        # key -> ((canary version, weight), champion counters, canary counters) at step start
-        self._baselines: dict[str, tuple[tuple[str, int], VersionStats, VersionStats]] = {}
+        self._windows = StepWindows()  # each Model's counters when its canary step began
         self._lock = threading.RLock()
 
     def _manager(self, namespace: str) -> LocalServingManager:
@@ -183,28 +181,20 @@ class LocalServingBackend:
     ) -> tuple[VersionStats, VersionStats] | None:
         """Champion and canary traffic since the current canary step began (from the
         server's Prometheus metrics), or None when they cannot be read."""
-        from loopline.operators.backends.canary_stats import version_stats
-
-        try:
-            text = httpx.get(metrics_url, timeout=2.0, trust_env=False).text
-        except httpx.HTTPError as exc:  # the canary step waits for traffic it can read
-            log.warning("%s: cannot read canary traffic from %s: %s", key, metrics_url, exc)
-            return None
         assert desired.canary_version is not None
-        champion = version_stats(text, desired.name, desired.champion_version)
-        canary = version_stats(text, desired.name, desired.canary_version)
-        step = (desired.canary_version, desired.canary_weight)
-        with self._lock:
-            baseline = self._baselines.get(key)
-            if baseline is None or baseline[0] != step:
-                self._baselines[key] = (step, champion, canary)
-                return champion.minus(champion), canary.minus(canary)
-        return champion.minus(baseline[1]), canary.minus(baseline[2])
+        return self._windows.window(
+            key,
+            (desired.canary_version, desired.canary_weight),
+            scrape({"local": metrics_url}),
+            model=desired.name,
+            champion_version=desired.champion_version,
+            canary_version=desired.canary_version,
+        )
 
     def delete(self, namespace: str, name: str) -> None:
         with self._lock:
             self._applied.pop(f"{namespace}/{name}", None)
-            self._baselines.pop(f"{namespace}/{name}", None)
+            self._windows.forget(f"{namespace}/{name}")
             manager = self._managers.get(namespace)
         if manager is not None:
             manager.stop(name)
