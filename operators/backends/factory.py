@@ -34,10 +34,11 @@ class Backends:
 
 
 def monitoring_backend_name(settings: OperatorSettings) -> str:
-    """The monitoring backend settings name, or the one that fits the serving backend."""
+    """The monitoring backend settings name, or the one that fits the serving backend
+    (`local` beside local serving; a cluster's is named explicitly until it is the default)."""
     if settings.monitoring_backend:
         return settings.monitoring_backend
-    return "local" if settings.serving_backend == "local" else "kubernetes"
+    return "local" if settings.serving_backend == "local" else ""
 
 
 def build_backends(settings: OperatorSettings, tracking_uri: str) -> Backends:
@@ -45,7 +46,9 @@ def build_backends(settings: OperatorSettings, tracking_uri: str) -> Backends:
     pipe_cls = _import(resolve("pipeline", settings.pipeline_backend, PIPELINE_BACKENDS))
     serve_cls = _import(resolve("serving", settings.serving_backend, SERVING_BACKENDS))
     monitor_name = monitoring_backend_name(settings)
-    monitor_cls = _import(resolve("monitoring", monitor_name, MONITORING_BACKENDS))
+    monitor_cls = (
+        _import(resolve("monitoring", monitor_name, MONITORING_BACKENDS)) if monitor_name else None
+    )
     # One token per Model for its local model server and its local monitor, kept where no
     # namespace's folder can be (names never start with a dot).
     tokens_dir = settings.serving_dir / ".tokens"
@@ -61,8 +64,10 @@ def build_backends(settings: OperatorSettings, tracking_uri: str) -> Backends:
         )
     else:
         serving = serve_cls(settings, tracking_uri=tracking_uri)
-    monitoring: MonitoringBackend
-    if monitor_cls is LocalMonitoringBackend:
+    monitoring: MonitoringBackend | None
+    if monitor_cls is None:
+        monitoring = None
+    elif monitor_cls is LocalMonitoringBackend:
         monitoring = LocalMonitoringBackend(
             settings.serving_dir / "monitors",
             tracking_uri=tracking_uri,
