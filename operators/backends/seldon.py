@@ -28,11 +28,9 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from loopline import auth
+from loopline.operators.backends.kube_objects import KubeObjects
 from loopline.operators.builders.auth import (
     DIGEST_ENV,
-    build_token_secret,
-    digest_env,
     token_env,
     token_secret_name,
 )
@@ -127,6 +125,7 @@ class SeldonServingBackend:
         self.custom = k8s.CustomObjectsApi(api)
         self.core = k8s.CoreV1Api(api)
         self.networking = k8s.NetworkingV1Api(api)
+        self.objects = KubeObjects(api)
         self._storage_uri = storage_uri or self._mlflow_storage_uri
         self._lock = threading.Lock()
 
@@ -204,19 +203,9 @@ class SeldonServingBackend:
                 raise _error(f"delete {plural}/{name}", exc) from exc
 
     def ensure_token(self, namespace: str, model: str) -> str | None:
-        """Create the Model's token Secret when there is none (first reconcile, or deleted to
-        rotate) and return the new token's digest; None when the Secret exists. An existing
-        Secret is never read nor overwritten: the operator may create and delete Secrets but
-        not read them (no credential of the cluster is the operator's to see), and the pods
-        and the monitor already use its token."""
-        body = build_token_secret(namespace, model, auth.new_token())
-        try:
-            self.core.create_namespaced_secret(namespace, body)
-        except ApiException as exc:
-            if exc.status == 409:
-                return None
-            raise _error(f"create Secret {body['metadata']['name']}", exc) from exc
-        return str(digest_env(body["stringData"][auth.SECRET_KEY])[DIGEST_ENV])
+        """Create the Model's token Secret when there is none and return the new token's
+        digest; None when it exists (see `KubeObjects.ensure_token_secret`)."""
+        return self.objects.ensure_token_secret(namespace, model)
 
     def _current_digest(self, namespace: str, model: str) -> str:
         """The token digest the Model's Server runs with now (kept while the Secret stands)."""
