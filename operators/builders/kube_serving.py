@@ -278,16 +278,6 @@ def endpoints(namespace: str, model: str) -> dict[str, str]:
     return {"rest": f"http://{host}:{HTTP_PORT}", "grpc": f"{host}:{GRPC_PORT}"}
 
 
-def container_digest(deployment: dict[str, Any] | None) -> str:
-    """The token digest the Deployment's pods run with; empty when there is none."""
-    template = ((deployment or {}).get("spec") or {}).get("template") or {}
-    for container in (template.get("spec") or {}).get("containers") or []:
-        for entry in container.get("env") or []:
-            if entry.get("name") == DIGEST_ENV and entry.get("value"):
-                return str(entry["value"])
-    return ""
-
-
 # -- what the cluster reports ---------------------------------------------------------------
 
 
@@ -456,6 +446,18 @@ def observe_serving(
     )
 
 
+def metrics_port(pod: dict[str, Any]) -> int:
+    """The server container's port named `metrics` (the template's, so a pod started by an
+    older operator with another port is still read right)."""
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if container.get("name") != CONTAINER:
+            continue
+        for port in container.get("ports") or []:
+            if port.get("name") == "metrics" and port.get("containerPort"):
+                return int(port["containerPort"])
+    return METRICS_PORT
+
+
 def metrics_urls(pods: list[dict[str, Any]], revision_: str) -> dict[str, str]:
     """pod name -> its /metrics URL, for the ready pods of the current template (the ones
     serving the current canary step)."""
@@ -472,5 +474,5 @@ def metrics_urls(pods: list[dict[str, Any]], revision_: str) -> dict[str, str]:
             for c in status.get("conditions") or []
         )
         if ready and status.get("podIP"):
-            urls[meta["name"]] = f"http://{status['podIP']}:{METRICS_PORT}/metrics"
+            urls[meta["name"]] = f"http://{status['podIP']}:{metrics_port(pod)}/metrics"
     return urls
