@@ -289,3 +289,59 @@ def test_the_api_server_refuses_resources_that_cannot_work(
     body["spec"]["serving"]["resources"] = fine  # type: ignore[index]
     created = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "models", body)
     assert created["spec"]["serving"]["resources"] == fine
+
+
+def test_the_operator_service_account_may_do_all_of_it(
+    cluster: ClusterHandle, kube_api: k8s.ApiClient, namespace: str
+) -> None:
+    """The backend as the operator's ServiceAccount with manifests/rbac/operator.yaml: every
+    call it makes is allowed (a missing verb would be a 403), and it may not read Secrets."""
+    import subprocess
+
+    import yaml
+    from kubernetes import config as k8s_config
+
+    from loopline.cluster.versions import REPO_ROOT
+
+    def kubectl(*args: str) -> str:
+        done = subprocess.run(
+            [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0 or args[:2] == ("auth", "can-i"), done.stderr
+        return done.stdout.strip()
+
+    kubectl("apply", "-f", str(REPO_ROOT / "manifests" / "rbac" / "operator.yaml"))
+    sa = "system:serviceaccount:loopline-system:loopline-operator"
+    for verb, what in (("get", "secrets"), ("list", "secrets"), ("update", "deployments.apps")):
+        assert kubectl("auth", "can-i", verb, what, "-n", namespace, f"--as={sa}") == "no"
+    token = kubectl("create", "token", "loopline-operator", "-n", "loopline-system")
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    config = {
+        **admin,
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "operator",
+                "context": {"cluster": admin["clusters"][0]["name"], "user": "operator"},
+            }
+        ],
+        "current-context": "operator",
+    }
+    api = k8s_config.new_client_from_config_dict(config)
+    serving = KubernetesServingBackend(
+        OperatorSettings(runtime_image=IMAGE), tracking_uri="http://mlflow", api=api
+    )
+    try:
+        serving.apply(_desired(namespace, replicas=1))
+        _wait_ready(serving, cluster, namespace)
+        serving.apply(_desired(namespace, replicas=1, canary_version="2", canary_weight=50))
+        _wait_ready(serving, cluster, namespace, weight=50)
+        serving.delete(namespace, NAME)
+        serving.forget(namespace, NAME)
+    finally:
+        api.close()
+    assert not k8s.AppsV1Api(kube_api).list_namespaced_deployment(namespace).items
