@@ -34,11 +34,9 @@ from loopline.operators.builders.kube_serving import (
     MODEL_LABEL,
     build_deployment,
     build_service,
-    metrics_urls,
-    observe_serving,
-    served,
     server_name,
 )
+from loopline.operators.builders.kube_serving_status import metrics_urls, observe_serving, served
 from loopline.operators.builders.serving import ServingDesired, ServingObserved
 from loopline.operators.errors import BackendRejected
 from loopline.operators.kube import api_client

@@ -20,9 +20,9 @@ from loopline.operators.builders.kube_serving import (
     build_deployment,
     build_service,
     endpoints,
-    served,
     server_name,
 )
+from loopline.operators.builders.kube_serving_status import served
 from loopline.operators.builders.serving import ServingDesired, build_serving
 from loopline.types.model import ModelSpec, ServingResources
 

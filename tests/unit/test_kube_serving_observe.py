@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from loopline.operators.builders.kube_serving import (
-    REVISION_LABEL,
-    build_deployment,
+from loopline.operators.builders.kube_serving import REVISION_LABEL, build_deployment
+from loopline.operators.builders.kube_serving_status import (
     metrics_urls,
     observe_serving,
     pod_problem,
