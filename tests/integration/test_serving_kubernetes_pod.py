@@ -126,7 +126,7 @@ def test_serve_pod_is_the_server_and_stops_cleanly(
         index,
         headers=auth.bearer_headers(pod.token),
         timeout=5,
-        trust_env=False,  # type: ignore[attr-defined]
+        trust_env=False,
     )
     assert authorised.status_code == 200
 
