@@ -169,6 +169,19 @@ def _ready(
     pytest.fail(f"not ready at {weight}%: {last}\n{described.stdout[-6000:]}")
 
 
+def _pod_names(realnode: RealNode, namespace: str) -> list[str]:
+    """The server pods that exist, terminating ones included."""
+    out = realnode.kubectl(
+        "get",
+        "pods",
+        f"--namespace={namespace}",
+        "--selector=loopline.dev/component=server",
+        "-o",
+        "name",
+    ).stdout
+    return out.split()
+
+
 class Traffic:
     """Requests through the Service's ClusterIP from the host, counted by outcome."""
 
@@ -265,6 +278,14 @@ def test_a_failing_canary_is_rolled_back_under_live_traffic(
 
         backend.apply(_desired(ns, good))  # what the operator applies after a rollback
         _ready(backend, realnode, ns, 0)
+        # Ready once the new pods serve; the canary's pods still drain (preStop) and may
+        # answer the last requests kube-proxy routes to them until they are gone.
+        wait_for(
+            lambda: len(_pod_names(realnode, ns)) == 2,
+            timeout=120,
+            interval=1,
+            what="the canary's pods gone",
+        )
         before = traffic.outcomes.copy()
         time.sleep(5)
         after = traffic.outcomes - before
