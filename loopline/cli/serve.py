@@ -129,6 +129,56 @@ def run(root: Path | None, **kw: object) -> None:
         click.echo("stopping")
 
 
+@serve.command("pod")
+@_spec_options
+@click.option(
+    "--fallback-on-missing-sensors/--no-fallback-on-missing-sensors",
+    default=True,
+    show_default=True,
+    help="Rows with a missing non-core sensor go to the fallback model (else a 422).",
+)
+@click.option(
+    "--dir",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Writable folder for the server's files (default: <state_dir>/serving/<name>).",
+)
+@click.option("--http-port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--grpc-port", type=click.IntRange(1, 65535), default=8081, show_default=True)
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=8082, show_default=True)
+def pod(
+    root: Path | None,
+    fallback_on_missing_sensors: bool,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    **kw: object,
+) -> None:
+    """Run one model server in the foreground on every interface, as a pod's container does:
+    write its files, then become the server (it handles SIGTERM itself). The token comes from
+    LOOPLINE_AUTH_TOKEN (or LOOPLINE_AUTH_TOKEN_FILE)."""
+    from dataclasses import replace
+
+    from loopline.serving.local_spec import LocalModelSpec
+    from loopline.serving.pod import PodPorts, exec_server, write_server_folder
+    from loopline.settings import get_settings
+
+    built = _spec(**kw)
+    assert isinstance(built, LocalModelSpec)
+    spec = replace(built, fallback_on_missing_sensors=fallback_on_missing_sensors)
+    try:
+        ports = PodPorts(http_port, grpc_port, metrics_port)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    folder = root or get_settings().state_dir / "serving" / spec.name
+    try:
+        write_server_folder(folder, spec, ports)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the server's files in {folder}: {exc}") from exc
+    exec_server(spec, folder)
+
+
 @serve.command("settings")
 @_spec_options
 def settings(**kw: object) -> None:

@@ -50,7 +50,10 @@ class _WithFactoryDefaults(GenerateJsonSchema):
             json_schema = dict(json_schema)
             if isinstance(value, BaseModel):
                 # The whole object: CEL rules on it are checked against the default itself.
-                json_schema["default"] = value.model_dump(mode="json", by_alias=True)
+                # An unset optional field stays out (the schema has no nullable fields).
+                json_schema["default"] = value.model_dump(
+                    mode="json", by_alias=True, exclude_none=True
+                )
             else:
                 json_schema["default"] = to_jsonable_python(value)
         return json_schema

@@ -9,6 +9,8 @@ validator so the same object is rejected in both places with the same message.
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from enum import StrEnum
 from itertools import pairwise
 from typing import Annotated
@@ -141,6 +143,104 @@ class CanarySpec(Spec):
         return self
 
 
+# A Kubernetes quantity (apimachinery's grammar without a sign: a resource amount is never
+# negative): digits with an optional fraction, then a binary (Ki..Ei) or decimal (m, k..E)
+# suffix or a decimal exponent. Memory has no `m`: `128m` would be 0.128 bytes.
+CPU_PATTERN = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)([KMGTPE]i|[mkMGTPE]|[eE][+-]?[0-9]{1,2})?$"
+MEMORY_PATTERN = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)([KMGTPE]i|[kMGTPE]|[eE][+-]?[0-9]{1,2})?$"
+_QUANTITY = re.compile(CPU_PATTERN)
+_SUFFIXES = {
+    **{s + "i": Decimal(1024) ** (i + 1) for i, s in enumerate("KMGTPE")},
+    **{s: Decimal(1000) ** (i + 1) for i, s in enumerate("kMGTPE")},
+    "m": Decimal("0.001"),
+    "": Decimal(1),
+}
+
+
+def quantity_value(text: str) -> Decimal:
+    """The amount a Kubernetes quantity (`500m`, `2Gi`, `1e3`) stands for."""
+    match = _QUANTITY.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 500m, 2, 512Mi, 1Gi)")
+    number, suffix = Decimal(match.group(1)), match.group(3) or ""
+    if suffix[:1] in ("e", "E"):
+        return number * Decimal(10) ** int(suffix[1:])
+    return number * _SUFFIXES[suffix]
+
+
+def _not_above(resource: str) -> JsonDict:
+    """A rule of ServingResources: the request of `resource` is at most its limit (the API
+    server refuses such a pod anyway, but only when the operator creates it)."""
+    return {
+        "rule": f"!has(self.requests) || !has(self.limits) || !has(self.requests.{resource}) "
+        f"|| !has(self.limits.{resource}) || "
+        f"quantity(self.requests.{resource}).compareTo(quantity(self.limits.{resource})) <= 0",
+        "message": f"serving.resources.requests.{resource} must not exceed "
+        f"serving.resources.limits.{resource}",
+        "fieldPath": f".requests.{resource}",
+        "reason": "FieldValueInvalid",
+    }
+
+
+RESOURCES_RULES: list[JsonDict] = [_not_above("cpu"), _not_above("memory")]
+
+
+class ResourceAmounts(Spec):
+    """CPU and memory as Kubernetes quantities; a field left out is not set on the pods."""
+
+    cpu: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=CPU_PATTERN,
+        description="CPU as a Kubernetes quantity: 500m, 1, 2.5.",
+    )
+    memory: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=MEMORY_PATTERN,
+        description="Memory as a Kubernetes quantity: 512Mi, 2Gi (bytes; no m suffix).",
+    )
+
+
+class ServingResources(Spec):
+    """Requests and limits of each model server pod (serving backends that run pods)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": list(RESOURCES_RULES)})
+
+    requests: ResourceAmounts | None = Field(
+        default=None, description="What the scheduler reserves for each model server pod."
+    )
+    limits: ResourceAmounts | None = Field(
+        default=None, description="The most each model server pod may use."
+    )
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ServingResources:
+        if self.requests is None or self.limits is None:
+            return self
+        for rule, resource in zip(RESOURCES_RULES, ("cpu", "memory"), strict=True):
+            request = getattr(self.requests, resource)
+            limit = getattr(self.limits, resource)
+            if (
+                request is not None
+                and limit is not None
+                and quantity_value(request) > quantity_value(limit)
+            ):
+                raise ValueError(str(rule["message"]))
+        return self
+
+    def as_kubernetes(self) -> dict[str, dict[str, str]]:
+        """The container `resources` block: only the amounts that are set."""
+        out: dict[str, dict[str, str]] = {}
+        for part in ("requests", "limits"):
+            amounts = getattr(self, part)
+            if amounts is not None:
+                values = amounts.model_dump(exclude_none=True)
+                if values:
+                    out[part] = values
+        return out
+
+
 class ServingSpec(Spec):
     replicas: int = Field(default=1, ge=0, le=20)
     protocol: Protocol = Field(
@@ -153,6 +253,11 @@ class ServingSpec(Spec):
         default=True,
         alias="fallbackOnMissingSensors",
         description="Rows with missing non-core sensors go to the core-sensor fallback model.",
+    )
+    resources: ServingResources | None = Field(
+        default=None,
+        description="CPU and memory requests and limits of each model server pod (the "
+        "kubernetes serving backend); unset: none, the namespace's defaults apply.",
     )
 
 

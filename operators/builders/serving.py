@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from loopline.operators.builders.canary import VersionStats
 from loopline.types.common import registered_model_name
-from loopline.types.model import ModelSpec
+from loopline.types.model import ModelSpec, ServingResources
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class ServingDesired:
     # Where the model server sends payload samples: the Model's drift monitor (empty: none).
     # The runtime fills it in from the monitoring backend before it applies the serving.
     monitor_url: str = ""
+    # CPU and memory of each model server pod (backends that run pods); None: unset.
+    resources: ServingResources | None = None
 
     @property
     def key(self) -> str:
@@ -91,4 +93,5 @@ def build_serving(
         fallback_on_missing_sensors=spec.serving.fallback_on_missing_sensors,
         abort_metric=spec.serving.canary.abort_metric.value,
         abort_threshold=spec.serving.canary.abort_threshold,
+        resources=spec.serving.resources,
     )
