@@ -62,6 +62,11 @@ class OperatorSettings(BaseSettings):
         description="Cluster backends: StorageClass of the volumes the operator claims (a "
         "monitor's state); empty: the cluster's default StorageClass.",
     )
+    volume_permissions_init: bool = Field(
+        default=False,
+        description="Cluster backends: chown each claimed volume to the pods' user with an init "
+        "container (hostPath volumes, e.g. the local cluster's, ignore fsGroup).",
+    )
     runs_dir: Path = Field(
         default_factory=lambda: _state("runs"),
         description="Local pipeline backend: one directory per run id (spec, result, log).",

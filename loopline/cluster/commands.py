@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from loopline.cluster import storage
 from loopline.cluster.layout import Layout
 
 # The virtual service network (never routed: there is no kube-proxy) and its first address,
@@ -167,6 +168,7 @@ def controller_manager_command(binary: Path, layout: Layout, ports: Ports) -> li
         f"--cluster-signing-cert-file={layout.ca_cert}",
         f"--cluster-signing-key-file={layout.ca_key}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
+        storage.CONTROLLER_MANAGER_FLAG,  # claims bind on the local cluster (cluster.storage)
         "--profiling=false",
     ]
 

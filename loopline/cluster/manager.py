@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,16 @@ from pathlib import Path
 
 import yaml
 
-from loopline.cluster import commands, crds, dns, identities, readiness, recovery, registry
+from loopline.cluster import (
+    commands,
+    crds,
+    dns,
+    identities,
+    readiness,
+    recovery,
+    registry,
+    storage,
+)
 from loopline.cluster import process as proc
 from loopline.cluster import state as st
 from loopline.cluster.binaries import Binaries, ensure
@@ -338,7 +348,9 @@ class LocalCluster:
         """Stop every recorded process (and its process group) and delete the state."""
         with st.locked(self.layout.lock_file):
             current = self.state()
+            volumes = self._volume_dirs(current) if current is not None else []
             stopped = self._stop_all(current) if current is not None else []
+            storage.remove(volumes)
             if current is None and self.node_layout.root.exists():
                 # A node whose `up` died before it wrote the state file: its containers,
                 # mounts and rules may still be there.
@@ -370,6 +382,19 @@ class LocalCluster:
                 "run `loopline cluster up`"
             )
         return status.state
+
+    def _volume_dirs(self, state: st.ClusterState) -> list[Path]:
+        """The hostPath directories of the cluster's volumes (see cluster.storage), read
+        while the API server still answers; none when it does not."""
+        kubectl = Kubectl(state.bin_dir / "kubectl", self.layout.kubeconfig)
+        try:
+            listed = kubectl(
+                "get", "persistentvolumes", "-o", "json", "--request-timeout=10s", timeout=20
+            )
+        except (KubectlError, OSError, subprocess.TimeoutExpired) as exc:
+            log.info("volumes not listed (%s): their directories stay", str(exc)[:200])
+            return []
+        return storage.volume_dirs(listed.stdout)
 
     def _stop_all(self, state: st.ClusterState) -> list[st.ProcessRecord]:
         for record in reversed(state.processes):
@@ -532,6 +557,7 @@ class LocalCluster:
                 node.import_image(self.node_layout, pause)
         if nodes or real_node:
             self._wait_default_service_account(state, tokens["admin"])
+        kubectl("apply", "-f", "-", input=json.dumps(storage.storage_class()))
         return state
 
     def _start_service(

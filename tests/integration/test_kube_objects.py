@@ -4,14 +4,18 @@ token Secret once without ever reading it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
+from loopline.cluster.storage import HOSTPATH_ROOT
 from loopline.operators.backends.kube_objects import KubeObjects
 from loopline.operators.builders.auth import token_secret_name
+from loopline.operators.builders.volumes import build_claim
 from loopline.operators.errors import BackendUnavailable
+from tests.fixtures.cluster import wait_for
 
 
 def _service(namespace: str, name: str, **labels: str) -> dict[str, Any]:
@@ -64,3 +68,24 @@ def test_token_secret_is_created_once_and_never_overwritten(
     assert objects.ensure_token_secret(namespace, "drill") is None
     after = k8s.CoreV1Api(kube_api).read_namespaced_secret(token_secret_name("drill"), namespace)
     assert after.metadata.resource_version == before
+
+
+def test_a_claim_binds_on_the_local_cluster_and_its_directory_goes_with_it(
+    kube_api: k8s.ApiClient, namespace: str
+) -> None:
+    """The local cluster's default StorageClass (the controller-manager's hostPath
+    provisioner) binds a claim to a directory under /tmp/hostpath_pv and removes it after."""
+    objects = KubeObjects(kube_api)
+    objects.apply(build_claim(namespace, "state", "64Mi"))
+
+    def bound() -> dict[str, Any] | None:
+        claim = objects.get("v1", "PersistentVolumeClaim", namespace, "state")
+        return claim if claim and claim["status"].get("phase") == "Bound" else None
+
+    claim = wait_for(bound, timeout=60, what="claim state Bound")
+    pv = k8s.CoreV1Api(kube_api).read_persistent_volume(claim["spec"]["volumeName"])
+    directory = Path(pv.spec.host_path.path)
+    assert directory.parent == HOSTPATH_ROOT
+    assert directory.is_dir()
+    objects.delete("v1", "PersistentVolumeClaim", namespace, "state")
+    wait_for(lambda: not directory.exists(), timeout=60, what=f"{directory} removed")
