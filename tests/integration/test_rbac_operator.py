@@ -48,7 +48,6 @@ DENIED = [
     ("get", "secrets"),
     ("create", "pods"),
     ("delete", "pods"),
-    ("get", "pods/log"),
     ("patch", "jobs.batch"),
     ("patch", "events"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
