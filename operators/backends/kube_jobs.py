@@ -30,13 +30,13 @@ from kubernetes.client.exceptions import ApiException
 
 from loopline.operators.backends.kube_objects import KubeObjects, api_error
 from loopline.operators.builders.auth import MODEL_LABEL
+from loopline.operators.builders.kube_job_results import run_result
 from loopline.operators.builders.kube_jobs import (
     COMPONENT,
     COMPONENT_LABEL,
     JobConfig,
     build_training_job,
     model_selector,
-    run_result,
     run_selector,
 )
 from loopline.operators.errors import BackendRejected

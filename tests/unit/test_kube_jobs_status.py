@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from loopline.operators.builders.kube_jobs import CONTAINER, run_result
+from loopline.operators.builders.kube_job_results import run_result
+from loopline.operators.builders.kube_jobs import CONTAINER
 from loopline.types.runs import RunPhase, TrainingRunResult
 
 RUN = "drill-ae-0123456789ab"

@@ -7,7 +7,6 @@ from pathlib import Path
 import yaml
 
 import loopline
-
 from loopline.components.steps import STEPS
 from loopline.pipelines.compile import COMPILED_DIR, compile_all, stale
 

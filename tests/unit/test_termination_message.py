@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from loopline.operators.builders.kube_jobs import parse_result
+from loopline.operators.builders.kube_job_results import parse_result
 from loopline.pipelines.run import TERMINATION_MESSAGE_LIMIT, main, termination_message
 from loopline.types.common import Task, Trigger
 from loopline.types.runs import RunPhase, TrainingRunResult, TrainingRunSpec
