@@ -16,13 +16,16 @@ Two kwok behaviours shape the tests (kwok v0.7.0's default pod stages):
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from kubernetes import client as k8s
 
 from loopline.operators.backends.kube_jobs import FEATURE_REPO_CLAIM, JobPipelineBackend
 from loopline.operators.builders.kube_jobs import CONTAINER, model_selector, run_selector
+from loopline.operators.errors import BackendRejected
 from loopline.operators.settings import OperatorSettings
 from loopline.types.common import Task, Trigger
 from loopline.types.runs import RunPhase, TrainingRunResult, TrainingRunSpec
@@ -37,9 +40,12 @@ SETTINGS = OperatorSettings(
 )
 
 
-def spec(namespace: str, run_id: str = "drill-ae-0123456789ab") -> TrainingRunSpec:
+def spec(namespace: str, cause: str = "first") -> TrainingRunSpec:
+    """A run whose id is unique in the session cluster, as real run ids are (they hash the
+    Model's uid): a restarted backend looks unknown ids up across all namespaces."""
+    digest = hashlib.sha256(f"{namespace}/{cause}".encode()).hexdigest()[:12]
     return TrainingRunSpec(
-        run_id=run_id,
+        run_id=f"drill-ae-{digest}",
         namespace=namespace,
         model_name=MODEL,
         task=Task.ANOMALY_DETECTION,
@@ -215,7 +221,7 @@ def test_cancel_deletes_the_job_and_its_pod(
 ) -> None:
     backend = JobPipelineBackend(SETTINGS, api=kube_api)
     run = spec(namespace)
-    other = spec(namespace, "drill-ae-fedcba987654")
+    other = spec(namespace, "second")
     backend.submit(run)
     backend.submit(other)
     wait_for(lambda: pods(kube_api, namespace, run.run_id), what="the run's pod")
@@ -234,3 +240,25 @@ def test_cancel_deletes_the_job_and_its_pod(
     assert restarted.status(run.run_id) is None
     assert restarted.runs_of(namespace, MODEL) == [other.run_id]
     restarted.cancel("drill-ae-000000000000")  # unknown: nothing to do
+
+
+def test_a_foreign_job_with_the_run_s_name_is_not_adopted(
+    cluster: ClusterHandle, kube_api: k8s.ApiClient, namespace: str
+) -> None:
+    run = spec(namespace)
+    foreign = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": run.run_id},
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "x", "image": "busybox", "command": ["true"]}],
+                }
+            }
+        },
+    }
+    k8s.BatchV1Api(kube_api).create_namespaced_job(namespace, foreign)
+    with pytest.raises(BackendRejected, match="is not a training run of Model drill-ae"):
+        JobPipelineBackend(SETTINGS, api=kube_api).submit(run)
