@@ -1,7 +1,10 @@
 """KFP v2 components of the training pipeline: thin shells over `loopline.components.steps`.
 
-Base image: every component runs in `BASE_IMAGE`, an image with Loopline installed (the
-project's own image: `pip install loopline` with its locked dependencies on python:3.11).
+Base image: every component runs in `BASE_IMAGE`, Loopline's training image
+(`loopline/training`, docs/images.md: the locked dependencies plus torch), tagged with the
+package version, which `loopline images push` pushes besides the content tag. A KFP cluster
+must resolve that name (its registry mirror configuration), or the package is recompiled
+with a full reference.
 `install_kfp_package=False` because that image already has the KFP SDK, so a component
 starts without reaching a package index: clusters on a factory floor often cannot.
 
@@ -14,7 +17,7 @@ from kfp.dsl import Dataset, Input, Markdown, Model, Output
 
 from loopline import __version__
 
-BASE_IMAGE = f"loopline:{__version__}"
+BASE_IMAGE = f"loopline/training:{__version__}"
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

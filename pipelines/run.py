@@ -9,6 +9,11 @@ runs, then `Succeeded` (model version, the gate's verdict or the rejection reaso
 (the failing step and its error, e.g. the quality gate's summary). Writes are atomic (rename),
 so a reader never sees half a file.
 
+On a cluster (the `kubernetes` pipeline backend runs this as a Job's one container),
+`--termination-message /dev/termination-log` also writes the final result, compacted to the
+kubelet's 4 KB limit (`termination_message`), to the container's termination message: the
+operator reads it from the pod's status, with no shared disk and no API access from the pod.
+
 Cancelling: SIGTERM or SIGINT to this process writes `Cancelled` and stops the running step.
 The runner makes itself a process-group leader so that it can take its component processes
 down with it, and exits 143 (SIGTERM) / 130 (SIGINT). Exit code 0 means the run succeeded
@@ -37,6 +42,11 @@ from loopline.types.runs import RunPhase, TrainingRunResult, TrainingRunSpec
 log = logging.getLogger("loopline.pipelines.run")
 
 POLL_SECONDS = 0.5
+# What the kubelet keeps of a container's termination message, in bytes.
+TERMINATION_MESSAGE_LIMIT = 4096
+# A message or rejection reason cut to fit keeps at least this many characters, and says so.
+_KEPT = 300
+_CUT = " [cut to fit the termination message; the pod's log has all of it]"
 
 
 def write_result(path: Path, result: TrainingRunResult) -> None:
@@ -45,6 +55,57 @@ def write_result(path: Path, result: TrainingRunResult) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(result.model_dump_json(by_alias=True, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def _compact(result: TrainingRunResult) -> bytes:
+    return result.model_dump_json(by_alias=True, exclude_defaults=True).encode()
+
+
+def _cut(text: str | None, keep: int) -> str | None:
+    return text if text is None or len(text) <= keep else text[:keep] + _CUT
+
+
+def termination_message(result: TrainingRunResult, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
+    """The result as compact JSON of at most `limit` bytes (the kubelet drops the rest, which
+    would leave JSON nobody can parse). Fields at their defaults are left out; if that is not
+    enough, the free-text message and rejection reason are cut, then the metrics left out
+    (they are in the MLflow run too): identity, phase, step and version always fit."""
+    if len(_compact(result)) <= limit:
+        return _compact(result).decode()
+    keep = max(len(result.message), len(result.rejection_reason or ""))
+    while keep > _KEPT:
+        keep = max(_KEPT, keep // 2)
+        cut = result.model_copy(
+            update={
+                "message": _cut(result.message, keep),
+                "rejection_reason": _cut(result.rejection_reason, keep),
+            }
+        )
+        if len(_compact(cut)) <= limit:
+            return _compact(cut).decode()
+    result = result.model_copy(
+        update={
+            "message": _cut(result.message, _KEPT),
+            "rejection_reason": _cut(result.rejection_reason, _KEPT),
+        }
+    )
+    if result.metrics:
+        where = f"MLflow run {result.mlflow_run_id}" if result.mlflow_run_id else "the pod's log"
+        note = f" ({len(result.metrics)} metrics left out to fit: see {where})"
+        result = result.model_copy(update={"metrics": {}, "message": result.message + note})
+    text = _compact(result)
+    if len(text) > limit:
+        raise ValueError(f"result of run {result.run_id} needs {len(text)} bytes > {limit}")
+    return text.decode()
+
+
+def write_termination_message(path: Path, result: TrainingRunResult) -> None:
+    """Overwrite the termination message file in place: the kubelet bind-mounts it, so it
+    cannot be replaced by a rename like the result file."""
+    try:
+        path.write_text(termination_message(result))
+    except (OSError, ValueError) as exc:
+        log.error("cannot write the termination message %s: %s", path, exc)
 
 
 def fold_events(base: TrainingRunResult, events: list[dict[str, Any]]) -> TrainingRunResult:
@@ -84,9 +145,16 @@ def last_failure(events: list[dict[str, Any]]) -> dict[str, Any] | None:
 class Runner:
     """One pipeline run: the kfp.local session, the progress watcher and the result file."""
 
-    def __init__(self, spec: TrainingRunSpec, result_path: Path, workdir: Path) -> None:
+    def __init__(
+        self,
+        spec: TrainingRunSpec,
+        result_path: Path,
+        workdir: Path,
+        termination_path: Path | None = None,
+    ) -> None:
         self.spec = spec
         self.result_path = result_path
+        self.termination_path = termination_path
         self.workdir = workdir
         self.events_path = workdir / "events.jsonl"
         self.base = TrainingRunResult(
@@ -102,6 +170,8 @@ class Runner:
                 return
             self._final = final
             write_result(self.result_path, result)
+            if final and self.termination_path is not None:
+                write_termination_message(self.termination_path, result)
 
     def _current(self) -> TrainingRunResult:
         return fold_events(self.base, read_events(self.events_path))
@@ -200,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
         help="Pipeline outputs and step events (default: <result>.d beside the result file)",
     )
     parser.add_argument(
+        "--termination-message",
+        type=Path,
+        default=None,
+        help="Also write the final result, compacted to 4 KB, to this file (a container's "
+        "terminationMessagePath)",
+    )
+    parser.add_argument(
         "--no-process-group",
         action="store_true",
         help="Stay in the caller's process group (cancelling then stops only this process)",
@@ -214,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot read the run spec {args.spec}: {exc}", file=sys.stderr)
         return 2
     workdir = args.workdir or args.result.with_name(args.result.name + ".d")
-    runner = Runner(spec, args.result, workdir)
+    runner = Runner(spec, args.result, workdir, args.termination_message)
     if not args.no_process_group and os.getpgrp() != os.getpid():
         os.setpgid(0, 0)
 

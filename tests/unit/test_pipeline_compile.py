@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+import loopline
 from loopline.components.steps import STEPS
 from loopline.pipelines.compile import COMPILED_DIR, compile_all, stale
 
@@ -33,7 +34,7 @@ def test_pipeline_has_the_steps_in_order_without_runtime_pip_install() -> None:
     assert "compare-with-champion" in tasks["register-model"]["dependentTasks"]
     for executor in doc["deploymentSpec"]["executors"].values():
         container = executor["container"]
-        assert container["image"].startswith("loopline:")
+        assert container["image"] == f"loopline/training:{loopline.__version__}"
         assert "pip install" not in " ".join(container["command"])
     for task in tasks.values():
         assert task["cachingOptions"] == {}  # caching off (KFP omits the false flag)
