@@ -29,6 +29,7 @@ from loopline.operators.backends.kube_objects import KubeObjects, env_value
 from loopline.operators.backends.monitoring import drift_check_of
 from loopline.operators.builders.auth import DIGEST_ENV
 from loopline.operators.builders.kube_monitoring import (
+    PORT,
     RELOAD_ANNOTATION,
     MonitorPodConfig,
     build_deployment,
@@ -87,7 +88,7 @@ class KubernetesMonitoringBackend:
         self._seldon_namespace = settings.seldon_namespace
         self._api = None if objects is not None else api_client(settings)
         self.objects = objects or KubeObjects(self._api)
-        self._cluster_ips: dict[str, str] = {}
+        self._addresses: dict[str, str] = {}  # key -> the Service's ClusterIP URL
         self._reloads: dict[str, str] = {}  # key -> stamp for the next apply
         self._unreachable: set[str] = set()
         self._deleted: set[str] = set()  # deleted since the last apply: nothing to delete
@@ -132,10 +133,10 @@ class KubernetesMonitoringBackend:
                 with self._lock:
                     self._reloads.setdefault(key, pending)
             raise
-        cluster_ip = str((service.get("spec") or {}).get("clusterIP") or "")
-        with self._lock:
-            if cluster_ip:
-                self._cluster_ips[key] = cluster_ip
+        address = _address(service)
+        if address:
+            with self._lock:
+                self._addresses[key] = address
         if pending and current is not None:
             log.info("drift monitor of %s restarts to load the new champion's reference", key)
         return service_url(namespace, name)
@@ -143,15 +144,15 @@ class KubernetesMonitoringBackend:
     def _status_base(self, namespace: str, name: str) -> str | None:
         key = f"{namespace}/{name}"
         with self._lock:
-            cluster_ip = self._cluster_ips.get(key)
-        if cluster_ip is None:
+            address = self._addresses.get(key)
+        if address is None:
             service = self.objects.get("v1", "Service", namespace, monitor_name(name))
-            cluster_ip = str(((service or {}).get("spec") or {}).get("clusterIP") or "")
-            if not cluster_ip or cluster_ip == "None":
+            address = _address(service) if service is not None else None
+            if address is None:
                 return None
             with self._lock:
-                self._cluster_ips[key] = cluster_ip
-        return status_url(cluster_ip)
+                self._addresses[key] = address
+        return address
 
     def check(self, namespace: str, name: str) -> DriftCheck | None:
         key = f"{namespace}/{name}"
@@ -186,7 +187,7 @@ class KubernetesMonitoringBackend:
         with self._lock:
             if key in self._deleted:  # called on every reconcile of a Model without a monitor
                 return
-            self._cluster_ips.pop(key, None)
+            self._addresses.pop(key, None)
             self._reloads.pop(key, None)
             self._unreachable.discard(key)
         try:
@@ -209,3 +210,13 @@ class KubernetesMonitoringBackend:
     def close(self) -> None:
         if self._api is not None:
             self._api.close()
+
+
+def _address(service: dict[str, Any]) -> str | None:
+    """The monitor Service's ClusterIP URL; None while it has none."""
+    spec = service.get("spec") or {}
+    cluster_ip = str(spec.get("clusterIP") or "")
+    if not cluster_ip or cluster_ip == "None":
+        return None
+    ports = spec.get("ports") or [{}]
+    return status_url(cluster_ip, int(ports[0].get("port") or PORT))

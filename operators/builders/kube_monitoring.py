@@ -121,14 +121,14 @@ def service_url(namespace: str, model: str) -> str:
     return f"http://{monitor_name(model)}.{namespace}.svc:{PORT}"
 
 
-def status_url(cluster_ip: str) -> str:
+def status_url(cluster_ip: str, port: int = PORT) -> str:
     """Where the operator reaches the monitor: the Service's ClusterIP, routed wherever the
     operator runs (in a pod, or on the host of the local node), while cluster DNS names
     resolve only inside pods."""
     if not cluster_ip or cluster_ip == "None":
         raise ValueError(f"monitor Service has no ClusterIP ({cluster_ip!r})")
     host = f"[{cluster_ip}]" if ":" in cluster_ip else cluster_ip
-    return f"http://{host}:{PORT}"
+    return f"http://{host}:{port}"
 
 
 def monitor_env(desired: MonitorDesired, tracking_uri: str) -> dict[str, str]:
