@@ -88,7 +88,7 @@ def _backend(objects: MemoryObjects, **settings: Any) -> KubernetesMonitoringBac
     return KubernetesMonitoringBackend(
         OperatorSettings(**values),
         tracking_uri="http://127.0.0.1:5000",
-        objects=objects,  # type: ignore[arg-type]
+        objects=objects,
     )
 
 
