@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import click
 import pytest
 
 from loopline import auth
@@ -297,3 +298,21 @@ def test_pods_sample_to_the_dns_name_the_operator_reads_the_cluster_ip() -> None
     for headless in ("", "None"):
         with pytest.raises(ValueError, match="no ClusterIP"):
             status_url(headless)
+
+
+def test_command_and_flags_are_what_the_cli_accepts() -> None:
+    """Parsed by the real `loopline monitor serve`: a flag it lacks would crash-loop the pod."""
+    from loopline.cli.main import cli
+
+    container = _container(build_deployment(DESIRED, CONFIG))
+    argv = container["command"][1:] + container["args"]
+    context = cli.make_context("loopline", [], resilient_parsing=True)
+    group = cli.get_command(context, argv[0])
+    assert isinstance(group, click.Group)
+    command = group.get_command(context, argv[1])
+    assert command is not None
+    parsed = command.make_context(argv[1], list(argv[2:]))
+    assert parsed.params["model"] == "drill-ae"
+    assert parsed.params["namespace"] == "plant"
+    assert parsed.params["port"] == container["ports"][0]["containerPort"] == PORT
+    assert str(parsed.params["state_dir"]) == STATE_DIR
