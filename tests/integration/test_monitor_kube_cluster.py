@@ -255,23 +255,18 @@ def seldon_crds(cluster: ClusterHandle) -> list[str]:
 def test_operator_with_cluster_serving_runs_a_monitor_per_model_for_its_servers(
     operator_harness: OperatorHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Seldon serving (no Seldon controller here, so nothing becomes ready): once a Model has
-    a champion, the operator creates its monitor's Deployment and hands the monitor's cluster
-    address to the Model's Server, whose pods sample to it."""
+    """Seldon serving (no Seldon controller here, so nothing becomes ready): once a Model's
+    run has registered a version to serve, the operator creates its monitor's Deployment and
+    hands the monitor's cluster address to the Model's Server, whose pods sample to it."""
     h = operator_harness
     monkeypatch.setenv("LOOPLINE_OPERATOR_SERVING_BACKEND", "seldon")
     monkeypatch.setenv("LOOPLINE_OPERATOR_RUNTIME_IMAGE", IMAGE)
     h.create(PIPELINE)
-    for name in ("drill-ae", "fault-cls"):
-        h.create(model_manifest(name, serving={"replicas": 1}))
     apps = k8s.AppsV1Api(h.api)
     with h.running():
+        # one after the other: two first runs at once race to create the fresh MLflow store
         for name in ("drill-ae", "fault-cls"):
-            wait_for(
-                lambda name=name: h.status(name).get("champion"),
-                timeout=120,
-                what=f"Model {name} champion ({h.status(name).get('message')})",
-            )
+            h.create(model_manifest(name, serving={"replicas": 1}))
             deployment = wait_for(
                 lambda name=name: next(
                     iter(
@@ -281,8 +276,8 @@ def test_operator_with_cluster_serving_runs_a_monitor_per_model_for_its_servers(
                     ),
                     None,
                 ),
-                timeout=60,
-                what=f"the monitor Deployment of {name}",
+                timeout=180,  # a training run (the test worker) first
+                what=f"the monitor Deployment of {name} (status: {h.status(name)})",
             )
             assert deployment.metadata.name == f"{name}-monitor"
             url = f"http://{name}-monitor.{h.namespace}.svc:{PORT}"
