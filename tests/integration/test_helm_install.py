@@ -35,7 +35,7 @@ from tests.fixtures.operator import PIPELINE, kill_workers, model_manifest, writ
 
 SENTINEL = "s3nt1nel-mlflow-Pa55w0rd"
 SELDON_CRDS = Path(__file__).resolve().parents[1] / "fixtures" / "seldon-core-v2"
-SUBRESOURCES = {"status", "exec", "log", "scale"}
+SUBRESOURCES = {"status", "exec", "log", "scale", "token"}
 OPERATOR = "app.kubernetes.io/component=operator"
 
 
@@ -161,15 +161,15 @@ DENIED = [
     ("delete", "models.loopline.dev"),
     ("delete", "pipelines.loopline.dev"),
     ("update", "models.loopline.dev/status"),
-    ("create", "deployments.apps"),
     ("create", "roles.rbac.authorization.k8s.io"),
-    ("create", "rolebindings.rbac.authorization.k8s.io"),
+    ("create", "serviceaccounts/token"),
     ("delete", "events"),
     ("get", "configmaps"),
 ]
 DENIED_CLUSTER = [
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+    ("bind", "clusterroles.rbac.authorization.k8s.io"),
     ("list", "nodes"),
     ("list", "namespaces"),
 ]
@@ -231,8 +231,6 @@ def test_install_namespaced_runs_hardened_pods_with_exact_rbac(
         what="a Running operator pod",
     )
     assert len(pods) == 1
-    monitor = _pods(release, "app.kubernetes.io/component=monitor")
-    assert [p["status"]["phase"] for p in monitor] == ["Running"]
 
     # The admission that let these pods in is live: a root pod is refused here.
     refused = release.cluster.kubectl(
@@ -258,19 +256,6 @@ def test_install_namespaced_runs_hardened_pods_with_exact_rbac(
     rows += [(verb, resource, ns, False) for verb, resource in DENIED for ns in watched]
     rows += [(verb, resource, None, False) for verb, resource in DENIED_CLUSTER]
     _check_table(release, rows)
-
-    # The monitor may patch its own Model and nothing else.
-    _check_table(
-        release,
-        [
-            ("patch", "models.loopline.dev/drill-ae", release.namespace, True),
-            ("patch", "models.loopline.dev/other", release.namespace, False),
-            ("get", "models.loopline.dev/drill-ae", release.namespace, False),
-            ("patch", "models.loopline.dev/drill-ae", other_namespace, False),
-            ("get", "secrets", release.namespace, False),
-        ],
-        component="monitor",
-    )
 
     # Credentials stay in their Secret: the pods reference it, and neither the release
     # (manifest, values) nor any object or Event in the namespace carries the value.
@@ -490,94 +475,11 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def test_monitor_runs_as_configured_by_the_chart_and_may_annotate_its_model(
-    release: Release, kube_api: k8s.ApiClient, tmp_path: Path
-) -> None:
-    """The real monitor, started with the command and environment the chart renders, answers
-    the chart's probes, keeps a credential of its environment out of its metrics and log,
-    and, authenticated as the chart's monitor ServiceAccount, raises a retraining request on
-    its Model through its own requester (the Role allows that patch and nothing more)."""
-    from loopline.monitoring.decision import RetrainRequest
-    from loopline.monitoring.retrain import KubernetesRetrainRequester
-
-    release.install()
-    custom = k8s.CustomObjectsApi(kube_api)
-    custom.create_namespaced_custom_object(
-        GROUP, VERSION, release.namespace, "models", model_manifest()
-    )
-    container = _deployment_container(release, "monitor")
-    # The Model's token reaches the pod by reference to the operator's per-Model Secret.
-    token_ref = next(e for e in container["env"] if e["name"] == "LOOPLINE_AUTH_TOKEN")
-    assert token_ref["valueFrom"]["secretKeyRef"] == {
-        "name": "drill-ae-loopline-token",
-        "key": "token",
-    }
-    port = _free_port()
-    args = [
-        {"--host=0.0.0.0": "--host=127.0.0.1"}.get(a, a)
-        .replace(f"--port={container['ports'][0]['containerPort']}", f"--port={port}")
-        .replace("--state-dir=/var/lib/loopline/monitor", f"--state-dir={tmp_path / 'state'}")
-        for a in container["args"]
-    ]
-    kubeconfig = _service_account_kubeconfig(release, "monitor", tmp_path / "sa.kubeconfig")
-    env = {
-        **os.environ,
-        **{e["name"]: e["value"] for e in container["env"] if "value" in e},
-        "LOOPLINE_MONITOR_KUBECONFIG": str(kubeconfig),
-        "LOOPLINE_STATE_DIR": str(tmp_path / "state"),
-        "LOOPLINE_CACHE_DIR": str(tmp_path / "cache"),
-        "HOME": str(tmp_path),
-        "LOOPLINE_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "MLFLOW_TRACKING_USERNAME": "loopline",
-        "MLFLOW_TRACKING_PASSWORD": SENTINEL,
-        "LOOPLINE_LOG_LEVEL": "DEBUG",
-        # The Model's token, which the pod reads from the operator's Secret (secretKeyRef).
-        "LOOPLINE_AUTH_TOKEN": "test-token-" + "x" * 32,
-    }
-    probes = {
-        name: container[name]["httpGet"]["path"] for name in ("livenessProbe", "readinessProbe")
-    }
-    log_path = tmp_path / "monitor.log"
-    with _process([*container["command"], *args], env, log_path):
-        base = f"http://127.0.0.1:{port}"
-        wait_for(
-            lambda: _healthy(base + probes["livenessProbe"]),
-            timeout=90,
-            what=f"the monitor's liveness endpoint (log: {log_path})",
-        )
-        # No champion in this empty MLflow yet: alive, but not ready, and it says why.
-        ready = httpx.get(base + probes["readinessProbe"], timeout=5)
-        assert ready.status_code == 503
-        assert "reference" in ready.text
-        metrics = httpx.get(base + "/metrics", timeout=5)
-        assert metrics.status_code == 200
-        assert "loopline_" in metrics.text
-        assert SENTINEL not in metrics.text
-
-    requester = KubernetesRetrainRequester(kubeconfig=str(kubeconfig))
-    requester.request(
-        RetrainRequest(
-            request_id="helm-test-1",
-            model="drill-ae",
-            namespace=release.namespace,
-            features=["spindle_current"],
-            p_values={"spindle_current": 1e-9},
-            window_end="2026-01-01T00:00:00+00:00",
-        )
-    )
-    model = custom.get_namespaced_custom_object(
-        GROUP, VERSION, release.namespace, "models", "drill-ae"
-    )
-    assert model["metadata"]["annotations"]["loopline.dev/retrain"] == "helm-test-1"
-    assert SENTINEL not in log_path.read_text(errors="replace")
-
-
 def test_every_object_of_the_all_features_render_is_accepted_by_the_api_server(
     cluster: ClusterHandle, namespace: str
 ) -> None:
-    """Server-side dry run of everything cluster-wide-values.yaml renders (PVC, projected
-    token volume, restricted egress, Feast ConfigMap, dashboards...), so the API server's own
+    """Server-side dry run of everything cluster-wide-values.yaml renders (projected token
+    volume, restricted egress, Feast ConfigMap, dashboards...), so the API server's own
     validation sees each object. The Prometheus operator's kinds are left out: their CRDs are
     not installed here."""
     rendered = helm_chart.helm(
@@ -587,13 +489,13 @@ def test_every_object_of_the_all_features_render_is_accepted_by_the_api_server(
         f"--namespace={namespace}",
         f"--values={helm_chart.CI_VALUES_DIR / 'cluster-wide-values.yaml'}",
         "--set",
-        f"monitor.model.namespace={namespace},dashboards.namespace={namespace}",
+        f"dashboards.namespace={namespace}",
     ).stdout
     docs = [
         d for d in helm_chart.documents(rendered) if d["apiVersion"] != "monitoring.coreos.com/v1"
     ]
     kinds = {d["kind"] for d in docs}
-    assert {"Deployment", "PersistentVolumeClaim", "NetworkPolicy", "ClusterRole"} <= kinds
+    assert {"Deployment", "NetworkPolicy", "ClusterRole", "ValidatingAdmissionPolicy"} <= kinds
     result = cluster.kubectl(
         "apply",
         "--dry-run=server",

@@ -51,6 +51,12 @@ ALLOWED = [
     ("delete", "jobs.batch"),
     ("get", "pods"),
     ("list", "pods"),
+    # a drift monitor per Model
+    ("get", "services"),
+    ("create", "persistentvolumeclaims"),
+    ("patch", "serviceaccounts"),
+    ("create", "rolebindings.rbac.authorization.k8s.io"),
+    ("delete", "rolebindings.rbac.authorization.k8s.io"),
 ]
 DENIED = [
     ("create", "models.loopline.dev"),
@@ -64,6 +70,9 @@ DENIED = [
     ("create", "pods"),
     ("delete", "pods"),
     ("patch", "jobs.batch"),
+    ("get", "persistentvolumeclaims"),
+    ("bind", "clusterroles.rbac.authorization.k8s.io"),
+    ("create", "roles.rbac.authorization.k8s.io"),
     ("patch", "events"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ("list", "namespaces"),

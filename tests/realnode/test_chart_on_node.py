@@ -3,8 +3,8 @@ pushed to the cluster's registry, runs the operator as the chart deploys it, and
 hardening holds in the running container (not only in the rendered YAML): it runs as user
 10001, its root filesystem is read-only, and it has no effective capabilities.
 
-The backends that need servers this machine has none of are off (the drift monitor, KFP,
-Seldon); MLflow has no authentication, so the chart asks for no Secret.
+The backends that need servers this machine has none of are off (KFP, Seldon); MLflow has
+no authentication, so the chart asks for no Secret.
 """
 
 from __future__ import annotations
@@ -66,7 +66,6 @@ def test_operator_runs_hardened_from_the_local_registry(
     registry = repository.split("/", 1)[0]
     values = {
         "image": {"registry": registry, "tag": tag},
-        "monitor": {"enabled": False},
         "backends": {
             "mlflow": {"auth": "none"},
             "kfp": {"enabled": False},

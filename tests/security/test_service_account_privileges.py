@@ -1,10 +1,14 @@
-"""What the chart's ServiceAccounts can really do, asked of a real API server.
+"""What the chart's ServiceAccounts and the drift monitors' can really do, asked of a real
+API server.
 
-The chart's RBAC and the monitor's ValidatingAdmissionPolicy (helm template, the same objects
-`helm install` creates) go into the session cluster; then requests impersonate each
-ServiceAccount and try what it must not do: every one answers 403. What each must do (the
-monitor raises a retraining request; the operator adds its finalizer and writes status) still
-works, so the denials are not a broken policy that refuses everything.
+The chart's RBAC, the monitors' ClusterRole and their ValidatingAdmissionPolicy (helm
+template, the same objects `helm install` creates) go into the session cluster; each Model's
+monitor identity (its ServiceAccount and RoleBinding, built by
+operators.builders.kube_monitoring) is applied as the operator, as the operator applies it.
+Then requests impersonate each ServiceAccount and try what it must not do: every one answers
+403. What each must do (a monitor raises a retraining request on its own Model; the operator
+adds its finalizer, writes status and binds the monitors' role) still works, so the denials are
+not a broken policy that refuses everything.
 """
 
 from __future__ import annotations
@@ -22,6 +26,13 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from loopline.operators.backends.kube_objects import KubeObjects
+from loopline.operators.builders.kube_monitoring import (
+    account_name,
+    build_role_binding,
+    build_service_account,
+)
+from loopline.operators.errors import BackendUnavailable
 from loopline.types.common import GROUP, RETRAIN_ANNOTATION, RETRAIN_REASON_ANNOTATION, VERSION
 from loopline.wait import wait_for
 from tests import helm_chart
@@ -34,6 +45,11 @@ SELDON_CRDS = Path(__file__).resolve().parents[1] / "fixtures" / "seldon-core-v2
 RELEASE = "sap"
 MODEL = "drill-ae"
 OTHER_MODEL = "fault-classifier"
+# A Model whose name starts with MODEL's: "its own Model" must be an exact match.
+LONGER_MODEL = "drill-ae-monitor-x"
+MODELS = (MODEL, OTHER_MODEL, LONGER_MODEL)
+MONITOR_ROLE = f"{RELEASE}-loopline-monitor"
+ELSEWHERE = "sa-privileges-elsewhere"  # another namespace (it need not exist)
 FINALIZER = "loopline.dev/cleanup"
 # What the chart installs for identities: everything else (workloads, services, network
 # policies) is irrelevant to what a ServiceAccount may do.
@@ -53,9 +69,12 @@ IDENTITY_KINDS = {
 class Install:
     namespace: str
     operator: str
-    monitor: str
+    monitor: str  # MODEL's monitor
     objects: list[dict[str, Any]]
     cluster: ClusterHandle
+
+    def monitor_of(self, model: str) -> str:
+        return f"system:serviceaccount:{self.namespace}:{account_name(model)}"
 
     def client(self, username: str) -> k8s.ApiClient:
         """An ApiClient of the cluster admin that impersonates `username` (a ServiceAccount
@@ -106,8 +125,6 @@ def install(cluster: ClusterHandle, loopline_crds: list[str]) -> Iterator[Instal
         str(helm_chart.CHART_DIR),
         "--namespace",
         namespace,
-        "--set",
-        f"monitor.model.name={MODEL}",
     ).stdout
     objects = [d for d in helm_chart.documents(rendered) if d["kind"] in IDENTITY_KINDS]
     kinds = {d["kind"] for d in objects}
@@ -119,10 +136,28 @@ def install(cluster: ClusterHandle, loopline_crds: list[str]) -> Iterator[Instal
     assert done.returncode == 0, done.stderr
     admin = cluster.api_client()
     custom = k8s.CustomObjectsApi(admin)
-    for name in (MODEL, OTHER_MODEL):
+    for name in MODELS:
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "models", _model(name))
     sa = f"system:serviceaccount:{namespace}:{RELEASE}-loopline"
-    handle = Install(namespace, f"{sa}-operator", f"{sa}-monitor", objects, cluster)
+    handle = Install(namespace, f"{sa}-operator", "", objects, cluster)
+    handle.monitor = handle.monitor_of(MODEL)
+    # Each Model's monitor identity, applied as the operator applies it: RBAC lets it bind
+    # the monitors' ClusterRole because it holds that role's one permission itself.
+    as_operator = handle.client(handle.operator)
+    try:
+        for name in MODELS:
+            for obj in (
+                build_service_account(namespace, name),
+                build_role_binding(namespace, name, MONITOR_ROLE),
+            ):
+                wait_for(
+                    lambda obj=obj: KubeObjects(as_operator).apply(obj),
+                    timeout=60,
+                    what=f"the operator to apply {obj['kind']} {obj['metadata']['name']}",
+                    ignore=(BackendUnavailable,),
+                )
+    finally:
+        as_operator.close()
 
     def policy_in_force() -> bool:
         # RBAC's 403 comes first while the RoleBinding is not in force yet: wait for the
@@ -142,7 +177,7 @@ def install(cluster: ClusterHandle, loopline_crds: list[str]) -> Iterator[Instal
                 _kubectl(
                     cluster, "delete", "--ignore-not-found", "-f", "-", stdin=yaml.safe_dump(obj)
                 )
-        for name in (MODEL, OTHER_MODEL):
+        for name in MODELS:
             custom.patch_namespaced_custom_object(
                 GROUP, VERSION, namespace, "models", name, {"metadata": {"finalizers": None}}
             )
@@ -291,9 +326,45 @@ def test_monitor_may_not_write_status(install: Install) -> None:
 
 
 def test_monitor_may_not_touch_another_model(install: Install) -> None:
-    assert _patch(install, install.monitor, OTHER_MODEL, _retrain("sec-4")) == 403
-    annotations = _admin_model(install, OTHER_MODEL)["metadata"]["annotations"]
-    assert annotations[RETRAIN_ANNOTATION] == "sec-0"
+    """RBAC lets every monitor patch Models of its namespace; the policy holds each to the
+    Model its ServiceAccount names, exactly: not another, not one whose name extends its own,
+    and the longer one's monitor not the shorter."""
+    for monitor, model in (
+        (MODEL, OTHER_MODEL),
+        (MODEL, LONGER_MODEL),
+        (LONGER_MODEL, MODEL),
+        (OTHER_MODEL, MODEL),
+    ):
+        status, answer = _patch_answer(install, install.monitor_of(monitor), model, _retrain("x"))
+        assert status == 403, (monitor, model)
+        assert POLICY_DENIAL in answer
+        annotations = _admin_model(install, model)["metadata"]["annotations"]
+        assert annotations[RETRAIN_ANNOTATION] != "x"
+
+
+def test_every_models_monitor_may_raise_a_request_on_its_own_model(install: Install) -> None:
+    for model in (OTHER_MODEL, LONGER_MODEL):
+        assert _patch(install, install.monitor_of(model), model, _retrain(f"own-{model}")) == 200
+        annotations = _admin_model(install, model)["metadata"]["annotations"]
+        assert annotations[RETRAIN_ANNOTATION] == f"own-{model}"
+
+
+def test_a_claimed_pod_name_does_not_make_another_monitor_the_models(install: Install) -> None:
+    """The policy trusts the ServiceAccount, not what the pod-name extra claims: another
+    Model's monitor whose token names the Model's monitor pod is still refused."""
+    api = install.client(install.monitor_of(OTHER_MODEL))
+    api.set_default_header(
+        "Impersonate-Extra-authentication.kubernetes.io%2fpod-name", f"{MODEL}-monitor-5d4f-x2x"
+    )
+    try:
+        with pytest.raises(ApiException) as refused:
+            k8s.CustomObjectsApi(api).patch_namespaced_custom_object(
+                GROUP, VERSION, install.namespace, "models", MODEL, _retrain("claimed")
+            )
+    finally:
+        api.close()
+    assert refused.value.status == 403
+    assert POLICY_DENIAL in str(refused.value.body)
 
 
 def test_monitor_may_not_read_list_create_or_delete_models(install: Install) -> None:
@@ -326,7 +397,8 @@ def test_monitor_may_not_read_list_create_or_delete_models(install: Install) -> 
 @pytest.fixture
 def widened_monitor_rbac(install: Install) -> Iterator[None]:
     """A mistake in RBAC: the monitor may patch, create and delete every Model of the
-    namespace. The policy must still hold on its own."""
+    namespace, and so may a ServiceAccount of another namespace named like MODEL's monitor.
+    The policy must still hold on its own."""
     name = f"{RELEASE}-widened-{uuid.uuid4().hex[:6]}"
     objects = [
         {
@@ -351,7 +423,8 @@ def widened_monitor_rbac(install: Install) -> Iterator[None]:
                     "kind": "ServiceAccount",
                     "name": install.monitor.rsplit(":", 1)[1],
                     "namespace": install.namespace,
-                }
+                },
+                {"kind": "ServiceAccount", "name": account_name(MODEL), "namespace": ELSEWHERE},
             ],
         },
     ]
@@ -403,6 +476,10 @@ def test_policy_holds_even_when_rbac_grants_too_much(install: Install) -> None:
     )
     assert (create, delete) == (403, 403)
     assert _admin_model(install, OTHER_MODEL)["metadata"].get("deletionTimestamp") is None
+    # a monitor of another namespace is not this Model's, however it is named
+    foreign = f"system:serviceaccount:{ELSEWHERE}:{account_name(MODEL)}"
+    status, answer = _patch_answer(install, foreign, MODEL, _retrain("sec-foreign"))
+    assert (status, POLICY_DENIAL in answer) == (403, True)
     # what it must do still works under the same widened RBAC
     assert _patch(install, install.monitor, MODEL, _retrain("sec-6")) == 200
 
@@ -473,9 +550,26 @@ def test_operator_may_not_reach_beyond_its_need(install: Install) -> None:
         "delete the monitor's admission policy": lambda api: k8s.AdmissionregistrationV1Api(
             api
         ).delete_validating_admission_policy_binding(f"{RELEASE}-loopline-monitor-retrain-only"),
+        # It may bind the monitors' ClusterRole (it holds that role's one permission), and
+        # nothing it does not hold itself: RBAC's escalation check.
+        "bind `edit` to a monitor": lambda api: k8s.RbacAuthorizationV1Api(
+            api
+        ).create_namespaced_role_binding(ns, _binding_to("edit")),
+        "bind `cluster-admin` to a monitor": lambda api: k8s.RbacAuthorizationV1Api(
+            api
+        ).create_namespaced_role_binding(ns, _binding_to("cluster-admin")),
+        "mint a monitor's token": lambda api: core(api).create_namespaced_service_account_token(
+            account_name(MODEL), ns, {"spec": {"audiences": ["https://kubernetes.default.svc"]}}
+        ),
     }
     got = {what: _call(install, install.operator, call) for what, call in calls.items()}
     assert got == dict.fromkeys(calls, 403)
+
+
+def _binding_to(cluster_role: str) -> dict[str, Any]:
+    binding = build_role_binding("ignored", MODEL, cluster_role)
+    binding["metadata"] = {"name": f"escalate-{cluster_role}"}
+    return binding
 
 
 # ---- the plain-manifest install --------------------------------------------------------
@@ -483,22 +577,26 @@ def test_operator_may_not_reach_beyond_its_need(install: Install) -> None:
 
 @pytest.fixture
 def plain_policy(cluster: ClusterHandle, loopline_crds: list[str]) -> Iterator[Install]:
-    """manifests/policies as a plain-manifest install applies it: the policy, and the example
-    monitor (loopline-system/loopline-monitor) bound to Model drill-ae in `default`."""
+    """manifests/policies as a plain-manifest install applies it (the monitors' ClusterRole,
+    the policy and its binding), and the identity the operator gives Model drill-ae's monitor
+    in `default`."""
     files = sorted((helm_chart.REPO_ROOT / "manifests" / "policies").glob("*.yaml"))
-    _kubectl(cluster, "create", "namespace", "loopline-system")  # may exist: other tests
     admin = cluster.api_client()
     custom = k8s.CustomObjectsApi(admin)
-    # The Model first: until the API server's cache holds the policy's parameter, the binding
-    # denies every Model write (parameterNotFoundAction: Deny), an admin's create included.
     custom.create_namespaced_custom_object(GROUP, VERSION, "default", "models", _model(MODEL))
     for path in files:
         done = _kubectl(cluster, "apply", "-f", str(path))
         assert done.returncode == 0, done.stderr
+    identity = [
+        build_service_account("default", MODEL),
+        build_role_binding("default", MODEL, "loopline-monitor"),
+    ]
+    for obj in identity:
+        KubeObjects(admin).apply(obj)
     handle = Install(
         "default",
         operator="",
-        monitor="system:serviceaccount:loopline-system:loopline-monitor",
+        monitor=f"system:serviceaccount:default:{account_name(MODEL)}",
         objects=[],
         cluster=cluster,
     )
@@ -512,22 +610,19 @@ def plain_policy(cluster: ClusterHandle, loopline_crds: list[str]) -> Iterator[I
     try:
         yield handle
     finally:
-        # The policy goes first: without its parameter it would refuse the cleanup too.
+        objects = KubeObjects(admin)
+        for obj in identity:
+            objects.delete(obj["apiVersion"], obj["kind"], "default", obj["metadata"]["name"])
         for path in reversed(files):
             _kubectl(cluster, "delete", "--ignore-not-found", "-f", str(path))
-
-        def cleaned() -> bool:  # the API server's caches drop the binding a moment later
-            custom.patch_namespaced_custom_object(
-                GROUP, VERSION, "default", "models", MODEL, {"metadata": {"finalizers": None}}
-            )
-            custom.delete_namespaced_custom_object(GROUP, VERSION, "default", "models", MODEL)
-            return True
-
-        wait_for(cleaned, timeout=60, what="Model drill-ae deleted", ignore=(ApiException,))
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, "default", "models", MODEL, {"metadata": {"finalizers": None}}
+        )
+        custom.delete_namespaced_custom_object(GROUP, VERSION, "default", "models", MODEL)
         admin.close()
 
 
-def test_plain_manifest_policy_limits_the_example_monitor(plain_policy: Install) -> None:
+def test_plain_manifest_policy_limits_the_models_monitor(plain_policy: Install) -> None:
     monitor = plain_policy.monitor
     assert _patch(plain_policy, monitor, MODEL, _retrain("plain-1")) == 200
     status, answer = _patch_answer(

@@ -81,7 +81,7 @@ def test_image_entry_point_is_the_cli() -> None:
     assert _instruction("CMD") == ["--help"]
 
 
-@pytest.mark.parametrize("template", ["operator-deployment.yaml", "monitor.yaml"])
+@pytest.mark.parametrize("template", ["operator-deployment.yaml"])
 def test_chart_commands_run(template: str) -> None:
     """The command the chart's container names runs (`--help`) with the package the image
     installs; the image puts the venv's bin first on PATH as this venv's bin is here."""

@@ -1,21 +1,22 @@
 """The rendered chart grants the least it can: network peers, volumes, RBAC, MLflow access.
 
 NetworkPolicy peers are checked exactly (which namespace, which pods), never "some rule
-exists"; every emptyDir has a size limit; Seldon's RBAC is off by default; MLflow credentials
+exists", the drift monitors' too (the operator creates their policies with the peers the chart
+hands it); every emptyDir has a size limit; Seldon's RBAC is off by default; MLflow credentials
 come from Secret references and the chart refuses to run without them unless told `none`; the
-monitor's admission policy is the one in manifests/policies, bound to the monitor and its
-Model.
+monitors' admission policy is the one in manifests/policies, and their ClusterRole grants one
+verb.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from loopline.operators.backends.seldon import server_name
 from tests import helm_chart
 from tests.helm_chart import HelmError, documents, expand_rules, render
 
@@ -39,10 +40,13 @@ def _policies(*args: str, values_file: Path | None = None) -> dict[str, dict[str
     }
 
 
-def _monitor_peers(*args: str) -> list[dict[str, Any]]:
-    (rule,) = _policies(*args)["monitor"]["ingress"]
-    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
-    peers = rule["from"]
+def _monitor_peers(*args: str, values_file: Path | None = None) -> list[dict[str, Any]]:
+    """The peers the operator admits to every drift monitor besides the Model's servers."""
+    docs = documents(render(*args, values_file=values_file))
+    (config,) = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")
+    ]
+    peers = json.loads(config["data"]["LOOPLINE_OPERATOR_MONITOR_INGRESS_PEERS"])
     assert isinstance(peers, list)
     return peers
 
@@ -57,50 +61,22 @@ def _peer(namespace: str, pods: dict[str, str]) -> dict[str, Any]:
 # ---- NetworkPolicies -------------------------------------------------------------------
 
 
-def test_by_default_only_the_operator_reaches_the_monitor() -> None:
-    """Defaults: local serving (model servers are processes of the operator pod) and no
-    Prometheus namespace configured, so the one peer is the operator."""
+def test_by_default_only_the_operator_reaches_the_monitors() -> None:
+    """Besides each Model's own model servers (which the operator adds itself), the operator
+    and no Prometheus while none is configured."""
     assert _monitor_peers() == [_peer(NS, OPERATOR_PODS)]
 
 
-def test_with_seldon_the_models_server_pods_and_prometheus_reach_the_monitor() -> None:
-    peers = _monitor_peers(
-        "--set",
-        "backends.seldon.enabled=true",
-        "--set",
-        "backends.seldon.namespace=seldon-mesh",
-        "--set",
-        "monitor.model.name=drill-ae",
-        "--set",
-        "networkPolicy.prometheus.namespace=monitoring",
-    )
+def test_prometheus_reaches_the_monitors_once_configured() -> None:
+    peers = _monitor_peers("--set", "networkPolicy.prometheus.namespace=monitoring")
     assert peers == [
         _peer(NS, OPERATOR_PODS),
-        # the label Seldon puts on a Server's pods, for the Server the operator creates
-        _peer("seldon-mesh", {"seldon-server-name": server_name("drill-ae")}),
         _peer("monitoring", {"app.kubernetes.io/name": "prometheus"}),
     ]
 
 
-def test_model_servers_default_to_the_models_namespace_and_can_be_named() -> None:
-    peers = _monitor_peers(
-        "--set", "backends.seldon.enabled=true", "--set", "monitor.model.namespace=plant-a"
-    )
-    assert peers[1] == _peer("plant-a", {"seldon-server-name": server_name("drill-ae")})
-    peers = _monitor_peers(
-        "--set",
-        "networkPolicy.modelServers.namespace=serving",
-        "--set",
-        "networkPolicy.modelServers.podLabels.app=my-server",
-    )
-    assert peers[1] == _peer("serving", {"app": "my-server"})
-
-
-def test_no_peer_means_no_ingress_not_every_source() -> None:
-    """Without the operator, Seldon or Prometheus there is nobody to admit: `ingress: []`
-    (an empty `from` would admit everything)."""
-    policies = _policies("--set", "operator.enabled=false")
-    assert policies["monitor"]["ingress"] == []
+def test_without_the_operator_no_peer_is_handed_over() -> None:
+    assert _monitor_peers("--set", "operator.enabled=false") == []
 
 
 def _all_peers(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -117,9 +93,12 @@ NETWORK_VARIANTS = [
 
 @pytest.mark.parametrize("args", NETWORK_VARIANTS, ids=lambda a: " ".join(a) or "defaults")
 def test_no_peer_selects_every_namespace_or_every_pod(args: list[str]) -> None:
-    for component, spec in _policies(*args).items():
+    monitors = {"monitor": {"ingress": [{"from": _monitor_peers(*args)}]}}
+    for component, spec in {**_policies(*args), **monitors}.items():
         for rule in spec.get("ingress") or []:
-            assert rule.get("from"), f"{component}: a rule without `from` admits every source"
+            assert rule.get("from") or component == "monitor", (
+                f"{component}: a rule without `from` admits every source"
+            )
         for peer in _all_peers(spec):
             names = peer["namespaceSelector"]["matchLabels"]
             assert list(names) == ["kubernetes.io/metadata.name"], (component, peer)
@@ -130,7 +109,8 @@ def test_no_peer_selects_every_namespace_or_every_pod(args: list[str]) -> None:
 
 @pytest.mark.parametrize("values_file", VALUES, ids=VALUE_IDS)
 def test_ci_values_render_exact_peers(values_file: Path) -> None:
-    for component, spec in _policies(values_file=values_file).items():
+    monitors = {"monitor": {"ingress": [{"from": _monitor_peers(values_file=values_file)}]}}
+    for component, spec in {**_policies(values_file=values_file), **monitors}.items():
         for peer in _all_peers(spec):
             assert peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
             assert peer["podSelector"]["matchLabels"], component
@@ -172,13 +152,11 @@ def test_every_empty_dir_has_a_size_limit(values_file: Path) -> None:
             if "emptyDir" in volume:
                 seen += 1
                 assert volume["emptyDir"].get("sizeLimit"), (workload["metadata"]["name"], volume)
-    assert seen >= 3  # operator tmp + state, monitor tmp (+ state without persistence)
+    assert seen >= 2  # operator tmp + state
 
 
 def test_state_size_limits_are_values() -> None:
-    docs = documents(
-        render("--set", "operator.stateSizeLimit=3Gi", "--set", "monitor.stateSizeLimit=512Mi")
-    )
+    docs = documents(render("--set", "operator.stateSizeLimit=3Gi"))
     limits = {
         d["metadata"]["labels"]["app.kubernetes.io/component"]: {
             v["name"]: v["emptyDir"]["sizeLimit"]
@@ -189,10 +167,9 @@ def test_state_size_limits_are_values() -> None:
         if d["kind"] == "Deployment"
     }
     assert limits["operator"]["state"] == "3Gi"
-    assert limits["monitor"]["state"] == "512Mi"
     with pytest.raises(HelmError) as info:
-        render("--set", "monitor.stateSizeLimit=lots")
-    assert "at '/monitor/stateSizeLimit'" in info.value.stderr
+        render("--set", "monitor.persistence.size=lots")
+    assert "at '/monitor/persistence/size'" in info.value.stderr
 
 
 # ---- RBAC for optional integrations ----------------------------------------------------
@@ -228,7 +205,7 @@ def _env(docs: list[dict[str, Any]], component: str) -> dict[str, dict[str, Any]
 
 def test_mlflow_credentials_by_default_come_from_a_secret() -> None:
     docs = documents(render())
-    for component in ("operator", "monitor"):
+    for component in ("operator",):
         env = _env(docs, component)
         for name, key in (
             ("MLFLOW_TRACKING_USERNAME", "username"),
@@ -261,7 +238,7 @@ def test_mlflow_token_auth_uses_only_the_token() -> None:
 
 
 def test_mlflow_without_auth_only_when_said() -> None:
-    env = _env(documents(render("--set", "backends.mlflow.auth=none")), "monitor")
+    env = _env(documents(render("--set", "backends.mlflow.auth=none")), "operator")
     assert not {
         name
         for name in env
@@ -304,36 +281,16 @@ def _by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
-def test_monitor_policy_is_the_manifest_with_the_monitor_and_its_model_filled_in() -> None:
-    """The chart's policy is manifests/policies' with its three parameters written into the
-    expressions, and no parameter object: a binding whose parameter is missing would deny
-    every write to Models."""
-    docs = documents(
-        render("--set", "monitor.model.name=fault-cls", "--set", "monitor.model.namespace=plant-a")
-    )
+def test_monitor_policy_is_the_manifest_under_the_releases_name() -> None:
+    """The chart's policy is manifests/policies' as it is: it has no parameter (a binding whose
+    parameter object is missing would deny every write to Models)."""
+    docs = documents(render())
     (policy,) = _by_kind(docs, "ValidatingAdmissionPolicy")
     (binding,) = _by_kind(docs, "ValidatingAdmissionPolicyBinding")
-    (monitor_sa,) = [
-        d for d in _by_kind(docs, "ServiceAccount") if d["metadata"]["name"].endswith("-monitor")
-    ]
     source = yaml.safe_load(POLICY_FILE.read_text())["spec"]
-    params = {
-        "params.data.serviceAccount": f"'system:serviceaccount:{NS}:{monitor_sa['metadata']['name']}'",
-        "params.data.namespace": "'plant-a'",
-        "params.data.model": "'fault-cls'",
-    }
-    want = dict(source)
-    del want["paramKind"]
-    for field in ("matchConditions", "variables", "validations"):
-        items = []
-        for item in source[field]:
-            expression = item["expression"]
-            for param, value in params.items():
-                expression = expression.replace(param, value)
-            items.append({**item, "expression": expression})
-        want[field] = items
-    assert policy["spec"] == want
-    assert "params." not in yaml.safe_dump(policy)
+    assert policy["spec"] == source
+    assert "paramKind" not in source
+    assert "params." not in yaml.safe_dump(source)
     assert policy["metadata"]["name"] == "loopline-monitor-retrain-only"
     assert "namespace" not in policy["metadata"]
     assert binding["spec"] == {
@@ -342,18 +299,50 @@ def test_monitor_policy_is_the_manifest_with_the_monitor_and_its_model_filled_in
     }
 
 
-def test_plain_manifest_binding_names_the_policy_and_its_parameter() -> None:
+def test_monitor_policy_matches_the_service_accounts_the_operator_creates() -> None:
+    """The policy holds the ServiceAccounts named like the operator's monitor accounts, and
+    compares the Model of the request with the one the account's name carries."""
+    from loopline.operators.builders.kube_monitoring import ACCOUNT_SUFFIX, account_name
+
+    source = yaml.safe_load(POLICY_FILE.read_text())["spec"]
+    assert account_name("drill-ae") == "drill-ae" + ACCOUNT_SUFFIX
+    (condition,) = source["matchConditions"]
+    assert f"endsWith('{ACCOUNT_SUFFIX}')" in condition["expression"]
+    assert any(
+        f"request.name + '{ACCOUNT_SUFFIX}'" in " ".join(v["expression"].split())
+        for v in source["validations"]
+    )
+
+
+def test_monitor_cluster_role_grants_patch_on_models_only_and_the_operator_is_told_its_name() -> (
+    None
+):
+    docs = documents(render())
+    (role,) = [
+        d for d in _by_kind(docs, "ClusterRole") if d["metadata"]["name"].endswith("monitor")
+    ]
+    assert role["rules"] == [
+        {"apiGroups": ["loopline.dev"], "resources": ["models"], "verbs": ["patch"]}
+    ]
+    (config,) = [d for d in _by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("config")]
+    assert config["data"]["LOOPLINE_OPERATOR_MONITOR_CLUSTER_ROLE"] == role["metadata"]["name"]
+    bindings = _by_kind(docs, "RoleBinding") + _by_kind(docs, "ClusterRoleBinding")
+    assert not [b for b in bindings if b["roleRef"]["name"] == role["metadata"]["name"]]
+
+
+def test_plain_manifest_binding_names_the_policy_and_no_parameter() -> None:
     docs = helm_chart.manifest_documents(POLICY_FILE.parent)
     (policy,) = _by_kind(docs, "ValidatingAdmissionPolicy")
     (binding,) = _by_kind(docs, "ValidatingAdmissionPolicyBinding")
-    (params,) = _by_kind(docs, "ConfigMap")
-    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
-    ref = binding["spec"]["paramRef"]
-    assert (ref["name"], ref["namespace"]) == (
-        params["metadata"]["name"],
-        params["metadata"]["namespace"],
-    )
-    assert set(params["data"]) == {"serviceAccount", "namespace", "model"}
+    (role,) = _by_kind(docs, "ClusterRole")
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+    assert role["metadata"]["name"] == "loopline-monitor"  # the operator's default
+    assert role["rules"] == [
+        {"apiGroups": ["loopline.dev"], "resources": ["models"], "verbs": ["patch"]}
+    ]
 
 
 def test_monitor_policy_covers_models_and_their_subresources_for_every_operation() -> None:

@@ -63,7 +63,8 @@ def test_rendered_objects_are_unique_and_namespaced_to_the_release() -> None:
 BAD_VALUES = [
     ("backends.mlflow.password=hunter2", "at '/backends/mlflow/password': got string, want object"),
     ("operator.replicas=2", "at '/operator/replicas': maximum: got 2, want 1"),
-    ("monitor.model.name=Drill_AE", "at '/monitor/model/name'"),
+    ("monitor.persistence.storageClassName=Fast_SSD", "at '/monitor/persistence/storageClassName'"),
+    ("monitor.model.name=drill-ae", "additional properties 'model' not allowed"),
     ("operator.resources=null", "missing property 'resources'"),
     ("operator.resources.limits=null", "at '/operator/resources': missing property 'limits'"),
     ("rbac.clusterwide=true", "additional properties 'clusterwide' not allowed"),
@@ -123,7 +124,7 @@ def test_schema_reports_every_mistake_of_a_bad_values_file(tmp_path: Path) -> No
         yaml.safe_dump(
             {
                 "operator": {"replicas": 3, "logLevel": "chatty"},
-                "monitor": {"model": {"name": ""}},
+                "monitor": {"persistence": {"size": "big"}},
                 "backends": {"mlflow": {"trackingUri": "", "password": "plaintext"}},
                 "networkPolicy": {"egress": {"restrict": "yes"}},
             }
@@ -135,7 +136,7 @@ def test_schema_reports_every_mistake_of_a_bad_values_file(tmp_path: Path) -> No
     for path in (
         "/operator/replicas",
         "/operator/logLevel",
-        "/monitor/model/name",
+        "/monitor/persistence/size",
         "/backends/mlflow/trackingUri",
         "/backends/mlflow/password",
         "/networkPolicy/egress/restrict",

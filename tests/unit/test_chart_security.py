@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from tests.helm_chart import CI_VALUES_DIR, HelmError, ci_values_files, documents, render
+from tests.helm_chart import (
+    CI_VALUES_DIR,
+    NAMESPACE,
+    HelmError,
+    ci_values_files,
+    documents,
+    render,
+)
 
 VALUES = ci_values_files()
 VALUE_IDS = [path.name for path in VALUES]
@@ -99,7 +106,7 @@ def test_service_account_tokens_mounted_only_where_used() -> None:
         assert sa["automountServiceAccountToken"] is False
     for workload in _workloads(DEFAULT_VALUES):
         pod = workload["spec"]["template"]["spec"]
-        # Both components talk to the Kubernetes API (operator: everything; monitor: one patch).
+        # The operator talks to the Kubernetes API (the drift monitors are its own pods).
         assert pod["automountServiceAccountToken"] is True
         assert pod["enableServiceLinks"] is False
 
@@ -117,8 +124,7 @@ def test_network_policies_admit_only_what_each_component_serves() -> None:
     policies = _policies()
     assert policies["operator"]["policyTypes"] == ["Ingress"]
     assert policies["operator"]["ingress"] == []  # probes come from the node
-    (monitor_rule,) = policies["monitor"]["ingress"]
-    assert monitor_rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert set(policies) == {"operator"}  # each drift monitor's is the operator's to create
     for spec in policies.values():
         assert "egress" not in spec
 
@@ -134,10 +140,27 @@ def test_restricted_egress_allows_dns_the_api_server_and_listed_peers() -> None:
     )
     for spec in policies.values():
         assert spec["policyTypes"] == ["Ingress", "Egress"]
-        dns, api, mlflow = spec["egress"]
+        dns, api, mlflow, monitors = spec["egress"]
         assert {p["port"] for p in dns["ports"]} == {53}
         assert api["to"] == [{"ipBlock": {"cidr": "10.96.0.1/32"}}]
         assert mlflow == {"ports": [{"port": 5000}]}
+        # the operator reads the drift monitors' status, in the namespace it serves
+        assert monitors == {
+            "to": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}
+                    },
+                    "podSelector": {
+                        "matchLabels": {
+                            "app.kubernetes.io/managed-by": "loopline",
+                            "loopline.dev/component": "monitor",
+                        }
+                    },
+                }
+            ],
+            "ports": [{"port": 8090, "protocol": "TCP"}],
+        }
 
 
 def test_network_policies_can_be_turned_off() -> None:

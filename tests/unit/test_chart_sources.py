@@ -208,20 +208,6 @@ def _parse_command(container: dict[str, Any]) -> click.Context:
     return command.make_context(argv[1], list(argv[2:]))
 
 
-def test_monitor_command_matches_its_cli() -> None:
-    """The monitor's command and flags are what `loopline monitor` accepts."""
-    docs = documents(render(values_file=DEFAULT_VALUES))
-    container = _container(docs, "monitor")
-    parsed = _parse_command(container)
-    assert parsed.params["model"] == "drill-ae"
-    assert parsed.params["namespace"] == helm_chart.NAMESPACE
-    assert parsed.params["port"] == container["ports"][0]["containerPort"]
-    env = _env(container, docs)
-    assert {k for k in env if k.startswith("LOOPLINE_")} <= {
-        f"LOOPLINE_{name.upper()}" for name in Settings.model_fields
-    }
-
-
 def test_operator_command_matches_its_cli() -> None:
     docs = documents(render(values_file=DEFAULT_VALUES))
     container = _container(docs, "operator")

@@ -60,14 +60,6 @@ helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace 
 {{- end -}}
 {{- end -}}
 
-{{- define "loopline.monitorServiceAccountName" -}}
-{{- if .Values.monitor.serviceAccount.create -}}
-{{- .Values.monitor.serviceAccount.name | default (include "loopline.componentName" (list . "monitor")) -}}
-{{- else -}}
-{{- required "monitor.serviceAccount.name is required when monitor.serviceAccount.create is false" .Values.monitor.serviceAccount.name -}}
-{{- end -}}
-{{- end -}}
-
 {{/* The namespaces the operator watches in namespaced mode, as a JSON list. */}}
 {{- define "loopline.watchNamespaces" -}}
 {{- if .Values.rbac.watchNamespaces -}}
@@ -171,34 +163,22 @@ behind authentication is the default, and `none` is said out loud. */}}
 {{- end }}
 {{- end -}}
 
-{{/* The pods allowed to connect to the monitor: a list of NetworkPolicyPeers, each with a
-namespace named exactly and a non-empty pod selector. */}}
-{{- define "loopline.monitorPeers" -}}
+{{/* The pods besides a Model's model servers that may connect to its drift monitor, as a JSON
+list of NetworkPolicyPeers for the operator (LOOPLINE_OPERATOR_MONITOR_INGRESS_PEERS): the
+operator (status, reference) and Prometheus (metrics), each with its namespace named exactly
+and a non-empty pod selector. */}}
+{{- define "loopline.monitorIngressPeers" -}}
 {{- $np := .Values.networkPolicy -}}
-{{- $modelNamespace := .Values.monitor.model.namespace | default .Release.Namespace -}}
-{{- if .Values.operator.enabled }}
-- namespaceSelector:
-    matchLabels: {kubernetes.io/metadata.name: {{ .Release.Namespace }}}
-  podSelector:
-    matchLabels:
-      {{- include "loopline.selectorLabels" (list . "operator") | nindent 6 }}
-{{- end }}
-{{- if or .Values.backends.seldon.enabled $np.modelServers.podLabels }}
-{{- $serversNamespace := $np.modelServers.namespace | default .Values.backends.seldon.namespace | default $modelNamespace }}
-{{- /* Seldon's label on the pods of a Server; the operator names a Model's Server
-<model>-server (operators/backends/seldon.py server_name). */}}
-{{- $serverLabels := $np.modelServers.podLabels | default (dict "seldon-server-name" (printf "%s-server" .Values.monitor.model.name | trunc 63)) }}
-- namespaceSelector:
-    matchLabels: {kubernetes.io/metadata.name: {{ $serversNamespace }}}
-  podSelector:
-    matchLabels:
-      {{- toYaml $serverLabels | nindent 6 }}
-{{- end }}
-{{- if $np.prometheus.namespace }}
-- namespaceSelector:
-    matchLabels: {kubernetes.io/metadata.name: {{ $np.prometheus.namespace }}}
-  podSelector:
-    matchLabels:
-      {{- toYaml (required "networkPolicy.prometheus.podLabels needs at least one label: an empty selector admits every pod" $np.prometheus.podLabels) | nindent 6 }}
-{{- end }}
+{{- $peers := list -}}
+{{- if .Values.operator.enabled -}}
+{{- $peers = append $peers (dict
+  "namespaceSelector" (dict "matchLabels" (dict "kubernetes.io/metadata.name" .Release.Namespace))
+  "podSelector" (dict "matchLabels" (include "loopline.selectorLabels" (list . "operator") | fromYaml))) -}}
+{{- end -}}
+{{- if $np.prometheus.namespace -}}
+{{- $peers = append $peers (dict
+  "namespaceSelector" (dict "matchLabels" (dict "kubernetes.io/metadata.name" $np.prometheus.namespace))
+  "podSelector" (dict "matchLabels" (required "networkPolicy.prometheus.podLabels needs at least one label: an empty selector admits every pod" $np.prometheus.podLabels))) -}}
+{{- end -}}
+{{- $peers | toJson -}}
 {{- end -}}
