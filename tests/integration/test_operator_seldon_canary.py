@@ -171,11 +171,11 @@ def test_a_canary_is_judged_on_its_server_pods_metrics(
         core.create_namespaced_pod(namespace, _server_pod(name, server))
     core.create_namespaced_pod(namespace, _server_pod("other-0", "other-server"))
     for name in ("server-0", "server-1", "other-0"):
-        wait_for(
-            lambda name=name: _running_with_ip(core, namespace, name),
-            timeout=60,
-            what=f"kwok to run pod {name}",
-        )
+
+        def running(name: str = name) -> bool:
+            return _running_with_ip(core, namespace, name)
+
+        wait_for(running, timeout=60, what=f"kwok to run pod {name}")
     for pod in ("server-0", "server-1", "other-0"):
         metrics.serve(pod, "1", 10)
 
@@ -218,7 +218,10 @@ def test_a_canary_is_judged_on_its_server_pods_metrics(
             canary_weight=50,
         )
     )
-    assert backend.observe(namespace, "drill-ae").canary_stats.requests == 0  # type: ignore[union-attr]
+    baseline = backend.observe(namespace, "drill-ae")
+    assert baseline is not None
+    assert baseline.canary_stats is not None
+    assert baseline.canary_stats.requests == 0
     core.delete_namespaced_pod("server-1", namespace, grace_period_seconds=0)
     wait_for(
         lambda: (
