@@ -20,7 +20,7 @@ import pytest
 from kubernetes import client as k8s
 from prometheus_client import CollectorRegistry, generate_latest
 
-from loopline.operators.backends.seldon import observed_of, with_traffic
+from loopline.operators.backends.seldon_status import observed_of, with_traffic
 from loopline.operators.backends.seldon_traffic import (
     SeldonTraffic,
     pod_metrics_url,
