@@ -30,6 +30,7 @@ Seldon's agent drives without a token, is reachable only over the pod's loopback
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -57,6 +58,7 @@ from loopline.operators.errors import BackendRejected, BackendUnavailable
 from loopline.operators.kube import api_client
 from loopline.operators.settings import OperatorSettings
 from loopline.serving.seldon import (
+    MLSERVER_METRICS_PORT,
     SELDON_API_VERSION,
     build_experiment,
     build_model,
@@ -67,6 +69,8 @@ from loopline.serving.seldon import (
 from loopline.settings import Settings
 
 __all__ = ["SeldonServingBackend", "model_readiness", "observed_of", "server_name", "serving_env"]
+
+log = logging.getLogger(__name__)
 
 GROUP, VERSION = SELDON_API_VERSION.split("/")
 MODEL_LABEL = "loopline.dev/model"
@@ -141,6 +145,14 @@ class SeldonServingBackend:
         self._storage_uri = storage_uri or self._mlflow_storage_uri
         self._lock = threading.Lock()
         self.traffic = SeldonTraffic(self._list_pods, metrics_url=metrics_url)
+        if MLSERVER_METRICS_PORT not in settings.seldon_open_ports:
+            log.warning(
+                "LOOPLINE_OPERATOR_SELDON_OPEN_PORTS %s leaves out MLServer's metrics port %d: "
+                "the operator cannot read a canary's traffic, so canaries hold until it is "
+                "opened",
+                settings.seldon_open_ports,
+                MLSERVER_METRICS_PORT,
+            )
 
     def _mlflow_storage_uri(self, registered_model: str, version: str) -> str:
         from mlflow import MlflowClient

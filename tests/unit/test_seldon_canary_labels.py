@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from kubernetes import client as k8s
 from mlserver.settings import ModelParameters, ModelSettings
 from mlserver.types import InferenceRequest, RequestInput
@@ -151,3 +152,17 @@ def test_without_a_cluster_uri_the_server_gets_the_operators_and_the_runtime_ima
         OperatorSettings(runtime_image="runtime:2"), api=k8s.ApiClient(), tracking_uri="x"
     )
     assert backend.image == "runtime:2"
+
+
+def test_closing_the_metrics_port_is_called_out(caplog: pytest.LogCaptureFixture) -> None:
+    """With 8082 closed by the Server pods' NetworkPolicy no canary can be judged (it holds)."""
+    with caplog.at_level("WARNING"):
+        SeldonServingBackend(
+            OperatorSettings(runtime_image="r:1", seldon_open_ports=[9001, 9501]),
+            api=k8s.ApiClient(),
+        )
+    assert "leaves out MLServer's metrics port 8082" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        SeldonServingBackend(OperatorSettings(runtime_image="r:1"), api=k8s.ApiClient())
+    assert "8082" not in caplog.text
