@@ -8,7 +8,12 @@ The operator applies what these return; nothing here talks to a cluster.
   scheduled on it is served by `LooplineRuntime`.
 - `build_model`: one Seldon `Model` per registered version, `storageUri` pointing at the MLflow
   artifact folder of that version (the agent downloads it; `load_bundle` reads the folder),
-  `requirements: [loopline]` so it lands only on a Loopline server.
+  `requirements: [loopline]` so it lands only on a Loopline server. Seldon's agent loads it
+  into MLServer as `<seldon model>_<seldon generation>` (e.g. `drill-ae-v7_1`), a name that
+  says neither the Loopline Model nor the registry version, so the Model's `parameters` (which
+  the agent copies into `parameters.extra` of the model settings) tell the runtime both: its
+  `loopline_*` series carry `model=<Loopline Model>` and `version=<registry version>`, the
+  labels the operator judges a canary by.
 - `build_experiment`: an `Experiment` splitting traffic between champion and canary by
   weight, or mirroring a share of it to a shadow version (answers discarded).
 - `build_server_network_policy`: a NetworkPolicy on the Server's pods that admits only the
@@ -40,6 +45,13 @@ SERVER_POD_LABEL = "seldon-server-name"
 # agent's inference reverse proxy (HTTP 9001, gRPC 9501) that seldon-mesh routes to, the
 # agent's metrics (9006) and readiness (9008) ports, and MLServer's metrics (8082).
 SERVER_OPEN_PORTS = (9001, 9501, 9006, 9008, 8082)
+# MLServer's Prometheus port and path (its defaults; Seldon's `mlserver` ServerConfig keeps
+# them): the runtime's `loopline_*` series are served there, beside MLServer's own.
+MLSERVER_METRICS_PORT = 8082
+METRICS_PATH = "/metrics"
+# The `ServingSettings` fields a Seldon Model's `parameters` set (see `build_model`).
+MODEL_NAME_PARAMETER = "model_name"
+VERSION_PARAMETER = "version_label"
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -121,7 +133,8 @@ def build_model(
     memory: str | None = None,
     labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A Seldon `Model` for one registered version, pinned to a Loopline server."""
+    """A Seldon `Model` for one registered version, pinned to a Loopline server; its
+    parameters name the Loopline Model and the version for the runtime's metrics and samples."""
     if not storage_uri:
         raise ValueError("storage_uri is empty: the MLflow artifact folder of the version")
     spec: dict[str, Any] = {
@@ -129,6 +142,10 @@ def build_model(
         "server": _name(server, "server"),
         "requirements": [CAPABILITY],
         "replicas": replicas,
+        "parameters": [
+            {"name": MODEL_NAME_PARAMETER, "value": model},
+            {"name": VERSION_PARAMETER, "value": version},
+        ],
     }
     if memory:
         spec["memory"] = memory

@@ -9,6 +9,15 @@ Experiment no longer wanted, and reads readiness from the Seldon Models' `Ready`
 unhealthy, so the rollout is rolled back instead of holding forever).
 Every object carries the label `loopline.dev/model`, so deletion finds all of them.
 
+During a canary, `observe` also reports both versions' traffic since the canary's step began,
+read from the Server pods' metrics (`seldon_traffic`), so the rollout is judged on its abort
+metric: promoted, held or rolled back by `decide_canary`, not promoted when time runs out.
+
+The Server's container gets the Model's settings as `LOOPLINE_SERVING_*` variables: the drift
+monitor's URL (payload samples; qualified with the Model's namespace when the Seldon objects
+live in another one, so the name resolves from there) and MLflow's URI as pods reach it
+(`cluster_tracking_uri`, else the operator's own).
+
 Each Model also gets its token Secret (`operators.builders.auth`), created once and never
 overwritten; the Server's container reads it as `LOOPLINE_AUTH_TOKEN` (the payload sampler
 sends it to the Model's drift monitor) and carries the token's digest, so a Secret deleted to
@@ -21,24 +30,33 @@ Seldon's agent drives without a token, is reachable only over the pod's loopback
 
 from __future__ import annotations
 
+import logging
 import threading
-from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from loopline.operators.backends.kube_objects import KubeObjects
+from loopline.operators.backends.seldon_status import model_readiness, observed_of, with_traffic
+from loopline.operators.backends.seldon_traffic import (
+    MetricsUrl,
+    SeldonTraffic,
+    Traffic,
+    pod_metrics_url,
+)
 from loopline.operators.builders.auth import (
     DIGEST_ENV,
     token_env,
     token_secret_name,
 )
-from loopline.operators.builders.serving import MODEL_FAILED, ServingDesired, ServingObserved
+from loopline.operators.builders.serving import ServingDesired, ServingObserved
 from loopline.operators.errors import BackendRejected, BackendUnavailable
 from loopline.operators.kube import api_client
 from loopline.operators.settings import OperatorSettings
 from loopline.serving.seldon import (
+    MLSERVER_METRICS_PORT,
     SELDON_API_VERSION,
     build_experiment,
     build_model,
@@ -48,49 +66,41 @@ from loopline.serving.seldon import (
 )
 from loopline.settings import Settings
 
+__all__ = ["SeldonServingBackend", "model_readiness", "observed_of", "server_name", "serving_env"]
+
+log = logging.getLogger(__name__)
+
 GROUP, VERSION = SELDON_API_VERSION.split("/")
 MODEL_LABEL = "loopline.dev/model"
 
 
-# Model states Seldon's scheduler reports (in a condition's reason or message) once it has
-# given up on a model, as opposed to one still loading.
-FAILED_STATES = frozenset({"ModelFailed", "ScheduleFailed"})
+def monitor_url_from(url: str, model_namespace: str, server_namespace: str) -> str:
+    """The monitor's URL as the Server's pods resolve it: a bare Service name (`http://svc:80`)
+    resolves in the pod's own namespace, so it gets the Model's namespace appended when the
+    Server lives elsewhere (`seldon_namespace`); a qualified name or an IP is kept."""
+    if not url or model_namespace == server_namespace:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not host or "." in host or ":" in host or host == "localhost":
+        return url
+    netloc = f"{host}.{model_namespace}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
-def serving_env(desired: ServingDesired) -> dict[str, str]:
+def serving_env(
+    desired: ServingDesired, *, server_namespace: str = "", tracking_uri: str = ""
+) -> dict[str, str]:
     """The runtime settings a Model's spec sets on its server (LOOPLINE_SERVING_*)."""
     fallback = "true" if desired.fallback_on_missing_sensors else "false"
     env = {"LOOPLINE_SERVING_FALLBACK_ON_MISSING_SENSORS": fallback}
     if desired.monitor_url:
-        env["LOOPLINE_SERVING_MONITOR_URL"] = desired.monitor_url
+        env["LOOPLINE_SERVING_MONITOR_URL"] = monitor_url_from(
+            desired.monitor_url, desired.namespace, server_namespace or desired.namespace
+        )
+    if tracking_uri:
+        env["LOOPLINE_SERVING_TRACKING_URI"] = tracking_uri
     return env
-
-
-@dataclass(frozen=True)
-class Readiness:
-    ready: bool
-    failed: bool
-    reason: str  # a condition reason when not ready (see operators/builders/serving.py)
-    message: str
-
-
-def model_readiness(obj: dict[str, Any] | None, name: str) -> Readiness:
-    """A Seldon Model's readiness from its `Ready` condition, with why it is not ready in
-    words a user can act on. Ready=False after a failure is `ModelFailed`; a Model still
-    loading (or without a condition yet) is not a failure: it has no unhealthy reason."""
-    if obj is None:
-        return Readiness(False, False, "", f"Seldon Model {name} does not exist yet")
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
-    if ready is not None and ready.get("status") == "True":
-        return Readiness(True, False, "", f"Seldon Model {name} is Ready")
-    if ready is None:
-        return Readiness(False, False, "", f"waiting for Seldon Model {name} to be Ready")
-    words = {str(c.get(k) or "") for c in conditions for k in ("reason", "message")}
-    detail = ": ".join(str(ready.get(k)) for k in ("reason", "message") if ready.get(k))
-    failed = bool(words & FAILED_STATES)
-    message = f"Seldon Model {name} is not Ready" + (f" ({detail})" if detail else "")
-    return Readiness(False, failed, MODEL_FAILED if failed else "", message)
 
 
 def server_name(model: str) -> str:
@@ -111,7 +121,11 @@ class SeldonServingBackend:
         api: k8s.ApiClient | None = None,
         storage_uri: Any = None,
         tracking_uri: str = "",
+        metrics_url: MetricsUrl = pod_metrics_url,
     ) -> None:
+        """`tracking_uri` is MLflow as the operator reaches it (version lookups); the Server's
+        pods get `settings.cluster_tracking_uri` when set (MLflow as pods reach it). The
+        Server pods' metrics are read at `metrics_url(pod)` (their own IP by default)."""
         image = settings.seldon_image or settings.runtime_image
         if not image:
             raise ValueError(
@@ -120,7 +134,8 @@ class SeldonServingBackend:
             )
         self.settings = settings
         self.image = image
-        self.tracking_uri = settings.cluster_tracking_uri or tracking_uri
+        self.tracking_uri = tracking_uri
+        self.server_tracking_uri = settings.cluster_tracking_uri or tracking_uri
         api = api or api_client(settings)
         self.custom = k8s.CustomObjectsApi(api)
         self.core = k8s.CoreV1Api(api)
@@ -128,11 +143,20 @@ class SeldonServingBackend:
         self.objects = KubeObjects(api)
         self._storage_uri = storage_uri or self._mlflow_storage_uri
         self._lock = threading.Lock()
+        self.traffic = SeldonTraffic(self._list_pods, metrics_url=metrics_url)
+        if MLSERVER_METRICS_PORT not in settings.seldon_open_ports:
+            log.warning(
+                "LOOPLINE_OPERATOR_SELDON_OPEN_PORTS %s leaves out MLServer's metrics port %d: "
+                "the operator cannot read a canary's traffic, so canaries hold until it is "
+                "opened",
+                settings.seldon_open_ports,
+                MLSERVER_METRICS_PORT,
+            )
 
     def _mlflow_storage_uri(self, registered_model: str, version: str) -> str:
         from mlflow import MlflowClient
 
-        tracking = Settings().resolved_mlflow_tracking_uri()
+        tracking = self.tracking_uri or Settings().resolved_mlflow_tracking_uri()
         try:
             return str(
                 MlflowClient(tracking).get_model_version_download_uri(registered_model, version)
@@ -238,7 +262,12 @@ class SeldonServingBackend:
                 image=self.image,
                 replicas=desired.replicas,
                 labels=labels,
-                env={**({DIGEST_ENV: digest} if digest else {}), **serving_env(desired)},
+                env={
+                    **({DIGEST_ENV: digest} if digest else {}),
+                    **serving_env(
+                        desired, server_namespace=ns, tracking_uri=self.server_tracking_uri
+                    ),
+                },
                 env_from_secrets=token_env(desired.name),
             )
         ]
@@ -268,7 +297,11 @@ class SeldonServingBackend:
         return objects
 
     def apply(self, desired: ServingDesired) -> ServingObserved:
+        """Make the Seldon objects match `desired`. What it returns has no traffic: the
+        reconcile judges a canary on `observe`, read before it decides (one scrape per pass)."""
         ns = self._namespace(desired.namespace)
+        if not desired.canary_version:
+            self.traffic.forget(desired.key)
         digest = self.ensure_token(ns, desired.name) or self._current_digest(ns, desired.name)
         wanted = self.desired_objects(desired, digest=digest)
         self._ensure_network_policy(ns, desired.name)
@@ -282,47 +315,50 @@ class SeldonServingBackend:
             if not desired.canary_version:
                 for experiment in self._list(ns, "experiments", desired.name):
                     self._delete(ns, "experiments", experiment["metadata"]["name"])
-        observed = self._observe(ns, desired)
-        return observed
+        return self._observe(ns, desired)
 
-    def _observe(self, ns: str, desired: ServingDesired) -> ServingObserved:
-        found = {m["metadata"]["name"]: m for m in self._list(ns, "models", desired.name)}
-        champion = model_readiness(
-            found.get(model_object_name(desired.name, desired.champion_version)),
-            model_object_name(desired.name, desired.champion_version),
-        )
-        canary = (
-            model_readiness(
-                found.get(model_object_name(desired.name, desired.canary_version)),
-                model_object_name(desired.name, desired.canary_version),
+    def _list_pods(self, namespace: str, selector: str) -> list[k8s.V1Pod]:
+        try:
+            return list(self.core.list_namespaced_pod(namespace, label_selector=selector).items)
+        except ApiException as exc:
+            raise _error(f"list pods {selector} in {namespace}", exc) from exc
+
+    def _traffic(self, ns: str, desired: ServingDesired) -> Traffic | None:
+        """Both versions' traffic over the canary's current step; None without a canary."""
+        if not desired.canary_version:
+            self.traffic.forget(desired.key)
+            return None
+        try:
+            return self.traffic.read(
+                desired.key,
+                ns,
+                server_name(desired.name),
+                model=desired.name,
+                champion_version=desired.champion_version,
+                canary_version=desired.canary_version,
+                canary_weight=desired.canary_weight,
             )
-            if desired.canary_version
-            else None
-        )
-        ready = champion.ready and (canary is None or canary.ready)
-        waiting = [r for r in (champion, canary) if r is not None and not r.ready]
-        # Only the champion's state makes the Model unhealthy; a failed canary is rolled back.
-        reason = champion.reason
-        seldon_name = f"{desired.name}.experiment" if desired.canary_version else desired.name
-        return ServingObserved(
-            ready=ready,
-            champion_version=desired.champion_version,
-            canary_version=desired.canary_version,
-            canary_weight=desired.canary_weight,
-            endpoints={
-                "rest": f"http://seldon-mesh.{ns}/v2/models/{seldon_name}",
-                "grpc": f"seldon-mesh.{ns}:80",
-            },
-            message="Seldon Models ready" if ready else "; ".join(r.message for r in waiting),
-            reason=reason,
-            canary_healthy=False if canary is not None and canary.failed else None,
-            canary_reason=canary.message if canary is not None and canary.failed else "",
-        )
+        except BackendRejected as exc:  # e.g. no RBAC to list pods: hold, say why
+            return self.traffic.held(desired.key, f"canary held: {exc}")
+
+    def _observe(
+        self, ns: str, desired: ServingDesired, *, read_traffic: bool = False
+    ) -> ServingObserved:
+        found = {m["metadata"]["name"]: m for m in self._list(ns, "models", desired.name)}
+        observed = observed_of(ns, desired, found)
+        if not (read_traffic and observed.ready and desired.canary_version):
+            return observed
+        traffic = self._traffic(ns, desired)
+        if traffic is None:
+            return observed
+        return with_traffic(observed, traffic)
 
     def observe(self, namespace: str, name: str) -> ServingObserved | None:
+        """What serves the Model now (the reconcile's reading), with the canary's traffic."""
         ns = self._namespace(namespace)
         models = self._list(ns, "models", name)
         if not models:
+            self.traffic.forget(f"{namespace}/{name}")
             return None
         versions = sorted(
             (m["metadata"]["labels"].get("loopline.dev/version", "") for m in models),
@@ -344,10 +380,13 @@ class SeldonServingBackend:
             canary_version=canary,
             canary_weight=weight,
         )
-        return self._observe(ns, desired)
+        if canary is None:
+            self.traffic.forget(desired.key)
+        return self._observe(ns, desired, read_traffic=True)
 
     def delete(self, namespace: str, name: str) -> None:
         ns = self._namespace(namespace)
+        self.traffic.forget(f"{namespace}/{name}")
         for plural in ("experiments", "models", "servers"):
             for obj in self._list(ns, plural, name):
                 self._delete(ns, plural, obj["metadata"]["name"])
@@ -364,6 +403,7 @@ class SeldonServingBackend:
 
     def forget(self, namespace: str, name: str) -> None:
         """Nothing more: `delete` already removed the Model's token Secret."""
+        self.traffic.forget(f"{namespace}/{name}")
 
     def close(self) -> None:
         self.custom.api_client.close()

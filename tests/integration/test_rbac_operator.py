@@ -169,5 +169,6 @@ def test_seldon_backend_rbac_is_separate_and_minimal(
             assert can(verb, "networkpolicies.networking.k8s.io") == "yes", verb
         for verb in ("get", "list", "update"):
             assert can(verb, "networkpolicies.networking.k8s.io") == "no", verb
+        assert can("list", "pods") == "yes"  # a canary's traffic, from the Server pods
     finally:
         _kubectl(cluster, "delete", "--ignore-not-found", "-f", str(seldon))
