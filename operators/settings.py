@@ -8,6 +8,7 @@ a laptop run the same operator with different environment variables.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +67,40 @@ class OperatorSettings(BaseSettings):
         default=False,
         description="Cluster backends: chown each claimed volume to the pods' user with an init "
         "container (hostPath volumes, e.g. the local cluster's, ignore fsGroup).",
+    )
+    monitor_volume_size: str = Field(
+        default="1Gi",
+        pattern=r"^[0-9]+(Mi|Gi|Ti)$",
+        description="Kubernetes monitoring backend: size of each monitor's claim (its "
+        "windows, decisions and undelivered retraining requests).",
+    )
+    monitor_cluster_role: str = Field(
+        default="loopline-monitor",
+        description="Kubernetes monitoring backend: the ClusterRole (patch on Models, held to "
+        "the retraining annotations by an admission policy) bound to each monitor's own "
+        "ServiceAccount.",
+    )
+    monitor_ingress_peers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Kubernetes monitoring backend: NetworkPolicyPeer objects (JSON list) "
+        "admitted to a monitor's port besides its Model's model servers, e.g. Prometheus.",
+    )
+    feature_repo_claim: str = Field(
+        default="loopline-feature-repo",
+        description="Kubernetes pipeline backend: the claim in the Model's namespace holding "
+        "the Feast repository that training pods mount read-only; empty: the repository in "
+        "the training image (definitions only, no registered data).",
+    )
+    training_env_secret: str = Field(
+        default="loopline-training-env",
+        description="Kubernetes pipeline backend: an optional Secret in the Model's namespace "
+        "whose keys become the training pod's environment (store and MLflow credentials).",
+    )
+    training_deadline_seconds: int = Field(
+        default=6 * 3600,
+        gt=0,
+        description="Kubernetes pipeline backend: a training Job running longer is stopped "
+        "(DeadlineExceeded), so a step hung on a lost store never holds a Model in Training.",
     )
     runs_dir: Path = Field(
         default_factory=lambda: _state("runs"),

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 PIPELINE_BACKENDS: dict[str, str] = {
     "local": "loopline.operators.backends.pipelines:LocalPipelineBackend",
+    "kubernetes": "loopline.operators.backends.kube_jobs:JobPipelineBackend",
     "kfp": "loopline.operators.backends.kfp:KfpPipelineBackend",
 }
 
 SERVING_BACKENDS: dict[str, str] = {
     "local": "loopline.operators.backends.serving:LocalServingBackend",
+    "kubernetes": "loopline.operators.backends.kube_serving:KubernetesServingBackend",
     "seldon": "loopline.operators.backends.seldon:SeldonServingBackend",
 }
 
 MONITORING_BACKENDS: dict[str, str] = {
     "local": "loopline.operators.backends.monitoring:LocalMonitoringBackend",
+    "kubernetes": "loopline.operators.backends.kube_monitoring:KubernetesMonitoringBackend",
 }
 
 

@@ -34,11 +34,12 @@ class Backends:
 
 
 def monitoring_backend_name(settings: OperatorSettings) -> str:
-    """The monitoring backend settings name, or the one that fits the serving backend
-    (`local` beside local serving; a cluster's is named explicitly until it is the default)."""
+    """The monitoring backend settings name, or the one that fits the serving backend:
+    `local` processes beside local model servers, else a Deployment per Model (`kubernetes`),
+    so every served Model is watched whichever backend serves it."""
     if settings.monitoring_backend:
         return settings.monitoring_backend
-    return "local" if settings.serving_backend == "local" else ""
+    return "local" if settings.serving_backend == "local" else "kubernetes"
 
 
 def build_backends(settings: OperatorSettings, tracking_uri: str) -> Backends:

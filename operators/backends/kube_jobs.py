@@ -44,16 +44,12 @@ from loopline.operators.kube import api_client
 from loopline.operators.settings import OperatorSettings
 from loopline.types.runs import TrainingRunResult, TrainingRunSpec
 
-# The claim in each Model's namespace that holds the Feast repository the training pods mount
-# (builders.kube_jobs.FEATURE_REPO_MOUNT). A module constant until it becomes a setting.
-FEATURE_REPO_CLAIM = "loopline-feature-repo"
-# An optional Secret in the Model's namespace whose keys become the training pod's
-# environment: the Feast stores' credentials (FEAST_PG_*, FEAST_REDIS_*: feature_store.yaml's
-# ${VAR}s), MLflow's (MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN), an object store's (AWS_*).
-ENV_SECRET = "loopline-training-env"
-# A run that takes longer is stopped (the Job fails with DeadlineExceeded): a step hung on a
-# store that went away must not hold a Model in Training forever. Runs take minutes.
-DEADLINE_SECONDS = 6 * 3600
+# The defaults of the settings feature_repo_claim (the claim in each Model's namespace holding
+# the Feast repository: builders.kube_jobs.FEATURE_REPO_MOUNT) and training_env_secret (keys
+# become the pod's environment: the Feast stores' credentials, FEAST_PG_*, FEAST_REDIS_*,
+# feature_store.yaml's ${VAR}s; MLflow's, MLFLOW_TRACKING_*; an object store's, AWS_*).
+FEATURE_REPO_CLAIM = OperatorSettings.model_fields["feature_repo_claim"].default
+ENV_SECRET = OperatorSettings.model_fields["training_env_secret"].default
 
 BATCH, JOB, POD = "batch/v1", "Job", "Pod"
 
@@ -65,8 +61,6 @@ class JobPipelineBackend:
         *,
         tracking_uri: str = "",
         api: k8s.ApiClient | None = None,
-        feature_claim: str | None = FEATURE_REPO_CLAIM,
-        deadline_seconds: int | None = DEADLINE_SECONDS,
     ) -> None:
         if not settings.training_image:
             raise ValueError(
@@ -83,9 +77,9 @@ class JobPipelineBackend:
             image=settings.training_image,
             tracking_uri=uri,
             image_pull_policy=settings.image_pull_policy,
-            feature_claim=feature_claim,
-            env_secret=ENV_SECRET,
-            deadline_seconds=deadline_seconds,
+            feature_claim=settings.feature_repo_claim or None,
+            env_secret=settings.training_env_secret or None,
+            deadline_seconds=settings.training_deadline_seconds,
         )
         self.namespaces = list(settings.namespaces)
         self.api = api or api_client(settings)

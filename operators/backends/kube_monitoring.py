@@ -55,19 +55,18 @@ DEFAULT_CLUSTER_ROLE = "loopline-monitor"
 
 
 def pod_config(settings: OperatorSettings, tracking_uri: str) -> MonitorPodConfig:
-    """The monitors' shared configuration from the operator's settings. The monitor-specific
-    settings (ClusterRole, ingress peers, volume size) are optional: their defaults fit a
-    plain-manifest install named `loopline-monitor`."""
+    """The monitors' shared configuration from the operator's settings; the defaults fit a
+    plain-manifest install whose monitor ClusterRole is `loopline-monitor`."""
     try:
         return MonitorPodConfig(
             image=settings.runtime_image,
             tracking_uri=settings.cluster_tracking_uri or tracking_uri,
             pull_policy=settings.image_pull_policy,
             storage_class=settings.storage_class,
-            volume_size=getattr(settings, "monitor_volume_size", "") or "1Gi",
+            volume_size=settings.monitor_volume_size,
             permissions_init=settings.volume_permissions_init,
-            cluster_role=getattr(settings, "monitor_cluster_role", "") or DEFAULT_CLUSTER_ROLE,
-            ingress_peers=tuple(getattr(settings, "monitor_ingress_peers", None) or ()),
+            cluster_role=settings.monitor_cluster_role or DEFAULT_CLUSTER_ROLE,
+            ingress_peers=tuple(settings.monitor_ingress_peers),
         )
     except ValueError as exc:
         raise ValueError(f"kubernetes monitoring backend: {exc}") from exc

@@ -202,7 +202,9 @@ def test_pod_kwok_completes_has_no_result(
 ) -> None:
     """Without the claim kwok runs the pod and completes it at once with no message: a
     container that exits 0 without the runner's result is a failed run, never a success."""
-    backend = JobPipelineBackend(SETTINGS, api=kube_api, feature_claim=None)
+    backend = JobPipelineBackend(
+        SETTINGS.model_copy(update={"feature_repo_claim": ""}), api=kube_api
+    )
     run = spec(namespace)
     backend.submit(run)
     wait_for(

@@ -30,6 +30,28 @@ def _workloads(values_file: Path) -> list[dict[str, Any]]:
     return workloads
 
 
+def _assert_hardened_container(container: dict[str, Any], where: str) -> None:
+    ctx = container["securityContext"]
+    assert ctx["readOnlyRootFilesystem"] is True, where
+    assert ctx["allowPrivilegeEscalation"] is False, where
+    assert ctx["capabilities"]["drop"] == ["ALL"], where
+    assert ctx.get("privileged") is not True, where
+    assert ctx["seccompProfile"]["type"] == "RuntimeDefault", where
+    resources = container["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"]), where
+    assert "memory" in resources["limits"], where
+    if container["name"] == "volume-permissions":
+        # The one root container (volumePermissions.enabled): chown of one volume, with
+        # CAP_CHOWN and nothing else.
+        assert ctx["runAsUser"] == 0, where
+        assert ctx["capabilities"]["add"] == ["CHOWN"], where
+        assert container["command"][:2] == ["chown", "10001:10001"], where
+        assert len(container["command"]) == 3, where
+    else:
+        assert not ctx["capabilities"].get("add"), where
+        assert ctx.get("runAsUser", 10001) != 0, where
+
+
 @pytest.mark.parametrize("values_file", VALUES, ids=VALUE_IDS)
 def test_every_pod_is_hardened(values_file: Path) -> None:
     for workload in _workloads(values_file):
@@ -40,17 +62,13 @@ def test_every_pod_is_hardened(values_file: Path) -> None:
         assert pod.get("hostNetwork") is not True, name
         assert pod.get("hostPID") is not True, name
         volumes = {v["name"]: v for v in pod["volumes"]}
-        for container in pod["containers"] + pod.get("initContainers", []):
+        for container in pod.get("initContainers", []):
             where = f"{name}/{container['name']}"
-            ctx = container["securityContext"]
-            assert ctx["readOnlyRootFilesystem"] is True, where
-            assert ctx["allowPrivilegeEscalation"] is False, where
-            assert ctx["capabilities"]["drop"] == ["ALL"], where
-            assert not ctx["capabilities"].get("add"), where
-            assert ctx.get("privileged") is not True, where
-            resources = container["resources"]
-            assert {"cpu", "memory"} <= set(resources["requests"]), where
-            assert "memory" in resources["limits"], where
+            _assert_hardened_container(container, where)
+        for container in pod["containers"]:
+            where = f"{name}/{container['name']}"
+            _assert_hardened_container(container, where)
+            assert container["securityContext"]["runAsNonRoot"] is not False, where
             assert container["livenessProbe"], where
             assert container["readinessProbe"], where
             mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}

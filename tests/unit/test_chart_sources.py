@@ -187,8 +187,15 @@ def test_operator_environment_is_valid_operator_settings(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = OperatorSettings()
-    backends = {settings.pipeline_backend, settings.serving_backend}
-    assert backends <= {"kfp", "local", "seldon"}
+    from loopline.operators.backends import (
+        MONITORING_BACKENDS,
+        PIPELINE_BACKENDS,
+        SERVING_BACKENDS,
+    )
+
+    assert settings.pipeline_backend in PIPELINE_BACKENDS
+    assert settings.serving_backend in SERVING_BACKENDS
+    assert settings.monitoring_backend in ("", *MONITORING_BACKENDS)
     if "LOOPLINE_OPERATOR_NAMESPACES" in env:
         wide = yaml.safe_load(values_file.read_text()).get("rbac", {}).get("clusterWide", False)
         assert (settings.namespaces == []) is bool(wide)
@@ -254,7 +261,15 @@ SELDON_NEEDS = {
 
 @pytest.mark.parametrize("values_file", VALUES, ids=VALUE_IDS)
 def test_operator_rbac_covers_the_seldon_backend_when_selected(values_file: Path) -> None:
-    docs = documents(render("--set", "backends.seldon.enabled=true", values_file=values_file))
+    docs = documents(
+        render(
+            "--set",
+            "backends.seldon.enabled=true",
+            "--set",
+            "backends.serving=",
+            values_file=values_file,
+        )
+    )
     env = _env(_container(docs, "operator"), docs)
     assert env["LOOPLINE_OPERATOR_SERVING_BACKEND"] == "seldon"
     granted = {

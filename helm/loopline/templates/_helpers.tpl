@@ -103,15 +103,99 @@ seccompProfile:
 {{- end -}}
 {{- end -}}
 
+{{/* The chart's MLflow: its Service's URI as every pod in the cluster reaches it. */}}
+{{- define "loopline.mlflowServiceUri" -}}
+{{- printf "http://%s.%s.svc:%d" (include "loopline.componentName" (list . "mlflow")) .Release.Namespace (int .Values.mlflow.port) -}}
+{{- end -}}
+
+{{/* The tracking URI of the operator and the monitor: the chart's MLflow when it runs one. */}}
+{{- define "loopline.mlflowTrackingUri" -}}
+{{- if .Values.mlflow.enabled -}}
+{{- include "loopline.mlflowServiceUri" . -}}
+{{- else -}}
+{{- required "backends.mlflow.trackingUri is required: the MLflow tracking server URI" .Values.backends.mlflow.trackingUri -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The tracking URI of the pods the operator creates; empty: the operator's own. */}}
+{{- define "loopline.mlflowClusterTrackingUri" -}}
+{{- if .Values.mlflow.enabled -}}
+{{- include "loopline.mlflowServiceUri" . -}}
+{{- else -}}
+{{- .Values.backends.mlflow.clusterTrackingUri -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The operator's pipeline backend by name; an explicit kfp needs backends.kfp. */}}
+{{- define "loopline.pipelineBackend" -}}
+{{- $b := .Values.backends -}}
+{{- $name := $b.pipelines | default (ternary "kfp" "local" $b.kfp.enabled) -}}
+{{- if and (eq $name "kfp") (not $b.kfp.enabled) -}}
+{{- fail "backends.pipelines is kfp: set backends.kfp.enabled=true and backends.kfp.endpoint" -}}
+{{- end -}}
+{{- $name -}}
+{{- end -}}
+
+{{/* The operator's serving backend by name; seldon needs backends.seldon.enabled, which also
+grants the operator Seldon's objects. */}}
+{{- define "loopline.servingBackend" -}}
+{{- $b := .Values.backends -}}
+{{- $name := $b.serving | default (ternary "seldon" "local" $b.seldon.enabled) -}}
+{{- if and (eq $name "seldon") (not $b.seldon.enabled) -}}
+{{- fail "backends.serving is seldon: set backends.seldon.enabled=true (it also grants the operator Seldon's objects)" -}}
+{{- end -}}
+{{- $name -}}
+{{- end -}}
+
+{{/* Where the Feast repository is when it lives on the chart's claim (feast.enabled): a
+directory below the mount, so a filesystem's lost+found is not part of the repository. */}}
+{{- define "loopline.feastMountPath" -}}/var/lib/loopline-feast{{- end -}}
+
+{{- define "loopline.featureRepo" -}}
+{{- if .Values.feast.enabled -}}
+{{- include "loopline.feastMountPath" . }}/feature_repo
+{{- else -}}
+/opt/loopline/feature_repo
+{{- end -}}
+{{- end -}}
+
+{{/* The init container that gives a fresh hostPath volume to uid 10001 (volumePermissions):
+root with CAP_CHOWN only, nothing else runs in it. Call with (list $ "volume" "/mount/path"). */}}
+{{- define "loopline.volumePermissionsInit" -}}
+{{- $root := index . 0 -}}
+- name: volume-permissions
+  image: {{ include "loopline.image" (list $root $root.Values.runtime.image) }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  command: ["chown", "10001:10001", {{ index . 2 | quote }}]
+  securityContext:
+    runAsUser: 0
+    runAsNonRoot: false
+    allowPrivilegeEscalation: false
+    readOnlyRootFilesystem: true
+    privileged: false
+    capabilities:
+      drop: ["ALL"]
+      add: ["CHOWN"]
+    seccompProfile:
+      type: RuntimeDefault
+  resources:
+    requests: {cpu: 10m, memory: 16Mi}
+    limits: {cpu: 100m, memory: 64Mi}
+  volumeMounts:
+    - name: {{ index . 1 }}
+      mountPath: {{ index . 2 }}
+{{- end -}}
+
 {{/* MLflow settings and credentials, shared by the operator and the monitor. */}}
 {{- define "loopline.backendEnv" -}}
 {{- $root := . -}}
 {{- $b := $root.Values.backends }}
+{{- $trackingUri := include "loopline.mlflowTrackingUri" $root }}
 - name: LOOPLINE_MLFLOW_TRACKING_URI
-  value: {{ required "backends.mlflow.trackingUri is required: the MLflow tracking server URI" $b.mlflow.trackingUri | quote }}
+  value: {{ $trackingUri | quote }}
 {{- /* MLflow's own variable too, for code that calls MLflow without Loopline's settings. */}}
 - name: MLFLOW_TRACKING_URI
-  value: {{ $b.mlflow.trackingUri | quote }}
+  value: {{ $trackingUri | quote }}
 - name: LOOPLINE_STATE_DIR
   value: /var/lib/loopline
 - name: LOOPLINE_CACHE_DIR
@@ -120,6 +204,9 @@ seccompProfile:
   value: /tmp
 {{- /* Credentials only for the chosen auth, and the chosen auth must have them: an MLflow
 behind authentication is the default, and `none` is said out loud. */}}
+{{- if and $root.Values.mlflow.enabled (ne $b.mlflow.auth "none") }}
+{{- fail (printf "mlflow.enabled runs MLflow without a login (the runtime image has no Flask-WTF, which MLflow's basic-auth app needs), so no credentials would be checked: set backends.mlflow.auth=none (its NetworkPolicy admits only Loopline's pods; see docs/platform-services.md), or turn mlflow.enabled off and point backends.mlflow at your MLflow; auth is %s" $b.mlflow.auth) }}
+{{- end }}
 {{- if eq $b.mlflow.auth "basic" }}
 {{- if not (and $b.mlflow.username.secretName $b.mlflow.password.secretName) }}
 {{- fail "backends.mlflow.auth is basic: set backends.mlflow.username.secretName and backends.mlflow.password.secretName (a Secret with the MLflow user's name and password), or choose auth token or none" }}
