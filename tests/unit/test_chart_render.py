@@ -63,7 +63,7 @@ def test_rendered_objects_are_unique_and_namespaced_to_the_release() -> None:
 BAD_VALUES = [
     ("backends.mlflow.password=hunter2", "at '/backends/mlflow/password': got string, want object"),
     ("operator.replicas=2", "at '/operator/replicas': maximum: got 2, want 1"),
-    ("monitor.persistence.storageClassName=Fast_SSD", "at '/monitor/persistence/storageClassName'"),
+    ("storageClass=Fast_SSD", "at '/storageClass'"),
     ("monitor.model.name=drill-ae", "additional properties 'model' not allowed"),
     ("operator.resources=null", "missing property 'resources'"),
     ("operator.resources.limits=null", "at '/operator/resources': missing property 'limits'"),
