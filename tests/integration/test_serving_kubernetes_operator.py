@@ -11,6 +11,8 @@ read its servers' metrics.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from kubernetes import client as k8s
 
@@ -90,3 +92,60 @@ def test_operator_serves_and_rolls_out_with_deployments(
     assert not core.list_namespaced_service(h.namespace, label_selector=SELECTOR).items
     secrets = core.list_namespaced_secret(h.namespace).items
     assert "drill-ae-loopline-token" not in {s.metadata.name for s in secrets}
+
+
+def test_operator_killed_mid_canary_continues_from_its_step(
+    operator_harness: OperatorHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator process is killed (SIGKILL, as when its pod is deleted) while a canary
+    stands at 50%: a new operator takes the rollout up where it stood (same step, same step
+    start, the same Deployment), starts no second run, and promotes. kwok runs no server, so
+    the steps are held on time (stepSeconds), as when no metrics can be read."""
+    h = operator_harness
+    monkeypatch.setenv("LOOPLINE_OPERATOR_SERVING_BACKEND", "kubernetes")
+    monkeypatch.setenv("LOOPLINE_OPERATOR_RUNTIME_IMAGE", "loopline/runtime:test")
+    monkeypatch.setenv("LOOPLINE_OPERATOR_IMAGE_PULL_POLICY", "Never")
+    monkeypatch.setenv("LOOPLINE_OPERATOR_MONITORING_BACKEND", "local")
+    h.create(PIPELINE)
+    h.create(
+        model_manifest(
+            serving={"replicas": 1, "canary": {"steps": [50, 100], "stepSeconds": 12}},
+            monitoring={"enabled": False},
+        )
+    )
+    proc = h.start_process()
+    h.wait_phase("drill-ae", "Serving", timeout=120)
+    h.patch("models", "drill-ae", {"metadata": {"annotations": {RETRAIN: "more-data"}}})
+    wait_for(
+        lambda: (
+            (h.status("drill-ae").get("rollout") or {}).get("weight") == 50
+            and _weights(h) == ["0.5"]
+        ),
+        timeout=90,
+        interval=0.3,
+        what="the canary at 50% on the Deployment",
+    )
+    h.kill(proc)
+    before = h.status("drill-ae")["rollout"]
+    runs = h.started()
+    assert len(runs) == 2  # the first version and the retrain
+
+    proc = h.start_process()
+    try:
+        time.sleep(4)  # a few reconciles of the new operator, within the 12 s step
+        # Held at its step, on its own clock: not restarted from the first step.
+        assert h.status("drill-ae")["rollout"] == before
+        wait_for(
+            lambda: h.status("drill-ae").get("champion", {}).get("version") == "2",
+            timeout=120,
+            interval=0.3,
+            what="version 2 promoted by the new operator",
+        )
+    finally:
+        h.kill(proc)
+    started = [m for r, m in h.events("drill-ae") if r == "TrainingSucceeded"]
+    assert len([m for m in started if "registered version 2" in m]) == 1, started
+    assert before["stepIndex"] == 0
+    assert before["version"] == "2"
+    assert h.started() == runs  # no second run
+    assert _weights(h) == ["-"]
