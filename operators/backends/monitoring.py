@@ -30,7 +30,7 @@ import httpx
 from pydantic import ValidationError
 
 from loopline import auth, supervisor
-from loopline.operators.builders.monitoring import DriftCheck, MonitorDesired
+from loopline.operators.builders.monitoring import DriftCheck, MonitorDesired, monitor_settings
 from loopline.operators.errors import BackendUnavailable
 from loopline.ports import free_port
 from loopline.types.monitor import MonitorStatus
@@ -109,25 +109,16 @@ class LocalMonitoringBackend:
         self._lock = threading.Lock()
 
     def _env(self, desired: MonitorDesired, port: int) -> dict[str, str]:
-        window = desired.window_size
-        settings = {
-            "MODEL": desired.name,
-            "NAMESPACE": desired.namespace,
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "DETECTOR": desired.detector,
-            "P_VALUE": str(desired.p_value),
-            "WINDOW_SIZE": str(window),
-            "MIN_FEATURE_ROWS": str(min(20, window)),
-            "COOLDOWN_SECONDS": str(desired.cooldown_seconds),
-            "RETRAIN_ON_DRIFT": str(desired.retrain_on_drift).lower(),
-            "REQUESTER": "kubernetes",
-            "KUBECONFIG": str(self.kubeconfig or ""),
-            "TRACKING_URI": self.tracking_uri,
-            "STATE_DIR": str(self.root / desired.namespace / desired.name),
-        }
+        settings = monitor_settings(
+            desired,
+            host="127.0.0.1",
+            port=port,
+            kubeconfig=str(self.kubeconfig or ""),
+            tracking_uri=self.tracking_uri,
+            state_dir=str(self.root / desired.namespace / desired.name),
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_MONITOR_")}
-        env.update({f"LOOPLINE_MONITOR_{k}": v for k, v in settings.items()})
+        env.update(settings)
         env.pop(auth.TOKEN_ENV, None)
         env[auth.TOKEN_FILE_ENV] = str(self.token_file(desired.namespace, desired.name))
         return env

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loopline.operators.builders.auth import DIGEST_ENV, MANAGED_BY, MODEL_LABEL, token_env
-from loopline.operators.builders.monitoring import MonitorDesired
+from loopline.operators.builders.monitoring import MonitorDesired, monitor_settings
 from loopline.operators.builders.volumes import RUN_AS, build_claim, permissions_init_container
 
 COMPONENT_LABEL = "loopline.dev/component"
@@ -132,26 +132,16 @@ def status_url(cluster_ip: str, port: int = PORT) -> str:
 
 
 def monitor_env(desired: MonitorDesired, tracking_uri: str) -> dict[str, str]:
-    """The `LOOPLINE_MONITOR_*` settings of the local backend, with the pod's host, port,
-    state directory and in-cluster Kubernetes client."""
-    window = desired.window_size
-    settings = {
-        "MODEL": desired.name,
-        "NAMESPACE": desired.namespace,
-        "HOST": "0.0.0.0",
-        "PORT": str(PORT),
-        "DETECTOR": desired.detector,
-        "P_VALUE": str(desired.p_value),
-        "WINDOW_SIZE": str(window),
-        "MIN_FEATURE_ROWS": str(min(20, window)),
-        "COOLDOWN_SECONDS": str(desired.cooldown_seconds),
-        "RETRAIN_ON_DRIFT": str(desired.retrain_on_drift).lower(),
-        "REQUESTER": "kubernetes",
-        "KUBECONFIG": "",  # in-cluster: the pod's ServiceAccount token
-        "TRACKING_URI": tracking_uri,
-        "STATE_DIR": STATE_DIR,
-    }
-    return {f"LOOPLINE_MONITOR_{key}": value for key, value in settings.items()}
+    """The monitor's settings in a pod: every address, its fixed port, the state volume, and
+    the in-cluster Kubernetes client (the pod's ServiceAccount token)."""
+    return monitor_settings(
+        desired,
+        host="0.0.0.0",
+        port=PORT,
+        kubeconfig="",
+        tracking_uri=tracking_uri,
+        state_dir=STATE_DIR,
+    )
 
 
 def _container_env(

@@ -59,3 +59,34 @@ def build_monitor(
         cooldown_seconds=m.cooldown_seconds,
         retrain_on_drift=m.retrain_on_drift,
     )
+
+
+def monitor_settings(
+    desired: MonitorDesired,
+    *,
+    host: str,
+    port: int,
+    kubeconfig: str,
+    tracking_uri: str,
+    state_dir: str,
+) -> dict[str, str]:
+    """The monitor's `LOOPLINE_MONITOR_*` variables: one definition for a local process and a
+    pod, so a Model's monitor decides alike wherever it runs."""
+    window = desired.window_size
+    settings = {
+        "MODEL": desired.name,
+        "NAMESPACE": desired.namespace,
+        "HOST": host,
+        "PORT": str(port),
+        "DETECTOR": desired.detector,
+        "P_VALUE": str(desired.p_value),
+        "WINDOW_SIZE": str(window),
+        "MIN_FEATURE_ROWS": str(min(20, window)),
+        "COOLDOWN_SECONDS": str(desired.cooldown_seconds),
+        "RETRAIN_ON_DRIFT": str(desired.retrain_on_drift).lower(),
+        "REQUESTER": "kubernetes",
+        "KUBECONFIG": kubeconfig,
+        "TRACKING_URI": tracking_uri,
+        "STATE_DIR": state_dir,
+    }
+    return {f"LOOPLINE_MONITOR_{key}": value for key, value in settings.items()}
