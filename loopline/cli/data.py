@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from loopline.types.common import Trigger
+from loopline.types.dataset import LabelKind
 
 
 def _parse_time(value: str | None, option: str) -> datetime | None:
@@ -119,10 +120,8 @@ def _split(value: str | None) -> list[str] | None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A DatasetSchema JSON file (instead of the options below).",
 )
-@click.option("--entity", default="machine_id", show_default=True, help="Entity (key) column.")
-@click.option(
-    "--timestamp", default="event_timestamp", show_default=True, help="Event timestamp column."
-)
+@click.option("--entity", default=None, help="Entity (key) column, e.g. the machine id.")
+@click.option("--timestamp", default=None, help="Event timestamp column.")
 @click.option(
     "--features",
     "feature_list",
@@ -132,7 +131,17 @@ def _split(value: str | None) -> list[str] | None:
 @click.option(
     "--core", default=None, help="Comma-separated core features (the fallback model's inputs)."
 )
-@click.option("--label", default=None, help="Label column, if any.")
+@click.option(
+    "--label",
+    default=None,
+    help="Label column: an anomaly flag (0/1, true/false) or a class. Required.",
+)
+@click.option(
+    "--label-kind",
+    type=click.Choice([k.value for k in LabelKind]),
+    default=None,
+    help="What the label means [anomaly-flag if it holds only 0/1 or booleans, else class].",
+)
 @click.option("--name", default="sensors", show_default=True, help="Data set name (lowercase).")
 @click.option(
     "--materialize/--no-materialize", default=True, show_default=True, help="Fill the online store."
@@ -152,11 +161,16 @@ def register(
     feature_list: str | None,
     core: str | None,
     label: str | None,
+    label_kind: str | None,
     name: str,
     materialize: bool,
     rolling: bool,
 ) -> None:
-    """Register your own data: validate it and generate its Feast feature view and services."""
+    """Register your own data: validate it and generate its Feast feature view and services.
+
+    Name the entity, timestamp and label columns (or give a schema file); the roles are
+    recorded in the repository and every run, model and monitor reads them from there.
+    """
     from loopline.data import register as reg
     from loopline.data.schema import DatasetSchema, SchemaError
 
@@ -168,13 +182,21 @@ def register(
         if schema_file is not None:
             schema = DatasetSchema.load(schema_file)
         else:
+            frame = reg.read_data(source)
+            if not entity or not timestamp:
+                flag = "--entity" if not entity else "--timestamp"
+                raise click.UsageError(
+                    f"{flag} is required (or --schema FILE); the file's columns are "
+                    f"{list(frame.columns)}"
+                )
             schema = reg.declare_schema(
-                reg.read_data(source),
+                frame,
                 entity=entity,
                 timestamp=timestamp,
+                label=label,
+                label_kind=LabelKind(label_kind) if label_kind else None,
                 feature_names=_split(feature_list),
                 core=_split(core),
-                label=label,
                 name=name,
             )
         result = reg.register(source, repo_dir, schema, materialize=materialize, rolling=rolling)
