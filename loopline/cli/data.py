@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from loopline.types.common import Trigger
 from loopline.types.dataset import LabelKind
+
+if TYPE_CHECKING:
+    from loopline.data.schema import DatasetSchema
 
 
 def _parse_time(value: str | None, option: str) -> datetime | None:
@@ -96,6 +100,20 @@ def generate(
     )
 
 
+def _schema_of(source: Path, schema_file: Path | None) -> DatasetSchema:
+    """The declared schema of `source`: `--schema`, else the schema.json beside it (what
+    `data generate` writes); no column names are assumed for a file that declares none."""
+    from loopline.data.schema import DatasetSchema
+
+    beside = source.parent / "schema.json"
+    if schema_file is None and not beside.is_file():
+        raise click.UsageError(
+            f"--schema is required: {source} has no schema.json beside it to say which "
+            "columns are the entity, timestamp, features and label"
+        )
+    return DatasetSchema.load(schema_file or beside)
+
+
 def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
@@ -175,7 +193,8 @@ def register(
     from loopline.data.schema import DatasetSchema, SchemaError
 
     beside = source.parent / "schema.json"  # `loopline data generate` writes one there
-    if schema_file is None and beside.is_file():
+    declared = any(v is not None for v in (entity, timestamp, label, feature_list))
+    if schema_file is None and not declared and beside.is_file():
         click.echo(f"using the schema declared in {beside}")
         schema_file = beside
     try:
@@ -233,7 +252,7 @@ def materialize(repo_dir: Path, start: str | None, end: str | None) -> None:
     "--schema",
     "schema_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="DatasetSchema JSON [the factory schema].",
+    help="DatasetSchema JSON [the schema.json beside the source].",
 )
 @click.option(
     "--reference",
@@ -270,11 +289,11 @@ def check(
     """Run the data quality gate on a file; exit 1 with the summary when it fails."""
     from loopline.data.features import normalise_timestamps, read_source
     from loopline.data.quality import ReferenceStats, run_gate
-    from loopline.data.schema import DatasetSchema, SchemaError, factory_schema
+    from loopline.data.schema import SchemaError
     from loopline.types.policy import DataQualityThresholds
 
     try:
-        schema = DatasetSchema.load(schema_file) if schema_file else factory_schema()
+        schema = _schema_of(source, schema_file)
         frame = normalise_timestamps(read_source(source), schema.timestamp)
     except (SchemaError, ValueError) as exc:
         raise click.ClickException(f"{source}: {exc}") from exc
@@ -307,17 +326,17 @@ def check(
     "--schema",
     "schema_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="DatasetSchema JSON [the factory schema].",
+    help="DatasetSchema JSON [the schema.json beside the source].",
 )
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
 def reference(source: Path, schema_file: Path | None, out_file: Path) -> None:
     """Compute reference statistics (for the gate's consistency and distribution checks)."""
     from loopline.data.features import normalise_timestamps, read_source
     from loopline.data.quality import reference_stats
-    from loopline.data.schema import DatasetSchema, SchemaError, factory_schema
+    from loopline.data.schema import SchemaError
 
     try:
-        schema = DatasetSchema.load(schema_file) if schema_file else factory_schema()
+        schema = _schema_of(source, schema_file)
         frame = normalise_timestamps(read_source(source), schema.timestamp)
     except (SchemaError, ValueError) as exc:
         raise click.ClickException(f"{source}: {exc}") from exc

@@ -190,12 +190,11 @@ def register(
         )
     frame = parse_timestamps(read_data(source), schema.timestamp)
     schema.validate_frame(frame)
-    names = {"entity_name": _entity_name(schema.entity)}
     repo_dir = Path(repo_dir)
     existed = repo_dir.exists()
     before = set(repo_dir.iterdir()) if existed and repo_dir.is_dir() else set()
     try:
-        spec = features.create_repo(repo_dir, frame, schema, rolling=rolling, names=names)
+        spec = features.create_repo(repo_dir, frame, schema, rolling=rolling)
         store = features.apply(repo_dir)
         if materialize:
             features.materialize(repo_dir, store=store)
@@ -210,11 +209,6 @@ def register(
         + ("; online store filled" if materialize else "")
     )
     return Registered(repo_dir=Path(repo_dir), spec=spec, rows=len(frame), summary=summary)
-
-
-def _entity_name(column: str) -> str:
-    """Feast entity name for a user's key column: `site_id` -> `site`."""
-    return column.removesuffix("_id") or column
 
 
 def _remove_added(repo_dir: Path, existed: bool, before: set[Path]) -> None:
