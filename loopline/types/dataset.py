@@ -13,6 +13,7 @@ numpy and pydantic alone.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,6 +59,13 @@ class DatasetRoles(BaseModel):
         default_factory=list,
         description="Classification: the class names in the order of the model's outputs.",
     )
+
+    @classmethod
+    def from_mlflow_metadata(cls, metadata: dict[str, Any] | None) -> DatasetRoles | None:
+        """The roles in an MLflow model's metadata (`mlflow.models.Model.load(...).metadata`
+        or `get_model_info(uri).metadata`); None for a model logged without them."""
+        doc = (metadata or {}).get(MLFLOW_METADATA_KEY)
+        return None if doc is None else cls.model_validate(doc)
 
     @property
     def not_features(self) -> set[str]:

@@ -155,6 +155,8 @@ def test_bundle_records_the_roles_and_mlflow_model_carries_them(
 
     mlmodel = Model.load(str(tmp_path / "model" / "MLmodel"))
     assert DatasetRoles.model_validate(mlmodel.metadata[MLFLOW_METADATA_KEY]) == recorded
+    assert DatasetRoles.from_mlflow_metadata(mlmodel.metadata) == recorded
+    assert DatasetRoles.from_mlflow_metadata(None) is None
     assert model_metadata(bundle) == {MLFLOW_METADATA_KEY: recorded.model_dump(mode="json")}
 
 
