@@ -35,6 +35,7 @@ THREADS_PEER = (2, 7.0)  # 20,160 rows: single-threaded vs torch's default threa
 def _train(machines: int, days: float, *, default_threads: bool = False) -> dict[str, Any]:
     import loopline.models.training as training
     from loopline.data.generator import GeneratorConfig, generate
+    from loopline.data.schema import factory_schema
     from loopline.types.common import Task
     from loopline.types.policy import TrainingParams
 
@@ -49,7 +50,10 @@ def _train(machines: int, days: float, *, default_threads: bool = False) -> dict
         training.single_threaded = unchanged
     try:
         trained = training.train_bundle(
-            frame, Task.ANOMALY_DETECTION, TrainingParams(epochs=EPOCHS)
+            frame,
+            Task.ANOMALY_DETECTION,
+            TrainingParams(epochs=EPOCHS),
+            factory_schema().roles(Task.ANOMALY_DETECTION),
         )
     finally:
         training.single_threaded = original
@@ -117,8 +121,10 @@ def _pipeline(root: Path) -> dict[str, Any]:
 
 def _mlflow(root: Path, models: int = 3) -> dict[str, Any]:
     from loopline.data.generator import GeneratorConfig, generate
+    from loopline.data.schema import factory_schema
     from loopline.models.evaluation import evaluate_bundle
-    from loopline.models.training import split_by_time, train_bundle
+    from loopline.models.evaluation_split import normal_rows, split_per_label
+    from loopline.models.training import train_bundle
     from loopline.tracking.experiments import client_for, ensure_experiment, ensure_run
     from loopline.tracking.publish import publish, reference_rows
     from loopline.types.common import Task
@@ -127,10 +133,13 @@ def _mlflow(root: Path, models: int = 3) -> dict[str, Any]:
     frame, _ = generate(
         GeneratorConfig(machines=2, days=2, interval_seconds=60, fault_fraction=0.05)
     )
-    train, evaluation = split_by_time(frame)
-    trained = train_bundle(train, Task.ANOMALY_DETECTION, TrainingParams(epochs=1))
+    roles = factory_schema().roles(Task.ANOMALY_DETECTION)
+    train, evaluation = split_per_label(frame, roles)
+    trained = train_bundle(train, Task.ANOMALY_DETECTION, TrainingParams(epochs=1), roles)
     metrics = evaluate_bundle(trained.bundle, evaluation).metrics
-    reference = reference_rows(train, trained.bundle.feature_names)
+    reference = reference_rows(
+        train, trained.bundle.feature_names, normal=normal_rows(train, roles)
+    )
     start = time.perf_counter()
     client = client_for(f"sqlite:///{root / 'mlflow.db'}")
     experiment = ensure_experiment(client, "bench", "drill-ae")

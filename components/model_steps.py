@@ -21,6 +21,7 @@ from loopline.components.steps import (
     client_for_spec,
     parse_spec,
     read_features,
+    roles_of,
     split,
     step,
 )
@@ -39,13 +40,12 @@ def train_model(spec_json: str, features_dir: str, model_dir: str) -> dict[str, 
     spec = parse_spec(spec_json)
     with step(TRAIN_MODEL, spec) as out:
         frame, meta = read_features(features_dir)
-        train, _ = split(frame)
+        roles = roles_of(meta)
+        train, _ = split(frame, roles)
+        # The classes of the whole window: a class whose rows all went to evaluation is still
+        # one the model must be able to name.
         trained = train_bundle(
-            train,
-            spec.task,
-            spec.params,
-            feature_names=meta["feature_names"],
-            core_feature_names=meta["core_feature_names"],
+            train, spec.task, spec.params, roles, class_names=_window_classes(frame, roles)
         )
         trained.bundle.metadata |= {
             "run_id": spec.run_id,
@@ -68,6 +68,13 @@ def train_model(spec_json: str, features_dir: str, model_dir: str) -> dict[str, 
     return out
 
 
+def _window_classes(frame: Any, roles: Any) -> list[str] | None:
+    from loopline.models.training import class_names_of
+    from loopline.types.dataset import LabelKind
+
+    return class_names_of(frame, roles) if roles.label_kind == LabelKind.CLASS else None
+
+
 # --- evaluate --------------------------------------------------------------------------------
 
 
@@ -83,14 +90,17 @@ def evaluate_model(spec_json: str, features_dir: str, model_dir: str, report_pat
     """Metrics of the new model (primary, fallback, baseline) on the fresh evaluation rows."""
     from loopline.models.bundle import ModelBundle
     from loopline.models.evaluation import evaluate_bundle
+    from loopline.models.evaluation_split import check_covers
     from loopline.tracking.publish import log_metrics
 
     spec = parse_spec(spec_json)
     with step(EVALUATE_MODEL, spec) as out:
-        frame, _ = read_features(features_dir)
-        _, evaluation_set = split(frame)
+        frame, meta = read_features(features_dir)
+        roles = roles_of(meta)
+        _, evaluation_set = split(frame, roles)
+        check_covers(frame, evaluation_set, roles)
         bundle = ModelBundle.load_dir(Path(model_dir))
-        evaluation = evaluate_bundle(bundle, evaluation_set)
+        evaluation = evaluate_bundle(bundle, evaluation_set, roles)
         client = client_for_spec(spec)
         log_metrics(client, out["mlflow_run_id"], evaluation.metrics)
         markdown = evaluation.markdown("Evaluation of the new model (fresh evaluation set)")
@@ -113,17 +123,20 @@ def compare_with_champion(
     spec_json: str, features_dir: str, evaluation_json: str, report_path: str
 ) -> str:
     """Score the current champion on the same evaluation rows and preview the gate."""
+    from loopline.models.evaluation_split import check_covers
     from loopline.tracking.champion import score_champion
     from loopline.tracking.gate import decide
     from loopline.tracking.publish import log_metrics
 
     spec = parse_spec(spec_json)
     with step(COMPARE_WITH_CHAMPION, spec) as out:
-        frame, _ = read_features(features_dir)
-        _, evaluation_set = split(frame)
+        frame, meta = read_features(features_dir)
+        roles = roles_of(meta)
+        _, evaluation_set = split(frame, roles)
+        check_covers(frame, evaluation_set, roles)
         challenger = _from_json_metrics(json.loads(evaluation_json))
         client = client_for_spec(spec)
-        champion = score_champion(client, spec.registered_model_name, evaluation_set)
+        champion = score_champion(client, spec.registered_model_name, evaluation_set, roles)
         champion_metrics = None if champion is None else champion.evaluation.metrics
         version = None if champion is None else champion.version
         decision = decide(spec.validation, challenger, champion_metrics, champion_version=version)
@@ -167,13 +180,16 @@ def register_model(
     from loopline.data.features import RepoSpec
     from loopline.data.quality import reference_stats
     from loopline.models.bundle import ModelBundle
+    from loopline.models.evaluation_split import normal_rows
     from loopline.tracking.lineage import LINEAGE_TAGS
     from loopline.tracking.publish import publish, reference_rows
+    from loopline.types.dataset import LabelKind
 
     spec = parse_spec(spec_json)
     with step(REGISTER_MODEL, spec) as out:
-        frame, _ = read_features(features_dir)
-        train, _ = split(frame)
+        frame, meta = read_features(features_dir)
+        roles = roles_of(meta)
+        train, _ = split(frame, roles)
         bundle = ModelBundle.load_dir(Path(model_dir))
         client = client_for_spec(spec)
         run_id = out["mlflow_run_id"]
@@ -186,6 +202,11 @@ def register_model(
         run_tags = client.get_run(run_id).data.tags
         version_tags = {k: run_tags[k] for k in LINEAGE_TAGS if k in run_tags}
         version_tags["loopline.mlflow_run_id"] = run_id
+        version_tags |= {
+            "loopline.entity": roles.entity,
+            "loopline.label": roles.label,
+            "loopline.label_kind": str(roles.label_kind),
+        }
         comparison = json.loads(comparison_json)
         champion_metrics = comparison.get("champion_metrics")
         metrics = _from_json_metrics(json.loads(evaluation_json))
@@ -200,7 +221,14 @@ def register_model(
             if champion_metrics is None
             else _from_json_metrics(champion_metrics),
             champion_version=comparison.get("champion_version"),
-            reference=reference_rows(train, bundle.feature_names, seed=spec.params.seed),
+            reference=reference_rows(
+                train,
+                bundle.feature_names,
+                normal=normal_rows(train, roles)
+                if roles.label_kind == LabelKind.ANOMALY_FLAG
+                else None,
+                seed=spec.params.seed,
+            ),
             version_tags=version_tags,
             move_champion=spec.move_champion,
         )

@@ -9,8 +9,8 @@ message before re-raising.
 
 Artifacts between steps:
 - features (a folder): `frame.parquet` (the point-in-time training set of the whole window)
-  and `meta.json` (feature names of the primary and fallback services, feature views, window,
-  hash);
+  and `meta.json` (the data set's column roles as the feature repository registered them,
+  with the feature names of the primary and fallback services; feature views, window, hash);
 - model (a folder): the bundle (`loopline.models.bundle`);
 - evaluation/comparison: JSON strings (metrics of challenger and champion on the same rows).
 """
@@ -31,11 +31,12 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from loopline.components.progress import FAILED, FINISHED, STARTED, report
+from loopline.types.dataset import DatasetRoles
 from loopline.types.runs import PipelineStep, TrainingRunSpec
 
 log = logging.getLogger(__name__)
 
-EVAL_FRACTION = 0.2  # the newest fifth of the window is the fresh evaluation set
+EVAL_FRACTION = 0.2  # the newest fifth of each class's rows is the fresh evaluation set
 FRAME_FILE = "frame.parquet"
 META_FILE = "meta.json"
 QUALITY_REPORT_ARTIFACT = "quality/report.json"
@@ -129,7 +130,7 @@ def resolve_window(spec: TrainingRunSpec, repo: Path) -> tuple[datetime, datetim
 
 
 def drift_window(
-    spec: TrainingRunSpec, start: datetime, frame: pd.DataFrame
+    spec: TrainingRunSpec, start: datetime, frame: pd.DataFrame, timestamp: str
 ) -> tuple[datetime, pd.DataFrame, str]:
     """(start, rows, why) of what a run trains and evaluates on.
 
@@ -142,15 +143,13 @@ def drift_window(
     is the new operating point, not the old one.
     With too few rows since the drift, the whole window is the safer choice: a model fitted and
     gated on a handful of rows proves nothing."""
-    from loopline.data.schema import TIMESTAMP
-
     drift_start = spec.drift_start
     if drift_start is None or spec.drift_min_rows <= 0:
         return start, frame, TRAINING_WINDOW
     if drift_start.tzinfo is None:
         drift_start = drift_start.replace(tzinfo=UTC)
     since = max(drift_start, start if start.tzinfo is not None else start.replace(tzinfo=UTC))
-    recent = frame[frame[TIMESTAMP] >= pd.Timestamp(since)]
+    recent = frame[frame[timestamp] >= pd.Timestamp(since)]
     if len(recent) < spec.drift_min_rows:
         return (
             start,
@@ -180,6 +179,21 @@ def _service_features(store: Any, service: str) -> tuple[list[str], list[str]]:
     return names, views
 
 
+def run_roles(spec: TrainingRunSpec, repo: Path, features: list[str], core: list[str]) -> Any:
+    """The column roles of this run: the repository's registered schema, the label the task
+    trains on, and the services' feature names. Fails here, at the first step, when the data
+    set has no label for the task or the Model names another entity than the data set's."""
+    from loopline.data.features import RepoSpec
+
+    schema = RepoSpec.load(repo).data_schema
+    if spec.entity_key is not None and spec.entity_key != schema.entity:
+        raise ValueError(
+            f"entityKey {spec.entity_key!r} is not the entity of the registered data set "
+            f"({schema.entity!r}); set entityKey to {schema.entity!r} or leave it out"
+        )
+    return schema.roles(spec.task, features=features, core_features=core)
+
+
 def load_features(spec_json: str, out_dir: str) -> dict[str, Any]:
     """Read the window's point-in-time training set from Feast and open the MLflow run."""
     from loopline.data import features as feast_access
@@ -201,6 +215,7 @@ def load_features(spec_json: str, out_dir: str) -> dict[str, Any]:
                 f"fallbackFeatureService {spec.fallback_feature_service!r} has features {missing} "
                 f"that featureService {spec.feature_service!r} lacks"
             )
+        roles = run_roles(spec, repo, names, core)
         frame = feast_access.get_training_frame(
             repo, spec.feature_service, start=start, end=end, store=store
         )
@@ -208,7 +223,12 @@ def load_features(spec_json: str, out_dir: str) -> dict[str, Any]:
             raise ValueError(
                 f"no rows in the window [{start.isoformat()}, {end.isoformat()}) of {repo}"
             )
-        start, frame, basis = drift_window(spec, start, frame)
+        if roles.label not in frame.columns:
+            raise ValueError(
+                f"the training set has no label column {roles.label!r}; its columns are "
+                f"{list(frame.columns)}"
+            )
+        start, frame, basis = drift_window(spec, start, frame, roles.timestamp)
         log.info("run %s trains on %d rows from %s: %s", spec.run_id, len(frame), start, basis)
         folder = Path(out_dir)
         folder.mkdir(parents=True, exist_ok=True)
@@ -241,6 +261,7 @@ def load_features(spec_json: str, out_dir: str) -> dict[str, Any]:
             },
         )
         meta = {
+            "roles": roles.model_dump(mode="json"),
             "feature_names": names,
             "core_feature_names": core,
             "feature_views": sorted(set(views + core_views)),
@@ -264,10 +285,17 @@ def read_features(features_dir: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     return pd.read_parquet(folder / FRAME_FILE), json.loads((folder / META_FILE).read_text())
 
 
-def split(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from loopline.models.training import split_by_time
+def roles_of(meta: dict[str, Any]) -> DatasetRoles:
+    """The run's column roles, as `load_features` recorded them."""
+    return DatasetRoles.model_validate(meta["roles"])
 
-    return split_by_time(frame, EVAL_FRACTION)
+
+def split(frame: pd.DataFrame, roles: DatasetRoles) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, evaluation): the newest fifth of each label value's rows evaluates (see
+    `loopline.models.evaluation_split`)."""
+    from loopline.models.evaluation_split import split_per_label
+
+    return split_per_label(frame, roles, EVAL_FRACTION)
 
 
 # --- validate data ---------------------------------------------------------------------------

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from loopline.types.common import Trigger
+from loopline.types.dataset import LabelKind
+
+if TYPE_CHECKING:
+    from loopline.data.schema import DatasetSchema
 
 
 def _parse_time(value: str | None, option: str) -> datetime | None:
@@ -95,6 +100,20 @@ def generate(
     )
 
 
+def _schema_of(source: Path, schema_file: Path | None) -> DatasetSchema:
+    """The declared schema of `source`: `--schema`, else the schema.json beside it (what
+    `data generate` writes); no column names are assumed for a file that declares none."""
+    from loopline.data.schema import DatasetSchema
+
+    beside = source.parent / "schema.json"
+    if schema_file is None and not beside.is_file():
+        raise click.UsageError(
+            f"--schema is required: {source} has no schema.json beside it to say which "
+            "columns are the entity, timestamp, features and label"
+        )
+    return DatasetSchema.load(schema_file or beside)
+
+
 def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
@@ -119,10 +138,8 @@ def _split(value: str | None) -> list[str] | None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A DatasetSchema JSON file (instead of the options below).",
 )
-@click.option("--entity", default="machine_id", show_default=True, help="Entity (key) column.")
-@click.option(
-    "--timestamp", default="event_timestamp", show_default=True, help="Event timestamp column."
-)
+@click.option("--entity", default=None, help="Entity (key) column, e.g. the machine id.")
+@click.option("--timestamp", default=None, help="Event timestamp column.")
 @click.option(
     "--features",
     "feature_list",
@@ -132,7 +149,17 @@ def _split(value: str | None) -> list[str] | None:
 @click.option(
     "--core", default=None, help="Comma-separated core features (the fallback model's inputs)."
 )
-@click.option("--label", default=None, help="Label column, if any.")
+@click.option(
+    "--label",
+    default=None,
+    help="Label column: an anomaly flag (0/1, true/false) or a class. Required.",
+)
+@click.option(
+    "--label-kind",
+    type=click.Choice([k.value for k in LabelKind]),
+    default=None,
+    help="What the label means [anomaly-flag if it holds only 0/1 or booleans, else class].",
+)
 @click.option("--name", default="sensors", show_default=True, help="Data set name (lowercase).")
 @click.option(
     "--materialize/--no-materialize", default=True, show_default=True, help="Fill the online store."
@@ -152,29 +179,43 @@ def register(
     feature_list: str | None,
     core: str | None,
     label: str | None,
+    label_kind: str | None,
     name: str,
     materialize: bool,
     rolling: bool,
 ) -> None:
-    """Register your own data: validate it and generate its Feast feature view and services."""
+    """Register your own data: validate it and generate its Feast feature view and services.
+
+    Name the entity, timestamp and label columns (or give a schema file); the roles are
+    recorded in the repository and every run, model and monitor reads them from there.
+    """
     from loopline.data import register as reg
     from loopline.data.schema import DatasetSchema, SchemaError
 
     beside = source.parent / "schema.json"  # `loopline data generate` writes one there
-    if schema_file is None and beside.is_file():
+    declared = any(v is not None for v in (entity, timestamp, label, feature_list))
+    if schema_file is None and not declared and beside.is_file():
         click.echo(f"using the schema declared in {beside}")
         schema_file = beside
     try:
         if schema_file is not None:
             schema = DatasetSchema.load(schema_file)
         else:
+            frame = reg.read_data(source)
+            if not entity or not timestamp:
+                flag = "--entity" if not entity else "--timestamp"
+                raise click.UsageError(
+                    f"{flag} is required (or --schema FILE); the file's columns are "
+                    f"{list(frame.columns)}"
+                )
             schema = reg.declare_schema(
-                reg.read_data(source),
+                frame,
                 entity=entity,
                 timestamp=timestamp,
+                label=label,
+                label_kind=LabelKind(label_kind) if label_kind else None,
                 feature_names=_split(feature_list),
                 core=_split(core),
-                label=label,
                 name=name,
             )
         result = reg.register(source, repo_dir, schema, materialize=materialize, rolling=rolling)
@@ -211,7 +252,7 @@ def materialize(repo_dir: Path, start: str | None, end: str | None) -> None:
     "--schema",
     "schema_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="DatasetSchema JSON [the factory schema].",
+    help="DatasetSchema JSON [the schema.json beside the source].",
 )
 @click.option(
     "--reference",
@@ -248,11 +289,11 @@ def check(
     """Run the data quality gate on a file; exit 1 with the summary when it fails."""
     from loopline.data.features import normalise_timestamps, read_source
     from loopline.data.quality import ReferenceStats, run_gate
-    from loopline.data.schema import DatasetSchema, SchemaError, factory_schema
+    from loopline.data.schema import SchemaError
     from loopline.types.policy import DataQualityThresholds
 
     try:
-        schema = DatasetSchema.load(schema_file) if schema_file else factory_schema()
+        schema = _schema_of(source, schema_file)
         frame = normalise_timestamps(read_source(source), schema.timestamp)
     except (SchemaError, ValueError) as exc:
         raise click.ClickException(f"{source}: {exc}") from exc
@@ -285,17 +326,17 @@ def check(
     "--schema",
     "schema_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="DatasetSchema JSON [the factory schema].",
+    help="DatasetSchema JSON [the schema.json beside the source].",
 )
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
 def reference(source: Path, schema_file: Path | None, out_file: Path) -> None:
     """Compute reference statistics (for the gate's consistency and distribution checks)."""
     from loopline.data.features import normalise_timestamps, read_source
     from loopline.data.quality import reference_stats
-    from loopline.data.schema import DatasetSchema, SchemaError, factory_schema
+    from loopline.data.schema import SchemaError
 
     try:
-        schema = DatasetSchema.load(schema_file) if schema_file else factory_schema()
+        schema = _schema_of(source, schema_file)
         frame = normalise_timestamps(read_source(source), schema.timestamp)
     except (SchemaError, ValueError) as exc:
         raise click.ClickException(f"{source}: {exc}") from exc

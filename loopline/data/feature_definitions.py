@@ -28,6 +28,11 @@ SPEC_FILE = "repo.json"
 ROLLING_STATS = ("mean", "std")
 
 
+def entity_name_of(column: str) -> str:
+    """Feast entity name of a key column: `site_id` -> `site`, `machine_id` -> `machine`."""
+    return column.removesuffix("_id") or column
+
+
 class RepoSpec(BaseModel):
     """What a feature repository serves: the source data, its schema, and the Feast names."""
 

@@ -30,6 +30,7 @@ from loopline.data.feature_definitions import (
     ROLLING_STATS,
     SPEC_FILE,
     RepoSpec,
+    entity_name_of,
     feast_objects,
     rolling_feature_names,
     rolling_features,
@@ -144,7 +145,7 @@ def create_repo(
     ):
         source_path = data_dir / f"{schema.name}.parquet"
         fixed.to_parquet(source_path, index=False)
-    spec_kwargs: dict[str, Any] = dict(names or {})
+    spec_kwargs: dict[str, Any] = {"entity_name": entity_name_of(schema.entity), **(names or {})}
     spec = RepoSpec(
         data_schema=schema,
         source=_relative(source_path, repo_dir),

@@ -1,11 +1,16 @@
 """Bring your own data: declare a schema for a user's file and turn it into a feature repository.
 
-A user names the entity and timestamp columns (and optionally the features, the core subset and
-a label); `declare_schema` fills in the rest from the file (numeric columns become features) and
+A user names the entity, timestamp and label columns (and optionally the features, the core
+subset and what the label means); `declare_schema` fills in the rest from the file (numeric
+columns become features) and
 `register` validates the file against the schema, creates the Feast repository (feature view +
 feature services), applies it and materializes the newest values. The user writes no Feast
 code; a file that does not fit gets a `SchemaError` naming the column and the problem, and the
 whole file is checked before anything is written, so a refused file leaves nothing behind.
+
+Every task Loopline trains is supervised (anomaly detection calibrates on the rows the label
+calls normal and is judged on the flagged ones), so a data set without a label is refused
+here, at registration, and not minutes later when a run reaches training.
 """
 
 from __future__ import annotations
@@ -20,15 +25,14 @@ from pydantic import ValidationError
 
 from loopline.data import features
 from loopline.data.schema import (
-    ENTITY,
-    FEAST_ENTITY,
-    TIMESTAMP,
+    FLAG_VALUES,
     DatasetSchema,
     FeatureSpec,
     LabelSpec,
     SchemaError,
     plain_errors,
 )
+from loopline.types.dataset import LabelKind
 
 _CSV = (".csv", ".txt")
 
@@ -71,11 +75,12 @@ def parse_timestamps(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 def declare_schema(
     frame: pd.DataFrame,
     *,
-    entity: str = ENTITY,
-    timestamp: str = TIMESTAMP,
+    entity: str,
+    timestamp: str,
+    label: str | None,
+    label_kind: LabelKind | None = None,
     feature_names: Sequence[str] | None = None,
     core: Sequence[str] | None = None,
-    label: str | None = None,
     name: str = "sensors",
 ) -> DatasetSchema:
     """A schema for `frame`: declared columns as given, undeclared features inferred.
@@ -83,12 +88,19 @@ def declare_schema(
     Without `feature_names`, every numeric column other than the entity, timestamp and label is
     a feature. A declared feature that is not numeric is an error (wrong dtype), not skipped.
     """
+    if not label:
+        raise SchemaError(
+            "no label column: pass --label COLUMN (an anomaly flag, 0/1 or true/false, for "
+            "anomaly detection; a class column for classification); without it the label "
+            f"would be taken for a feature. The columns are {list(frame.columns)}"
+        )
     for role, col in (("entity", entity), ("timestamp", timestamp), ("label", label)):
-        if col is not None and col not in frame.columns:
+        if col not in frame.columns:
             raise SchemaError(
-                f"{role} column {col!r} not in the file; its columns are {list(frame.columns)}"
+                f"{role} column {col!r} (--{role}) is not in the file; its columns are "
+                f"{list(frame.columns)}"
             )
-    reserved = {entity, timestamp, *([label] if label else [])}
+    reserved = {entity, timestamp, label}
     if feature_names is None:
         names = [
             str(c)
@@ -114,10 +126,7 @@ def declare_schema(
     for n in names:
         dtype = "int" if n in frame.columns and pd.api.types.is_integer_dtype(frame[n]) else "float"
         specs.append(FeatureSpec(name=n, dtype=dtype))
-    labels = []
-    if label:
-        label_dtype = "int" if pd.api.types.is_integer_dtype(frame[label]) else "str"
-        labels.append(LabelSpec(name=label, dtype=label_dtype))
+    labels = [_label_spec(frame[label], label, label_kind)]
     try:
         return DatasetSchema(
             name=name,
@@ -129,6 +138,26 @@ def declare_schema(
         )
     except ValidationError as exc:
         raise SchemaError(plain_errors(exc)) from exc
+
+
+def _label_spec(col: pd.Series, name: str, kind: LabelKind | None) -> LabelSpec:
+    """The label's dtype and meaning: a column holding only 0/1 or booleans is an anomaly flag
+    unless `kind` says it is a class; any other column is a class label."""
+    values = col.dropna()
+    dtype = (
+        "bool"
+        if pd.api.types.is_bool_dtype(col)
+        else "int"
+        if pd.api.types.is_integer_dtype(col)
+        else "str"
+    )
+    as_text = {str(v).lower() for v in values.unique()}
+    if pd.api.types.is_float_dtype(values):
+        as_text = {str(int(v)) if float(v).is_integer() else str(v) for v in values.unique()}
+    if kind is None:
+        kind = LabelKind.ANOMALY_FLAG if as_text and as_text <= FLAG_VALUES else LabelKind.CLASS
+    classes = sorted({str(v) for v in values.unique()}) if kind == LabelKind.CLASS else None
+    return LabelSpec(name=name, dtype=dtype, kind=kind, values=classes)
 
 
 @dataclass(frozen=True)
@@ -154,14 +183,18 @@ def register(
     The file is checked in full first; if creating, applying or materializing fails after
     that, what this call added to `repo_dir` is removed (and `repo_dir` itself if it made it).
     """
+    if not schema.labels:
+        raise SchemaError(
+            f"the schema of {schema.name!r} declares no label; declare one (--label COLUMN, or "
+            "`labels` in the schema file): every task trains on a label"
+        )
     frame = parse_timestamps(read_data(source), schema.timestamp)
     schema.validate_frame(frame)
-    names = {} if schema.entity == ENTITY else {"entity_name": _entity_name(schema.entity)}
     repo_dir = Path(repo_dir)
     existed = repo_dir.exists()
     before = set(repo_dir.iterdir()) if existed and repo_dir.is_dir() else set()
     try:
-        spec = features.create_repo(repo_dir, frame, schema, rolling=rolling, names=names)
+        spec = features.create_repo(repo_dir, frame, schema, rolling=rolling)
         store = features.apply(repo_dir)
         if materialize:
             features.materialize(repo_dir, store=store)
@@ -171,15 +204,11 @@ def register(
     summary = (
         f"registered {len(frame)} rows of {source} in {repo_dir}: entity {spec.entity_name} "
         f"({schema.entity}), feature view {spec.raw_view} ({len(schema.features)} features), "
-        f"services {', '.join(spec.services)}" + ("; online store filled" if materialize else "")
+        f"services {', '.join(spec.services)}; label "
+        + ", ".join(f"{label.name} ({label.kind})" for label in schema.labels)
+        + ("; online store filled" if materialize else "")
     )
     return Registered(repo_dir=Path(repo_dir), spec=spec, rows=len(frame), summary=summary)
-
-
-def _entity_name(column: str) -> str:
-    """Feast entity name for a user's key column: `site_id` -> `site` (factory: `machine`)."""
-    base = column.removesuffix("_id") or column
-    return base if base != "machine" else FEAST_ENTITY
 
 
 def _remove_added(repo_dir: Path, existed: bool, before: set[Path]) -> None:

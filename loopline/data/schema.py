@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from loopline.types.common import Task
+from loopline.types.dataset import DatasetRoles, LabelKind
 
 ENTITY = "machine_id"
 TIMESTAMP = "event_timestamp"
@@ -52,7 +55,8 @@ ALL_SENSORS_SERVICE = "all_sensors"
 CORE_SENSORS_SERVICE = "core_sensors"
 
 FeatureDType = Literal["float", "int"]
-LabelDType = Literal["str", "int"]
+LabelDType = Literal["str", "int", "bool"]
+FLAG_VALUES = frozenset({"0", "1", "true", "false"})
 
 
 class SchemaError(ValueError):
@@ -98,13 +102,33 @@ class FeatureSpec(BaseModel):
 
 
 class LabelSpec(BaseModel):
-    """An optional label column (a class name or a 0/1 flag)."""
+    """A label column and what it means: an anomaly flag (0/1 or boolean) or a class.
+
+    `kind` is recorded at registration; a schema written before it existed gets it from the
+    declared values ({0, 1} or booleans: a flag), else from the dtype (`bool` and `int`: a
+    flag, `str`: a class).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     dtype: LabelDType = "str"
+    kind: LabelKind = LabelKind.CLASS
     values: list[str] | None = Field(default=None, description="Allowed values, if known.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_from_values(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") is None:
+            values = data.get("values")
+            dtype = data.get("dtype", "str")
+            flag = (
+                {str(v).lower() for v in values} <= FLAG_VALUES
+                if values
+                else dtype in ("int", "bool")
+            )
+            data = {**data, "kind": LabelKind.ANOMALY_FLAG if flag else LabelKind.CLASS}
+        return data
 
 
 class DatasetSchema(BaseModel):
@@ -113,8 +137,8 @@ class DatasetSchema(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(default="sensors", pattern=r"^[a-z][a-z0-9_]*$")
-    entity: str = Field(default=ENTITY, min_length=1)
-    timestamp: str = Field(default=TIMESTAMP, min_length=1)
+    entity: str = Field(min_length=1)
+    timestamp: str = Field(min_length=1)
     features: list[FeatureSpec] = Field(min_length=1)
     core: list[str] = Field(
         default_factory=list,
@@ -148,6 +172,40 @@ class DatasetSchema(BaseModel):
     @property
     def label_names(self) -> list[str]:
         return [label.name for label in self.labels]
+
+    def label_for(self, task: Task) -> LabelSpec:
+        """The label `task` trains on; `SchemaError` saying what to register when there is none.
+
+        Anomaly detection needs an anomaly flag (0/1 or boolean), classification a class label.
+        """
+        kind = LabelKind.for_task(task)
+        matching = [label for label in self.labels if label.kind == kind]
+        if not matching:
+            declared = [f"{label.name} ({label.kind})" for label in self.labels] or "none"
+            raise SchemaError(
+                f"{task} needs a label of kind {kind!s} and data set {self.name!r} declares "
+                f"{declared}; register it with --label COLUMN --label-kind {kind!s}"
+            )
+        return matching[0]
+
+    def roles(
+        self,
+        task: Task,
+        *,
+        features: list[str] | None = None,
+        core_features: list[str] | None = None,
+    ) -> DatasetRoles:
+        """The column roles a model of `task` trains with (features default to the declared)."""
+        label = self.label_for(task)
+        return DatasetRoles(
+            entity=self.entity,
+            timestamp=self.timestamp,
+            features=list(self.feature_names if features is None else features),
+            core_features=list(self.core if core_features is None else core_features),
+            label=label.name,
+            label_kind=label.kind,
+            classes=list(label.values or []) if label.kind == LabelKind.CLASS else [],
+        )
 
     @property
     def columns(self) -> list[str]:
@@ -228,11 +286,7 @@ class DatasetSchema(BaseModel):
                     "fill it or leave it out of --features"
                 )
         for label in self.labels:
-            col = df[label.name]
-            if label.dtype == "int" and not pd.api.types.is_integer_dtype(col):
-                raise SchemaError(
-                    f"label column {label.name!r} has dtype {col.dtype}; expected int"
-                )
+            check_label(df[label.name], label)
         if check_duplicates:
             dup = df.duplicated([self.entity, self.timestamp])
             if dup.any():
@@ -258,6 +312,34 @@ class DatasetSchema(BaseModel):
             raise SchemaError(f"schema file {path} is not JSON: {exc}") from exc
         except ValidationError as exc:
             raise SchemaError(f"schema file {path}: {plain_errors(exc)}") from exc
+
+
+def check_label(col: pd.Series, label: LabelSpec) -> None:
+    """Refuse a label column whose values do not mean what its kind says (`SchemaError`)."""
+    if label.dtype == "int" and not pd.api.types.is_integer_dtype(col):
+        raise SchemaError(f"label column {label.name!r} has dtype {col.dtype}; expected int")
+    values = col.dropna()
+    if values.empty:
+        raise SchemaError(
+            f"label column {label.name!r} has no values: all {len(col)} rows are empty"
+        )
+    if label.kind == LabelKind.ANOMALY_FLAG:
+        seen = {str(v).lower() for v in values.unique()}
+        if pd.api.types.is_float_dtype(values):
+            seen = {str(int(v)) if float(v).is_integer() else str(v) for v in values.unique()}
+        other = sorted(seen - FLAG_VALUES)
+        if other:
+            raise SchemaError(
+                f"label column {label.name!r} is an anomaly flag but holds {other[:5]}; a flag "
+                "is 0/1 or true/false (declare --label-kind class for class labels)"
+            )
+    elif label.values is not None:
+        unknown = sorted({str(v) for v in values.unique()} - set(label.values))
+        if unknown:
+            raise SchemaError(
+                f"label column {label.name!r} has values {unknown[:5]} that are not among the "
+                f"declared {label.values}"
+            )
 
 
 # Nominal operating point, spread of the per-machine offset, and valid range of each sensor.
@@ -291,7 +373,7 @@ def factory_schema() -> DatasetSchema:
         ],
         core=list(CORE_SENSORS),
         labels=[
-            LabelSpec(name=FAULT_TYPE, dtype="str", values=list(FAULT_TYPES)),
-            LabelSpec(name=IS_FAULT, dtype="int", values=["0", "1"]),
+            LabelSpec(name=FAULT_TYPE, dtype="str", kind=LabelKind.CLASS, values=list(FAULT_TYPES)),
+            LabelSpec(name=IS_FAULT, dtype="int", kind=LabelKind.ANOMALY_FLAG, values=["0", "1"]),
         ],
     )

@@ -36,6 +36,7 @@ from loopline.models.dense_kernel import PackedStack
 from loopline.models.nets import AUTOENCODER, CLASSIFIER
 from loopline.models.standardize import Standardizer
 from loopline.types.common import Task
+from loopline.types.dataset import ROLES_KEY, DatasetRoles
 
 if TYPE_CHECKING:  # torch is a training dependency; serving never imports it
     from torch import nn
@@ -313,6 +314,19 @@ class ModelBundle:
     @property
     def class_names(self) -> list[str]:
         return list(self.primary.class_names)
+
+    @property
+    def roles(self) -> DatasetRoles | None:
+        """The data set's column roles this bundle was trained with (entity, timestamp,
+        features, core features, label and its kind, classes); None for a bundle trained
+        before they were recorded. `BundleError` if the record is malformed."""
+        doc = self.metadata.get(ROLES_KEY)
+        if doc is None:
+            return None
+        try:
+            return DatasetRoles.model_validate(doc)
+        except ValueError as exc:
+            raise BundleError(f"bundle metadata {ROLES_KEY!r} is malformed: {exc}") from exc
 
     @property
     def core_indices(self) -> list[int]:

@@ -22,11 +22,12 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from loopline.data.schema import FAULT_TYPE, IS_FAULT
 from loopline.models.baseline import ClassRangeBaseline, RangeBaseline
 from loopline.models.bundle import ModelBundle
+from loopline.models.evaluation_split import label_values
 from loopline.models.training import class_indices
 from loopline.types.common import Task
+from loopline.types.dataset import DatasetRoles
 
 
 @dataclass
@@ -70,17 +71,36 @@ def _rows(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return df[df[names].notna().all(axis=1)]
 
 
-def evaluate_bundle(bundle: ModelBundle, df: pd.DataFrame) -> Evaluation:
-    """Metrics of primary, fallback and baseline on the labelled rows of `df`."""
+def _flags(labels: pd.Series) -> np.ndarray:
+    return label_values(labels).eq("1").to_numpy(np.int64)
+
+
+def evaluate_bundle(
+    bundle: ModelBundle, df: pd.DataFrame, roles: DatasetRoles | None = None
+) -> Evaluation:
+    """Metrics of primary, fallback and baseline on the labelled rows of `df`.
+
+    The label column is `roles.label`: the run's roles, else those the bundle recorded (a
+    champion trained before bundles recorded roles needs the run's)."""
+    roles = roles or bundle.roles
+    if roles is None:
+        raise ValueError(
+            "the bundle records no data set roles and none were given: cannot tell which "
+            "column is the label"
+        )
+    label = roles.label
+    if label not in df.columns:
+        raise ValueError(f"evaluation set lacks the label column {label!r}")
     names, core = bundle.feature_names, bundle.core_feature_names
-    full, core_rows = _rows(df, names), _rows(df, core)
+    labelled = df[df[label].notna()]
+    full, core_rows = _rows(labelled, names), _rows(labelled, core)
     if len(full) == 0:
         raise ValueError(f"evaluation set has no rows with all of {names} present")
     x, xc = full[names].to_numpy(np.float32), core_rows[core].to_numpy(np.float32)
     metrics: dict[str, float] = {"eval_rows": float(len(full))}
     baseline_doc = bundle.metadata.get("baseline")
     if bundle.task == Task.ANOMALY_DETECTION:
-        y, yc = full[IS_FAULT].to_numpy(np.int64), core_rows[IS_FAULT].to_numpy(np.int64)
+        y, yc = _flags(full[label]), _flags(core_rows[label])
         metrics["eval_fault_rate"] = float(y.mean())
         res = bundle.score(x)
         metrics |= _binary("", y, res["anomaly_score"], res["is_anomaly"])
@@ -94,8 +114,8 @@ def evaluate_bundle(bundle: ModelBundle, df: pd.DataFrame) -> Evaluation:
             metrics["f1_gain_over_baseline"] = metrics["f1"] - metrics["baseline_f1"]
         return Evaluation(metrics=metrics)
     classes = bundle.class_names
-    y = class_indices(full[FAULT_TYPE], classes)
-    yc = class_indices(core_rows[FAULT_TYPE], classes)
+    y = class_indices(full[label], classes, label)
+    yc = class_indices(core_rows[label], classes, label)
     labels = list(range(len(classes)))
     pred = bundle.score(x)["class_index"]
     predf = bundle.score_fallback(xc)["class_index"]

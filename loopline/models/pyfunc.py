@@ -29,6 +29,7 @@ from loopline.models.bundle import (
     set_torch_threads,
 )
 from loopline.types.common import Task
+from loopline.types.dataset import MLFLOW_METADATA_KEY
 
 PRIMARY = "primary"
 FALLBACK = "fallback"
@@ -143,6 +144,14 @@ def input_example(bundle: ModelBundle) -> pd.DataFrame:
     return pd.DataFrame([row, partial], columns=bundle.feature_names)
 
 
+def model_metadata(bundle: ModelBundle) -> dict[str, Any] | None:
+    """The MLmodel file's `metadata:` block: the data set's column roles under
+    `loopline_roles` (the same document as the bundle's `metadata.roles`), so a server or a
+    person reading only the MLflow model knows what the entity column is called."""
+    roles = bundle.roles
+    return None if roles is None else {MLFLOW_METADATA_KEY: roles.model_dump(mode="json")}
+
+
 def _model_options(bundle: ModelBundle, folder: Path) -> dict[str, Any]:
     """What logging and saving share, so a saved folder is what a logged model holds."""
     return {
@@ -151,6 +160,7 @@ def _model_options(bundle: ModelBundle, folder: Path) -> dict[str, Any]:
         "signature": signature_of(bundle),
         "input_example": input_example(bundle),
         "pip_requirements": pip_requirements(),
+        "metadata": model_metadata(bundle),
     }
 
 

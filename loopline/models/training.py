@@ -3,7 +3,11 @@
 Everything is seeded from `TrainingParams.seed` (weight init, shuffling, the calibration
 split), so the same data and params give the same model on the same machine.
 
-- Anomaly detection trains the autoencoder on normal rows only (`is_fault == 0`); a held-out
+Which columns are features and which is the label comes from the data set's registered roles
+(`DatasetRoles`), never from the names of the generated data.
+
+- Anomaly detection trains the autoencoder on normal rows only (the anomaly flag 0 or false);
+  a held-out
   part of those rows calibrates the threshold as the `threshold_quantile` of reconstruction
   error, so the false-alarm rate on normal data is about `1 - threshold_quantile`.
 - Classification trains on every labelled row with class weights inversely proportional to
@@ -24,12 +28,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from loopline.data.schema import CORE_SENSORS, FAULT_TYPE, FAULT_TYPES, IS_FAULT, SENSORS, TIMESTAMP
 from loopline.models.baseline import ClassRangeBaseline, RangeBaseline
 from loopline.models.bundle import ModelBundle, Scorer
+from loopline.models.evaluation_split import label_values, normal_rows
 from loopline.models.nets import autoencoder_config, build_network, classifier_config
 from loopline.models.standardize import Standardizer
 from loopline.types.common import Task
+from loopline.types.dataset import ROLES_KEY, DatasetRoles, LabelKind
 from loopline.types.policy import TrainingParams
 
 CALIBRATION_FRACTION = 0.2
@@ -48,25 +53,22 @@ class TrainedBundle:
     seconds: float = 0.0
 
 
-def split_by_time(
-    df: pd.DataFrame, eval_fraction: float = 0.2, timestamp: str = TIMESTAMP
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train on the older rows, evaluate on the newest `eval_fraction` (a fresh period)."""
-    if not 0 < eval_fraction < 1:
-        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
-    if timestamp not in df.columns:
-        raise TrainingDataError(f"column {timestamp!r} is missing; cannot split by time")
-    ordered = df.sort_values(timestamp, kind="stable")
-    cut = ordered[timestamp].quantile(1 - eval_fraction)
-    return ordered[ordered[timestamp] < cut], ordered[ordered[timestamp] >= cut]
-
-
-def class_indices(labels: pd.Series, class_names: list[str]) -> np.ndarray:
+def class_indices(labels: pd.Series, class_names: list[str], label: str = "label") -> np.ndarray:
     index = {name: i for i, name in enumerate(class_names)}
-    unknown = sorted(set(labels.unique()) - set(index))
+    text = label_values(labels)
+    unknown = sorted(set(text.unique()) - set(index))
     if unknown:
-        raise TrainingDataError(f"column {FAULT_TYPE!r} has unknown classes {unknown}")
-    return labels.map(index).to_numpy(dtype=np.int64)
+        raise TrainingDataError(
+            f"column {label!r} has classes {unknown} the model does not know ({class_names})"
+        )
+    return text.map(index).to_numpy(dtype=np.int64)
+
+
+def class_names_of(df: pd.DataFrame, roles: DatasetRoles) -> list[str]:
+    """The classes a classifier predicts: the declared ones, else those in `df`, sorted."""
+    if roles.classes:
+        return list(roles.classes)
+    return sorted(set(label_values(df[roles.label].dropna())))
 
 
 def _complete(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
@@ -141,12 +143,13 @@ def _epoch(
 
 
 def _autoencoder(
-    df: pd.DataFrame, names: list[str], params: TrainingParams
+    df: pd.DataFrame, names: list[str], params: TrainingParams, roles: DatasetRoles
 ) -> tuple[Scorer, RangeBaseline, list[float], int]:
-    normal = _complete(df[df[IS_FAULT] == 0], names)
+    normal = _complete(df[normal_rows(df, roles)], names)
     if len(normal) < MIN_TRAINING_ROWS:
         raise TrainingDataError(
-            f"only {len(normal)} normal rows with all of {names} present; need at least "
+            f"only {len(normal)} normal rows ({roles.label} = 0) with all of {names} present; "
+            "need at least "
             f"{MIN_TRAINING_ROWS} to train the autoencoder"
         )
     x = normal[names].to_numpy(dtype=np.float32)
@@ -167,22 +170,26 @@ def _autoencoder(
 
 
 def _classifier(
-    df: pd.DataFrame, names: list[str], params: TrainingParams, class_names: list[str]
+    df: pd.DataFrame,
+    names: list[str],
+    params: TrainingParams,
+    class_names: list[str],
+    label: str,
 ) -> tuple[Scorer, ClassRangeBaseline, list[float], int]:
-    rows = _complete(df, names)
+    rows = _complete(df[df[label].notna()], names)
     if len(rows) < MIN_TRAINING_ROWS:
         raise TrainingDataError(
             f"only {len(rows)} rows with all of {names} present; need at least "
             f"{MIN_TRAINING_ROWS} to train the classifier"
         )
     x = rows[names].to_numpy(dtype=np.float32)
-    y = class_indices(rows[FAULT_TYPE], class_names)
+    y = class_indices(rows[label], class_names, label)
     counts = np.bincount(y, minlength=len(class_names)).astype(np.float64)
     present = counts > 0
     if present.sum() < 2:
         raise TrainingDataError(
-            f"column {FAULT_TYPE!r} has a single class in the training window; "
-            "classification needs labelled faults (widen the window)"
+            f"column {label!r} has a single class in the training window; "
+            "classification needs at least two (widen the window)"
         )
     weights = np.zeros(len(class_names), dtype=np.float32)
     weights[present] = (len(y) / (present.sum() * counts[present])).astype(np.float32)
@@ -205,26 +212,47 @@ def train_bundle(
     df: pd.DataFrame,
     task: Task,
     params: TrainingParams,
+    roles: DatasetRoles,
     *,
-    feature_names: list[str] | tuple[str, ...] = SENSORS,
-    core_feature_names: list[str] | tuple[str, ...] = CORE_SENSORS,
-    class_names: list[str] | tuple[str, ...] = FAULT_TYPES,
+    class_names: list[str] | None = None,
 ) -> TrainedBundle:
-    """Train primary and fallback models (and the baseline) of `task` on labelled rows."""
-    names, core = list(feature_names), list(core_feature_names)
-    needed = [*names, IS_FAULT] if task == Task.ANOMALY_DETECTION else [*names, FAULT_TYPE]
-    missing = [c for c in needed if c not in df.columns]
+    """Train primary and fallback models (and the baseline) of `task` on labelled rows.
+
+    `roles` says which columns are the features, the core features and the label; it is
+    recorded in the bundle (`metadata["roles"]`, with the class names of a classifier) so that
+    serving and the monitor name their inputs after the data set. `class_names` (a classifier's
+    outputs) default to the declared classes, else those in `df`.
+    """
+    if roles.label_kind != LabelKind.for_task(task):
+        raise TrainingDataError(
+            f"{task} trains on a label of kind {LabelKind.for_task(task)!s}; "
+            f"{roles.label!r} is a {roles.label_kind!s} label"
+        )
+    names, core = list(roles.features), list(roles.core_features)
+    if not core:
+        raise TrainingDataError(
+            "no core features: the fallback model needs some (register them with --core)"
+        )
+    missing = [c for c in [*names, roles.label] if c not in df.columns]
     if missing:
-        raise TrainingDataError(f"training data lacks column(s) {missing}")
+        raise TrainingDataError(
+            f"training data lacks column(s) {missing}; it has {list(df.columns)}"
+        )
     start = time.perf_counter()
     baseline: RangeBaseline | ClassRangeBaseline
     if task == Task.ANOMALY_DETECTION:
-        primary, baseline, h_primary, n_primary = _autoencoder(df, names, params)
-        fallback, _, h_fallback, n_fallback = _autoencoder(df, core, params)
+        primary, baseline, h_primary, n_primary = _autoencoder(df, names, params, roles)
+        fallback, _, h_fallback, n_fallback = _autoencoder(df, core, params, roles)
+        recorded = roles.model_copy(update={"classes": []})
     else:
-        primary, baseline, h_primary, n_primary = _classifier(df, names, params, list(class_names))
-        fallback, _, h_fallback, n_fallback = _classifier(df, core, params, list(class_names))
+        classes = list(class_names) if class_names is not None else class_names_of(df, roles)
+        primary, baseline, h_primary, n_primary = _classifier(
+            df, names, params, classes, roles.label
+        )
+        fallback, _, h_fallback, n_fallback = _classifier(df, core, params, classes, roles.label)
+        recorded = roles.model_copy(update={"classes": classes})
     metadata: dict[str, Any] = {
+        ROLES_KEY: recorded.model_dump(mode="json"),
         "baseline": baseline.to_dict(),
         "params": params.model_dump(mode="json", by_alias=True),
         "training_rows": {"primary": n_primary, "fallback": n_fallback},

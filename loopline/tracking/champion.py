@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from loopline.models.bundle import BundleError, load_bundle
 from loopline.models.evaluation import Evaluation, evaluate_bundle
 from loopline.tracking.registry import CHAMPION, alias_uri, version_by_alias
+from loopline.types.dataset import DatasetRoles
 
 
 @dataclass(frozen=True)
@@ -23,16 +24,22 @@ class ChampionScore:
 
 
 def score_champion(
-    client: MlflowClient, registered_name: str, evaluation_set: pd.DataFrame
+    client: MlflowClient,
+    registered_name: str,
+    evaluation_set: pd.DataFrame,
+    roles: DatasetRoles | None = None,
 ) -> ChampionScore | None:
-    """The champion's metrics on `evaluation_set`, or None if there is no champion yet."""
+    """The champion's metrics on `evaluation_set`, or None if there is no champion yet.
+
+    `roles` (the run's) name the label column, so the champion is judged on the same label as
+    the challenger whatever it recorded itself."""
     current = version_by_alias(client, registered_name, CHAMPION)
     if current is None:
         return None
     bundle = load_bundle(alias_uri(registered_name, CHAMPION), tracking_uri=client.tracking_uri)
     try:
-        evaluation = evaluate_bundle(bundle, evaluation_set)
-    except (BundleError, KeyError) as exc:
+        evaluation = evaluate_bundle(bundle, evaluation_set, roles)
+    except (BundleError, KeyError, ValueError) as exc:
         raise BundleError(
             f"champion v{current.version} cannot score this evaluation set ({exc}); its features "
             "differ from this run's: retire it or keep the feature service unchanged"

@@ -17,7 +17,6 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from loopline.data.schema import IS_FAULT
 from loopline.models.bundle import ModelBundle
 from loopline.models.pyfunc import log_bundle
 from loopline.tracking.experiments import using_tracking_uri
@@ -31,12 +30,18 @@ MAX_REFERENCE_ROWS = 5000
 
 
 def reference_rows(
-    df: pd.DataFrame, feature_names: list[str], *, seed: int = 0, limit: int = MAX_REFERENCE_ROWS
+    df: pd.DataFrame,
+    feature_names: list[str],
+    *,
+    normal: pd.Series | None = None,
+    seed: int = 0,
+    limit: int = MAX_REFERENCE_ROWS,
 ) -> pd.DataFrame:
-    """Up to `limit` normal training rows with every feature present (the drift reference)."""
+    """Up to `limit` training rows with every feature present (the drift reference); with
+    `normal` (a boolean mask over `df`, e.g. the anomaly flag's normal rows) only those."""
     rows = df[df[feature_names].notna().all(axis=1)]
-    if IS_FAULT in rows.columns:
-        rows = rows[rows[IS_FAULT] == 0]
+    if normal is not None:
+        rows = rows[normal.reindex(rows.index, fill_value=False)]
     if len(rows) > limit:
         rows = rows.sample(n=limit, random_state=seed).sort_index()
     return rows[feature_names].astype("float32").reset_index(drop=True)

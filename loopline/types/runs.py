@@ -51,7 +51,12 @@ class TrainingRunSpec(Spec):
     trigger: Trigger
     feature_service: str = Field(alias="featureService")
     fallback_feature_service: str = Field(default="core_sensors", alias="fallbackFeatureService")
-    entity_key: str = Field(default="machine_id", alias="entityKey")
+    entity_key: str | None = Field(
+        default=None,
+        alias="entityKey",
+        description="The entity column the Model expects; None takes the registered data "
+        "set's. A value that is not the data set's entity fails the run at load-features.",
+    )
     window_start: datetime | None = Field(default=None, alias="windowStart")
     window_end: datetime | None = Field(default=None, alias="windowEnd")
     drift_start: datetime | None = Field(

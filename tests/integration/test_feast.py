@@ -104,7 +104,9 @@ def _hand_built_repo(repo: Path) -> None:
             "v": [1.0, 2.0, 3.0, 10.0],
         }
     )
-    schema = DatasetSchema(name="hand", features=[FeatureSpec(name="v")])
+    schema = DatasetSchema(
+        name="hand", entity=ENTITY, timestamp=TIMESTAMP, features=[FeatureSpec(name="v")]
+    )
     features.create_repo(repo, source, schema, rolling=False, ttl_hours=2.0)
     features.apply(repo)
 

@@ -51,22 +51,26 @@ def test_generate_register_check(tmp_path: Path) -> None:
     src[src["event_timestamp"] < cut].to_parquet(day1)
     src[src["event_timestamp"] >= cut].to_parquet(day2)
     ref = tmp_path / "ref.json"
-    code, text = _run("data", "reference", "--source", str(day1), "--out", str(ref))
+    schema = str(out / "schema.json")  # day1/day2 have none beside them
+    code, text = _run(
+        "data", "reference", "--source", str(day1), "--schema", schema, "--out", str(ref)
+    )  # fmt: skip
     assert code == 0, text
     report = tmp_path / "report.json"
     code, text = _run("data", "check", "--source", str(day1), "--reference", str(ref),
-                      "--window-end", "2026-01-02T00:00:00")  # fmt: skip
+                      "--schema", schema, "--window-end", "2026-01-02T00:00:00")  # fmt: skip
     assert code == 0, text
     assert text.startswith("data quality passed")
     code, text = _run("data", "check", "--source", str(day2), "--reference", str(ref),
-                      "--window-end", "2026-01-03T00:00:00", "--report", str(report))  # fmt: skip
+                      "--schema", schema, "--window-end", "2026-01-03T00:00:00",
+                      "--report", str(report))  # fmt: skip
     assert code == 1
     assert "distribution" in text
     assert json.loads(report.read_text())["dimensions"]["distribution"]["passed"] is False
     # The same window in a drift-triggered run: distribution is reported, advisory, not gating.
     code, text = _run("data", "check", "--source", str(day2), "--reference", str(ref),
-                      "--window-end", "2026-01-03T00:00:00", "--report", str(report),
-                      "--trigger", "drift")  # fmt: skip
+                      "--schema", schema, "--window-end", "2026-01-03T00:00:00",
+                      "--report", str(report), "--trigger", "drift")  # fmt: skip
     assert code == 0, text
     assert "advisory: run triggered by drift" in text
     distribution = json.loads(report.read_text())["dimensions"]["distribution"]
@@ -83,6 +87,7 @@ def test_register_a_users_csv(tmp_path: Path) -> None:
             "force": np.linspace(1, 2, 60),
             "temp": np.linspace(20, 30, 60),
             "note": "x",
+            "jammed": np.tile([0, 0, 0, 1, 0], 12),
         }
     )
     csv = tmp_path / "press.csv"
@@ -90,12 +95,13 @@ def test_register_a_users_csv(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     code, text = _run("data", "register", "--source", str(csv), "--repo", str(repo),
                       "--entity", "press_id", "--timestamp", "ts", "--core", "force",
+                      "--label", "jammed",
                       "--name", "presses")  # fmt: skip
     assert code == 0, text
     assert "entity press (press_id)" in text
     assert "(2 features)" in text  # the string column `note` is not a feature
     got = features.get_training_frame(repo, "core_sensors")
-    assert list(got.columns) == ["press_id", "ts", "force"]
+    assert list(got.columns) == ["press_id", "ts", "force", "jammed"]  # the label rides along
     assert len(got) == 60
     online = features.get_online_features(features.open_store(repo), ["A", "B"])
     np.testing.assert_allclose(online["temp"], [frame["temp"].iloc[29], frame["temp"].iloc[59]])

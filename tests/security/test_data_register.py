@@ -81,7 +81,7 @@ def test_unknown_core_names_the_unknown_and_the_valid_ones(tmp_path: Path) -> No
 
 def test_invalid_schema_file_is_one_plain_line(tmp_path: Path) -> None:
     schema = tmp_path / "my-schema.json"
-    schema.write_text('{"features": [], "core": ["x"]}')
+    schema.write_text('{"entity": "pump", "timestamp": "at", "features": [], "core": ["x"]}')
     out = _refused(tmp_path, _user_frame(), "--schema", str(schema))
     assert f"schema file {schema}: features: List should have at least 1 item" in out
 
@@ -110,7 +110,7 @@ def test_a_failure_after_the_checks_removes_what_register_made(
     monkeypatch.setattr(features, "apply", _boom)
     source = tmp_path / "mine.csv"
     _user_frame().to_csv(source, index=False)
-    schema = declare_schema(_user_frame(), entity="pump", timestamp="at")
+    schema = declare_schema(_user_frame(), entity="pump", timestamp="at", label="state")
     with pytest.raises(RuntimeError, match="feast apply failed"):
         register(source, tmp_path / "new-repo", schema)
     assert not (tmp_path / "new-repo").exists()

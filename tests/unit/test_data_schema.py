@@ -55,7 +55,7 @@ def test_schema_round_trips_through_json(tmp_path) -> None:  # type: ignore[no-u
 
 def test_schema_rejects_unknown_core_and_bad_range() -> None:
     with pytest.raises(ValidationError, match="core"):
-        DatasetSchema(features=[FeatureSpec(name="a")], core=["b"])
+        DatasetSchema(entity="e", timestamp="t", features=[FeatureSpec(name="a")], core=["b"])
     with pytest.raises(ValidationError, match="min"):
         FeatureSpec(name="a", min=2, max=1)
 
@@ -99,3 +99,29 @@ def test_checked_in_feature_repo_describes_the_factory_data() -> None:
     yaml = (TEMPLATE_DIR / "feature_store.yaml").read_text()
     assert f"type: {OFFLINE_STORE_TYPE}" in yaml
     assert "entity_key_serialization_version: 3" in yaml
+
+
+def test_a_schema_written_before_label_kinds_reads_them_from_the_values() -> None:
+    """repo.json files registered before `kind` existed: 0/1 flags and class names."""
+    doc = factory_schema().model_dump(mode="json")
+    for label in doc["labels"]:
+        del label["kind"]
+    old = DatasetSchema.model_validate(doc)
+    assert [(label.name, str(label.kind)) for label in old.labels] == [
+        ("fault_type", "class"),
+        ("is_fault", "anomaly-flag"),
+    ]
+
+
+def test_factory_roles_per_task() -> None:
+    from loopline.types.common import Task
+
+    assert factory_schema().roles(Task.ANOMALY_DETECTION).label == "is_fault"
+    classification = factory_schema().roles(Task.CLASSIFICATION)
+    assert classification.label == "fault_type"
+    assert classification.classes == ["none", "bearing_wear", "tool_breakage", "coolant_loss"]
+
+
+def test_schema_needs_entity_and_timestamp_named() -> None:
+    with pytest.raises(ValidationError, match="entity"):
+        DatasetSchema(timestamp="t", features=[FeatureSpec(name="a")])

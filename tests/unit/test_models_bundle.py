@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from loopline.data.generator import GeneratorConfig, generate
-from loopline.data.schema import CORE_SENSORS, FAULT_TYPES, SENSORS
+from loopline.data.schema import CORE_SENSORS, FAULT_TYPES, SENSORS, factory_schema
 from loopline.models.bundle import BundleError, DenseStack, ModelBundle, load_bundle
 from loopline.models.nets import autoencoder_config, build_network, classifier_config
 from loopline.models.pyfunc import (
@@ -36,7 +36,7 @@ def frame() -> pd.DataFrame:
 
 @pytest.fixture(scope="module", params=list(Task))
 def bundle(request: pytest.FixtureRequest, frame: pd.DataFrame) -> ModelBundle:
-    return train_bundle(frame, request.param, PARAMS).bundle
+    return train_bundle(frame, request.param, PARAMS, factory_schema().roles(request.param)).bundle
 
 
 def test_names_follow_the_data_contract(bundle: ModelBundle) -> None:

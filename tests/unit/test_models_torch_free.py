@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from loopline.data.generator import GeneratorConfig, generate
-from loopline.data.schema import SENSORS
+from loopline.data.schema import SENSORS, factory_schema
 from loopline.models.bundle import TORCH_FORMAT, ModelBundle, Scorer, load_bundle
 from loopline.models.nets import build_network
 from loopline.models.training import train_bundle
@@ -86,7 +86,7 @@ def frame() -> pd.DataFrame:
 
 @pytest.fixture(scope="module", params=list(Task))
 def bundle(request: pytest.FixtureRequest, frame: pd.DataFrame) -> ModelBundle:
-    return train_bundle(frame, request.param, PARAMS).bundle
+    return train_bundle(frame, request.param, PARAMS, factory_schema().roles(request.param)).bundle
 
 
 def _rows(frame: pd.DataFrame) -> np.ndarray:

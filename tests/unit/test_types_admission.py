@@ -199,6 +199,7 @@ def test_immutable_changes_name_each_field() -> None:
 def test_policy_metric_names_are_what_the_evaluation_reports(task: Task) -> None:
     """Train a tiny bundle of each task and compare the names its evaluation reports."""
     from loopline.data.generator import GeneratorConfig, generate
+    from loopline.data.schema import factory_schema
     from loopline.models.evaluation import evaluate_bundle
     from loopline.models.training import train_bundle
     from loopline.types.policy import TrainingParams
@@ -206,7 +207,9 @@ def test_policy_metric_names_are_what_the_evaluation_reports(task: Task) -> None
     df, _ = generate(
         GeneratorConfig(machines=2, days=0.5, interval_seconds=60, seed=1, fault_fraction=0.1)
     )
-    trained = train_bundle(df, task, TrainingParams(epochs=1, batch_size=128))
+    trained = train_bundle(
+        df, task, TrainingParams(epochs=1, batch_size=128), factory_schema().roles(task)
+    )
     reported = set(evaluate_bundle(trained.bundle, df).metrics)
     # Counts and alarm rates are reported but are not scores a minimum makes sense for.
     not_scores = {"eval_rows", "eval_fault_rate", "alarm_rate", "fallback_alarm_rate"}
