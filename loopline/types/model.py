@@ -384,13 +384,14 @@ class ModelSpec(Spec):
         max_length=253,
         pattern=NAME_PATTERN,
     )
-    entity_key: str = Field(
-        default="machine_id",
+    entity_key: str | None = Field(
+        default=None,
         alias="entityKey",
         min_length=1,
         max_length=63,
         pattern=COLUMN_PATTERN,
-        description="The entity (key) column of the data; letters, digits and _.",
+        description="The entity (key) column of the data; letters, digits and _. Empty: the "
+        "entity the data set was registered with; set, a run fails if they differ.",
         json_schema_extra=_immutable("entityKey"),
     )
     training: TrainingParams | None = Field(

@@ -42,7 +42,9 @@ def spec(**extra: object) -> TrainingRunSpec:
 def test_enough_rows_since_the_drift_began_are_all_the_run_sees() -> None:
     data = frame()
     began = END - timedelta(hours=10, minutes=30)  # the monitor's start: a little before
-    start, rows, basis = drift_window(spec(driftStart=began, driftMinRows=50), START, data)
+    start, rows, basis = drift_window(
+        spec(driftStart=began, driftMinRows=50), START, data, TIMESTAMP
+    )
     assert basis == SINCE_DRIFT
     assert start == began
     assert len(rows) == 63  # 10.5 hours at 6 an hour
@@ -55,7 +57,9 @@ def test_enough_rows_since_the_drift_began_are_all_the_run_sees() -> None:
 def test_too_few_rows_since_the_drift_keep_the_whole_window_and_say_why() -> None:
     data = frame()
     began = END - timedelta(hours=2)
-    start, rows, basis = drift_window(spec(driftStart=began, driftMinRows=1000), START, data)
+    start, rows, basis = drift_window(
+        spec(driftStart=began, driftMinRows=1000), START, data, TIMESTAMP
+    )
     assert (start, len(rows)) == (START, len(data))
     assert basis.startswith(TRAINING_WINDOW)
     assert "12 rows since the drift began" in basis
@@ -64,13 +68,13 @@ def test_too_few_rows_since_the_drift_keep_the_whole_window_and_say_why() -> Non
 
 def test_no_start_a_zero_minimum_or_a_start_before_the_window() -> None:
     data = frame()
-    assert drift_window(spec(), START, data)[2] == TRAINING_WINDOW
+    assert drift_window(spec(), START, data, TIMESTAMP)[2] == TRAINING_WINDOW
     off = spec(driftStart=END - timedelta(hours=10), driftMinRows=0)
-    assert drift_window(off, START, data) == (START, data, TRAINING_WINDOW)
+    assert drift_window(off, START, data, TIMESTAMP) == (START, data, TRAINING_WINDOW)
     # A drift older than the window: the window's start bounds it (all rows, since-drift).
     old = spec(driftStart=START - timedelta(days=30), driftMinRows=10)
-    start, rows, basis = drift_window(old, START, data)
+    start, rows, basis = drift_window(old, START, data, TIMESTAMP)
     assert (start, len(rows), basis) == (START, len(data), SINCE_DRIFT)
     # A naive start (a hand-written spec) is taken as UTC, not refused.
     naive = spec(driftStart=(END - timedelta(hours=10)).replace(tzinfo=None), driftMinRows=10)
-    assert drift_window(naive, START, data)[0] == END - timedelta(hours=10)
+    assert drift_window(naive, START, data, TIMESTAMP)[0] == END - timedelta(hours=10)
