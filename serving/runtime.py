@@ -26,12 +26,22 @@ from typing import Any
 import numpy as np
 from mlserver import MLModel
 from mlserver.errors import MLServerError
-from mlserver.types import InferenceRequest, InferenceResponse
+from mlserver.types import (
+    InferenceRequest,
+    InferenceResponse,
+    MetadataModelResponse,
+    Parameters,
+)
 from prometheus_client import Counter, Histogram
 
 from loopline import auth
 from loopline.serving.metrics import ServingMetrics, serving_metrics
-from loopline.serving.payload import FeatureLayout, TensorInput, decode_inputs
+from loopline.serving.payload import (
+    FeatureLayout,
+    TensorInput,
+    decode_inputs,
+    entity_input_name,
+)
 from loopline.serving.sampling import PayloadSampler, PendingSample
 from loopline.serving.scoring import (
     ANOMALY_TASK,
@@ -113,7 +123,9 @@ def load_version(role: str, uri: str, tracking_uri: str) -> LoadedVersion:
     resolved = resolve_model_uri(uri, tracking_uri)
     bundle = load_bundle(resolved.load_uri, tracking_uri=tracking_uri)
     bundle.warm_up()  # compile scoring now, not on the first request
-    layout = FeatureLayout.of(bundle.feature_names, bundle.core_feature_names)
+    layout = FeatureLayout.of(
+        bundle.feature_names, bundle.core_feature_names, entity_input_name(bundle.metadata)
+    )
     return LoadedVersion(role=role, resolved=resolved, scorer=bundle, layout=layout)
 
 
@@ -161,7 +173,9 @@ class LooplineRuntime(MLModel):
         elif cfg.canary_weight > 0:
             raise MLServerError("canary_weight > 0 needs canary_model_uri", 422)
         scorer = self.champion.scorer
-        self.inputs = self.champion.layout.metadata_inputs()
+        self.inputs = self.champion.layout.metadata_inputs(
+            fallback=cfg.fallback_on_missing_sensors
+        )
         self.outputs = metadata_outputs(scorer.task, len(scorer.class_names))
         self.publish_version_info(1)
         self.sampler = PayloadSampler(
@@ -182,6 +196,20 @@ class LooplineRuntime(MLModel):
             f", canary {self.canary.version} at {cfg.canary_weight:.0%}" if self.canary else "",
         )
         return True
+
+    async def metadata(self) -> MetadataModelResponse:
+        """MLServer's metadata with what a generic V2 client needs: the versions this
+        runtime serves (champion first) and the model parameters that describe the
+        alternative `features` input and the entity (`FeatureLayout.metadata_parameters`)."""
+        response = await super().metadata()
+        loaded = [v for v in (self.champion, self.canary) if v is not None]
+        response.versions = list(dict.fromkeys(v.version for v in loaded if v.version))
+        if self.champion is not None:
+            response.parameters = Parameters(
+                **self.champion.layout.metadata_parameters(),
+                task=str(self.champion.scorer.task),
+            )
+        return response
 
     async def unload(self) -> bool:
         if self.sampler is not None:
