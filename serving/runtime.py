@@ -173,9 +173,7 @@ class LooplineRuntime(MLModel):
         elif cfg.canary_weight > 0:
             raise MLServerError("canary_weight > 0 needs canary_model_uri", 422)
         scorer = self.champion.scorer
-        self.inputs = self.champion.layout.metadata_inputs(
-            fallback=cfg.fallback_on_missing_sensors
-        )
+        self.inputs = self.champion.layout.metadata_inputs(fallback=cfg.fallback_on_missing_sensors)
         self.outputs = metadata_outputs(scorer.task, len(scorer.class_names))
         self.publish_version_info(1)
         self.sampler = PayloadSampler(
@@ -252,6 +250,16 @@ class LooplineRuntime(MLModel):
             self._series_cache[key] = series
         return series
 
+    def refused(self, protocol: str, exc: MLServerError, version: str | None = None) -> None:
+        """Count and log a request refused for the client's mistake: one INFO line, no
+        traceback (the message names what is wrong; the client has it too). Hosts call it
+        for what they refuse before the runtime sees a request (an unreadable body, an
+        unknown model); `score_inputs` for what decoding refuses."""
+        if version is None:
+            version = self.champion.version if self.champion is not None else ""
+        self.metrics.requests.labels(self.model_label, version, protocol, "client_error").inc()
+        log.info("refused a %s request to %s (%d): %s", protocol, self.name, exc.status_code, exc)
+
     def pick(self) -> LoadedVersion:
         """Champion, or the canary for a `canary_weight` share of requests."""
         assert self.champion is not None
@@ -292,8 +300,8 @@ class LooplineRuntime(MLModel):
                 complete=decoded.complete,
                 allow_fallback=self.config.fallback_on_missing_sensors,
             )
-        except MLServerError:
-            self.metrics.requests.labels(model, version, protocol, "client_error").inc()
+        except MLServerError as exc:
+            self.refused(protocol, exc, version)
             raise
         except Exception:
             self.metrics.requests.labels(model, version, protocol, "server_error").inc()

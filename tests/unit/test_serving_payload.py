@@ -203,7 +203,9 @@ def test_metadata_lists_one_layout_and_describes_the_other() -> None:
     assert params[CORE_SENSORS[0]]["optional"] is False
     noncore = next(s for s in SENSORS if s not in CORE_SENSORS)
     assert params[noncore]["optional"] is True
-    assert LAYOUT.metadata_inputs(fallback=False)[SENSORS.index(noncore)].parameters.optional is False
+    assert (
+        LAYOUT.metadata_inputs(fallback=False)[SENSORS.index(noncore)].parameters.optional is False
+    )
     described = json.loads(LAYOUT.metadata_parameters()["alternative_inputs"])
     assert described[0]["name"] == "features"
     assert described[0]["shape"] == [-1, len(SENSORS)]
@@ -221,7 +223,7 @@ def test_the_entity_input_is_named_after_the_recorded_entity() -> None:
     assert decode_request(request, layout, max_rows=10).machine_ids == ["c1", "c2"]
     machine = RequestInput(name="machine_id", datatype="BYTES", shape=[2], data=["m1", "m2"])
     legacy = column_request(columns, machine=machine)
-    with pytest.raises(PayloadError, match="unknown input 'machine_id'.*entity 'case_id'"):
+    with pytest.raises(PayloadError, match=r"unknown input 'machine_id'.*entity 'case_id'"):
         decode_request(legacy, layout, max_rows=10)
     with pytest.raises(ValueError, match="also a feature"):
         FeatureLayout.of(SENSORS, CORE_SENSORS, SENSORS[0])
