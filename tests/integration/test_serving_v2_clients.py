@@ -339,9 +339,11 @@ def test_each_bad_grpc_request_gets_the_documented_code_from_both_hosts(
     _, code, excerpt = docs_table()[case]
     details = []
     for host, server in servers.items():
-        with grpc.insecure_channel(server.endpoints.grpc) as channel:
-            with pytest.raises(grpc.RpcError) as caught:
-                GRPCInferenceServiceStub(channel).ModelInfer(GRPC_CASES[case](), timeout=30)
+        with (
+            grpc.insecure_channel(server.endpoints.grpc) as channel,
+            pytest.raises(grpc.RpcError) as caught,
+        ):
+            GRPCInferenceServiceStub(channel).ModelInfer(GRPC_CASES[case](), timeout=30)
         error = caught.value
         assert error.code().name == code, (host, error.details())
         assert excerpt in error.details(), (host, error.details())
@@ -368,9 +370,11 @@ def test_every_client_error_is_counted_and_logged_once_without_a_traceback(
             body, headers, suffix = REST_CASES[case]
             httpx.post(_url(server, suffix), content=body, headers=headers, timeout=30)
         for case in GRPC_CASES:
-            with grpc.insecure_channel(server.endpoints.grpc) as channel:
-                with pytest.raises(grpc.RpcError):
-                    GRPCInferenceServiceStub(channel).ModelInfer(GRPC_CASES[case](), timeout=30)
+            with (
+                grpc.insecure_channel(server.endpoints.grpc) as channel,
+                pytest.raises(grpc.RpcError),
+            ):
+                GRPCInferenceServiceStub(channel).ModelInfer(GRPC_CASES[case](), timeout=30)
         assert _client_errors(server) - before == len(bad) + len(GRPC_CASES), host
         logged = server.log_path.read_text()[len(log_before) :]
         assert logged.count("refused a ") == len(bad) + len(GRPC_CASES), (host, logged)
