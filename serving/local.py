@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 from dataclasses import dataclass
@@ -71,6 +72,27 @@ PID_FILE = "server.pid"  # the running process's record (pid, create time, comma
 IDENTITY_FILE = "server.json"  # how the running process was started: what adoption compares
 # SIGTERM to SIGKILL: a clean stop took 11 s on a loaded 2-core machine (measured).
 STOP_GRACE_S = 30.0
+
+_READINESS_REQUEST = re.compile(r'^HTTP Request: GET \S+/v2/(health|models/[^/\s]+)/ready "')
+
+
+class _QuietReadinessPolls(logging.Filter):
+    """Drops httpx's INFO line for each readiness probe (two every `poll_s`, for as long as
+    a server runs: `loopline serve run` printed ~70 before its endpoints). Every other
+    request httpx logs, and everything the manager itself logs about readiness, stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.INFO and _READINESS_REQUEST.match(record.getMessage())
+        )
+
+
+def quiet_readiness_polls() -> None:
+    """Install the filter on httpx's logger once per process."""
+    httpx_log = logging.getLogger("httpx")
+    if not any(isinstance(f, _QuietReadinessPolls) for f in httpx_log.filters):
+        httpx_log.addFilter(_QuietReadinessPolls())
+
 
 # The spec and the files' contents are in local_spec; they are part of this module's API.
 __all__ = [
@@ -153,6 +175,7 @@ class LocalServingManager:
         self._servers: dict[str, _Server] = {}
         self._lock = threading.RLock()
         self._http = httpx.Client(timeout=5.0, trust_env=False)
+        quiet_readiness_polls()
         # Probes the servers (model ready), restarts the dead ones with backoff, and logs
         # any error while doing so with the model's name.
         self._supervisor = Supervisor(
