@@ -8,8 +8,7 @@ ready, restarts a process that dies (backoff 1 s, 2 s, 4 s … 30 s) on the same
 changes the served versions or the canary weight through the V2 model repository API
 (`POST /v2/repository/models/{name}/load`), which swaps the model without a restart.
 
-The process is the lean server or MLServer (`local_spec.resolved_server`); both read the
-same files and answer the same V2 API, so this module does not care which runs.
+The process is the lean server or MLServer (`local_spec.resolved_server`): same files, same API.
 
 A server outlives a manager that is killed (it runs in its own session). The next manager on
 the same folder adopts it when it was started the same way (`server.json`: the process kind,
@@ -36,7 +35,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import threading
 from dataclasses import dataclass
@@ -62,6 +60,7 @@ from loopline.serving.local_spec import (
     server_settings,
     token_path,
 )
+from loopline.serving.quiet_probes import quiet_readiness_polls
 from loopline.supervisor import SupervisorError, log_tail
 from loopline.wait import WaitTimeout, wait_for
 from loopline.watching import State, Supervisor, Watched
@@ -72,27 +71,6 @@ PID_FILE = "server.pid"  # the running process's record (pid, create time, comma
 IDENTITY_FILE = "server.json"  # how the running process was started: what adoption compares
 # SIGTERM to SIGKILL: a clean stop took 11 s on a loaded 2-core machine (measured).
 STOP_GRACE_S = 30.0
-
-_READINESS_REQUEST = re.compile(r'^HTTP Request: GET \S+/v2/(health|models/[^/\s]+)/ready "')
-
-
-class _QuietReadinessPolls(logging.Filter):
-    """Drops httpx's INFO line for each readiness probe (two every `poll_s`, for as long as
-    a server runs: `loopline serve run` printed ~70 before its endpoints). Every other
-    request httpx logs, and everything the manager itself logs about readiness, stays."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (
-            record.levelno == logging.INFO and _READINESS_REQUEST.match(record.getMessage())
-        )
-
-
-def quiet_readiness_polls() -> None:
-    """Install the filter on httpx's logger once per process."""
-    httpx_log = logging.getLogger("httpx")
-    if not any(isinstance(f, _QuietReadinessPolls) for f in httpx_log.filters):
-        httpx_log.addFilter(_QuietReadinessPolls())
-
 
 # The spec and the files' contents are in local_spec; they are part of this module's API.
 __all__ = [
@@ -175,9 +153,8 @@ class LocalServingManager:
         self._servers: dict[str, _Server] = {}
         self._lock = threading.RLock()
         self._http = httpx.Client(timeout=5.0, trust_env=False)
-        quiet_readiness_polls()
-        # Probes the servers (model ready), restarts the dead ones with backoff, and logs
-        # any error while doing so with the model's name.
+        quiet_readiness_polls()  # the probes below, without a log line each
+        # Probes readiness, restarts dead servers with backoff, logs errors with the name.
         self._supervisor = Supervisor(
             poll_s=poll_s,
             initial_backoff_s=1.0,

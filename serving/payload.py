@@ -18,7 +18,6 @@ path, so it avoids pandas and per-feature Python loops over rows.
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from mlserver.errors import MLServerError
-from mlserver.types import Datatype, InferenceRequest, MetadataTensor, Parameters
+from mlserver.types import Datatype, InferenceRequest
 
 FEATURES_INPUT = "features"
 MACHINE_ID_INPUT = "machine_id"  # the entity input of a bundle that records no entity
@@ -128,50 +127,6 @@ class FeatureLayout:
     @property
     def width(self) -> int:
         return len(self.feature_names)
-
-    def metadata_inputs(self, *, fallback: bool = True) -> list[MetadataTensor]:
-        """What `GET /v2/models/{name}` lists as inputs: the canonical layout only, one FP32
-        [-1] input per feature, then the entity. A generic V2 client sends one tensor per
-        listed input, so the alternative `features` matrix is described in the model's
-        parameters instead (`metadata_parameters`). `optional` says a client may leave the
-        input out: the entity always, a non-core sensor when the fallback model answers."""
-        core = set(self.core_names)
-        tensors = [
-            MetadataTensor(
-                name=name,
-                datatype="FP32",
-                shape=[-1],
-                parameters=Parameters(
-                    role="feature", core=name in core, optional=fallback and name not in core
-                ),
-            )
-            for name in self.feature_names
-        ]
-        tensors.append(
-            MetadataTensor(
-                name=self.entity,
-                datatype="BYTES",
-                shape=[-1],
-                parameters=Parameters(role="entity", optional=True),
-            )
-        )
-        return tensors
-
-    def metadata_parameters(self) -> dict[str, str]:
-        """The model parameters describing what the listed inputs do not: the alternative
-        `features` input (a V2 parameter is a scalar, so a JSON document in a string)."""
-        alternative = {
-            "name": FEATURES_INPUT,
-            "datatype": "FP32",
-            "shape": [-1, self.width],
-            "columns": list(self.feature_names),
-            "replaces": "the per-feature inputs (send one layout or the other, not both)",
-        }
-        return {
-            "input_layout": "per-feature",
-            "entity": self.entity,
-            "alternative_inputs": json.dumps([alternative]),
-        }
 
 
 @dataclass

@@ -35,6 +35,7 @@ from mlserver.types import (
 from prometheus_client import Counter, Histogram
 
 from loopline import auth
+from loopline.serving.metadata import metadata_inputs, metadata_parameters
 from loopline.serving.metrics import ServingMetrics, serving_metrics
 from loopline.serving.payload import (
     FeatureLayout,
@@ -173,7 +174,9 @@ class LooplineRuntime(MLModel):
         elif cfg.canary_weight > 0:
             raise MLServerError("canary_weight > 0 needs canary_model_uri", 422)
         scorer = self.champion.scorer
-        self.inputs = self.champion.layout.metadata_inputs(fallback=cfg.fallback_on_missing_sensors)
+        self.inputs = metadata_inputs(
+            self.champion.layout, fallback=cfg.fallback_on_missing_sensors
+        )
         self.outputs = metadata_outputs(scorer.task, len(scorer.class_names))
         self.publish_version_info(1)
         self.sampler = PayloadSampler(
@@ -198,13 +201,13 @@ class LooplineRuntime(MLModel):
     async def metadata(self) -> MetadataModelResponse:
         """MLServer's metadata with what a generic V2 client needs: the versions this
         runtime serves (champion first) and the model parameters that describe the
-        alternative `features` input and the entity (`FeatureLayout.metadata_parameters`)."""
+        alternative `features` input and the entity (`metadata.metadata_parameters`)."""
         response = await super().metadata()
         loaded = [v for v in (self.champion, self.canary) if v is not None]
         response.versions = list(dict.fromkeys(v.version for v in loaded if v.version))
         if self.champion is not None:
             response.parameters = Parameters(
-                **self.champion.layout.metadata_parameters(),
+                **metadata_parameters(self.champion.layout),
                 task=str(self.champion.scorer.task),
             )
         return response

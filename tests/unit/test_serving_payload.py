@@ -11,6 +11,7 @@ import pytest
 from mlserver.types import InferenceRequest, RequestInput
 
 from loopline.data.schema import CORE_SENSORS, SENSORS
+from loopline.serving.metadata import metadata_inputs, metadata_parameters
 from loopline.serving.payload import (
     FeatureLayout,
     MissingCoreSensor,
@@ -196,7 +197,7 @@ def test_layout_rejects_core_outside_features() -> None:
 
 
 def test_metadata_lists_one_layout_and_describes_the_other() -> None:
-    tensors = LAYOUT.metadata_inputs()
+    tensors = metadata_inputs(LAYOUT)
     assert [t.name for t in tensors] == [*SENSORS, "machine_id"]
     params = {t.name: t.parameters.model_dump(exclude_none=True) for t in tensors if t.parameters}
     assert params["machine_id"] == {"role": "entity", "optional": True}
@@ -204,9 +205,9 @@ def test_metadata_lists_one_layout_and_describes_the_other() -> None:
     noncore = next(s for s in SENSORS if s not in CORE_SENSORS)
     assert params[noncore]["optional"] is True
     assert (
-        LAYOUT.metadata_inputs(fallback=False)[SENSORS.index(noncore)].parameters.optional is False
+        metadata_inputs(LAYOUT, fallback=False)[SENSORS.index(noncore)].parameters.optional is False
     )
-    described = json.loads(LAYOUT.metadata_parameters()["alternative_inputs"])
+    described = json.loads(metadata_parameters(LAYOUT)["alternative_inputs"])
     assert described[0]["name"] == "features"
     assert described[0]["shape"] == [-1, len(SENSORS)]
     assert described[0]["columns"] == list(SENSORS)

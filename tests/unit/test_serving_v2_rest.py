@@ -11,7 +11,7 @@ import pytest
 from tritonclient.http import InferInput, InferRequestedOutput, InferResult
 from tritonclient.http._utils import _get_inference_request
 
-from loopline.serving.local import quiet_readiness_polls
+from loopline.serving.quiet_probes import quiet_readiness_polls
 from loopline.serving.scoring import OutputColumn
 from loopline.serving.v2_rest import (
     OutputSelection,
