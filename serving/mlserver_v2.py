@@ -7,8 +7,9 @@ with a logged traceback for raw contents it cannot unpack or a 413, and no binar
 data extension at all. So the MLServer host answers `POST /v2/models/{name}/infer` and
 `ModelInfer` itself, with the lean host's parsers and encoders (`v2_rest`, `v2_json`,
 `v2_grpc`), and hands the parsed request to MLServer's data plane: adaptive batching,
-MLServer's metrics and its model registry still apply. Everything else (health, metadata,
-the repository API, MLServer's docs) is MLServer's own.
+MLServer's metrics and its model registry still apply. Health and metadata stay MLServer's,
+with its 404 and 405 answers reworded as the lean host words them (`{"error": ...}`, the
+same message); the repository API is passed through untouched.
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ from loopline.serving.settings import ServingSettings
 from loopline.serving.v2_asgi import (
     ASGIApp,
     HttpError,
+    Message,
     Receive,
     Refuses,
     Scope,
     Send,
     error_body,
     infer_model_name,
+    needs_token,
     read_body,
     refused_before_runtime,
     respond,
@@ -85,10 +88,52 @@ class InferenceRoutes:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and scope["method"] == "POST" and path.endswith("/infer"):
+        if scope["type"] != "http" or needs_token(path.rstrip("/")):
+            await self.app(scope, receive, send)
+        elif scope["method"] == "POST" and path.endswith("/infer"):
             await self._infer(scope, receive, send, path)
-            return
-        await self.app(scope, receive, send)
+        else:
+            await self.app(scope, receive, self._lean_errors(scope, send))
+
+    def _lean_errors(self, scope: Scope, send: Send) -> Send:
+        """`send` with MLServer's 404 and 405 answers in the lean host's words: an unknown
+        model named as the lean host names it, FastAPI's `{"detail": ...}` for an unknown
+        path or method as `{"error": ...}` with the lean host's message."""
+        method: str = scope["method"]
+        path: str = scope["path"].rstrip("/")
+        held: dict[str, Any] = {}
+
+        async def rewrite(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (404, 405):
+                held["start"] = message
+                return
+            start = held.pop("start", None)
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            status = start["status"]
+            headers = {bytes(k).lower(): bytes(v) for k, v in start.get("headers", [])}
+            await respond(
+                send, status, error_body(await self._message(method, path, status, headers))
+            )
+
+        return rewrite
+
+    async def _message(
+        self, method: str, path: str, status: int, headers: dict[bytes, bytes]
+    ) -> str:
+        parts = path.split("/")
+        if status == 405:
+            allowed = headers.get(b"allow", b"").decode("latin-1").replace(", ", " or ")
+            return f"method {method} not allowed here; use {allowed or 'another method'}"
+        if len(parts) >= 4 and parts[1:3] == ["v2", "models"]:
+            try:
+                await hosted_model(self.data_plane, parts[3])
+            except ModelNotFound as exc:
+                return str(exc)
+            except MLServerError:
+                pass
+        return f"no such endpoint: {method} {path}"
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         try:

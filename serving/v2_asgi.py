@@ -236,7 +236,9 @@ class V2App:
             name, action = model_path(parts)
             if action == "ready":
                 _only(method, "GET", 200, b"")
-                return (200 if self.slot.ready and name == self.slot.name else 503), b""
+                if name != self.slot.name:
+                    raise ModelNotFound(name, self.slot.name)
+                return (200 if self.slot.ready else 503), b""
             if action == "":
                 _only(method, "GET", 200, b"")
                 metadata = await self.slot.get(name).metadata()
