@@ -8,8 +8,7 @@ ready, restarts a process that dies (backoff 1 s, 2 s, 4 s … 30 s) on the same
 changes the served versions or the canary weight through the V2 model repository API
 (`POST /v2/repository/models/{name}/load`), which swaps the model without a restart.
 
-The process is the lean server or MLServer (`local_spec.resolved_server`); both read the
-same files and answer the same V2 API, so this module does not care which runs.
+The process is the lean server or MLServer (`local_spec.resolved_server`): same files, same API.
 
 A server outlives a manager that is killed (it runs in its own session). The next manager on
 the same folder adopts it when it was started the same way (`server.json`: the process kind,
@@ -61,6 +60,7 @@ from loopline.serving.local_spec import (
     server_settings,
     token_path,
 )
+from loopline.serving.quiet_probes import quiet_readiness_polls
 from loopline.supervisor import SupervisorError, log_tail
 from loopline.wait import WaitTimeout, wait_for
 from loopline.watching import State, Supervisor, Watched
@@ -153,8 +153,8 @@ class LocalServingManager:
         self._servers: dict[str, _Server] = {}
         self._lock = threading.RLock()
         self._http = httpx.Client(timeout=5.0, trust_env=False)
-        # Probes the servers (model ready), restarts the dead ones with backoff, and logs
-        # any error while doing so with the model's name.
+        quiet_readiness_polls()  # the probes below, without a log line each
+        # Probes readiness, restarts dead servers with backoff, logs errors with the name.
         self._supervisor = Supervisor(
             poll_s=poll_s,
             initial_backoff_s=1.0,

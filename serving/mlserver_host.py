@@ -15,13 +15,16 @@ which builds the same `MLServer` from the same folder and, before it starts:
   imported it, so this module swaps that one name for a function that puts the interceptor
   first. The repository RPCs then need `authorization: Bearer <token>` metadata.
 
-Health, metadata, inference and metrics are untouched. On a cluster Seldon Core 2 runs MLServer
+Inference (REST and gRPC) is answered with the lean host's parsers, encoders and error
+handling before MLServer's data plane (`mlserver_v2`), so both hosts give a client the same
+answers. Health, metadata and metrics are MLServer's. On a cluster Seldon Core 2 runs MLServer
 itself and its agent drives the repository API from inside the pod; see docs/security.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,7 +32,8 @@ from typing import Any
 import grpc
 
 from loopline import auth
-from loopline.serving.v2_asgi import Receive, Scope, Send, deny, header, needs_token
+from loopline.serving.mlserver_v2 import install as install_inference
+from loopline.serving.v2_asgi import ASGIApp, Receive, Scope, Send, deny, header, needs_token
 
 REPOSITORY_RPCS = frozenset(
     {
@@ -41,8 +45,6 @@ REPOSITORY_RPCS = frozenset(
         "/inference.model_repository.ModelRepositoryService/RepositoryModelUnload",
     }
 )
-
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class RepositoryGuard:
@@ -123,6 +125,7 @@ async def start(folder: str, token: str | None) -> None:
     guard_grpc(token)
     server = MLServer(settings)
     server._rest_server._app.add_middleware(RepositoryGuard, token=token)
+    install_inference(server)
     await server.start(models_settings)
 
 
@@ -135,6 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     from mlserver.utils import install_uvloop_event_loop
 
     configure_logger()
+    # The runtime's own lines (loads, refused requests) beside MLServer's, as the lean host
+    # logs them; without a handler Python would drop everything below WARNING.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ours = logging.getLogger("loopline")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
     try:
         token = auth.load_token(what=f"MLServer in {args[1]}")
     except auth.AuthConfigError as exc:

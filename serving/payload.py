@@ -5,7 +5,8 @@ Two request layouts are accepted (docs/serving.md shows both):
 - one input per feature, named after it, FP32 or FP64, shape [n] or [n, 1];
 - one input named `features`, FP32 or FP64, shape [n, F] with the model's feature order.
 
-Either may add a BYTES input `machine_id` of shape [n], passed on to the drift monitor.
+Either may add a BYTES input of shape [n] named after the data set's entity (`machine_id`
+when the bundle does not record one; `entity_input_name`), passed on to the drift monitor.
 A non-core feature that is absent or NaN becomes NaN in the matrix (those rows go to the
 fallback model); a core feature that is absent or NaN is a 422 naming it. Everything else that
 is wrong with a payload is a 400 (413 when it has more rows than the server accepts), so a
@@ -18,19 +19,29 @@ path, so it avoids pandas and per-feature Python loops over rows.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 from mlserver.errors import MLServerError
-from mlserver.types import Datatype, InferenceRequest, MetadataTensor
+from mlserver.types import Datatype, InferenceRequest
 
 FEATURES_INPUT = "features"
-MACHINE_ID_INPUT = "machine_id"
+MACHINE_ID_INPUT = "machine_id"  # the entity input of a bundle that records no entity
+ROLES_KEY = "roles"  # bundle metadata: the registered data set's column roles
 _NAN = float("nan")
 _FLOAT_TYPES = {"FP32": np.float32, "FP64": np.float64}
 _FLOAT_DATATYPES = frozenset({"FP32", "FP64", Datatype.FP32, Datatype.FP64})
+
+
+def entity_input_name(bundle_metadata: Mapping[str, Any]) -> str:
+    """The name of the entity input: the registered data set's entity column as the bundle
+    records it (`metadata["roles"]["entity"]`), else `machine_id`, the name every bundle
+    trained before roles were recorded was served with. The one place serving reads it."""
+    roles = bundle_metadata.get(ROLES_KEY)
+    entity = roles.get("entity") if isinstance(roles, Mapping) else None
+    return entity if isinstance(entity, str) and entity else MACHINE_ID_INPUT
 
 
 class TensorInput(Protocol):
@@ -77,6 +88,7 @@ class FeatureLayout:
 
     feature_names: tuple[str, ...]
     core_names: tuple[str, ...]
+    entity: str = MACHINE_ID_INPUT
     index: dict[str, int] = field(init=False, repr=False)
     core_idx: np.ndarray = field(init=False, repr=False)
     noncore_idx: np.ndarray = field(init=False, repr=False)
@@ -90,6 +102,10 @@ class FeatureLayout:
         missing = [c for c in self.core_names if c not in index]
         if missing:
             raise ValueError(f"core features {missing} are not in feature_names")
+        if self.entity in index or self.entity == FEATURES_INPUT:
+            raise ValueError(
+                f"entity {self.entity!r} is also a feature or the {FEATURES_INPUT!r} input"
+            )
         core = np.array([index[c] for c in self.core_names], dtype=np.intp)
         noncore = np.array(
             [i for i, n in enumerate(self.feature_names) if n not in set(self.core_names)],
@@ -100,23 +116,17 @@ class FeatureLayout:
         object.__setattr__(self, "noncore_idx", noncore)
 
     @classmethod
-    def of(cls, feature_names: Sequence[str], core_names: Sequence[str]) -> FeatureLayout:
-        return cls(tuple(feature_names), tuple(core_names))
+    def of(
+        cls,
+        feature_names: Sequence[str],
+        core_names: Sequence[str],
+        entity: str = MACHINE_ID_INPUT,
+    ) -> FeatureLayout:
+        return cls(tuple(feature_names), tuple(core_names), entity)
 
     @property
     def width(self) -> int:
         return len(self.feature_names)
-
-    def metadata_inputs(self) -> list[MetadataTensor]:
-        """What `GET /v2/models/{name}` lists: both layouts and the optional machine id."""
-        per_feature = [
-            MetadataTensor(name=name, datatype="FP32", shape=[-1]) for name in self.feature_names
-        ]
-        return [
-            *per_feature,
-            MetadataTensor(name=FEATURES_INPUT, datatype="FP32", shape=[-1, self.width]),
-            MetadataTensor(name=MACHINE_ID_INPUT, datatype="BYTES", shape=[-1]),
-        ]
 
 
 @dataclass
@@ -187,13 +197,13 @@ def _check_rows(n: int, max_rows: int) -> None:
 
 def _machine_ids(inp: TensorInput, n: int) -> list[str]:
     if _datatype(inp) != "BYTES":
-        raise PayloadError(f"input {MACHINE_ID_INPUT!r} must be BYTES, got {_datatype(inp)}")
+        raise PayloadError(f"input {inp.name!r} must be BYTES, got {_datatype(inp)}")
     data = inp.data.root if hasattr(inp.data, "root") else inp.data
     if isinstance(data, (str, bytes)):
         data = [data]
     values = [v.decode() if isinstance(v, bytes) else str(v) for v in data]
     if len(values) != n:
-        raise PayloadError(f"input {MACHINE_ID_INPUT!r} has {len(values)} values for {n} rows")
+        raise PayloadError(f"input {inp.name!r} has {len(values)} values for {n} rows")
     return values
 
 
@@ -237,7 +247,7 @@ def _plain_columns(
     for inp in inputs:
         pos = index.get(inp.name)
         if pos is None:
-            if inp.name != MACHINE_ID_INPUT or machine_input is not None:
+            if inp.name != layout.entity or machine_input is not None:
                 return None
             machine_input = inp
             continue
@@ -289,7 +299,9 @@ def _decode_any(
     columns: dict[str, TensorInput] = {}
     for inp in inputs:
         name = inp.name
-        if name == MACHINE_ID_INPUT:
+        if name == layout.entity:
+            if machine_input is not None:
+                raise PayloadError(f"input {name!r} appears twice")
             machine_input = inp
         elif name == FEATURES_INPUT:
             matrix_input = inp
@@ -299,8 +311,8 @@ def _decode_any(
             columns[name] = inp
         else:
             raise PayloadError(
-                f"unknown input {name!r}; expected {FEATURES_INPUT!r}, {MACHINE_ID_INPUT!r} "
-                f"or one of the features {list(layout.feature_names)}"
+                f"unknown input {name!r}; expected the features {list(layout.feature_names)}, "
+                f"the entity {layout.entity!r}, or {FEATURES_INPUT!r} [n, {layout.width}]"
             )
     if matrix_input is not None and columns:
         raise PayloadError(
@@ -312,7 +324,7 @@ def _decode_any(
     if columns:
         return _decode_columns(columns, layout, max_rows), machine_input
     raise PayloadError(
-        f"request has only {MACHINE_ID_INPUT!r}; send {FEATURES_INPUT!r} or feature inputs"
+        f"request has only {layout.entity!r}; send feature inputs or {FEATURES_INPUT!r}"
     )
 
 

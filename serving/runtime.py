@@ -26,12 +26,23 @@ from typing import Any
 import numpy as np
 from mlserver import MLModel
 from mlserver.errors import MLServerError
-from mlserver.types import InferenceRequest, InferenceResponse
+from mlserver.types import (
+    InferenceRequest,
+    InferenceResponse,
+    MetadataModelResponse,
+    Parameters,
+)
 from prometheus_client import Counter, Histogram
 
 from loopline import auth
+from loopline.serving.metadata import metadata_inputs, metadata_parameters
 from loopline.serving.metrics import ServingMetrics, serving_metrics
-from loopline.serving.payload import FeatureLayout, TensorInput, decode_inputs
+from loopline.serving.payload import (
+    FeatureLayout,
+    TensorInput,
+    decode_inputs,
+    entity_input_name,
+)
 from loopline.serving.sampling import PayloadSampler, PendingSample
 from loopline.serving.scoring import (
     ANOMALY_TASK,
@@ -113,7 +124,9 @@ def load_version(role: str, uri: str, tracking_uri: str) -> LoadedVersion:
     resolved = resolve_model_uri(uri, tracking_uri)
     bundle = load_bundle(resolved.load_uri, tracking_uri=tracking_uri)
     bundle.warm_up()  # compile scoring now, not on the first request
-    layout = FeatureLayout.of(bundle.feature_names, bundle.core_feature_names)
+    layout = FeatureLayout.of(
+        bundle.feature_names, bundle.core_feature_names, entity_input_name(bundle.metadata)
+    )
     return LoadedVersion(role=role, resolved=resolved, scorer=bundle, layout=layout)
 
 
@@ -161,7 +174,9 @@ class LooplineRuntime(MLModel):
         elif cfg.canary_weight > 0:
             raise MLServerError("canary_weight > 0 needs canary_model_uri", 422)
         scorer = self.champion.scorer
-        self.inputs = self.champion.layout.metadata_inputs()
+        self.inputs = metadata_inputs(
+            self.champion.layout, fallback=cfg.fallback_on_missing_sensors
+        )
         self.outputs = metadata_outputs(scorer.task, len(scorer.class_names))
         self.publish_version_info(1)
         self.sampler = PayloadSampler(
@@ -182,6 +197,20 @@ class LooplineRuntime(MLModel):
             f", canary {self.canary.version} at {cfg.canary_weight:.0%}" if self.canary else "",
         )
         return True
+
+    async def metadata(self) -> MetadataModelResponse:
+        """MLServer's metadata with what a generic V2 client needs: the versions this
+        runtime serves (champion first) and the model parameters that describe the
+        alternative `features` input and the entity (`metadata.metadata_parameters`)."""
+        response = await super().metadata()
+        loaded = [v for v in (self.champion, self.canary) if v is not None]
+        response.versions = list(dict.fromkeys(v.version for v in loaded if v.version))
+        if self.champion is not None:
+            response.parameters = Parameters(
+                **metadata_parameters(self.champion.layout),
+                task=str(self.champion.scorer.task),
+            )
+        return response
 
     async def unload(self) -> bool:
         if self.sampler is not None:
@@ -224,6 +253,16 @@ class LooplineRuntime(MLModel):
             self._series_cache[key] = series
         return series
 
+    def refused(self, protocol: str, exc: MLServerError, version: str | None = None) -> None:
+        """Count and log a request refused for the client's mistake: one INFO line, no
+        traceback (the message names what is wrong; the client has it too). Hosts call it
+        for what they refuse before the runtime sees a request (an unreadable body, an
+        unknown model); `score_inputs` for what decoding refuses."""
+        if version is None:
+            version = self.champion.version if self.champion is not None else ""
+        self.metrics.requests.labels(self.model_label, version, protocol, "client_error").inc()
+        log.info("refused a %s request to %s (%d): %s", protocol, self.name, exc.status_code, exc)
+
     def pick(self) -> LoadedVersion:
         """Champion, or the canary for a `canary_weight` share of requests."""
         assert self.champion is not None
@@ -264,8 +303,8 @@ class LooplineRuntime(MLModel):
                 complete=decoded.complete,
                 allow_fallback=self.config.fallback_on_missing_sensors,
             )
-        except MLServerError:
-            self.metrics.requests.labels(model, version, protocol, "client_error").inc()
+        except MLServerError as exc:
+            self.refused(protocol, exc, version)
             raise
         except Exception:
             self.metrics.requests.labels(model, version, protocol, "server_error").inc()

@@ -20,7 +20,8 @@ Routes (the V2 REST surface standard clients call):
 
 Errors are `{"error": "..."}` with the runtime's 4xx (MLServer's shape); a body over the
 size limit is a 413 before it is parsed; malformed JSON is a 400 and a body that is JSON but
-not a V2 request a 422, both naming the field.
+not a V2 request a 422, both naming the field (`v2_rest`, which also reads and writes the
+binary tensor data extension; the MLServer host answers inference through the same code).
 """
 
 from __future__ import annotations
@@ -28,16 +29,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 from mlserver.errors import MLServerError
-from mlserver.types import InferenceRequest
-from pydantic import ValidationError
 
 from loopline import auth
-from loopline.serving.runtime_slot import RuntimeSlot
+from loopline.serving.runtime_slot import ModelNotFound, RuntimeSlot
 from loopline.serving.scoring import output_columns
 from loopline.serving.v2_json import parse_plain, response_json
+from loopline.serving.v2_rest import WireError, encode_infer_response, parse_infer_body
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SERVER_NAME = "loopline"
 REPOSITORY_PREFIX = "/v2/repository"
@@ -71,17 +72,6 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def validation_message(exc: ValidationError) -> tuple[int, str]:
-    """(status, message) for a body that failed the V2 schema: each error with its field."""
-    errors = exc.errors(include_url=False)
-    if any(e["type"] == "json_invalid" for e in errors):
-        detail = next(e["msg"] for e in errors if e["type"] == "json_invalid")
-        return 400, f"request body is not valid JSON: {detail}"
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:10]]
-    more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
-    return 422, "not an Open Inference Protocol request: " + "; ".join(parts) + more
-
-
 def model_path(parts: list[str]) -> tuple[str, str]:
     """(model name, action) of `/v2/models/{name}[/versions/{v}][/action]` split on '/'."""
     # parts: ["", "v2", "models", name, ...]
@@ -91,6 +81,75 @@ def model_path(parts: list[str]) -> tuple[str, str]:
     if len(rest) > 1:
         raise HttpError(404, "no such endpoint")
     return parts[3], rest[0] if rest else ""
+
+
+def infer_model_name(path: str) -> str:
+    """The model of `POST /v2/models/{name}[/versions/{v}]/infer` (a 404 for other paths)."""
+    parts = path.split("/")
+    if len(parts) < 5 or parts[1] != "v2" or parts[2] != "models" or parts[-1] != "infer":
+        raise HttpError(404, f"no such endpoint: POST {path}")
+    name, action = model_path(parts[:-1])
+    if action:
+        raise HttpError(404, f"no such endpoint: POST {path}")
+    return name
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, str | None]:
+    """(body, `Inference-Header-Content-Length` or None); a 413 over `limit` bytes before
+    reading when the length is declared, else as soon as the body passes it."""
+    header_length = None
+    for key, value in scope["headers"]:
+        if key == b"content-length" and value.isdigit() and int(value) > limit:
+            raise HttpError(413, f"request body of {int(value)} bytes is over {limit}")
+        if key == b"inference-header-content-length":
+            header_length = bytes(value).decode("latin-1")
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HttpError(400, "client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, f"request body is over {limit} bytes")
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), header_length
+
+
+class Refuses(Protocol):
+    """What counts a refused request: `LooplineRuntime.refused`."""
+
+    def refused(self, protocol: str, exc: MLServerError, version: str | None = None) -> None: ...
+
+
+def refused_before_runtime(
+    runtime: Refuses | None, exc: Exception, status: int, protocol: str = "rest"
+) -> None:
+    """Count and log a client's mistake the host caught before the runtime saw the request
+    (with no model loaded yet there is no series to count it in: logged only)."""
+    error = exc if isinstance(exc, MLServerError) else MLServerError(str(exc), status)
+    if runtime is not None:
+        runtime.refused(protocol, error)
+    else:
+        log.info("refused a %s request (%d): %s", protocol, status, exc)
+
+
+async def respond_infer(send: Send, body: bytes, json_size: int | None) -> None:
+    """A 200 inference answer; with binary outputs, the JSON header's size in
+    `Inference-Header-Content-Length` and an octet-stream content type, as Triton sends."""
+    if json_size is None:
+        await respond(send, 200, body)
+        return
+    headers = [
+        (b"content-type", b"application/octet-stream"),
+        (b"content-length", str(len(body)).encode()),
+        (b"inference-header-content-length", str(json_size).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class V2App:
@@ -125,65 +184,44 @@ class V2App:
                     return
             status, body = await self._route(method, path.rstrip("/"))
         except HttpError as exc:
-            status, body = exc.status, _error(str(exc))
+            status, body = exc.status, error_body(str(exc))
         except MLServerError as exc:
-            status, body = exc.status_code, _error(str(exc))
+            status, body = exc.status_code, error_body(str(exc))
         except Exception as exc:
             log.exception("%s %s failed", method, path)
-            status, body = 500, _error(f"internal error: {type(exc).__name__}: {exc}")
-        await _respond(send, status, body)
+            status, body = 500, error_body(f"internal error: {type(exc).__name__}: {exc}")
+        await respond(send, status, body)
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        parts = path.split("/")
         try:
-            if len(parts) < 5 or parts[1] != "v2" or parts[2] != "models":
-                raise HttpError(404, f"no such endpoint: POST {path}")
-            name, action = model_path(parts[:-1])
-            if action:
-                raise HttpError(404, f"no such endpoint: POST {path}")
+            name = infer_model_name(path)
             runtime = self.slot.get(name)
-            body = await self._read_body(scope, receive)
-            plain = parse_plain(body)
+            body, header_length = await read_body(scope, receive, self.max_body_bytes)
+            plain = parse_plain(body) if header_length is None else None
             if plain is not None:
                 inputs, request_id = plain
                 answer = runtime.score_inputs(inputs, "rest")
                 columns = output_columns(answer.scored, answer.task, answer.version)
                 out = response_json(runtime.name, answer.version, request_id, columns)
-            else:
-                try:
-                    request = InferenceRequest.model_validate_json(body)
-                except ValidationError as exc:
-                    raise HttpError(*validation_message(exc)) from None
-                response = await runtime.infer(request, "rest")
-                out = response.model_dump_json(exclude_unset=True, exclude_none=True).encode()
-            await _respond(send, 200, out)
-        except HttpError as exc:
-            await _respond(send, exc.status, _error(str(exc)))
-        except MLServerError as exc:
-            await _respond(send, exc.status_code, _error(str(exc)))
+                await respond(send, 200, out)
+                return
+            parsed = parse_infer_body(body, header_length)
+            parsed.outputs.check([o.name for o in runtime.outputs or ()])
+            answer = runtime.score_inputs(parsed.request.inputs, "rest")
+            columns = output_columns(answer.scored, answer.task, answer.version)
+            out, json_size = encode_infer_response(
+                runtime.name, answer.version, parsed.request.id, columns, parsed.outputs
+            )
+            await respond_infer(send, out, json_size)
+        except (HttpError, WireError, ModelNotFound) as exc:
+            status = exc.status if isinstance(exc, HttpError) else exc.status_code
+            refused_before_runtime(self.slot.runtime, exc, status)
+            await respond(send, status, error_body(str(exc)))
+        except MLServerError as exc:  # the runtime's own refusals, counted and logged there
+            await respond(send, exc.status_code, error_body(str(exc)))
         except Exception as exc:
             log.exception("inference failed on %s", path)
-            await _respond(send, 500, _error(f"internal error: {type(exc).__name__}: {exc}"))
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.max_body_bytes
-        for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > limit:
-                raise HttpError(413, f"request body of {int(value)} bytes is over {limit}")
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise HttpError(400, "client disconnected before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise HttpError(413, f"request body is over {limit} bytes")
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            await respond(send, 500, error_body(f"internal error: {type(exc).__name__}: {exc}"))
 
     async def _route(self, method: str, path: str) -> tuple[int, bytes]:
         parts = path.split("/")
@@ -198,7 +236,9 @@ class V2App:
             name, action = model_path(parts)
             if action == "ready":
                 _only(method, "GET", 200, b"")
-                return (200 if self.slot.ready and name == self.slot.name else 503), b""
+                if name != self.slot.name:
+                    raise ModelNotFound(name, self.slot.name)
+                return (200 if self.slot.ready else 503), b""
             if action == "":
                 _only(method, "GET", 200, b"")
                 metadata = await self.slot.get(name).metadata()
@@ -244,14 +284,14 @@ def _only(method: str, allowed: str, status: int, body: bytes) -> tuple[int, byt
 async def deny(send: Send, verdict: auth.Verdict) -> None:
     """401 with the Bearer challenge for no credentials, 403 for the wrong ones."""
     extra = _CHALLENGE if verdict is auth.Verdict.MISSING else []
-    await _respond(send, verdict.value, _error(auth.denial_message(verdict)), extra)
+    await respond(send, verdict.value, error_body(auth.denial_message(verdict)), extra)
 
 
-def _error(message: str) -> bytes:
+def error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
-async def _respond(
+async def respond(
     send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     headers = (

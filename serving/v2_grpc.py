@@ -30,11 +30,13 @@ from mlserver.grpc.dataplane_pb2_grpc import (
     GRPCInferenceServiceServicer,
     add_GRPCInferenceServiceServicer_to_server,
 )
+from mlserver.types import InferenceRequest, RequestInput
 
-from loopline.serving.payload import PayloadError
-from loopline.serving.runtime_slot import RuntimeSlot
+from loopline.serving.runtime_slot import ModelNotFound, RuntimeSlot
 from loopline.serving.scoring import OutputColumn, output_columns
+from loopline.serving.v2_asgi import refused_before_runtime
 from loopline.serving.v2_json import PlainInput
+from loopline.serving.v2_rest import WireError
 
 log = logging.getLogger(__name__)
 
@@ -88,19 +90,44 @@ class V2Servicer(GRPCInferenceServiceServicer):
                 return response_message(
                     runtime.name, answer.version, request.id, columns, use_raw=use_raw
                 )
-            try:
-                payload = ModelInferRequestConverter.to_types(request)
-            except Exception as exc:  # MLServer's converter on a message it cannot read
-                raise PayloadError(f"malformed ModelInferRequest: {exc}") from None
-            response = await runtime.infer(payload, "grpc")
+            response = await runtime.infer(converted(request), "grpc")
             return ModelInferResponseConverter.from_types(response, use_raw=use_raw)
-        except MLServerError as exc:
+        except (WireError, ModelNotFound) as exc:
+            refused_before_runtime(self.slot.runtime, exc, exc.status_code, "grpc")
+            await context.abort(grpc_status(exc.status_code), str(exc))
+        except MLServerError as exc:  # the runtime's own refusals, counted and logged there
             await context.abort(grpc_status(exc.status_code), str(exc))
         except Exception as exc:
             log.exception("gRPC inference failed for %s", request.model_name)
             await context.abort(
                 grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
             )
+
+
+def converted(request: Any) -> InferenceRequest:
+    """MLServer's converter on a request `plain_inputs` leaves to it; what it cannot read
+    is the client's mistake (a 400), never an internal error."""
+    try:
+        payload: InferenceRequest = ModelInferRequestConverter.to_types(request)
+    except Exception as exc:
+        raise WireError(f"malformed ModelInferRequest: {type(exc).__name__}: {exc}") from None
+    return payload
+
+
+def as_request(request: Any, plain: list[PlainInput]) -> InferenceRequest:
+    """The validated plain inputs as MLServer's request type (for MLServer's data plane)."""
+    return InferenceRequest(
+        id=request.id or None,
+        inputs=[
+            RequestInput(
+                name=p.name,
+                datatype=p.datatype,
+                shape=p.shape,
+                data=p.data.tolist() if isinstance(p.data, np.ndarray) else p.data,
+            )
+            for p in plain
+        ],
+    )
 
 
 def add_to_server(servicer: V2Servicer, server: Any) -> None:
@@ -129,12 +156,15 @@ def plain_inputs(request: Any) -> list[PlainInput] | None:
     """The request's inputs as `PlainInput`s (raw contents read with `np.frombuffer`), or None
     for anything but float features and BYTES machine ids without parameters; those take
     MLServer's converter, which handles every V2 form. Raw contents that cannot be whole
-    values are a `PayloadError` naming the input."""
+    values are a `WireError` naming the input."""
     if request.parameters or request.outputs:
         return None
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
-        return None
+        raise WireError(
+            f"request has {len(request.inputs)} inputs but {len(raw)} raw_input_contents; "
+            "send raw contents for every input or for none"
+        )
     inputs: list[PlainInput] = []
     for i, tensor in enumerate(request.inputs):
         if tensor.parameters:
@@ -145,7 +175,7 @@ def plain_inputs(request: Any) -> list[PlainInput] | None:
             if datatype in _RAW_FLOATS:
                 dtype = _RAW_FLOATS[datatype]
                 if len(raw[i]) % dtype.itemsize:
-                    raise PayloadError(
+                    raise WireError(
                         f"input {tensor.name!r}: raw contents of {len(raw[i])} bytes are not "
                         f"whole {datatype} values ({dtype.itemsize} bytes each)"
                     )
@@ -153,7 +183,7 @@ def plain_inputs(request: Any) -> list[PlainInput] | None:
             elif datatype == "BYTES":
                 data = unpack_bytes(raw[i])
                 if data is None:
-                    raise PayloadError(
+                    raise WireError(
                         f"input {tensor.name!r}: raw BYTES contents are not length-prefixed "
                         "elements (4-byte little-endian length, then the bytes)"
                     )

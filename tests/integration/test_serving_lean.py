@@ -116,7 +116,8 @@ def test_unknown_models_paths_and_methods(rest: str) -> None:
     assert versioned.status_code == 200, versioned.text
     meta = httpx.get(f"{rest}/v2/models/{NAME}").json()
     assert meta["name"] == NAME
-    assert {i["name"] for i in meta["inputs"]} >= {"features", "spindle_torque"}
+    assert {i["name"] for i in meta["inputs"]} >= {"spindle_torque", "machine_id"}
+    assert "features" in meta["parameters"]["alternative_inputs"]
     assert httpx.get(f"{rest}/v2").json()["name"] == "loopline"
 
 

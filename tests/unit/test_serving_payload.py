@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 
@@ -10,12 +11,14 @@ import pytest
 from mlserver.types import InferenceRequest, RequestInput
 
 from loopline.data.schema import CORE_SENSORS, SENSORS
+from loopline.serving.metadata import metadata_inputs, metadata_parameters
 from loopline.serving.payload import (
     FeatureLayout,
     MissingCoreSensor,
     PayloadError,
     PayloadTooLarge,
     decode_request,
+    entity_input_name,
     fallback_rows,
 )
 
@@ -193,10 +196,38 @@ def test_layout_rejects_core_outside_features() -> None:
         FeatureLayout.of(["a", "b"], ["c"])
 
 
-def test_metadata_lists_both_layouts() -> None:
-    names = [t.name for t in LAYOUT.metadata_inputs()]
-    assert names[:12] == list(SENSORS)
-    assert names[12:] == ["features", "machine_id"]
+def test_metadata_lists_one_layout_and_describes_the_other() -> None:
+    tensors = metadata_inputs(LAYOUT)
+    assert [t.name for t in tensors] == [*SENSORS, "machine_id"]
+    params = {t.name: t.parameters.model_dump(exclude_none=True) for t in tensors if t.parameters}
+    assert params["machine_id"] == {"role": "entity", "optional": True}
+    assert params[CORE_SENSORS[0]]["optional"] is False
+    noncore = next(s for s in SENSORS if s not in CORE_SENSORS)
+    assert params[noncore]["optional"] is True
+    assert (
+        metadata_inputs(LAYOUT, fallback=False)[SENSORS.index(noncore)].parameters.optional is False
+    )
+    described = json.loads(metadata_parameters(LAYOUT)["alternative_inputs"])
+    assert described[0]["name"] == "features"
+    assert described[0]["shape"] == [-1, len(SENSORS)]
+    assert described[0]["columns"] == list(SENSORS)
+
+
+def test_the_entity_input_is_named_after_the_recorded_entity() -> None:
+    assert entity_input_name({}) == "machine_id"
+    assert entity_input_name({"roles": {"entity": "case_id"}}) == "case_id"
+    assert entity_input_name({"roles": {"entity": ""}}) == "machine_id"
+    layout = FeatureLayout.of(SENSORS, CORE_SENSORS, "case_id")
+    columns = {name: [1.0, 2.0] for name in SENSORS}
+    case = RequestInput(name="case_id", datatype="BYTES", shape=[2], data=["c1", "c2"])
+    request = column_request(columns, case=case)
+    assert decode_request(request, layout, max_rows=10).machine_ids == ["c1", "c2"]
+    machine = RequestInput(name="machine_id", datatype="BYTES", shape=[2], data=["m1", "m2"])
+    legacy = column_request(columns, machine=machine)
+    with pytest.raises(PayloadError, match=r"unknown input 'machine_id'.*entity 'case_id'"):
+        decode_request(legacy, layout, max_rows=10)
+    with pytest.raises(ValueError, match="also a feature"):
+        FeatureLayout.of(SENSORS, CORE_SENSORS, SENSORS[0])
 
 
 def _plain(name: str, data: list[object], shape: list[int] | None = None) -> object:

@@ -10,7 +10,7 @@ from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.converters import ModelInferRequestConverter, ModelInferResponseConverter
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput
 
-from loopline.serving.payload import FeatureLayout, PayloadError, decode_inputs
+from loopline.serving.payload import FeatureLayout, decode_inputs
 from loopline.serving.scoring import (
     ANOMALY_TASK,
     CLASSIFICATION_TASK,
@@ -18,6 +18,7 @@ from loopline.serving.scoring import (
     output_columns,
 )
 from loopline.serving.v2_grpc import pack_bytes, plain_inputs, response_message, unpack_bytes
+from loopline.serving.v2_rest import WireError
 from tests.fixtures.serving import scored_batch
 
 LAYOUT = FeatureLayout.of(["a", "b", "c"], ["a"])
@@ -73,13 +74,13 @@ def test_requests_with_parameters_or_other_types_take_the_converter() -> None:
 def test_torn_raw_contents_are_a_payload_error_naming_the_input() -> None:
     torn = _request([RequestInput(name="a", datatype="FP32", shape=[1], data=[1.0])], use_raw=True)
     torn.raw_input_contents[0] = torn.raw_input_contents[0][:3]
-    with pytest.raises(PayloadError, match="input 'a': raw contents of 3 bytes"):
+    with pytest.raises(WireError, match="input 'a': raw contents of 3 bytes"):
         plain_inputs(torn)
     ids = _request(
         [RequestInput(name="machine_id", datatype="BYTES", shape=[1], data=[b"m1"])], use_raw=True
     )
     ids.raw_input_contents[0] = b"\x09\x00\x00\x00m1"
-    with pytest.raises(PayloadError, match="input 'machine_id'"):
+    with pytest.raises(WireError, match="input 'machine_id'"):
         plain_inputs(ids)
 
 
