@@ -92,9 +92,17 @@ def ks_columns(reference: SortedReference, window: np.ndarray, *, min_rows: int)
     ref_right = np.zeros_like(live_right)
     ref_left = np.zeros_like(live_left)
     for f in np.flatnonzero(tested):
-        live = cols[f, : rows[f]]
-        ref_right[f, : rows[f]] = np.searchsorted(reference.columns[f], live, side="right")
-        ref_left[f, : rows[f]] = np.searchsorted(reference.columns[f], live, side="left")
+        live, ref = cols[f, : rows[f]], reference.columns[f]
+        right = np.searchsorted(ref, live, side="right")
+        ref_right[f, : rows[f]] = right
+        # "left" differs from "right" only where the reference holds the value itself; a
+        # second binary search only for those (sensor values rarely tie across the samples).
+        left = right.copy()
+        tied = right > 0
+        tied[tied] = ref[right[tied] - 1] == live[tied]
+        if tied.any():
+            left[tied] = np.searchsorted(ref, live[tied], side="left")
+        ref_left[f, : rows[f]] = left
     n_ref = reference.sizes[:, None]
     n_live = rows[:, None]
     valid = np.arange(n)[None, :] < n_live
