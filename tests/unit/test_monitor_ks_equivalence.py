@@ -151,3 +151,17 @@ def test_fdr_threshold_is_alibi_detects() -> None:
 def test_wrong_window_shape_is_refused() -> None:
     with pytest.raises(ValueError, match=r"shape \[rows, 16\]"):
         ks_columns(SortedReference.of(WINDOWS["stable"][0]), np.zeros((5, 3)), min_rows=2)
+
+
+def test_kolmogorov_sf_is_scipys_kstwo_sf() -> None:
+    from scipy.stats import kstwo
+
+    from loopline.monitoring.ks import kolmogorov_sf
+
+    rng = np.random.default_rng(11)
+    # every branch: tiny d (Durbin, Ruben-Gambino), the Pelz-Good series, smirnov, 0, d >= 1/2
+    n = rng.choice([1, 20, 140, 141, 454, 1818, 4000, 20_000, 150_000], 1500).astype(np.float64)
+    d = np.concatenate([rng.uniform(0, 1, 500) ** 4, rng.uniform(0, 0.1, 900), [0, 0.5, 1.0]])
+    d = np.resize(d, n.shape)
+    want = np.array([kstwo.sf(x, k) for x, k in zip(d, n, strict=True)])
+    np.testing.assert_allclose(kolmogorov_sf(d, n), want, rtol=0, atol=1e-12)
