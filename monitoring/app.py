@@ -18,8 +18,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -27,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from loopline import auth
 from loopline.samples import SAMPLES_PATH, SampleBatch
 
+from .intake import parse_samples
 from .service import DriftMonitor
 
 STATUS_PATH = "/v1/status"
@@ -36,6 +39,13 @@ log = logging.getLogger(__name__)
 
 
 GUARDED_PATHS = frozenset({SAMPLES_PATH, REFERENCE_PATH})
+
+_SAMPLES_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": SampleBatch.model_json_schema(by_alias=True)}},
+    }
+}
 
 
 class TokenGuard:
@@ -90,14 +100,22 @@ def create_app(monitor: DriftMonitor, *, token: str | None, manage: bool = True)
 
     app.add_middleware(TokenGuard, token=token)
 
-    @app.post(SAMPLES_PATH, status_code=202)
-    async def samples(batch: SampleBatch) -> dict[str, Any]:
-        if batch.model != monitor.model:
+    # The body is read raw and parsed straight into arrays (`intake`); the schema is still the
+    # batch model's, for clients reading the OpenAPI document.
+    @app.post(SAMPLES_PATH, status_code=202, openapi_extra=_SAMPLES_BODY)
+    async def samples(request: Request) -> dict[str, Any]:
+        try:
+            sample = parse_samples(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+            ) from exc
+        if sample.model != monitor.model:
             raise HTTPException(
                 status_code=422,
-                detail=f"batch is for model {batch.model!r}; this monitor watches {monitor.model!r}",
+                detail=f"batch is for model {sample.model!r}; this monitor watches {monitor.model!r}",
             )
-        return monitor.submit(batch)
+        return monitor.submit(sample)
 
     @app.get(STATUS_PATH)
     async def status() -> dict[str, Any]:

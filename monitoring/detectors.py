@@ -1,8 +1,12 @@
 """Drift tests on one window of live rows against the reference sample, by name.
 
-Both detectors are alibi-detect's: `KSDrift` (a two-sample Kolmogorov-Smirnov test per feature,
-Bonferroni or FDR corrected; no backend needed) and `MMDDrift` with the pytorch backend (one
-multivariate permutation test; needs torch, so not in the runtime image: `require_detector`). What this module adds is what a monitor on factory sensors needs around them:
+`ks`: a two-sample Kolmogorov-Smirnov test per feature, Bonferroni or FDR corrected, with the
+p-values and corrections of alibi-detect's `KSDrift` (scipy's asymptotic two-sided p-value),
+computed by `ks.ks_columns` against a reference sorted once (a window costs a sort of its own
+columns, not 16 calls of `ks_2samp` re-sorting the reference). `mmd`: alibi-detect's `MMDDrift`
+with the pytorch backend (one multivariate permutation test; needs torch, so not in the runtime
+image: `require_detector`). What this module adds is what a monitor on factory sensors needs
+around them:
 
 - Missing values are explicit. alibi-detect would turn a NaN into a NaN p-value; here each
   feature is tested on its own non-missing values, the missing ones are counted, and a feature
@@ -22,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from scipy.stats import ks_2samp
+
+from .ks import SortedReference, corrected_threshold, ks_columns
 
 
 @dataclass(frozen=True)
@@ -77,10 +82,6 @@ def _as_matrix(values: np.ndarray, width: int, what: str) -> np.ndarray:
     return arr
 
 
-def _finite_columns(arr: np.ndarray) -> list[np.ndarray]:
-    return [np.sort(col[np.isfinite(col)]) for col in arr.T]
-
-
 class DetectorUnavailable(RuntimeError):
     """A detector's backend is not installed here; the message says how to get it."""
 
@@ -113,37 +114,6 @@ def require_detector(name: str) -> None:
         )
 
 
-def _ks_class() -> type:
-    # alibi-detect imports every detector (and torch, when installed) on first use; seconds
-    # we pay only here.
-    from alibi_detect.cd import KSDrift
-
-    class MissingAwareKSDrift(KSDrift):
-        """KSDrift whose per-feature test uses only the values present on both sides."""
-
-        def __init__(self, x_ref: np.ndarray, *, min_rows: int, **kwargs: Any) -> None:
-            super().__init__(x_ref, **kwargs)
-            self.min_rows = min_rows
-            self.ref_columns = _finite_columns(np.asarray(x_ref, dtype=np.float64))
-            self.last_rows = np.zeros(self.n_features, dtype=np.int64)
-
-        def feature_score(self, x_ref: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            x = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
-            p_val = np.ones(self.n_features, dtype=np.float64)
-            dist = np.zeros(self.n_features, dtype=np.float64)
-            for f in range(self.n_features):
-                live = x[:, f][np.isfinite(x[:, f])]
-                self.last_rows[f] = live.size
-                ref = self.ref_columns[f]
-                if live.size < self.min_rows or ref.size < self.min_rows:
-                    continue  # untested: p = 1, distance 0; reported as such, never NaN
-                res = ks_2samp(ref, live, alternative=self.alternative, method="asymp")
-                dist[f], p_val[f] = float(res.statistic), float(res.pvalue)
-            return p_val, dist
-
-    return MissingAwareKSDrift
-
-
 class KSDetector:
     """Per-feature KS with a multiple-testing correction and an effect-size floor."""
 
@@ -165,36 +135,29 @@ class KSDetector:
         self.correction = correction
         self.min_statistic = min_statistic
         self.min_rows = min_rows
-        self._ks = _ks_class()(
-            ref, min_rows=min_rows, p_val=p_value, correction=correction, n_features=ref.shape[1]
-        )
+        if correction not in ("bonferroni", "fdr"):
+            raise ValueError(f"correction {correction!r} is unknown; choose bonferroni or fdr")
+        self._reference = SortedReference.of(ref)
 
     def test(self, window: np.ndarray) -> DriftResult:
         start = time.perf_counter()
         x = _as_matrix(window, len(self.feature_names), "window")
-        out = self._ks.predict(x, drift_type="batch", return_p_val=True, return_distance=True)
-        data = out["data"]
-        p_vals = np.asarray(data["p_val"], dtype=np.float64)
-        dist = np.asarray(data["distance"], dtype=np.float64)
-        threshold = self._threshold(bool(data["is_drift"]), data["threshold"])
-        rows = self._ks.last_rows
-        features = []
-        for i, name in enumerate(self.feature_names):
-            tested = bool(
-                rows[i] >= self.min_rows and self._ks.ref_columns[i].size >= self.min_rows
+        ks = ks_columns(self._reference, x, min_rows=self.min_rows)
+        p_vals, dist, rows = ks.p_value, ks.statistic, ks.rows
+        threshold = corrected_threshold(p_vals, self.p_value, self.correction)
+        drifted = ks.tested & (p_vals <= threshold) & (dist >= self.min_statistic)
+        features = [
+            FeatureTest(
+                name=name,
+                p_value=float(p_vals[i]),
+                statistic=float(dist[i]),
+                rows=int(rows[i]),
+                missing=int(x.shape[0] - rows[i]),
+                tested=bool(ks.tested[i]),
+                drifted=bool(drifted[i]),
             )
-            drifted = tested and p_vals[i] <= threshold and dist[i] >= self.min_statistic
-            features.append(
-                FeatureTest(
-                    name=name,
-                    p_value=float(p_vals[i]),
-                    statistic=float(dist[i]),
-                    rows=int(rows[i]),
-                    missing=int(x.shape[0] - rows[i]),
-                    tested=tested,
-                    drifted=bool(drifted),
-                )
-            )
+            for i, name in enumerate(self.feature_names)
+        ]
         return DriftResult(
             detector=self.name,
             is_drift=any(f.drifted for f in features),
@@ -205,17 +168,6 @@ class KSDetector:
             features=features,
             duration_seconds=time.perf_counter() - start,
         )
-
-    def _threshold(self, is_drift: bool, raw: Any) -> float:
-        """The per-feature p-value threshold after correction, as one number.
-
-        alibi-detect's FDR returns the whole step-up ladder when nothing is significant; then
-        no feature passes, and the strictest rung (q / n) is the honest single threshold.
-        """
-        arr = np.atleast_1d(np.asarray(raw, dtype=np.float64))
-        if self.correction == "fdr" and not is_drift:
-            return float(arr.min())
-        return float(arr.max())
 
 
 class MMDDetector:

@@ -31,6 +31,7 @@ from .decision import (
     rearm,
 )
 from .detectors import Detector, DriftResult, build_detector
+from .intake import SampleRows
 from .metrics import MonitorMetrics
 from .reference import Reference, ReferenceSource
 from .retrain import RetrainRequester
@@ -137,23 +138,23 @@ class DriftMonitor:
 
     # ---- ingestion ---------------------------------------------------------------------
 
-    def submit(self, batch: SampleBatch) -> dict[str, int]:
+    def submit(self, batch: SampleBatch | SampleRows) -> dict[str, int]:
         """Queue a batch's rows for testing; return how many were accepted and dropped."""
-        n = len(batch.rows)
+        sample = batch if isinstance(batch, SampleRows) else SampleRows.from_batch(batch)
+        n = len(sample)
         self.metrics.received.labels(self.model).inc(n)
         self.received += n
-        self._record_decisions(batch)
+        self._record_decisions(sample)
         if self.reference is None:
             self.dropped += n
             self.metrics.dropped.labels(self.model).inc(n)
             return {"accepted": 0, "dropped": n}
         # One read of (names, queue): a reference with other features swaps both together.
         names, queue = self._intake
-        rows = self._align(batch, names)
+        rows = _align(sample, names)
         missing = np.isnan(rows).sum(axis=0)
-        for name, count in zip(names, missing, strict=True):
-            if count:
-                self.metrics.missing.labels(self.model, name).inc(int(count))
+        for j in np.flatnonzero(missing):
+            self.metrics.missing.labels(self.model, names[j]).inc(int(missing[j]))
         dropped = queue.put(rows)
         if dropped:
             self.dropped += dropped
@@ -163,37 +164,25 @@ class DriftMonitor:
         self._wake.set()
         return {"accepted": n, "dropped": dropped}
 
-    def _align(self, batch: SampleBatch, names: list[str]) -> np.ndarray:
-        """Rows in the reference's feature order; a feature the batch lacks is all-missing."""
-        raw = np.array(
-            [[np.nan if v is None else v for v in row] for row in batch.rows], dtype=np.float64
-        ).reshape(len(batch.rows), len(batch.feature_names))
-        position = {name: i for i, name in enumerate(batch.feature_names)}
-        out = np.full((raw.shape[0], len(names)), np.nan)
-        for j, name in enumerate(names):
-            i = position.get(name)
-            if i is not None:
-                out[:, j] = raw[:, i]
-        out[~np.isfinite(out)] = np.nan
-        return out
-
-    def _record_decisions(self, batch: SampleBatch) -> None:
-        if batch.decisions is None:
+    def _record_decisions(self, sample: SampleRows) -> None:
+        if sample.decisions is None:
             return
-        self._decisions.extend(batch.decisions)
+        decisions = sample.decisions
+        self._decisions.extend(decisions.tolist())
         if self._decisions:
             self.metrics.anomaly_rate.labels(self.model).set(
                 sum(self._decisions) / len(self._decisions)
             )
-        machines = batch.machine_ids or ["unknown"] * len(batch.decisions)
-        totals: dict[str, list[int]] = {}
-        for machine, is_anomaly in zip(machines, batch.decisions, strict=True):
-            entry = totals.setdefault(machine, [0, 0])
-            entry[0] += 1
-            entry[1] += int(is_anomaly)
-        for machine, (scored, anomalies) in totals.items():
-            self.metrics.scored.labels(self.model, machine).inc(scored)
-            self.metrics.anomalies.labels(self.model, machine).inc(anomalies)
+        machines = np.asarray(sample.machine_ids or ["unknown"] * len(decisions), dtype=object)
+        # One counter update per machine in the batch, not per row.
+        ids, inverse = np.unique(machines, return_inverse=True)
+        scored = np.bincount(inverse, minlength=len(ids))
+        anomalies = np.bincount(inverse, weights=decisions, minlength=len(ids))
+        for machine, count, flagged in zip(
+            ids.tolist(), scored.tolist(), anomalies.tolist(), strict=True
+        ):
+            self.metrics.scored.labels(self.model, machine).inc(count)
+            self.metrics.anomalies.labels(self.model, machine).inc(int(flagged))
 
     def anomaly_rate(self) -> float | None:
         return sum(self._decisions) / len(self._decisions) if self._decisions else None
@@ -204,6 +193,7 @@ class DriftMonitor:
         """Test every window the queued rows complete; deliver a pending request. Returns the
         number of windows tested."""
         tested = 0
+        unsaved = False
         with self._work:
             if self.detector is not None:
                 while True:
@@ -213,8 +203,15 @@ class DriftMonitor:
                     if self.window.due():
                         self._test_window()
                         tested += 1
+                        unsaved = True
+                        # Rows arriving as fast as they are tested must not defer the write.
+                        if self.clock() - self._last_persist >= self.settings.persist_seconds:
+                            self.persist()
+                            unsaved = False
                     elif chunk.shape[0] == 0:
                         break
+                if unsaved:
+                    self.persist()
                 self.metrics.queue_rows.labels(self.model).set(len(self.queue))
                 self.metrics.window_rows.labels(self.model).set(self.window.rows.shape[0])
             self._deliver_pending()
@@ -251,9 +248,12 @@ class DriftMonitor:
                 ", ".join(request.features),
                 request.request_id,
             )
-        # The decision is on disk before anything acts on it.
-        self.persist()
+        # A request's decision is on disk before anything acts on it. Other windows' decisions
+        # are written once per drained batch, by `process` (group commit): they are lost by a
+        # crash only together with the rows that produced them, which the file still holds
+        # (queued) or never had, so a restart recomputes them.
         if request is not None:
+            self.persist()
             self._next_retry = 0.0
             self._deliver_pending()
 
@@ -421,3 +421,21 @@ class DriftMonitor:
     def idle(self) -> bool:
         """Nothing queued and no test due (tests wait on this)."""
         return len(self.queue) == 0 and not self.window.due()
+
+
+def _align(sample: SampleRows, names: list[str]) -> np.ndarray:
+    """Rows in the reference's feature order, NaN where missing or not finite; a feature the
+    batch lacks is all-missing. The batch's own array when it is already in that order."""
+    values = sample.values
+    if sample.feature_names != names:
+        position = {name: i for i, name in enumerate(sample.feature_names)}
+        out = np.full((values.shape[0], len(names)), np.nan)
+        for j, name in enumerate(names):
+            i = position.get(name)
+            if i is not None:
+                out[:, j] = values[:, i]
+        values = out
+    finite = np.isfinite(values)
+    if not finite.all():
+        values = np.where(finite, values, np.nan)
+    return values
