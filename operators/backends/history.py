@@ -68,6 +68,7 @@ class HistoryLedger:
     """Append to and read the ledgers of the Models in the namespaces it is used for."""
 
     def __init__(self, api: k8s.ApiClient, settings: HistorySettings | None = None) -> None:
+        self.api = api
         self.custom = k8s.CustomObjectsApi(api)
         self.settings = settings or HistorySettings()
         self._tails: dict[tuple[str, str], _Tail] = {}
@@ -127,8 +128,19 @@ class HistoryLedger:
             {"op": "test", "path": "/metadata/resourceVersion", "value": tail.resource_version}
         ]
         ops += [{"op": "add", "path": "/spec/entries/-", "value": e} for e in entries]
-        done = self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, HISTORIES, chunk_name(model, tail.index), ops
+        # The generated client sends every patch as a merge patch: call the path directly.
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{HISTORIES}/"
+        done = self.api.call_api(
+            path + chunk_name(model, tail.index),
+            "PATCH",
+            header_params={
+                "Content-Type": "application/json-patch+json",
+                "Accept": "application/json",
+            },
+            body=ops,
+            response_type="object",
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
         )
         version = done["metadata"]["resourceVersion"]
         return _Tail(tail.index, version, tail.count + len(entries), tail.uid)
