@@ -154,7 +154,16 @@ def _champion(h: OperatorHarness) -> str | None:
 def _decide(h: OperatorHarness, user: Path, verb: str, version: str, reason: str) -> Any:
     return CliRunner().invoke(
         cli,
-        [verb, f"{h.namespace}/drill-ae", "--version", version, "--reason", reason, "--kubeconfig", str(user)],
+        [
+            verb,
+            f"{h.namespace}/drill-ae",
+            "--version",
+            version,
+            "--reason",
+            reason,
+            "--kubeconfig",
+            str(user),
+        ],
         catch_exceptions=False,
     )
 
