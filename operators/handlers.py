@@ -117,15 +117,6 @@ def model_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
         raise kopf.TemporaryError(str(exc), delay=_backoff(retry)) from exc
 
 
-def approval_event(type: str, namespace: str | None, spec: Any, memo: Any, **_: Any) -> None:
-    """A person decided on a challenger: reconcile its Model now, not at the next tick."""
-    model = (spec or {}).get("model") if type != "DELETED" else None
-    if namespace is None or not model:
-        return
-    with contextlib.suppress(BackendUnavailable):
-        _operator(memo).reconcile_model(namespace, str(model))
-
-
 def pipeline_event(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     if type != "DELETED" and namespace is not None:
         _operator(memo).reconcile_pipeline(namespace, name)
@@ -146,7 +137,6 @@ def build_registry(settings: OperatorSettings | None = None) -> kopf.OperatorReg
     kopf.on.event(GROUP, VERSION, "models", registry=registry)(model_event)
     kopf.timer(GROUP, VERSION, "models", interval=interval, registry=registry)(model_timer)
     kopf.on.delete(GROUP, VERSION, "models", registry=registry)(model_delete)
-    kopf.on.event(GROUP, VERSION, "modelapprovals", registry=registry)(approval_event)
     kopf.on.event(GROUP, VERSION, "pipelines", registry=registry)(pipeline_event)
     kopf.timer(GROUP, VERSION, "pipelines", interval=interval, registry=registry)(pipeline_timer)
     return registry

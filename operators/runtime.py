@@ -23,10 +23,8 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from loopline.operators.backends.factory import Backends, build_backends
-from loopline.operators.backends.history import HistoryLedger
 from loopline.operators.builders.champion import alias_restoration, record
 from loopline.operators.builders.conditions import is_true
-from loopline.operators.builders.history import alias_decision, deleted, spec_actor
 from loopline.operators.builders.model import (
     ChampionAlias,
     Event,
@@ -34,7 +32,6 @@ from loopline.operators.builders.model import (
     mark_degraded,
     mark_failed,
     reconcile_model,
-    reject_run,
 )
 from loopline.operators.builders.monitoring import build_monitor
 from loopline.operators.builders.pipeline import reconcile_pipeline
@@ -52,11 +49,13 @@ from loopline.types.common import (
 )
 from loopline.types.model import ModelSpec
 from loopline.types.pipeline import PipelineSpec
+from loopline.types.runs import RunPhase
 from loopline.types.status import (
     Endpoints,
     ModelPhase,
     ModelStatus,
     PipelineStatus,
+    RunRecord,
 )
 
 log = logging.getLogger(__name__)
@@ -96,7 +95,6 @@ class Operator:
             mlflow_tracking_uri=Settings().resolved_mlflow_tracking_uri(),
             feature_repo=settings.feature_repo,
         )
-        self.history = HistoryLedger(api)
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -207,7 +205,6 @@ class Operator:
             run = self.pipelines.status(status.current_run.run_id) if status.current_run else None
             serving = self.serving.observe(namespace, name)
             drift_check = self.monitoring.check(namespace, name) if self.monitoring else None
-            approvals = self.history.approvals(namespace, name) if status.approval else ()
         except BackendUnavailable as exc:
             self._degrade(obj, status, generation, "BackendUnavailable", str(exc), now)
             raise
@@ -226,8 +223,6 @@ class Operator:
                 serving=serving,
                 now=now,
                 drift_check=drift_check,
-                spec_actor=spec_actor(meta.get("managedFields")),
-                approvals=approvals,
             ),
             self.context,
         )
@@ -241,8 +236,6 @@ class Operator:
             # its reference from the alias.
             previous = status.champion.version if status.champion else None
             new_status = self._point_champion(obj, plan.champion_alias, previous, new_status, now)
-            if len(new_status.history) > len(plan.status.history):
-                plan.decisions.append(alias_decision(new_status.history[0]))
             if self.registry is not None:
                 self.registry.mark_rollouts(plan.rollout_marks)
             new_status, monitor_url = self._apply_monitor(
@@ -257,13 +250,8 @@ class Operator:
             self._degrade(obj, new_status, generation, "BackendUnavailable", str(exc), now)
             raise
         except BackendRejected as exc:
-            new_status = reject_run(new_status, generation, str(exc), now)
+            new_status = _reject_run(new_status, generation, str(exc), now)
             self.event(obj, Event("Warning", "BackendRejected", str(exc)))
-        try:  # before the status: a decision not recorded is made again, and recorded then
-            self.history.append(namespace, name, meta["uid"], plan.decisions)
-        except BackendUnavailable as exc:
-            self._degrade(obj, status, generation, "HistoryUnavailable", str(exc), now)
-            raise
         self._patch_status("models", obj, new_status)
         for event in plan.events:
             self.event(obj, event)
@@ -349,9 +337,6 @@ class Operator:
             self.serving.forget(namespace, name)
             if self.registry is not None:
                 self.registry.release(registered_model_name(namespace, name))
-            champion = ((body.get("status") or {}).get("champion") or {}).get("version")
-            decision = deleted(utcnow(), int(meta.get("generation", 1)), champion)
-            self.history.append(namespace, name, meta.get("uid", ""), [decision])
         except (BackendUnavailable, BackendRejected, OSError) as exc:
             if retry < self.settings.cleanup_retries:
                 raise BackendUnavailable(f"cleanup of {namespace}/{name}: {exc}") from exc
@@ -436,3 +421,19 @@ def _without_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_nulls(v) for v in value]
     return value
+
+
+def _reject_run(status: ModelStatus, generation: int, message: str, now: datetime) -> ModelStatus:
+    """The backend refused the run for good: record it as failed, so the Model shows Failed
+    (or keeps serving its champion) instead of asking again on every reconcile."""
+    current = status.current_run
+    runs = list(status.runs)
+    if current is not None:
+        failed: RunRecord = current.model_copy(
+            update={"phase": RunPhase.FAILED, "message": message, "finished_at": now}
+        )
+        runs = [failed, *runs][:10]
+    status = status.model_copy(update={"current_run": None, "runs": runs})
+    if status.champion is None:
+        return mark_failed(status, generation, "BackendRejected", message, now)
+    return status

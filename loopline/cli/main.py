@@ -25,9 +25,6 @@ COMMANDS: dict[str, str] = {
     "serve": "loopline.cli.serve:serve",
     "pipeline": "loopline.cli.pipeline:pipeline",
     "images": "loopline.cli.images:images",
-    "history": "loopline.cli.history:history",
-    "approve": "loopline.cli.approve:approve",
-    "reject": "loopline.cli.approve:reject",
 }
 
 

@@ -31,7 +31,6 @@ from loopline.types.policy import (
     cel_list,
     policy_problem,
 )
-from loopline.types.promotion import PromotionSpec
 
 # An entity key is a column of the user's data and a Feast join key.
 COLUMN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -402,7 +401,6 @@ class ModelSpec(Spec):
     validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
     serving: ServingSpec = Field(default_factory=ServingSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
-    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
 
     @model_validator(mode="after")
     def _policy_fits_task(self) -> ModelSpec:

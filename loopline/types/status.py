@@ -20,7 +20,6 @@ class ModelPhase(StrEnum):
     PENDING = "Pending"
     TRAINING = "Training"
     VALIDATING = "Validating"
-    AWAITING_APPROVAL = "AwaitingApproval"
     ROLLING_OUT = "Rolling out"
     SERVING = "Serving"
     DEGRADED = "Degraded"
@@ -56,7 +55,6 @@ class RolloutOutcome(StrEnum):
     PROMOTED = "Promoted"
     ROLLED_BACK = "RolledBack"
     SUPERSEDED = "Superseded"  # a newer version replaced the canary before it finished
-    REJECTED = "Rejected"  # a person (or the approval timeout) refused it before its canary
 
 
 class RolloutResult(Spec):
@@ -154,29 +152,6 @@ class HistoryEntry(Spec):
     )
 
 
-class PendingApproval(Spec):
-    """A challenger that passed the gate and waits for a person (spec.promotion.approval),
-    with the evidence the approver decides on."""
-
-    version: str
-    run_id: str | None = Field(default=None, alias="runId")
-    since: datetime
-    metrics: dict[str, float] = Field(
-        default_factory=dict, description="The challenger's gate metrics."
-    )
-    champion_version: str | None = Field(default=None, alias="championVersion")
-    champion_metrics: dict[str, float] = Field(
-        default_factory=dict,
-        alias="championMetrics",
-        description="The champion's metrics when the challenger passed the gate.",
-    )
-    timed_out: bool = Field(
-        default=False,
-        alias="timedOut",
-        description="The approval timeout passed (onTimeout: Wait keeps waiting).",
-    )
-
-
 class ModelStatus(Spec):
     phase: ModelPhase = ModelPhase.PENDING
     message: str = ""
@@ -204,10 +179,6 @@ class ModelStatus(Spec):
     history: list[HistoryEntry] = Field(
         default_factory=list,
         description="Repairs the operator made outside runs and rollouts, newest first.",
-    )
-    approval: PendingApproval | None = Field(
-        default=None,
-        description="The challenger waiting for a person's decision (phase AwaitingApproval).",
     )
 
 

@@ -34,7 +34,6 @@ ROLLOUT_TAG_VALUES = {
     RolloutOutcome.PROMOTED: "promoted",
     RolloutOutcome.ROLLED_BACK: "rolled_back",
     RolloutOutcome.SUPERSEDED: "superseded",
-    RolloutOutcome.REJECTED: "rejected",
 }
 
 

@@ -11,11 +11,7 @@ id it asks for is the one the backend already knows.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
-from loopline.operators.builders.history import request_actor, request_evidence
-from loopline.operators.builders.model_approval import decide_approval, hold_for_approval
-from loopline.operators.builders.model_history import finished, record_spec_change
 from loopline.operators.builders.model_plan import (
     RUN_HISTORY,
     TERMINAL,
@@ -27,15 +23,15 @@ from loopline.operators.builders.model_plan import (
     Work,
     drift_from_reason,
     drift_start_of,
+    end_rollout,
     fold_result,
     mark_degraded,
     mark_failed,
     parse_retrain_request,
-    reject_run,
     rollout_marks,
 )
 from loopline.operators.builders.model_status import conditions_of, phase_of
-from loopline.operators.builders.rollout import advance_rollout, start_rollout
+from loopline.operators.builders.rollout import advance_rollout
 from loopline.operators.builders.runs import (
     RunContext,
     build_run_spec,
@@ -47,17 +43,16 @@ from loopline.types.common import (
     Trigger,
     registered_model_name,
 )
-from loopline.types.history import DecisionKind
 from loopline.types.model import Protocol
 from loopline.types.pipeline import ConcurrencyPolicy, PipelineSpec
-from loopline.types.promotion import Approval
-from loopline.types.runs import RunPhase, TrainingRunSpec
+from loopline.types.runs import RunPhase
 from loopline.types.status import (
     DriftStatus,
     Endpoints,
     ModelPhase,
     ModelStatus,
-    RetrainingStatus,
+    RolloutOutcome,
+    RolloutStatus,
     RunRecord,
     VersionRef,
 )
@@ -74,7 +69,6 @@ __all__ = [
     "mark_failed",
     "parse_retrain_request",
     "reconcile_model",
-    "reject_run",
 ]
 
 
@@ -88,18 +82,25 @@ def _fold_current_run(w: Work, obs: ModelObservation) -> None:
         return
     w.runs = [current, *w.runs][:RUN_HISTORY]
     version = current.model_version
-    finished(w, obs, current, obs.run)
     if current.phase == RunPhase.SUCCEEDED and current.gate_passed and version:
         w.challenger = VersionRef(version=version, run_id=current.run_id, metrics=obs.run.metrics)
-        if obs.spec.promotion.approval == Approval.REQUIRED:
-            hold_for_approval(w, obs, w.challenger)
-        else:
-            start_rollout(w, obs, version)
-            w.event(
-                "Normal",
-                "TrainingSucceeded",
-                f"run {current.run_id} registered version {version}; rolling out",
+        if w.rollout is not None and w.rollout.version != version:
+            w.runs = end_rollout(
+                w.runs,
+                w.rollout,
+                RolloutOutcome.SUPERSEDED,
+                f"replaced by version {version} before its canary finished",
+                obs.now,
             )
+        first_weight = obs.spec.serving.canary.steps[0] if w.champion else 100
+        w.rollout = RolloutStatus(
+            version=version, step_index=0, weight=first_weight, step_started_at=obs.now
+        )
+        w.event(
+            "Normal",
+            "TrainingSucceeded",
+            f"run {current.run_id} registered version {version}; rolling out",
+        )
     elif current.phase == RunPhase.SUCCEEDED:
         why = obs.run.rejection_reason or obs.run.message or "it did not beat the champion"
         w.event(
@@ -134,16 +135,7 @@ def _take_retrain_request(w: Work, obs: ModelObservation) -> None:
         "RetrainRequested",
         f"request {request.request_id} ({request.trigger.value}){detail}",
     )
-    ignored = request.trigger == Trigger.DRIFT and not obs.spec.monitoring.retrain_on_drift
-    w.decide(
-        obs.now,
-        DecisionKind.RETRAIN_REQUESTED,
-        actor=request_actor(obs.name, request),
-        generation=obs.generation,
-        outcome="ignored: spec.monitoring.retrainOnDrift is false" if ignored else "accepted",
-        evidence=request_evidence(request),
-    )
-    if ignored:
+    if request.trigger == Trigger.DRIFT and not obs.spec.monitoring.retrain_on_drift:
         w.retraining = request
         w.event(
             "Warning",
@@ -221,14 +213,6 @@ def _start_run(w: Work, obs: ModelObservation, pipeline: PipelineSpec, ctx: RunC
             w.pending = None
         w.thash = new_hash
         w.event("Normal", "TrainingStarted", f"run {rid} started ({trigger.value})")
-        w.decide(
-            obs.now,
-            DecisionKind.RUN_STARTED,
-            generation=obs.generation,
-            run_id=rid,
-            outcome="submitted",
-            evidence=_run_evidence(w.submit, trigger, w.retraining),
-        )
     if w.submit is None and w.current is not None and obs.run is None:
         # The backend does not know a run we recorded (its state was lost): ask again
         # under the same id, so it is still one run for this cause.
@@ -246,22 +230,6 @@ def _start_run(w: Work, obs: ModelObservation, pipeline: PipelineSpec, ctx: RunC
         )
 
 
-def _run_evidence(
-    spec: TrainingRunSpec, trigger: Trigger, request: RetrainingStatus | None
-) -> dict[str, Any]:
-    """The run's trigger and data window, as the ledger keeps them."""
-    evidence: dict[str, Any] = {
-        "trigger": trigger.value,
-        "parentVersion": spec.parent_version,
-        "featureService": spec.feature_service,
-        "windowStart": spec.window_start.isoformat() if spec.window_start else None,
-        "windowEnd": spec.window_end.isoformat() if spec.window_end else None,
-        "driftStart": spec.drift_start.isoformat() if spec.drift_start else None,
-        "requestId": request.request_id if request and request.run_id == spec.run_id else None,
-    }
-    return {k: v for k, v in evidence.items() if v is not None}
-
-
 def endpoints_of(observed: Mapping[str, str], protocol: Protocol) -> Endpoints:
     """The status endpoints, with the one of the Model's `serving.protocol` as `primary`."""
     rest, grpc = observed.get("rest"), observed.get("grpc")
@@ -276,7 +244,6 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
     the serving wanted, the phase and the conditions."""
     st = obs.status
     w = Work.of(st)
-    record_spec_change(w, obs)
     _fold_current_run(w, obs)
     _take_retrain_request(w, obs)
     _follow_drift_check(w, obs)
@@ -284,7 +251,6 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         _start_run(w, obs, obs.pipeline, context)
     scaled_to_zero = obs.spec.serving.replicas == 0
     serving = None if scaled_to_zero else obs.serving
-    decide_approval(w, obs)
     advance_rollout(w, obs, serving)
 
     champion, rollout = w.champion, w.rollout
@@ -342,7 +308,6 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         training_hash=w.thash,
         pending_request=w.pending,
         history=st.history,
-        approval=w.awaiting,
     )
     registered = registered_model_name(obs.namespace, obs.name)
     alias = ChampionAlias(registered, champion.version) if champion is not None else None
@@ -354,5 +319,4 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         events=w.events,
         champion_alias=alias,
         rollout_marks=rollout_marks(registered, w.runs),
-        decisions=w.decisions,
     )

@@ -8,10 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from loopline.operators.builders.conditions import set_condition
-from loopline.operators.builders.history import OPERATOR, ApprovalObserved
 from loopline.operators.builders.monitoring import DriftCheck
 from loopline.operators.builders.serving import ServingDesired, ServingObserved
 from loopline.types.common import (
@@ -19,7 +17,6 @@ from loopline.types.common import (
     RETRAIN_REASON_ANNOTATION,
     Trigger,
 )
-from loopline.types.history import Actor, Decision, DecisionKind
 from loopline.types.model import ModelSpec
 from loopline.types.monitor import RetrainReason
 from loopline.types.pipeline import PipelineSpec
@@ -29,7 +26,6 @@ from loopline.types.status import (
     DriftStatus,
     ModelPhase,
     ModelStatus,
-    PendingApproval,
     RetrainingStatus,
     RolloutOutcome,
     RolloutResult,
@@ -67,8 +63,6 @@ class ModelObservation:
     serving: ServingObserved | None
     now: datetime
     drift_check: DriftCheck | None = None  # what the drift monitor last reported
-    spec_actor: Actor | None = None  # who last wrote the spec (managedFields)
-    approvals: tuple[ApprovalObserved, ...] = ()  # read while a challenger awaits approval
 
 
 @dataclass(frozen=True)
@@ -104,7 +98,6 @@ class ModelPlan:
     events: list[Event] = field(default_factory=list)
     champion_alias: ChampionAlias | None = None
     rollout_marks: list[RolloutMark] = field(default_factory=list)
-    decisions: list[Decision] = field(default_factory=list)  # for the Model's history
 
 
 def parse_retrain_request(annotations: Mapping[str, str], now: datetime) -> RetrainingStatus | None:
@@ -244,9 +237,7 @@ class Work:
     retraining: RetrainingStatus | None
     pending: RetrainingStatus | None
     thash: str | None
-    awaiting: PendingApproval | None = None
     events: list[Event] = field(default_factory=list)
-    decisions: list[Decision] = field(default_factory=list)
     submit: TrainingRunSpec | None = None
     cancel: str | None = None
 
@@ -262,54 +253,7 @@ class Work:
             retraining=st.retraining,
             pending=st.pending_request,
             thash=st.training_hash,
-            awaiting=st.approval,
         )
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
-
-    def decide(
-        self,
-        at: datetime,
-        kind: DecisionKind,
-        *,
-        actor: Actor = OPERATOR,
-        version: str | None = None,
-        generation: int | None = None,
-        run_id: str | None = None,
-        weight: int | None = None,
-        outcome: str = "",
-        message: str = "",
-        evidence: dict[str, Any] | None = None,
-    ) -> None:
-        """Record a decision for the Model's history (written by the runtime)."""
-        self.decisions.append(
-            Decision(
-                at=at,
-                kind=kind,
-                actor=actor,
-                version=version,
-                generation=generation,
-                run_id=run_id,
-                weight=weight,
-                outcome=outcome,
-                message=message[:4096],
-                evidence=evidence or {},
-            )
-        )
-
-
-def reject_run(status: ModelStatus, generation: int, message: str, now: datetime) -> ModelStatus:
-    """The backend refused the run for good: record it as failed, so the Model shows Failed
-    (or keeps serving its champion) instead of asking again on every reconcile."""
-    current = status.current_run
-    runs = list(status.runs)
-    if current is not None:
-        failed: RunRecord = current.model_copy(
-            update={"phase": RunPhase.FAILED, "message": message, "finished_at": now}
-        )
-        runs = [failed, *runs][:10]
-    status = status.model_copy(update={"current_run": None, "runs": runs})
-    if status.champion is None:
-        return mark_failed(status, generation, "BackendRejected", message, now)
-    return status

@@ -59,11 +59,6 @@ def _phase(
         return ModelPhase.PENDING, obs.pipeline_message
     if rollout is not None:
         return ModelPhase.ROLLING_OUT, f"version {rollout.version} at {rollout.weight}%"
-    if w.awaiting is not None:
-        serving_now = f"; version {champion.version} keeps serving" if champion else ""
-        return ModelPhase.AWAITING_APPROVAL, (
-            f"version {w.awaiting.version} passed the gate and waits for approval{serving_now}"
-        )
     if champion is None and last is not None:
         if last.phase == RunPhase.FAILED:
             return ModelPhase.FAILED, (

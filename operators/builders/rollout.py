@@ -4,49 +4,17 @@ leaves (a step, a rollback with its reason, or a promotion that makes a new cham
 from __future__ import annotations
 
 from loopline.operators.builders.canary import CanaryAction, decide_canary
-from loopline.operators.builders.history import readings
 from loopline.operators.builders.model_plan import (
     ModelObservation,
     Work,
     end_rollout,
 )
 from loopline.operators.builders.serving import ServingObserved
-from loopline.types.history import DecisionKind
 from loopline.types.status import (
     RolloutOutcome,
     RolloutStatus,
     VersionRef,
 )
-
-
-def start_rollout(w: Work, obs: ModelObservation, version: str) -> None:
-    """Start `version`'s canary at the first step (all traffic when there is no champion),
-    replacing a canary of an older version still in progress."""
-    if w.rollout is not None and w.rollout.version != version:
-        message = f"replaced by version {version} before its canary finished"
-        w.runs = end_rollout(w.runs, w.rollout, RolloutOutcome.SUPERSEDED, message, obs.now)
-        w.decide(
-            obs.now,
-            DecisionKind.ROLLED_BACK,
-            version=w.rollout.version,
-            weight=0,
-            outcome=RolloutOutcome.SUPERSEDED.value,
-            message=message,
-        )
-    first_weight = obs.spec.serving.canary.steps[0] if w.champion else 100
-    w.rollout = RolloutStatus(
-        version=version, step_index=0, weight=first_weight, step_started_at=obs.now
-    )
-    w.decide(
-        obs.now,
-        DecisionKind.CANARY_STEP,
-        version=version,
-        weight=first_weight,
-        outcome="started",
-        message=f"canary of version {version} starts at {first_weight}%"
-        + ("" if w.champion else " (first version: no champion)"),
-        evidence={"championVersion": w.champion.version if w.champion else None},
-    )
 
 
 def canary_action(
@@ -114,15 +82,6 @@ def advance_rollout(w: Work, obs: ModelObservation, serving: ServingObserved | N
             f"version {rollout.version} aborted at {rollout.weight}%: {why}",
         )
         w.runs = end_rollout(w.runs, rollout, RolloutOutcome.ROLLED_BACK, why, obs.now)
-        w.decide(
-            obs.now,
-            DecisionKind.ROLLED_BACK,
-            version=rollout.version,
-            weight=0,
-            outcome=RolloutOutcome.ROLLED_BACK.value,
-            message=why,
-            evidence={"abortedAtWeight": rollout.weight, "readings": readings(serving)},
-        )
         w.rollout = None
     elif action == CanaryAction.STEP:
         idx = rollout.step_index + 1
@@ -130,17 +89,8 @@ def advance_rollout(w: Work, obs: ModelObservation, serving: ServingObserved | N
             version=rollout.version, step_index=idx, weight=steps[idx], step_started_at=obs.now
         )
         w.event("Normal", "CanaryStep", f"version {rollout.version} at {steps[idx]}%: {reason}")
-        w.decide(
-            obs.now,
-            DecisionKind.CANARY_STEP,
-            version=rollout.version,
-            weight=steps[idx],
-            outcome="stepped",
-            message=reason,
-            evidence={"fromWeight": rollout.weight, "readings": readings(serving)},
-        )
     elif action == CanaryAction.PROMOTE:
-        challenger, previous = w.challenger, w.champion
+        challenger = w.challenger
         w.champion = VersionRef(
             version=rollout.version,
             run_id=challenger.run_id if challenger else None,
@@ -148,20 +98,6 @@ def advance_rollout(w: Work, obs: ModelObservation, serving: ServingObserved | N
         )
         w.challenger = None
         w.event("Normal", "Promoted", f"version {rollout.version} is champion")
-        w.decide(
-            obs.now,
-            DecisionKind.PROMOTED,
-            version=rollout.version,
-            run_id=challenger.run_id if challenger else None,
-            weight=100,
-            outcome=RolloutOutcome.PROMOTED.value,
-            message=reason,
-            evidence={
-                "metrics": dict(challenger.metrics) if challenger else {},
-                "previousChampion": previous.version if previous else None,
-                "readings": readings(serving),
-            },
-        )
         w.runs = end_rollout(w.runs, rollout, RolloutOutcome.PROMOTED, reason, obs.now)
         if w.drift is not None and w.drift.drifted:
             w.drift = w.drift.model_copy(update={"drifted": False})

@@ -57,15 +57,6 @@ ALLOWED = [
     ("patch", "serviceaccounts"),
     ("create", "rolebindings.rbac.authorization.k8s.io"),
     ("delete", "rolebindings.rbac.authorization.k8s.io"),
-    # the Models' decision ledgers, and the approvals people give
-    ("create", "modelhistories.loopline.dev"),
-    ("patch", "modelhistories.loopline.dev"),
-    ("get", "modelhistories.loopline.dev"),
-    ("list", "modelhistories.loopline.dev"),
-    ("delete", "modelhistories.loopline.dev"),
-    ("get", "modelapprovals.loopline.dev"),
-    ("list", "modelapprovals.loopline.dev"),
-    ("watch", "modelapprovals.loopline.dev"),
 ]
 DENIED = [
     ("create", "models.loopline.dev"),
@@ -85,10 +76,6 @@ DENIED = [
     ("patch", "events"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ("list", "namespaces"),
-    ("update", "modelhistories.loopline.dev"),
-    ("create", "modelapprovals.loopline.dev"),
-    ("patch", "modelapprovals.loopline.dev"),
-    ("delete", "modelapprovals.loopline.dev"),
 ]
 
 

@@ -281,17 +281,12 @@ def _by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
-def _monitors(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    """The monitor's objects of `kind` (the approval policy lives beside it)."""
-    return [d for d in _by_kind(docs, kind) if "monitor" in d["metadata"]["name"]]
-
-
 def test_monitor_policy_is_the_manifest_under_the_releases_name() -> None:
     """The chart's policy is manifests/policies' as it is: it has no parameter (a binding whose
     parameter object is missing would deny every write to Models)."""
     docs = documents(render())
-    (policy,) = _monitors(docs, "ValidatingAdmissionPolicy")
-    (binding,) = _monitors(docs, "ValidatingAdmissionPolicyBinding")
+    (policy,) = _by_kind(docs, "ValidatingAdmissionPolicy")
+    (binding,) = _by_kind(docs, "ValidatingAdmissionPolicyBinding")
     source = yaml.safe_load(POLICY_FILE.read_text())["spec"]
     assert policy["spec"] == source
     assert "paramKind" not in source
@@ -337,9 +332,9 @@ def test_monitor_cluster_role_grants_patch_on_models_only_and_the_operator_is_to
 
 def test_plain_manifest_binding_names_the_policy_and_no_parameter() -> None:
     docs = helm_chart.manifest_documents(POLICY_FILE.parent)
-    (policy,) = _monitors(docs, "ValidatingAdmissionPolicy")
-    (binding,) = _monitors(docs, "ValidatingAdmissionPolicyBinding")
-    (role,) = _monitors(docs, "ClusterRole")
+    (policy,) = _by_kind(docs, "ValidatingAdmissionPolicy")
+    (binding,) = _by_kind(docs, "ValidatingAdmissionPolicyBinding")
+    (role,) = _by_kind(docs, "ClusterRole")
     assert binding["spec"] == {
         "policyName": policy["metadata"]["name"],
         "validationActions": ["Deny"],
@@ -363,8 +358,8 @@ def test_monitor_policy_covers_models_and_their_subresources_for_every_operation
 
 def test_monitor_policy_can_be_turned_off() -> None:
     docs = documents(render("--set", "monitor.admissionPolicy.enabled=false"))
-    assert not _monitors(docs, "ValidatingAdmissionPolicy")
-    assert not _monitors(docs, "ValidatingAdmissionPolicyBinding")
+    assert not _by_kind(docs, "ValidatingAdmissionPolicy")
+    assert not _by_kind(docs, "ValidatingAdmissionPolicyBinding")
 
 
 def test_monitor_policy_allows_exactly_the_annotations_the_monitor_writes() -> None:
@@ -387,36 +382,3 @@ def test_monitor_policy_allows_exactly_the_annotations_the_monitor_writes() -> N
     assert list(patch) == ["metadata"]
     assert list(patch["metadata"]) == ["annotations"]
     assert set(patch["metadata"]["annotations"]) == allowed
-
-
-APPROVAL_POLICY = helm_chart.REPO_ROOT / "manifests" / "policies" / "model-approval-identity.yaml"
-
-
-def test_approval_policy_is_the_manifest_and_the_approver_role_only_creates_approvals() -> None:
-    """The chart ships the approver ClusterRole (bound to nobody) and the policy that makes an
-    approval's approver the authenticated user, as manifests/ hold them."""
-    docs = documents(render())
-    (policy,) = [
-        d
-        for d in _by_kind(docs, "ValidatingAdmissionPolicy")
-        if d["metadata"]["name"].endswith("model-approval-identity")
-    ]
-    assert policy["spec"] == yaml.safe_load(APPROVAL_POLICY.read_text())["spec"]
-    assert "params." not in yaml.safe_dump(policy["spec"])
-    (binding,) = [
-        d
-        for d in _by_kind(docs, "ValidatingAdmissionPolicyBinding")
-        if d["spec"]["policyName"] == policy["metadata"]["name"]
-    ]
-    assert binding["spec"]["validationActions"] == ["Deny"]
-    (role,) = [
-        d for d in _by_kind(docs, "ClusterRole") if d["metadata"]["name"].endswith("approver")
-    ]
-    assert role["rules"][0] == {
-        "apiGroups": ["loopline.dev"],
-        "resources": ["modelapprovals"],
-        "verbs": ["create", "get", "list"],
-    }
-    assert not [r for r in role["rules"] if "models" in r["resources"]]
-    bindings = _by_kind(docs, "RoleBinding") + _by_kind(docs, "ClusterRoleBinding")
-    assert not [b for b in bindings if b["roleRef"]["name"] == role["metadata"]["name"]]
