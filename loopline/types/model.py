@@ -384,14 +384,14 @@ class ModelSpec(Spec):
         max_length=253,
         pattern=NAME_PATTERN,
     )
-    entity_key: str | None = Field(
-        default=None,
+    entity_key: str = Field(
+        default="machine_id",
         alias="entityKey",
         min_length=1,
         max_length=63,
         pattern=COLUMN_PATTERN,
-        description="The entity (key) column of the data; letters, digits and _. Empty: the "
-        "entity the data set was registered with; set, a run fails if they differ.",
+        description="The entity (key) column of the data; letters, digits and _. A run fails "
+        "when it is not the entity the data set was registered with.",
         json_schema_extra=_immutable("entityKey"),
     )
     training: TrainingParams | None = Field(
