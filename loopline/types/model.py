@@ -361,6 +361,14 @@ MODEL_RULES: list[JsonDict] = [
         "fieldPath": ".serving.canary.abortMetric",
         "reason": "FieldValueInvalid",
     },
+    {
+        # The field's own rule compares two values; setting or clearing it is a change too
+        # (absent means "the registered data set's entity", which a later value may not be).
+        "rule": "has(self.entityKey) == has(oldSelf.entityKey)",
+        "message": IMMUTABLE_MESSAGES["entityKey"],
+        "fieldPath": ".entityKey",
+        "reason": "FieldValueForbidden",
+    },
 ]
 
 
@@ -384,14 +392,14 @@ class ModelSpec(Spec):
         max_length=253,
         pattern=NAME_PATTERN,
     )
-    entity_key: str = Field(
-        default="machine_id",
+    entity_key: str | None = Field(
+        default=None,
         alias="entityKey",
         min_length=1,
         max_length=63,
         pattern=COLUMN_PATTERN,
-        description="The entity (key) column of the data; letters, digits and _. A run fails "
-        "when it is not the entity the data set was registered with.",
+        description="The entity (key) column of the data; letters, digits and _. Empty: the "
+        "entity the data set was registered with; a run fails when they differ.",
         json_schema_extra=_immutable("entityKey"),
     )
     training: TrainingParams | None = Field(

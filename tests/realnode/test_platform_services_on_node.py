@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from loopline.cluster.versions import REPO_ROOT
 from tests.fixtures.cluster import wait_for
@@ -41,15 +40,10 @@ OPERATOR_SELECTOR = "app.kubernetes.io/component=operator"
 
 
 def _values(registry: str, tag: str) -> dict[str, Any]:
-    values: dict[str, Any] = {
+    return {
         "image": {"registry": registry, "tag": tag},
         "backends": {"pipelines": "local", "serving": "local"},
     }
-    # The chart's single drift monitor needs a Model's token Secret; the operator makes
-    # monitors per Model where the chart no longer has one.
-    if "monitor" in yaml.safe_load((CHART / "values.yaml").read_text()):
-        values["monitor"] = {"enabled": False}
-    return values
 
 
 @contextmanager

@@ -297,14 +297,20 @@ def test_examples_are_accepted(objects: k8s.CustomObjectsApi, ns: str) -> None:
         ("task", {"task": "classification"}),
         ("pipelineRef", {"pipelineRef": {"name": "other"}}),
         ("entityKey", {"entityKey": "pump_id"}),
+        ("entityKey", {"entityKey": None}),
     ],
+    ids=["task", "pipelineRef", "entityKey-set", "entityKey-cleared"],
 )
 def test_immutable_fields_are_refused_on_update(
     objects: k8s.CustomObjectsApi, ns: str, field: str, change: dict[str, Any]
 ) -> None:
-    name = f"immutable-{field.lower()}"
+    """A Model without entityKey (the registered entity) may not gain one, and one with it may
+    neither change nor lose it."""
+    cleared = change == {"entityKey": None}
+    name = f"immutable-{field.lower()}{'-cleared' if cleared else ''}"
+    spec = _model_spec(entityKey="machine_id") if cleared else _model_spec()
     objects.create_namespaced_custom_object(
-        GROUP, VERSION, ns, "models", _body("Model", _model_spec(), name)
+        GROUP, VERSION, ns, "models", _body("Model", spec, name)
     )
     with pytest.raises(ApiException) as caught:
         objects.patch_namespaced_custom_object(GROUP, VERSION, ns, "models", name, {"spec": change})
@@ -319,4 +325,4 @@ def test_immutable_fields_are_refused_on_update(
     assert patched["spec"]["serving"]["replicas"] == 2
     stored = objects.get_namespaced_custom_object(GROUP, VERSION, ns, "models", name)
     assert stored["spec"]["task"] == "anomaly-detection"
-    assert stored["spec"]["entityKey"] == "machine_id"
+    assert stored["spec"].get("entityKey") == spec.get("entityKey")
