@@ -17,11 +17,8 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from loopline.data.schema import ENTITY, LABELS, TIMESTAMP
-
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 MAX_REFERENCE_ROWS = 5000
-_NOT_FEATURES = {ENTITY, TIMESTAMP, *LABELS}
 
 
 @dataclass(frozen=True)
@@ -43,13 +40,15 @@ class Reference:
         feature_names: list[str] | None = None,
         max_rows: int = MAX_REFERENCE_ROWS,
     ) -> Reference:
-        """Take the numeric feature columns of `frame` (or `feature_names`, in that order)."""
+        """Take `feature_names` of `frame`, in that order, or else its numeric columns.
+
+        Without names the frame must hold features only, as the training run's reference
+        artifact does: nothing here knows which column of a data set is its entity or label."""
         if feature_names is None:
             feature_names = [
                 str(c)
                 for c in frame.columns
-                if c not in _NOT_FEATURES
-                and pd.api.types.is_numeric_dtype(frame[c])
+                if pd.api.types.is_numeric_dtype(frame[c])
                 and not pd.api.types.is_bool_dtype(frame[c])
             ]
         missing = [c for c in feature_names if c not in frame.columns]
