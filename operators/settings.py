@@ -8,7 +8,7 @@ a laptop run the same operator with different environment variables.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -101,6 +101,12 @@ class OperatorSettings(BaseSettings):
         gt=0,
         description="Kubernetes pipeline backend: a training Job running longer is stopped "
         "(DeadlineExceeded), so a step hung on a lost store never holds a Model in Training.",
+    )
+    canary_without_metrics: Literal["hold", "time"] = Field(
+        default="hold",
+        description="Kubernetes serving backend: what a canary step does when no server pod's "
+        "metrics can be read (the operator cannot reach pod IPs): `hold` it and say so in the "
+        "Model's status, or `time`: pass it after stepSeconds, unjudged.",
     )
     runs_dir: Path = Field(
         default_factory=lambda: _state("runs"),

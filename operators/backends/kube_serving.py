@@ -10,8 +10,10 @@ Canary: every pod holds both versions and splits by weight, as a local server do
 is a rolling update. Traffic of the step is read from each ready pod of the current template
 (`http://<pod IP>:8082/metrics`), summed over pods and windowed since the step began
 (`canary_stats.StepWindows`), so `decide_canary` judges it exactly as locally. The operator
-must reach pod IPs for that (it does in-cluster); when it cannot, the stats are missing and the
-step holds on time alone, never judged on made-up numbers.
+must reach pod IPs for that (it does in-cluster); when it reads no pod, the canary holds at its
+step and the Model's status says why (as the Seldon backend does), never judged on made-up
+numbers. `canary_without_metrics: time` passes such steps after stepSeconds instead, for an
+operator that knowingly cannot reach its pods.
 
 The Model's token Secret is created once (`KubeObjects.ensure_token_secret`) and read by the
 pods by reference; its digest stays in the pod template, so deleting the Secret (a rotation)
@@ -20,6 +22,7 @@ rolls the pods onto the new token. `forget` deletes it when the Model goes.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import Any
 
@@ -28,9 +31,11 @@ from kubernetes import client as k8s
 from loopline.operators.backends.canary_stats import StepWindows, scrape
 from loopline.operators.backends.kube_objects import KubeObjects, env_value
 from loopline.operators.builders.auth import DIGEST_ENV, token_secret_name
+from loopline.operators.builders.canary import VersionStats
 from loopline.operators.builders.kube_serving import (
     COMPONENT,
     COMPONENT_LABEL,
+    METRICS_PORT,
     MODEL_LABEL,
     build_deployment,
     build_service,
@@ -41,6 +46,8 @@ from loopline.operators.builders.serving import ServingDesired, ServingObserved
 from loopline.operators.errors import BackendRejected
 from loopline.operators.kube import api_client
 from loopline.operators.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
 
 DEPLOYMENT = ("apps/v1", "Deployment")
 SERVICE = ("v1", "Service")
@@ -76,6 +83,7 @@ class KubernetesServingBackend:
         self._own_api = api is None
         self.objects = KubeObjects(api or api_client(settings))
         self.scrape_timeout_s = scrape_timeout_s
+        self.hold_without_metrics = settings.canary_without_metrics == "hold"
         self._windows = StepWindows()  # each Model's counters when its canary step began
 
     def _digest(self, namespace: str, model: str) -> str:
@@ -130,16 +138,30 @@ class KubernetesServingBackend:
         if not (observed.ready and observed.canary_version and observed.champion_version):
             return observed
         now = served(deployment)
+        urls = metrics_urls(pods, now.revision)
         window = self._windows.window(
             f"{namespace}/{name}",
             (observed.canary_version, observed.canary_weight),
-            scrape(metrics_urls(pods, now.revision), timeout=self.scrape_timeout_s),
+            scrape(urls, timeout=self.scrape_timeout_s),
             model=name,
             champion_version=observed.champion_version,
             canary_version=observed.canary_version,
         )
         if window is None:
-            return observed
+            if not self.hold_without_metrics:
+                return observed  # no stats: the step passes after stepSeconds
+            note = (
+                f"canary held: no metrics read from {len(urls)} ready pod(s) of "
+                f"{namespace}/{deployment['metadata']['name']} (port {METRICS_PORT}/metrics)"
+            )
+            log.warning("%s/%s: %s", namespace, name, note)
+            empty = VersionStats()
+            return replace(
+                observed,
+                champion_stats=empty,
+                canary_stats=empty,
+                message=f"{observed.message}; {note}" if observed.message else note,
+            )
         return replace(observed, champion_stats=window[0], canary_stats=window[1])
 
     def delete(self, namespace: str, name: str) -> None:

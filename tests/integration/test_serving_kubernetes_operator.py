@@ -5,8 +5,9 @@ Deployment and is promoted, and deleting the Model leaves no Deployment, Service
 
 Training is the test worker of tests/fixtures/operator.py (it registers a version without
 artifacts): what is tested is the serving. Pods do not execute under kwok, so no traffic is
-read and each canary step holds on time alone (stepSeconds), as it does when a backend cannot
-read its servers' metrics.
+read: the operator is told to pass each canary step on time alone (stepSeconds,
+`canary_without_metrics: time`) instead of holding it, its default. The canary judged on real
+pods' metrics is tested on the real node (tests/realnode/test_serving_on_node.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def test_operator_serves_and_rolls_out_with_deployments(
 ) -> None:
     h = operator_harness
     monkeypatch.setenv("LOOPLINE_OPERATOR_SERVING_BACKEND", "kubernetes")
+    monkeypatch.setenv("LOOPLINE_OPERATOR_CANARY_WITHOUT_METRICS", "time")  # kwok pods: none
     monkeypatch.setenv("LOOPLINE_OPERATOR_RUNTIME_IMAGE", "loopline/runtime:test")
     monkeypatch.setenv("LOOPLINE_OPERATOR_IMAGE_PULL_POLICY", "Never")
     monkeypatch.setenv("LOOPLINE_OPERATOR_MONITORING_BACKEND", "local")  # monitors are off
@@ -103,6 +105,7 @@ def test_operator_killed_mid_canary_continues_from_its_step(
     the steps are held on time (stepSeconds), as when no metrics can be read."""
     h = operator_harness
     monkeypatch.setenv("LOOPLINE_OPERATOR_SERVING_BACKEND", "kubernetes")
+    monkeypatch.setenv("LOOPLINE_OPERATOR_CANARY_WITHOUT_METRICS", "time")  # kwok pods: none
     monkeypatch.setenv("LOOPLINE_OPERATOR_RUNTIME_IMAGE", "loopline/runtime:test")
     monkeypatch.setenv("LOOPLINE_OPERATOR_IMAGE_PULL_POLICY", "Never")
     monkeypatch.setenv("LOOPLINE_OPERATOR_MONITORING_BACKEND", "local")

@@ -128,10 +128,10 @@ def pods() -> Iterator[tuple[MetricsPod, MetricsPod]]:
 
 
 def _backend(
-    weight: int, a: MetricsPod, b: MetricsPod
+    weight: int, a: MetricsPod, b: MetricsPod, without_metrics: str = "hold"
 ) -> tuple[KubernetesServingBackend, InMemoryObjects]:
     backend = KubernetesServingBackend(
-        OperatorSettings(runtime_image="img"),
+        OperatorSettings(runtime_image="img", canary_without_metrics=without_metrics),
         tracking_uri="http://mlflow",
         api=object(),  # type: ignore[arg-type]
     )
@@ -208,11 +208,31 @@ def test_a_new_step_starts_a_new_window(pods: tuple[MetricsPod, MetricsPod]) -> 
     assert observed.canary_stats.requests == 0
 
 
-def test_unreadable_pods_give_no_stats_so_the_step_holds(
-    pods: tuple[MetricsPod, MetricsPod],
-) -> None:
+def test_unreadable_pods_hold_the_step_and_say_why(pods: tuple[MetricsPod, MetricsPod]) -> None:
+    """No pod's metrics read: empty stats, which `decide_canary` holds on however long the step
+    has stood, and the status message names the pods and the port."""
     a, b = pods
     backend, _objects = _backend(10, a, b)
+    for pod in (a, b):
+        pod.server.shutdown()
+        pod.server.server_close()
+    observed = backend.observe("plant", "drill-ae")
+    assert observed is not None
+    assert observed.ready
+    assert observed.canary_stats is not None
+    assert observed.champion_stats is not None
+    assert observed.canary_stats.requests == 0
+    assert "canary held: no metrics read from 2 ready pod(s)" in observed.message
+    judge = {"champion": observed.champion_stats, "canary": observed.canary_stats}
+    late = decide_canary(CanarySpec(), step_index=0, step_elapsed_s=3600, **judge)
+    assert late.action == CanaryAction.HOLD
+
+
+def test_unreadable_pods_pass_on_time_when_told_to(pods: tuple[MetricsPod, MetricsPod]) -> None:
+    """`canary_without_metrics: time`: no stats at all, so the rollout passes the step after
+    stepSeconds (the operator's time rule)."""
+    a, b = pods
+    backend, _objects = _backend(10, a, b, without_metrics="time")
     for pod in (a, b):
         pod.server.shutdown()
         pod.server.server_close()
