@@ -4,7 +4,8 @@ The objects it applies must be accepted as they are (server-side apply, the API 
 validation), the Deployment controller and the scheduler place the pods on the kwok node, and
 kwok marks them Running and Ready, so the Deployment becomes available and `observe` reports
 ready. Pods do not execute under kwok: no model server answers, so canary traffic cannot be read
-here (the stats stay None and a canary step holds on time); tests/unit/test_kube_serving_canary.py
+here: by default the step holds with empty stats and says why in the message (the operator's
+`canary_without_metrics: time` passes it on time instead); tests/unit/test_kube_serving_canary.py
 feeds decisions from real /metrics, tests/realnode serves for real.
 """
 
@@ -148,8 +149,10 @@ def test_a_new_canary_weight_rolls_the_pods(
     backend.apply(_desired(namespace, canary_version="2", canary_weight=10))
     ten = _wait_ready(backend, cluster, namespace, weight=10)
     assert (ten.champion_version, ten.canary_version) == ("1", "2")
-    # kwok's pods answer no /metrics: no traffic to judge, the step holds on time
-    assert ten.canary_stats is None
+    # kwok's pods answer no /metrics: nothing to judge, so the step holds and says why
+    assert ten.canary_stats is not None and ten.canary_stats.requests == 0
+    assert ten.champion_stats is not None and ten.champion_stats.requests == 0
+    assert ten.message is not None and "canary held: no metrics read from 2 ready pod(s)" in ten.message
     old_pods = {p.metadata.name for p in _pods(kube_api, namespace)}
     before = _deployment(kube_api, namespace)
 
