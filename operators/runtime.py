@@ -22,9 +22,16 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from loopline.history.ledger import Ledger
 from loopline.operators.backends.factory import Backends, build_backends
 from loopline.operators.builders.champion import alias_restoration, record
 from loopline.operators.builders.conditions import is_true
+from loopline.operators.builders.decisions import (
+    alias_decision,
+    decisions_of,
+    deletion,
+    spec_change,
+)
 from loopline.operators.builders.model import (
     ChampionAlias,
     Event,
@@ -33,6 +40,7 @@ from loopline.operators.builders.model import (
     mark_failed,
     reconcile_model,
 )
+from loopline.operators.builders.model_plan import reject_run
 from loopline.operators.builders.monitoring import build_monitor
 from loopline.operators.builders.pipeline import reconcile_pipeline
 from loopline.operators.builders.runs import RunContext
@@ -47,15 +55,14 @@ from loopline.types.common import (
     VERSION,
     registered_model_name,
 )
+from loopline.types.history import Decision
 from loopline.types.model import ModelSpec
 from loopline.types.pipeline import PipelineSpec
-from loopline.types.runs import RunPhase
 from loopline.types.status import (
     Endpoints,
     ModelPhase,
     ModelStatus,
     PipelineStatus,
-    RunRecord,
 )
 
 log = logging.getLogger(__name__)
@@ -95,6 +102,7 @@ class Operator:
             mlflow_tracking_uri=Settings().resolved_mlflow_tracking_uri(),
             feature_repo=settings.feature_repo,
         )
+        self.history = Ledger(self.core, settings.history_chunk_size, settings.history_chunks)
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -157,6 +165,20 @@ class Operator:
         except ApiException as exc:
             log.warning("could not post event %s on %s: %s", event.reason, meta["name"], exc)
 
+    def record(self, obj: dict[str, Any], decisions: list[Decision]) -> None:
+        """Append decisions to the Model's history ledger (best effort, like Events: a
+        ledger the API server refuses must not stop serving; the failure is logged and
+        posted as a HistoryNotRecorded Event)."""
+        if not decisions:
+            return
+        meta = obj["metadata"]
+        try:
+            self.history.append(meta["namespace"], meta["name"], decisions)
+        except (ApiException, OSError) as exc:
+            kinds = ", ".join(d.kind for d in decisions)
+            log.warning("%s: history not recorded (%s): %s", meta["name"], kinds, exc)
+            self.event(obj, Event("Warning", "HistoryNotRecorded", f"{kinds}: {exc}"))
+
     # -- Model ----------------------------------------------------------------------------
 
     def _pipeline(self, namespace: str, name: str) -> tuple[PipelineSpec | None, str]:
@@ -200,6 +222,8 @@ class Operator:
                 self.event(obj, Event("Warning", "InvalidSpec", message))
             self._patch_status("models", obj, failed)
             return
+        changed = spec_change(meta, status, now)
+        self.record(obj, [changed] if changed is not None else [])
         pipeline, pipeline_message = self._pipeline(namespace, spec.pipeline_ref.name)
         try:
             run = self.pipelines.status(status.current_run.run_id) if status.current_run else None
@@ -208,24 +232,22 @@ class Operator:
         except BackendUnavailable as exc:
             self._degrade(obj, status, generation, "BackendUnavailable", str(exc), now)
             raise
-        plan = reconcile_model(
-            ModelObservation(
-                namespace=namespace,
-                name=name,
-                uid=meta["uid"],
-                generation=generation,
-                annotations=meta.get("annotations") or {},
-                spec=spec,
-                status=status,
-                pipeline=pipeline,
-                pipeline_message=pipeline_message,
-                run=run,
-                serving=serving,
-                now=now,
-                drift_check=drift_check,
-            ),
-            self.context,
+        observation = ModelObservation(
+            namespace=namespace,
+            name=name,
+            uid=meta["uid"],
+            generation=generation,
+            annotations=meta.get("annotations") or {},
+            spec=spec,
+            status=status,
+            pipeline=pipeline,
+            pipeline_message=pipeline_message,
+            run=run,
+            serving=serving,
+            now=now,
+            drift_check=drift_check,
         )
+        plan = reconcile_model(observation, self.context)
         new_status = plan.status
         try:
             if plan.cancel:
@@ -250,8 +272,10 @@ class Operator:
             self._degrade(obj, new_status, generation, "BackendUnavailable", str(exc), now)
             raise
         except BackendRejected as exc:
-            new_status = _reject_run(new_status, generation, str(exc), now)
+            new_status = reject_run(new_status, generation, str(exc), now)
             self.event(obj, Event("Warning", "BackendRejected", str(exc)))
+        # Before the status: a decision recorded twice (status write lost) beats one lost.
+        self.record(obj, decisions_of(observation, plan))
         self._patch_status("models", obj, new_status)
         for event in plan.events:
             self.event(obj, event)
@@ -283,6 +307,7 @@ class Operator:
         event, entry = restored
         log.warning("%s/%s: %s", meta["namespace"], meta["name"], event.message)
         self.event(obj, event)
+        self.record(obj, [alias_decision(entry, meta, status)])
         return record(status, entry)
 
     def _apply_monitor(
@@ -350,6 +375,7 @@ class Operator:
                     "anyway",
                 ),
             )
+        self.record(body, [deletion(meta, utcnow())])
         return True
 
     # -- Pipeline -------------------------------------------------------------------------
@@ -421,19 +447,3 @@ def _without_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_nulls(v) for v in value]
     return value
-
-
-def _reject_run(status: ModelStatus, generation: int, message: str, now: datetime) -> ModelStatus:
-    """The backend refused the run for good: record it as failed, so the Model shows Failed
-    (or keeps serving its champion) instead of asking again on every reconcile."""
-    current = status.current_run
-    runs = list(status.runs)
-    if current is not None:
-        failed: RunRecord = current.model_copy(
-            update={"phase": RunPhase.FAILED, "message": message, "finished_at": now}
-        )
-        runs = [failed, *runs][:10]
-    status = status.model_copy(update={"current_run": None, "runs": runs})
-    if status.champion is None:
-        return mark_failed(status, generation, "BackendRejected", message, now)
-    return status

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "serve": "loopline.cli.serve:serve",
     "pipeline": "loopline.cli.pipeline:pipeline",
     "images": "loopline.cli.images:images",
+    "history": "loopline.cli.history:history",
 }
 
 

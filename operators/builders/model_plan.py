@@ -257,3 +257,19 @@ class Work:
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
+
+
+def reject_run(status: ModelStatus, generation: int, message: str, now: datetime) -> ModelStatus:
+    """The backend refused the run for good: record it as failed, so the Model shows Failed
+    (or keeps serving its champion) instead of asking again on every reconcile."""
+    current = status.current_run
+    runs = list(status.runs)
+    if current is not None:
+        failed: RunRecord = current.model_copy(
+            update={"phase": RunPhase.FAILED, "message": message, "finished_at": now}
+        )
+        runs = [failed, *runs][:10]
+    status = status.model_copy(update={"current_run": None, "runs": runs})
+    if status.champion is None:
+        return mark_failed(status, generation, "BackendRejected", message, now)
+    return status

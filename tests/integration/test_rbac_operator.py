@@ -57,6 +57,10 @@ ALLOWED = [
     ("patch", "serviceaccounts"),
     ("create", "rolebindings.rbac.authorization.k8s.io"),
     ("delete", "rolebindings.rbac.authorization.k8s.io"),
+    ("list", "configmaps"),
+    ("create", "configmaps"),
+    ("patch", "configmaps"),
+    ("delete", "configmaps"),
 ]
 DENIED = [
     ("create", "models.loopline.dev"),
@@ -74,6 +78,7 @@ DENIED = [
     ("bind", "clusterroles.rbac.authorization.k8s.io"),
     ("create", "roles.rbac.authorization.k8s.io"),
     ("patch", "events"),
+    ("update", "configmaps"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ("list", "namespaces"),
 ]

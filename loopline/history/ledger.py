@@ -1,0 +1,189 @@
+"""A Model's decisions, appended to ConfigMaps in its namespace (the history ledger).
+
+Why ConfigMaps: they live in etcd next to the Model, so they outlive Kubernetes Events (an
+hour) and operator restarts, and a cluster backup (etcd snapshot, Velero) takes them with the
+Model; they need no server beyond the API server. Why not the Model's status: status is
+rebuilt when unreadable, and its size is bounded by the object's.
+
+Layout: chunks named `<model>-history-<NNNNN>`, labelled `loopline.dev/history-of: <model>`,
+each holding up to `chunk_size` decisions as data keys `<at, ns since epoch>-<digest>` (so a
+chunk's keys sort by time and two writers never write the same key). An append is one merge
+patch adding keys; a full chunk is sealed (`immutable: true`, so the API server refuses any
+change to it) and the next one created; beyond `chunks` chunks the oldest is deleted (bounded
+growth: `chunks * chunk_size` decisions are kept). The ledger carries no owner reference: it
+outlives the Model's deletion, which it records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from loopline.types.history import Decision
+
+LABEL = "loopline.dev/history-of"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+CHUNK_SIZE = 400
+CHUNKS = 50
+_CHUNK = re.compile(r"-history-(\d{5})$")
+
+
+def label_value(model: str) -> str:
+    """The label value naming `model` (a label value is at most 63 characters)."""
+    if len(model) <= 63:
+        return model
+    return f"{model[:50]}-{hashlib.sha256(model.encode()).hexdigest()[:12]}"
+
+
+def chunk_name(model: str, index: int) -> str:
+    return f"{model[:230]}-history-{index:05d}"
+
+
+def decision_key(decision: Decision, text: str) -> str:
+    ns = int(decision.at.timestamp() * 1_000_000) * 1000
+    return f"{ns:020d}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+
+@dataclass
+class _Tail:
+    index: int
+    count: int
+
+
+class Ledger:
+    """Appends and reads the decisions of Models through one Kubernetes client."""
+
+    def __init__(
+        self, core: k8s.CoreV1Api, chunk_size: int = CHUNK_SIZE, chunks: int = CHUNKS
+    ) -> None:
+        if chunk_size < 1 or chunks < 1:
+            raise ValueError("history ledger: chunk_size and chunks must be at least 1")
+        self.core = core
+        self.chunk_size = chunk_size
+        self.chunks = chunks
+        self._tails: dict[tuple[str, str], _Tail] = {}
+        self._guard = threading.Lock()
+
+    # -- write ----------------------------------------------------------------------------
+
+    def append(self, namespace: str, model: str, decisions: Iterable[Decision]) -> None:
+        """Add `decisions` to the Model's ledger (one API call when the open chunk has room).
+        Raises ApiException when the API server refuses it twice."""
+        entries = {}
+        for decision in decisions:
+            text = decision.to_json()
+            entries[decision_key(decision, text)] = text
+        if not entries:
+            return
+        with self._guard:
+            for attempt in range(2):
+                tail = self._tail(namespace, model)
+                if tail.count + len(entries) > self.chunk_size and tail.count > 0:
+                    tail = self._roll(namespace, model, tail)
+                try:
+                    self.core.patch_namespaced_config_map(
+                        chunk_name(model, tail.index), namespace, {"data": entries}
+                    )
+                except ApiException as exc:
+                    # Deleted, or sealed by another writer: read the chunks again, once.
+                    self._tails.pop((namespace, model), None)
+                    if exc.status not in (404, 409, 422) or attempt:
+                        raise
+                    continue
+                tail.count += len(entries)
+                return
+
+    def _tail(self, namespace: str, model: str) -> _Tail:
+        key = (namespace, model)
+        tail = self._tails.get(key)
+        if tail is None:
+            items = self._chunks(namespace, model)
+            open_ = [c for c in items if not c.immutable]
+            if open_:
+                last = open_[-1]
+                tail = _Tail(_index(last), len(last.data or {}))
+            else:
+                index = _index(items[-1]) + 1 if items else 0
+                self._create(namespace, model, index)
+                tail = _Tail(index, 0)
+            self._tails[key] = tail
+        return tail
+
+    def _roll(self, namespace: str, model: str, tail: _Tail) -> _Tail:
+        """Seal the full chunk, open the next, drop the oldest beyond the retention."""
+        name = chunk_name(model, tail.index)
+        try:
+            self.core.patch_namespaced_config_map(name, namespace, {"immutable": True})
+        except ApiException as exc:
+            if exc.status not in (404, 422):
+                raise
+        nxt = _Tail(tail.index + 1, 0)
+        self._create(namespace, model, nxt.index)
+        self._tails[(namespace, model)] = nxt
+        for old in self._chunks(namespace, model)[: -self.chunks]:
+            try:
+                self.core.delete_namespaced_config_map(old.metadata.name, namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        return nxt
+
+    def _create(self, namespace: str, model: str, index: int) -> None:
+        body = k8s.V1ConfigMap(
+            metadata=k8s.V1ObjectMeta(
+                name=chunk_name(model, index),
+                labels={LABEL: label_value(model), COMPONENT_LABEL: "history"},
+                annotations={"loopline.dev/model": model},
+            ),
+            data={},
+        )
+        try:
+            self.core.create_namespaced_config_map(namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:  # another writer opened it first
+                raise
+
+    def _chunks(self, namespace: str, model: str) -> list[k8s.V1ConfigMap]:
+        listing = self.core.list_namespaced_config_map(
+            namespace, label_selector=f"{LABEL}={label_value(model)}"
+        )
+        mine = [
+            c
+            for c in listing.items
+            if (c.metadata.annotations or {}).get("loopline.dev/model", model) == model
+            and _CHUNK.search(c.metadata.name)
+        ]
+        return sorted(mine, key=_index)
+
+    # -- read -----------------------------------------------------------------------------
+
+    def read(self, namespace: str, model: str) -> list[Decision]:
+        """Every kept decision of the Model, oldest first."""
+        entries: dict[str, str] = {}
+        for chunk in self._chunks(namespace, model):
+            entries.update(chunk.data or {})
+        return parse_entries(entries)
+
+
+def parse_entries(entries: dict[str, str]) -> list[Decision]:
+    """Decisions from ledger data keys and values, oldest first (unreadable ones skipped:
+    a hand-edited entry must not hide the rest)."""
+    decisions = []
+    for key in sorted(entries):
+        try:
+            decisions.append(Decision.model_validate(json.loads(entries[key])))
+        except ValueError:
+            continue
+    return decisions
+
+
+def _index(chunk: k8s.V1ConfigMap) -> int:
+    found = _CHUNK.search(chunk.metadata.name)
+    return int(found.group(1)) if found else -1
