@@ -46,8 +46,13 @@ def chunk_name(model: str, index: int) -> str:
     return f"{model[:230]}-history-{index:05d}"
 
 
-def decision_key(decision: Decision, text: str) -> str:
-    ns = int(decision.at.timestamp() * 1_000_000) * 1000
+def decision_ns(decision: Decision) -> int:
+    return int(decision.at.timestamp() * 1_000_000) * 1000
+
+
+def decision_key(ns: int, text: str) -> str:
+    """The data key of a decision: its time in ns (zero-padded, so keys sort by time) and a
+    digest of its text (so two writers never write the same key)."""
     return f"{ns:020d}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
 
@@ -69,6 +74,7 @@ class Ledger:
         self.chunk_size = chunk_size
         self.chunks = chunks
         self._tails: dict[tuple[str, str], _Tail] = {}
+        self._last: dict[tuple[str, str], int] = {}
         self._guard = threading.Lock()
 
     # -- write ----------------------------------------------------------------------------
@@ -76,13 +82,18 @@ class Ledger:
     def append(self, namespace: str, model: str, decisions: Iterable[Decision]) -> None:
         """Add `decisions` to the Model's ledger (one API call when the open chunk has room).
         Raises ApiException when the API server refuses it twice."""
-        entries = {}
-        for decision in decisions:
-            text = decision.to_json()
-            entries[decision_key(decision, text)] = text
-        if not entries:
-            return
         with self._guard:
+            # Decisions made in the same instant keep the order they were made in: a writer's
+            # keys strictly increase (by a nanosecond where two times are equal).
+            entries = {}
+            last = self._last.get((namespace, model), 0)
+            for decision in decisions:
+                text = decision.to_json()
+                last = max(decision_ns(decision), last + 1)
+                entries[decision_key(last, text)] = text
+            if not entries:
+                return
+            self._last[(namespace, model)] = last
             for attempt in range(2):
                 tail = self._tail(namespace, model)
                 if tail.count + len(entries) > self.chunk_size and tail.count > 0:

@@ -9,7 +9,13 @@ import click
 import pytest
 
 from loopline.cli.history import parse_time, split_ref
-from loopline.history.ledger import chunk_name, decision_key, label_value, parse_entries
+from loopline.history.ledger import (
+    chunk_name,
+    decision_key,
+    decision_ns,
+    label_value,
+    parse_entries,
+)
 from loopline.history.timeline import describe_at, select, serving_at
 from loopline.operators.builders.canary import VersionStats
 from loopline.operators.builders.decisions import spec_change, spec_manager, stats_evidence
@@ -72,7 +78,10 @@ def test_a_decision_is_cut_to_its_byte_budget_evidence_first() -> None:
 
 def test_ledger_keys_sort_by_time_and_unreadable_entries_are_skipped() -> None:
     a, b = CANARY_STORY[0], CANARY_STORY[1]
-    entries = {decision_key(b, b.to_json()): b.to_json(), decision_key(a, a.to_json()): a.to_json()}
+    entries = {
+        decision_key(decision_ns(b), b.to_json()): b.to_json(),
+        decision_key(decision_ns(a), a.to_json()): a.to_json(),
+    }
     entries["zzz"] = "not json"
     assert [d.kind for d in parse_entries(entries)] == ["Promoted", "TrainingSucceeded"]
     assert chunk_name("drill", 3) == "drill-history-00003"
