@@ -139,14 +139,14 @@ class OperatorSettings(BaseSettings):
         "(deletion is never blocked forever).",
     )
     history_chunk_size: int = Field(
-        default=400,
+        default=100,
         ge=1,
         le=480,  # 480 decisions of at most 2 KiB each fit a ConfigMap's 1 MiB
         description="Decisions per ConfigMap of a Model's history ledger (docs/history.md); "
         "a full chunk is sealed (immutable) and the next one opened.",
     )
     history_chunks: int = Field(
-        default=50,
+        default=200,
         ge=1,
         description="Chunks of a Model's history kept: the oldest beyond it is deleted, so a "
         "ledger holds at most history_chunks * history_chunk_size decisions.",

@@ -30,8 +30,8 @@ from loopline.types.history import Decision
 
 LABEL = "loopline.dev/history-of"
 COMPONENT_LABEL = "app.kubernetes.io/component"
-CHUNK_SIZE = 400
-CHUNKS = 50
+CHUNK_SIZE = 100
+CHUNKS = 200
 _CHUNK = re.compile(r"-history-(\d{5})$")
 
 
@@ -99,9 +99,16 @@ class Ledger:
                 if tail.count + len(entries) > self.chunk_size and tail.count > 0:
                     tail = self._roll(namespace, model, tail)
                 try:
-                    self.core.patch_namespaced_config_map(
-                        chunk_name(model, tail.index), namespace, {"data": entries}
+                    # The answer is the whole chunk: not parsed into a V1ConfigMap (it would
+                    # cost more than the patch itself).
+                    response = self.core.patch_namespaced_config_map(
+                        chunk_name(model, tail.index),
+                        namespace,
+                        {"data": entries},
+                        _preload_content=False,
                     )
+                    response.read()  # drained, so the connection is reused
+                    response.release_conn()
                 except ApiException as exc:
                     # Deleted, or sealed by another writer: read the chunks again, once.
                     self._tails.pop((namespace, model), None)

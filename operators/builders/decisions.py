@@ -86,7 +86,9 @@ def decisions_of(obs: ModelObservation, plan: ModelPlan) -> list[Decision]:
                     evidence.update(reason.model_dump(mode="json", by_alias=True))
                     evidence.pop("trigger", None)
                     evidence["trigger"] = request.trigger.value
-                actor = MONITOR if request.trigger == Trigger.DRIFT else "manual"
+                actor = {Trigger.DRIFT: MONITOR, Trigger.SCHEDULE: OPERATOR}.get(
+                    request.trigger, "manual"
+                )
         elif event.reason == "TrainingStarted" and plan.submit is not None:
             spec = plan.submit
             evidence = {
