@@ -150,12 +150,12 @@ def test_a_new_canary_weight_rolls_the_pods(
     ten = _wait_ready(backend, cluster, namespace, weight=10)
     assert (ten.champion_version, ten.canary_version) == ("1", "2")
     # kwok's pods answer no /metrics: nothing to judge, so the step holds and says why
-    assert ten.canary_stats is not None and ten.canary_stats.requests == 0
-    assert ten.champion_stats is not None and ten.champion_stats.requests == 0
-    assert (
-        ten.message is not None
-        and "canary held: no metrics read from 2 ready pod(s)" in ten.message
-    )
+    assert ten.canary_stats is not None
+    assert ten.canary_stats.requests == 0
+    assert ten.champion_stats is not None
+    assert ten.champion_stats.requests == 0
+    assert ten.message is not None
+    assert "canary held: no metrics read from 2 ready pod(s)" in ten.message
     old_pods = {p.metadata.name for p in _pods(kube_api, namespace)}
     before = _deployment(kube_api, namespace)
 
