@@ -510,9 +510,15 @@ def test_operator_may_not_reach_beyond_its_need(install: Install) -> None:
     calls: dict[str, Callable[[k8s.ApiClient], object]] = {
         "list secrets": lambda api: core(api).list_namespaced_secret(ns),
         "read a secret": lambda api: core(api).read_namespaced_secret("mlflow", ns),
-        "list configmaps": lambda api: core(api).list_namespaced_config_map(ns),
+        # It lists, creates, patches and deletes ConfigMaps (the Models' history ledgers), but
+        # never reads one by name or replaces one.
         "read the operator's config": lambda api: core(api).read_namespaced_config_map(
             f"{RELEASE}-loopline-config", ns
+        ),
+        "replace the operator's config": lambda api: core(api).replace_namespaced_config_map(
+            f"{RELEASE}-loopline-config",
+            ns,
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {}},
         ),
         "create a pod": lambda api: core(api).create_namespaced_pod(
             ns,
