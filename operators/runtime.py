@@ -248,7 +248,7 @@ class Operator:
             drift_check=drift_check,
         )
         plan = reconcile_model(observation, self.context)
-        new_status = plan.status
+        new_status, rejected = plan.status, None
         try:
             if plan.cancel:
                 self.pipelines.cancel(plan.cancel)
@@ -272,10 +272,11 @@ class Operator:
             self._degrade(obj, new_status, generation, "BackendUnavailable", str(exc), now)
             raise
         except BackendRejected as exc:
-            new_status = reject_run(new_status, generation, str(exc), now)
-            self.event(obj, Event("Warning", "BackendRejected", str(exc)))
+            rejected = str(exc)
+            new_status = reject_run(new_status, generation, rejected, now)
+            self.event(obj, Event("Warning", "BackendRejected", rejected))
         # Before the status: a decision recorded twice (status write lost) beats one lost.
-        self.record(obj, decisions_of(observation, plan))
+        self.record(obj, decisions_of(observation, plan, rejected))
         self._patch_status("models", obj, new_status)
         for event in plan.events:
             self.event(obj, event)

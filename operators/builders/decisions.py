@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from loopline.operators.builders.canary import VersionStats
-from loopline.operators.builders.model_plan import ModelObservation, ModelPlan
+from loopline.operators.builders.model_plan import Event, ModelObservation, ModelPlan
 from loopline.types.common import Trigger
 from loopline.types.history import MONITOR, OPERATOR, Decision, ServingState
 from loopline.types.monitor import RetrainReason
@@ -66,13 +66,22 @@ def _version_of(message: str) -> str | None:
     return None
 
 
-def decisions_of(obs: ModelObservation, plan: ModelPlan) -> list[Decision]:
-    """One decision per Event of the plan that is not a phase change, with its evidence."""
+def decisions_of(
+    obs: ModelObservation, plan: ModelPlan, rejected: str | None = None
+) -> list[Decision]:
+    """One decision per Event of the plan that is not a phase change, with its evidence.
+
+    `rejected` is the backend's refusal of what the plan asked for (the run is then marked
+    rejected): no run started, so the refusal is recorded instead of TrainingStarted."""
     old, new = obs.status, plan.status
     state = serving_state(new)
     serving = obs.serving
     out: list[Decision] = []
-    for event in plan.events:
+    events = list(plan.events)
+    if rejected is not None:
+        events = [e for e in events if e.reason != "TrainingStarted"]
+        events.append(Event("Warning", "BackendRejected", rejected))
+    for event in events:
         if event.reason in _PHASES:
             continue
         actor, version = OPERATOR, _version_of(event.message)

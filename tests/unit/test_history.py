@@ -137,3 +137,20 @@ def test_cli_arguments_are_checked() -> None:
     assert split_ref("plant/drill") == ("plant", "drill")
     with pytest.raises(click.BadParameter, match="NAMESPACE/NAME"):
         split_ref("drill")
+
+
+def test_a_run_the_backend_refused_is_recorded_as_refused_not_started() -> None:
+    from loopline.operators.builders.decisions import decisions_of
+    from loopline.operators.builders.model import reconcile_model
+    from tests.unit.test_operator_builders import CTX, _obs
+
+    obs = _obs()
+    plan = reconcile_model(obs, CTX)
+    assert plan.submit is not None
+    assert "TrainingStarted" in [d.kind for d in decisions_of(obs, plan)]
+
+    refused = decisions_of(obs, plan, "job image not allowed by policy")
+    assert "TrainingStarted" not in [d.kind for d in refused]
+    last = refused[-1]
+    assert (last.kind, last.message) == ("BackendRejected", "job image not allowed by policy")
+    assert last.generation == 1
