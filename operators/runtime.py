@@ -23,7 +23,9 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from loopline.history.ledger import Ledger
+from loopline.operators.backends.approvals import Approvals
 from loopline.operators.backends.factory import Backends, build_backends
+from loopline.operators.builders.approval import consults_approvals
 from loopline.operators.builders.champion import alias_restoration, record
 from loopline.operators.builders.conditions import is_true
 from loopline.operators.builders.decisions import (
@@ -46,6 +48,7 @@ from loopline.operators.builders.pipeline import reconcile_pipeline
 from loopline.operators.builders.runs import RunContext
 from loopline.operators.builders.serving import ServingDesired
 from loopline.operators.errors import BackendRejected, BackendUnavailable
+from loopline.operators.kube import validation_message, without_nulls
 from loopline.operators.settings import OperatorSettings
 from loopline.settings import Settings
 from loopline.types.common import (
@@ -76,12 +79,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _validation_message(exc: ValidationError, prefix: str) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    return f"{prefix}.{where}: {first['msg']}"
-
-
 class Operator:
     def __init__(
         self,
@@ -102,6 +99,7 @@ class Operator:
             mlflow_tracking_uri=Settings().resolved_mlflow_tracking_uri(),
             feature_repo=settings.feature_repo,
         )
+        self.approvals = Approvals(self.custom)
         self.history = Ledger(self.core, settings.history_chunk_size, settings.history_chunks)
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -126,7 +124,7 @@ class Operator:
 
     def _patch_status(self, plural: str, obj: dict[str, Any], status: Any) -> None:
         new = status.model_dump(mode="json", by_alias=True)
-        if _without_nulls(new) == _without_nulls(obj.get("status") or {}):
+        if without_nulls(new) == without_nulls(obj.get("status") or {}):
             return
         meta = obj["metadata"]
         try:
@@ -191,7 +189,7 @@ class Operator:
         try:
             return PipelineSpec.model_validate(obj.get("spec") or {}), ""
         except ValidationError as exc:
-            return None, _validation_message(exc, f"Pipeline {name} spec")
+            return None, validation_message(exc, f"Pipeline {name} spec")
 
     def reconcile_model(self, namespace: str, name: str) -> None:
         """Bring one Model a step closer to its spec; raises BackendUnavailable (after
@@ -216,7 +214,7 @@ class Operator:
         try:
             spec = ModelSpec.model_validate(obj.get("spec") or {})
         except ValidationError as exc:
-            message = _validation_message(exc, "spec")
+            message = validation_message(exc, "spec")
             failed = mark_failed(status, generation, "InvalidSpec", message, now)
             if status.phase != ModelPhase.FAILED:
                 self.event(obj, Event("Warning", "InvalidSpec", message))
@@ -229,6 +227,9 @@ class Operator:
             run = self.pipelines.status(status.current_run.run_id) if status.current_run else None
             serving = self.serving.observe(namespace, name)
             drift_check = self.monitoring.check(namespace, name) if self.monitoring else None
+            approvals = (
+                self.approvals.of(namespace, name) if consults_approvals(spec, status) else ()
+            )
         except BackendUnavailable as exc:
             self._degrade(obj, status, generation, "BackendUnavailable", str(exc), now)
             raise
@@ -246,6 +247,7 @@ class Operator:
             serving=serving,
             now=now,
             drift_check=drift_check,
+            approvals=approvals,
         )
         plan = reconcile_model(observation, self.context)
         new_status, rejected = plan.status, None
@@ -278,6 +280,7 @@ class Operator:
         # Before the status: a decision recorded twice (status write lost) beats one lost.
         self.record(obj, decisions_of(observation, plan, rejected))
         self._patch_status("models", obj, new_status)
+        self.approvals.mark(namespace, plan.approval_marks)
         for event in plan.events:
             self.event(obj, event)
 
@@ -395,7 +398,7 @@ class Operator:
             try:
                 spec = PipelineSpec.model_validate(obj.get("spec") or {})
             except ValidationError as exc:
-                log.warning("%s", _validation_message(exc, f"Pipeline {name} spec"))
+                log.warning("%s", validation_message(exc, f"Pipeline {name} spec"))
                 return
             models: dict[str, ModelStatus] = {}
             listing = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "models")
@@ -440,11 +443,3 @@ class Operator:
         if self.monitoring is not None:
             self.monitoring.close()
         self.api.close()
-
-
-def _without_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value

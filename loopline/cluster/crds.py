@@ -16,6 +16,9 @@ from loopline.cluster.kubectl import Kubectl
 from loopline.cluster.versions import REPO_ROOT
 
 PROJECT_CRD_DIR = REPO_ROOT / "manifests" / "crds"
+# Installed with the CRDs: the policy that makes a ModelApproval name the user who created it
+# (without it, anyone allowed to approve could approve in someone else's name).
+PROJECT_POLICY_DIR = REPO_ROOT / "manifests" / "policies" / "approval"
 _SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -41,9 +44,9 @@ def crd_names(files: Iterable[Path]) -> list[str]:
 
 
 def default_dirs() -> list[Path]:
-    """The project's own CRDs, once other parts of Loopline have added any."""
+    """The project's own CRDs and the admission policies that belong with them."""
     if PROJECT_CRD_DIR.is_dir() and manifest_files([PROJECT_CRD_DIR]):
-        return [PROJECT_CRD_DIR]
+        return [PROJECT_CRD_DIR, PROJECT_POLICY_DIR]
     return []
 
 

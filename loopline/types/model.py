@@ -18,6 +18,7 @@ from typing import Annotated
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
+from loopline.types.approval import PromotionSpec
 from loopline.types.common import DRIFT_MIN_ROWS, Spec, Task
 from loopline.types.pipeline import NAME_PATTERN
 from loopline.types.policy import (
@@ -409,6 +410,7 @@ class ModelSpec(Spec):
     validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
     serving: ServingSpec = Field(default_factory=ServingSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
 
     @model_validator(mode="after")
     def _policy_fits_task(self) -> ModelSpec:

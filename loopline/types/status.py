@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from pydantic import Field, model_validator
 
+from loopline.types.approval import ApprovalStatus
 from loopline.types.common import Spec, Trigger
 from loopline.types.runs import RunPhase, legacy_gate_field
 
@@ -21,6 +22,7 @@ class ModelPhase(StrEnum):
     TRAINING = "Training"
     VALIDATING = "Validating"
     ROLLING_OUT = "Rolling out"
+    AWAITING_APPROVAL = "AwaitingApproval"
     SERVING = "Serving"
     DEGRADED = "Degraded"
     FAILED = "Failed"
@@ -55,6 +57,7 @@ class RolloutOutcome(StrEnum):
     PROMOTED = "Promoted"
     ROLLED_BACK = "RolledBack"
     SUPERSEDED = "Superseded"  # a newer version replaced the canary before it finished
+    REJECTED = "Rejected"  # a person rejected it, or nobody approved it in time
 
 
 class RolloutResult(Spec):
@@ -179,6 +182,11 @@ class ModelStatus(Spec):
     history: list[HistoryEntry] = Field(
         default_factory=list,
         description="Repairs the operator made outside runs and rollouts, newest first.",
+    )
+    approval: ApprovalStatus | None = Field(
+        default=None,
+        description="The current or last request for a person's approval "
+        "(spec.promotion.approval: Required).",
     )
 
 

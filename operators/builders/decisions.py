@@ -21,9 +21,14 @@ from loopline.types.monitor import RetrainReason
 from loopline.types.status import HistoryEntry, ModelStatus, RunRecord
 
 # Events that are phase changes: the phase is in status; the ledger keeps decisions.
-_PHASES = frozenset({"Pending", "Training", "Validating", "Rollingout", "Serving"})
+_PHASES = frozenset(
+    {"Pending", "Training", "Validating", "Rollingout", "Serving", "AwaitingApproval"}
+)
 _RUN_ENDS = frozenset({"TrainingSucceeded", "ChallengerRejected", "TrainingFailed", "RunCancelled"})
 _CANARY = frozenset({"CanaryStep", "CanaryAborted", "Promoted"})
+# A person's decision: the actor is the user the API server authenticated (the approver).
+_DECIDED = frozenset({"Approved", "ApprovalRejected"})
+_APPROVAL = frozenset({*_DECIDED, "ApprovalRequested", "ApprovalTimedOut", "ApprovalWaived"})
 
 
 def serving_state(status: ModelStatus) -> ServingState:
@@ -116,6 +121,18 @@ def decisions_of(
             if old.champion is not None:
                 evidence["champion"] = old.champion.version
                 evidence["championMetrics"] = old.champion.metrics
+        elif event.reason in _APPROVAL and new.approval is not None:
+            approval = new.approval
+            evidence = approval.model_dump(mode="json", by_alias=True, exclude_none=True)
+            version = approval.version
+            if event.reason in _DECIDED and approval.decided_by:
+                actor = approval.decided_by
+        elif event.reason == "ApprovalExpired" and old.approval is not None:
+            evidence = {
+                "request": old.approval.request,
+                "requestedAt": old.approval.requested_at.isoformat(),
+            }
+            version = old.approval.version
         elif event.reason in _CANARY:
             rollout = old.rollout
             if rollout is not None:

@@ -12,6 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from loopline.operators.builders.approval import (
+    approval_required,
+    decide_approval,
+    request_approval,
+    start_rollout,
+)
 from loopline.operators.builders.model_plan import (
     RUN_HISTORY,
     TERMINAL,
@@ -23,7 +29,6 @@ from loopline.operators.builders.model_plan import (
     Work,
     drift_from_reason,
     drift_start_of,
-    end_rollout,
     fold_result,
     mark_degraded,
     mark_failed,
@@ -51,8 +56,6 @@ from loopline.types.status import (
     Endpoints,
     ModelPhase,
     ModelStatus,
-    RolloutOutcome,
-    RolloutStatus,
     RunRecord,
     VersionRef,
 )
@@ -84,23 +87,16 @@ def _fold_current_run(w: Work, obs: ModelObservation) -> None:
     version = current.model_version
     if current.phase == RunPhase.SUCCEEDED and current.gate_passed and version:
         w.challenger = VersionRef(version=version, run_id=current.run_id, metrics=obs.run.metrics)
-        if w.rollout is not None and w.rollout.version != version:
-            w.runs = end_rollout(
-                w.runs,
-                w.rollout,
-                RolloutOutcome.SUPERSEDED,
-                f"replaced by version {version} before its canary finished",
-                obs.now,
-            )
-        first_weight = obs.spec.serving.canary.steps[0] if w.champion else 100
-        w.rollout = RolloutStatus(
-            version=version, step_index=0, weight=first_weight, step_started_at=obs.now
-        )
+        then = "awaiting approval" if approval_required(obs) else "rolling out"
         w.event(
             "Normal",
             "TrainingSucceeded",
-            f"run {current.run_id} registered version {version}; rolling out",
+            f"run {current.run_id} registered version {version}; {then}",
         )
+        if approval_required(obs):
+            request_approval(w, obs, version)
+        else:
+            start_rollout(w, obs, version)
     elif current.phase == RunPhase.SUCCEEDED:
         why = obs.run.rejection_reason or obs.run.message or "it did not beat the champion"
         w.event(
@@ -245,6 +241,7 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
     st = obs.status
     w = Work.of(st)
     _fold_current_run(w, obs)
+    approval_marks = decide_approval(w, obs, obs.approvals)
     _take_retrain_request(w, obs)
     _follow_drift_check(w, obs)
     if obs.pipeline is not None:
@@ -308,6 +305,7 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         training_hash=w.thash,
         pending_request=w.pending,
         history=st.history,
+        approval=w.approval,
     )
     registered = registered_model_name(obs.namespace, obs.name)
     alias = ChampionAlias(registered, champion.version) if champion is not None else None
@@ -319,4 +317,5 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         events=w.events,
         champion_alias=alias,
         rollout_marks=rollout_marks(registered, w.runs),
+        approval_marks=approval_marks,
     )

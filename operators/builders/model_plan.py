@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from loopline.operators.builders.conditions import set_condition
 from loopline.operators.builders.monitoring import DriftCheck
 from loopline.operators.builders.serving import ServingDesired, ServingObserved
+from loopline.types.approval import ApprovalStatus, ModelApprovalSpec
 from loopline.types.common import (
     RETRAIN_ANNOTATION,
     RETRAIN_REASON_ANNOTATION,
@@ -49,6 +50,26 @@ class Event:
 
 
 @dataclass(frozen=True)
+class ApprovalRecord:
+    """A ModelApproval as the operator read it."""
+
+    name: str
+    spec: ModelApprovalSpec
+    created_at: datetime
+    applied: bool = False
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ApprovalMark:
+    """What the operator writes on a ModelApproval's status: taken into account or not, why."""
+
+    name: str
+    applied: bool
+    message: str
+
+
+@dataclass(frozen=True)
 class ModelObservation:
     namespace: str
     name: str
@@ -63,6 +84,8 @@ class ModelObservation:
     serving: ServingObserved | None
     now: datetime
     drift_check: DriftCheck | None = None  # what the drift monitor last reported
+    # The ModelApprovals of the Model's namespace, read while a challenger awaits approval.
+    approvals: tuple[ApprovalRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +121,7 @@ class ModelPlan:
     events: list[Event] = field(default_factory=list)
     champion_alias: ChampionAlias | None = None
     rollout_marks: list[RolloutMark] = field(default_factory=list)
+    approval_marks: list[ApprovalMark] = field(default_factory=list)
 
 
 def parse_retrain_request(annotations: Mapping[str, str], now: datetime) -> RetrainingStatus | None:
@@ -164,9 +188,22 @@ def end_rollout(
 ) -> list[RunRecord]:
     """`runs` with the result recorded on the newest run that registered the version (none
     when that run has left the history)."""
-    result = RolloutResult(outcome=outcome, weight=rollout.weight, message=message, finished_at=now)
+    return end_version(runs, rollout.version, outcome, message, now, rollout.weight)
+
+
+def end_version(
+    runs: list[RunRecord],
+    version: str,
+    outcome: RolloutOutcome,
+    message: str,
+    now: datetime,
+    weight: int = 0,
+) -> list[RunRecord]:
+    """`runs` with how the version's rollout ended (or why it never began) recorded on the
+    newest run that registered it; unchanged when that run has left the history."""
+    result = RolloutResult(outcome=outcome, weight=weight, message=message, finished_at=now)
     for i, run in enumerate(runs):
-        if run.model_version == rollout.version:
+        if run.model_version == version:
             return [*runs[:i], run.model_copy(update={"rollout_result": result}), *runs[i + 1 :]]
     return runs
 
@@ -237,6 +274,7 @@ class Work:
     retraining: RetrainingStatus | None
     pending: RetrainingStatus | None
     thash: str | None
+    approval: ApprovalStatus | None = None
     events: list[Event] = field(default_factory=list)
     submit: TrainingRunSpec | None = None
     cancel: str | None = None
@@ -253,6 +291,7 @@ class Work:
             retraining=st.retraining,
             pending=st.pending_request,
             thash=st.training_hash,
+            approval=st.approval,
         )
 
     def event(self, type_: str, reason: str, message: str) -> None:

@@ -3,6 +3,7 @@ state the phases left: what `kubectl get models` and `kubectl describe` show."""
 
 from __future__ import annotations
 
+from loopline.operators.builders.approval import awaiting_message
 from loopline.operators.builders.conditions import set_condition
 from loopline.operators.builders.model_plan import (
     VALIDATING_STEPS,
@@ -10,6 +11,7 @@ from loopline.operators.builders.model_plan import (
     Work,
 )
 from loopline.operators.builders.serving import ServingObserved
+from loopline.types.approval import ApprovalState
 from loopline.types.runs import RunPhase
 from loopline.types.status import (
     Condition,
@@ -57,8 +59,14 @@ def _phase(
         return phase, message
     if obs.pipeline is None:
         return ModelPhase.PENDING, obs.pipeline_message
+    pending = w.approval if w.approval and w.approval.state == ApprovalState.PENDING else None
     if rollout is not None:
-        return ModelPhase.ROLLING_OUT, f"version {rollout.version} at {rollout.weight}%"
+        message = f"version {rollout.version} at {rollout.weight}%"
+        if pending is not None:
+            message += f"; version {pending.version} awaits approval"
+        return ModelPhase.ROLLING_OUT, message
+    if pending is not None:
+        return ModelPhase.AWAITING_APPROVAL, awaiting_message(obs, pending)
     if champion is None and last is not None:
         if last.phase == RunPhase.FAILED:
             return ModelPhase.FAILED, (
@@ -69,6 +77,11 @@ def _phase(
                 f"no version passed validation (run {last.run_id}): {last.message}"
             )
     if champion is None:
+        refused = last.rollout_result if last is not None else None
+        if last is not None and refused is not None:
+            return ModelPhase.PENDING, (
+                f"no champion: version {last.model_version} not promoted: {refused.message}"
+            )
         return ModelPhase.PENDING, "waiting for a training run"
     if obs.spec.serving.replicas == 0:
         return ModelPhase.SERVING, f"version {champion.version} is champion (scaled to zero)"
@@ -83,6 +96,8 @@ def _phase(
     if last is not None and ended is not None and ended.outcome == RolloutOutcome.ROLLED_BACK:
         # Until the next run: why the newest version is not the one serving.
         message += f"; version {last.model_version} rolled back at {ended.weight}%: {ended.message}"
+    elif last is not None and ended is not None and ended.outcome == RolloutOutcome.REJECTED:
+        message += f"; version {last.model_version} not promoted: {ended.message}"
     return phase, message
 
 
