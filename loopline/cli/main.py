@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "pipeline": "loopline.cli.pipeline:pipeline",
     "images": "loopline.cli.images:images",
     "history": "loopline.cli.history:history",
+    "approve": "loopline.cli.approval:approve",
+    "reject": "loopline.cli.approval:reject",
 }
 
 

@@ -61,6 +61,9 @@ ALLOWED = [
     ("create", "configmaps"),
     ("patch", "configmaps"),
     ("delete", "configmaps"),
+    # people's decisions on challengers awaiting approval
+    ("list", "modelapprovals.loopline.dev"),
+    ("patch", "modelapprovals.loopline.dev/status"),
 ]
 DENIED = [
     ("create", "models.loopline.dev"),
@@ -79,6 +82,10 @@ DENIED = [
     ("create", "roles.rbac.authorization.k8s.io"),
     ("patch", "events"),
     ("update", "configmaps"),
+    # the operator reads decisions; it never makes or rewrites one
+    ("create", "modelapprovals.loopline.dev"),
+    ("patch", "modelapprovals.loopline.dev"),
+    ("delete", "modelapprovals.loopline.dev"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ("list", "namespaces"),
 ]

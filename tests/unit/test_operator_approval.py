@@ -7,12 +7,13 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from loopline.cli.approval import awaiting_problem, build_approval
 from loopline.operators.builders.approval import consults_approvals
 from loopline.operators.builders.decisions import decisions_of
 from loopline.operators.builders.model import ModelPlan, reconcile_model
 from loopline.operators.builders.model_plan import ApprovalRecord
 from loopline.operators.builders.serving import ServingObserved
-from loopline.types.approval import ApprovalState, ModelApprovalSpec
+from loopline.types.approval import ApprovalState, ModelApprovalSpec, Verdict
 from loopline.types.common import RETRAIN_ANNOTATION
 from loopline.types.runs import RunPhase
 from loopline.types.status import ModelPhase, ModelStatus, RolloutOutcome
@@ -202,3 +203,33 @@ def test_without_approval_a_challenger_rolls_out_at_once_and_approvals_are_not_r
     assert plan.status.rollout is not None
     assert not consults_approvals(_spec(), plan.status)
     assert consults_approvals(REQUIRED, plan.status)
+
+
+def _model(approval: dict[str, str] | None) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "plant", "name": "drill-ae", "uid": "u-1"},
+        "status": {"phase": "AwaitingApproval", **({"approval": approval} if approval else {})},
+    }
+
+
+def test_the_cli_decides_only_the_version_that_awaits_and_names_the_request() -> None:
+    pending = {"version": "2", "request": "abc123", "state": "Pending"}
+    assert awaiting_problem(_model(pending), "2") is None
+    assert "version 2 does" in (awaiting_problem(_model(pending), "3") or "")
+    done = {**pending, "state": "Approved"}
+    assert "nothing of plant/drill-ae awaits approval" in (
+        awaiting_problem(_model(done), "2") or ""
+    )
+    assert "is Approved" in (awaiting_problem(_model(done), "2") or "")
+    assert "awaits approval" in (awaiting_problem(_model(None), "2") or "")
+    body = build_approval(_model(pending), "2", Verdict.REJECT, "noisy", "alice")
+    assert body["spec"] == {
+        "model": "drill-ae",
+        "version": "2",
+        "request": "abc123",
+        "decision": "Reject",
+        "reason": "noisy",
+        "approver": "alice",
+    }
+    assert body["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    ModelApprovalSpec.model_validate(body["spec"])  # what the CRD schema accepts
