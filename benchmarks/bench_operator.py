@@ -12,7 +12,9 @@ Measured per size N:
 - react: seconds from annotating all N Models with a retraining request until every status
   records it (a full reconcile of each, with the operator already holding N objects);
 - reconcile_ms_per_model: react / N;
-- rss_mib: the operator's resident memory after settling.
+- rss_mib: the operator's resident memory after settling;
+- one_changed_among_n_ms: latency percentiles of a change to one Model while the periodic
+  pass over all N runs (no starvation behind the others).
 Ratios are against N=10 measured in the same run. Apply-to-first-status latency is measured
 one Model at a time (create, then poll the status every 10 ms) with the operator idle.
 """
@@ -38,6 +40,7 @@ from loopline.cluster.settings import ClusterSettings
 
 SIZES = (10, 100, 500)
 LATENCY_SAMPLES = 20
+SINGLE_SAMPLES = 10
 GROUP, VERSION = "loopline.dev", "v1alpha1"
 
 
@@ -124,6 +127,36 @@ def _latency(custom: k8s.CustomObjectsApi, namespace: str) -> list[float]:
     return samples
 
 
+def _single_changes(custom: k8s.CustomObjectsApi, namespace: str, n: int) -> list[float]:
+    """Seconds from a retraining request on one Model until its status records it, while the
+    periodic pass over all `n` runs (samples spread over more than one reconcile interval,
+    so some land in the middle of a pass): whether a change waits behind the others."""
+    samples = []
+    interval = float(os.environ.get("LOOPLINE_OPERATOR_RECONCILE_INTERVAL", "10"))
+    for i in range(SINGLE_SAMPLES):
+        name, request = f"m-{(i * 7) % n:04d}", f"single-{i}"
+        start = time.perf_counter()
+        custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "models",
+            name,
+            {"metadata": {"annotations": {"loopline.dev/retrain": request}}},
+        )
+
+        def recorded(name: str = name, request: str = request) -> bool:
+            obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "models", name)
+            status = obj.get("status") or {}
+            got = status.get("retraining") or status.get("pendingRequest") or {}
+            return bool(got.get("requestId") == request)
+
+        _wait(recorded, 120, f"request {request} on {name}", interval=0.01)
+        samples.append(time.perf_counter() - start)
+        time.sleep(max(0.0, interval * 1.3 / SINGLE_SAMPLES * 2 - samples[-1]))
+    return samples
+
+
 def _scale(
     custom: k8s.CustomObjectsApi, core: k8s.CoreV1Api, kubeconfig: Path, workdir: Path, n: int
 ) -> dict[str, Any]:
@@ -145,6 +178,7 @@ def _scale(
         settle = time.perf_counter() - start
         time.sleep(2)
         rss = _rss_mib(operator.proc.pid)
+        single = percentiles(_single_changes(custom, namespace, n))
         request = f"bench-{n}"
         start = time.perf_counter()
         for i in range(n):
@@ -176,6 +210,7 @@ def _scale(
             "react_s": react,
             "reconcile_ms_per_model": react / n * 1e3,
             "rss_mib": rss,
+            "one_changed_among_n_ms": {k: v * 1e3 if k != "n" else v for k, v in single.items()},
         }
     finally:
         operator.stop()

@@ -2,8 +2,11 @@
 
 Reconciliation is level-based: every Model and Pipeline has a timer that compares desired with
 actual every `LOOPLINE_OPERATOR_RECONCILE_INTERVAL` seconds, and any watch event (create,
-spec change, annotation, status write) reconciles at once. Both paths call the same
-idempotent function, which re-reads the object under a per-object lock.
+spec change, annotation, someone else's status write) reconciles at once. Neither reconciles
+in the handler: both put the object's key on the work queue (operators/workqueue.py), whose
+threads call the same idempotent function, which re-reads the object under a per-object lock.
+Events go before the periodic pass, so one Model changed among hundreds does not wait for
+the rest.
 
 kopf keeps its own bookkeeping (handler progress, last-handled configuration) in annotations
 under `kopf.loopline.dev/`, never in `status`, so `status` has one owner and is the API. The
@@ -18,8 +21,8 @@ setting are read then, not frozen when this module is first imported.
 
 from __future__ import annotations
 
-import contextlib
 import logging
+from functools import partial
 from typing import Any
 
 import kopf
@@ -29,6 +32,7 @@ from loopline.operators.errors import BackendUnavailable
 from loopline.operators.kube import api_client
 from loopline.operators.runtime import Operator, build_backends
 from loopline.operators.settings import OperatorSettings
+from loopline.operators.workqueue import Key, Priority, Retry, WorkQueue
 from loopline.settings import Settings
 from loopline.types.common import GROUP, VERSION
 
@@ -74,16 +78,23 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.watching.client_timeout = 90
     settings.watching.connect_timeout = 10
     settings.watching.reconnect_backoff = 1.0
-    settings.execution.max_workers = 8
+    # Only deletions run in kopf's executor; reconciles run in the work queue's threads.
+    settings.execution.max_workers = 4
     # The CRDs are installed before the operator starts; without scanning kopf needs no access
     # to CustomResourceDefinitions or Namespaces (least privilege, manifests/rbac/).
     settings.scanning.disabled = True
     ours = OperatorSettings()
     backends = build_backends(ours, Settings().resolved_mlflow_tracking_uri())
-    memo["operator"] = Operator(api_client(ours), backends, ours)
+    operator = Operator(api_client(ours), backends, ours)
+    queue = WorkQueue(partial(reconcile, operator), ours.reconcile_workers, _backoff)
+    memo["operator"], memo["queue"] = operator, queue
+    queue.start()
 
 
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    queue = memo.get("queue")
+    if queue is not None:
+        queue.stop()
     operator = memo.get("operator")
     if operator is not None:
         operator.close()
@@ -94,20 +105,41 @@ def _operator(memo: Any) -> Operator:
     return operator
 
 
-def model_event(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    if type == "DELETED" or namespace is None:
-        return
-    with contextlib.suppress(BackendUnavailable):  # recorded as Degraded; the timer retries
-        _operator(memo).reconcile_model(namespace, name)
+def _queue(memo: Any) -> WorkQueue:
+    queue: WorkQueue = memo["queue"]
+    return queue
 
 
-def model_timer(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
-    assert namespace is not None  # Models are namespaced
-    retry = int(kwargs.get("retry", 0))
+def reconcile(operator: Operator, key: Key) -> None:
+    """One reconcile of a queued key; a backend that is down is retried after a backoff
+    (the Model shows Degraded meanwhile)."""
+    plural, namespace, name = key
     try:
-        _operator(memo).reconcile_model(namespace, name)
+        if plural == "models":
+            operator.reconcile_model(namespace, name)
+        else:
+            operator.reconcile_pipeline(namespace, name)
     except BackendUnavailable as exc:
-        raise kopf.TemporaryError(str(exc), delay=_backoff(retry)) from exc
+        raise Retry(str(exc)) from exc
+
+
+def _enqueue(plural: str, type_: str | None, body: Any, memo: Any, priority: Priority) -> None:
+    meta = body.get("metadata") or {}
+    namespace, name = meta.get("namespace"), meta.get("name")
+    if type_ == "DELETED" or namespace is None or name is None:
+        return
+    key = (plural, namespace, name)
+    if type_ is not None and _operator(memo).wrote(key, meta.get("resourceVersion")):
+        return  # the operator's own status write coming back: nothing new to act on
+    _queue(memo).add(key, priority)
+
+
+async def model_event(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+    _enqueue("models", type, body, memo, Priority.EVENT)
+
+
+async def model_timer(body: kopf.Body, memo: Any, **_: Any) -> None:
+    _enqueue("models", None, body, memo, Priority.RESYNC)
 
 
 def model_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
@@ -117,14 +149,12 @@ def model_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
         raise kopf.TemporaryError(str(exc), delay=_backoff(retry)) from exc
 
 
-def pipeline_event(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    if type != "DELETED" and namespace is not None:
-        _operator(memo).reconcile_pipeline(namespace, name)
+async def pipeline_event(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+    _enqueue("pipelines", type, body, memo, Priority.EVENT)
 
 
-def pipeline_timer(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    assert namespace is not None  # Pipelines are namespaced
-    _operator(memo).reconcile_pipeline(namespace, name)
+async def pipeline_timer(body: kopf.Body, memo: Any, **_: Any) -> None:
+    _enqueue("pipelines", None, body, memo, Priority.RESYNC)
 
 
 def build_registry(settings: OperatorSettings | None = None) -> kopf.OperatorRegistry:

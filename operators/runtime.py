@@ -34,6 +34,7 @@ from loopline.operators.builders.decisions import (
     deletion,
     spec_change,
 )
+from loopline.operators.builders.events import event_body
 from loopline.operators.builders.model import (
     ChampionAlias,
     Event,
@@ -72,8 +73,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Backends", "Operator", "build_backends"]  # the handlers build both through here
 
-COMPONENT = "loopline-operator"
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -103,6 +102,7 @@ class Operator:
         self.history = Ledger(self.core, settings.history_chunk_size, settings.history_chunks)
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._written: dict[tuple[str, str, str], str] = {}
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -128,38 +128,26 @@ class Operator:
             return
         meta = obj["metadata"]
         try:
-            self.custom.patch_namespaced_custom_object_status(
+            done = self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, meta["namespace"], plural, meta["name"], {"status": new}
             )
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to report on
                 raise
+            return
+        key = (plural, meta["namespace"], meta["name"])
+        self._written[key] = done["metadata"]["resourceVersion"]
+
+    def wrote(self, key: tuple[str, str, str], resource_version: str | None) -> bool:
+        """Whether `resource_version` is the operator's own last status write of `key` (its
+        watch event then brings nothing the operator does not know)."""
+        return resource_version is not None and self._written.get(key) == resource_version
 
     def event(self, obj: dict[str, Any], event: Event) -> None:
         """Post a core/v1 Event about `obj` (best effort: a lost Event must not stop work)."""
         meta = obj["metadata"]
-        now = utcnow()
-        body = {
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": obj.get("apiVersion", f"{GROUP}/{VERSION}"),
-                "kind": obj.get("kind", "Model"),
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
-            },
-            "reason": event.reason,
-            "message": event.message[:1024],
-            "type": event.type,
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
         try:
-            self.core.create_namespaced_event(meta["namespace"], body)
+            self.core.create_namespaced_event(meta["namespace"], event_body(obj, event, utcnow()))
         except ApiException as exc:
             log.warning("could not post event %s on %s: %s", event.reason, meta["name"], exc)
 
@@ -380,6 +368,7 @@ class Operator:
                 ),
             )
         self.record(body, [deletion(meta, utcnow())])
+        self._written.pop(("models", namespace, name), None)
         return True
 
     # -- Pipeline -------------------------------------------------------------------------

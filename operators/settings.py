@@ -129,6 +129,13 @@ class OperatorSettings(BaseSettings):
     reconcile_interval: float = Field(
         default=10.0, gt=0, description="Seconds between level-based reconciles of each object."
     )
+    reconcile_workers: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Threads reconciling objects from the work queue (one object is never "
+        "reconciled by two at once).",
+    )
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch (JSON list); empty means all."
     )

@@ -75,7 +75,8 @@ class Ledger:
         self.chunks = chunks
         self._tails: dict[tuple[str, str], _Tail] = {}
         self._last: dict[tuple[str, str], int] = {}
-        self._guard = threading.Lock()
+        self._guard = threading.Lock()  # guards _locks; each Model's lock guards the rest
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
 
     # -- write ----------------------------------------------------------------------------
 
@@ -83,6 +84,8 @@ class Ledger:
         """Add `decisions` to the Model's ledger (one API call when the open chunk has room).
         Raises ApiException when the API server refuses it twice."""
         with self._guard:
+            lock = self._locks.setdefault((namespace, model), threading.Lock())
+        with lock:  # Models' ledgers are written in parallel, each by one thread at a time
             # Decisions made in the same instant keep the order they were made in: a writer's
             # keys strictly increase (by a nanosecond where two times are equal).
             entries = {}
