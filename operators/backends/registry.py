@@ -34,6 +34,7 @@ ROLLOUT_TAG_VALUES = {
     RolloutOutcome.PROMOTED: "promoted",
     RolloutOutcome.ROLLED_BACK: "rolled_back",
     RolloutOutcome.SUPERSEDED: "superseded",
+    RolloutOutcome.REJECTED: "rejected",  # by a person, or by the approval timeout
 }
 
 

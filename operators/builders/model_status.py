@@ -83,11 +83,14 @@ def _phase(
                 f"no champion: version {last.model_version} not promoted: {refused.message}"
             )
         return ModelPhase.PENDING, "waiting for a training run"
-    if obs.spec.serving.replicas == 0:
-        return ModelPhase.SERVING, f"version {champion.version} is champion (scaled to zero)"
-    if unwell is not None:
+    if unwell is not None and obs.spec.serving.replicas != 0:
         return ModelPhase.DEGRADED, f"version {champion.version} is not serving: {unwell.message}"
-    if serving_ready:
+    if obs.spec.serving.replicas == 0:
+        phase, message = (
+            ModelPhase.SERVING,
+            f"version {champion.version} is champion (scaled to zero)",
+        )
+    elif serving_ready:
         phase, message = ModelPhase.SERVING, f"version {champion.version} serving"
     else:
         detail = serving.message if serving else ""

@@ -233,3 +233,9 @@ def test_the_cli_decides_only_the_version_that_awaits_and_names_the_request() ->
     }
     assert body["metadata"]["ownerReferences"][0]["uid"] == "u-1"
     ModelApprovalSpec.model_validate(body["spec"])  # what the CRD schema accepts
+
+
+def test_every_rollout_outcome_has_a_registry_tag() -> None:
+    from loopline.operators.backends.registry import ROLLOUT_TAG_VALUES
+
+    assert set(ROLLOUT_TAG_VALUES) == set(RolloutOutcome)
