@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "pipeline": "loopline.cli.pipeline:pipeline",
     "images": "loopline.cli.images:images",
     "history": "loopline.cli.history:history",
+    "usage": "loopline.cli.usage:usage",
 }
 
 
