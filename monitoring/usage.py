@@ -9,7 +9,9 @@ Counts are exact, not `increase()`'s extrapolation: each series' value at the en
 minus its value at the start (a series born inside the range counts whole; one whose counter
 went down, a restarted server, counts its value at the end). They are summed per model,
 version and caller only after that, so servers that come and go never cancel each other out.
-Latency percentiles are Prometheus' `histogram_quantile` over the range's bucket increases.
+Latency percentiles come from the latency histogram's buckets grown the same way, read as
+Prometheus' `histogram_quantile` reads them (linear inside a bucket); `increase()` would
+miss the requests of a series before its first scrape.
 
 A version is *retired* when it is called but is neither the Model's champion (the version
 its drift monitor holds as the reference, `loopline_monitor_reference_info`) nor a canary a
@@ -31,7 +33,6 @@ REQUESTS = "loopline_usage_requests_total"
 ROWS = "loopline_usage_rows_total"
 FALLBACK_ROWS = "loopline_usage_fallback_rows_total"
 LATENCY_BUCKETS = "loopline_usage_latency_seconds_bucket"
-QUANTILES = (0.5, 0.95, 0.99)
 KEY = ("model", "version", "caller")
 
 Vector = Sequence[Mapping[str, Any]]  # the `result` of a Prometheus instant query
@@ -137,23 +138,42 @@ def _by(
     return out
 
 
+def quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """The `q` quantile of cumulative bucket counts by upper bound (`le`), interpolated
+    linearly inside the bucket as `histogram_quantile` does; None without observations."""
+    bounds = sorted(buckets)
+    if not bounds or bounds[-1] != float("inf") or buckets[bounds[-1]] <= 0:
+        return None
+    rank = q * buckets[bounds[-1]]
+    lower, below = 0.0, 0.0
+    for i, bound in enumerate(bounds):
+        count = buckets[bound]
+        if count >= rank:
+            if bound == float("inf"):
+                return bounds[i - 1] if i else None
+            if i == 0 and bound <= 0:
+                return bound
+            return lower + (bound - lower) * (rank - below) / max(count - below, 1e-12)
+        lower, below = bound, count
+    return None
+
+
 def table(
     requests: tuple[Vector, Vector],
     rows: tuple[Vector, Vector],
     fallback_rows: tuple[Vector, Vector],
-    latency: Mapping[float, Vector],
+    latency_buckets: tuple[Vector, Vector],
     current: Vector,
 ) -> list[UsageRow]:
-    """The usage table from (start, end) vectors of the counters, one latency vector per
-    quantile and the current (champion or canary) versions; sorted by model, most
+    """The usage table from (start, end) vectors of the counters and of the latency
+    buckets, and the current (champion or canary) versions; sorted by model, most
     requests first."""
     by_outcome = _by(deltas(*requests), (*KEY, "outcome"))
     row_counts = _by(deltas(*rows), KEY)
     fallback_counts = _by(deltas(*fallback_rows), KEY)
-    quantiles = {
-        q: {tuple(s["metric"].get(n, "") for n in KEY): _value(s) for s in vector}
-        for q, vector in latency.items()
-    }
+    histograms: dict[tuple[str, ...], dict[float, float]] = {}
+    for labels, count in _by(deltas(*latency_buckets), (*KEY, "le")).items():
+        histograms.setdefault(labels[:-1], {})[float(labels[-1])] = count
     live: dict[str, set[str]] = {}
     for sample in current:
         live.setdefault(sample["metric"].get("model", ""), set()).add(
@@ -169,6 +189,7 @@ def table(
             continue  # not called in the range
         model, version, caller = key
         versions = live.get(model)
+        histogram = histograms.get(key, {})
         out.append(
             UsageRow(
                 model=model,
@@ -179,24 +200,13 @@ def table(
                 server_errors=outcomes.get("server_error", 0.0),
                 rows=row_counts.get(key, 0.0),
                 fallback_rows=fallback_counts.get(key, 0.0),
-                p50_seconds=_finite(quantiles.get(0.5, {}).get(key)),
-                p95_seconds=_finite(quantiles.get(0.95, {}).get(key)),
-                p99_seconds=_finite(quantiles.get(0.99, {}).get(key)),
+                p50_seconds=quantile(0.5, histogram),
+                p95_seconds=quantile(0.95, histogram),
+                p99_seconds=quantile(0.99, histogram),
                 retired=None if not versions else version not in versions,
             )
         )
     return sorted(out, key=lambda r: (r.model, -r.requests, r.version, r.caller))
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and value == value and abs(value) != float("inf") else None
-
-
-def latency_query(quantile: float, scope: Scope, seconds: int) -> str:
-    return (
-        f"histogram_quantile({quantile}, sum by (model, version, caller, le) "
-        f"(increase({LATENCY_BUCKETS}{scope.selector()}[{seconds}s])))"
-    )
 
 
 def current_query(scope: Scope) -> str:
@@ -213,7 +223,6 @@ def collect(query: Query, scope: Scope, start: float, end: float) -> list[UsageR
     """The usage table of `scope` between the unix times `start` and `end`."""
     if end <= start:
         raise ValueError(f"the range is empty: --since must be before the end ({start} >= {end})")
-    seconds = max(1, round(end - start))
 
     def pair(metric: str) -> tuple[Vector, Vector]:
         expr = metric + scope.selector()
@@ -223,7 +232,7 @@ def collect(query: Query, scope: Scope, start: float, end: float) -> list[UsageR
         requests=pair(REQUESTS),
         rows=pair(ROWS),
         fallback_rows=pair(FALLBACK_ROWS),
-        latency={q: query(latency_query(q, scope, seconds), end) for q in QUANTILES},
+        latency_buckets=pair(LATENCY_BUCKETS),
         current=query(current_query(scope), end),
     )
 

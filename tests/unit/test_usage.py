@@ -13,14 +13,7 @@ from click.testing import CliRunner
 
 from loopline.cli.main import cli
 from loopline.monitoring.prometheus_http import PrometheusHttp
-from loopline.monitoring.usage import (
-    QUANTILES,
-    Scope,
-    as_text,
-    collect,
-    current_query,
-    latency_query,
-)
+from loopline.monitoring.usage import Scope, as_text, collect, current_query, quantile
 
 START, END = 1_000.0, 4_600.0
 
@@ -58,6 +51,7 @@ CANNED: dict[tuple[str, float], list[dict[str, Any]]] = {
         usage(REQ, 2, "a", "3", "mes", outcome="client_error"),
         usage(REQ, 7, "a", "2", "historian", outcome="ok"),  # restarted: counter went down
         usage(REQ, 0, "a", "2", "mes", outcome="ok"),  # not called: no row
+        usage(REQ, 1, "a", "3", "historian", outcome="client_error"),  # refused only
     ],
     (ROWS + SEL, START): [
         usage(ROWS, 100, "a", "3", "mes"),
@@ -72,16 +66,28 @@ CANNED: dict[tuple[str, float], list[dict[str, Any]]] = {
     (FB + SEL, END): [usage(FB, 40, "a", "3", "mes"), usage(FB, 0, "a", "2", "historian")],
     (current_query(SCOPE), END): [sample(1, model="drill-ae", version="3")],
 }
-LATENCY = {
-    0.5: {("3", "mes"): 0.002, ("2", "historian"): 0.001},
-    0.95: {("3", "mes"): 0.004, ("2", "historian"): 0.003},
-    0.99: {("3", "mes"): 0.009, ("2", "historian"): float("nan")},
-}
-for q in QUANTILES:
-    CANNED[(latency_query(q, SCOPE, int(END - START)), END)] = [
-        sample(v, model="drill-ae", version=version, caller=caller)
-        for (version, caller), v in LATENCY[q].items()
+BUCKETS = "loopline_usage_latency_seconds_bucket"
+INF = "+Inf"
+
+
+def buckets(instance: str, version: str, caller: str, **counts: float) -> list[Any]:
+    """Cumulative bucket samples, `le` spelt as Prometheus does (`0.002`, `+Inf`)."""
+    return [
+        usage(BUCKETS, v, instance, version, caller, le=le.replace("_", ".").replace("inf", INF))
+        for le, v in counts.items()
     ]
+
+
+MES_A = {"0_001": 0, "0_002": 5, "0_005": 8, "0_01": 10, "inf": 10}
+CANNED[(BUCKETS + SEL, START)] = [
+    *buckets("a", "3", "mes", **MES_A),
+    *buckets("a", "2", "historian", **{"0_001": 9, "inf": 9}),
+]
+CANNED[(BUCKETS + SEL, END)] = [
+    *buckets("a", "3", "mes", **{k: 2 * v for k, v in MES_A.items()}),
+    *buckets("b", "3", "mes", **MES_A),
+    *buckets("a", "2", "historian", **{"0_001": 7, "inf": 7}),
+]
 
 
 def canned(expr: str, at: float) -> Sequence[Mapping[str, Any]]:
@@ -91,18 +97,27 @@ def canned(expr: str, at: float) -> Sequence[Mapping[str, Any]]:
 
 def test_counts_are_exact_per_model_version_and_caller() -> None:
     rows = collect(canned, SCOPE, START, END)
-    assert [(r.version, r.caller) for r in rows] == [("3", "mes"), ("2", "historian")]
-    mes, historian = rows
+    assert [(r.version, r.caller) for r in rows] == [
+        ("3", "mes"),
+        ("2", "historian"),
+        ("3", "historian"),
+    ]
+    mes, historian, refused = rows
     assert (mes.requests, mes.client_errors, mes.server_errors) == (22, 2, 0)
     assert mes.rows == 350
     assert mes.fallback_rows == 35
     assert mes.fallback_share == pytest.approx(0.1)
     assert mes.error_share == pytest.approx(2 / 22)
-    assert (mes.p50_seconds, mes.p95_seconds, mes.p99_seconds) == (0.002, 0.004, 0.009)
+    # 20 observations: 10 up to 2 ms, 16 up to 5 ms, 20 up to 10 ms
+    assert mes.p50_seconds == pytest.approx(0.002)
+    assert mes.p95_seconds == pytest.approx(0.005 + 0.005 * 3 / 4)
+    assert mes.p99_seconds == pytest.approx(0.005 + 0.005 * 3.8 / 4)
     assert mes.retired is False
     assert (historian.requests, historian.rows, historian.fallback_rows) == (7, 70, 0)
-    assert historian.p99_seconds is None  # NaN: no bucket grew
+    assert historian.p50_seconds == pytest.approx(0.0005)  # restarted: its 7 at the end count
     assert historian.retired is True
+    assert (refused.requests, refused.client_errors, refused.rows) == (1, 1, 0)
+    assert refused.p50_seconds is None  # nothing answered, nothing observed
 
 
 def test_without_a_known_champion_retirement_is_not_judged() -> None:
@@ -116,9 +131,20 @@ def test_text_table_has_a_line_per_version_and_caller() -> None:
     text = as_text(collect(canned, SCOPE, START, END)).splitlines()
     assert text[0].split()[:4] == ["MODEL", "VERSION", "CALLER", "REQUESTS"]
     assert text[1].split() == [
-        "drill-ae", "3", "mes", "22", "2", "9.1%", "350", "10.0%", "2.00", "4.00", "9.00", "no",
+        "drill-ae", "3", "mes", "22", "2", "9.1%", "350", "10.0%", "2.00", "8.75", "9.75", "no",
     ]  # fmt: skip
     assert text[2].split()[-1] == "yes"
+    assert text[3].split()[-4:] == ["-", "-", "-", "no"]
+
+
+def test_quantile_reads_buckets_as_histogram_quantile_does() -> None:
+    inf = float("inf")
+    assert quantile(0.5, {}) is None
+    assert quantile(0.5, {0.1: 0, inf: 0}) is None
+    assert quantile(0.5, {0.1: 4, inf: 4}) == pytest.approx(0.05)
+    # past the last finite bound: that bound, as Prometheus answers
+    assert quantile(0.99, {0.1: 1, 0.2: 2, inf: 10}) == pytest.approx(0.2)
+    assert quantile(0.5, {0.1: 4, 0.2: 4, 0.4: 8, inf: 8}) == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize(
@@ -160,6 +186,7 @@ def test_cli_prints_the_table_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [(d["version"], d["caller"], d["requests"]) for d in docs] == [
         ("3", "mes", 22),
         ("2", "historian", 7),
+        ("3", "historian", 1),
     ]
     assert docs[1]["retired"] is True
     assert docs[0]["fallback_share"] == pytest.approx(0.1)
