@@ -167,8 +167,12 @@ def idle_gaps(settings: Path, bodies: dict[int, bytes], requests: int = 1000) ->
 
 
 class _AbortContext:
-    """The one part of a gRPC servicer context `V2Servicer` uses: an error the servicer
-    reports ends the benchmark with its status and message, not a time."""
+    """The parts of a gRPC servicer context `V2Servicer` uses: the call's metadata (what a
+    client sends, with a caller for the usage metrics), and an error the servicer reports
+    ends the benchmark with its status and message, not a time."""
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("user-agent", "grpc-python/bench"), ("loopline-caller", "bench"))
 
     async def abort(self, code: Any, details: str) -> None:
         raise RuntimeError(f"in-process gRPC call failed: {code}: {details}")

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Sequence
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from loopline.serving.callers import CallerLabels, sanitize
 
 LATENCY_BUCKETS = (
     0.0002,
@@ -84,12 +87,55 @@ class ServingMetrics:
             registry=registry,
             multiprocess_mode="max",
         )
+        # Model usage: who called which version, how often, with what result. A family of its
+        # own (not a `caller` label on the series above) so that the canary judgement and the
+        # serving dashboards keep their series, and the caller label stays bounded
+        # (`callers.CallerLabels`).
+        self.usage_requests = Counter(
+            "loopline_usage_requests_total",
+            "Inference requests by model, version, caller and outcome (ok, client_error, "
+            "server_error).",
+            ["model", "version", "caller", "outcome"],
+            registry=registry,
+        )
+        self.usage_rows = Counter(
+            "loopline_usage_rows_total",
+            "Rows scored, by model, version and caller.",
+            ["model", "version", "caller"],
+            registry=registry,
+        )
+        self.usage_fallback_rows = Counter(
+            "loopline_usage_fallback_rows_total",
+            "Rows scored by the core-sensor fallback model, by model, version and caller.",
+            ["model", "version", "caller"],
+            registry=registry,
+        )
+        self.usage_latency = Histogram(
+            "loopline_usage_latency_seconds",
+            "Time inside the runtime per answered request, by model, version and caller.",
+            ["model", "version", "caller"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._callers: dict[str, CallerLabels] = {}
         self.samples = Counter(
             "loopline_samples_total",
             "Sample batches for the drift monitor by outcome (sent, failed, dropped).",
             ["model", "outcome"],
             registry=registry,
         )
+
+    def callers(self, model: str, allowed: Sequence[str], max_callers: int) -> CallerLabels:
+        """The caller labels of `model`, kept across reloads of the model (so a reload does
+        not open a new budget of distinct callers) unless its caller settings changed."""
+        found = self._callers.get(model)
+        if (
+            found is None
+            or found.allowed != frozenset(map(sanitize, allowed))
+            or found.max_callers != max_callers
+        ):
+            found = self._callers[model] = CallerLabels(allowed, max_callers)
+        return found
 
 
 _lock = threading.Lock()

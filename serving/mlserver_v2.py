@@ -25,6 +25,7 @@ from mlserver.model import MLModel
 from mlserver.types import InferenceRequest
 from mlserver.utils import insert_headers
 
+from loopline.serving import callers
 from loopline.serving.runtime_slot import ModelNotFound, ModelNotReady
 from loopline.serving.settings import ServingSettings
 from loopline.serving.v2_asgi import (
@@ -36,6 +37,7 @@ from loopline.serving.v2_asgi import (
     Scope,
     Send,
     error_body,
+    header,
     infer_model_name,
     needs_token,
     read_body,
@@ -43,7 +45,13 @@ from loopline.serving.v2_asgi import (
     respond,
     respond_infer,
 )
-from loopline.serving.v2_grpc import as_request, converted, grpc_status, plain_inputs
+from loopline.serving.v2_grpc import (
+    as_request,
+    converted,
+    grpc_status,
+    metadata_caller,
+    plain_inputs,
+)
 from loopline.serving.v2_rest import (
     WireError,
     columns_of,
@@ -161,7 +169,8 @@ class InferenceRoutes:
             await respond_infer(send, out, json_size)
         except (HttpError, WireError, ModelNotFound) as exc:
             status = exc.status if isinstance(exc, HttpError) else exc.status_code
-            refused_before_runtime(await _any_runtime(self.data_plane), exc, status)
+            caller = header(scope, callers.HEADER_BYTES)
+            refused_before_runtime(await _any_runtime(self.data_plane), exc, status, caller=caller)
             await respond(send, status, error_body(str(exc)))
         except MLServerError as exc:  # the runtime's own refusals, counted and logged there
             await respond(send, exc.status_code, error_body(str(exc)))
@@ -186,7 +195,8 @@ async def model_infer(servicer: Any, request: Any, context: Any) -> Any:
         use_raw = bool(request.raw_input_contents)
         return ModelInferResponseConverter.from_types(response, use_raw=use_raw)
     except (WireError, ModelNotFound) as exc:
-        refused_before_runtime(await _any_runtime(data_plane), exc, exc.status_code, "grpc")
+        runtime = await _any_runtime(data_plane)
+        refused_before_runtime(runtime, exc, exc.status_code, "grpc", metadata_caller(context))
         await context.abort(grpc_status(exc.status_code), str(exc))
     except MLServerError as exc:
         await context.abort(grpc_status(exc.status_code), str(exc))

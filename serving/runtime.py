@@ -35,6 +35,7 @@ from mlserver.types import (
 from prometheus_client import Counter, Histogram
 
 from loopline import auth
+from loopline.serving import callers
 from loopline.serving.metadata import metadata_inputs, metadata_parameters
 from loopline.serving.metrics import ServingMetrics, serving_metrics
 from loopline.serving.payload import (
@@ -93,6 +94,10 @@ class _Series:
     fallback_rows: Counter
     anomaly_rows: Counter
     latency: Histogram
+    usage_ok: Counter
+    usage_rows: Counter
+    usage_fallback_rows: Counter
+    usage_latency: Histogram
 
 
 _SELDON_VERSION = re.compile(r"^(?P<model>.+)-v(?P<version>\d+)$")
@@ -104,11 +109,24 @@ def seldon_name_parts(name: str) -> tuple[str, str] | None:
     return (match["model"], match["version"]) if match else None
 
 
-def detect_protocol(request: InferenceRequest) -> str:
-    """REST or gRPC, from the headers MLServer copies into `parameters.headers`."""
+def _headers(request: InferenceRequest) -> dict[str, Any] | None:
     params = request.parameters
     headers = getattr(params, "headers", None) if params is not None else None
-    if not headers or not isinstance(headers, dict):
+    return headers if headers and isinstance(headers, dict) else None
+
+
+def header_caller(request: InferenceRequest) -> str | None:
+    """The `Loopline-Caller` header MLServer copied into `parameters.headers` (REST
+    headers and gRPC metadata both arrive lowercased there)."""
+    headers = _headers(request)
+    value = headers.get(callers.HEADER) if headers is not None else None
+    return value if isinstance(value, str) else None
+
+
+def detect_protocol(request: InferenceRequest) -> str:
+    """REST or gRPC, from the headers MLServer copies into `parameters.headers`."""
+    headers = _headers(request)
+    if headers is None:
         return "unknown"
     content_type = str(headers.get("content-type", ""))
     agent = str(headers.get("user-agent", ""))
@@ -141,7 +159,8 @@ class LooplineRuntime(MLModel):
         self.metrics: ServingMetrics = serving_metrics()
         self.sampler: PayloadSampler | None = None
         self._random = random.Random()
-        self._series_cache: dict[tuple[str, str, str], _Series] = {}
+        self._series_cache: dict[tuple[str, str, str, str], _Series] = {}
+        self.callers = callers.CallerLabels()
 
     async def load(self) -> bool:
         params = self.settings.parameters
@@ -178,6 +197,7 @@ class LooplineRuntime(MLModel):
             self.champion.layout, fallback=cfg.fallback_on_missing_sensors
         )
         self.outputs = metadata_outputs(scorer.task, len(scorer.class_names))
+        self.callers = self.metrics.callers(self.model_label, cfg.callers, cfg.max_callers)
         self.publish_version_info(1)
         self.sampler = PayloadSampler(
             model=self.model_label,
@@ -235,10 +255,11 @@ class LooplineRuntime(MLModel):
         parts = seldon_name_parts(self.name)
         return parts[0] if parts else self.name
 
-    def _series(self, model: str, version: str, protocol: str) -> _Series:
+    def _series(self, model: str, version: str, protocol: str, caller: str) -> _Series:
         """The labelled children one successful request updates, looked up once per label
-        set (a `labels()` call takes a lock and a dict lookup per metric, on every request)."""
-        key = (model, version, protocol)
+        set (a `labels()` call takes a lock and a dict lookup per metric, on every request).
+        The caller label is bounded (`callers.CallerLabels`), and so is this cache."""
+        key = (model, version, protocol, caller)
         series = self._series_cache.get(key)
         if series is None:
             m = self.metrics
@@ -249,18 +270,32 @@ class LooplineRuntime(MLModel):
                 fallback_rows=m.fallback_rows.labels(model, version),
                 anomaly_rows=m.anomaly_rows.labels(model, version),
                 latency=m.latency.labels(model, version, protocol),
+                usage_ok=m.usage_requests.labels(model, version, caller, "ok"),
+                usage_rows=m.usage_rows.labels(model, version, caller),
+                usage_fallback_rows=m.usage_fallback_rows.labels(model, version, caller),
+                usage_latency=m.usage_latency.labels(model, version, caller),
             )
             self._series_cache[key] = series
         return series
 
-    def refused(self, protocol: str, exc: MLServerError, version: str | None = None) -> None:
+    def refused(
+        self,
+        protocol: str,
+        exc: MLServerError,
+        version: str | None = None,
+        caller: str | None = None,
+    ) -> None:
         """Count and log a request refused for the client's mistake: one INFO line, no
         traceback (the message names what is wrong; the client has it too). Hosts call it
         for what they refuse before the runtime sees a request (an unreadable body, an
-        unknown model); `score_inputs` for what decoding refuses."""
+        unknown model); `score_inputs` for what decoding refuses. `caller` is the raw
+        `Loopline-Caller` header value."""
         if version is None:
             version = self.champion.version if self.champion is not None else ""
-        self.metrics.requests.labels(self.model_label, version, protocol, "client_error").inc()
+        model = self.model_label
+        self.metrics.requests.labels(model, version, protocol, "client_error").inc()
+        label = self.callers.label(caller)
+        self.metrics.usage_requests.labels(model, version, label, "client_error").inc()
         log.info("refused a %s request to %s (%d): %s", protocol, self.name, exc.status_code, exc)
 
     def pick(self) -> LoadedVersion:
@@ -273,12 +308,14 @@ class LooplineRuntime(MLModel):
         return self.champion
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        return await self.infer(payload, detect_protocol(payload))
+        return await self.infer(payload, detect_protocol(payload), header_caller(payload))
 
-    async def infer(self, payload: InferenceRequest, protocol: str) -> InferenceResponse:
+    async def infer(
+        self, payload: InferenceRequest, protocol: str, caller: str | None = None
+    ) -> InferenceResponse:
         """The hot path, for MLServer (through `predict`) and for hosts that know the
-        protocol without reading headers (`lean_server`)."""
-        answer = self.score_inputs(payload.inputs, protocol)
+        protocol and caller without reading `parameters.headers` (`lean_server`)."""
+        answer = self.score_inputs(payload.inputs, protocol, caller)
         return InferenceResponse(
             model_name=self.name,
             model_version=answer.version,
@@ -286,9 +323,12 @@ class LooplineRuntime(MLModel):
             outputs=encode_outputs(answer.scored, answer.task, answer.version),
         )
 
-    def score_inputs(self, inputs: Sequence[TensorInput], protocol: str) -> Answer:
+    def score_inputs(
+        self, inputs: Sequence[TensorInput], protocol: str, caller: str | None = None
+    ) -> Answer:
         """Pick a version, decode, score, count and sample: everything but the wire format,
-        so a host with its own encoder (`v2_json`) shares every rule with `infer`."""
+        so a host with its own encoder (`v2_json`) shares every rule with `infer`. `caller`
+        is the raw `Loopline-Caller` header value (None: the request had none)."""
         start = time.perf_counter()
         target = self.pick()
         model = self.model_label
@@ -304,20 +344,25 @@ class LooplineRuntime(MLModel):
                 allow_fallback=self.config.fallback_on_missing_sensors,
             )
         except MLServerError as exc:
-            self.refused(protocol, exc, version)
+            self.refused(protocol, exc, version, caller)
             raise
         except Exception:
             self.metrics.requests.labels(model, version, protocol, "server_error").inc()
+            label = self.callers.label(caller)
+            self.metrics.usage_requests.labels(model, version, label, "server_error").inc()
             log.exception("scoring failed for %s version %s", model, version)
             raise
         n = scored.rows
         n_fallback = scored.n_fallback
-        m = self._series(model, version, protocol)
+        m = self._series(model, version, protocol, self.callers.label(caller))
         m.ok.inc()
+        m.usage_ok.inc()
         m.batch_size.observe(n)
         m.rows.inc(n)
+        m.usage_rows.inc(n)
         if n_fallback:
             m.fallback_rows.inc(n_fallback)
+            m.usage_fallback_rows.inc(n_fallback)
         is_anomaly = scored.outputs.get("is_anomaly")
         if is_anomaly is not None:
             anomalies = int(np.count_nonzero(is_anomaly))
@@ -336,7 +381,9 @@ class LooplineRuntime(MLModel):
                     fallback=scored.fallback,
                 )
             )
-        m.latency.observe(time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        m.latency.observe(elapsed)
+        m.usage_latency.observe(elapsed)
         return Answer(version=version, task=task, scored=scored)
 
 

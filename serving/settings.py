@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from loopline.serving.callers import DEFAULT_MAX_CALLERS
+
 
 class ServingSettings(BaseSettings):
     """What one loaded model needs: where it comes from, how it splits traffic, where samples go."""
@@ -81,6 +83,18 @@ class ServingSettings(BaseSettings):
     )
     sample_timeout_s: float = Field(
         default=2.0, gt=0.0, description="Timeout of one POST to the monitor."
+    )
+    callers: list[str] = Field(
+        default_factory=list,
+        description="Callers (Loopline-Caller header values) counted under their own name in "
+        "the loopline_usage_* metrics; any other caller is `other`. Empty: the first "
+        "max_callers distinct callers keep their name. JSON list in the environment.",
+    )
+    max_callers: int = Field(
+        default=DEFAULT_MAX_CALLERS,
+        ge=0,
+        description="Distinct callers a server labels by name when `callers` is empty; later "
+        "ones are counted as `other` (bounds the metrics' series).",
     )
 
     @classmethod

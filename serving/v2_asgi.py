@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from mlserver.errors import MLServerError
 
 from loopline import auth
+from loopline.serving import callers
 from loopline.serving.runtime_slot import ModelNotFound, RuntimeSlot
 from loopline.serving.scoring import output_columns
 from loopline.serving.v2_json import parse_plain, response_json
@@ -122,17 +123,27 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, 
 class Refuses(Protocol):
     """What counts a refused request: `LooplineRuntime.refused`."""
 
-    def refused(self, protocol: str, exc: MLServerError, version: str | None = None) -> None: ...
+    def refused(
+        self,
+        protocol: str,
+        exc: MLServerError,
+        version: str | None = None,
+        caller: str | None = None,
+    ) -> None: ...
 
 
 def refused_before_runtime(
-    runtime: Refuses | None, exc: Exception, status: int, protocol: str = "rest"
+    runtime: Refuses | None,
+    exc: Exception,
+    status: int,
+    protocol: str = "rest",
+    caller: str | None = None,
 ) -> None:
     """Count and log a client's mistake the host caught before the runtime saw the request
     (with no model loaded yet there is no series to count it in: logged only)."""
     error = exc if isinstance(exc, MLServerError) else MLServerError(str(exc), status)
     if runtime is not None:
-        runtime.refused(protocol, error)
+        runtime.refused(protocol, error, caller=caller)
     else:
         log.info("refused a %s request (%d): %s", protocol, status, exc)
 
@@ -193,6 +204,7 @@ class V2App:
         await respond(send, status, body)
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        caller = header(scope, callers.HEADER_BYTES)
         try:
             name = infer_model_name(path)
             runtime = self.slot.get(name)
@@ -200,14 +212,14 @@ class V2App:
             plain = parse_plain(body) if header_length is None else None
             if plain is not None:
                 inputs, request_id = plain
-                answer = runtime.score_inputs(inputs, "rest")
+                answer = runtime.score_inputs(inputs, "rest", caller)
                 columns = output_columns(answer.scored, answer.task, answer.version)
                 out = response_json(runtime.name, answer.version, request_id, columns)
                 await respond(send, 200, out)
                 return
             parsed = parse_infer_body(body, header_length)
             parsed.outputs.check([o.name for o in runtime.outputs or ()])
-            answer = runtime.score_inputs(parsed.request.inputs, "rest")
+            answer = runtime.score_inputs(parsed.request.inputs, "rest", caller)
             columns = output_columns(answer.scored, answer.task, answer.version)
             out, json_size = encode_infer_response(
                 runtime.name, answer.version, parsed.request.id, columns, parsed.outputs
@@ -215,7 +227,7 @@ class V2App:
             await respond_infer(send, out, json_size)
         except (HttpError, WireError, ModelNotFound) as exc:
             status = exc.status if isinstance(exc, HttpError) else exc.status_code
-            refused_before_runtime(self.slot.runtime, exc, status)
+            refused_before_runtime(self.slot.runtime, exc, status, caller=caller)
             await respond(send, status, error_body(str(exc)))
         except MLServerError as exc:  # the runtime's own refusals, counted and logged there
             await respond(send, exc.status_code, error_body(str(exc)))

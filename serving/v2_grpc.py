@@ -32,6 +32,7 @@ from mlserver.grpc.dataplane_pb2_grpc import (
 )
 from mlserver.types import InferenceRequest, RequestInput
 
+from loopline.serving import callers
 from loopline.serving.runtime_slot import ModelNotFound, RuntimeSlot
 from loopline.serving.scoring import OutputColumn, output_columns
 from loopline.serving.v2_asgi import refused_before_runtime
@@ -80,20 +81,21 @@ class V2Servicer(GRPCInferenceServiceServicer):
         return ModelMetadataResponseConverter.from_types(metadata)
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
+        caller = metadata_caller(context)
         try:
             runtime = self.slot.get(request.model_name)
             use_raw = bool(request.raw_input_contents)
             plain = plain_inputs(request)
             if plain is not None:
-                answer = runtime.score_inputs(plain, "grpc")
+                answer = runtime.score_inputs(plain, "grpc", caller)
                 columns = output_columns(answer.scored, answer.task, answer.version)
                 return response_message(
                     runtime.name, answer.version, request.id, columns, use_raw=use_raw
                 )
-            response = await runtime.infer(converted(request), "grpc")
+            response = await runtime.infer(converted(request), "grpc", caller)
             return ModelInferResponseConverter.from_types(response, use_raw=use_raw)
         except (WireError, ModelNotFound) as exc:
-            refused_before_runtime(self.slot.runtime, exc, exc.status_code, "grpc")
+            refused_before_runtime(self.slot.runtime, exc, exc.status_code, "grpc", caller)
             await context.abort(grpc_status(exc.status_code), str(exc))
         except MLServerError as exc:  # the runtime's own refusals, counted and logged there
             await context.abort(grpc_status(exc.status_code), str(exc))
@@ -102,6 +104,14 @@ class V2Servicer(GRPCInferenceServiceServicer):
             await context.abort(
                 grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
             )
+
+
+def metadata_caller(context: Any) -> str | None:
+    """The `loopline-caller` metadata value of a call (gRPC lowercases metadata keys)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == callers.HEADER:
+            return value if isinstance(value, str) else None
+    return None
 
 
 def converted(request: Any) -> InferenceRequest:

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "history": "loopline.cli.history:history",
     "approve": "loopline.cli.approval:approve",
     "reject": "loopline.cli.approval:reject",
+    "usage": "loopline.cli.usage:usage",
 }
 
 

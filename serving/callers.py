@@ -1,0 +1,98 @@
+"""Who called: the `caller` label of the model usage metrics, with bounded cardinality.
+
+A caller names itself in the `Loopline-Caller` HTTP header (gRPC metadata
+`loopline-caller`). The value becomes a Prometheus label, so anything a client sends must not
+grow the server's series without bound: values are sanitized (at most 64 characters of
+`[A-Za-z0-9._:/@-]`, anything else becomes `_`), and only callers on the configured
+allow-list, or, without one, the first `max_callers` distinct callers the process sees, keep
+their own label; the rest are counted as `other`. A request without the header is `unknown`.
+The prefix `sa:` is reserved for verified ServiceAccounts: a header that claims it is `other`.
+
+A verified identity outranks the header: when a host has authenticated a Kubernetes
+ServiceAccount token (its subject, `system:serviceaccount:<namespace>:<name>`, comes from the
+verification, never from the token's own unverified claims), the caller is
+`sa:<namespace>/<name>` whatever the header says. No host verifies ServiceAccount tokens on
+inference yet (inference is open, see docs/security.md), so today every host passes none.
+
+The hot path is one dict lookup per request: labels are memoised by the raw header value, and
+the memo is bounded too, so random header values cost a sanitize each, not memory.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+HEADER = "loopline-caller"  # HTTP header names are case-insensitive; gRPC metadata is lowercase
+HEADER_BYTES = HEADER.encode()
+UNKNOWN = "unknown"
+OTHER = "other"
+MAX_LENGTH = 64
+DEFAULT_MAX_CALLERS = 50
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+VERIFIED_PREFIX = "sa:"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._:/@-]")
+_MEMO_LIMIT = 1024
+
+
+def sanitize(value: str) -> str:
+    """A label value from what a client sent: trimmed, safe characters only, at most
+    `MAX_LENGTH` long; an empty result is `unknown`."""
+    cleaned = _UNSAFE.sub("_", value.strip()[:MAX_LENGTH])
+    return cleaned or UNKNOWN
+
+
+def service_account_caller(subject: str) -> str | None:
+    """`sa:<namespace>/<name>` for a verified ServiceAccount subject, else None."""
+    if not subject.startswith(SERVICE_ACCOUNT_PREFIX):
+        return None
+    namespace, _, name = subject[len(SERVICE_ACCOUNT_PREFIX) :].partition(":")
+    if not namespace or not name or ":" in name:
+        return None
+    return sanitize(f"{VERIFIED_PREFIX}{namespace}/{name}")
+
+
+class CallerLabels:
+    """Maps what a request says about its caller to a bounded set of label values."""
+
+    def __init__(self, allowed: Iterable[str] = (), max_callers: int = DEFAULT_MAX_CALLERS) -> None:
+        if max_callers < 0:
+            raise ValueError(f"max_callers {max_callers}: must be >= 0")
+        self.allowed = frozenset(sanitize(a) for a in allowed)
+        self.max_callers = max_callers
+        self._seen: set[str] = set()
+        self._memo: dict[str | None, str] = {None: UNKNOWN, "": UNKNOWN}
+
+    def label(self, header: str | None, subject: str | None = None) -> str:
+        """The caller label of one request: a verified ServiceAccount `subject` first, then
+        the `Loopline-Caller` header value, then `unknown`."""
+        if subject is not None:
+            account = service_account_caller(subject)
+            if account is not None:
+                return self._admit(account)
+        found = self._memo.get(header)
+        if found is not None:
+            return found
+        assert header is not None  # None is memoised as unknown
+        claimed = sanitize(header)
+        label = OTHER if claimed.startswith(VERIFIED_PREFIX) else self._admit(claimed)
+        if len(self._memo) < _MEMO_LIMIT:
+            self._memo[header] = label
+        return label
+
+    def _admit(self, caller: str) -> str:
+        if caller == UNKNOWN:
+            return UNKNOWN
+        if self.allowed:
+            return caller if caller in self.allowed else OTHER
+        if caller in self._seen:
+            return caller
+        if len(self._seen) < self.max_callers and caller != OTHER:
+            self._seen.add(caller)
+            return caller
+        return OTHER
+
+    @property
+    def callers(self) -> frozenset[str]:
+        """The callers that kept their own label so far (allow-list: the list)."""
+        return self.allowed or frozenset(self._seen)
