@@ -1,5 +1,9 @@
 """Score a bundle on a labelled evaluation set: primary, fallback and the statistical baseline.
 
+Two baselines: max-|z| (`baseline_*`) and PCA Hotelling T² + Q (`pca_*`, with
+`f1_gain_over_pca`), so every model shows what the network adds over what a process engineer
+would fit first.
+
 The same function scores the challenger and the current champion on the same fresh rows, so
 the champion gate compares like with like. Metric names are flat (`f1`, `roc_auc`,
 `fallback_f1`, `baseline_roc_auc`, `roc_auc_gain_over_baseline`, …) because they become MLflow
@@ -25,6 +29,7 @@ from sklearn.metrics import (
 from loopline.models.baseline import ClassRangeBaseline, RangeBaseline
 from loopline.models.bundle import ModelBundle
 from loopline.models.evaluation_split import label_values
+from loopline.models.pca_baseline import PcaBaseline
 from loopline.models.training import class_indices
 from loopline.types.common import Task
 from loopline.types.dataset import DatasetRoles
@@ -112,6 +117,14 @@ def evaluate_bundle(
             metrics |= _binary("baseline_", y, s, s > base.threshold)
             metrics["roc_auc_gain_over_baseline"] = metrics["roc_auc"] - metrics["baseline_roc_auc"]
             metrics["f1_gain_over_baseline"] = metrics["f1"] - metrics["baseline_f1"]
+        pca_doc = bundle.metadata.get("pca_baseline")
+        if pca_doc:
+            pca = PcaBaseline.from_dict(pca_doc)
+            s = pca.score(x)
+            metrics |= _binary("pca_", y, s, s > pca.threshold)
+            metrics["pca_components"] = float(pca.components)
+            metrics["roc_auc_gain_over_pca"] = metrics["roc_auc"] - metrics["pca_roc_auc"]
+            metrics["f1_gain_over_pca"] = metrics["f1"] - metrics["pca_f1"]
         return Evaluation(metrics=metrics)
     classes = bundle.class_names
     y = class_indices(full[label], classes, label)

@@ -32,6 +32,7 @@ from loopline.models.baseline import ClassRangeBaseline, RangeBaseline
 from loopline.models.bundle import ModelBundle, Scorer
 from loopline.models.evaluation_split import label_values, normal_rows
 from loopline.models.nets import autoencoder_config, build_network, classifier_config
+from loopline.models.pca_baseline import PcaBaseline
 from loopline.models.standardize import Standardizer
 from loopline.types.common import Task
 from loopline.types.dataset import ROLES_KEY, DatasetRoles, LabelKind
@@ -144,7 +145,7 @@ def _epoch(
 
 def _autoencoder(
     df: pd.DataFrame, names: list[str], params: TrainingParams, roles: DatasetRoles
-) -> tuple[Scorer, RangeBaseline, list[float], int]:
+) -> tuple[Scorer, tuple[RangeBaseline, PcaBaseline], list[float], int]:
     normal = _complete(df[normal_rows(df, roles)], names)
     if len(normal) < MIN_TRAINING_ROWS:
         raise TrainingDataError(
@@ -166,7 +167,8 @@ def _autoencoder(
     errors = scorer.reconstruction_error(x_cal)
     scorer.threshold = float(np.quantile(errors, params.threshold_quantile))
     baseline = RangeBaseline.fit(x_fit, x_cal, params.threshold_quantile)
-    return scorer, baseline, history, len(x_fit)
+    pca = PcaBaseline.fit(x_fit, x_cal, params.threshold_quantile)
+    return scorer, (baseline, pca), history, len(x_fit)
 
 
 def _classifier(
@@ -240,8 +242,10 @@ def train_bundle(
         )
     start = time.perf_counter()
     baseline: RangeBaseline | ClassRangeBaseline
+    extra: dict[str, Any] = {}
     if task == Task.ANOMALY_DETECTION:
-        primary, baseline, h_primary, n_primary = _autoencoder(df, names, params, roles)
+        primary, (baseline, pca), h_primary, n_primary = _autoencoder(df, names, params, roles)
+        extra["pca_baseline"] = pca.to_dict()
         fallback, _, h_fallback, n_fallback = _autoencoder(df, core, params, roles)
         recorded = roles.model_copy(update={"classes": []})
     else:
@@ -254,6 +258,7 @@ def train_bundle(
     metadata: dict[str, Any] = {
         ROLES_KEY: recorded.model_dump(mode="json"),
         "baseline": baseline.to_dict(),
+        **extra,
         "params": params.model_dump(mode="json", by_alias=True),
         "training_rows": {"primary": n_primary, "fallback": n_fallback},
     }

@@ -20,6 +20,7 @@ from loopline.types.pipeline import (
 )
 from loopline.types.policy import (
     ANOMALY_MINIMUM_METRICS,
+    ANOMALY_REPORTED_ONLY,
     CLASSIFICATION_MINIMUM_METRICS,
     MAX_MINIMUMS,
     comparable_metrics,
@@ -214,6 +215,9 @@ def test_policy_metric_names_are_what_the_evaluation_reports(task: Task) -> None
     # Counts and alarm rates are reported but are not scores a minimum makes sense for.
     not_scores = {"eval_rows", "eval_fault_rate", "alarm_rate", "fallback_alarm_rate"}
     not_scores.add("baseline_alarm_rate")
+    if task == Task.ANOMALY_DETECTION:
+        assert set(ANOMALY_REPORTED_ONLY) <= reported  # no stale names
+        not_scores.update(ANOMALY_REPORTED_ONLY)
     assert set(minimum_metrics(task)) == reported - not_scores
     assert set(comparable_metrics(task)) <= set(minimum_metrics(task))
     assert len(ANOMALY_MINIMUM_METRICS) <= MAX_MINIMUMS
