@@ -106,6 +106,10 @@ def evaluate_model(spec_json: str, features_dir: str, model_dir: str, report_pat
         markdown = evaluation.markdown("Evaluation of the new model (fresh evaluation set)")
         Path(report_path).write_text(markdown)
         client.log_text(out["mlflow_run_id"], markdown, f"{REPORT_ARTIFACT_DIR}/evaluation.md")
+        if evaluation.faults:
+            client.log_dict(
+                out["mlflow_run_id"], evaluation.faults, f"{REPORT_ARTIFACT_DIR}/fault_events.json"
+            )
         if evaluation.confusion:
             client.log_dict(
                 out["mlflow_run_id"],
