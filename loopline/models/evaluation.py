@@ -29,8 +29,8 @@ from sklearn.metrics import (
 from loopline.models.baseline import ClassRangeBaseline
 from loopline.models.bundle import ModelBundle
 from loopline.models.evaluation_anomaly import evaluate_anomaly, reliability_markdown
-from loopline.models.reliability import Debounce
 from loopline.models.training import class_indices
+from loopline.types.alarms import AlarmPolicy
 from loopline.types.common import Task
 from loopline.types.dataset import DatasetRoles
 
@@ -68,12 +68,13 @@ def evaluate_bundle(
     bundle: ModelBundle,
     df: pd.DataFrame,
     roles: DatasetRoles | None = None,
-    debounce: Debounce | None = None,
+    alarms: AlarmPolicy | None = None,
 ) -> Evaluation:
     """Metrics of primary, fallback and baselines on the labelled rows of `df`.
 
     Anomaly detection adds the reliability figures (`loopline.models.evaluation_anomaly`),
-    with alarm events counted after `debounce` (default k=3 of n=5, ending below m=1).
+    with alarm events counted after the debouncing of `alarms` (default k=3 of n=5, ending
+    below m=1) and, when it sets a false-alarm budget, whether each detector met it.
 
     The label column is `roles.label`: the run's roles, else those the bundle recorded (a
     champion trained before bundles recorded roles needs the run's)."""
@@ -95,7 +96,7 @@ def evaluate_bundle(
     metrics: dict[str, float] = {"eval_rows": float(len(full))}
     baseline_doc = bundle.metadata.get("baseline")
     if bundle.task == Task.ANOMALY_DETECTION:
-        found, faults = evaluate_anomaly(bundle, full, core_rows, roles, debounce or Debounce())
+        found, faults = evaluate_anomaly(bundle, full, core_rows, roles, alarms or AlarmPolicy())
         return Evaluation(metrics=metrics | found, faults=faults)
     classes = bundle.class_names
     y = class_indices(full[label], classes, label)

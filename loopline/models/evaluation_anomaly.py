@@ -23,7 +23,8 @@ from loopline.models.baseline import RangeBaseline
 from loopline.models.bundle import ModelBundle
 from loopline.models.evaluation_split import label_values
 from loopline.models.pca_baseline import PcaBaseline
-from loopline.models.reliability import Debounce, event_counts, reliability
+from loopline.models.reliability import event_counts, reliability
+from loopline.types.alarms import AlarmPolicy
 from loopline.types.dataset import DatasetRoles
 
 # (prefix, name in the report)
@@ -67,7 +68,7 @@ def evaluate_anomaly(
     full: pd.DataFrame,
     core_rows: pd.DataFrame,
     roles: DatasetRoles,
-    settings: Debounce,
+    settings: AlarmPolicy,
 ) -> tuple[dict[str, float], dict[str, list[dict[str, Any]]]]:
     """(metrics, fault events per detector) of the four detectors."""
     _order_columns(full, roles)
@@ -77,6 +78,8 @@ def evaluate_anomaly(
     metrics: dict[str, float] = {"eval_fault_rate": float(y.mean())}
     ent, ts = full[roles.entity].to_numpy(), full[roles.timestamp].to_numpy()
     metrics |= event_counts(ent, ts, y)
+    if settings.max_false_alarm_rate is not None:
+        metrics["max_false_alarm_rate"] = settings.max_false_alarm_rate
     faults: dict[str, list[dict[str, Any]]] = {}
 
     def judge(prefix: str, rows: pd.DataFrame, y_: np.ndarray, s: np.ndarray, f: Any) -> None:
@@ -129,6 +132,7 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("false_alarm_events_per_entity_day", "false alarm events / entity-day"),
     ("fault_events_detected", "fault events detected"),
     ("detection_delay_median_readings", "median delay (readings)"),
+    ("far_budget_met", "FAR within budget"),
 )
 
 
@@ -137,8 +141,15 @@ def reliability_markdown(metrics: dict[str, float]) -> list[str]:
     if "far" not in metrics:
         return []
 
-    def cell(v: float | None) -> str:
-        return "n/a" if v is None or math.isnan(v) else f"{v:.3f}"
+    def cell(key: str, v: float | None) -> str:
+        if v is None or math.isnan(v):
+            return "n/a"
+        if key == "far_budget_met":
+            return "yes" if v else "**no**"
+        return f"{v:.3f}"
+
+    budget = metrics.get("max_false_alarm_rate")
+    columns = [c for c in _COLUMNS if budget is not None or c[0] != "far_budget_met"]
 
     lines = [
         "### Alarms",
@@ -146,13 +157,14 @@ def reliability_markdown(metrics: dict[str, float]) -> list[str]:
         f"{int(metrics.get('eval_fault_events', 0))} labelled fault event(s) over "
         f"{metrics.get('eval_entity_days', math.nan):.2f} entity-day(s). FAR: alarms on "
         "normal rows / normal rows; MAR: missed fault rows / fault rows; events after k-of-n "
-        "debouncing; delay in readings from a fault's first row.",
+        "debouncing; delay in readings from a fault's first row."
+        + ("" if budget is None else f" False-alarm budget: FAR <= {budget:g}."),
         "",
-        "| detector | " + " | ".join(label for _, label in _COLUMNS) + " |",
-        "| --- " * (len(_COLUMNS) + 1) + "|",
+        "| detector | " + " | ".join(label for _, label in columns) + " |",
+        "| --- " * (len(columns) + 1) + "|",
     ]
     for prefix, name in DETECTORS:
         if f"{prefix}far" in metrics:
-            values = [cell(metrics.get(prefix + key)) for key, _ in _COLUMNS]
+            values = [cell(key, metrics.get(prefix + key)) for key, _ in columns]
             lines.append(f"| {name} | " + " | ".join(values) + " |")
     return [*lines, ""]

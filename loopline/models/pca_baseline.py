@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from loopline.models.calibration import threshold
 from loopline.models.standardize import Standardizer
 
 EXPLAINED_VARIANCE = 0.90
@@ -106,16 +107,18 @@ class PcaBaseline:
     threshold: float
 
     @classmethod
-    def fit(cls, normal: np.ndarray, calibration: np.ndarray, quantile: float) -> PcaBaseline:
-        """Fit on `normal`; the threshold is the `quantile` of the score on `calibration`."""
+    def fit(
+        cls,
+        normal: np.ndarray,
+        calibration: np.ndarray,
+        quantile: float,
+        max_false_alarm_rate: float | None = None,
+    ) -> PcaBaseline:
+        """Fit on `normal`; the threshold from the scores of `calibration` as the
+        autoencoder's is (`loopline.models.calibration.threshold`)."""
         unfitted = cls.unthresholded(normal)
         score = unfitted.score(calibration)
-        return cls(
-            pca=unfitted.pca,
-            t2_mean=unfitted.t2_mean,
-            q_mean=unfitted.q_mean,
-            threshold=float(np.quantile(score, quantile)),
-        )
+        return unfitted.with_threshold(threshold(score, quantile, max_false_alarm_rate))
 
     @classmethod
     def unthresholded(cls, normal: np.ndarray) -> PcaBaseline:

@@ -22,15 +22,9 @@ import numpy as np
 import pandas as pd
 
 from loopline.models.alarms import debounce, detections, false_alarm_events, row_rates, runs
+from loopline.types.alarms import AlarmPolicy
 
 DAY_SECONDS = 86400.0
-
-
-@dataclass(frozen=True)
-class Debounce:
-    k: int = 3
-    n: int = 5
-    m: int = 1
 
 
 @dataclass
@@ -58,10 +52,11 @@ def reliability(
     timestamp: np.ndarray,
     y: np.ndarray,
     over: np.ndarray,
-    settings: Debounce,
+    settings: AlarmPolicy,
     prefix: str = "",
 ) -> Reliability:
-    """Row rates, alarm events and detection delays of one detector's `over` flags."""
+    """Row rates, alarm events and detection delays of one detector's `over` flags, and with
+    a false-alarm budget in `settings`, whether the row rate met it (`far_budget_met`, 1/0)."""
     far, mar = row_rates(y, over)
     frame = pd.DataFrame(
         {"entity": entity, "ts": _nanoseconds(timestamp), "y": y.astype(bool), "over": over}
@@ -101,6 +96,9 @@ def reliability(
         else math.nan,
         f"{prefix}detection_delay_max_readings": float(max(delays)) if delays else math.nan,
     }
+    budget = settings.max_false_alarm_rate
+    if budget is not None and not math.isnan(far):
+        metrics[f"{prefix}far_budget_met"] = float(far <= budget)
     return Reliability(metrics=metrics, faults=faults)
 
 

@@ -18,6 +18,8 @@ from typing import Annotated
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
+from loopline.types.alarms import DESCRIPTION as ALARMS_DESCRIPTION
+from loopline.types.alarms import AlarmPolicy
 from loopline.types.common import DRIFT_MIN_ROWS, Spec, Task
 from loopline.types.pipeline import NAME_PATTERN
 from loopline.types.policy import (
@@ -409,6 +411,7 @@ class ModelSpec(Spec):
     validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
     serving: ServingSpec = Field(default_factory=ServingSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    alarms: AlarmPolicy | None = Field(default=None, description=ALARMS_DESCRIPTION)
 
     @model_validator(mode="after")
     def _policy_fits_task(self) -> ModelSpec:

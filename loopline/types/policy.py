@@ -62,6 +62,7 @@ RELIABILITY_METRICS: tuple[str, ...] = (
     "fault_events_detected",
     "detection_delay_median_readings",
     "detection_delay_max_readings",
+    "far_budget_met",
 )
 ANOMALY_REPORTED_ONLY: tuple[str, ...] = (
     "pca_f1",
@@ -74,6 +75,7 @@ ANOMALY_REPORTED_ONLY: tuple[str, ...] = (
     "roc_auc_gain_over_pca",
     "eval_fault_events",
     "eval_entity_days",
+    "max_false_alarm_rate",
     *(p + m for p in ("", "fallback_", "baseline_", "pca_") for m in RELIABILITY_METRICS),
 )
 MAX_MINIMUMS = 16

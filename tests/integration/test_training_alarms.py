@@ -106,3 +106,28 @@ def test_training_step_logs_reliability_and_both_baselines(
     faults = json.loads((artifacts / "fault_events.json").read_text())
     assert set(faults) == {"primary", "fallback_", "baseline_", "pca_"}
     assert len(faults["primary"]) == int(logged["eval_fault_events"])
+
+
+@pytest.mark.slow
+def test_a_false_alarm_budget_sets_every_threshold_and_is_judged(
+    tmp_path: Path, training_mlflow_uri: str
+) -> None:
+    from loopline.models.bundle import ModelBundle
+
+    features = _features(tmp_path / "features")
+    budget = 0.01
+    spec = _spec(training_mlflow_uri, alarms={"maxFalseAlarmRate": budget, "k": 2, "n": 4})
+    doc = spec.model_dump_json(by_alias=True)
+    model_dir = tmp_path / "model"
+    trained = model_steps.train_model(doc, str(features), str(model_dir))
+    bundle = ModelBundle.load_dir(model_dir)
+    assert bundle.metadata["alarms"]["maxFalseAlarmRate"] == budget
+    report = tmp_path / "evaluation.md"
+    model_steps.evaluate_model(doc, str(features), str(model_dir), str(report))
+    logged = client_for(training_mlflow_uri).get_run(trained["mlflow_run_id"]).data.metrics
+    assert logged["max_false_alarm_rate"] == budget
+    for prefix in DETECTORS:
+        met = logged[prefix + "far_budget_met"]
+        assert met == float(logged[prefix + "far"] <= budget), prefix
+    assert "False-alarm budget: FAR <= 0.01." in report.read_text()
+    assert "| FAR within budget |" in report.read_text()

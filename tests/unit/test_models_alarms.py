@@ -17,7 +17,8 @@ from loopline.models.alarms import (
     row_rates,
     runs,
 )
-from loopline.models.reliability import Debounce, event_counts, reliability
+from loopline.models.reliability import event_counts, reliability
+from loopline.types.alarms import AlarmPolicy
 
 
 def _b(text: str) -> np.ndarray:
@@ -104,7 +105,9 @@ def test_reliability_counts_events_per_entity_day() -> None:
     over = np.concatenate([a_over, b_over])
     # shuffled rows: the function orders them per entity by time itself
     order = np.random.default_rng(0).permutation(48)
-    result = reliability(entity[order], ts[order], y[order], over[order], Debounce(3, 5, 1), "p_")
+    result = reliability(
+        entity[order], ts[order], y[order], over[order], AlarmPolicy(k=3, n=5, m=1), "p_"
+    )
     m = result.metrics
     assert m["p_far"] == pytest.approx(((over & ~y.astype(bool)).sum()) / 42)
     assert m["p_mar"] == pytest.approx(2 / 6)  # rows 6 and 8 of a's fault
@@ -136,7 +139,7 @@ def test_fault_events_of_generated_data_are_the_manifest_faults() -> None:
         df["event_timestamp"].to_numpy(),
         df["is_fault"].to_numpy(),
         df["is_fault"].to_numpy().astype(bool),
-        Debounce(3, 5, 1),
+        AlarmPolicy(k=3, n=5, m=1),
     )
     assert result.metrics["fault_events_detected"] == 1.0
     assert result.metrics["detection_delay_max_readings"] == 2.0
