@@ -31,7 +31,7 @@ from loopline.types.dataset import DatasetRoles
 DETECTORS: tuple[tuple[str, str], ...] = (
     ("", "primary (autoencoder)"),
     ("fallback_", "fallback (core sensors)"),
-    ("baseline_", "baseline: max-|z|"),
+    ("baseline_", r"baseline: max-\|z\|"),  # escaped: a bare | would split the table cell
     ("pca_", "baseline: PCA T² + Q"),
 )
 

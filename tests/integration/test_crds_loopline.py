@@ -80,6 +80,15 @@ def test_defaults_are_applied(kube_api: k8s.ApiClient, namespace: str) -> None:
     assert spec["monitoring"]["detector"] == "ks"
     assert spec["validation"]["dataQuality"]["completeness"] == 0.95
     assert "training" not in spec  # overrides have no defaults
+    assert "alarms" not in spec  # unset stays unset (a Model without it trains as before)
+    with_alarms = api.create_namespaced_custom_object(
+        "loopline.dev",
+        "v1alpha1",
+        namespace,
+        "models",
+        _model(alarms={"maxFalseAlarmRate": 0.01}) | {"metadata": {"name": "with-alarms"}},
+    )
+    assert with_alarms["spec"]["alarms"] == {"maxFalseAlarmRate": 0.01, "k": 3, "n": 5, "m": 1}
 
 
 @pytest.mark.parametrize(
@@ -104,6 +113,9 @@ def test_defaults_are_applied(kube_api: k8s.ApiClient, namespace: str) -> None:
         ),
         ({"monitoring": {"pValue": 1.5}}, "spec.monitoring.pValue", "less than 1"),
         ({"serving": {"replicas": -1}}, "spec.serving.replicas", "greater than or equal to 0"),
+        ({"alarms": {"k": 6}}, "spec.alarms.k", "alarms.k must not exceed alarms.n"),
+        ({"alarms": {"k": 2, "m": 3}}, "spec.alarms.m", "alarms.m must not exceed alarms.k"),
+        ({"alarms": {"maxFalseAlarmRate": 0}}, "spec.alarms.maxFalseAlarmRate", "greater than 0"),
     ],
 )
 def test_invalid_models_are_rejected_naming_the_field(

@@ -101,6 +101,10 @@ def test_training_step_logs_reliability_and_both_baselines(
     markdown = report.read_text()
     assert "### Alarms" in markdown
     assert "| baseline: PCA T² + Q |" in markdown
+    assert r"| baseline: max-\|z\| |" in markdown  # escaped, so the table keeps its columns
+    row = next(line for line in markdown.splitlines() if line.startswith("| primary"))
+    header = next(line for line in markdown.splitlines() if line.startswith("| detector"))
+    assert row.count(" | ") == header.count(" | ")
     artifacts = Path(client.download_artifacts(run_id, REPORT_ARTIFACT_DIR, str(tmp_path)))
     assert (artifacts / "evaluation.md").read_text() == markdown
     faults = json.loads((artifacts / "fault_events.json").read_text())

@@ -146,3 +146,29 @@ def test_fault_events_of_generated_data_are_the_manifest_faults() -> None:
     assert result.metrics["false_alarm_events_per_entity_day"] == 0.0
     starts = sorted((e.machine_id, pd.Timestamp(e.start).isoformat()) for e in labelled)
     assert sorted((f["entity"], f["start"]) for f in result.faults) == starts
+
+
+def test_the_report_table_has_one_row_per_detector_and_the_budget_column() -> None:
+    from loopline.models.evaluation_anomaly import reliability_markdown
+
+    figures = {"far": 0.02, "mar": 0.1, "f1": 0.8, "far_budget_met": 0.0}
+    metrics = {
+        "eval_fault_events": 3.0,
+        "eval_entity_days": 2.0,
+        **figures,
+        **{"baseline_" + k: v for k, v in figures.items()},
+    }
+    assert reliability_markdown({"f1": 0.9}) == []  # a classifier's metrics: no table
+    without = [line for line in reliability_markdown(metrics) if line.startswith("|")]
+    assert "FAR within budget" not in without[0]  # no budget, no column
+    lines = [
+        line
+        for line in reliability_markdown(metrics | {"max_false_alarm_rate": 0.01})
+        if line.startswith("|")
+    ]
+    header, _, primary, baseline = lines
+    cells = header.count(" | ")
+    assert primary.count(" | ") == baseline.count(" | ") == cells
+    assert primary.startswith("| primary (autoencoder) | n/a | n/a | 0.800 | 0.020 | 0.100 |")
+    assert baseline.startswith(r"| baseline: max-\|z\| |")
+    assert primary.endswith("| **no** |")
