@@ -22,11 +22,13 @@ import numpy as np
 def check_debounce(k: int, n: int, m: int) -> None:
     """Refuse settings that cannot work; the message names the field."""
     if n < 1:
-        raise ValueError(f"alarms.n must be at least 1, got {n}")
+        raise ValueError(f"alarms.window (n) must be at least 1, got {n}")
     if not 1 <= k <= n:
-        raise ValueError(f"alarms.k must be between 1 and alarms.n ({n}), got {k}")
+        raise ValueError(f"alarms.raiseAt (k) must be between 1 and alarms.window ({n}), got {k}")
     if not 1 <= m <= k:
-        raise ValueError(f"alarms.m must be between 1 and alarms.k ({k}), got {m}")
+        raise ValueError(
+            f"alarms.clearBelow (m) must be between 1 and alarms.raiseAt ({k}), got {m}"
+        )
 
 
 def debounce(over: np.ndarray, k: int, n: int, m: int) -> np.ndarray:

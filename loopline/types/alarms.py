@@ -16,10 +16,14 @@ from loopline.types.common import Spec
 
 MAX_WINDOW = 100
 MAX_FALSE_ALARM_RATE = 0.5
-K_MESSAGE = "alarms.k must not exceed alarms.n (k of the last n readings start an alarm)"
-M_MESSAGE = (
-    "alarms.m must not exceed alarms.k (an alarm ends when fewer than m of the last n "
-    "readings are over the threshold; m above k would end it as it starts)"
+RAISE_MESSAGE = (
+    "alarms.raiseAt must not exceed alarms.window (an alarm starts when raiseAt of the last "
+    "window readings are over the threshold)"
+)
+CLEAR_MESSAGE = (
+    "alarms.clearBelow must not exceed alarms.raiseAt (an alarm ends when fewer than "
+    "clearBelow of the last window readings are over the threshold; above raiseAt it would "
+    "end as it starts)"
 )
 DESCRIPTION = (
     "Anomaly detection: the false-alarm budget the thresholds are calibrated for, and the "
@@ -27,22 +31,27 @@ DESCRIPTION = (
 )
 ALARM_RULES: list[JsonDict] = [
     {
-        "rule": "self.k <= self.n",
-        "message": K_MESSAGE,
-        "fieldPath": ".k",
+        "rule": "self.raiseAt <= self.window",
+        "message": RAISE_MESSAGE,
+        "fieldPath": ".raiseAt",
         "reason": "FieldValueInvalid",
     },
     {
-        "rule": "self.m <= self.k",
-        "message": M_MESSAGE,
-        "fieldPath": ".m",
+        "rule": "self.clearBelow <= self.raiseAt",
+        "message": CLEAR_MESSAGE,
+        "fieldPath": ".clearBelow",
         "reason": "FieldValueInvalid",
     },
 ]
 
 
 class AlarmPolicy(Spec):
-    """The false-alarm budget and what one alarm event is (`DESCRIPTION`)."""
+    """The false-alarm budget and what one alarm event is (`DESCRIPTION`).
+
+    In the k-of-n terms of `loopline.models.alarms`: k = `raiseAt`, n = `window`,
+    m = `clearBelow`. Not the letters themselves: YAML 1.1, which kubectl reads manifests
+    with, takes a bare `n` for false, so `n: 5` would arrive as `false: 5`.
+    """
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": list(ALARM_RULES)})
 
@@ -56,26 +65,45 @@ class AlarmPolicy(Spec):
         "95 % confidence) instead of training.thresholdQuantile, and the evaluation reports "
         "whether the newest rows met it.",
     )
-    k: int = Field(
-        default=3,
+    window: int = Field(
+        default=5,
         ge=1,
         le=MAX_WINDOW,
-        description="An alarm event starts when k of an entity's last n readings are over the "
-        "threshold.",
+        description="The debouncing window: an entity's last this many readings (n).",
     )
-    n: int = Field(default=5, ge=1, le=MAX_WINDOW, description="The debouncing window, readings.")
-    m: int = Field(
-        default=1,
+    raise_at: int = Field(
+        default=3,
+        alias="raiseAt",
         ge=1,
         le=MAX_WINDOW,
-        description="An alarm event ends when fewer than m of the last n readings are over the "
-        "threshold (hysteresis; at most k).",
+        description="An alarm event starts when at least this many of the window's readings "
+        "are over the threshold (k; at most window).",
+    )
+    clear_below: int = Field(
+        default=1,
+        alias="clearBelow",
+        ge=1,
+        le=MAX_WINDOW,
+        description="An alarm event ends when fewer than this many of the window's readings "
+        "are over the threshold (m, hysteresis; at most raiseAt).",
     )
 
     @model_validator(mode="after")
     def _window_fits(self) -> AlarmPolicy:
-        if self.k > self.n:
-            raise ValueError(K_MESSAGE)
-        if self.m > self.k:
-            raise ValueError(M_MESSAGE)
+        if self.raise_at > self.window:
+            raise ValueError(RAISE_MESSAGE)
+        if self.clear_below > self.raise_at:
+            raise ValueError(CLEAR_MESSAGE)
         return self
+
+    @property
+    def k(self) -> int:
+        return self.raise_at
+
+    @property
+    def n(self) -> int:
+        return self.window
+
+    @property
+    def m(self) -> int:
+        return self.clear_below

@@ -88,7 +88,12 @@ def test_defaults_are_applied(kube_api: k8s.ApiClient, namespace: str) -> None:
         "models",
         _model(alarms={"maxFalseAlarmRate": 0.01}) | {"metadata": {"name": "with-alarms"}},
     )
-    assert with_alarms["spec"]["alarms"] == {"maxFalseAlarmRate": 0.01, "k": 3, "n": 5, "m": 1}
+    assert with_alarms["spec"]["alarms"] == {
+        "maxFalseAlarmRate": 0.01,
+        "window": 5,
+        "raiseAt": 3,
+        "clearBelow": 1,
+    }
 
 
 @pytest.mark.parametrize(
@@ -113,8 +118,12 @@ def test_defaults_are_applied(kube_api: k8s.ApiClient, namespace: str) -> None:
         ),
         ({"monitoring": {"pValue": 1.5}}, "spec.monitoring.pValue", "less than 1"),
         ({"serving": {"replicas": -1}}, "spec.serving.replicas", "greater than or equal to 0"),
-        ({"alarms": {"k": 6}}, "spec.alarms.k", "alarms.k must not exceed alarms.n"),
-        ({"alarms": {"k": 2, "m": 3}}, "spec.alarms.m", "alarms.m must not exceed alarms.k"),
+        ({"alarms": {"raiseAt": 6}}, "spec.alarms.raiseAt", "alarms.raiseAt must not exceed"),
+        (
+            {"alarms": {"raiseAt": 2, "clearBelow": 3}},
+            "spec.alarms.clearBelow",
+            "alarms.clearBelow must not exceed alarms.raiseAt",
+        ),
         ({"alarms": {"maxFalseAlarmRate": 0}}, "spec.alarms.maxFalseAlarmRate", "greater than 0"),
     ],
 )

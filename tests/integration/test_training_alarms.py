@@ -120,7 +120,9 @@ def test_a_false_alarm_budget_sets_every_threshold_and_is_judged(
 
     features = _features(tmp_path / "features")
     budget = 0.01
-    spec = _spec(training_mlflow_uri, alarms={"maxFalseAlarmRate": budget, "k": 2, "n": 4})
+    spec = _spec(
+        training_mlflow_uri, alarms={"maxFalseAlarmRate": budget, "raiseAt": 2, "window": 4}
+    )
     doc = spec.model_dump_json(by_alias=True)
     model_dir = tmp_path / "model"
     trained = model_steps.train_model(doc, str(features), str(model_dir))

@@ -54,11 +54,11 @@ def test_debounce_by_hand(over: str, k: int, n: int, m: int, expected: str) -> N
 @pytest.mark.parametrize(
     ("k", "n", "m", "message"),
     [
-        (3, 0, 1, r"alarms.n must be at least 1"),
-        (6, 5, 1, r"alarms.k must be between 1 and alarms.n \(5\), got 6"),
-        (0, 5, 1, r"alarms.k must be between 1"),
-        (3, 5, 4, r"alarms.m must be between 1 and alarms.k \(3\), got 4"),
-        (3, 5, 0, r"alarms.m must be between 1"),
+        (3, 0, 1, r"alarms.window \(n\) must be at least 1"),
+        (6, 5, 1, r"alarms.raiseAt \(k\) must be between 1 and alarms.window \(5\), got 6"),
+        (0, 5, 1, r"alarms.raiseAt \(k\) must be between 1"),
+        (3, 5, 4, r"alarms.clearBelow \(m\) must be between 1 and alarms.raiseAt \(3\), got 4"),
+        (3, 5, 0, r"alarms.clearBelow \(m\) must be between 1"),
     ],
 )
 def test_impossible_debounce_settings_are_named(k: int, n: int, m: int, message: str) -> None:
@@ -106,7 +106,12 @@ def test_reliability_counts_events_per_entity_day() -> None:
     # shuffled rows: the function orders them per entity by time itself
     order = np.random.default_rng(0).permutation(48)
     result = reliability(
-        entity[order], ts[order], y[order], over[order], AlarmPolicy(k=3, n=5, m=1), "p_"
+        entity[order],
+        ts[order],
+        y[order],
+        over[order],
+        AlarmPolicy(raise_at=3, window=5, clear_below=1),
+        "p_",
     )
     m = result.metrics
     assert m["p_far"] == pytest.approx(((over & ~y.astype(bool)).sum()) / 42)
@@ -139,7 +144,7 @@ def test_fault_events_of_generated_data_are_the_manifest_faults() -> None:
         df["event_timestamp"].to_numpy(),
         df["is_fault"].to_numpy(),
         df["is_fault"].to_numpy().astype(bool),
-        AlarmPolicy(k=3, n=5, m=1),
+        AlarmPolicy(raise_at=3, window=5, clear_below=1),
     )
     assert result.metrics["fault_events_detected"] == 1.0
     assert result.metrics["detection_delay_max_readings"] == 2.0

@@ -16,7 +16,7 @@ from loopline.operators.builders.runs import (
     training_inputs,
 )
 from loopline.types import crd_schema
-from loopline.types.alarms import K_MESSAGE, M_MESSAGE, AlarmPolicy
+from loopline.types.alarms import CLEAR_MESSAGE, RAISE_MESSAGE, AlarmPolicy
 from loopline.types.common import Trigger
 from loopline.types.model import ModelSpec
 from loopline.types.pipeline import PipelineSpec
@@ -33,20 +33,26 @@ def _model(**spec: Any) -> ModelSpec:
 def test_defaults_and_a_budget() -> None:
     default = AlarmPolicy()
     assert (default.max_false_alarm_rate, default.k, default.n, default.m) == (None, 3, 5, 1)
-    model = _model(alarms={"maxFalseAlarmRate": 0.01, "k": 2, "n": 4})
-    assert model.alarms == AlarmPolicy(max_false_alarm_rate=0.01, k=2, n=4, m=1)
+    assert default.model_dump(by_alias=True) == {
+        "maxFalseAlarmRate": None,
+        "window": 5,
+        "raiseAt": 3,
+        "clearBelow": 1,
+    }
+    model = _model(alarms={"maxFalseAlarmRate": 0.01, "raiseAt": 2, "window": 4})
+    assert model.alarms == AlarmPolicy(max_false_alarm_rate=0.01, raise_at=2, window=4)
     assert _model().alarms is None
 
 
 @pytest.mark.parametrize(
     ("alarms", "message"),
     [
-        ({"k": 6}, K_MESSAGE),  # n defaults to 5
-        ({"k": 2, "m": 3}, M_MESSAGE),
+        ({"raiseAt": 6}, RAISE_MESSAGE),  # window defaults to 5
+        ({"raiseAt": 2, "clearBelow": 3}, CLEAR_MESSAGE),
         ({"maxFalseAlarmRate": 0}, "greater than 0"),
         ({"maxFalseAlarmRate": 0.6}, "less than or equal to 0.5"),
-        ({"n": 101}, "less than or equal to 100"),
-        ({"window": 5}, "Extra inputs are not permitted"),
+        ({"window": 101}, "less than or equal to 100"),
+        ({"n": 5}, "Extra inputs are not permitted"),
     ],
 )
 def test_impossible_settings_are_refused(alarms: dict[str, Any], message: str) -> None:
@@ -58,10 +64,17 @@ def test_the_crd_carries_the_same_rules_and_ranges() -> None:
     spec = crd_schema.model_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     alarms = spec["properties"]["spec"]["properties"]["alarms"]
     rules = {r["rule"]: r["message"] for r in alarms["x-kubernetes-validations"]}
-    assert rules == {"self.k <= self.n": K_MESSAGE, "self.m <= self.k": M_MESSAGE}
+    assert rules == {
+        "self.raiseAt <= self.window": RAISE_MESSAGE,
+        "self.clearBelow <= self.raiseAt": CLEAR_MESSAGE,
+    }
     budget = alarms["properties"]["maxFalseAlarmRate"]
     assert (budget["minimum"], budget["exclusiveMinimum"], budget["maximum"]) == (0, True, 0.5)
-    assert [alarms["properties"][f]["default"] for f in ("k", "n", "m")] == [3, 5, 1]
+    assert [alarms["properties"][f]["default"] for f in ("raiseAt", "window", "clearBelow")] == [
+        3,
+        5,
+        1,
+    ]
     assert "default" not in alarms  # unset stays unset: the run hash of such a Model holds
 
 
