@@ -45,7 +45,12 @@ def train_model(spec_json: str, features_dir: str, model_dir: str) -> dict[str, 
         # The classes of the whole window: a class whose rows all went to evaluation is still
         # one the model must be able to name.
         trained = train_bundle(
-            train, spec.task, spec.params, roles, class_names=_window_classes(frame, roles)
+            train,
+            spec.task,
+            spec.params,
+            roles,
+            class_names=_window_classes(frame, roles),
+            alarms=spec.alarms,
         )
         trained.bundle.metadata |= {
             "run_id": spec.run_id,
@@ -100,12 +105,16 @@ def evaluate_model(spec_json: str, features_dir: str, model_dir: str, report_pat
         _, evaluation_set = split(frame, roles)
         check_covers(frame, evaluation_set, roles)
         bundle = ModelBundle.load_dir(Path(model_dir))
-        evaluation = evaluate_bundle(bundle, evaluation_set, roles)
+        evaluation = evaluate_bundle(bundle, evaluation_set, roles, spec.alarms)
         client = client_for_spec(spec)
         log_metrics(client, out["mlflow_run_id"], evaluation.metrics)
         markdown = evaluation.markdown("Evaluation of the new model (fresh evaluation set)")
         Path(report_path).write_text(markdown)
         client.log_text(out["mlflow_run_id"], markdown, f"{REPORT_ARTIFACT_DIR}/evaluation.md")
+        if evaluation.faults:
+            client.log_dict(
+                out["mlflow_run_id"], evaluation.faults, f"{REPORT_ARTIFACT_DIR}/fault_events.json"
+            )
         if evaluation.confusion:
             client.log_dict(
                 out["mlflow_run_id"],
@@ -136,7 +145,9 @@ def compare_with_champion(
         check_covers(frame, evaluation_set, roles)
         challenger = _from_json_metrics(json.loads(evaluation_json))
         client = client_for_spec(spec)
-        champion = score_champion(client, spec.registered_model_name, evaluation_set, roles)
+        champion = score_champion(
+            client, spec.registered_model_name, evaluation_set, roles, spec.alarms
+        )
         champion_metrics = None if champion is None else champion.evaluation.metrics
         version = None if champion is None else champion.version
         decision = decide(spec.validation, challenger, champion_metrics, champion_version=version)

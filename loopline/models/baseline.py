@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from loopline.models.calibration import threshold
 from loopline.models.standardize import Standardizer
 
 
@@ -25,10 +26,17 @@ class RangeBaseline:
     threshold: float
 
     @classmethod
-    def fit(cls, normal: np.ndarray, calibration: np.ndarray, quantile: float) -> RangeBaseline:
+    def fit(
+        cls,
+        normal: np.ndarray,
+        calibration: np.ndarray,
+        quantile: float,
+        max_false_alarm_rate: float | None = None,
+    ) -> RangeBaseline:
+        """Ranges of `normal`; the threshold from `calibration` as the autoencoder's is."""
         ranges = Standardizer.fit(normal)
         score = np.abs(ranges.transform(calibration)).max(axis=1)
-        return cls(ranges=ranges, threshold=float(np.quantile(score, quantile)))
+        return cls(ranges=ranges, threshold=threshold(score, quantile, max_false_alarm_rate))
 
     def score(self, x: np.ndarray) -> np.ndarray:
         out: np.ndarray = np.abs(self.ranges.transform(x)).max(axis=1)

@@ -1,4 +1,8 @@
-"""Score a bundle on a labelled evaluation set: primary, fallback and the statistical baseline.
+"""Score a bundle on a labelled evaluation set: primary, fallback and the statistical baselines.
+
+Two baselines: max-|z| (`baseline_*`) and PCA Hotelling T² + Q (`pca_*`, with
+`f1_gain_over_pca`), so every model shows what the network adds over what a process engineer
+would fit first.
 
 The same function scores the challenger and the current champion on the same fresh rows, so
 the champion gate compares like with like. Metric names are flat (`f1`, `roc_auc`,
@@ -22,10 +26,11 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from loopline.models.baseline import ClassRangeBaseline, RangeBaseline
+from loopline.models.baseline import ClassRangeBaseline
 from loopline.models.bundle import ModelBundle
-from loopline.models.evaluation_split import label_values
+from loopline.models.evaluation_anomaly import evaluate_anomaly, reliability_markdown
 from loopline.models.training import class_indices
+from loopline.types.alarms import AlarmPolicy
 from loopline.types.common import Task
 from loopline.types.dataset import DatasetRoles
 
@@ -34,9 +39,11 @@ from loopline.types.dataset import DatasetRoles
 class Evaluation:
     metrics: dict[str, float]
     confusion: dict[str, Any] = field(default_factory=dict)  # classification: labels + matrix
+    faults: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # anomaly: per detector
 
     def markdown(self, title: str = "Evaluation") -> str:
-        lines = [f"## {title}", "", "| metric | value |", "| --- | --- |"]
+        lines = [f"## {title}", "", *reliability_markdown(self.metrics)]
+        lines += ["| metric | value |", "| --- | --- |"]
         lines += [f"| {k} | {v:.4f} |" for k, v in sorted(self.metrics.items())]
         if self.confusion:
             labels = self.confusion["labels"]
@@ -45,20 +52,6 @@ class Evaluation:
             for label, row in zip(labels, self.confusion["matrix"], strict=True):
                 lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
         return "\n".join(lines) + "\n"
-
-
-def _binary(prefix: str, y: np.ndarray, score: np.ndarray, flag: np.ndarray) -> dict[str, float]:
-    p, r, f, _ = precision_recall_fscore_support(
-        y, flag.astype(np.int64), average="binary", zero_division=0
-    )
-    auc = roc_auc_score(y, score) if 0 < y.sum() < len(y) else math.nan
-    return {
-        f"{prefix}precision": float(p),
-        f"{prefix}recall": float(r),
-        f"{prefix}f1": float(f),
-        f"{prefix}roc_auc": float(auc),
-        f"{prefix}alarm_rate": float(flag.mean()) if len(flag) else math.nan,
-    }
 
 
 def _macro_ovr_auc(y: np.ndarray, probs: np.ndarray, present: list[int]) -> float:
@@ -71,14 +64,17 @@ def _rows(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return df[df[names].notna().all(axis=1)]
 
 
-def _flags(labels: pd.Series) -> np.ndarray:
-    return label_values(labels).eq("1").to_numpy(np.int64)
-
-
 def evaluate_bundle(
-    bundle: ModelBundle, df: pd.DataFrame, roles: DatasetRoles | None = None
+    bundle: ModelBundle,
+    df: pd.DataFrame,
+    roles: DatasetRoles | None = None,
+    alarms: AlarmPolicy | None = None,
 ) -> Evaluation:
-    """Metrics of primary, fallback and baseline on the labelled rows of `df`.
+    """Metrics of primary, fallback and baselines on the labelled rows of `df`.
+
+    Anomaly detection adds the reliability figures (`loopline.models.evaluation_anomaly`),
+    with alarm events counted after the debouncing of `alarms` (default k=3 of n=5, ending
+    below m=1) and, when it sets a false-alarm budget, whether each detector met it.
 
     The label column is `roles.label`: the run's roles, else those the bundle recorded (a
     champion trained before bundles recorded roles needs the run's)."""
@@ -100,19 +96,8 @@ def evaluate_bundle(
     metrics: dict[str, float] = {"eval_rows": float(len(full))}
     baseline_doc = bundle.metadata.get("baseline")
     if bundle.task == Task.ANOMALY_DETECTION:
-        y, yc = _flags(full[label]), _flags(core_rows[label])
-        metrics["eval_fault_rate"] = float(y.mean())
-        res = bundle.score(x)
-        metrics |= _binary("", y, res["anomaly_score"], res["is_anomaly"])
-        resf = bundle.score_fallback(xc)
-        metrics |= _binary("fallback_", yc, resf["anomaly_score"], resf["is_anomaly"])
-        if baseline_doc:
-            base = RangeBaseline.from_dict(baseline_doc)
-            s = base.score(x)
-            metrics |= _binary("baseline_", y, s, s > base.threshold)
-            metrics["roc_auc_gain_over_baseline"] = metrics["roc_auc"] - metrics["baseline_roc_auc"]
-            metrics["f1_gain_over_baseline"] = metrics["f1"] - metrics["baseline_f1"]
-        return Evaluation(metrics=metrics)
+        found, faults = evaluate_anomaly(bundle, full, core_rows, roles, alarms or AlarmPolicy())
+        return Evaluation(metrics=metrics | found, faults=faults)
     classes = bundle.class_names
     y = class_indices(full[label], classes, label)
     yc = class_indices(core_rows[label], classes, label)

@@ -7,9 +7,11 @@ Which columns are features and which is the label comes from the data set's regi
 (`DatasetRoles`), never from the names of the generated data.
 
 - Anomaly detection trains the autoencoder on normal rows only (the anomaly flag 0 or false);
-  a held-out
-  part of those rows calibrates the threshold as the `threshold_quantile` of reconstruction
-  error, so the false-alarm rate on normal data is about `1 - threshold_quantile`.
+  a held-out part of those rows calibrates the threshold as the `threshold_quantile` of
+  reconstruction error, so the false-alarm rate on normal data is about
+  `1 - threshold_quantile`, or, with a false-alarm budget (`AlarmPolicy`), so that the rate
+  stays within it with 95 % confidence (`loopline.models.calibration`). Both baselines are
+  calibrated on the same rows the same way.
 - Classification trains on every labelled row with class weights inversely proportional to
   class frequency, because faults are rare and a classifier would otherwise learn "none".
 Rows with a NaN in a model's input columns are left out of that model's training.
@@ -30,9 +32,12 @@ from torch import nn
 
 from loopline.models.baseline import ClassRangeBaseline, RangeBaseline
 from loopline.models.bundle import ModelBundle, Scorer
+from loopline.models.calibration import threshold
 from loopline.models.evaluation_split import label_values, normal_rows
 from loopline.models.nets import autoencoder_config, build_network, classifier_config
+from loopline.models.pca_baseline import PcaBaseline
 from loopline.models.standardize import Standardizer
+from loopline.types.alarms import AlarmPolicy
 from loopline.types.common import Task
 from loopline.types.dataset import ROLES_KEY, DatasetRoles, LabelKind
 from loopline.types.policy import TrainingParams
@@ -143,8 +148,12 @@ def _epoch(
 
 
 def _autoencoder(
-    df: pd.DataFrame, names: list[str], params: TrainingParams, roles: DatasetRoles
-) -> tuple[Scorer, RangeBaseline, list[float], int]:
+    df: pd.DataFrame,
+    names: list[str],
+    params: TrainingParams,
+    roles: DatasetRoles,
+    alarms: AlarmPolicy,
+) -> tuple[Scorer, tuple[RangeBaseline, PcaBaseline], list[float], int]:
     normal = _complete(df[normal_rows(df, roles)], names)
     if len(normal) < MIN_TRAINING_ROWS:
         raise TrainingDataError(
@@ -164,9 +173,11 @@ def _autoencoder(
     history = _fit_net(net, scaler.transform(x_fit), None, params)
     scorer = Scorer.from_network(feature_names=list(names), scaler=scaler, config=config, net=net)
     errors = scorer.reconstruction_error(x_cal)
-    scorer.threshold = float(np.quantile(errors, params.threshold_quantile))
-    baseline = RangeBaseline.fit(x_fit, x_cal, params.threshold_quantile)
-    return scorer, baseline, history, len(x_fit)
+    q, budget = params.threshold_quantile, alarms.max_false_alarm_rate
+    scorer.threshold = threshold(errors, q, budget)
+    baseline = RangeBaseline.fit(x_fit, x_cal, q, budget)
+    pca = PcaBaseline.fit(x_fit, x_cal, q, budget)
+    return scorer, (baseline, pca), history, len(x_fit)
 
 
 def _classifier(
@@ -215,14 +226,17 @@ def train_bundle(
     roles: DatasetRoles,
     *,
     class_names: list[str] | None = None,
+    alarms: AlarmPolicy | None = None,
 ) -> TrainedBundle:
     """Train primary and fallback models (and the baseline) of `task` on labelled rows.
 
     `roles` says which columns are the features, the core features and the label; it is
     recorded in the bundle (`metadata["roles"]`, with the class names of a classifier) so that
     serving and the monitor name their inputs after the data set. `class_names` (a classifier's
-    outputs) default to the declared classes, else those in `df`.
+    outputs) default to the declared classes, else those in `df`. `alarms` (anomaly
+    detection): a false-alarm budget replaces `params.threshold_quantile` for every threshold.
     """
+    alarms = alarms or AlarmPolicy()
     if roles.label_kind != LabelKind.for_task(task):
         raise TrainingDataError(
             f"{task} trains on a label of kind {LabelKind.for_task(task)!s}; "
@@ -240,9 +254,13 @@ def train_bundle(
         )
     start = time.perf_counter()
     baseline: RangeBaseline | ClassRangeBaseline
+    extra: dict[str, Any] = {}
     if task == Task.ANOMALY_DETECTION:
-        primary, baseline, h_primary, n_primary = _autoencoder(df, names, params, roles)
-        fallback, _, h_fallback, n_fallback = _autoencoder(df, core, params, roles)
+        primary, (baseline, pca), h_primary, n_primary = _autoencoder(
+            df, names, params, roles, alarms
+        )
+        extra |= {"pca_baseline": pca.to_dict(), "alarms": alarms.model_dump(by_alias=True)}
+        fallback, _, h_fallback, n_fallback = _autoencoder(df, core, params, roles, alarms)
         recorded = roles.model_copy(update={"classes": []})
     else:
         classes = list(class_names) if class_names is not None else class_names_of(df, roles)
@@ -254,6 +272,7 @@ def train_bundle(
     metadata: dict[str, Any] = {
         ROLES_KEY: recorded.model_dump(mode="json"),
         "baseline": baseline.to_dict(),
+        **extra,
         "params": params.model_dump(mode="json", by_alias=True),
         "training_rows": {"primary": n_primary, "fallback": n_fallback},
     }

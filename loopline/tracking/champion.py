@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from loopline.models.bundle import BundleError, load_bundle
 from loopline.models.evaluation import Evaluation, evaluate_bundle
 from loopline.tracking.registry import CHAMPION, alias_uri, version_by_alias
+from loopline.types.alarms import AlarmPolicy
 from loopline.types.dataset import DatasetRoles
 
 
@@ -28,17 +29,19 @@ def score_champion(
     registered_name: str,
     evaluation_set: pd.DataFrame,
     roles: DatasetRoles | None = None,
+    alarms: AlarmPolicy | None = None,
 ) -> ChampionScore | None:
     """The champion's metrics on `evaluation_set`, or None if there is no champion yet.
 
     `roles` (the run's) name the label column, so the champion is judged on the same label as
-    the challenger whatever it recorded itself."""
+    the challenger whatever it recorded itself; `alarms` (the run's) count its alarm events
+    and judge its false-alarm rate the same way too."""
     current = version_by_alias(client, registered_name, CHAMPION)
     if current is None:
         return None
     bundle = load_bundle(alias_uri(registered_name, CHAMPION), tracking_uri=client.tracking_uri)
     try:
-        evaluation = evaluate_bundle(bundle, evaluation_set, roles)
+        evaluation = evaluate_bundle(bundle, evaluation_set, roles, alarms)
     except (BundleError, KeyError, ValueError) as exc:
         raise BundleError(
             f"champion v{current.version} cannot score this evaluation set ({exc}); its features "

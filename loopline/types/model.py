@@ -19,6 +19,8 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
 from loopline.types.approval import PromotionSpec
+from loopline.types.alarms import DESCRIPTION as ALARMS_DESCRIPTION
+from loopline.types.alarms import AlarmPolicy
 from loopline.types.common import DRIFT_MIN_ROWS, Spec, Task
 from loopline.types.pipeline import NAME_PATTERN
 from loopline.types.policy import (
@@ -411,6 +413,7 @@ class ModelSpec(Spec):
     serving: ServingSpec = Field(default_factory=ServingSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    alarms: AlarmPolicy | None = Field(default=None, description=ALARMS_DESCRIPTION)
 
     @model_validator(mode="after")
     def _policy_fits_task(self) -> ModelSpec:

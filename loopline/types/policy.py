@@ -50,6 +50,34 @@ CLASSIFICATION_MINIMUM_METRICS: tuple[str, ...] = (
     "baseline_accuracy",
     "macro_f1" + _GAIN,
 )
+# Reported by the anomaly evaluation for people and for comparison, not offered to the gate:
+# the PCA baseline's scores (the gate already has the max-|z| baseline and its gains; every
+# name here would lengthen the CRD's CEL list) and the reliability figures, which are rates
+# and counts where lower is better, so a *minimum* of them means nothing.
+RELIABILITY_METRICS: tuple[str, ...] = (
+    "far",
+    "mar",
+    "alarm_events_per_entity_day",
+    "false_alarm_events_per_entity_day",
+    "fault_events_detected",
+    "detection_delay_median_readings",
+    "detection_delay_max_readings",
+    "far_budget_met",
+)
+ANOMALY_REPORTED_ONLY: tuple[str, ...] = (
+    "pca_f1",
+    "pca_roc_auc",
+    "pca_precision",
+    "pca_recall",
+    "pca_alarm_rate",
+    "pca_components",
+    "f1_gain_over_pca",
+    "roc_auc_gain_over_pca",
+    "eval_fault_events",
+    "eval_entity_days",
+    "max_false_alarm_rate",
+    *(p + m for p in ("", "fallback_", "baseline_", "pca_") for m in RELIABILITY_METRICS),
+)
 MAX_MINIMUMS = 16
 MAX_HIDDEN_UNITS = 4096
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from loopline.types.alarms import AlarmPolicy
 from loopline.types.common import DRIFT_MIN_ROWS, Spec, Task, Trigger
 from loopline.types.policy import TrainingParams, ValidationPolicy, policy_problem
 
@@ -74,6 +75,11 @@ class TrainingRunSpec(Spec):
     )
     params: TrainingParams = Field(default_factory=TrainingParams)
     validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
+    alarms: AlarmPolicy = Field(
+        default_factory=AlarmPolicy,
+        description="The Model's spec.alarms: the false-alarm budget the thresholds are "
+        "calibrated for, and the debouncing the evaluation counts alarm events with.",
+    )
     registered_model_name: str = Field(alias="registeredModelName")
     parent_version: str | None = Field(default=None, alias="parentVersion")
     move_champion: bool = Field(

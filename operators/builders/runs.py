@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from loopline.types.alarms import AlarmPolicy
 from loopline.types.common import Trigger, registered_model_name
 from loopline.types.model import ModelSpec
 from loopline.types.pipeline import PipelineSpec
@@ -45,8 +46,12 @@ def merged_params(pipeline: PipelineSpec, model: ModelSpec) -> TrainingParams:
 
 
 def training_inputs(pipeline: PipelineSpec, model: ModelSpec) -> dict[str, Any]:
-    """Everything that changes what a training run produces (not serving or monitoring)."""
-    return {
+    """Everything that changes what a training run produces (not serving or monitoring).
+
+    `alarms` only when the Model sets it: a Model without it trains as before, so its hash,
+    and whether the operator starts a run for it, stays what it was."""
+    alarms = {} if model.alarms is None else {"alarms": model.alarms.model_dump(by_alias=True)}
+    return alarms | {
         "task": model.task.value,
         "pipeline": pipeline.pipeline or pipeline.package_uri,
         "featureService": model.feature_service or pipeline.feature_service,
@@ -92,6 +97,7 @@ def build_run_spec(
         entity_key=model.entity_key,
         params=merged_params(pipeline, model),
         validation=model.validation,
+        alarms=model.alarms or AlarmPolicy(),
         registered_model_name=registered_model_name(namespace, name),
         parent_version=parent_version,
         move_champion=False,  # the rollout moves it (`ModelPlan.champion_alias`)

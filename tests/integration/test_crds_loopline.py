@@ -80,6 +80,20 @@ def test_defaults_are_applied(kube_api: k8s.ApiClient, namespace: str) -> None:
     assert spec["monitoring"]["detector"] == "ks"
     assert spec["validation"]["dataQuality"]["completeness"] == 0.95
     assert "training" not in spec  # overrides have no defaults
+    assert "alarms" not in spec  # unset stays unset (a Model without it trains as before)
+    with_alarms = api.create_namespaced_custom_object(
+        "loopline.dev",
+        "v1alpha1",
+        namespace,
+        "models",
+        _model(alarms={"maxFalseAlarmRate": 0.01}) | {"metadata": {"name": "with-alarms"}},
+    )
+    assert with_alarms["spec"]["alarms"] == {
+        "maxFalseAlarmRate": 0.01,
+        "window": 5,
+        "raiseAt": 3,
+        "clearBelow": 1,
+    }
 
 
 @pytest.mark.parametrize(
@@ -104,6 +118,13 @@ def test_defaults_are_applied(kube_api: k8s.ApiClient, namespace: str) -> None:
         ),
         ({"monitoring": {"pValue": 1.5}}, "spec.monitoring.pValue", "less than 1"),
         ({"serving": {"replicas": -1}}, "spec.serving.replicas", "greater than or equal to 0"),
+        ({"alarms": {"raiseAt": 6}}, "spec.alarms.raiseAt", "alarms.raiseAt must not exceed"),
+        (
+            {"alarms": {"raiseAt": 2, "clearBelow": 3}},
+            "spec.alarms.clearBelow",
+            "alarms.clearBelow must not exceed alarms.raiseAt",
+        ),
+        ({"alarms": {"maxFalseAlarmRate": 0}}, "spec.alarms.maxFalseAlarmRate", "greater than 0"),
     ],
 )
 def test_invalid_models_are_rejected_naming_the_field(

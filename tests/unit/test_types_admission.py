@@ -20,6 +20,7 @@ from loopline.types.pipeline import (
 )
 from loopline.types.policy import (
     ANOMALY_MINIMUM_METRICS,
+    ANOMALY_REPORTED_ONLY,
     CLASSIFICATION_MINIMUM_METRICS,
     MAX_MINIMUMS,
     comparable_metrics,
@@ -202,18 +203,28 @@ def test_policy_metric_names_are_what_the_evaluation_reports(task: Task) -> None
     from loopline.data.schema import factory_schema
     from loopline.models.evaluation import evaluate_bundle
     from loopline.models.training import train_bundle
+    from loopline.types.alarms import AlarmPolicy
     from loopline.types.policy import TrainingParams
 
     df, _ = generate(
         GeneratorConfig(machines=2, days=0.5, interval_seconds=60, seed=1, fault_fraction=0.1)
     )
+    # With a false-alarm budget, so that the names only a budget brings are reported too.
+    alarms = AlarmPolicy(max_false_alarm_rate=0.05) if task == Task.ANOMALY_DETECTION else None
     trained = train_bundle(
-        df, task, TrainingParams(epochs=1, batch_size=128), factory_schema().roles(task)
+        df,
+        task,
+        TrainingParams(epochs=1, batch_size=128),
+        factory_schema().roles(task),
+        alarms=alarms,
     )
-    reported = set(evaluate_bundle(trained.bundle, df).metrics)
+    reported = set(evaluate_bundle(trained.bundle, df, alarms=alarms).metrics)
     # Counts and alarm rates are reported but are not scores a minimum makes sense for.
     not_scores = {"eval_rows", "eval_fault_rate", "alarm_rate", "fallback_alarm_rate"}
     not_scores.add("baseline_alarm_rate")
+    if task == Task.ANOMALY_DETECTION:
+        assert set(ANOMALY_REPORTED_ONLY) <= reported  # no stale names
+        not_scores.update(ANOMALY_REPORTED_ONLY)
     assert set(minimum_metrics(task)) == reported - not_scores
     assert set(comparable_metrics(task)) <= set(minimum_metrics(task))
     assert len(ANOMALY_MINIMUM_METRICS) <= MAX_MINIMUMS
@@ -238,7 +249,7 @@ def test_every_rule_message_is_documented() -> None:
 
     docs = (REPO_ROOT / "docs" / "resources.md").read_text()
     rules = _rules(crd_schema.model_crd()) + _rules(crd_schema.pipeline_crd())
-    assert len(rules) == 20
+    assert len(rules) == 22
     for rule in rules:
         assert f"`{rule['message']}" in docs, rule["message"]
 
