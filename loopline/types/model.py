@@ -18,9 +18,9 @@ from typing import Annotated
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
-from loopline.types.approval import PromotionSpec
 from loopline.types.alarms import DESCRIPTION as ALARMS_DESCRIPTION
 from loopline.types.alarms import AlarmPolicy
+from loopline.types.approval import PromotionSpec
 from loopline.types.common import DRIFT_MIN_ROWS, Spec, Task
 from loopline.types.pipeline import NAME_PATTERN
 from loopline.types.policy import (
