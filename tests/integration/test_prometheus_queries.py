@@ -50,6 +50,7 @@ NOT_FIRING_HERE = {
 GRAFANA_VARIABLES = {"$__rate_interval": "15s", "$model": ".+"}
 SERVING_INFO = "loopline_model_version_info"
 SERVING_LAYERS = {"Serving version", "Canary started", "Canary promoted", "Canary rolled back"}
+SERVING_STEP_S = 30  # the layers' step: Grafana evaluates them every 30 s
 
 
 def to_promql(expr: str) -> str:
@@ -300,6 +301,7 @@ def test_every_dashboard_has_the_serving_version_layers() -> None:
         for ann in doc["annotations"]["list"]:
             if ann["name"] in SERVING_LAYERS:
                 assert "{{version}}" in ann["titleFormat"], (path.name, ann["name"])
+                assert ann["step"] == f"{SERVING_STEP_S}s", (path.name, ann["name"])
     assert serving_layers()
 
 
@@ -378,6 +380,8 @@ def test_serving_version_annotations_mark_each_change_when_it_happens(
             prom.wait_until(scraped, what=f"{expected} scraped")
             marks.append((before, time.time() + 1))  # + one evaluation step
             time.sleep(3)
+        # The last change stays visible for a whole step, as Grafana needs to see it.
+        time.sleep(max(0.0, marks[-1][1] + SERVING_STEP_S + 2 - time.time()))
         end = time.time()
 
     got = {name: annotation_times(prom, expr, began - 5, end) for name, expr in layers.items()}
@@ -387,6 +391,13 @@ def test_serving_version_annotations_mark_each_change_when_it_happens(
 
     def first(name: str, version: str) -> float:
         return min(got[name][version])
+
+    for name, versions in got.items():
+        for version, seen in versions.items():
+            since = min(seen)
+            shown = [t for t in seen if since <= t < since + SERVING_STEP_S]
+            # one evaluation every 30 s cannot miss it (a point lost to a reload's instant)
+            assert len(shown) >= SERVING_STEP_S - 2, f"{name} v{version}: shown {len(shown)} s"
 
     assert set(got["Serving version"]) == {v1, v2}
     assert max(got["Serving version"][v1]) < quiet_from  # v1 came back only as a canary
