@@ -225,3 +225,29 @@ class DemoActs(DemoStack):
         rec.mark("sensor-restored", self.s.dead_sensor)
         rec.set_segment("sensor-restored")
         self._run_for(min(3.0, self.s.dead_sensor_seconds))
+
+    def read_history(self) -> None:
+        """The Model's history ledger into the record, for the report's history section: read
+        at the end, while the API server still answers (a run that stopped before the cluster
+        was up has none; one whose read failed says why in the notes)."""
+        if self.api is None:
+            return
+        from kubernetes import client as k8s
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        from loopline.history.ledger import Ledger
+
+        ns, model = self.s.namespace, self.s.model
+        ref = f"{ns}/{model}"
+        try:
+            decisions = Ledger(k8s.CoreV1Api(self.api)).read(ns, model)
+        except (ApiException, HTTPError, OSError) as exc:
+            self.record.note(f"the history of {ref} could not be read: {exc}")
+            return
+        self.record.set_history(ref, decisions)
+        self.record.step(
+            "Production history read",
+            detail=f"{len(decisions)} decisions about {ref}",
+            command=f"KUBECONFIG={self.kubeconfig} loopline history {ref}",
+        )

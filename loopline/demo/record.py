@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from loopline.types.history import Decision
+
 # Bounds on what a long run keeps, so `loopline demo` without --quick never grows unbounded.
 MAX_REQUESTS = 200_000
 MAX_TRACE_POINTS = 50_000
@@ -154,6 +156,8 @@ class DemoRecord(BaseModel):
     comparisons: list[Comparison] = Field(default_factory=list)
     links: dict[str, str] = Field(default_factory=dict)  # name -> URL (MLflow UI, ...)
     notes: list[str] = Field(default_factory=list)  # what did not happen, and why
+    # "namespace/model" -> its history ledger's decisions, read as the run ends
+    history: dict[str, list[Decision]] = Field(default_factory=dict)
     ended_t: float | None = None
 
     _lock: threading.RLock = PrivateAttr(default_factory=threading.RLock)
@@ -271,6 +275,10 @@ class DemoRecord(BaseModel):
         with self._lock:
             if text not in self.notes:
                 self.notes.append(text)
+
+    def set_history(self, ref: str, decisions: Iterable[Decision]) -> None:
+        with self._lock:
+            self.history[ref] = list(decisions)
 
     def finish(self) -> None:
         with self._lock:

@@ -21,6 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from loopline.demo.record import DemoRecord, Marker, segment_stats
+from loopline.demo.report_history import history_html
 
 REPORT_NAME = "report.html"
 RECORD_NAME = "record.json"
@@ -338,6 +339,7 @@ th { background: #f3f3f3; }
 img { max-width: 100%; border: 1px solid #eee; }
 code { background: #f5f5f5; padding: 1px 4px; }
 .note { color: #8a4b00; }
+.serving-at td:last-child { white-space: pre-wrap; font-family: monospace; }
 """
 
 
@@ -377,6 +379,7 @@ was measured in this run (<a href="{RECORD_NAME}">{RECORD_NAME}</a> holds the ra
 {f"<h2>What did not happen</h2><ul>{notes}</ul>" if notes else ""}
 {_summary_html(rec)}
 {"".join(sections)}
+{history_html(rec)}
 <h2>Steps</h2>
 {steps}
 </body></html>

@@ -125,6 +125,7 @@ class Demo(DemoActs):
         if self.watcher is not None:
             self.watcher.poll()
             self.watcher.stop()
+        self.read_history()  # before the cluster stops
         self.record.finish()
         if not self.keep:
             self.processes.stop_all()

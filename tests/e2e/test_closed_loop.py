@@ -7,6 +7,8 @@ recipe and kills a sensor, then asserts the story from what was measured. Nothin
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from loopline.components.steps import SINCE_DRIFT, WINDOW_BASIS_TAG
@@ -14,6 +16,7 @@ from loopline.demo.processes import tagged_pids
 from loopline.demo.record import DemoRecord, segment_stats
 from loopline.demo.scenario import Demo, DemoResult
 from loopline.demo.settings import DemoSettings
+from loopline.history.timeline import serving_at
 from loopline.tracking import lineage
 
 
@@ -73,6 +76,12 @@ def test_the_loop_closes(quick_run: DemoResult) -> None:
     # The report exists and every plot was drawn.
     assert result.report is not None
     assert "Not measured" not in result.report.read_text()
+
+    # Its history section: the ledger, read as the run ended, says the new version serves.
+    answer = serving_at(rec.history[f"{rec.namespace}/{rec.model}"], datetime.now(UTC))
+    assert answer.state is not None
+    assert answer.state.champion == run.model_version
+    assert "<h2>Production history</h2>" in result.report.read_text()
 
     # No process left behind.
     assert result.leftovers == []

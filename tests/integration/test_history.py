@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -158,3 +159,37 @@ def test_operator_history_survives_a_restart_and_the_deletion_of_all_events(
     final = ledger.read(h.namespace, "drill-ae")
     assert final[-1].kind == "Deleted"
     assert final[-1].serving == ServingState()
+
+
+def test_the_demo_reads_the_ledger_into_its_report(
+    cluster: ClusterHandle, kube_api: k8s.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """The demo's end (`Demo.shutdown`, as `loopline demo` runs it) reads the Model's ledger
+    from the API server into the record and the report's history section."""
+    from loopline.demo.record import DemoRecord
+    from loopline.demo.scenario import Demo, DemoResult
+    from loopline.demo.settings import DemoSettings
+    from loopline.kube import api_client
+
+    written = [
+        _decision(0, "Promoted", "1", champion="1"),
+        _decision(10, "TrainingSucceeded", "2", champion="1", canary="2", weight=10),
+        _decision(14, "Promoted", "2", champion="2"),
+    ]
+    Ledger(k8s.CoreV1Api(kube_api)).append(namespace, "drill", written)
+    settings = DemoSettings(
+        state_dir=tmp_path / "state",
+        report_dir=tmp_path / "report",
+        namespace=namespace,
+        model="drill",
+    )
+    demo = Demo(settings, keep=True)  # nothing was started, so nothing to stop
+    demo.api, demo.kubeconfig = api_client(cluster.kubeconfig), cluster.kubeconfig
+    result = DemoResult(record=demo.record, state_dir=demo.state_dir, demo_id="")
+    demo.shutdown(result)
+    ref = f"{namespace}/drill"
+    assert [d.kind for d in demo.record.history[ref]] == [d.kind for d in written]
+    assert result.report is not None
+    doc = result.report.read_text()
+    assert f"<code>{ref}</code>: 3 decisions" in doc
+    assert DemoRecord.load(result.report.parent / "record.json").history[ref] == written

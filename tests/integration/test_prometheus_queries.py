@@ -51,6 +51,9 @@ NOT_FIRING_HERE = {
     "LooplineDriftPersistsWithoutRetraining",
 }
 GRAFANA_VARIABLES = {"$__rate_interval": "15s", "$model": ".+"}
+SERVING_INFO = "loopline_model_version_info"
+SERVING_LAYERS = {"Serving version", "Canary started", "Canary promoted", "Canary rolled back"}
+SERVING_STEP_S = 30  # the layers' step: Grafana evaluates them every 30 s
 
 
 def to_promql(expr: str) -> str:
@@ -68,7 +71,8 @@ def dashboard_queries() -> list[tuple[str, str]]:
             for target in panel.get("targets", []):
                 out.append((f"{path.name}: panel {panel['title']!r}", to_promql(target["expr"])))
         for ann in doc["annotations"]["list"]:
-            if "expr" in ann:
+            # The serving-version layers have data only around a change: tested on their own.
+            if "expr" in ann and SERVING_INFO not in ann["expr"]:
                 out.append((f"{path.name}: annotation {ann['name']!r}", to_promql(ann["expr"])))
         for var in doc["templating"]["list"]:
             query = var.get("query")
@@ -275,3 +279,136 @@ def test_every_dashboard_and_rule_query_returns_data(
 
         alerts = {a["labels"]["alertname"] for a in prom.api("alerts")["alerts"]}
         assert "LooplineDriftDetected" in alerts
+
+
+def serving_layers() -> dict[str, str]:
+    """name -> PromQL of the serving-version annotation layers, the same in every dashboard."""
+    found: dict[str, dict[str, str]] = {}
+    for path in DASHBOARDS:
+        doc = json.loads(path.read_text())
+        found[path.name] = {
+            ann["name"]: to_promql(ann["expr"])
+            for ann in doc["annotations"]["list"]
+            if SERVING_INFO in ann.get("expr", "")
+        }
+    first = next(iter(found.values()))
+    assert set(first) == SERVING_LAYERS, first
+    for name, layers in found.items():
+        assert layers == first, f"{name}: serving-version layers differ from the others"
+    return first
+
+
+def test_every_dashboard_has_the_serving_version_layers() -> None:
+    for path in DASHBOARDS:
+        doc = json.loads(path.read_text())
+        for ann in doc["annotations"]["list"]:
+            if ann["name"] in SERVING_LAYERS:
+                assert "{{version}}" in ann["titleFormat"], (path.name, ann["name"])
+                assert ann["step"] == f"{SERVING_STEP_S}s", (path.name, ann["name"])
+    assert serving_layers()
+
+
+def annotation_times(
+    prom: PrometheusHandle, expr: str, start: float, end: float
+) -> dict[str, list[float]]:
+    """version -> the times (1 s apart) at which the layer's query returns that version: where
+    Grafana draws its annotation."""
+    data = prom.api("query_range", query=expr, start=start, end=end, step="1s")
+    out: dict[str, list[float]] = {}
+    for series in data["result"]:
+        out.setdefault(series["metric"]["version"], []).extend(
+            float(t) for t, _ in series["values"]
+        )
+    return out
+
+
+def test_serving_version_annotations_mark_each_change_when_it_happens(
+    registered_model: RegisteredModel,
+    prometheus_factory: Any,
+    tmp_path: Path,
+) -> None:
+    """A real model server serves v1 past the layers' 1 m window (no annotation then), then
+    walks a canary of v2 that is promoted, and a canary of v1 that is rolled back: each
+    layer marks exactly its changes, with the version, within a scrape of the reload."""
+    layers = serving_layers()
+    v1, v2 = registered_model.champion_version, registered_model.challenger_version
+
+    def spec(champion: str, canary: str | None = None) -> LocalModelSpec:
+        uri = f"models:/{registered_model.name}/{{}}"
+        return LocalModelSpec(
+            name=NAME,
+            model_uri=uri.format(champion),
+            canary_model_uri=uri.format(canary) if canary else "",
+            canary_weight=0.5 if canary else 0.0,
+            tracking_uri=registered_model.tracking_uri,
+        )
+
+    def serving(prom: PrometheusHandle) -> set[tuple[str, str]]:
+        return {
+            (s["metric"]["role"], s["metric"]["version"])
+            for s in prom.query(f"{SERVING_INFO} == 1")
+        }
+
+    with LocalServingManager(tmp_path / "serving", ready_timeout_s=180) as manager:
+        status = manager.start(spec(v1))
+        metrics = urlparse(status.endpoints.metrics)
+        prom: PrometheusHandle = prometheus_factory(
+            {"loopline-serving": [metrics.netloc]},
+            metrics_path={"loopline-serving": metrics.path or "/metrics"},
+        )
+        began = time.time()
+        prom.wait_until(lambda: serving(prom) == {("champion", v1)}, what="v1 scraped")
+        # Nothing changes until the layers' window has passed: then every layer is empty.
+        prom.wait_until(
+            lambda: not any(prom.query(expr) for expr in layers.values()),
+            timeout=90,
+            what="the first version's annotation window to pass",
+        )
+        quiet_from = time.time()
+        time.sleep(5)
+        steps = [
+            (v1, v2, {("champion", v1), ("canary", v2)}),
+            (v2, None, {("champion", v2)}),
+            (v2, v1, {("champion", v2), ("canary", v1)}),
+            (v2, None, {("champion", v2)}),
+        ]
+        marks: list[tuple[float, float]] = []
+        for champion, canary, expected in steps:
+            before = time.time()
+            manager.update(spec(champion, canary))
+
+            def scraped(e: set[tuple[str, str]] = expected) -> bool:
+                return serving(prom) == e
+
+            prom.wait_until(scraped, what=f"{expected} scraped")
+            marks.append((before, time.time() + 1))  # + one evaluation step
+            time.sleep(3)
+        # The last change stays visible for a whole step, as Grafana needs to see it.
+        time.sleep(max(0.0, marks[-1][1] + SERVING_STEP_S + 2 - time.time()))
+        end = time.time()
+
+    got = {name: annotation_times(prom, expr, began - 5, end) for name, expr in layers.items()}
+    for name, times in got.items():
+        quiet = [t for ts in times.values() for t in ts if quiet_from <= t < marks[0][0]]
+        assert not quiet, f"{name}: annotation while nothing changed, at {quiet}"
+
+    def first(name: str, version: str) -> float:
+        return min(got[name][version])
+
+    for name, versions in got.items():
+        for version, seen in versions.items():
+            since = min(seen)
+            shown = [t for t in seen if since <= t < since + SERVING_STEP_S]
+            # one evaluation every 30 s cannot miss it (a point lost to a reload's instant)
+            assert len(shown) >= SERVING_STEP_S - 2, f"{name} v{version}: shown {len(shown)} s"
+
+    assert set(got["Serving version"]) == {v1, v2}
+    assert max(got["Serving version"][v1]) < quiet_from  # v1 came back only as a canary
+    assert marks[1][0] <= first("Serving version", v2) <= marks[1][1]
+    assert set(got["Canary started"]) == {v1, v2}
+    assert marks[0][0] <= first("Canary started", v2) <= marks[0][1]
+    assert marks[2][0] <= first("Canary started", v1) <= marks[2][1]
+    assert set(got["Canary promoted"]) == {v2}
+    assert marks[1][0] <= first("Canary promoted", v2) <= marks[1][1]
+    assert set(got["Canary rolled back"]) == {v1}
+    assert marks[3][0] <= first("Canary rolled back", v1) <= marks[3][1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from loopline.demo.record import (
     segment_stats,
 )
 from loopline.demo.report import RECORD_NAME, REPORT_NAME, write_report
+from loopline.types.history import OPERATOR, Decision, ServingState
 
 CORE = ["spindle_vibration_rms", "spindle_current", "spindle_torque", "coolant_temperature"]
 
@@ -101,6 +103,19 @@ def _story() -> DemoRecord:
     rec.step("Cluster up", detail="127.0.0.1:6443", command="kubectl get --raw /readyz", t=1.0)
     rec.step("Recipe changed", command="kubectl get models.loopline.dev drill-ae -w", t=60.0)
     rec.note("nothing missing")
+    rec.set_history(
+        "demo/drill-ae",
+        [
+            Decision(
+                at=rec.started_at + timedelta(seconds=t),
+                kind="Promoted",
+                actor=OPERATOR,
+                version=v,
+                serving=ServingState(champion=v),
+            )
+            for t, v in ((25.0, "1"), (120.0, "2"))
+        ],
+    )
     rec.ended_t = 175.0
     return rec
 
@@ -198,6 +213,6 @@ def test_report_says_what_was_not_measured(tmp_path: Path) -> None:
     rec = DemoRecord()
     rec.note("the operator is not in the tree yet")
     doc = write_report(rec, tmp_path).read_text()
-    assert doc.count("Not measured in this run") == 5
+    assert doc.count("Not measured in this run") == 6  # five plots, the history
     assert "the operator is not in the tree yet" in doc
     assert not list(tmp_path.glob("*.png"))

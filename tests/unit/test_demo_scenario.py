@@ -120,3 +120,32 @@ def test_only_the_loops_own_retraining_can_fail_the_loop() -> None:
     assert loop_failure(failed, "registered") == (
         "the retraining run run-9 failed at step load-features: no rows"
     )
+
+
+def test_a_history_that_cannot_be_read_is_a_note_not_a_crash(tmp_path: Path) -> None:
+    """The run's end reads the ledger; an API server that is gone leaves a note and the
+    report's history section says it was not measured."""
+    import socket
+
+    from kubernetes import client as k8s
+
+    from loopline.demo.report import write_report
+    from loopline.demo.scenario import Demo
+
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = k8s.Configuration(host=f"http://127.0.0.1:{port}")
+    config.retries = 0
+    demo = Demo(DemoSettings(state_dir=tmp_path / "state", namespace="plant"), keep=True)
+    demo.api = k8s.ApiClient(config)
+    try:
+        demo.read_history()
+    finally:
+        demo.api.close()
+    assert demo.record.history == {}
+    assert any(
+        n.startswith("the history of plant/drill-ae could not be read") for n in demo.record.notes
+    )
+    doc = write_report(demo.record, tmp_path / "report").read_text()
+    assert "Not measured in this run" in doc.split("<h2>Production history</h2>")[1]
