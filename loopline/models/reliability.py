@@ -68,7 +68,9 @@ def reliability(
     for name, rows in frame.groupby("entity", sort=True):
         ts = rows["ts"].to_numpy()
         labels = rows["y"].to_numpy()
-        active = debounce(rows["over"].to_numpy(), settings.k, settings.n, settings.m)
+        active = debounce(
+            rows["over"].to_numpy(), settings.raise_at, settings.window, settings.clear_below
+        )
         days += _entity_days(ts)
         events += len(runs(active))
         false_events += false_alarm_events(labels, active)

@@ -277,16 +277,27 @@ def test_credentials_in_the_tracking_uri_are_refused_without_echoing_them() -> N
 # ---- the monitor's admission policy ----------------------------------------------------
 
 
-def _by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind]
+def _by_kind(
+    docs: list[dict[str, Any]], kind: str, component: str | None = None
+) -> list[dict[str, Any]]:
+    """The documents of `kind` (of one component's, by its label, when given)."""
+    return [
+        d
+        for d in docs
+        if d["kind"] == kind
+        and (
+            component is None
+            or d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
+        )
+    ]
 
 
 def test_monitor_policy_is_the_manifest_under_the_releases_name() -> None:
     """The chart's policy is manifests/policies' as it is: it has no parameter (a binding whose
     parameter object is missing would deny every write to Models)."""
     docs = documents(render())
-    (policy,) = _by_kind(docs, "ValidatingAdmissionPolicy")
-    (binding,) = _by_kind(docs, "ValidatingAdmissionPolicyBinding")
+    (policy,) = _by_kind(docs, "ValidatingAdmissionPolicy", "monitor")
+    (binding,) = _by_kind(docs, "ValidatingAdmissionPolicyBinding", "monitor")
     source = yaml.safe_load(POLICY_FILE.read_text())["spec"]
     assert policy["spec"] == source
     assert "paramKind" not in source
@@ -358,8 +369,39 @@ def test_monitor_policy_covers_models_and_their_subresources_for_every_operation
 
 def test_monitor_policy_can_be_turned_off() -> None:
     docs = documents(render("--set", "monitor.admissionPolicy.enabled=false"))
-    assert not _by_kind(docs, "ValidatingAdmissionPolicy")
-    assert not _by_kind(docs, "ValidatingAdmissionPolicyBinding")
+    assert not _by_kind(docs, "ValidatingAdmissionPolicy", "monitor")
+    assert not _by_kind(docs, "ValidatingAdmissionPolicyBinding", "monitor")
+    assert _by_kind(docs, "ValidatingAdmissionPolicy", "operator")  # approvals keep theirs
+
+
+def test_approval_policy_and_approver_role_are_the_manifests_under_the_releases_name() -> None:
+    """What people who approve may do, and the check of their name, as manifests/ has them."""
+    root = POLICY_FILE.parents[1]
+    docs = documents(render())
+    (policy,) = _by_kind(docs, "ValidatingAdmissionPolicy", "operator")
+    (binding,) = _by_kind(docs, "ValidatingAdmissionPolicyBinding", "operator")
+    source = yaml.safe_load((root / "policies" / "approval" / "model-approval.yaml").read_text())
+    assert policy["spec"] == source["spec"]
+    assert policy["metadata"]["name"] == "loopline-model-approval"
+    assert binding["spec"] == {
+        "policyName": "loopline-model-approval",
+        "validationActions": ["Deny"],
+    }
+    (role,) = _by_kind(docs, "ClusterRole", "approver")
+    approver = yaml.safe_load((root / "rbac" / "approver.yaml").read_text())
+    assert role["rules"] == approver["rules"]
+    verbs = {v for rule in role["rules"] for v in rule["verbs"]}
+    assert not verbs & {"patch", "update", "delete", "deletecollection"}  # decides, edits nothing
+    off = documents(
+        render(
+            "--set",
+            "approval.admissionPolicy.enabled=false",
+            "--set",
+            "approval.approverRole.create=false",
+        )
+    )
+    assert not _by_kind(off, "ValidatingAdmissionPolicy", "operator")
+    assert not _by_kind(off, "ClusterRole", "approver")
 
 
 def test_monitor_policy_allows_exactly_the_annotations_the_monitor_writes() -> None:
