@@ -74,6 +74,11 @@ class Ledger:
         self.chunk_size = chunk_size
         self.chunks = chunks
         self._tails: dict[tuple[str, str], _Tail] = {}
+        # Where a Model's next chunk starts when all of its chunks are sealed.
+        self._next: dict[tuple[str, str], int] = {}
+        # Namespaces whose ledgers were listed once: a Model of theirs without a tail has none.
+        self._listed: set[str] = set()
+        self._listing = threading.Lock()
         self._last: dict[tuple[str, str], int] = {}
         self._guard = threading.Lock()  # guards _locks; each Model's lock guards the rest
         self._locks: dict[tuple[str, str], threading.Lock] = {}
@@ -115,6 +120,8 @@ class Ledger:
                 except ApiException as exc:
                     # Deleted, or sealed by another writer: read the chunks again, once.
                     self._tails.pop((namespace, model), None)
+                    with self._listing:
+                        self._listed.discard(namespace)
                     if exc.status not in (404, 409, 422) or attempt:
                         raise
                     continue
@@ -125,17 +132,43 @@ class Ledger:
         key = (namespace, model)
         tail = self._tails.get(key)
         if tail is None:
-            items = self._chunks(namespace, model)
-            open_ = [c for c in items if not c.immutable]
-            if open_:
-                last = open_[-1]
-                tail = _Tail(_index(last), len(last.data or {}))
-            else:
-                index = _index(items[-1]) + 1 if items else 0
-                self._create(namespace, model, index)
-                tail = _Tail(index, 0)
+            self._list_namespace(namespace)
+            tail = self._tails.get(key)
+        if tail is None:
+            index = self._next.pop(key, 0)
+            self._create(namespace, model, index)
+            tail = _Tail(index, 0)
             self._tails[key] = tail
         return tail
+
+    def _list_namespace(self, namespace: str) -> None:
+        """Find every Model's open chunk in `namespace` with one list, the first time a Model
+        of it is written: a list of ConfigMaps by label reads all of the namespace's on the
+        API server, so one per Model made the first write of N Models cost O(N) each."""
+        with self._listing:
+            if namespace in self._listed:
+                return
+            listing = self.core.list_namespaced_config_map(namespace, label_selector=LABEL)
+            chunks: dict[str, list[k8s.V1ConfigMap]] = {}
+            for chunk in listing.items:
+                meta = chunk.metadata
+                if not _CHUNK.search(meta.name):
+                    continue
+                model = (meta.annotations or {}).get("loopline.dev/model") or (
+                    (meta.labels or {}).get(LABEL, "")
+                )
+                chunks.setdefault(model, []).append(chunk)
+            for model, found in chunks.items():
+                key = (namespace, model)
+                if key in self._tails:
+                    continue
+                found.sort(key=_index)
+                open_ = [c for c in found if not c.immutable]
+                if open_:
+                    self._tails[key] = _Tail(_index(open_[-1]), len(open_[-1].data or {}))
+                else:
+                    self._next[key] = _index(found[-1]) + 1
+            self._listed.add(namespace)
 
     def _roll(self, namespace: str, model: str, tail: _Tail) -> _Tail:
         """Seal the full chunk, open the next, drop the oldest beyond the retention."""
