@@ -110,6 +110,12 @@ class LocalRedis:
             client.close()
         return self.url
 
+    def stop_adopted(self) -> None:
+        """Stop the redis-server recorded in the folder, whoever started it."""
+        record = supervisor.adopt(self.folder / STATE_FILE)
+        if record is not None:
+            supervisor.stop(record)
+
     def stop(self) -> None:
         if self.record is not None:
             supervisor.stop(self.record)

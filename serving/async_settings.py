@@ -45,6 +45,11 @@ class AsyncSettings(BaseSettings):
     result_stream_maxlen: int = Field(
         default=100_000, ge=1, description="Approximate length the result stream is cut to."
     )
+    local: bool = Field(
+        default=False,
+        description="Local mode: when redis_url is empty, start a redis-server on loopback "
+        "for the local model servers (off by default: nothing changes without it).",
+    )
     consumer: str = Field(
         default="",
         description="This worker's consumer name in the group; empty means <hostname>-<pid>.",

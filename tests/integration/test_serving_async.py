@@ -24,8 +24,10 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from loopline.serving.async_local import local_async_env
 from loopline.serving.async_messages import AsyncRequest, StoredResult, StreamKeys
 from loopline.serving.async_redis_local import LocalRedis
+from loopline.serving.async_settings import AsyncSettings
 from loopline.serving.local import LocalModelSpec, LocalServingManager
 from tests.fixtures.serving import RegisteredModel, sensor_rows
 
@@ -328,3 +330,18 @@ def test_server_without_redis_says_async_is_off(
         )
     assert response.status_code == 404
     assert "LOOPLINE_ASYNC_REDIS_URL" in response.json()["error"]
+
+
+def test_local_mode_starts_one_redis_for_the_local_servers(tmp_path: Path) -> None:
+    assert local_async_env(tmp_path, AsyncSettings()) == {}  # off by default
+    assert local_async_env(tmp_path, AsyncSettings(local=True, redis_url="redis://r:1/0")) == {}
+    env = local_async_env(tmp_path, AsyncSettings(local=True))
+    folder = tmp_path / ".redis"
+    try:
+        url = env["LOOPLINE_ASYNC_REDIS_URL"]
+        assert url.startswith("redis://127.0.0.1:")
+        with redis.Redis.from_url(url) as c:
+            assert c.ping()
+        assert local_async_env(tmp_path, AsyncSettings(local=True)) == env  # one for all
+    finally:
+        LocalRedis(folder.resolve()).stop_adopted()
