@@ -143,6 +143,20 @@ class AsyncStore:
         entries = [(e[0], e[1]) for e in reply[1] if e and e[1] is not None]
         return reply[0], entries
 
+    async def prune_consumers(self, keep: str, min_idle_s: float) -> list[str]:
+        """Remove consumers that hold nothing and did nothing for `min_idle_s` (workers that
+        died or were replaced: each restart joins under a new name). Harmless for a live
+        one: its next read joins the group again."""
+        removed = []
+        for consumer in await self.client.xinfo_consumers(self.keys.requests, self.keys.group):
+            name = consumer["name"]
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            if name == keep or consumer["pending"] or consumer["idle"] < min_idle_s * 1000:
+                continue
+            await self.client.xgroup_delconsumer(self.keys.requests, self.keys.group, name)
+            removed.append(name)
+        return removed
+
     async def answer(self, entry_id: bytes, request_id: str, result: StoredResult) -> bool:
         """Store, publish (if configured), acknowledge and delete; False when the id had a
         result already (this answer was a duplicate and is dropped)."""

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 PROTOCOL = "async"
 STATS_EVERY_S = 1.0
+PRUNE_AFTER_CLAIMS = 10  # a consumer idle this many claim_idle_s with nothing held is gone
 
 
 class AsyncMetrics:
@@ -175,8 +176,10 @@ class AsyncWorker:
             if entries:
                 self.metrics.reclaimed.labels(self.slot.name).inc(len(entries))
                 log.info("async worker %s reclaimed %d entries", self.consumer, len(entries))
-            if self._cursor in (b"0-0", "0-0"):
-                self._next_claim = now + self.store.settings.claim_idle_s / 2
+            if self._cursor in (b"0-0", "0-0"):  # a full round: forget consumers long gone
+                idle = self.store.settings.claim_idle_s
+                self._next_claim = now + idle / 2
+                await self.store.prune_consumers(self.consumer, PRUNE_AFTER_CLAIMS * idle)
         if not entries:
             entries = await self.store.read(self.consumer, block_ms)
         await self.handle(entries)

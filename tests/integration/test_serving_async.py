@@ -9,6 +9,7 @@ each once, even the one that was also published a second time.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from loopline.serving.async_local import local_async_env
 from loopline.serving.async_messages import AsyncRequest, StoredResult, StreamKeys
 from loopline.serving.async_redis_local import LocalRedis
 from loopline.serving.async_settings import AsyncSettings
+from loopline.serving.async_store import AsyncStore
 from loopline.serving.local import LocalModelSpec, LocalServingManager
 from tests.fixtures.serving import RegisteredModel, sensor_rows
 
@@ -345,3 +347,28 @@ def test_local_mode_starts_one_redis_for_the_local_servers(tmp_path: Path) -> No
         assert local_async_env(tmp_path, AsyncSettings(local=True)) == env  # one for all
     finally:
         LocalRedis(folder.resolve()).stop_adopted()
+
+
+def test_consumers_gone_for_long_are_pruned_unless_they_hold_entries(redis_url: str) -> None:
+    settings = AsyncSettings(redis_url=redis_url, prefix="prune-test")
+    keys = StreamKeys(settings.prefix, "m")
+
+    async def scenario() -> tuple[list[str], set[str]]:
+        store = AsyncStore(settings, "m")
+        try:
+            await store.ensure_group()
+            await store.client.xadd(keys.requests, AsyncRequest("p-0", _body()).fields())
+            (entry_id, _), *_ = await store.read("answered-all", block_ms=None)
+            await store.drop([entry_id])
+            await store.client.xadd(keys.requests, AsyncRequest("p-1", _body()).fields())
+            assert len(await store.read("holds-one", block_ms=None)) == 1
+            await asyncio.sleep(0.3)
+            removed = await store.prune_consumers("me", min_idle_s=0.2)
+            left = await store.client.xinfo_consumers(keys.requests, keys.group)
+            return removed, {c["name"].decode() for c in left}
+        finally:
+            await store.close()
+
+    removed, left = asyncio.run(scenario())
+    assert removed == ["answered-all"]
+    assert left == {"holds-one"}
