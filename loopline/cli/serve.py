@@ -131,6 +131,8 @@ def run(root: Path | None, **kw: object) -> None:
         click.echo(f"  REST     {ep.infer_url(status.name)}")
         click.echo(f"  gRPC     {ep.grpc}")
         click.echo(f"  metrics  {ep.metrics}")
+        if extra_env:
+            click.echo(f"  async    {ep.rest}/v2/models/{status.name}/infer/async (local Redis)")
         click.echo(f"  log      {status.log_path}")
         # The path, never the token: repository calls and its monitor need the file's token.
         click.echo(f"  token    {manager.token_file(status.name)} (LOOPLINE_AUTH_TOKEN_FILE)")
