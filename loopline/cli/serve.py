@@ -200,4 +200,4 @@ def settings(**kw: object) -> None:
     """Print the model-settings.json the local backend writes for these options."""
     from loopline.serving.local import model_settings
 
-    click.echo(json.dumps(model_settings(_spec(**kw)), indent=2))  # type: ignore[arg-type]
+    click.echo(json.dumps(model_settings(_spec(**kw)), indent=2))
