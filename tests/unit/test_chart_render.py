@@ -158,4 +158,6 @@ def test_async_inference_points_the_operator_at_an_existing_redis() -> None:
 
     assert "LOOPLINE_ASYNC_REDIS_URL" not in config()
     url = "redis://redis.loopline.svc:6379/0"
-    assert config("--set", f"asyncInference.redisUrl={url}")["LOOPLINE_ASYNC_REDIS_URL"] == url
+    data = config("--set", f"asyncInference.redisUrl={url}")
+    assert data["LOOPLINE_ASYNC_REDIS_URL"] == url
+    assert data["LOOPLINE_OPERATOR_ASYNC_REDIS_URL"] == url
