@@ -63,11 +63,11 @@ def _pings(client: redis.Redis) -> bool:
 class LocalRedis:
     """One redis-server in `folder`; `start()` returns its URL (adopting a running one)."""
 
-    def __init__(self, folder: Path, binary: str | None = None) -> None:
+    def __init__(self, folder: Path, binary: str | None = None, port: int = 0) -> None:
         self.folder = folder
         self.binary = binary
         self.record: supervisor.ProcessRecord | None = None
-        self.port = 0
+        self.port = port  # 0: a free one
 
     @property
     def url(self) -> str:
@@ -89,7 +89,7 @@ class LocalRedis:
             )
         if any(c.isspace() for c in str(self.folder)):
             raise LocalRedisError(f"the Redis folder {self.folder} must not contain spaces")
-        self.port = free_port(HOST)
+        self.port = self.port or free_port(HOST)
         conf = self.folder / "redis.conf"
         argv = [binary, str(conf)]
         conf.write_text(redis_config(self.folder, self.port, argv))

@@ -20,6 +20,7 @@ import weakref
 
 from mlserver.errors import MLServerError
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from redis.exceptions import RedisError
 
 from loopline.serving.async_messages import (
     AsyncMessageError,
@@ -150,14 +151,24 @@ class AsyncWorker:
         self._stopping.set()
 
     async def run(self) -> None:
-        await self.store.ensure_group()
+        """Until `stop()`: a Redis that is not up yet, restarts or lost the group (no
+        persistence) is retried every second, so the server never needs a restart for it."""
         settings = self.store.settings
+        grouped = False
         while not self._stopping.is_set():
             try:
+                if not grouped:
+                    await self.store.ensure_group()
+                    grouped = True
                 await self.step(settings.block_ms)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # Redis away or restarting: retry, as a restarted pod would
+            except RedisError as exc:
+                if "NOGROUP" in str(exc):
+                    grouped = False
+                log.warning("async worker %s: %s; retrying in 1 s", self.consumer, exc)
+                await self._sleep(1.0)
+            except Exception:  # a bug or a model that cannot score: keep serving the rest
                 log.exception("async worker %s: step failed; retrying in 1 s", self.consumer)
                 await self._sleep(1.0)
 

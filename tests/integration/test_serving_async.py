@@ -25,6 +25,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from loopline.ports import free_port
 from loopline.serving.async_local import local_async_env
 from loopline.serving.async_messages import AsyncRequest, StoredResult, StreamKeys
 from loopline.serving.async_redis_local import LocalRedis
@@ -372,3 +373,31 @@ def test_consumers_gone_for_long_are_pruned_unless_they_hold_entries(redis_url: 
     removed, left = asyncio.run(scenario())
     assert removed == ["answered-all"]
     assert left == {"holds-one"}
+
+
+def test_a_server_started_before_its_redis_catches_up(
+    tmp_path: Path, registered_model: RegisteredModel
+) -> None:
+    port = free_port()
+    spec = LocalModelSpec(
+        name="drill-async-late",
+        model_uri=registered_model.champion_uri,
+        tracking_uri=registered_model.tracking_uri,
+        server="lean",
+        extra_env={"LOOPLINE_ASYNC_REDIS_URL": f"redis://127.0.0.1:{port}/0"},
+    )
+    late = LocalRedis(tmp_path / "redis", port=port)
+    with LocalServingManager(tmp_path / "serving", ready_timeout_s=120) as m:
+        base = m.start(spec).endpoints.rest
+        url = f"{base}/v2/models/drill-async-late/infer/async"
+        down = httpx.post(url, content=_body(), timeout=30)
+        assert down.status_code == 503
+        assert "asynchronous inference store unavailable" in down.json()["error"]
+        late.start()
+        try:
+            accepted = httpx.post(url, content=_body(request_id="late-1"), timeout=30)
+            assert accepted.status_code == 202
+            done = _poll(base, accepted.headers["location"])
+            assert done.status_code == 200, done.text
+        finally:
+            late.stop()
