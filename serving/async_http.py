@@ -5,7 +5,8 @@
   `{"id", "model_name", "status": "pending", "location"}`. The id is the request's own `id`
   when it has one (so a client that retries a POST gets the same request, answered once),
   else a new one. A body that is not a V2 request is refused at once (400/422, as the
-  synchronous route would), so only requests that can be scored are queued.
+  synchronous route would), so a malformed body never reaches the queue; the payload rules
+  (widths, missing sensors) are checked when it is scored, and their 4xx is its result.
 - `GET /v2/models/{name}/infer/async/{id}`: the answer once there is one (the status and body
   a synchronous call would have had: 200 with the V2 response, or the 4xx/5xx error),
   `202` with the pending body while it waits, `404` for an id unknown or expired.
