@@ -58,6 +58,12 @@ class OperatorSettings(BaseSettings):
         description="Cluster backends: the MLflow tracking URI as pods reach it (e.g. the "
         "chart's MLflow Service); empty: the operator's own tracking URI.",
     )
+    async_redis_url: str = Field(
+        default="",
+        description="Kubernetes serving backend: the Redis the model server pods take "
+        "asynchronous requests from (their LOOPLINE_ASYNC_REDIS_URL; a value in the "
+        "Deployment, so a URL without a password); empty: asynchronous inference off.",
+    )
     storage_class: str = Field(
         default="",
         description="Cluster backends: StorageClass of the volumes the operator claims (a "

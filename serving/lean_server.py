@@ -7,6 +7,9 @@ set of files. It exists for latency: MLServer's REST and gRPC stacks cost ~10x t
 own work per request (benchmarks/results/serving.json); here a request goes socket →
 uvicorn (httptools, uvloop) → `V2App` → `runtime.infer` and back.
 
+With `LOOPLINE_ASYNC_REDIS_URL` set it also serves asynchronous inference: the REST routes
+of `async_http` and a worker (`async_worker`) consuming the model's Redis request stream.
+
 What MLServer adds and this host does not: adaptive batching (the local backend runs
 MLServer when a Model asks for it), parallel inference workers, several models per server,
 tracing and its own `rest_server_*` metrics. On a cluster Seldon Core 2 runs MLServer with the
@@ -36,6 +39,9 @@ import uvicorn
 from mlserver.settings import Settings
 
 from loopline import auth
+from loopline.serving.async_settings import AsyncSettings
+from loopline.serving.async_store import AsyncStore
+from loopline.serving.async_worker import AsyncWorker
 from loopline.serving.runtime_slot import RuntimeSlot
 from loopline.serving.settings import ServingSettings
 from loopline.serving.v2_asgi import V2App
@@ -97,7 +103,15 @@ async def serve(folder: Path) -> int:
         start_http_server(settings.metrics_port, addr=host)
     default_limit = ServingSettings.model_fields["max_request_bytes"].default
 
-    app = V2App(slot, server_version=__version__, max_body_bytes=default_limit, token=token)
+    async_settings = AsyncSettings()
+    store = AsyncStore(async_settings, slot.name) if async_settings.enabled else None
+    app = V2App(
+        slot,
+        server_version=__version__,
+        max_body_bytes=default_limit,
+        token=token,
+        async_store=store,
+    )
     grpc_server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
@@ -145,12 +159,23 @@ async def serve(folder: Path) -> int:
         )
 
     loading = asyncio.create_task(load())
+    worker = None
+    if store is not None:
+        worker = AsyncWorker(slot, store, async_settings.consumer_name())
+        working = asyncio.create_task(worker.run())
+        log.info("async inference on: consumer %s of %s", worker.consumer, store.keys.group)
     try:
         await rest.serve()
     finally:
         loading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loading
+        if worker is not None and store is not None:
+            worker.stop()
+            working.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await working
+            await store.close()
         await grpc_server.stop(grace=2)
         await slot.unload()
     return 1 if failed or not rest.started else 0

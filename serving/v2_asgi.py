@@ -13,6 +13,8 @@ Routes (the V2 REST surface standard clients call):
 - `GET /v2/health/live`, `GET /v2/health/ready` (503 while the model loads);
 - `GET /v2`: server metadata;
 - `GET /v2/models/{name}[/versions/{v}]`, `.../ready`, `POST .../infer`;
+- `POST .../infer/async`, `GET /v2/models/{name}/infer/async/{id}`: asynchronous inference
+  through Redis Streams when the server has a store (`async_http`), else 404;
 - `POST /v2/repository/index`, `POST /v2/repository/models/{name}/load|unload`: only with
   the Model's bearer token (`loopline.auth`): they unload the model or expose its load error,
   so without one they are 401 (with `WWW-Authenticate: Bearer`), with a wrong one 403. Health,
@@ -29,16 +31,20 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlserver.errors import MLServerError
 
 from loopline import auth
 from loopline.serving import callers
+from loopline.serving.async_messages import AsyncMessageError, async_route
 from loopline.serving.runtime_slot import ModelNotFound, RuntimeSlot
 from loopline.serving.scoring import output_columns
 from loopline.serving.v2_json import parse_plain, response_json
 from loopline.serving.v2_rest import WireError, encode_infer_response, parse_infer_body
+
+if TYPE_CHECKING:
+    from loopline.serving.async_store import AsyncStore
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +179,10 @@ class V2App:
         server_version: str,
         max_body_bytes: int,
         token: str | None,
+        async_store: AsyncStore | None = None,
     ) -> None:
         self.slot = slot
+        self.async_store = async_store  # None: asynchronous inference is off
         self.server_version = server_version
         self.max_body_bytes = max_body_bytes
         self.token = token  # None: authentication disabled (development, warned at start)
@@ -185,6 +193,19 @@ class V2App:
         method: str = scope["method"]
         path: str = scope["path"]
         try:
+            route = async_route(path) if "/infer/" in path else None
+            if route is not None:
+                if self.async_store is None:
+                    raise HttpError(
+                        404,
+                        "asynchronous inference is off on this server (LOOPLINE_ASYNC_REDIS_URL)",
+                    )
+                from loopline.serving.async_http import handle_async
+
+                await handle_async(
+                    self.async_store, self.slot, self.max_body_bytes, scope, receive, send, route
+                )
+                return
             if method == "POST" and path.endswith("/infer"):
                 await self._infer(scope, receive, send, path)
                 return
@@ -196,6 +217,8 @@ class V2App:
             status, body = await self._route(method, path.rstrip("/"))
         except HttpError as exc:
             status, body = exc.status, error_body(str(exc))
+        except AsyncMessageError as exc:
+            status, body = 400, error_body(str(exc))
         except MLServerError as exc:
             status, body = exc.status_code, error_body(str(exc))
         except Exception as exc:

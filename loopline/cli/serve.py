@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import threading
 from pathlib import Path
+from typing import cast
 
 import click
 
@@ -100,24 +102,37 @@ def _build(cls: type, kw: dict[str, object]) -> object:
 )
 def run(root: Path | None, **kw: object) -> None:
     """Start one model server on free 127.0.0.1 ports and keep it up until Ctrl-C."""
-    from loopline.serving.local import LocalServingError, LocalServingManager, resolved_server
+    from loopline.serving.async_local import local_async_env
+    from loopline.serving.async_redis_local import LocalRedisError
+    from loopline.serving.local import (
+        LocalModelSpec,
+        LocalServingError,
+        LocalServingManager,
+        resolved_server,
+    )
     from loopline.settings import get_settings
 
-    spec = _spec(**kw)
     root = root or get_settings().state_dir / "serving"
+    try:
+        extra_env = local_async_env(root)
+    except LocalRedisError as exc:
+        raise click.ClickException(str(exc)) from exc
+    spec = dataclasses.replace(cast(LocalModelSpec, _spec(**kw)), extra_env=extra_env)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with LocalServingManager(root) as manager:
         try:
-            status = manager.start(spec)  # type: ignore[arg-type]
+            status = manager.start(spec)
         except (LocalServingError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
         ep = status.endpoints
-        host = resolved_server(spec)  # type: ignore[arg-type]
+        host = resolved_server(spec)
         click.echo(f"serving {status.name} (pid {status.pid}, {host} server)")
         click.echo(f"  REST     {ep.infer_url(status.name)}")
         click.echo(f"  gRPC     {ep.grpc}")
         click.echo(f"  metrics  {ep.metrics}")
+        if extra_env:
+            click.echo(f"  async    {ep.rest}/v2/models/{status.name}/infer/async (local Redis)")
         click.echo(f"  log      {status.log_path}")
         # The path, never the token: repository calls and its monitor need the file's token.
         click.echo(f"  token    {manager.token_file(status.name)} (LOOPLINE_AUTH_TOKEN_FILE)")
@@ -185,4 +200,4 @@ def settings(**kw: object) -> None:
     """Print the model-settings.json the local backend writes for these options."""
     from loopline.serving.local import model_settings
 
-    click.echo(json.dumps(model_settings(_spec(**kw)), indent=2))  # type: ignore[arg-type]
+    click.echo(json.dumps(model_settings(_spec(**kw)), indent=2))

@@ -80,6 +80,7 @@ class KubernetesServingBackend:
         self.pull_policy = settings.image_pull_policy
         # The MLflow server as the pods reach it, which may not be how the operator does.
         self.tracking_uri = settings.cluster_tracking_uri or tracking_uri
+        self.async_redis_url = settings.async_redis_url
         self._own_api = api is None
         self.objects = KubeObjects(api or api_client(settings))
         self.scrape_timeout_s = scrape_timeout_s
@@ -106,6 +107,7 @@ class KubernetesServingBackend:
                     pull_policy=self.pull_policy,
                     tracking_uri=self.tracking_uri,
                     digest=digest,
+                    async_redis_url=self.async_redis_url,
                 ),
             ]
         except ValueError as exc:

@@ -110,6 +110,7 @@ class LocalServingBackend:
             return self._managers[namespace]
 
     def _spec(self, desired: ServingDesired) -> LocalModelSpec:
+        from loopline.serving.async_local import local_async_env
         from loopline.serving.local import LocalModelSpec
 
         canary = desired.canary_version
@@ -123,6 +124,7 @@ class LocalServingBackend:
             monitor_url=desired.monitor_url,
             fallback_on_missing_sensors=desired.fallback_on_missing_sensors,
             token_file=str(model_token_path(self.tokens_dir, desired.namespace, desired.name)),
+            extra_env=local_async_env(self.root),
         )
 
     def apply(self, desired: ServingDesired) -> ServingObserved:

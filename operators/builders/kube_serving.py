@@ -37,6 +37,7 @@ CHAMPION_ANNOTATION = "loopline.dev/champion-version"
 CANARY_ANNOTATION = "loopline.dev/canary-version"
 WEIGHT_ANNOTATION = "loopline.dev/canary-weight"
 CONTAINER = "server"
+ASYNC_REDIS_URL_ENV = "LOOPLINE_ASYNC_REDIS_URL"  # loopline.serving.async_settings
 SUFFIX = "-server"
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8080, 8081, 8082
 SERVER_DIR = "/var/lib/loopline/serving"
@@ -113,9 +114,17 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
 
 
 def _container(
-    desired: ServingDesired, *, image: str, pull_policy: str, tracking_uri: str, digest: str
+    desired: ServingDesired,
+    *,
+    image: str,
+    pull_policy: str,
+    tracking_uri: str,
+    digest: str,
+    async_redis_url: str = "",
 ) -> dict[str, Any]:
     env: list[dict[str, Any]] = [{"name": DIGEST_ENV, "value": digest}, *token_env(desired.name)]
+    if async_redis_url:  # the server's asynchronous inference worker and routes
+        env.append({"name": ASYNC_REDIS_URL_ENV, "value": async_redis_url})
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
@@ -164,8 +173,10 @@ def build_deployment(
     pull_policy: str = "IfNotPresent",
     tracking_uri: str,
     digest: str,
+    async_redis_url: str = "",
 ) -> dict[str, Any]:
-    """The Model's server Deployment. `digest` is the token's (see `builders/auth.py`)."""
+    """The Model's server Deployment. `digest` is the token's (see `builders/auth.py`);
+    `async_redis_url` turns on asynchronous inference in its pods."""
     if not image:
         raise ValueError(
             "the runtime image is empty: set LOOPLINE_OPERATOR_RUNTIME_IMAGE (the Loopline "
@@ -194,6 +205,7 @@ def build_deployment(
                     pull_policy=pull_policy,
                     tracking_uri=tracking_uri,
                     digest=digest,
+                    async_redis_url=async_redis_url,
                 )
             ],
             "volumes": [

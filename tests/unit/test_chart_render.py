@@ -72,6 +72,7 @@ BAD_VALUES = [
     ("backends.mlflow.trackingUri=mlflow:5000", "at '/backends/mlflow/trackingUri'"),
     ("extraSecretEnv[0].name=TOKEN", "missing properties 'secretName', 'key'"),
     ("image.pullPolicy=Sometimes", "at '/image/pullPolicy': value must be one of"),
+    ("asyncInference.redisUrl=redis.svc:6379", "at '/asyncInference/redisUrl'"),
 ]
 
 
@@ -143,3 +144,20 @@ def test_schema_reports_every_mistake_of_a_bad_values_file(tmp_path: Path) -> No
     ):
         assert f"at '{path}'" in message, f"{path} not reported:\n{message}"
     assert "plaintext" not in message
+
+
+def test_async_inference_points_the_operator_at_an_existing_redis() -> None:
+    def config(*args: str) -> dict[str, str]:
+        docs = helm_chart.documents(render(*args))
+        found = next(
+            d
+            for d in docs
+            if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")
+        )
+        return dict(found["data"])
+
+    assert "LOOPLINE_ASYNC_REDIS_URL" not in config()
+    url = "redis://redis.loopline.svc:6379/0"
+    data = config("--set", f"asyncInference.redisUrl={url}")
+    assert data["LOOPLINE_ASYNC_REDIS_URL"] == url
+    assert data["LOOPLINE_OPERATOR_ASYNC_REDIS_URL"] == url

@@ -13,6 +13,7 @@ from loopline import auth
 from loopline.cli.serve import pod as pod_command
 from loopline.operators.builders.auth import DIGEST_ENV, token_secret_name
 from loopline.operators.builders.kube_serving import (
+    ASYNC_REDIS_URL_ENV,
     CANARY_ANNOTATION,
     CHAMPION_ANNOTATION,
     REVISION_LABEL,
@@ -227,3 +228,17 @@ def test_an_empty_image_is_refused_with_the_setting_to_fix() -> None:
 def test_serve_pod_refuses_bad_arguments() -> None:
     with pytest.raises(click.BadParameter):
         pod_command.make_context("pod", ["--name=m", "--model-uri=models:/m/1", "--http-port=0"])
+
+
+def test_async_inference_reaches_the_server_container_only_when_set() -> None:
+    def env(deployment: dict[str, Any]) -> dict[str, Any]:
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    assert ASYNC_REDIS_URL_ENV not in env(_deployment())
+    url = "redis://redis.plant.svc:6379/0"
+    with_async = build_deployment(
+        _desired(), image="loopline/runtime:1", tracking_uri=TRACKING, digest="d",
+        async_redis_url=url,
+    )  # fmt: skip
+    assert env(with_async)[ASYNC_REDIS_URL_ENV] == url
