@@ -1,0 +1,83 @@
+"""Serving-side alarm events: one reading at a time, the same events as the evaluation's
+`debounce` over the whole sequence, per entity, with the bundle's spec.alarms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from loopline.models.alarms import debounce
+from loopline.serving.alarm_events import AlarmEvents, policy_of
+from loopline.types.alarms import AlarmPolicy
+
+
+@pytest.mark.parametrize(("k", "n", "m"), [(3, 5, 1), (1, 1, 1), (2, 4, 2), (5, 5, 3)])
+def test_streaming_equals_the_evaluation_debounce(k: int, n: int, m: int) -> None:
+    rng = np.random.default_rng(k * 100 + n * 10 + m)
+    flags = {e: rng.random(300) < rng.uniform(0.05, 0.7) for e in ("a", "b", "c")}
+    events = AlarmEvents(k, n, m, max_entities=10)
+    got: dict[str, list[bool]] = {e: [] for e in flags}
+    raised = {e: 0 for e in flags}
+    position = dict.fromkeys(flags, 0)
+    # batches of random size interleaving the entities, each entity in its own time order
+    while any(position[e] < len(flags[e]) for e in flags):
+        keys, over = [], []
+        for _ in range(int(rng.integers(1, 12))):
+            e = str(rng.choice([e for e in flags if position[e] < len(flags[e])]))
+            keys.append(e)
+            over.append(bool(flags[e][position[e]]))
+            position[e] += 1
+            if all(position[x] >= len(flags[x]) for x in flags):
+                break
+        step = events.step(keys, over)
+        for row, (e, active) in enumerate(zip(keys, step.active, strict=True)):
+            was = got[e][-1] if got[e] else False
+            got[e].append(active)
+            if active and not was:
+                raised[e] += 1
+                assert row in step.raised
+    for e, seq in flags.items():
+        want = debounce(seq, k, n, m)
+        assert got[e] == want.tolist(), e
+        starts = int(np.count_nonzero(np.diff(np.concatenate([[0], want.astype(int)])) == 1))
+        assert raised[e] == starts
+
+
+def test_first_readings_of_an_entity_count_what_was_seen() -> None:
+    events = AlarmEvents(3, 5, 1, max_entities=10)
+    assert events.step(["m"] * 3, [True, True, True]).active == [False, False, True]
+    fresh = AlarmEvents(3, 5, 1, max_entities=10)
+    assert fresh.step(["m", "m"], [True, True]).active == [False, False]
+
+
+def test_the_least_recently_seen_entity_is_forgotten_first() -> None:
+    events = AlarmEvents(2, 3, 1, max_entities=2)
+    events.step(["a", "b"], [True, True])
+    events.step(["a", "c"], [False, False])  # c pushes out b, the least recently seen
+    assert len(events) == 2
+    assert events.step(["a"], [True]).active == [True]  # a kept its history
+    assert events.step(["b"], [True]).active == [False]  # b starts afresh
+
+
+def test_column_and_rows_without_an_entity() -> None:
+    events = AlarmEvents(2, 3, 1, max_entities=5)
+    column, raised = events.column(None, np.array([True, True, False, False, False, False]))
+    assert column == [b"inactive", b"active", b"active", b"active", b"inactive", b"inactive"]
+    assert raised == 1
+
+
+def test_policy_from_bundle_metadata() -> None:
+    assert policy_of({}) == AlarmPolicy()
+    policy = policy_of({"alarms": {"window": 4, "raiseAt": 2, "clearBelow": 1}})
+    assert (policy.k, policy.n, policy.m) == (2, 4, 1)
+    with pytest.raises(ValueError, match="bundle metadata 'alarms'"):
+        policy_of({"alarms": {"window": 2, "raiseAt": 3}})
+
+
+def test_bad_settings_name_the_field() -> None:
+    with pytest.raises(ValueError, match=r"alarms\.raiseAt"):
+        AlarmEvents(6, 5, 1, max_entities=1)
+    with pytest.raises(ValueError, match="alarm_max_entities"):
+        AlarmEvents(3, 5, 1, max_entities=0)
+    with pytest.raises(ValueError, match="2 entity keys for 1 rows"):
+        AlarmEvents(3, 5, 1, max_entities=1).step(["a", "b"], [True])
