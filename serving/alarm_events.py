@@ -7,6 +7,14 @@ the last n = `alarms.window` readings over the threshold raise an event, fewer t
 first window-1 readings are judged on the readings seen so far, as in the evaluation: k over
 the threshold among them already raise an event.
 
+While the monitor reports the model stale (`drift_state`), its threshold verdict is no alarm:
+after a recipe change every row is over it. The debouncer then takes a drift-robust verdict
+instead: the row's score against the entity's own recent scores, a robust z (distance from the
+median of its last `ROBUST_WINDOW` scores in units of their scaled median absolute deviation)
+over `ROBUST_CUT`. A steady shift of the operating point moves the median with it within half a
+window; a fault breaks away from it (docs/serving.md has the measurement). An entity with
+fewer than half a window of scores is not flagged while stale.
+
 The state lives in the replica's memory: the last n flags of each entity, at most
 `max_entities` entities (the least recently seen is forgotten first, and starts afresh when it
 comes back). With more than one replica each sees only the readings routed to it, so the
@@ -16,6 +24,8 @@ entity key); docs/serving.md says how.
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +39,9 @@ INACTIVE = "inactive"
 _ACTIVE_B = ACTIVE.encode()
 _INACTIVE_B = INACTIVE.encode()
 ALARMS_KEY = "alarms"  # bundle metadata key the training run writes spec.alarms under
+ROBUST_WINDOW = 60
+ROBUST_CUT = 6.0
+_MAD_SCALE = 1.4826  # MAD of a normal distribution -> its standard deviation
 
 
 def policy_of(metadata: Mapping[str, Any]) -> AlarmPolicy:
@@ -42,9 +55,20 @@ def policy_of(metadata: Mapping[str, Any]) -> AlarmPolicy:
         raise ValueError(f"bundle metadata {ALARMS_KEY!r} is malformed: {exc}") from exc
 
 
+def robust_over(history: Sequence[float], score: float, cut: float = ROBUST_CUT) -> bool:
+    """Whether `score` stands out from the entity's recent `history` (robust z over `cut`);
+    False with fewer than half a window of history or a NaN score."""
+    if len(history) < ROBUST_WINDOW // 2 or math.isnan(score):
+        return False
+    median = statistics.median(history)
+    mad = statistics.median(abs(v - median) for v in history)
+    return score - median > cut * _MAD_SCALE * mad + 1e-12
+
+
 @dataclass
 class _Entity:
     flags: deque[bool]
+    scores: deque[float]
     over: int = 0  # how many of `flags` are True
     active: bool = False
 
@@ -78,20 +102,37 @@ class AlarmEvents:
     def _entity(self, key: str) -> _Entity:
         found = self._entities.get(key)
         if found is None:
-            found = self._entities[key] = _Entity(flags=deque(maxlen=self.n))
+            found = self._entities[key] = _Entity(
+                flags=deque(maxlen=self.n), scores=deque(maxlen=ROBUST_WINDOW)
+            )
             if len(self._entities) > self.max_entities:
                 self._entities.popitem(last=False)
         else:
             self._entities.move_to_end(key)
         return found
 
-    def step(self, entities: Sequence[str], over: Sequence[bool]) -> Step:
-        """Feed one batch in request order (an entity may appear several times)."""
-        if len(entities) != len(over):
+    def step(
+        self,
+        entities: Sequence[str],
+        over: Sequence[bool],
+        scores: Sequence[float] | None = None,
+        *,
+        stale: bool = False,
+    ) -> Step:
+        """Feed one batch in request order (an entity may appear several times). With
+        `scores`, each entity's recent scores are kept, and with `stale` they, not `over`,
+        decide whether a row counts towards an alarm (`robust_over`)."""
+        if len(entities) != len(over) or (scores is not None and len(scores) != len(over)):
             raise ValueError(f"{len(entities)} entity keys for {len(over)} rows")
         out = Step(active=[])
         for row, (key, flag) in enumerate(zip(entities, over, strict=True)):
             e = self._entity(key)
+            if scores is not None:
+                score = float(scores[row])
+                if stale:
+                    flag = robust_over(e.scores, score)
+                if not math.isnan(score):
+                    e.scores.append(score)
             if len(e.flags) == self.n and e.flags[0]:
                 e.over -= 1
             e.flags.append(bool(flag))
@@ -104,11 +145,17 @@ class AlarmEvents:
         return out
 
     def column(
-        self, entities: Sequence[str] | None, over: Sequence[bool] | Any
+        self,
+        entities: Sequence[str] | None,
+        over: Sequence[bool] | Any,
+        scores: Sequence[float] | Any = None,
+        *,
+        stale: bool = False,
     ) -> tuple[list[bytes], int]:
         """The `alarm_event` output of a batch and how many events it raised. Rows without
         an entity key (the request had no entity column) are one stream, entity ""."""
         flags = [bool(v) for v in over]
         keys = entities if entities is not None else [""] * len(flags)
-        step = self.step(keys, flags)
+        values = None if scores is None else [float(v) for v in scores]
+        step = self.step(keys, flags, values, stale=stale)
         return [_ACTIVE_B if a else _INACTIVE_B for a in step.active], len(step.raised)

@@ -388,7 +388,12 @@ class LooplineRuntime(MLModel):
                 if state == STALE:
                     self.metrics.stale_anomaly_rows.labels(model, version).inc(anomalies)
             if self.alarms is not None:
-                column, raised = self.alarms.column(decoded.machine_ids, is_anomaly)
+                column, raised = self.alarms.column(
+                    decoded.machine_ids,
+                    is_anomaly,
+                    scored.outputs["anomaly_score"],
+                    stale=state == STALE,
+                )
                 scored.labels[ALARM_OUTPUT] = column
                 if raised:
                     self.metrics.alarm_events.labels(model, version, state).inc(raised)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from loopline.models.alarms import debounce
-from loopline.serving.alarm_events import AlarmEvents, policy_of
+from loopline.serving.alarm_events import ROBUST_WINDOW, AlarmEvents, policy_of, robust_over
 from loopline.types.alarms import AlarmPolicy
 
 
@@ -81,3 +81,31 @@ def test_bad_settings_name_the_field() -> None:
         AlarmEvents(3, 5, 1, max_entities=0)
     with pytest.raises(ValueError, match="2 entity keys for 1 rows"):
         AlarmEvents(3, 5, 1, max_entities=1).step(["a", "b"], [True])
+
+
+def test_robust_over_follows_a_level_shift_and_flags_a_break() -> None:
+    rng = np.random.default_rng(0)
+    history = list(1.0 + 0.1 * rng.standard_normal(ROBUST_WINDOW))
+    assert not robust_over(history, 1.2)
+    assert robust_over(history, 3.0)
+    assert not robust_over(history[: ROBUST_WINDOW // 2 - 1], 3.0)  # too little history
+    assert not robust_over(history, float("nan"))
+    shifted = history[ROBUST_WINDOW // 2 :] + list(5.0 + 0.5 * rng.standard_normal(40))
+    assert not robust_over(shifted[-ROBUST_WINDOW:], 5.6)  # the new level, not a fault
+    assert robust_over(shifted[-ROBUST_WINDOW:], 15.0)
+
+
+def test_while_stale_the_threshold_verdict_raises_nothing_and_a_break_does() -> None:
+    rng = np.random.default_rng(1)
+    events = AlarmEvents(3, 5, 1, max_entities=2)
+    normal = 1.0 + 0.1 * rng.standard_normal(50)
+    events.step(["m"] * 50, [False] * 50, normal.tolist())
+    # the operating point moved: every row over the threshold, scores on a new level
+    level = 4.0 + 0.4 * rng.standard_normal(200)
+    step = events.step(["m"] * 200, [True] * 200, level.tolist(), stale=True)
+    first = sum(step.active[:ROBUST_WINDOW])
+    assert step.raised == [] or max(step.raised) < ROBUST_WINDOW, (first, step.raised)
+    assert not any(step.active[ROBUST_WINDOW:])
+    fault = events.step(["m"] * 5, [True] * 5, [20.0] * 5, stale=True)
+    assert fault.active == [False, False, True, True, True]
+    assert fault.raised == [2]

@@ -92,12 +92,17 @@ async def test_stale_anomalies_and_alarm_events_are_counted_apart(bundle_dir: Pa
     runtime.drift.update({"reference": {"version": version}, "driftConfirmed": True})
     out = outputs_of(await runtime.predict(request(x[:2], ["b", "c"])))
     assert out["model_state"] == ["stale", "stale"]
-    assert out["alarm_event"] == ["active", "inactive"]  # b's third anomalous reading
+    # b's third anomalous reading: the stale model's verdict raises no event
+    assert out["alarm_event"] == ["inactive", "inactive"]
     assert registry.get_sample_value("loopline_stale_anomaly_rows_total", labels) == 2
     assert registry.get_sample_value("loopline_anomaly_rows_total", labels) == 8
-    assert (
-        registry.get_sample_value("loopline_alarm_events_total", labels | {"state": "stale"}) == 1
-    )
+    stale_events = labels | {"state": "stale"}
+    assert registry.get_sample_value("loopline_alarm_events_total", stale_events) is None
+    # while stale, a reading far above the entity's own recent scores still alarms
+    await runtime.predict(request(sensor_rows(40, seed=7), ["d"] * 40))
+    out = outputs_of(await runtime.predict(request(x[:3], ["d"] * 3)))
+    assert out["alarm_event"] == ["inactive", "inactive", "active"]
+    assert registry.get_sample_value("loopline_alarm_events_total", stale_events) == 1
 
     runtime.drift.update({"reference": {"version": version}, "driftConfirmed": False})
     out = outputs_of(await runtime.predict(request(sensor_rows(1), None)))
