@@ -9,11 +9,13 @@ the threshold among them already raise an event.
 
 While the monitor reports the model stale (`drift_state`), its threshold verdict is no alarm:
 after a recipe change every row is over it. The debouncer then takes a drift-robust verdict
-instead: the row's score against the entity's own recent scores, a robust z (distance from the
-median of its last `ROBUST_WINDOW` scores in units of their scaled median absolute deviation)
-over `ROBUST_CUT`. A steady shift of the operating point moves the median with it within half a
-window; a fault breaks away from it (docs/serving.md has the measurement). An entity with
-fewer than half a window of scores is not flagged while stale.
+instead, one that needs no model: each sensor of the row against the same sensor's last
+`ROBUST_WINDOW` readings of the same entity, a robust z (distance from their median in units
+of their scaled median absolute deviation), and the row counts when any sensor's is over
+`ROBUST_CUT`. A steady shift of the operating point moves the medians with it within half a
+window; a fault breaks sensors away from them (docs/serving.md has the measurement). An
+entity with fewer than half a window of readings is not flagged while stale; a sensor with a
+missing reading in its window is left out until the reading has left the window.
 
 The state lives in the replica's memory: the last n flags of each entity, at most
 `max_entities` entities (the least recently seen is forgotten first, and starts afresh when it
@@ -24,12 +26,12 @@ entity key); docs/serving.md says how.
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from loopline.models.alarms import check_debounce
 from loopline.types.alarms import AlarmPolicy
@@ -40,7 +42,7 @@ _ACTIVE_B = ACTIVE.encode()
 _INACTIVE_B = INACTIVE.encode()
 ALARMS_KEY = "alarms"  # bundle metadata key the training run writes spec.alarms under
 ROBUST_WINDOW = 60
-ROBUST_CUT = 6.0
+ROBUST_CUT = 8.0
 _MAD_SCALE = 1.4826  # MAD of a normal distribution -> its standard deviation
 
 
@@ -55,20 +57,24 @@ def policy_of(metadata: Mapping[str, Any]) -> AlarmPolicy:
         raise ValueError(f"bundle metadata {ALARMS_KEY!r} is malformed: {exc}") from exc
 
 
-def robust_over(history: Sequence[float], score: float, cut: float = ROBUST_CUT) -> bool:
-    """Whether `score` stands out from the entity's recent `history` (robust z over `cut`);
-    False with fewer than half a window of history or a NaN score."""
-    if len(history) < ROBUST_WINDOW // 2 or math.isnan(score):
+def sensor_break(history: np.ndarray, row: np.ndarray, cut: float = ROBUST_CUT) -> bool:
+    """Whether any sensor of `row` [F] breaks away from the entity's recent `history` [h, F]
+    (robust z over `cut`); False with fewer than half a window of history."""
+    if history.shape[0] < ROBUST_WINDOW // 2:
         return False
-    median = statistics.median(history)
-    mad = statistics.median(abs(v - median) for v in history)
-    return score - median > cut * _MAD_SCALE * mad + 1e-12
+    median = np.median(history, axis=0)
+    mad = np.median(np.abs(history - median), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.abs(row - median) / (_MAD_SCALE * mad + 1e-9)
+    finite = z[np.isfinite(z)]
+    return bool(finite.size and finite.max() > cut)
 
 
 @dataclass
 class _Entity:
     flags: deque[bool]
-    scores: deque[float]
+    readings: np.ndarray | None = None  # ring buffer [ROBUST_WINDOW, F] of recent rows
+    seen: int = 0  # rows written to `readings`
     over: int = 0  # how many of `flags` are True
     active: bool = False
 
@@ -102,9 +108,7 @@ class AlarmEvents:
     def _entity(self, key: str) -> _Entity:
         found = self._entities.get(key)
         if found is None:
-            found = self._entities[key] = _Entity(
-                flags=deque(maxlen=self.n), scores=deque(maxlen=ROBUST_WINDOW)
-            )
+            found = self._entities[key] = _Entity(flags=deque(maxlen=self.n))
             if len(self._entities) > self.max_entities:
                 self._entities.popitem(last=False)
         else:
@@ -115,24 +119,25 @@ class AlarmEvents:
         self,
         entities: Sequence[str],
         over: Sequence[bool],
-        scores: Sequence[float] | None = None,
+        x: np.ndarray | None = None,
         *,
         stale: bool = False,
     ) -> Step:
-        """Feed one batch in request order (an entity may appear several times). With
-        `scores`, each entity's recent scores are kept, and with `stale` they, not `over`,
-        decide whether a row counts towards an alarm (`robust_over`)."""
-        if len(entities) != len(over) or (scores is not None and len(scores) != len(over)):
+        """Feed one batch in request order (an entity may appear several times). With the
+        rows `x` [n, F], each entity's recent readings are kept, and with `stale` they, not
+        `over`, decide whether a row counts towards an alarm (`sensor_break`)."""
+        if len(entities) != len(over) or (x is not None and x.shape[0] != len(over)):
             raise ValueError(f"{len(entities)} entity keys for {len(over)} rows")
         out = Step(active=[])
         for row, (key, flag) in enumerate(zip(entities, over, strict=True)):
             e = self._entity(key)
-            if scores is not None:
-                score = float(scores[row])
+            if x is not None:
+                if e.readings is None:
+                    e.readings = np.empty((ROBUST_WINDOW, x.shape[1]), dtype=np.float32)
                 if stale:
-                    flag = robust_over(e.scores, score)
-                if not math.isnan(score):
-                    e.scores.append(score)
+                    flag = sensor_break(e.readings[: min(e.seen, ROBUST_WINDOW)], x[row])
+                e.readings[e.seen % ROBUST_WINDOW] = x[row]
+                e.seen += 1
             if len(e.flags) == self.n and e.flags[0]:
                 e.over -= 1
             e.flags.append(bool(flag))
@@ -148,7 +153,7 @@ class AlarmEvents:
         self,
         entities: Sequence[str] | None,
         over: Sequence[bool] | Any,
-        scores: Sequence[float] | Any = None,
+        x: np.ndarray | None = None,
         *,
         stale: bool = False,
     ) -> tuple[list[bytes], int]:
@@ -156,6 +161,5 @@ class AlarmEvents:
         an entity key (the request had no entity column) are one stream, entity ""."""
         flags = [bool(v) for v in over]
         keys = entities if entities is not None else [""] * len(flags)
-        values = None if scores is None else [float(v) for v in scores]
-        step = self.step(keys, flags, values, stale=stale)
+        step = self.step(keys, flags, x, stale=stale)
         return [_ACTIVE_B if a else _INACTIVE_B for a in step.active], len(step.raised)

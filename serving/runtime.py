@@ -391,7 +391,7 @@ class LooplineRuntime(MLModel):
                 column, raised = self.alarms.column(
                     decoded.machine_ids,
                     is_anomaly,
-                    scored.outputs["anomaly_score"],
+                    decoded.x,
                     stale=state == STALE,
                 )
                 scored.labels[ALARM_OUTPUT] = column

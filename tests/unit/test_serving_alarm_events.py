@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from loopline.models.alarms import debounce
-from loopline.serving.alarm_events import ROBUST_WINDOW, AlarmEvents, policy_of, robust_over
+from loopline.serving.alarm_events import ROBUST_WINDOW, AlarmEvents, policy_of, sensor_break
 from loopline.types.alarms import AlarmPolicy
 
 
@@ -83,29 +83,35 @@ def test_bad_settings_name_the_field() -> None:
         AlarmEvents(3, 5, 1, max_entities=1).step(["a", "b"], [True])
 
 
-def test_robust_over_follows_a_level_shift_and_flags_a_break() -> None:
+def test_sensor_break_follows_a_level_shift_and_flags_a_break() -> None:
     rng = np.random.default_rng(0)
-    history = list(1.0 + 0.1 * rng.standard_normal(ROBUST_WINDOW))
-    assert not robust_over(history, 1.2)
-    assert robust_over(history, 3.0)
-    assert not robust_over(history[: ROBUST_WINDOW // 2 - 1], 3.0)  # too little history
-    assert not robust_over(history, float("nan"))
-    shifted = history[ROBUST_WINDOW // 2 :] + list(5.0 + 0.5 * rng.standard_normal(40))
-    assert not robust_over(shifted[-ROBUST_WINDOW:], 5.6)  # the new level, not a fault
-    assert robust_over(shifted[-ROBUST_WINDOW:], 15.0)
+    history = 1.0 + 0.05 * rng.standard_normal((ROBUST_WINDOW, 3))
+    assert not sensor_break(history, np.array([1.1, 0.95, 1.05]))
+    assert sensor_break(history, np.array([1.0, 1.0, 0.3]))  # one sensor drops away
+    assert not sensor_break(history[: ROBUST_WINDOW // 2 - 1], np.array([1.0, 1.0, 0.3]))
+    holes = history.copy()
+    holes[5, 2] = np.nan  # a missing reading leaves its sensor out, not the others
+    assert not sensor_break(holes, np.array([1.0, 1.0, 0.3]))
+    assert sensor_break(holes, np.array([3.0, 1.0, 1.0]))
+    shifted = np.vstack([history[ROBUST_WINDOW // 2 :], 1.3 + 0.065 * rng.standard_normal((40, 3))])
+    recent = shifted[-ROBUST_WINDOW:]
+    assert not sensor_break(recent, np.array([1.35, 1.25, 1.3]))  # the new operating point
+    adapted = 1.3 + 0.065 * rng.standard_normal((ROBUST_WINDOW, 3))
+    assert sensor_break(adapted, np.array([1.3, 0.45, 1.3]))
 
 
 def test_while_stale_the_threshold_verdict_raises_nothing_and_a_break_does() -> None:
     rng = np.random.default_rng(1)
     events = AlarmEvents(3, 5, 1, max_entities=2)
-    normal = 1.0 + 0.1 * rng.standard_normal(50)
-    events.step(["m"] * 50, [False] * 50, normal.tolist())
-    # the operating point moved: every row over the threshold, scores on a new level
-    level = 4.0 + 0.4 * rng.standard_normal(200)
-    step = events.step(["m"] * 200, [True] * 200, level.tolist(), stale=True)
-    first = sum(step.active[:ROBUST_WINDOW])
-    assert step.raised == [] or max(step.raised) < ROBUST_WINDOW, (first, step.raised)
+    normal = 1.0 + 0.05 * rng.standard_normal((50, 4))
+    events.step(["m"] * 50, [False] * 50, normal)
+    # the operating point moved by 30 %: every row over the threshold
+    moved = 1.3 + 0.065 * rng.standard_normal((200, 4))
+    step = events.step(["m"] * 200, [True] * 200, moved, stale=True)
+    assert all(r < ROBUST_WINDOW for r in step.raised), step.raised  # only while adapting
     assert not any(step.active[ROBUST_WINDOW:])
-    fault = events.step(["m"] * 5, [True] * 5, [20.0] * 5, stale=True)
+    broken = moved[:5].copy()
+    broken[:, 1] *= 0.35  # a tool breakage: torque drops
+    fault = events.step(["m"] * 5, [True] * 5, broken, stale=True)
     assert fault.active == [False, False, True, True, True]
     assert fault.raised == [2]
