@@ -57,17 +57,25 @@ def policy_of(metadata: Mapping[str, Any]) -> AlarmPolicy:
         raise ValueError(f"bundle metadata {ALARMS_KEY!r} is malformed: {exc}") from exc
 
 
-def sensor_break(history: np.ndarray, row: np.ndarray, cut: float = ROBUST_CUT) -> bool:
-    """Whether any sensor of `row` [F] breaks away from the entity's recent `history` [h, F]
-    (robust z over `cut`); False with fewer than half a window of history."""
+def sensor_breaks(history: np.ndarray, rows: np.ndarray, cut: float = ROBUST_CUT) -> np.ndarray:
+    """Per row of `rows` [r, F], whether any sensor breaks away from the entity's recent
+    `history` [h, F] (robust z over `cut`); all False with fewer than half a window of it."""
     if history.shape[0] < ROBUST_WINDOW // 2:
-        return False
+        return np.zeros(rows.shape[0], dtype=bool)
     median = np.median(history, axis=0)
     mad = np.median(np.abs(history - median), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = np.abs(row - median) / (_MAD_SCALE * mad + 1e-9)
-    finite = z[np.isfinite(z)]
-    return bool(finite.size and finite.max() > cut)
+    return _over(rows, median, mad, cut)
+
+
+def _over(rows: np.ndarray, median: np.ndarray, mad: np.ndarray, cut: float) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        z = np.abs(rows - median) / (_MAD_SCALE * mad + 1e-9)
+    return np.asarray((np.where(np.isfinite(z), z, 0.0) > cut).any(axis=1))
+
+
+def sensor_break(history: np.ndarray, row: np.ndarray, cut: float = ROBUST_CUT) -> bool:
+    """`sensor_breaks` for one row [F]."""
+    return bool(sensor_breaks(history, row[np.newaxis], cut)[0])
 
 
 @dataclass
@@ -125,19 +133,16 @@ class AlarmEvents:
     ) -> Step:
         """Feed one batch in request order (an entity may appear several times). With the
         rows `x` [n, F], each entity's recent readings are kept, and with `stale` they, not
-        `over`, decide whether a row counts towards an alarm (`sensor_break`)."""
+        `over`, decide whether a row counts towards an alarm (`sensor_breaks`, each row of a
+        request against the readings kept before the request)."""
         if len(entities) != len(over) or (x is not None and x.shape[0] != len(over)):
             raise ValueError(f"{len(entities)} entity keys for {len(over)} rows")
+        entity = [self._entity(key) for key in entities]
+        flags = [bool(v) for v in over]
+        if x is not None:
+            self._remember(entity, x, flags, stale)
         out = Step(active=[])
-        for row, (key, flag) in enumerate(zip(entities, over, strict=True)):
-            e = self._entity(key)
-            if x is not None:
-                if e.readings is None:
-                    e.readings = np.empty((ROBUST_WINDOW, x.shape[1]), dtype=np.float32)
-                if stale:
-                    flag = sensor_break(e.readings[: min(e.seen, ROBUST_WINDOW)], x[row])
-                e.readings[e.seen % ROBUST_WINDOW] = x[row]
-                e.seen += 1
+        for row, (e, flag) in enumerate(zip(entity, flags, strict=True)):
             if len(e.flags) == self.n and e.flags[0]:
                 e.over -= 1
             e.flags.append(bool(flag))
@@ -148,6 +153,30 @@ class AlarmEvents:
                 out.raised.append(row)
             out.active.append(e.active)
         return out
+
+    def _remember(
+        self, entity: list[_Entity], x: np.ndarray, flags: list[bool], stale: bool
+    ) -> None:
+        """Judge the rows while stale (into `flags`), then keep them, one entity at a time."""
+        rows_of: dict[int, list[int]] = {}
+        for row, e in enumerate(entity):
+            rows_of.setdefault(id(e), []).append(row)
+        groups = [(entity[rows[0]], rows) for rows in rows_of.values()]
+        for e, _ in groups:
+            if e.readings is None:
+                e.readings = np.empty((ROBUST_WINDOW, x.shape[1]), dtype=np.float32)
+        if stale:
+            _judge(groups, x, flags)
+        for e, rows in groups:
+            assert e.readings is not None
+            if len(rows) == 1:  # the common case, without fancy indexing
+                e.readings[e.seen % ROBUST_WINDOW] = x[rows[0]]
+                e.seen += 1
+                continue
+            tail = x[rows[-ROBUST_WINDOW:]]
+            first = e.seen + len(rows) - len(tail)
+            e.readings[np.arange(first, first + len(tail)) % ROBUST_WINDOW] = tail
+            e.seen += len(rows)
 
     def column(
         self,
@@ -163,3 +192,22 @@ class AlarmEvents:
         keys = entities if entities is not None else [""] * len(flags)
         step = self.step(keys, flags, x, stale=stale)
         return [_ACTIVE_B if a else _INACTIVE_B for a in step.active], len(step.raised)
+
+
+def _judge(groups: list[tuple[_Entity, list[int]]], x: np.ndarray, flags: list[bool]) -> None:
+    """`sensor_breaks` for every row of a request, in one vectorised pass for the entities
+    with one row and a full window (a line sends one row per entity), one at a time else."""
+    full = [(e, rows[0]) for e, rows in groups if len(rows) == 1 and e.seen >= ROBUST_WINDOW]
+    if full:
+        history = np.stack([e.readings for e, _ in full if e.readings is not None])
+        median = np.median(history, axis=1)
+        mad = np.median(np.abs(history - median[:, np.newaxis]), axis=1)
+        broke = _over(x[[row for _, row in full]], median, mad, ROBUST_CUT)
+        for (_, row), flag in zip(full, broke.tolist(), strict=True):
+            flags[row] = flag
+    for e, rows in groups:
+        if (len(rows) == 1 and e.seen >= ROBUST_WINDOW) or e.readings is None:
+            continue
+        kept = e.readings[: min(e.seen, ROBUST_WINDOW)]
+        for row, flag in zip(rows, sensor_breaks(kept, x[rows]).tolist(), strict=True):
+            flags[row] = flag

@@ -107,11 +107,40 @@ def test_while_stale_the_threshold_verdict_raises_nothing_and_a_break_does() -> 
     events.step(["m"] * 50, [False] * 50, normal)
     # the operating point moved by 30 %: every row over the threshold
     moved = 1.3 + 0.065 * rng.standard_normal((200, 4))
-    step = events.step(["m"] * 200, [True] * 200, moved, stale=True)
-    assert all(r < ROBUST_WINDOW for r in step.raised), step.raised  # only while adapting
-    assert not any(step.active[ROBUST_WINDOW:])
+    # one reading a request, as a line sends them
+    steps = [events.step(["m"], [True], moved[i : i + 1], stale=True) for i in range(200)]
+    raised = [i for i, step in enumerate(steps) if step.raised]
+    assert all(i < ROBUST_WINDOW for i in raised), raised  # only while adapting
+    assert not any(step.active[0] for step in steps[ROBUST_WINDOW:])
     broken = moved[:5].copy()
     broken[:, 1] *= 0.35  # a tool breakage: torque drops
     fault = events.step(["m"] * 5, [True] * 5, broken, stale=True)
     assert fault.active == [False, False, True, True, True]
     assert fault.raised == [2]
+
+
+def test_rows_of_one_request_are_judged_against_the_readings_before_it() -> None:
+    rng = np.random.default_rng(2)
+    events = AlarmEvents(1, 1, 1, max_entities=2)
+    events.step(["m"] * 40, [False] * 40, 1.0 + 0.05 * rng.standard_normal((40, 2)))
+    batch = np.array([[1.0, 1.0], [3.0, 1.0], [3.0, 1.0]])
+    assert events.step(["m"] * 3, [False] * 3, batch, stale=True).active == [False, True, True]
+    many = 1.0 + 0.05 * rng.standard_normal((ROBUST_WINDOW + 7, 2))  # longer than the window
+    events.step(["m"] * len(many), [False] * len(many), many)
+    assert not events.step(["m"], [True], many[-1:], stale=True).active[0]
+    assert events.step(["m"], [False], np.array([[1.0, 2.0]]), stale=True).active == [True]
+
+
+def test_one_row_per_entity_is_judged_as_each_entity_alone() -> None:
+    rng = np.random.default_rng(3)
+    history = {e: 1.0 + 0.05 * rng.standard_normal((ROBUST_WINDOW + 9, 3)) for e in "abcd"}
+    history["d"][-3, 1] = np.nan  # a missing reading in d's window
+    events = AlarmEvents(1, 1, 1, max_entities=10)
+    for i in range(ROBUST_WINDOW + 9):
+        events.step(list(history), [False] * 4, np.stack([h[i] for h in history.values()]))
+    rows = np.array([[1.0, 1.0, 1.0], [1.0, 0.5, 1.0], [1.02, 0.98, 1.04], [1.0, 0.4, 1.0]])
+    got = events.step(list(history), [False] * 4, rows, stale=True).active
+    want = [
+        sensor_break(h[-ROBUST_WINDOW:], row) for h, row in zip(history.values(), rows, strict=True)
+    ]
+    assert got == want == [False, True, False, False]
