@@ -61,6 +61,7 @@ def profile(bundle: Any, x: np.ndarray, repeat: int = 300) -> dict[str, dict[str
     replaces, on the per-feature body line clients send."""
     from mlserver.types import InferenceRequest, InferenceResponse
 
+    from loopline.serving.alarm_events import AlarmEvents
     from loopline.serving.payload import FeatureLayout, decode_inputs
     from loopline.serving.scoring import encode_outputs, output_columns, score_batch
     from loopline.serving.v2_json import parse_plain, response_json
@@ -73,6 +74,11 @@ def profile(bundle: Any, x: np.ndarray, repeat: int = 300) -> dict[str, dict[str
     decoded = decode_inputs(inputs, layout, max_rows=4096)
     scored = score_batch(bundle, decoded.x, layout, complete=decoded.complete)
     columns = output_columns(scored, bundle.task, "1")
+    # alarm_event: k-of-n per entity, one row per machine as a line sends them; while
+    # stale, the per-sensor check against each machine's recent readings too
+    machines = [f"m{i}" for i in range(x.shape[0])]
+    over = scored.outputs["is_anomaly"]
+    events = AlarmEvents(3, 5, 1, max_entities=10_000)
     request = InferenceRequest.model_validate_json(body)
     response = InferenceResponse(
         model_name="m", model_version="1", outputs=encode_outputs(scored, bundle.task, "1")
@@ -85,6 +91,8 @@ def profile(bundle: Any, x: np.ndarray, repeat: int = 300) -> dict[str, dict[str
                 bundle, decoded.x, layout, complete=decoded.complete
             ),
             "output_columns": lambda: output_columns(scored, bundle.task, "1"),
+            "alarm_events": lambda: events.column(machines, over, decoded.x),
+            "alarm_events_stale": lambda: events.column(machines, over, decoded.x, stale=True),
             "serialise_response": lambda: response_json("m", "1", None, columns),
         },
         "pydantic_v2_types": {

@@ -80,6 +80,22 @@ class ServingMetrics:
             ["model", "version"],
             registry=registry,
         )
+        # Counted apart rather than as a label of the series above: the canary judgement reads
+        # loopline_anomaly_rows_total, which keeps counting every anomalous row.
+        self.stale_anomaly_rows = Counter(
+            "loopline_stale_anomaly_rows_total",
+            "Of loopline_anomaly_rows_total, the rows answered while the drift monitor "
+            "reported confirmed drift against this version (model_state stale).",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.alarm_events = Counter(
+            "loopline_alarm_events_total",
+            "Debounced alarm events raised per entity (spec.alarms), by the model_state of "
+            "the version that raised them (ok, stale, unknown).",
+            ["model", "version", "state"],
+            registry=registry,
+        )
         self.version_info = Gauge(
             "loopline_model_version_info",
             "1 for each model version this server has loaded, with its role and task.",

@@ -36,6 +36,8 @@ from prometheus_client import Counter, Histogram
 
 from loopline import auth
 from loopline.serving import callers
+from loopline.serving.alarm_events import AlarmEvents, policy_of
+from loopline.serving.drift_state import STALE, UNKNOWN, DriftState
 from loopline.serving.metadata import metadata_inputs, metadata_parameters
 from loopline.serving.metrics import ServingMetrics, serving_metrics
 from loopline.serving.payload import (
@@ -46,7 +48,9 @@ from loopline.serving.payload import (
 )
 from loopline.serving.sampling import PayloadSampler, PendingSample
 from loopline.serving.scoring import (
+    ALARM_OUTPUT,
     ANOMALY_TASK,
+    STATE_OUTPUT,
     ScoredBatch,
     Scorer,
     encode_outputs,
@@ -161,6 +165,8 @@ class LooplineRuntime(MLModel):
         self._random = random.Random()
         self._series_cache: dict[tuple[str, str, str, str], _Series] = {}
         self.callers = callers.CallerLabels()
+        self.drift: DriftState | None = None
+        self.alarms: AlarmEvents | None = None
 
     async def load(self) -> bool:
         params = self.settings.parameters
@@ -210,6 +216,13 @@ class LooplineRuntime(MLModel):
             token=auth.client_token() if cfg.monitor_url else None,
         )
         self.sampler.start()
+        self.drift = DriftState(
+            cfg.monitor_url, poll_s=cfg.drift_poll_s, timeout_s=cfg.sample_timeout_s
+        )
+        self.drift.start()
+        if scorer.task == ANOMALY_TASK:
+            policy = policy_of(getattr(scorer, "metadata", None) or {})
+            self.alarms = AlarmEvents.of(policy, max_entities=cfg.alarm_max_entities)
         log.info(
             "loaded %s: champion %s%s",
             self.name,
@@ -235,6 +248,8 @@ class LooplineRuntime(MLModel):
     async def unload(self) -> bool:
         if self.sampler is not None:
             await self.sampler.stop()
+        if self.drift is not None:
+            await self.drift.stop()
         self.publish_version_info(0)
         return True
 
@@ -364,10 +379,24 @@ class LooplineRuntime(MLModel):
             m.fallback_rows.inc(n_fallback)
             m.usage_fallback_rows.inc(n_fallback)
         is_anomaly = scored.outputs.get("is_anomaly")
+        state = self.drift.state(version) if self.drift is not None else UNKNOWN
+        scored.labels[STATE_OUTPUT] = [state.encode()] * n
         if is_anomaly is not None:
             anomalies = int(np.count_nonzero(is_anomaly))
             if anomalies:
                 m.anomaly_rows.inc(anomalies)
+                if state == STALE:
+                    self.metrics.stale_anomaly_rows.labels(model, version).inc(anomalies)
+            if self.alarms is not None:
+                column, raised = self.alarms.column(
+                    decoded.machine_ids,
+                    is_anomaly,
+                    decoded.x,
+                    stale=state == STALE,
+                )
+                scored.labels[ALARM_OUTPUT] = column
+                if raised:
+                    self.metrics.alarm_events.labels(model, version, state).inc(raised)
         task = str(target.scorer.task)
         if self.sampler is not None and self.sampler.enabled:
             anomaly = task == ANOMALY_TASK

@@ -10,7 +10,7 @@ the server uses so this module needs no MLflow to import.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -40,6 +40,8 @@ MODEL_OUTPUT = "model"
 _PRIMARY_B = PRIMARY.encode()
 _FALLBACK_B = FALLBACK.encode()
 VERSION_OUTPUT = "model_version"
+STATE_OUTPUT = "model_state"  # ok | stale | unknown (`drift_state`)
+ALARM_OUTPUT = "alarm_event"  # active | inactive (`alarm_events`), anomaly detection only
 _NUMPY_TYPES = {
     "FP32": np.dtype(np.float32),
     "BOOL": np.dtype(np.bool_),
@@ -74,6 +76,8 @@ class ScoredBatch:
     outputs: dict[str, np.ndarray]
     fallback: np.ndarray  # bool [n]
     n_fallback: int = -1  # how many of `fallback` are set (-1: count them)
+    # BYTES columns the runtime adds after scoring (model_state, alarm_event), in order
+    labels: dict[str, list[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.n_fallback < 0:
@@ -176,6 +180,8 @@ def output_columns(scored: ScoredBatch, task: str, version: str) -> list[OutputC
     )
     result.append(OutputColumn(MODEL_OUTPUT, "BYTES", [n], labels))
     result.append(OutputColumn(VERSION_OUTPUT, "BYTES", [n], [version.encode()] * n))
+    for name, column in scored.labels.items():
+        result.append(OutputColumn(name, "BYTES", [n], list(column)))
     return result
 
 
@@ -195,4 +201,7 @@ def metadata_outputs(task: str, n_classes: int) -> list[MetadataTensor]:
         tensors.append(MetadataTensor(name=name, datatype=datatype, shape=shape))
     tensors.append(MetadataTensor(name=MODEL_OUTPUT, datatype="BYTES", shape=[-1]))
     tensors.append(MetadataTensor(name=VERSION_OUTPUT, datatype="BYTES", shape=[-1]))
+    tensors.append(MetadataTensor(name=STATE_OUTPUT, datatype="BYTES", shape=[-1]))
+    if task == ANOMALY_TASK:
+        tensors.append(MetadataTensor(name=ALARM_OUTPUT, datatype="BYTES", shape=[-1]))
     return tensors

@@ -84,6 +84,18 @@ class ServingSettings(BaseSettings):
     sample_timeout_s: float = Field(
         default=2.0, gt=0.0, description="Timeout of one POST to the monitor."
     )
+    drift_poll_s: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="How often the server reads the drift monitor's status for the per-row "
+        "model_state output (seconds); 0 stops reading it (model_state is then unknown).",
+    )
+    alarm_max_entities: int = Field(
+        default=10_000,
+        ge=1,
+        description="Entities whose recent readings the server keeps for the alarm_event "
+        "output; beyond it the least recently seen one is forgotten.",
+    )
     callers: list[str] = Field(
         default_factory=list,
         description="Callers (Loopline-Caller header values) counted under their own name in "
