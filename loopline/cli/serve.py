@@ -198,6 +198,6 @@ def pod(
 @_spec_options
 def settings(**kw: object) -> None:
     """Print the model-settings.json the local backend writes for these options."""
-    from loopline.serving.local import model_settings
+    from loopline.serving.local import LocalModelSpec, model_settings
 
-    click.echo(json.dumps(model_settings(_spec(**kw)), indent=2))
+    click.echo(json.dumps(model_settings(cast(LocalModelSpec, _spec(**kw))), indent=2))
