@@ -27,6 +27,7 @@ from loopline.batch.plan import (
 from loopline.batch.reading import Source, data_span, file_source, iter_chunks, store_source
 from loopline.batch.scoring import Tally, score_to_parquet
 from loopline.batch.versions import resolve_version
+from loopline.data.feature_definitions import RepoSpec
 from loopline.models.bundle import ModelBundle, load_bundle
 from loopline.tracking.experiments import client_for, ensure_experiment
 from loopline.tracking.lineage import (
@@ -95,6 +96,13 @@ def _output_folder(req: BatchRequest, view: str) -> Path:
     return req.repo / "data" / "scores" / view
 
 
+def _keyed_like(repo: Path, source: Source) -> bool:
+    """Whether the scores carry the repository's entity and timestamp columns (a view needs
+    them; a user's file may be keyed otherwise, and its scores are then only a file)."""
+    schema = RepoSpec.load(repo).data_schema
+    return (source.entity, source.timestamp) == (schema.entity, schema.timestamp)
+
+
 def _iso(value: datetime | None) -> str:
     return NONE if value is None else value.isoformat()
 
@@ -159,7 +167,7 @@ def _score(
         )
     seconds = time.perf_counter() - began
     registered = None
-    if req.repo is not None and source.entity and source.timestamp:
+    if req.repo is not None and _keyed_like(req.repo, source):
         registered = register_scores(req.repo, view, out_path.parent, schema, source.keys)
     tags = {
         DATA_HASH: tally.input_hash,

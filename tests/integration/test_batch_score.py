@@ -4,6 +4,7 @@ and the MLflow run carries the lineage."""
 
 from __future__ import annotations
 
+import runpy
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,9 @@ def test_a_window_is_scored_registered_and_recorded(
     back = spine.merge(read, on=[ent, ts]).merge(scores, on=[ent, ts], suffixes=("", "_file"))
     assert len(back) == 50
     np.testing.assert_allclose(back["anomaly_score"], back["anomaly_score_file"])
+    # The repository's definitions.py (what `feast apply` there reads) defines it too.
+    defined = runpy.run_path(str(repo / "definitions.py"))
+    assert defined[f"featureview_{view}"].batch_source.path == str(result.output.parent)
 
     # On record in the Model's experiment, with its lineage.
     client = client_for(trained.tracking_uri)
