@@ -49,6 +49,7 @@ BATCH_SOURCE = PREFIX + "batch.source"
 BATCH_OUTPUT = PREFIX + "batch.output"
 BATCH_VIEW = PREFIX + "batch.feature_view"
 FALLBACK_ROWS = PREFIX + "batch.fallback_rows"
+UNSCORED_ROWS = PREFIX + "batch.unscored_rows"
 DEFAULT_MEMORY_MIB = 512
 
 
@@ -173,6 +174,7 @@ def _score(
         DATA_HASH: tally.input_hash,
         DATA_ROWS: str(tally.rows),
         FALLBACK_ROWS: str(tally.fallback_rows),
+        UNSCORED_ROWS: str(tally.unscored_rows),
         BATCH_VIEW: registered or NONE,
     }
     for key, tag in tags.items():
@@ -181,6 +183,7 @@ def _score(
         "batch_rows": float(tally.rows),
         "batch_chunks": float(tally.chunks),
         "batch_fallback_share": tally.fallback_rows / tally.rows,
+        "batch_unscored_share": tally.unscored_rows / tally.rows,
         "batch_rows_per_second": tally.rows / max(seconds, 1e-9),
     }
     if tally.flagged_rows is not None:

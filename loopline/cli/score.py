@@ -88,6 +88,8 @@ def score(
     result = run_batch(request)
     tally = result.tally
     flagged = "" if tally.flagged_rows is None else f", {tally.flagged_rows} flagged"
+    if tally.unscored_rows:
+        flagged += f", {tally.unscored_rows} unscored (a core sensor missing)"
     click.echo(
         f"scored {tally.rows} rows with {request.model.registered_name} v{result.version} in "
         f"{result.seconds:.1f} s ({tally.fallback_rows} by the fallback{flagged}) -> "

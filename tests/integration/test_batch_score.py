@@ -22,6 +22,7 @@ from loopline.batch.job import (
     run_batch,
 )
 from loopline.batch.plan import BatchError, ModelRef
+from loopline.batch.scoring import UNSCORED
 from loopline.cli.main import cli
 from loopline.data import features
 from loopline.data.schema import factory_schema
@@ -120,13 +121,14 @@ def test_a_window_is_scored_registered_and_recorded(
     assert run.data.metrics["batch_rows"] == len(window)
 
 
-def test_a_file_with_missing_sensors_goes_to_the_fallback(
+def test_a_file_with_missing_sensors_goes_to_the_fallback_or_is_left_unscored(
     trained: TrainedModel, tmp_path: Path
 ) -> None:
     bundle = trained.bundle
     frame = trained.data.head(400).copy()
     non_core = [f for f in bundle.feature_names if f not in bundle.core_feature_names]
     frame.loc[frame.index[:100], non_core[0]] = np.nan
+    frame.loc[frame.index[100:110], bundle.core_feature_names[0]] = np.nan
     path = tmp_path / "rows.parquet"
     frame.to_parquet(path)
     result = run_batch(
@@ -139,8 +141,14 @@ def test_a_file_with_missing_sensors_goes_to_the_fallback(
         )
     )
     scores = pd.read_parquet(result.output)
-    assert scores["model"].tolist() == [FALLBACK] * 100 + [PRIMARY] * 300
+    assert scores["model"].tolist() == [FALLBACK] * 100 + [UNSCORED] * 10 + [PRIMARY] * 290
     assert result.tally.fallback_rows == 100
+    assert result.tally.unscored_rows == 10
+    unscored = scores[scores["model"] == UNSCORED]
+    assert unscored["anomaly_score"].isna().all()
+    assert unscored["is_anomaly"].isna().all()
+    scored = scores[scores["model"] != UNSCORED]
+    assert scored["is_anomaly"].sum() == result.tally.flagged_rows
     assert result.feature_view is None  # no repository given: nothing to register in
 
 
