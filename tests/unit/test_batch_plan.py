@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from loopline.batch.plan import (
@@ -25,7 +26,7 @@ from loopline.batch.plan import (
     parse_model_ref,
     view_name,
 )
-from loopline.batch.reading import Source, iter_chunks
+from loopline.batch.reading import Source, iter_chunks, row_groups_in
 from loopline.batch.versions import resolve_version
 from loopline.models.pyfunc import MODEL_COLUMN, predict_frame, signature_of
 from loopline.tracking.experiments import client_for
@@ -122,3 +123,18 @@ def test_version_resolution_errors_name_the_option(training_mlflow_uri: str) -> 
     assert resolve_version(client, "ns.m", "v2") == "2"
     client.set_registered_model_alias("ns.m", CHAMPION, "1")
     assert resolve_version(client, "ns.m", None) == "1"
+
+
+def test_row_groups_outside_the_window_are_skipped(tmp_path: Path) -> None:
+    ts = pd.date_range("2026-03-01", periods=10_000, freq="1min", tz="UTC")
+    path = tmp_path / "rows.parquet"
+    pd.DataFrame({"ts": ts, "x": range(10_000)}).to_parquet(path, row_group_size=2_500)
+    meta = pq.ParquetFile(path).metadata
+    assert row_groups_in(meta, "ts", None, None) == [0, 1, 2, 3]
+    assert row_groups_in(meta, None, ts[0], ts[1]) == [0, 1, 2, 3]
+    # [2_600, 5_000): group 1 (2_500-4_999) only; an end on a group's first row excludes it.
+    assert row_groups_in(meta, "ts", ts[2_600], ts[5_000]) == [1]
+    assert row_groups_in(meta, "ts", ts[2_499], None) == [0, 1, 2, 3]
+    assert row_groups_in(meta, "ts", None, ts[2_500]) == [0]
+    naive_start = ts[7_600].tz_localize(None).to_pydatetime()
+    assert row_groups_in(meta, "ts", naive_start, None) == [3]
