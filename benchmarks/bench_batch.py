@@ -9,8 +9,10 @@ the kernel's VmHWM of that process):
   `scoring_loop_rows_per_second` is the read-score-write loop alone (as logged on the run);
 - `read`: the same chunked scan of the same window with no scoring: the I/O floor, so
   `score_vs_read_rows_per_second` says what scoring costs on top of reading;
-- `whole`: `pandas.read_parquet` of the same columns at once, the unchunked way: what the
-  chunking saves in memory.
+- `whole`: `pandas.read_parquet` of the same columns at once, the unchunked way (reading
+  alone; scoring it whole would add the float32 matrix, the activations and the answers);
+- `score` again on the first tenth of the window: `score_peak_rss_vs_tenth` near 1 says the
+  peak does not grow with the window.
 
 The data: the generator's 20 machines x 1 day of one-minute readings (28,800 rows, with its
 faults and sensor dropouts), repeated day after day until the row count is reached, written in
@@ -26,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +81,7 @@ def write_rows(path: Path, rows: int) -> None:
             written += len(block)
 
 
-def child(kind: str, repo: Path, tracking_uri: str) -> dict[str, Any]:
+def child(kind: str, repo: Path, tracking_uri: str, end: str | None) -> dict[str, Any]:
     """One measurement in this process (called as `python -m benchmarks.bench_batch`)."""
     quiet.apply()
     from loopline.batch.job import BatchRequest, run_batch
@@ -97,6 +99,7 @@ def child(kind: str, repo: Path, tracking_uri: str) -> dict[str, Any]:
                 model=ModelRef("bench", "batch-ae"),
                 tracking_uri=tracking_uri,
                 repo=repo,
+                end=None if end is None else datetime.fromisoformat(end),
                 memory_mib=MEMORY_MIB,
             )
         )
@@ -130,9 +133,9 @@ def child(kind: str, repo: Path, tracking_uri: str) -> dict[str, Any]:
     }
 
 
-def _run_child(kind: str, repo: Path, tracking_uri: str) -> dict[str, Any]:
+def _run_child(kind: str, repo: Path, tracking_uri: str, end: str = "") -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_batch", kind, str(repo), tracking_uri],
+        [sys.executable, "-m", "benchmarks.bench_batch", kind, str(repo), tracking_uri, end],
         capture_output=True,
         text=True,
     )
@@ -164,8 +167,13 @@ def main() -> Path:
         spec.save(repo)
         features.apply(repo)
         runs = {kind: _run_child(kind, repo, tracking_uri) for kind in ("read", "score", "whole")}
+        # A tenth of the window: its peak next to the whole window's shows memory is flat.
+        first = pd.read_parquet(big, columns=["event_timestamp"]).iloc[:, 0]
+        tenth_end = first.min() + (first.max() - first.min()) / 10
+        runs["tenth"] = _run_child("score", repo, tracking_uri, tenth_end.isoformat())
+        del first
         size_mib = big.stat().st_size / 2**20
-    score, read, whole = runs["score"], runs["read"], runs["whole"]
+    score, read, whole, tenth = runs["score"], runs["read"], runs["whole"], runs["tenth"]
     return write_results(
         "batch",
         {
@@ -176,6 +184,8 @@ def main() -> Path:
             "score": score,
             "read_chunked_baseline": read,
             "read_whole_baseline": whole,
+            "score_tenth_of_the_window": tenth,
+            "score_peak_rss_vs_tenth": round(score["peak_rss_mib"] / tenth["peak_rss_mib"], 3),
             "score_vs_read_rows_per_second": round(
                 score["rows_per_second"] / read["rows_per_second"], 3
             ),
@@ -185,4 +195,4 @@ def main() -> Path:
 
 
 if __name__ == "__main__":
-    print(json.dumps(child(sys.argv[1], Path(sys.argv[2]), sys.argv[3])))
+    print(json.dumps(child(sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4] or None)))

@@ -19,10 +19,11 @@ from loopline.types.common import Task, registered_model_name
 
 VERSION_COLUMN = "model_version"
 SCORED_AT_COLUMN = "scored_at"
-# Bytes a row of one float column costs while a chunk is scored: the arrow batch, the pandas
-# frame, the float32 matrix, its NaN mask and the scorer's hidden activations (measured with
-# benchmarks/bench_batch.py; generous so the budget is a ceiling, not a target).
-BYTES_PER_VALUE = 64
+# Bytes a row of one input column costs while a chunk is scored: the parquet row group, the
+# arrow batch, the pandas frame, the float32 matrix, its NaN mask, the scorer's activations and
+# the answer. At 64, benchmarks/bench_batch.py's peak was ~840 MiB above the ~260 MiB of
+# imported libraries for a 512 MiB budget; the libraries are not in the budget.
+BYTES_PER_VALUE = 100
 MIN_CHUNK_ROWS = 1_000
 MAX_CHUNK_ROWS = 1_000_000
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
