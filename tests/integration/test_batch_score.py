@@ -66,7 +66,7 @@ def test_a_window_is_scored_registered_and_recorded(
             repo=repo,
             start=start.to_pydatetime(),
             end=end.to_pydatetime(),
-            memory_mib=1,  # ~1,600 rows per chunk: the window takes several
+            memory_mib=2,  # ~1,500 rows per chunk: the window (1,728 rows) takes two
         )
     )
     assert result.version == trained.version
