@@ -22,6 +22,7 @@ from loopline.batch.job import (
     run_batch,
 )
 from loopline.batch.plan import BatchError, ModelRef
+from loopline.batch.reading import iter_chunks, store_source
 from loopline.batch.scoring import UNSCORED
 from loopline.cli.main import cli
 from loopline.data import features
@@ -170,3 +171,28 @@ def test_the_cli_names_the_field_of_an_empty_window_and_an_unknown_version(
     ok = CliRunner().invoke(cli, base)
     assert ok.exit_code == 0, ok.output
     assert "feature view scores_default_drill_ae" in ok.output
+
+
+def test_chunked_reads_equal_the_training_pipelines_point_in_time_features(repo: Path) -> None:
+    """Raw and rolling features, read chunk by chunk, are what `get_historical_features`
+    gives training for the same window."""
+    schema = factory_schema()
+    spec = features.RepoSpec.load(repo)
+    wanted = [*schema.feature_names, *spec.rolling_feature_names()]
+    source = store_source(repo, wanted, schema.core_feature_names)
+    assert source.rolling_features == spec.rolling_feature_names()
+    first, _ = features.source_window(repo)
+    start, end = first + pd.Timedelta("6h"), first + pd.Timedelta("30h")
+    chunked = pd.concat(list(iter_chunks(source, start, end, rows=100)), ignore_index=True)
+    expected = features.get_training_frame(
+        repo, f"{spec.all_service}_rolling", start=start, end=end
+    )
+    keys = [schema.entity, schema.timestamp]
+    chunked = chunked.sort_values(keys).reset_index(drop=True)
+    expected = expected.sort_values(keys).reset_index(drop=True)
+    assert len(chunked) == len(expected) > 100
+    pd.testing.assert_frame_equal(
+        chunked[[*keys, *wanted]], expected[[*keys, *wanted]], check_dtype=False
+    )
+    with pytest.raises(BatchError, match=r"--model: the model's feature\(s\) \['nope'\]"):
+        store_source(repo, ["nope"], [])
