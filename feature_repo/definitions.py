@@ -12,9 +12,11 @@ data/sensors_rolling.parquet; create them first:
 
 from pathlib import Path
 
+from loopline.batch.feast_output import score_objects
 from loopline.data.features import RepoSpec, feast_objects
 
 _HERE = Path(__file__).resolve().parent
 
-for _obj in feast_objects(RepoSpec.load(_HERE), _HERE):
+# The repository's own views, then the views over batch scores (`loopline score`, scores.json).
+for _obj in [*feast_objects(RepoSpec.load(_HERE), _HERE), *score_objects(_HERE)]:
     globals()[f"{type(_obj).__name__.lower()}_{_obj.name}"] = _obj

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "approve": "loopline.cli.approval:approve",
     "reject": "loopline.cli.approval:reject",
     "usage": "loopline.cli.usage:usage",
+    "score": "loopline.cli.score:score",
 }
 
 
