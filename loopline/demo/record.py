@@ -47,6 +47,10 @@ class RequestSample(_Item):
     fallback_rows: int = 0
     anomalies: int = 0
     model_version: str = ""
+    model_state: str = ""  # "ok" | "stale" | "unknown"; "" when the server sent none
+    stale_anomalies: int = 0  # anomalous rows answered by a stale version (held back)
+    alarm_rows: int = 0  # rows whose machine's alarm event is active
+    alarm_starts: list[str] = Field(default_factory=list)  # machines whose alarm event started
 
 
 class TracePoint(_Item):
@@ -60,6 +64,8 @@ class TracePoint(_Item):
     is_anomaly: bool | None = None
     model: str = ""  # "primary" | "fallback"
     is_fault: bool | None = None  # ground truth from the generator, when known
+    model_state: str = ""  # "ok" | "stale" | "unknown"; "" when the server sent none
+    alarm: bool | None = None  # the machine's alarm event active after this row
 
 
 class DriftSample(_Item):
