@@ -380,6 +380,8 @@ class TrafficStats(BaseModel):
     p99_ms: float | None
     anomaly_rate: float | None  # anomalous rows / rows scored
     fallback_rate: float | None  # rows scored by the fallback / rows scored
+    held_back_rate: float | None = None  # anomalous rows of a stale model / rows scored
+    alarm_events: int = 0  # alarm events started
 
     @classmethod
     def of(cls, samples: list[RequestSample], window_s: float) -> TrafficStats:
@@ -396,6 +398,8 @@ class TrafficStats(BaseModel):
             p99_ms=float(np.percentile(latencies, 99)) if latencies.size else None,
             anomaly_rate=sum(s.anomalies for s in ok) / rows if rows else None,
             fallback_rate=sum(s.fallback_rows for s in ok) / rows if rows else None,
+            held_back_rate=sum(s.stale_anomalies for s in ok) / rows if rows else None,
+            alarm_events=sum(len(s.alarm_starts) for s in ok),
         )
 
 

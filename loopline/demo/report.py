@@ -282,6 +282,8 @@ def _summary_html(rec: DemoRecord) -> str:
                     _num(s.p99_ms),
                     _num(None if s.anomaly_rate is None else 100 * s.anomaly_rate, ".1f"),
                     _num(None if s.fallback_rate is None else 100 * s.fallback_rate, ".1f"),
+                    _num(None if s.held_back_rate is None else 100 * s.held_back_rate, ".1f"),
+                    str(s.alarm_events),
                 ]
             )
         parts.append(
@@ -295,6 +297,8 @@ def _summary_html(rec: DemoRecord) -> str:
                     "p99 ms",
                     "anomaly %",
                     "fallback %",
+                    "held back % (model stale)",
+                    "alarm events",
                 ],
                 rows,
             )

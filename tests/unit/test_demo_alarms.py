@@ -19,7 +19,7 @@ from loopline.data.schema import ENTITY
 from loopline.demo.alarms import AlarmTracker, alarm_events_by_machine, clock, stale_periods
 from loopline.demo.clients import Answer, RestClient, grpc_outputs
 from loopline.demo.live import render
-from loopline.demo.record import DemoRecord, RequestSample
+from loopline.demo.record import DemoRecord, RequestSample, segment_stats
 from loopline.demo.report import write_report
 from loopline.demo.traffic import Plant, PlantStream
 from loopline.serving.scoring import OutputColumn, ScoredBatch, output_columns
@@ -102,6 +102,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, until: int = 40) -> DemoRecord:
     )
     for i in range(until):
         now[0] = float(i)
+        record.set_segment("baseline" if i < 10 else "recipe-change" if i < 30 else "after")
         assert plant.send(client, _batch()) is not None
     record.mark("recipe-change", "recipe B", t=9.0)
     record.mark("promoted", "version 2", t=29.5)
@@ -155,6 +156,10 @@ def test_plant_records_the_stale_period(monkeypatch: pytest.MonkeyPatch) -> None
     assert period.requests == len(stale)
     assert period.held_back == period.anomalous_rows == sum(sum(s.anomalous) for s in stale)
     assert (period.alarm_events, period.alarm_machines) == (1, ["m3"])
+    seg = segment_stats(record)
+    assert (seg["recipe-change"].held_back_rate, seg["recipe-change"].alarm_events) == (1.0, 1)
+    assert (seg["baseline"].held_back_rate, seg["baseline"].alarm_events) == (0.0, 1)
+    assert (seg["after"].held_back_rate, seg["after"].alarm_events) == (0.0, 0)
     assert alarm_events_by_machine(record.requests, [period]) == {
         "m2": {"before": 1, "during": 0, "after": 0},
         "m3": {"before": 0, "during": 1, "after": 0},
@@ -217,6 +222,9 @@ def test_report_shows_the_stale_period_and_events(
     assert until == f"30.0 ({clock(record.started_at, 30.0)})"
     assert (seconds, version, successor, promoted) == ("20.0", "1", "2", "29.5")
     assert (rows, anomalous, held, events, machines) == ("60", "60", "60", "1", "m3")
+    # the segment table: rows, held back % and alarm events of the recipe-change segment
+    segment = _cells(doc, "recipe-change")
+    assert (segment[1], segment[-2], segment[-1]) == ("60", "100.0", "1")
     assert _cells(doc, "m2") == ["1", "0", "0"]
     assert _cells(doc, "m3") == ["0", "1", "0"]
 
