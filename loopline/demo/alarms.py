@@ -67,6 +67,7 @@ class StalePeriod(BaseModel):
     held_back: int = 0  # of those, answered by the stale version
     alarm_events: int = 0
     alarm_machines: list[str] = Field(default_factory=list)  # one entry per event
+    fault_alarm_events: int = 0  # events whose starting row is a labelled fault
 
     @property
     def open(self) -> bool:
@@ -115,6 +116,7 @@ def stale_periods(
                 held_back=sum(r.stale_anomalies for r in stale),
                 alarm_events=len(machines),
                 alarm_machines=machines,
+                fault_alarm_events=sum(len(r.fault_alarm_starts) for r in span),
             )
         )
     return periods
@@ -158,6 +160,8 @@ def stale_sentence(period: StalePeriod, started_at: datetime) -> str:
         f"{period.held_back} anomalous rows held back, "
         f"{period.alarm_events} alarm event{'s' if period.alarm_events != 1 else ''}"
     )
+    if period.fault_alarm_events:
+        counts += f" ({period.fault_alarm_events} on a labelled fault)"
     if period.end_t is None:
         return f"model stale since {since} UTC (version {versions}): {counts}"
     until = clock(started_at, period.end_t)

@@ -51,6 +51,8 @@ class RequestSample(_Item):
     stale_anomalies: int = 0  # anomalous rows answered by a stale version (held back)
     alarm_rows: int = 0  # rows whose machine's alarm event is active
     alarm_starts: list[str] = Field(default_factory=list)  # machines whose alarm event started
+    # of those, the ones whose starting row the generator labelled a fault (ground truth)
+    fault_alarm_starts: list[str] = Field(default_factory=list)
 
 
 class TracePoint(_Item):

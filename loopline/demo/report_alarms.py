@@ -146,6 +146,7 @@ def alarms_html(rec: DemoRecord) -> str:
                     str(p.anomalous_rows),
                     str(p.held_back),
                     str(p.alarm_events),
+                    str(p.fault_alarm_events),
                     ", ".join(sorted(set(p.alarm_machines))) or "-",
                 ]
             )
@@ -162,6 +163,7 @@ def alarms_html(rec: DemoRecord) -> str:
                     "anomalous rows",
                     "held back",
                     "alarm events",
+                    "of them on a labelled fault",
                     "machines alarmed",
                 ],
                 rows,

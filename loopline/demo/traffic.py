@@ -284,6 +284,13 @@ class Plant:
             )
             return None
         latency = time.perf_counter() - start
+        machines = [str(m) for m in batch[ENTITY]]
+        started = self.alarms.starts(machines, answer.alarm_event)
+        faulty = (
+            {m for m, f in zip(machines, batch[IS_FAULT], strict=True) if f}
+            if IS_FAULT in batch.columns
+            else set()
+        )
         rec.add_request(
             RequestSample(
                 t=t,
@@ -298,9 +305,8 @@ class Plant:
                 model_state=answer.state,
                 stale_anomalies=answer.stale_anomalies,
                 alarm_rows=sum(1 for a in answer.alarm_event if a == ACTIVE),
-                alarm_starts=self.alarms.starts(
-                    [str(m) for m in batch[ENTITY]], answer.alarm_event
-                ),
+                alarm_starts=started,
+                fault_alarm_starts=[m for m in started if m in faulty],
             )
         )
         rec.add_trace(self._trace(t, batch, answer))

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from loopline.data.schema import ENTITY
+from loopline.data.schema import ENTITY, IS_FAULT
 from loopline.demo.alarms import AlarmTracker, alarm_events_by_machine, clock, stale_periods
 from loopline.demo.clients import Answer, RestClient, grpc_outputs
 from loopline.demo.live import render
@@ -85,8 +85,10 @@ class _ScriptedServer:
         return httpx.Response(200, content=body, headers={"content-type": "application/json"})
 
 
-def _batch() -> pd.DataFrame:
-    return pd.DataFrame({ENTITY: MACHINES, "s1": [1.0, 2.0, 3.0]})
+def _batch(i: int) -> pd.DataFrame:
+    """Step i's readings; m3 is in a labelled fault (generator's truth) at steps 19-25."""
+    fault = [0, 0, int(19 <= i <= 25)]
+    return pd.DataFrame({ENTITY: MACHINES, "s1": [1.0, 2.0, 3.0], IS_FAULT: fault})
 
 
 def _run(monkeypatch: pytest.MonkeyPatch, until: int = 40) -> DemoRecord:
@@ -103,7 +105,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, until: int = 40) -> DemoRecord:
     for i in range(until):
         now[0] = float(i)
         record.set_segment("baseline" if i < 10 else "recipe-change" if i < 30 else "after")
-        assert plant.send(client, _batch()) is not None
+        assert plant.send(client, _batch(i)) is not None
     record.mark("recipe-change", "recipe B", t=9.0)
     record.mark("promoted", "version 2", t=29.5)
     return record
@@ -145,6 +147,10 @@ def test_plant_records_the_stale_period(monkeypatch: pytest.MonkeyPatch) -> None
     assert states == [s.state for s in script]
     starts = {i: r.alarm_starts for i, r in enumerate(record.requests) if r.alarm_starts}
     assert starts == {4: ["m2"], 20: ["m3"]}
+    faults = {
+        i: r.fault_alarm_starts for i, r in enumerate(record.requests) if r.fault_alarm_starts
+    }
+    assert faults == {20: ["m3"]}  # m2's event in the baseline is on no labelled fault
     assert [r.alarm_rows for r in record.requests] == [sum(s.alarm) for s in script]
     assert [p.model_state for p in record.trace] == [s.state for s in script]
     assert [p.alarm for p in record.trace] == [s.alarm[2] for s in script]
@@ -155,7 +161,7 @@ def test_plant_records_the_stale_period(monkeypatch: pytest.MonkeyPatch) -> None
     assert (period.versions, period.successor) == (["1"], "2")
     assert period.requests == len(stale)
     assert period.held_back == period.anomalous_rows == sum(sum(s.anomalous) for s in stale)
-    assert (period.alarm_events, period.alarm_machines) == (1, ["m3"])
+    assert (period.alarm_events, period.alarm_machines, period.fault_alarm_events) == (1, ["m3"], 1)
     seg = segment_stats(record)
     assert (seg["recipe-change"].held_back_rate, seg["recipe-change"].alarm_events) == (1.0, 1)
     assert (seg["baseline"].held_back_rate, seg["baseline"].alarm_events) == (0.0, 1)
@@ -187,7 +193,7 @@ def test_live_view_shows_the_stale_period_not_alarms(monkeypatch: pytest.MonkeyP
     since = clock(during.started_at, 10.0)
     held = 3 * 16
     assert (
-        f"model stale since {since} UTC (version 1): {held} anomalous rows held back, 1 alarm event"
+        f"model stale since {since} UTC (version 1): {held} anomalous rows held back, 1 alarm event (1 on a labelled fault)"
         in text
     )
     assert "(model stale: held back)" in text
@@ -218,10 +224,22 @@ def test_report_shows_the_stale_period_and_events(
     assert "src='alarms.png'" in doc
     start = f"10.0 ({clock(record.started_at, 10.0)})"
     cells = _cells(doc, start)
-    until, seconds, version, successor, promoted, rows, anomalous, held, events, machines = cells
+    (
+        until,
+        seconds,
+        version,
+        successor,
+        promoted,
+        rows,
+        anomalous,
+        held,
+        events,
+        faults,
+        machines,
+    ) = cells
     assert until == f"30.0 ({clock(record.started_at, 30.0)})"
     assert (seconds, version, successor, promoted) == ("20.0", "1", "2", "29.5")
-    assert (rows, anomalous, held, events, machines) == ("60", "60", "60", "1", "m3")
+    assert (rows, anomalous, held, events, faults, machines) == ("60", "60", "60", "1", "1", "m3")
     # the segment table: rows, held back % and alarm events of the recipe-change segment
     segment = _cells(doc, "recipe-change")
     assert (segment[1], segment[-2], segment[-1]) == ("60", "100.0", "1")
