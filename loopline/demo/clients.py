@@ -88,6 +88,11 @@ class Answer:
     is_anomaly: list[bool] = field(default_factory=list)
     model: list[str] = field(default_factory=list)  # "primary" | "fallback"
     model_version: str = ""
+    # Whether the drift monitor finds the answering version stale ("ok" | "stale" | "unknown")
+    # and the entity's debounced alarm after the row ("active" | "inactive"); empty from a
+    # server that does not send them.
+    model_state: list[str] = field(default_factory=list)
+    alarm_event: list[str] = field(default_factory=list)
 
     @classmethod
     def from_outputs(cls, outputs: dict[str, list[Any]]) -> Answer:
@@ -104,6 +109,8 @@ class Answer:
             is_anomaly=[bool(v) for v in outputs.get("is_anomaly", [])],
             model=[text(v) for v in outputs.get("model", [])],
             model_version=text(versions[0]),
+            model_state=[text(v) for v in outputs.get("model_state", [])],
+            alarm_event=[text(v) for v in outputs.get("alarm_event", [])],
         )
 
     @property
@@ -113,6 +120,26 @@ class Answer:
     @property
     def fallback_rows(self) -> int:
         return sum(1 for m in self.model if m == "fallback")
+
+    @property
+    def stale_anomalies(self) -> int:
+        """Anomalous rows answered by a version the drift monitor finds stale: the threshold
+        verdicts the alarm logic holds back."""
+        return sum(
+            1
+            for flagged, state in zip(self.is_anomaly, self.model_state, strict=False)
+            if flagged and state == "stale"
+        )
+
+    @property
+    def state(self) -> str:
+        """The request's model state: "stale" if any row's is, else "unknown" if any row's
+        is, else "ok"; "" when the server sent none."""
+        states = set(self.model_state)
+        for state in ("stale", "unknown", "ok"):
+            if state in states:
+                return state
+        return next(iter(sorted(states)), "")
 
 
 def _flat(data: Any) -> list[Any]:

@@ -18,9 +18,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from loopline.demo.alarms import clock, stale_periods, stale_sentence
 from loopline.demo.record import DemoRecord, Step, TrafficStats, recent
 
 STEPS_SHOWN = 8
+ALARMS_SHOWN = 5
 FEATURES_SHOWN = 6
 _STATUS_STYLE = {"True": "green", "False": "dim", "Unknown": "yellow"}
 _PHASE_STYLE = {
@@ -78,7 +80,30 @@ def _model_panel(rec: DemoRecord, now: float) -> Panel:
     return Panel(Group(grid, conds), title="Model", border_style="blue")
 
 
-def _traffic_panel(stats: TrafficStats) -> Panel:
+def _alarm_panel(rec: DemoRecord) -> Panel:
+    """The model's state and the latest alarm events: while the model is stale its threshold
+    verdicts are counted, not shown as alarms, and real alarm events stay listed in red."""
+    periods = stale_periods(rec.requests)
+    states = [r.model_state for r in rec.requests if r.ok and r.model_state]
+    lines: list[RenderableType] = []
+    if periods and periods[-1].open:
+        lines.append(Text(stale_sentence(periods[-1], rec.started_at), style="bold yellow"))
+    elif states:
+        style = "green" if states[-1] == "ok" else "yellow"
+        lines.append(Text(f"model state: {states[-1]}", style=style))
+        lines += [Text(stale_sentence(p, rec.started_at), style="dim") for p in periods]
+    else:
+        lines.append(Text("model state: not reported by the server", style="dim"))
+    events = [(r.t, m) for r in rec.requests if r.ok for m in r.alarm_starts]
+    if events:
+        for t, machine in recent(events, ALARMS_SHOWN):
+            lines.append(Text(f"{clock(rec.started_at, t)} alarm event: {machine}", style="red"))
+    else:
+        lines.append(Text("no alarm event yet", style="dim"))
+    return Panel(Group(*lines), title="Alarms (events, not rows)", border_style="red")
+
+
+def _traffic_panel(stats: TrafficStats, held_back: int = 0) -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(justify="right")
@@ -88,7 +113,12 @@ def _traffic_panel(stats: TrafficStats) -> Panel:
     grid.add_row("Latency p99", _fmt(stats.p99_ms, ".1f", " ms"))
     anomaly = None if stats.anomaly_rate is None else stats.anomaly_rate * 100
     fallback = None if stats.fallback_rate is None else stats.fallback_rate * 100
-    grid.add_row("Anomaly rate", _fmt(anomaly, ".1f", " %"))
+    if held_back:
+        # a stale model's verdicts: counted, not alarms (see the Alarms panel)
+        text = Text(f"{_fmt(anomaly, '.1f', ' %')} (model stale: held back)", style="yellow")
+        grid.add_row("Anomaly rate", text)
+    else:
+        grid.add_row("Anomaly rate", _fmt(anomaly, ".1f", " %"))
     grid.add_row("Fallback rate", _fmt(fallback, ".1f", " %"))
     grid.add_row("Errors", str(stats.errors))
     return Panel(grid, title="Traffic (last 10 s)", border_style="cyan")
@@ -138,8 +168,9 @@ def render(record: DemoRecord, *, now: float | None = None) -> RenderableType:
     side = Table.grid(expand=True)
     side.add_column(ratio=1)
     side.add_column(ratio=1)
-    side.add_row(_traffic_panel(stats), _drift_panel(record))
-    return Group(_model_panel(record, at), side, _steps_panel(record))
+    held_back = sum(r.stale_anomalies for r in record.requests if r.ok and at - 10.0 <= r.t <= at)
+    side.add_row(_traffic_panel(stats, held_back), _drift_panel(record))
+    return Group(_model_panel(record, at), side, _alarm_panel(record), _steps_panel(record))
 
 
 def step_line(step: Step) -> str:

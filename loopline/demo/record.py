@@ -47,6 +47,12 @@ class RequestSample(_Item):
     fallback_rows: int = 0
     anomalies: int = 0
     model_version: str = ""
+    model_state: str = ""  # "ok" | "stale" | "unknown"; "" when the server sent none
+    stale_anomalies: int = 0  # anomalous rows answered by a stale version (held back)
+    alarm_rows: int = 0  # rows whose machine's alarm event is active
+    alarm_starts: list[str] = Field(default_factory=list)  # machines whose alarm event started
+    # of those, the ones whose starting row the generator labelled a fault (ground truth)
+    fault_alarm_starts: list[str] = Field(default_factory=list)
 
 
 class TracePoint(_Item):
@@ -60,6 +66,8 @@ class TracePoint(_Item):
     is_anomaly: bool | None = None
     model: str = ""  # "primary" | "fallback"
     is_fault: bool | None = None  # ground truth from the generator, when known
+    model_state: str = ""  # "ok" | "stale" | "unknown"; "" when the server sent none
+    alarm: bool | None = None  # the machine's alarm event active after this row
 
 
 class DriftSample(_Item):
@@ -374,6 +382,8 @@ class TrafficStats(BaseModel):
     p99_ms: float | None
     anomaly_rate: float | None  # anomalous rows / rows scored
     fallback_rate: float | None  # rows scored by the fallback / rows scored
+    held_back_rate: float | None = None  # anomalous rows of a stale model / rows scored
+    alarm_events: int = 0  # alarm events started
 
     @classmethod
     def of(cls, samples: list[RequestSample], window_s: float) -> TrafficStats:
@@ -390,6 +400,8 @@ class TrafficStats(BaseModel):
             p99_ms=float(np.percentile(latencies, 99)) if latencies.size else None,
             anomaly_rate=sum(s.anomalies for s in ok) / rows if rows else None,
             fallback_rate=sum(s.fallback_rows for s in ok) / rows if rows else None,
+            held_back_rate=sum(s.stale_anomalies for s in ok) / rows if rows else None,
+            alarm_events=sum(len(s.alarm_starts) for s in ok),
         )
 
 

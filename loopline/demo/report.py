@@ -20,7 +20,9 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from loopline.demo.alarms import stale_periods
 from loopline.demo.record import DemoRecord, Marker, segment_stats
+from loopline.demo.report_alarms import alarms_html, plot_alarms, shade_stale
 from loopline.demo.report_history import history_html
 
 REPORT_NAME = "report.html"
@@ -74,7 +76,12 @@ def plot_sensors(rec: DemoRecord, path: Path) -> Path | None:
         len(features) + 1, 1, figsize=(11, 1.8 * (len(features) + 1)), sharex=True
     )
     t = np.asarray([p.t for p in rec.trace])
-    anomalous = np.asarray([bool(p.is_anomaly) for p in rec.trace])
+    stale = np.asarray([p.model_state == "stale" for p in rec.trace])
+    # a stale model's verdicts are held back, not alarms: drawn apart from the others
+    held = np.asarray([bool(p.is_anomaly) for p in rec.trace]) & stale
+    anomalous = np.asarray([bool(p.is_anomaly) for p in rec.trace]) & ~stale
+    periods = stale_periods(rec.requests)
+    end = max(float(t.max()), rec.ended_t or 0.0)
     fallback = np.asarray([p.model == "fallback" for p in rec.trace])
     for ax, name in zip(axes[:-1], features, strict=False):
         y = np.asarray(
@@ -83,8 +90,19 @@ def plot_sensors(rec: DemoRecord, path: Path) -> Path | None:
         )
         ax.plot(t, y, linewidth=0.7, color="tab:blue")
         ax.scatter(t[anomalous], y[anomalous], s=10, color="tab:red", zorder=3, label="anomaly")
+        if held.any():
+            ax.scatter(
+                t[held],
+                y[held],
+                s=10,
+                facecolors="none",
+                edgecolors="tab:orange",
+                zorder=3,
+                label="anomaly of a stale model (held back)",
+            )
         ax.set_ylabel(name, fontsize=8)
         _vlines(ax, rec.markers)
+        shade_stale(ax, periods, end)
     score_ax = axes[-1]
     scores = np.asarray([np.nan if p.score is None else p.score for p in rec.trace], dtype=float)
     thresholds = np.asarray(
@@ -100,6 +118,7 @@ def plot_sensors(rec: DemoRecord, path: Path) -> Path | None:
     score_ax.set_ylabel("score", fontsize=8)
     score_ax.set_xlabel("seconds since start")
     _vlines(score_ax, rec.markers)
+    shade_stale(score_ax, periods, end)
     machine = rec.trace[0].machine_id
     axes[0].set_title(f"Core sensors of {machine} as the model server saw them")
     handles, labels = [], []
@@ -218,6 +237,7 @@ def plot_conditions(rec: DemoRecord, path: Path) -> Path | None:
 
 _PLOTS: dict[str, tuple[str, Callable[[DemoRecord, Path], Path | None]]] = {
     "sensors.png": ("Sensor traces, recipe change and detected anomalies", plot_sensors),
+    "alarms.png": ("Anomalous rows and alarm events, stale model shaded", plot_alarms),
     "drift.png": ("Drift p-values over time, retraining marked", plot_drift),
     "metrics.png": ("Champion vs challenger", plot_metrics),
     "latency.png": ("Latency", plot_latency),
@@ -262,6 +282,8 @@ def _summary_html(rec: DemoRecord) -> str:
                     _num(s.p99_ms),
                     _num(None if s.anomaly_rate is None else 100 * s.anomaly_rate, ".1f"),
                     _num(None if s.fallback_rate is None else 100 * s.fallback_rate, ".1f"),
+                    _num(None if s.held_back_rate is None else 100 * s.held_back_rate, ".1f"),
+                    str(s.alarm_events),
                 ]
             )
         parts.append(
@@ -275,6 +297,8 @@ def _summary_html(rec: DemoRecord) -> str:
                     "p99 ms",
                     "anomaly %",
                     "fallback %",
+                    "held back % (model stale)",
+                    "alarm events",
                 ],
                 rows,
             )
@@ -378,6 +402,7 @@ was measured in this run (<a href="{RECORD_NAME}">{RECORD_NAME}</a> holds the ra
 {f"<ul>{links}</ul>" if links else ""}
 {f"<h2>What did not happen</h2><ul>{notes}</ul>" if notes else ""}
 {_summary_html(rec)}
+{alarms_html(rec)}
 {"".join(sections)}
 {history_html(rec)}
 <h2>Steps</h2>

@@ -23,6 +23,7 @@ import pandas as pd
 
 from loopline.data.generator import Manifest, live_traffic
 from loopline.data.schema import ENTITY, IS_FAULT, TIMESTAMP
+from loopline.demo.alarms import ACTIVE, AlarmTracker
 from loopline.demo.clients import (
     Answer,
     GrpcClient,
@@ -185,8 +186,9 @@ class PlantStream:
 class Plant:
     """Send batches from a `PlantStream` at a set rate, one worker thread per client.
 
-    Each response becomes a `RequestSample` in the record, and the rows of `trace_machine`
-    become `TracePoint`s (its core sensors, score, decision and which model answered).
+    Each response becomes a `RequestSample` in the record (with its model state and the
+    machines whose alarm events it starts), and the rows of `trace_machine` become
+    `TracePoint`s (its core sensors, score, decision and which model answered).
     """
 
     def __init__(
@@ -211,6 +213,7 @@ class Plant:
         self.trace_machine = trace_machine
         self.trace_features = list(trace_features)
         self.on_answer = on_answer
+        self.alarms = AlarmTracker()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -281,6 +284,13 @@ class Plant:
             )
             return None
         latency = time.perf_counter() - start
+        machines = [str(m) for m in batch[ENTITY]]
+        started = self.alarms.starts(machines, answer.alarm_event)
+        faulty = (
+            {m for m, f in zip(machines, batch[IS_FAULT], strict=True) if f}
+            if IS_FAULT in batch.columns
+            else set()
+        )
         rec.add_request(
             RequestSample(
                 t=t,
@@ -292,6 +302,11 @@ class Plant:
                 fallback_rows=answer.fallback_rows,
                 anomalies=answer.anomalies,
                 model_version=answer.model_version,
+                model_state=answer.state,
+                stale_anomalies=answer.stale_anomalies,
+                alarm_rows=sum(1 for a in answer.alarm_event if a == ACTIVE),
+                alarm_starts=started,
+                fault_alarm_starts=[m for m in started if m in faulty],
             )
         )
         rec.add_trace(self._trace(t, batch, answer))
@@ -320,6 +335,8 @@ class Plant:
                     is_anomaly=answer.is_anomaly[i],
                     model=answer.model[i] if i < len(answer.model) else "",
                     is_fault=truth,
+                    model_state=answer.model_state[i] if i < len(answer.model_state) else "",
+                    alarm=answer.alarm_event[i] == ACTIVE if i < len(answer.alarm_event) else None,
                 )
             )
         return points

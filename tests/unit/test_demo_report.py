@@ -53,6 +53,7 @@ def _story() -> DemoRecord:
                     threshold=2.0,
                     is_anomaly=score > 2.0,
                     model="fallback" if segment == "dead-sensor" else "primary",
+                    model_state="stale" if 65 <= t < 120 else "ok",
                 )
             ]
         )
@@ -68,6 +69,9 @@ def _story() -> DemoRecord:
                 fallback_rows=8 if segment == "dead-sensor" else 0,
                 anomalies=int(score > 2.0),
                 model_version="1" if t < 120 else "2",
+                model_state="stale" if 65 <= t < 120 else "ok",
+                stale_anomalies=int(score > 2.0) if 65 <= t < 120 else 0,
+                alarm_starts=["drill-02"] if i in (10, 400) else [],
             )
         )
         if i % 20 == 0:
@@ -197,7 +201,14 @@ def test_report_has_every_plot_and_escapes_text(tmp_path: Path) -> None:
     path = write_report(rec, tmp_path / "report")
     assert path.name == REPORT_NAME
     doc = path.read_text()
-    for png in ("sensors.png", "drift.png", "metrics.png", "latency.png", "conditions.png"):
+    for png in (
+        "sensors.png",
+        "alarms.png",
+        "drift.png",
+        "metrics.png",
+        "latency.png",
+        "conditions.png",
+    ):
         assert (path.parent / png).stat().st_size > 5_000, png
         assert f"src='{png}'" in doc
     assert (path.parent / RECORD_NAME).exists()
@@ -213,6 +224,7 @@ def test_report_says_what_was_not_measured(tmp_path: Path) -> None:
     rec = DemoRecord()
     rec.note("the operator is not in the tree yet")
     doc = write_report(rec, tmp_path).read_text()
-    assert doc.count("Not measured in this run") == 6  # five plots, the history
+    # six plots, the stale-model section, the history
+    assert doc.count("Not measured in this run") == 8
     assert "the operator is not in the tree yet" in doc
     assert not list(tmp_path.glob("*.png"))
