@@ -382,9 +382,10 @@ def test_approval_policy_and_approver_role_are_the_manifests_under_the_releases_
     (binding,) = _by_kind(docs, "ValidatingAdmissionPolicyBinding", "operator")
     source = yaml.safe_load((root / "policies" / "approval" / "model-approval.yaml").read_text())
     assert policy["spec"] == source["spec"]
-    assert policy["metadata"]["name"] == "loopline-model-approval"
+    # Not the plain manifest's name, which the local cluster applies: a release would collide.
+    assert policy["metadata"]["name"] == "loopline-approval-identity"
     assert binding["spec"] == {
-        "policyName": "loopline-model-approval",
+        "policyName": "loopline-approval-identity",
         "validationActions": ["Deny"],
     }
     (role,) = _by_kind(docs, "ClusterRole", "approver")
