@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from loopline.models.windowing import DENSE, WINDOW, WindowHistory
+from loopline.models.windowing import DENSE, WINDOW, WindowHistory, window_features
 from loopline.serving.scoring import ScoredBatch
 
 DETECTOR_OUTPUT = "detector"
@@ -55,10 +55,10 @@ def apply_window(
     window = getattr(bundle, "window", None)
     if window is None:
         return [_DENSE_B] * x.shape[0]
-    tail = wins[:, wins.shape[1] - len(window.feature_names) :]
+    tail = wins[:, wins.shape[1] - int(bundle.window_size) * x.shape[1] :]
     full = np.isfinite(tail).all(axis=1) & ~scored.fallback
     if full.any():
-        answer = window.score(np.ascontiguousarray(tail[full]))
+        answer = window.score(window_features(tail[full], x.shape[1]))
         for name in _VERDICT:
             merged = np.array(scored.outputs[name], copy=True)
             merged[full] = answer[name]

@@ -295,6 +295,7 @@ class ModelBundle:
     metadata: dict[str, Any] = field(default_factory=dict)
     # the window detector (`loopline.models.windowing`); None: the per-row (dense) one
     window: Scorer | None = None
+    window_size: int = 1  # readings per window (1: the dense detector)
 
     def __post_init__(self) -> None:
         expected = AUTOENCODER if self.task == Task.ANOMALY_DETECTION else CLASSIFIER
@@ -302,24 +303,17 @@ class ModelBundle:
             if scorer.kind != expected:
                 raise BundleError(f"{role}: a {self.task} bundle needs a {expected} network")
         if self.window is not None:
-            width = len(self.window.feature_names)
-            if self.window.kind != AUTOENCODER or width % len(self.primary.feature_names):
+            width, n = len(self.window.feature_names), len(self.primary.feature_names)
+            if self.window.kind != AUTOENCODER or width != 3 * n or self.window_size < 2:
                 raise BundleError(
-                    f"window: needs an autoencoder over whole windows of the primary's "
-                    f"{len(self.primary.feature_names)} features, got {width} inputs"
+                    f"window: needs an autoencoder over 3 x {n} window features and a "
+                    f"size of at least 2, got {width} inputs and size {self.window_size}"
                 )
 
     @property
     def detector(self) -> str:
         """'window' or 'dense' (a bundle written before the window detector is dense)."""
         return "dense" if self.window is None else "window"
-
-    @property
-    def window_size(self) -> int:
-        """Readings per window of the window detector (1 for the dense one)."""
-        if self.window is None:
-            return 1
-        return len(self.window.feature_names) // len(self.primary.feature_names)
         missing = [n for n in self.fallback.feature_names if n not in self.primary.feature_names]
         if missing:
             raise BundleError(f"fallback features {missing} are not among the primary's")
@@ -380,6 +374,7 @@ class ModelBundle:
         if self.window is not None:
             self.window.dense.save(folder / f"window{WEIGHTS_SUFFIX}")
             doc["window"] = self.window.to_dict(f"window{WEIGHTS_SUFFIX}")
+            doc["window"]["size"] = self.window_size
         doc["metadata"] = self.metadata
         (folder / BUNDLE_FILE).write_text(json.dumps(doc, indent=2) + "\n")
         return folder
@@ -409,6 +404,7 @@ class ModelBundle:
             fallback=Scorer.from_dict(doc["fallback"], folder, bundle_format=version),
             metadata=dict(doc.get("metadata") or {}),
             window=None if window is None else Scorer.from_dict(window, folder, bundle_format=2),
+            window_size=1 if window is None else int(window.get("size", 0)),
         )
 
 

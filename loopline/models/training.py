@@ -37,7 +37,7 @@ from loopline.models.evaluation_split import label_values, normal_rows
 from loopline.models.nets import autoencoder_config, build_network, classifier_config
 from loopline.models.pca_baseline import PcaBaseline
 from loopline.models.standardize import Standardizer
-from loopline.models.windowing import window_feature_names, windows_of
+from loopline.models.windowing import window_feature_names, window_features, windows_of
 from loopline.types.alarms import AlarmPolicy
 from loopline.types.common import Task
 from loopline.types.dataset import ROLES_KEY, DatasetRoles, LabelKind
@@ -188,8 +188,8 @@ def _window_autoencoder(
     roles: DatasetRoles,
     alarms: AlarmPolicy,
 ) -> tuple[Scorer, list[float], int]:
-    """The window detector: the dense autoencoder over each entity's last `window_size`
-    readings, trained on windows of normal rows only.
+    """The window detector: the dense autoencoder over rolling-window features of each
+    entity's last `window_size` readings, trained on windows of normal rows only.
 
     The threshold is calibrated on the newest fifth of each entity's normal windows (a
     hold-out in time: random windows would share readings with the training ones and set
@@ -216,12 +216,13 @@ def _window_autoencoder(
     rank = pd.Series(keep).groupby(entities).cumsum().to_numpy()
     total = pd.Series(keep).groupby(entities).transform("sum").to_numpy()
     cal = keep & (rank > total * (1 - CALIBRATION_FRACTION))
-    w_fit, w_cal = wins[keep & ~cal], wins[cal]
+    w_fit = window_features(wins[keep & ~cal], len(names))
+    w_cal = window_features(wins[cal], len(names))
     if len(w_cal) == 0:
         w_cal = w_fit
     scaler = Standardizer.fit(w_fit)
     torch.manual_seed(params.seed)
-    config = autoencoder_config(len(names) * size, params.hidden_units, params.latent_dim)
+    config = autoencoder_config(3 * len(names), params.hidden_units, params.latent_dim)
     net = build_network(config)
     history = _fit_net(net, scaler.transform(w_fit), None, params)
     scorer = Scorer.from_network(
@@ -336,7 +337,12 @@ def train_bundle(
         "training_rows": {"primary": n_primary, "fallback": n_fallback, **rows},
     }
     bundle = ModelBundle(
-        task=task, primary=primary, fallback=fallback, metadata=metadata, window=window
+        task=task,
+        primary=primary,
+        fallback=fallback,
+        metadata=metadata,
+        window=window,
+        window_size=params.window_size if window is not None else 1,
     )
     return TrainedBundle(
         bundle=bundle,

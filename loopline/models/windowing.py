@@ -1,9 +1,12 @@
 """The window detector's inputs: each reading with its entity's previous readings, flattened.
 
-The window detector is the dense autoencoder run over the last N readings of one entity laid
-side by side (oldest first, N x F values), so a fault that shows in how readings move (a
-drift, a stuck sensor, a trend) is visible where one reading alone looks normal. It reuses the
-numpy scoring kernel as is: serving needs no new runtime and no torch.
+The window detector is the dense autoencoder run over rolling-window features of one entity's
+last N readings: each sensor's newest reading, its mean and its standard deviation over the
+window (`window_features`), so a fault that shows in how readings move (a stuck sensor, a
+drift, a sensor gone loose) is visible where one reading alone looks normal. It reuses the
+numpy scoring kernel as is: serving needs no new runtime and no torch. (The autoencoder over
+the N x F raw readings laid side by side was measured first and missed most faults: the
+newest reading is one N-th of its error; docs/training.md has the table.)
 
 An entity's first N-1 readings have no full window; they keep the per-row (dense) verdict,
 and the `windowed` mask says which rows got which. The same functions assemble windows in
@@ -25,8 +28,24 @@ DENSE, WINDOW = "dense", "window"
 
 
 def window_feature_names(names: Sequence[str], size: int) -> list[str]:
-    """`name[t-k]` for every lag k (oldest first), the window scorer's input names."""
-    return [f"{name}[t-{lag}]" for lag in range(size - 1, -1, -1) for name in names]
+    """The window scorer's inputs: each sensor's reading, then its mean and its standard
+    deviation over the window (`window_features`)."""
+    return [
+        *names,
+        *(f"{name}:mean{size}" for name in names),
+        *(f"{name}:std{size}" for name in names),
+    ]
+
+
+def window_features(windows: np.ndarray, n_features: int) -> np.ndarray:
+    """[r, 3F] inputs of the window scorer from full windows [r, size*F]: the newest reading
+    (a fault in it weighs as much as in the per-row model), the window's mean (a slow drift
+    or an offset) and its standard deviation (a stuck sensor has none, a loose one too much).
+    """
+    w = windows.reshape(windows.shape[0], -1, n_features)
+    return np.ascontiguousarray(
+        np.concatenate([w[:, -1], w.mean(axis=1), w.std(axis=1)], axis=1), dtype=np.float32
+    )
 
 
 def entity_groups(entities: Sequence[Any]) -> dict[Any, list[int]]:
@@ -152,5 +171,6 @@ def score_sequence(
     wins, full_sorted = windows_of(list(np.asarray(entities)[order]), x[order], bundle.window_size)
     full = np.empty_like(full_sorted)
     full[order] = full_sorted
-    window = bundle.window.score(wins[full_sorted][np.argsort(order[full_sorted])])
+    ordered = wins[full_sorted][np.argsort(order[full_sorted])]
+    window = bundle.window.score(window_features(ordered, x.shape[1]))
     return merge_verdicts(dense, window, full), full

@@ -154,7 +154,7 @@ class TrainingParams(Spec):
         ),
     )
     window_size: int = Field(
-        default=8,
+        default=4,
         alias="windowSize",
         ge=MIN_WINDOW,
         le=MAX_WINDOW,
