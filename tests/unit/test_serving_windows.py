@@ -85,3 +85,23 @@ def test_a_dense_version_answers_dense_but_the_readings_are_kept(
     assert apply_window(dense, history, None, x, scored) == [b"dense", b"dense"]
     np.testing.assert_array_equal(scored.outputs["anomaly_score"], before)
     assert len(history) == 1
+
+
+def test_a_longer_history_gives_a_shorter_window_the_same_verdicts(
+    bundles: tuple[ModelBundle, ModelBundle],
+) -> None:
+    """A champion and a canary with different window sizes share the longest history."""
+    _, window = bundles
+    layout = FeatureLayout.of(window.feature_names, window.core_feature_names)
+    x = _readings(5)
+    answers = {}
+    for size in (SIZE, SIZE + 2):
+        history = WindowHistory(size, len(SENSORS), max_entities=5)
+        detector, scores = [], []
+        for row in range(5):
+            scored = score_batch(window, x[row : row + 1], layout)
+            detector += apply_window(window, history, ["m"], x[row : row + 1], scored)
+            scores.append(float(scored.outputs["anomaly_score"][0]))
+        answers[size] = (detector, scores)
+    assert answers[SIZE] == answers[SIZE + 2]
+    assert answers[SIZE][0] == [b"dense"] * (SIZE - 1) + [b"window"] * (6 - SIZE)
