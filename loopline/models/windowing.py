@@ -104,7 +104,17 @@ class WindowHistory:
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"rows of shape {x.shape}; expected [n, {self.n_features}]")
         keep = self.size - 1
+        if x.shape[0] == 0:
+            return np.empty((0, self.size * self.n_features), np.float32), np.empty(0, bool)
         groups = entity_groups(entities)
+        if len(groups) == x.shape[0]:  # one row per entity (as a line sends them): vectorised
+            recalled = [self._recall(key) for key in groups]
+            stacked = np.stack([r.readings for r in recalled])
+            wins3 = np.concatenate([stacked, x[:, np.newaxis, :].astype(np.float32)], axis=1)
+            for recent, window in zip(recalled, wins3, strict=True):
+                recent.readings = window[1:].copy()
+            flat = wins3.reshape(x.shape[0], self.size * self.n_features)
+            return flat, np.isfinite(flat).all(axis=1)
         parts: list[np.ndarray] = []
         keys: list[Any] = []
         slots: list[np.ndarray] = []

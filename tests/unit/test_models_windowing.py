@@ -75,6 +75,9 @@ def test_history_forgets_the_least_recently_seen_entity() -> None:
     assert len(history) == 2
     with pytest.raises(ValueError, match="expected"):
         history.step(["a"], _rows(1, f=3))
+    wins, full = history.step([], _rows(0))
+    assert wins.shape == (0, 4)
+    assert full.shape == (0,)
 
 
 def test_window_features_are_newest_mean_and_spread() -> None:
