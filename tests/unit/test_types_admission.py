@@ -43,6 +43,8 @@ def _pipeline(**spec: Any) -> PipelineSpec:
     [
         ({"training": {"hiddenUnits": [-5, 0]}}, "greater than or equal to 1"),
         ({"training": {"hiddenUnits": [10_000]}}, "less than or equal to 4096"),
+        ({"training": {"detector": "lstm"}}, "'dense' or 'window'"),
+        ({"training": {"windowSize": 1}}, "greater than or equal to 2"),
         ({"validation": {"minimums": {"f1": 5}}}, "less than or equal to 1"),
         ({"validation": {"minimums": {"f1": -0.5}}}, "minimum must lie in 0..1"),
         (
