@@ -206,8 +206,8 @@ def _window_autoencoder(
     x = ordered[names].to_numpy(dtype=np.float32)
     wins, full = windows_of(list(entities), x, size)
     normal = normal_rows(ordered, roles).to_numpy(dtype=np.float64)
-    all_normal = windows_of(list(entities), normal[:, np.newaxis], size)[0].min(axis=1) > 0
-    keep = full & np.nan_to_num(all_normal, nan=0.0).astype(bool)
+    # a window of normal readings: all its flags 1 (one not yet full holds NaN: not > 0)
+    keep = full & (windows_of(list(entities), normal[:, np.newaxis], size)[0].min(axis=1) > 0)
     if keep.sum() < MIN_TRAINING_ROWS:
         raise TrainingDataError(
             f"only {int(keep.sum())} windows of {size} normal readings with all of {names} "
@@ -215,11 +215,10 @@ def _window_autoencoder(
         )
     rank = pd.Series(keep).groupby(entities).cumsum().to_numpy()
     total = pd.Series(keep).groupby(entities).transform("sum").to_numpy()
+    # the newest fifth of each entity's kept windows, at least its newest one
     cal = keep & (rank > total * (1 - CALIBRATION_FRACTION))
     w_fit = window_features(wins[keep & ~cal], len(names))
     w_cal = window_features(wins[cal], len(names))
-    if len(w_cal) == 0:
-        w_cal = w_fit
     scaler = Standardizer.fit(w_fit)
     torch.manual_seed(params.seed)
     config = autoencoder_config(3 * len(names), params.hidden_units, params.latent_dim)
