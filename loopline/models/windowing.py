@@ -11,7 +11,8 @@ newest reading is one N-th of its error; docs/training.md has the table.)
 An entity's first N-1 readings have no full window; they keep the per-row (dense) verdict,
 and the `windowed` mask says which rows got which. The same functions assemble windows in
 training, in the evaluation and (through `WindowHistory`, which adds the readings of earlier
-requests) in the model server, so the three see the same windows.
+requests, one-row-per-entity requests in one vectorised step) in the model server, so the
+three see the same windows (a unit test holds the server's to `windows_of`).
 """
 
 from __future__ import annotations
