@@ -61,6 +61,7 @@ def profile(bundle: Any, x: np.ndarray, repeat: int = 300) -> dict[str, dict[str
     replaces, on the per-feature body line clients send."""
     from mlserver.types import InferenceRequest, InferenceResponse
 
+    from loopline.models.windowing import WindowHistory
     from loopline.serving.alarm_events import AlarmEvents
     from loopline.serving.payload import FeatureLayout, decode_inputs
     from loopline.serving.scoring import encode_outputs, output_columns, score_batch
@@ -79,6 +80,8 @@ def profile(bundle: Any, x: np.ndarray, repeat: int = 300) -> dict[str, dict[str
     machines = [f"m{i}" for i in range(x.shape[0])]
     over = scored.outputs["is_anomaly"]
     events = AlarmEvents(3, 5, 1, max_entities=10_000)
+    # the window detector's history (N=4): each machine's window from its earlier readings
+    windows = WindowHistory(4, x.shape[1], max_entities=10_000)
     request = InferenceRequest.model_validate_json(body)
     response = InferenceResponse(
         model_name="m", model_version="1", outputs=encode_outputs(scored, bundle.task, "1")
@@ -93,6 +96,7 @@ def profile(bundle: Any, x: np.ndarray, repeat: int = 300) -> dict[str, dict[str
             "output_columns": lambda: output_columns(scored, bundle.task, "1"),
             "alarm_events": lambda: events.column(machines, over, decoded.x),
             "alarm_events_stale": lambda: events.column(machines, over, decoded.x, stale=True),
+            "window_history": lambda: windows.step(machines, decoded.x),
             "serialise_response": lambda: response_json("m", "1", None, columns),
         },
         "pydantic_v2_types": {

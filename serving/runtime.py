@@ -30,11 +30,13 @@ from mlserver.types import (
     InferenceRequest,
     InferenceResponse,
     MetadataModelResponse,
+    MetadataTensor,
     Parameters,
 )
 from prometheus_client import Counter, Histogram
 
 from loopline import auth
+from loopline.models.windowing import WindowHistory
 from loopline.serving import callers
 from loopline.serving.alarm_events import AlarmEvents, policy_of
 from loopline.serving.drift_state import STALE, UNKNOWN, DriftState
@@ -59,6 +61,7 @@ from loopline.serving.scoring import (
 )
 from loopline.serving.settings import ServingSettings
 from loopline.serving.versions import ResolvedModel, resolve_model_uri
+from loopline.serving.windows import DETECTOR_OUTPUT, apply_window, window_history
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +170,7 @@ class LooplineRuntime(MLModel):
         self.callers = callers.CallerLabels()
         self.drift: DriftState | None = None
         self.alarms: AlarmEvents | None = None
+        self.windows: WindowHistory | None = None
 
     async def load(self) -> bool:
         params = self.settings.parameters
@@ -223,6 +227,12 @@ class LooplineRuntime(MLModel):
         if scorer.task == ANOMALY_TASK:
             policy = policy_of(getattr(scorer, "metadata", None) or {})
             self.alarms = AlarmEvents.of(policy, max_entities=cfg.alarm_max_entities)
+            versions = [v.scorer for v in (self.champion, self.canary) if v is not None]
+            self.windows = window_history(versions, max_entities=cfg.alarm_max_entities)
+            if self.windows is not None:
+                self.outputs.append(
+                    MetadataTensor(name=DETECTOR_OUTPUT, datatype="BYTES", shape=[-1])
+                )
         log.info(
             "loaded %s: champion %s%s",
             self.name,
@@ -358,6 +368,11 @@ class LooplineRuntime(MLModel):
                 complete=decoded.complete,
                 allow_fallback=self.config.fallback_on_missing_sensors,
             )
+            detector = None
+            if self.windows is not None:
+                detector = apply_window(
+                    target.scorer, self.windows, decoded.machine_ids, decoded.x, scored
+                )
         except MLServerError as exc:
             self.refused(protocol, exc, version, caller)
             raise
@@ -397,6 +412,8 @@ class LooplineRuntime(MLModel):
                 scored.labels[ALARM_OUTPUT] = column
                 if raised:
                     self.metrics.alarm_events.labels(model, version, state).inc(raised)
+        if detector is not None:
+            scored.labels[DETECTOR_OUTPUT] = detector
         task = str(target.scorer.task)
         if self.sampler is not None and self.sampler.enabled:
             anomaly = task == ANOMALY_TASK

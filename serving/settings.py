@@ -94,7 +94,8 @@ class ServingSettings(BaseSettings):
         default=10_000,
         ge=1,
         description="Entities whose recent readings the server keeps for the alarm_event "
-        "output; beyond it the least recently seen one is forgotten.",
+        "output (and a window detector's windows); beyond it the least recently seen one is "
+        "forgotten.",
     )
     callers: list[str] = Field(
         default_factory=list,

@@ -293,12 +293,27 @@ class ModelBundle:
     primary: Scorer
     fallback: Scorer
     metadata: dict[str, Any] = field(default_factory=dict)
+    # the window detector (`loopline.models.windowing`); None: the per-row (dense) one
+    window: Scorer | None = None
+    window_size: int = 1  # readings per window (1: the dense detector)
 
     def __post_init__(self) -> None:
         expected = AUTOENCODER if self.task == Task.ANOMALY_DETECTION else CLASSIFIER
         for role, scorer in (("primary", self.primary), ("fallback", self.fallback)):
             if scorer.kind != expected:
                 raise BundleError(f"{role}: a {self.task} bundle needs a {expected} network")
+        if self.window is not None:
+            width, n = len(self.window.feature_names), len(self.primary.feature_names)
+            if self.window.kind != AUTOENCODER or width != 3 * n or self.window_size < 2:
+                raise BundleError(
+                    f"window: needs an autoencoder over 3 x {n} window features and a "
+                    f"size of at least 2, got {width} inputs and size {self.window_size}"
+                )
+
+    @property
+    def detector(self) -> str:
+        """'window' or 'dense' (a bundle written before the window detector is dense)."""
+        return "dense" if self.window is None else "window"
         missing = [n for n in self.fallback.feature_names if n not in self.primary.feature_names]
         if missing:
             raise BundleError(f"fallback features {missing} are not among the primary's")
@@ -345,6 +360,8 @@ class ModelBundle:
         """Compile both scorers' kernels (a server calls this while it loads)."""
         self.primary.warm_up()
         self.fallback.warm_up()
+        if self.window is not None:
+            self.window.warm_up()
 
     def save(self, folder: Path) -> Path:
         """Write format 2: `bundle.json` and one `.npz` of numpy arrays per network."""
@@ -353,6 +370,11 @@ class ModelBundle:
         for role, scorer in (("primary", self.primary), ("fallback", self.fallback)):
             scorer.dense.save(folder / f"{role}{WEIGHTS_SUFFIX}")
             doc[role] = scorer.to_dict(f"{role}{WEIGHTS_SUFFIX}")
+        doc["detector"] = self.detector
+        if self.window is not None:
+            self.window.dense.save(folder / f"window{WEIGHTS_SUFFIX}")
+            doc["window"] = self.window.to_dict(f"window{WEIGHTS_SUFFIX}")
+            doc["window"]["size"] = self.window_size
         doc["metadata"] = self.metadata
         (folder / BUNDLE_FILE).write_text(json.dumps(doc, indent=2) + "\n")
         return folder
@@ -369,11 +391,20 @@ class ModelBundle:
                 f"{path}: format {version!r}; this Loopline reads formats "
                 f"{list(READABLE_FORMATS)} (a newer bundle needs a newer Loopline)"
             )
+        detector = doc.get("detector", "dense")
+        if detector not in ("dense", "window") or (detector == "window") != ("window" in doc):
+            raise BundleError(
+                f"{path}: detector {detector!r} must be 'dense' or 'window', and 'window' "
+                "needs the window network (key 'window')"
+            )
+        window = doc.get("window")
         return cls(
             task=Task(doc["task"]),
             primary=Scorer.from_dict(doc["primary"], folder, bundle_format=version),
             fallback=Scorer.from_dict(doc["fallback"], folder, bundle_format=version),
             metadata=dict(doc.get("metadata") or {}),
+            window=None if window is None else Scorer.from_dict(window, folder, bundle_format=2),
+            window_size=1 if window is None else int(window.get("size", 0)),
         )
 
 

@@ -37,6 +37,7 @@ from loopline.models.evaluation_split import label_values, normal_rows
 from loopline.models.nets import autoencoder_config, build_network, classifier_config
 from loopline.models.pca_baseline import PcaBaseline
 from loopline.models.standardize import Standardizer
+from loopline.models.windowing import window_feature_names, window_features, windows_of
 from loopline.types.alarms import AlarmPolicy
 from loopline.types.common import Task
 from loopline.types.dataset import ROLES_KEY, DatasetRoles, LabelKind
@@ -180,6 +181,57 @@ def _autoencoder(
     return scorer, (baseline, pca), history, len(x_fit)
 
 
+def _window_autoencoder(
+    df: pd.DataFrame,
+    names: list[str],
+    params: TrainingParams,
+    roles: DatasetRoles,
+    alarms: AlarmPolicy,
+) -> tuple[Scorer, list[float], int]:
+    """The window detector: the dense autoencoder over rolling-window features of each
+    entity's last `window_size` readings, trained on windows of normal rows only.
+
+    The threshold is calibrated on the newest fifth of each entity's normal windows (a
+    hold-out in time: random windows would share readings with the training ones and set
+    it too low)."""
+    size = params.window_size
+    missing = [c for c in (roles.entity, roles.timestamp) if c not in df.columns]
+    if missing:
+        raise TrainingDataError(
+            f"training.detector 'window' needs the entity and timestamp columns {missing} "
+            "to put each entity's readings in order"
+        )
+    ordered = df.sort_values([roles.entity, roles.timestamp], kind="stable")
+    entities = ordered[roles.entity].to_numpy()
+    x = ordered[names].to_numpy(dtype=np.float32)
+    wins, full = windows_of(list(entities), x, size)
+    normal = normal_rows(ordered, roles).to_numpy(dtype=np.float64)
+    # a window of normal readings: all its flags 1 (one not yet full holds NaN: not > 0)
+    keep = full & (windows_of(list(entities), normal[:, np.newaxis], size)[0].min(axis=1) > 0)
+    if keep.sum() < MIN_TRAINING_ROWS:
+        raise TrainingDataError(
+            f"only {int(keep.sum())} windows of {size} normal readings with all of {names} "
+            f"present; need at least {MIN_TRAINING_ROWS} (lower training.windowSize)"
+        )
+    rank = pd.Series(keep).groupby(entities).cumsum().to_numpy()
+    total = pd.Series(keep).groupby(entities).transform("sum").to_numpy()
+    # the newest fifth of each entity's kept windows, at least its newest one
+    cal = keep & (rank > total * (1 - CALIBRATION_FRACTION))
+    w_fit = window_features(wins[keep & ~cal], len(names))
+    w_cal = window_features(wins[cal], len(names))
+    scaler = Standardizer.fit(w_fit)
+    torch.manual_seed(params.seed)
+    config = autoencoder_config(3 * len(names), params.hidden_units, params.latent_dim)
+    net = build_network(config)
+    history = _fit_net(net, scaler.transform(w_fit), None, params)
+    scorer = Scorer.from_network(
+        feature_names=window_feature_names(names, size), scaler=scaler, config=config, net=net
+    )
+    errors = scorer.reconstruction_error(w_cal)
+    scorer.threshold = threshold(errors, params.threshold_quantile, alarms.max_false_alarm_rate)
+    return scorer, history, len(w_fit)
+
+
 def _classifier(
     df: pd.DataFrame,
     names: list[str],
@@ -255,6 +307,9 @@ def train_bundle(
     start = time.perf_counter()
     baseline: RangeBaseline | ClassRangeBaseline
     extra: dict[str, Any] = {}
+    window: Scorer | None = None
+    history: dict[str, list[float]] = {}
+    rows: dict[str, int] = {}
     if task == Task.ANOMALY_DETECTION:
         primary, (baseline, pca), h_primary, n_primary = _autoencoder(
             df, names, params, roles, alarms
@@ -262,6 +317,10 @@ def train_bundle(
         extra |= {"pca_baseline": pca.to_dict(), "alarms": alarms.model_dump(by_alias=True)}
         fallback, _, h_fallback, n_fallback = _autoencoder(df, core, params, roles, alarms)
         recorded = roles.model_copy(update={"classes": []})
+        if params.detector == "window":
+            window, history["window"], rows["window"] = _window_autoencoder(
+                df, names, params, roles, alarms
+            )
     else:
         classes = list(class_names) if class_names is not None else class_names_of(df, roles)
         primary, baseline, h_primary, n_primary = _classifier(
@@ -274,12 +333,19 @@ def train_bundle(
         "baseline": baseline.to_dict(),
         **extra,
         "params": params.model_dump(mode="json", by_alias=True),
-        "training_rows": {"primary": n_primary, "fallback": n_fallback},
+        "training_rows": {"primary": n_primary, "fallback": n_fallback, **rows},
     }
-    bundle = ModelBundle(task=task, primary=primary, fallback=fallback, metadata=metadata)
+    bundle = ModelBundle(
+        task=task,
+        primary=primary,
+        fallback=fallback,
+        metadata=metadata,
+        window=window,
+        window_size=params.window_size if window is not None else 1,
+    )
     return TrainedBundle(
         bundle=bundle,
-        history={"primary": h_primary, "fallback": h_fallback},
-        rows={"primary": n_primary, "fallback": n_fallback},
+        history={"primary": h_primary, "fallback": h_fallback, **history},
+        rows={"primary": n_primary, "fallback": n_fallback, **rows},
         seconds=time.perf_counter() - start,
     )

@@ -78,8 +78,17 @@ ANOMALY_REPORTED_ONLY: tuple[str, ...] = (
     "max_false_alarm_rate",
     *(p + m for p in ("", "fallback_", "baseline_", "pca_") for m in RELIABILITY_METRICS),
 )
+# Reported besides those by a bundle whose detector is the window one (`training.detector`).
+WINDOW_REPORTED_ONLY: tuple[str, ...] = (
+    "window_size",
+    "windowed_rows",
+    *("dense_" + m for m in ("f1", "roc_auc", "precision", "recall", "alarm_rate")),
+    *("dense_" + m for m in RELIABILITY_METRICS),
+)
 MAX_MINIMUMS = 16
 MAX_HIDDEN_UNITS = 4096
+MIN_WINDOW, MAX_WINDOW = 2, 64
+Detector = Literal["dense", "window"]
 
 MetricName = Literal["f1", "roc_auc", "macro_f1", "precision", "recall", "accuracy"]
 
@@ -136,6 +145,21 @@ class TrainingParams(Spec):
     )
     training_window_days: int = Field(default=14, alias="trainingWindowDays", ge=1, le=3650)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    detector: Detector = Field(
+        default="dense",
+        description=(
+            "Anomaly detection: 'dense' scores each reading alone; 'window' scores each "
+            "entity's last windowSize readings together (an entity's first windowSize-1 "
+            "readings get the dense verdict, flagged in the `detector` output)."
+        ),
+    )
+    window_size: int = Field(
+        default=4,
+        alias="windowSize",
+        ge=MIN_WINDOW,
+        le=MAX_WINDOW,
+        description=f"Readings per window of the 'window' detector, {MIN_WINDOW}..{MAX_WINDOW}.",
+    )
 
 
 class DataQualityThresholds(Spec):

@@ -23,6 +23,7 @@ from loopline.types.policy import (
     ANOMALY_REPORTED_ONLY,
     CLASSIFICATION_MINIMUM_METRICS,
     MAX_MINIMUMS,
+    WINDOW_REPORTED_ONLY,
     comparable_metrics,
     minimum_metrics,
 )
@@ -42,6 +43,8 @@ def _pipeline(**spec: Any) -> PipelineSpec:
     [
         ({"training": {"hiddenUnits": [-5, 0]}}, "greater than or equal to 1"),
         ({"training": {"hiddenUnits": [10_000]}}, "less than or equal to 4096"),
+        ({"training": {"detector": "lstm"}}, "'dense' or 'window'"),
+        ({"training": {"windowSize": 1}}, "greater than or equal to 2"),
         ({"validation": {"minimums": {"f1": 5}}}, "less than or equal to 1"),
         ({"validation": {"minimums": {"f1": -0.5}}}, "minimum must lie in 0..1"),
         (
@@ -196,8 +199,11 @@ def test_immutable_changes_name_each_field() -> None:
     assert immutable_changes(old, changed_serving) == []
 
 
-@pytest.mark.parametrize("task", list(Task))
-def test_policy_metric_names_are_what_the_evaluation_reports(task: Task) -> None:
+@pytest.mark.parametrize(
+    ("task", "detector"),
+    [*((t, "dense") for t in Task), (Task.ANOMALY_DETECTION, "window")],
+)
+def test_policy_metric_names_are_what_the_evaluation_reports(task: Task, detector: str) -> None:
     """Train a tiny bundle of each task and compare the names its evaluation reports."""
     from loopline.data.generator import GeneratorConfig, generate
     from loopline.data.schema import factory_schema
@@ -214,7 +220,7 @@ def test_policy_metric_names_are_what_the_evaluation_reports(task: Task) -> None
     trained = train_bundle(
         df,
         task,
-        TrainingParams(epochs=1, batch_size=128),
+        TrainingParams(epochs=1, batch_size=128, detector=detector),
         factory_schema().roles(task),
         alarms=alarms,
     )
@@ -225,6 +231,11 @@ def test_policy_metric_names_are_what_the_evaluation_reports(task: Task) -> None
     if task == Task.ANOMALY_DETECTION:
         assert set(ANOMALY_REPORTED_ONLY) <= reported  # no stale names
         not_scores.update(ANOMALY_REPORTED_ONLY)
+    if detector == "window":  # the per-row autoencoder beside it, for comparison
+        assert set(WINDOW_REPORTED_ONLY) <= reported
+        not_scores.update(WINDOW_REPORTED_ONLY)
+    else:
+        assert not set(WINDOW_REPORTED_ONLY) & reported
     assert set(minimum_metrics(task)) == reported - not_scores
     assert set(comparable_metrics(task)) <= set(minimum_metrics(task))
     assert len(ANOMALY_MINIMUM_METRICS) <= MAX_MINIMUMS
