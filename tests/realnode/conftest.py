@@ -185,7 +185,30 @@ def node_namespace(realnode: RealNode, request: pytest.FixtureRequest) -> Iterat
         yield name
     finally:
         if realnode.local.status().health is Health.RUNNING:
+            _uninstall_releases(realnode, name)
             realnode.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def _uninstall_releases(realnode: RealNode, namespace: str) -> None:
+    """Uninstall the Helm releases a test installed in `namespace`: their cluster-scoped
+    objects (ClusterRoles, admission policies) outlive the namespace and would refuse the
+    next test's release of the same name."""
+    helm = [str(realnode.state.bin_dir / "helm"), f"--kubeconfig={realnode.local.kubeconfig_path}"]
+    listed = subprocess.run(
+        [*helm, "list", "-q", f"--namespace={namespace}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    for release in listed.stdout.split():
+        subprocess.run(
+            [*helm, "uninstall", release, f"--namespace={namespace}", "--wait"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
 
 
 def push_archive(archive: Path, reference: str) -> None:
