@@ -83,11 +83,6 @@ class WorkQueue:
         heapq.heappush(self._heap, (priority, next(self._seq), key))
         self._cond.notify()
 
-    def add_after(self, key: Key, delay: float) -> None:
-        with self._cond:
-            heapq.heappush(self._delayed, (self._clock() + delay, next(self._seq), key))
-            self._cond.notify()
-
     # -- reading --------------------------------------------------------------------------
 
     def depth(self) -> int:

@@ -21,7 +21,6 @@ import pytest
 import redis
 
 from loopline.serving.async_messages import AsyncRequest, StoredResult, StreamKeys
-from loopline.serving.async_redis_local import LocalRedis
 from loopline.serving.local import LocalModelSpec, LocalServingManager
 from tests.fixtures.serving import RegisteredModel, sensor_rows
 
@@ -30,15 +29,6 @@ KEYS = StreamKeys("loopline:async", NAME)
 TOTAL = 10_000
 KILL_AFTER = 2_000
 CLAIM_IDLE_S = 5
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = LocalRedis(tmp_path_factory.mktemp("redis"))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
