@@ -6,7 +6,8 @@ spec change, annotation, someone else's status write) reconciles at once. Neithe
 in the handler: both put the object's key on the work queue (operators/workqueue.py), whose
 threads call the same idempotent function, which re-reads the object under a per-object lock.
 Events go before the periodic pass, so one Model changed among hundreds does not wait for
-the rest.
+the rest. Every body a handler sees also feeds the operator's object cache
+(operators/cache.py), so the reconcile reads the watch's copy instead of GETting it again.
 
 kopf keeps its own bookkeeping (handler progress, last-handled configuration) in annotations
 under `kopf.loopline.dev/`, never in `status`, so `status` has one owner and is the API. The
@@ -126,10 +127,12 @@ def reconcile(operator: Operator, key: Key) -> None:
 def _enqueue(plural: str, type_: str | None, body: Any, memo: Any, priority: Priority) -> None:
     meta = body.get("metadata") or {}
     namespace, name = meta.get("namespace"), meta.get("name")
+    operator = _operator(memo)
+    operator.cache.observe(plural, body, deleted=type_ == "DELETED")
     if type_ == "DELETED" or namespace is None or name is None:
         return
     key = (plural, namespace, name)
-    if type_ is not None and _operator(memo).wrote(key, meta.get("resourceVersion")):
+    if type_ is not None and operator.wrote(key, meta.get("resourceVersion")):
         return  # the operator's own status write coming back: nothing new to act on
     _queue(memo).add(key, priority)
 

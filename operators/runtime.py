@@ -48,6 +48,7 @@ from loopline.operators.builders.monitoring import build_monitor
 from loopline.operators.builders.pipeline import reconcile_pipeline
 from loopline.operators.builders.runs import RunContext
 from loopline.operators.builders.serving import ServingDesired
+from loopline.operators.cache import ObjectCache
 from loopline.operators.errors import BackendRejected, BackendUnavailable
 from loopline.operators.kube import validation_message, without_nulls
 from loopline.operators.settings import OperatorSettings
@@ -103,6 +104,7 @@ class Operator:
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._written: dict[tuple[str, str, str], str] = {}
+        self.cache = ObjectCache()
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -114,6 +116,10 @@ class Operator:
             yield
 
     def _get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The watch's newest copy when the watch feeds the cache, else a GET."""
+        held = self.cache.get(plural, namespace, name)
+        if held is not None:
+            return held
         try:
             obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
         except ApiException as exc:
@@ -137,6 +143,7 @@ class Operator:
             return
         key = (plural, meta["namespace"], meta["name"])
         self._written[key] = done["metadata"]["resourceVersion"]
+        self.cache.update_if_held(plural, done)
 
     def wrote(self, key: tuple[str, str, str], resource_version: str | None) -> bool:
         """Whether `resource_version` is the operator's own last status write of `key` (its

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from loopline.operators.cache import ObjectCache
 from loopline.operators.handlers import _enqueue
 from loopline.operators.workqueue import Key, Priority, Retry, WorkQueue
 
@@ -105,6 +106,7 @@ def test_workers_reconcile_every_key_once_and_retry_on_retry() -> None:
 class _Operator:
     def __init__(self, rv: str) -> None:
         self.rv = rv
+        self.cache = ObjectCache()
 
     def wrote(self, key: Key, resource_version: str | None) -> bool:
         return resource_version == self.rv
@@ -121,3 +123,6 @@ def test_the_operators_own_status_write_coming_back_is_not_queued() -> None:
     _enqueue("models", "MODIFIED", other, memo, Priority.EVENT)
     _enqueue("models", "DELETED", other, memo, Priority.EVENT)
     assert q.depth() == 2
+    # every body seen feeds the cache, and a deletion leaves it
+    assert memo["operator"].cache.get("models", "plant", "a") == body
+    assert memo["operator"].cache.get("models", "plant", "b") is None
