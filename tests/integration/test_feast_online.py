@@ -12,6 +12,7 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
@@ -173,3 +174,28 @@ def test_refresh_after_materialize_keeps_entities_warm(
     features.materialize(repo, start, last + timedelta(seconds=1), store=store)
     assert set(reader._rows["sensor_readings"]) == set(MACHINES)  # re-read, not dropped
     pd.testing.assert_frame_equal(reader.read(MACHINES, "all_sensors"), _feast(repo, MACHINES))
+
+
+def test_another_online_store_is_read_by_feast(
+    sensor_data: GeneratedData, tmp_path: Path, redis_url: str
+) -> None:
+    """Redis (the cluster's online store, a real redis-server here): Feast's own read."""
+    repo = tmp_path / "repo"
+    features.create_repo(repo, sensor_data.parquet, factory_schema(), rolling=False)
+    address = urlsplit(redis_url).netloc
+    yaml = (repo / "feature_store.yaml").read_text()
+    start = yaml.index("online_store:")
+    end = yaml.index("\n# Offline store")
+    redis = f"online_store:\n  type: redis\n  connection_string: {address}\n"
+    (repo / "feature_store.yaml").write_text(yaml[:start] + redis + yaml[end:])
+    store = features.apply(repo)
+    first, last = features.source_window(repo)
+    features.materialize(repo, first, first + timedelta(hours=6), store=store)
+    reader = reader_for(store)
+    assert not reader.cached
+    early = reader.read(MACHINES, "core_sensors")
+    pd.testing.assert_frame_equal(early, _feast(repo, MACHINES, "core_sensors"))
+    _materialize_elsewhere(repo, pd.Timestamp(last) + timedelta(seconds=1))
+    late = reader.read(MACHINES, "core_sensors")
+    pd.testing.assert_frame_equal(late, _feast(repo, MACHINES, "core_sensors"))
+    assert not late.equals(early)
