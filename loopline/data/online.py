@@ -52,6 +52,9 @@ __all__ = ["OnlineFeatures", "reader_for"]
 
 # Entities per SQL query on a miss (SQLite's default limit of host parameters is 32766).
 _CHUNK = 500
+# Entities kept per view; past it the view's cache starts again (ids come from callers, and
+# unknown ones are cached as "no row" too).
+MAX_ENTITIES = 100_000
 
 
 @dataclass(frozen=True)
@@ -71,10 +74,6 @@ class _Plan:
     key_type: Any  # feast.value_type.ValueType of the join key
     views: tuple[_ViewRead, ...]
 
-    @property
-    def feature_names(self) -> list[str]:
-        return [name for v in self.views for name in v.features]
-
 
 class _Unplannable(Exception):
     """The service needs something only Feast's own read does (served by it instead)."""
@@ -84,21 +83,31 @@ class OnlineFeatures:
     """Reads online features of one `FeatureStore`, from a cache kept exact against its store.
 
     Thread-safe: one lock around each read (a hit is a few dictionary lookups under it).
+    Holds the store weakly (`reader_for` keys readers by their store).
     """
 
     def __init__(self, store: FeatureStore) -> None:
-        self._store = store
+        self._store_ref = weakref.ref(store)
+        self._project = store.project
         self._lock = threading.Lock()
         self._plans: dict[str, _Plan | None] = {}  # None: served by Feast's own read
         self._registry_key: tuple[int, str] | None = None
         self._db_path = _sqlite_path(store)
         self._conn: sqlite3.Connection | None = None
         self._held: list[sqlite3.Connection | None] = [None]  # closed with this reader
+        self._pid = os.getpid()
         self._file: tuple[int, int] | None = None
         self._version: int | None = None
         # view -> entity id -> {feature name: Python value}; {} for an entity with no row.
         self._rows: dict[str, dict[str, dict[str, Any]]] = {}
         weakref.finalize(self, _close, self._held)
+
+    @property
+    def _store(self) -> FeatureStore:
+        store = self._store_ref()
+        if store is None:
+            raise ReferenceError("the FeatureStore of this reader is gone")
+        return store
 
     @property
     def cached(self) -> bool:
@@ -110,14 +119,15 @@ class OnlineFeatures:
         ids = [str(e) for e in entity_ids]
         with self._lock:
             plan = self._plan(service) if self.cached else None
-            if plan is None:
-                return _feast_read(self._store, ids, service)
-            self._check_store()
-            columns: dict[str, list[Any]] = {plan.join_key: ids}
-            for view in plan.views:
-                rows = self._rows_of(plan, view, ids)
-                for name in view.features:
-                    columns[name] = [r.get(name) for r in rows]
+            if plan is not None:
+                self._check_store()
+                columns: dict[str, list[Any]] = {plan.join_key: ids}
+                for view in plan.views:
+                    rows = self._rows_of(plan, view, ids)
+                    for name in view.features:
+                        columns[name] = [r.get(name) for r in rows]
+        if plan is None:
+            return _feast_read(self._store, ids, service)
         return pd.DataFrame(columns)
 
     def refresh(self) -> None:
@@ -158,7 +168,7 @@ class OnlineFeatures:
     def _current_registry_key(self) -> tuple[int, str]:
         """The registry protobuf Feast's own read would use now (refreshed on its cache ttl)."""
         registry: Any = self._store.registry
-        proto = registry._get_registry_proto(project=self._store.project, allow_cache=True)
+        proto = registry._get_registry_proto(project=self._project, allow_cache=True)
         return id(proto), proto.version_id
 
     def _plan(self, service: str) -> _Plan | None:
@@ -178,6 +188,9 @@ class OnlineFeatures:
     def _check_store(self) -> None:
         """Drop every cached value if the online store changed since it was read."""
         assert self._db_path is not None
+        if self._pid != os.getpid():  # forked: the parent's connection is not this process's
+            self._held[0] = self._conn = None
+            self._pid = os.getpid()
         try:
             st = os.stat(self._db_path)
             file = (st.st_dev, st.st_ino)
@@ -200,6 +213,9 @@ class OnlineFeatures:
         cache = self._rows.setdefault(view.view, {})
         missing = [e for e in dict.fromkeys(ids) if e not in cache]
         if missing:
+            if len(cache) + len(missing) > MAX_ENTITIES:
+                cache.clear()
+                missing = list(dict.fromkeys(ids))
             cache.update(self._load(plan, view, missing))
         return [cache[e] for e in ids]
 

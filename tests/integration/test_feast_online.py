@@ -8,8 +8,11 @@ change.
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
+import threading
+import weakref
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -199,3 +202,51 @@ def test_another_online_store_is_read_by_feast(
     late = reader.read(MACHINES, "core_sensors")
     pd.testing.assert_frame_equal(late, _feast(repo, MACHINES, "core_sensors"))
     assert not late.equals(early)
+
+
+def test_threads_read_while_another_store_materializes(
+    sensor_data: GeneratedData, tmp_path: Path
+) -> None:
+    """Every row read while a materialisation commits is the one before it or the one after."""
+    repo = _repo(tmp_path / "repo", sensor_data)
+    start, last = features.source_window(repo)
+    store = features.materialize(repo, start, start + timedelta(hours=6))
+    before = features.get_online_features(store, MACHINES).set_index(ENTITY)
+    seen: list[pd.DataFrame] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not done.is_set():
+                seen.append(features.get_online_features(store, MACHINES))
+        except BaseException as exc:  # surfaced below, with the thread's own traceback
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    features.materialize(repo, start, last + timedelta(seconds=1))  # another store object
+    done.set()
+    for t in threads:
+        t.join()
+    assert not errors
+    after = features.get_online_features(store, MACHINES)
+    pd.testing.assert_frame_equal(after, _feast(repo, MACHINES))
+    after_rows = after.set_index(ENTITY)
+    assert seen
+    for frame in seen:
+        for machine, row in frame.set_index(ENTITY).iterrows():
+            assert row.equals(before.loc[machine]) or row.equals(after_rows.loc[machine])
+
+
+def test_a_reader_does_not_keep_its_store_alive(materialized: Path) -> None:
+    store = features.open_store(materialized)
+    reader = reader_for(store)
+    reader.read(["drill-01"], "core_sensors")
+    gone = weakref.ref(store)
+    del store
+    gc.collect()
+    assert gone() is None
+    with pytest.raises(ReferenceError):
+        reader.read(["drill-01"], "core_sensors")
