@@ -256,9 +256,9 @@ def materialize(
         end = end or last + timedelta(seconds=1)
     with contextlib.redirect_stdout(io.StringIO()):  # Feast prints progress to stdout
         store.materialize(start_date=start, end_date=end)
-    from loopline.data.online import reader_for
+    from loopline.data import online
 
-    reader_for(store).refresh()  # this process's next online read is a hit
+    online.refresh(store)  # this process's next online read of the same entities is a hit
     log.info("materialized %s from %s to %s", repo_dir, start, end)
     return store
 

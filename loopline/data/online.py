@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OnlineFeatures", "reader_for"]
+__all__ = ["OnlineFeatures", "reader_for", "refresh"]
 
 # Entities per SQL query on a miss (SQLite's default limit of host parameters is 32766).
 _CHUNK = 500
@@ -140,6 +140,8 @@ class OnlineFeatures:
         if not self.cached:
             return
         with self._lock:
+            if not self._rows:
+                return  # nothing read yet (a materialising CLI): no connection to open
             known = {view: list(entities) for view, entities in self._rows.items()}
             services = [s for s, p in self._plans.items() if p is not None]
             self._check_store()
@@ -341,3 +343,11 @@ def reader_for(store: FeatureStore) -> OnlineFeatures:
         if reader is None:
             reader = _READERS[store] = OnlineFeatures(store)
         return reader
+
+
+def refresh(store: FeatureStore) -> None:
+    """After `store` materialized: re-read what its reader has cached (if it has one)."""
+    with _READERS_LOCK:
+        reader = _READERS.get(store)
+    if reader is not None:
+        reader.refresh()
