@@ -9,6 +9,8 @@ change.
 from __future__ import annotations
 
 import gc
+import multiprocessing
+import os
 import subprocess
 import sys
 import threading
@@ -250,3 +252,24 @@ def test_a_reader_does_not_keep_its_store_alive(materialized: Path) -> None:
     assert gone() is None
     with pytest.raises(ReferenceError):
         reader.read(["drill-01"], "core_sensors")
+
+
+def test_a_forked_child_reads_through_its_own_connection(materialized: Path) -> None:
+    store = features.open_store(materialized)
+    parent = features.get_online_features(store, MACHINES)  # the connection is open
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+
+    def child() -> None:
+        reader = reader_for(store)
+        frame = reader.read(MACHINES, "all_sensors")
+        queue.put((frame, reader._held[0] is not None and reader._pid == os.getpid()))
+
+    process = context.Process(target=child)
+    process.start()
+    frame, own_connection = queue.get(timeout=60)
+    process.join(timeout=60)
+    assert process.exitcode == 0
+    assert own_connection
+    pd.testing.assert_frame_equal(frame, parent)
+    pd.testing.assert_frame_equal(features.get_online_features(store, MACHINES), parent)
