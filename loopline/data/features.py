@@ -1,4 +1,4 @@
-"""The Feast feature repository: create one, apply it, materialize it, read training sets.
+"""The Feast feature repository: create, apply, materialize; training sets and online features.
 
 A repository is a directory holding `feature_store.yaml` (copied from the templates in the
 project's `feature_repo/`), `definitions.py` (so the `feast` CLI works there too) and
