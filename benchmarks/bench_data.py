@@ -7,7 +7,9 @@ Each number comes with a peer measured in the same run:
 - historical retrieval (point-in-time join) of all rows through Loopline's as-of store, and on
   a small repository against Feast's stock dask `file` store (its join costs rows x
   rows-per-entity, so only a small data set is feasible for it);
-- online lookup p50/p99 of one machine, against a ten-machine batch per machine;
+- online lookup p50/p99 of one machine and of ten (the in-process cache), against Feast's
+  stock online read of the same store (benchmarks/bench_online.py measures it in detail,
+  three runs and a floor);
 - the quality gate on all rows, against plain pandas computing the same null/range/duplicate
   counts (what Great Expectations' bookkeeping costs on top).
 
@@ -102,11 +104,20 @@ def bench_feast(frame: pd.DataFrame, manifest: Any, tmp: Path) -> dict[str, Any]
     pd.testing.assert_frame_equal(slices["asof"][0], slices["stock"][0], check_dtype=False)
     ours_slice_s, stock_slice_s = slices["asof"][1], slices["stock"][1]
 
-    one = time_calls(lambda: features.get_online_features(store, ["drill-07"]), repeat=200)
     ids = [f"drill-{i:02d}" for i in range(1, 11)]
-    ten = time_calls(lambda: features.get_online_features(store, ids), repeat=50)
-    one_p = percentiles(one)
-    ten_p = percentiles(ten)
+    one_p = percentiles(
+        time_calls(lambda: features.get_online_features(store, ["drill-07"]), repeat=1000)
+    )
+    ten_p = percentiles(time_calls(lambda: features.get_online_features(store, ids), repeat=500))
+    # Feast's stock online read of the same store, the service resolved once (no frame built).
+    service = store.get_feature_service("all_sensors")
+
+    def stock(machines: list[str]) -> object:
+        rows = [{ENTITY: m} for m in machines]
+        return store.get_online_features(features=service, entity_rows=rows).to_dict()
+
+    stock_one = percentiles(time_calls(lambda: stock(["drill-07"]), repeat=200))
+    stock_ten = percentiles(time_calls(lambda: stock(ids), repeat=100))
     return {
         "create_repo_seconds": round(create_s, 3),
         "apply_seconds": round(apply_s, 3),
@@ -127,6 +138,12 @@ def bench_feast(frame: pd.DataFrame, manifest: Any, tmp: Path) -> dict[str, Any]
             "one_machine_p50_over_ten_per_machine": round(
                 one_p["p50_ms"] / (ten_p["p50_ms"] / 10), 2
             ),
+            "feast_stock_one_machine": stock_one,
+            "feast_stock_ten_machines": stock_ten,
+            "feast_stock_over_loopline_p50": {
+                "one": round(stock_one["p50_ms"] / one_p["p50_ms"], 1),
+                "ten": round(stock_ten["p50_ms"] / ten_p["p50_ms"], 1),
+            },
         },
         "rolling_features": len(spec.rolling_feature_names()),
     }

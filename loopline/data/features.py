@@ -1,4 +1,4 @@
-"""The Feast feature repository: create one, apply it, materialize it, read training sets.
+"""The Feast feature repository: create, apply, materialize; training sets and online features.
 
 A repository is a directory holding `feature_store.yaml` (copied from the templates in the
 project's `feature_repo/`), `definitions.py` (so the `feast` CLI works there too) and
@@ -256,6 +256,9 @@ def materialize(
         end = end or last + timedelta(seconds=1)
     with contextlib.redirect_stdout(io.StringIO()):  # Feast prints progress to stdout
         store.materialize(start_date=start, end_date=end)
+    from loopline.data import online
+
+    online.refresh(store)  # this process's next online read of the same entities is a hit
     log.info("materialized %s from %s to %s", repo_dir, start, end)
     return store
 
@@ -332,12 +335,12 @@ def get_training_frame(
 def get_online_features(
     store: FeatureStore, entity_ids: Sequence[str], service: str = ALL_SENSORS_SERVICE
 ) -> pd.DataFrame:
-    """The newest materialized features of `service` for each entity, one row per id."""
-    fs = store.get_feature_service(service)
-    entity_view = store.get_feature_view(fs.feature_view_projections[0].name)
-    join_key = entity_view.entity_columns[0].name
-    response = store.get_online_features(
-        features=fs, entity_rows=[{join_key: str(e)} for e in entity_ids]
-    )
-    names = [f.name for proj in fs.feature_view_projections for f in proj.features]
-    return pd.DataFrame(response.to_dict())[[join_key, *names]]
+    """The newest materialized features of `service` for each entity, one row per id.
+
+    Columns: the join key, then the service's features in order; None where an entity has no
+    row. Served from the store's in-process cache (`loopline.data.online`), which returns what
+    Feast's own online read of the same store returns at that moment.
+    """
+    from loopline.data.online import reader_for
+
+    return reader_for(store).read(entity_ids, service)
