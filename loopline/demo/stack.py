@@ -317,7 +317,12 @@ class DemoStack:
         """A Prometheus scraping the model server and the drift monitor every second: the
         source of the report's usage table, as of `loopline usage`. Without the binary or the
         endpoints the table is not measured, and the notes say why."""
-        from loopline.demo.usage import prometheus_argv, prometheus_binary, write_config
+        from loopline.demo.usage import (
+            local_metrics_url,
+            prometheus_argv,
+            prometheus_binary,
+            write_config,
+        )
 
         binary = prometheus_binary()
         if binary is None:
@@ -326,6 +331,12 @@ class DemoStack:
                 "(scripts/install-system-deps.sh installs it)"
             )
             return
+        if not self.record.endpoints.get("Metrics"):
+            serving_root = self.state_dir / "operator" / "serving"
+            url = local_metrics_url(serving_root, self.s.namespace, self.s.model)
+            if url:
+                with self.record._lock:
+                    self.record.endpoints["Metrics"] = url
         if not self.record.endpoints.get("Metrics"):
             self.record.note("usage per caller not measured: the Model shows no metrics endpoint")
             return

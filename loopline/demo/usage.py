@@ -10,6 +10,7 @@ check on that table, which the e2e test makes.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Mapping
@@ -72,6 +73,18 @@ def write_config(folder: Path, endpoints: Mapping[str, str]) -> Path:
     path = folder / "prometheus.yml"
     path.write_text(yaml.safe_dump(prometheus_config(endpoints), sort_keys=False))
     return path
+
+
+def local_metrics_url(serving_root: Path, namespace: str, model: str) -> str | None:
+    """The metrics URL of the local serving backend's model server, from its settings file
+    (`<serving root>/<namespace>/<model>/settings.json`, `loopline.serving.local`): the
+    Model's status names its REST and gRPC endpoints, not the metrics port."""
+    path = serving_root / namespace / model / "settings.json"
+    try:
+        doc = json.loads(path.read_text())
+        return f"http://{doc.get('host') or '127.0.0.1'}:{int(doc['metrics_port'])}/metrics"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def prometheus_binary() -> str | None:
