@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from loopline.data.schema import CORE_SENSORS, SENSORS
+from loopline.data.schema import CORE_SENSORS, ENTITY, SENSORS
 from loopline.demo.clients import AsyncRestClient
 from loopline.demo.comparison import record_versions, score_versions
 from loopline.demo.errors import ModelFailed
@@ -124,7 +124,7 @@ class DemoActs(DemoStack):
             landing.add(batch)
             if historian is not None:
                 historian.feed(batch)
-            if answer.state == "stale":
+            if answer.state == "stale" and self._quiet(batch, answer):
                 self._stale_seen.set()
 
         self.plant = Plant(
@@ -170,6 +170,16 @@ class DemoActs(DemoStack):
             self._next_landing = now + LANDING_INTERVAL
         if self._stale_seen.is_set() and not self._fault_injected:
             self.inject_stale_fault()
+
+    def _quiet(self, batch: pd.DataFrame, answer: Answer) -> bool:
+        """Whether the trace machine's alarm is inactive in this answer. The stale model's
+        threshold alarms every machine between the recipe change and the monitor's verdict,
+        and an alarm still active from then would swallow the injected fault's own event."""
+        machines = [str(m) for m in batch[ENTITY]]
+        if self.s.trace_machine not in machines:
+            return False
+        i = machines.index(self.s.trace_machine)
+        return i < len(answer.alarm_event) and answer.alarm_event[i] == "inactive"
 
     def inject_stale_fault(self) -> None:
         """A real fault while the model is stale: the alarm must still come (docs/demo.md)."""

@@ -123,8 +123,8 @@ def test_usage_per_caller_matches_what_was_sent(quick_run: DemoResult) -> None:
 
 @pytest.mark.slow
 def test_a_fault_during_the_stale_period_is_still_reported(quick_run: DemoResult) -> None:
-    """While the model is stale its threshold verdicts raise no alarm event, but the fault
-    injected then raises one; the report says so."""
+    """While the model is stale its threshold verdicts raise no alarm storm, and the fault
+    injected then raises its own alarm event; the report says so."""
     rec = quick_run.record
     periods = stale_periods(rec.requests)
     assert periods, "the model was never stale"
@@ -136,13 +136,20 @@ def test_a_fault_during_the_stale_period_is_still_reported(quick_run: DemoResult
     assert outcome.detected_t is not None, "the injected fault raised no alarm event"
     assert quick_run.report is not None
     assert "injected tool breakage" in quick_run.report.read_text()
-    # No alarm event from the stale model but the injected fault's.
+    # Every other alarm event the stale model's answers started is one of the drift-robust
+    # verdict's: on a labelled fault of the live traffic, or a false one within the issue's
+    # false-alarm budget (1 per machine-day of readings; the plant sends a day of a machine's
+    # readings every 144 requests, so the stale period holds several machine-days).
     others = [
         (t, machine, labelled)
         for t, machine, labelled in stale_model_events(rec.requests, periods)
         if not (machine == fault.machine_id and fault.start_t <= t <= fault.end_t)
     ]
-    assert others == [], others
+    interval = DemoSettings().interval_seconds
+    stale_rows = sum(r.rows for r in rec.requests if r.ok and r.model_state == "stale")
+    machine_days = stale_rows * interval / 86400
+    false_events = [(t, machine) for t, machine, labelled in others if not labelled]
+    assert len(false_events) <= machine_days, (false_events, machine_days)
 
 
 def test_report_written_even_when_the_loop_did_not_close(quick_run: DemoResult) -> None:
