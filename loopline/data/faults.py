@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from loopline.data.schema import CORE_SENSORS, FAULT_TYPES, SENSORS
+from loopline.data.schema import CORE_SENSORS, ENTITY, FAULT_TYPE, FAULT_TYPES, IS_FAULT, SENSORS
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from loopline.data.generator import GeneratorConfig
 
 LABELLED_FAULTS: tuple[str, ...] = tuple(f for f in FAULT_TYPES if f != "none")
@@ -196,3 +198,29 @@ def sensor_faults(tl: Timeline, x: np.ndarray, rng: np.random.Generator) -> None
                         detail=detail,
                     )
                 )
+
+
+def inject_fault(
+    frame: pd.DataFrame, machine_id: str, kind: str, severity: float = 1.0
+) -> pd.Series:
+    """Apply a labelled fault at `severity` (1.0: full) to `machine_id`'s rows of `frame`, in
+    place, with the same effects on the same sensors as the generator's, and label them
+    (`fault_type`, `is_fault`). Returns the mask of the rows it changed.
+
+    For readings that are already generated (a live stream): the generator places its own
+    faults at random, a scenario places this one where it wants it."""
+    if kind not in _FAULT_EFFECTS:
+        raise ValueError(f"fault kind {kind!r}: use one of {sorted(_FAULT_EFFECTS)}")
+    rows = frame[ENTITY].astype(str) == machine_id
+    for sensor, (how, amount) in _FAULT_EFFECTS[kind].items():
+        if sensor not in frame.columns:
+            continue
+        if how == "mul":
+            frame.loc[rows, sensor] = frame.loc[rows, sensor] * (1.0 + (amount - 1.0) * severity)
+        else:
+            frame.loc[rows, sensor] = frame.loc[rows, sensor] + amount * severity
+    if FAULT_TYPE in frame.columns:
+        frame.loc[rows, FAULT_TYPE] = kind
+    if IS_FAULT in frame.columns:
+        frame.loc[rows, IS_FAULT] = 1
+    return rows

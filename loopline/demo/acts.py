@@ -6,16 +6,31 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from loopline.data.schema import CORE_SENSORS, SENSORS
+import pandas as pd
+
+from loopline.data.schema import CORE_SENSORS, ENTITY, SENSORS
+from loopline.demo.clients import AsyncRestClient
 from loopline.demo.comparison import record_versions, score_versions
 from loopline.demo.errors import ModelFailed
+from loopline.demo.historian import CALLER as HISTORIAN
+from loopline.demo.historian import Historian
 from loopline.demo.record import DemoRecord
 from loopline.demo.stack import DemoStack
-from loopline.demo.traffic import GrpcClient, InferClient, Plant, PlantStream, RestClient
+from loopline.demo.traffic import (
+    Answer,
+    GrpcClient,
+    InferClient,
+    Plant,
+    PlantStream,
+    RestClient,
+)
+from loopline.demo.usage import read_usage
 from loopline.types.common import registered_model_name
 from loopline.wait import wait_for
 
 LANDING_INTERVAL = 2.0  # seconds between writes of the plant's readings to the offline store
+# The line's gateway names itself per protocol (`Loopline-Caller`), the historian as such.
+GATEWAY_CALLER = "gateway"
 
 
 def loop_failure(rec: DemoRecord, waiting_for: str) -> str | None:
@@ -74,10 +89,11 @@ class DemoActs(DemoStack):
         grpc_target = self.record.endpoints["GRPC"].removeprefix("grpc://")
         clients: list[InferClient] = []
         for protocol in self.s.protocols:
+            caller = f"{GATEWAY_CALLER}-{protocol}"
             if protocol == "rest":
-                clients.append(RestClient(rest, self.s.model, SENSORS))
+                clients.append(RestClient(rest, self.s.model, SENSORS, caller=caller))
             elif protocol == "grpc":
-                clients.append(GrpcClient(grpc_target, self.s.model, SENSORS))
+                clients.append(GrpcClient(grpc_target, self.s.model, SENSORS, caller=caller))
             else:
                 raise ValueError(f"protocols: unknown protocol {protocol!r}; use rest or grpc")
         return clients
@@ -91,6 +107,26 @@ class DemoActs(DemoStack):
             clock=lambda: datetime.now(UTC),
         )
         landing = self.landing
+        self.start_prometheus()
+        historian = None
+        if self.s.historian_burst > 0:
+            client = AsyncRestClient(
+                self.record.endpoints["REST"], self.s.model, SENSORS, caller=HISTORIAN
+            )
+            historian = self.historian = Historian(
+                client,
+                self.record,
+                burst=self.s.historian_burst,
+                every_s=self.s.historian_every_seconds,
+            )
+
+        def on_answer(batch: pd.DataFrame, answer: Answer) -> None:
+            landing.add(batch)
+            if historian is not None:
+                historian.feed(batch)
+            if answer.state == "stale" and self._quiet(batch, answer):
+                self._stale_seen.set()
+
         self.plant = Plant(
             self.stream,
             self._clients(),
@@ -98,7 +134,7 @@ class DemoActs(DemoStack):
             rate=self.s.rate,
             trace_machine=self.s.trace_machine,
             trace_features=list(CORE_SENSORS),
-            on_answer=lambda batch, _answer: landing.add(batch),
+            on_answer=on_answer,
         ).start()
         self.record.set_segment("baseline")
         self.stream.set_segment("baseline")
@@ -108,6 +144,16 @@ class DemoActs(DemoStack):
             f"{self.s.machines} machines per request",
             command=f"curl -s {self.record.endpoints['REST']}/v2/models/{self.s.model}",
         )
+        if historian is not None:
+            historian.start()
+            rest = self.record.endpoints["REST"]
+            self.record.step(
+                "Historian sending bursts (asynchronous inference)",
+                detail=f"{self.s.historian_burst} queued requests every "
+                f"{self.s.historian_every_seconds:g} s, caller {HISTORIAN}",
+                command=f"curl -si -X POST {rest}/v2/models/{self.s.model}/infer/async "
+                "-H 'Loopline-Caller: historian' -d @request.json",
+            )
 
     def _run_for(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -116,11 +162,39 @@ class DemoActs(DemoStack):
             time.sleep(0.5)
 
     def _tick(self) -> None:
-        """Periodic work while traffic flows: land new rows for later training runs."""
+        """Periodic work while traffic flows: land new rows for later training runs, and
+        inject the fault once the model answers stale."""
         now = time.monotonic()
         if self.landing is not None and not self._landing_stop and now >= self._next_landing:
             self.landing.land()
             self._next_landing = now + LANDING_INTERVAL
+        if self._stale_seen.is_set() and not self._fault_injected:
+            self.inject_stale_fault()
+
+    def _quiet(self, batch: pd.DataFrame, answer: Answer) -> bool:
+        """Whether the trace machine's alarm is inactive in this answer. The stale model's
+        threshold alarms every machine between the recipe change and the monitor's verdict,
+        and an alarm still active from then would swallow the injected fault's own event."""
+        machines = [str(m) for m in batch[ENTITY]]
+        if self.s.trace_machine not in machines:
+            return False
+        i = machines.index(self.s.trace_machine)
+        return i < len(answer.alarm_event) and answer.alarm_event[i] == "inactive"
+
+    def inject_stale_fault(self) -> None:
+        """A real fault while the model is stale: the alarm must still come (docs/demo.md)."""
+        self._fault_injected = True
+        if self.stream is None or not self.s.stale_fault:
+            return
+        machine = self.s.trace_machine
+        self.stream.inject_fault(machine, self.s.stale_fault, self.s.stale_fault_readings)
+        self.record.mark("fault-injected", f"{self.s.stale_fault} on {machine}")
+        self.record.step(
+            "Fault injected while the model is stale",
+            detail=f"{self.s.stale_fault.replace('_', ' ')} on {machine} for "
+            f"{self.s.stale_fault_readings} readings; its alarm event must still come",
+            command=f"curl -s {self._metrics_url()} | grep loopline_alarm_events_total",
+        )
 
     def act_recipe_change(self) -> None:
         assert self.stream is not None
@@ -225,6 +299,27 @@ class DemoActs(DemoStack):
         rec.mark("sensor-restored", self.s.dead_sensor)
         rec.set_segment("sensor-restored")
         self._run_for(min(3.0, self.s.dead_sensor_seconds))
+
+    def read_usage(self) -> None:
+        """The usage table per version and caller from Prometheus (`loopline usage`'s
+        source), read after the last request; before the model server stops."""
+        if not self.prometheus_url:
+            return
+        from loopline.monitoring.prometheus_http import PrometheusError
+
+        start = self.record.started_at.timestamp()
+        try:
+            rows = read_usage(self.prometheus_url, self.s.model, self.s.namespace, start)
+        except (PrometheusError, ValueError) as exc:
+            self.record.note(f"usage per caller not measured: {exc}")
+            return
+        self.record.set_usage(rows)
+        self.record.step(
+            "Usage per caller read from Prometheus",
+            detail=", ".join(f"{r.caller} v{r.version}: {r.requests:.0f}" for r in rows),
+            command=f"loopline usage --prometheus-url {self.prometheus_url} "
+            f"--model {self.s.namespace}/{self.s.model} --since 1h",
+        )
 
     def read_history(self) -> None:
         """The Model's history ledger into the record, for the report's history section: read

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from loopline.demo.record import RequestSample
+from loopline.demo.record import InjectedFault, RequestSample
 
 STALE = "stale"
 ACTIVE = "active"
@@ -167,3 +167,66 @@ def stale_sentence(period: StalePeriod, started_at: datetime) -> str:
     until = clock(started_at, period.end_t)
     successor = f", then version {period.successor}" if period.successor else ""
     return f"model was stale {since}-{until} UTC (version {versions}{successor}): {counts}"
+
+
+class FaultOutcome(BaseModel):
+    """What the answers said about a fault the scenario injected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fault: InjectedFault
+    during_stale: bool  # its first reading fell inside a stale period
+    detected_t: float | None = None  # the first alarm event on its machine while it ran
+    detected_state: str = ""  # the model state of the answer that started that event
+
+
+def fault_outcome(
+    requests: Sequence[RequestSample],
+    fault: InjectedFault,
+    periods: Sequence[StalePeriod],
+) -> FaultOutcome:
+    """Whether an alarm event started on the faulty machine while its fault ran (its last
+    reading included: workers may read answers out of order)."""
+    end = fault.end_t if fault.end_t is not None else float("inf")
+    detected: RequestSample | None = None
+    for r in sorted((r for r in requests if r.ok), key=lambda r: r.t):
+        if r.t < fault.start_t or r.t > end:
+            continue
+        if fault.machine_id in r.fault_alarm_starts and detected is None:
+            detected = r
+    return FaultOutcome(
+        fault=fault,
+        during_stale=in_period(fault.start_t, periods),
+        detected_t=None if detected is None else detected.t,
+        detected_state=detected.model_state if detected is not None else "",
+    )
+
+
+def stale_model_events(
+    requests: Sequence[RequestSample], periods: Sequence[StalePeriod]
+) -> list[tuple[float, str, bool]]:
+    """Alarm events started by a stale model's answers inside the stale periods: (time,
+    machine, whether its starting row is a labelled fault)."""
+    out = []
+    for r in requests:
+        if not r.ok or r.model_state != STALE or not in_period(r.t, periods):
+            continue
+        for machine in r.alarm_starts:
+            out.append((r.t, machine, machine in r.fault_alarm_starts))
+    return sorted(out)
+
+
+def fault_sentence(outcome: FaultOutcome, started_at: datetime) -> str:
+    f = outcome.fault
+    where = "during the stale period" if outcome.during_stale else "outside any stale period"
+    text = (
+        f"injected {f.kind.replace('_', ' ')} on {f.machine_id} at "
+        f"{clock(started_at, f.start_t)} UTC ({f.readings} readings, {where}): "
+    )
+    if outcome.detected_t is None:
+        return text + ("no alarm event yet" if f.end_t is None else "no alarm event")
+    state = f", model {outcome.detected_state}" if outcome.detected_state else ""
+    delay = outcome.detected_t - f.start_t
+    return text + (
+        f"alarm event at {clock(started_at, outcome.detected_t)} UTC ({delay:.1f} s later{state})"
+    )

@@ -22,6 +22,9 @@ from mlserver.grpc import dataplane_pb2_grpc as pb_grpc
 from loopline.data.schema import ENTITY
 
 MACHINE_ID_INPUT = "machine_id"
+# Who calls: the model servers count usage per caller from this header (gRPC metadata in
+# lowercase), docs/serving.md.
+CALLER_HEADER = "Loopline-Caller"
 
 
 # -- encoding and decoding (pure) -------------------------------------------------------------
@@ -203,6 +206,7 @@ class InferError(Exception):
 
 class InferClient(Protocol):
     protocol: str
+    caller: str
 
     def infer(self, frame: pd.DataFrame) -> Answer: ...
 
@@ -215,18 +219,26 @@ class RestClient:
     protocol = "rest"
 
     def __init__(
-        self, base_url: str, model_name: str, features: Sequence[str], timeout: float = 10.0
+        self,
+        base_url: str,
+        model_name: str,
+        features: Sequence[str],
+        timeout: float = 10.0,
+        *,
+        caller: str = "",
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/v2/models/{model_name}/infer"
         self.features = list(features)
+        self.caller = caller
+        self._headers = {"content-type": "application/json"}
+        if caller:
+            self._headers[CALLER_HEADER] = caller
         self._http = httpx.Client(timeout=timeout)
 
     def infer(self, frame: pd.DataFrame) -> Answer:
         body = json.dumps(rest_payload(frame, self.features), allow_nan=False)
         try:
-            response = self._http.post(
-                self.url, content=body, headers={"content-type": "application/json"}
-            )
+            response = self._http.post(self.url, content=body, headers=self._headers)
         except httpx.HTTPError as exc:
             raise InferError("unreachable", str(exc)) from exc
         if response.status_code != 200:
@@ -244,18 +256,26 @@ class GrpcClient:
     protocol = "grpc"
 
     def __init__(
-        self, target: str, model_name: str, features: Sequence[str], timeout: float = 10.0
+        self,
+        target: str,
+        model_name: str,
+        features: Sequence[str],
+        timeout: float = 10.0,
+        *,
+        caller: str = "",
     ) -> None:
         self.model_name = model_name
         self.features = list(features)
         self.timeout = timeout
+        self.caller = caller
+        self._metadata = ((CALLER_HEADER.lower(), caller),) if caller else None
         self._channel = grpc.insecure_channel(target)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
 
     def infer(self, frame: pd.DataFrame) -> Answer:
         request = grpc_request(frame, self.features, self.model_name)
         try:
-            reply = self._stub.ModelInfer(request, timeout=self.timeout)
+            reply = self._stub.ModelInfer(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             details = exc.details() if hasattr(exc, "details") else str(exc)
@@ -264,3 +284,56 @@ class GrpcClient:
 
     def close(self) -> None:
         self._channel.close()
+
+
+class AsyncRestClient:
+    """V2 asynchronous inference over REST (docs/serving.md): `submit` queues a request under
+    its own id (`202 Accepted`), `poll` fetches its answer once a worker has scored it."""
+
+    protocol = "async"
+
+    def __init__(
+        self,
+        base_url: str,
+        model_name: str,
+        features: Sequence[str],
+        timeout: float = 10.0,
+        *,
+        caller: str = "",
+    ) -> None:
+        self.base = f"{base_url.rstrip('/')}/v2/models/{model_name}/infer/async"
+        self.features = list(features)
+        self.caller = caller
+        self._headers = {"content-type": "application/json"}
+        if caller:
+            self._headers[CALLER_HEADER] = caller
+        self._http = httpx.Client(timeout=timeout)
+
+    def submit(self, frame: pd.DataFrame, request_id: str) -> str:
+        """Queue one request; returns the id the server accepted it under."""
+        body = dict(rest_payload(frame, self.features), id=request_id)
+        try:
+            response = self._http.post(
+                self.base, content=json.dumps(body, allow_nan=False), headers=self._headers
+            )
+        except httpx.HTTPError as exc:
+            raise InferError("unreachable", str(exc)) from exc
+        if response.status_code != 202:
+            raise InferError(str(response.status_code), response.text[:300])
+        return str(response.json().get("id", request_id))
+
+    def poll(self, request_id: str) -> Answer | None:
+        """The answer, None while it is pending; `InferError` for a refused or lost one."""
+        try:
+            response = self._http.get(f"{self.base}/{request_id}")
+        except httpx.HTTPError as exc:
+            raise InferError("unreachable", str(exc)) from exc
+        if response.status_code == 202:
+            return None
+        if response.status_code != 200:
+            raise InferError(str(response.status_code), response.text[:300])
+        doc = response.json()
+        return Answer.from_outputs({o["name"]: _flat(o["data"]) for o in doc.get("outputs", [])})
+
+    def close(self) -> None:
+        self._http.close()

@@ -18,7 +18,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from loopline.demo.alarms import clock, stale_periods, stale_sentence
+from loopline.demo.alarms import (
+    clock,
+    fault_outcome,
+    fault_sentence,
+    stale_periods,
+    stale_sentence,
+)
+from loopline.demo.callers import caller_stats
 from loopline.demo.record import DemoRecord, Step, TrafficStats, recent
 
 STEPS_SHOWN = 8
@@ -94,6 +101,10 @@ def _alarm_panel(rec: DemoRecord) -> Panel:
         lines += [Text(stale_sentence(p, rec.started_at), style="dim") for p in periods]
     else:
         lines.append(Text("model state: not reported by the server", style="dim"))
+    for fault in rec.injected_faults:
+        outcome = fault_outcome(rec.requests, fault, periods)
+        style = "bold red" if outcome.detected_t is not None else "magenta"
+        lines.append(Text(fault_sentence(outcome, rec.started_at), style=style))
     events = [(r.t, m) for r in rec.requests if r.ok for m in r.alarm_starts]
     if events:
         for t, machine in recent(events, ALARMS_SHOWN):
@@ -122,6 +133,32 @@ def _traffic_panel(stats: TrafficStats, held_back: int = 0) -> Panel:
     grid.add_row("Fallback rate", _fmt(fallback, ".1f", " %"))
     grid.add_row("Errors", str(stats.errors))
     return Panel(grid, title="Traffic (last 10 s)", border_style="cyan")
+
+
+def _callers_panel(rec: DemoRecord, now: float, window_s: float = 10.0) -> Panel:
+    """Who sends what: the line's gateway (sync, per protocol) and the historian (async:
+    queued, answered later), over the last window; the historian's waiting count is now."""
+    table = Table(show_header=True, header_style="bold", box=None, padding=(0, 1))
+    for name in ("caller", "path", "req/s", "rows/s", "errors", "waiting", "p50"):
+        table.add_column(name, justify="left" if name in ("caller", "path") else "right")
+    recent_stats = caller_stats(rec.requests, rec.async_requests, since=now - window_s, until=now)
+    waiting = {
+        s.caller: s.waiting for s in caller_stats([], rec.async_requests) if s.protocol == "async"
+    }
+    for s in recent_stats:
+        path = "async (queued)" if s.protocol == "async" else s.protocol
+        table.add_row(
+            s.caller,
+            path,
+            f"{s.requests / window_s:.1f}",
+            f"{s.rows / window_s:.0f}",
+            str(s.errors),
+            str(waiting.get(s.caller, 0)) if s.protocol == "async" else "-",
+            _fmt(s.p50_ms, ".0f", " ms"),
+        )
+    if not recent_stats:
+        table.add_row("-", "-", "-", "-", "-", "-", "-")
+    return Panel(table, title="Callers (last 10 s)", border_style="cyan")
 
 
 def _bar(p: float, width: int = 16) -> Text:
@@ -170,7 +207,13 @@ def render(record: DemoRecord, *, now: float | None = None) -> RenderableType:
     side.add_column(ratio=1)
     held_back = sum(r.stale_anomalies for r in record.requests if r.ok and at - 10.0 <= r.t <= at)
     side.add_row(_traffic_panel(stats, held_back), _drift_panel(record))
-    return Group(_model_panel(record, at), side, _alarm_panel(record), _steps_panel(record))
+    return Group(
+        _model_panel(record, at),
+        side,
+        _callers_panel(record, at),
+        _alarm_panel(record),
+        _steps_panel(record),
+    )
 
 
 def step_line(step: Step) -> str:

@@ -53,6 +53,53 @@ class RequestSample(_Item):
     alarm_starts: list[str] = Field(default_factory=list)  # machines whose alarm event started
     # of those, the ones whose starting row the generator labelled a fault (ground truth)
     fault_alarm_starts: list[str] = Field(default_factory=list)
+    caller: str = ""  # the Loopline-Caller it sent ("" for none)
+
+
+class AsyncSample(_Item):
+    """One request a producer queued for asynchronous inference, and its answer."""
+
+    t: float  # when it was accepted
+    id: str
+    caller: str
+    rows: int
+    ok: bool = False  # answered with a V2 response
+    answered_t: float | None = None  # when the answer was first fetched
+    status: str = "pending"  # "pending", "ok", or the status and message of a failure
+    segment: str = ""
+    model_version: str = ""
+    fallback_rows: int = 0
+    polls: int = 0  # GETs until the answer (a pending answer costs one each)
+
+    @property
+    def latency_s(self) -> float | None:
+        return None if self.answered_t is None else self.answered_t - self.t
+
+
+class UsageEntry(_Item):
+    """One line of the model servers' usage table (`loopline usage`), as Prometheus read it."""
+
+    version: str
+    caller: str
+    requests: float
+    errors: float
+    rows: float
+    fallback_rows: float
+    p50_s: float | None = None
+    p95_s: float | None = None
+    p99_s: float | None = None
+    retired: bool | None = None
+
+
+class InjectedFault(_Item):
+    """A labelled fault the scenario injected into the live traffic on purpose."""
+
+    kind: str
+    machine_id: str
+    start_t: float  # when its first reading was taken
+    end_t: float | None = None  # when its last was; None while it runs
+    readings: int = 0
+    segment: str = ""
 
 
 class TracePoint(_Item):
@@ -154,6 +201,10 @@ class DemoRecord(BaseModel):
     endpoints: dict[str, str] = Field(default_factory=dict)
     segment: str = ""
     requests: list[RequestSample] = Field(default_factory=list)
+    async_requests: list[AsyncSample] = Field(default_factory=list)
+    # the model servers' usage per version and caller over the run (None: not read)
+    usage: list[UsageEntry] | None = None
+    injected_faults: list[InjectedFault] = Field(default_factory=list)
     trace: list[TracePoint] = Field(default_factory=list)
     drift: list[DriftSample] = Field(default_factory=list)
     transitions: list[ConditionChange] = Field(default_factory=list)
@@ -212,6 +263,38 @@ class DemoRecord(BaseModel):
             self.requests.append(sample)
             if len(self.requests) > MAX_REQUESTS:
                 del self.requests[: len(self.requests) - MAX_REQUESTS]
+
+    def add_async(self, sample: AsyncSample) -> None:
+        with self._lock:
+            self.async_requests.append(sample)
+            if len(self.async_requests) > MAX_REQUESTS:
+                del self.async_requests[: len(self.async_requests) - MAX_REQUESTS]
+
+    def answer_async(self, sample: AsyncSample, **fields: Any) -> AsyncSample:
+        """A queued request with its answer filled in, in place of `sample` (items are
+        replaced, never mutated: snapshots share them)."""
+        with self._lock:
+            updated = sample.model_copy(update=fields)
+            for i in range(len(self.async_requests) - 1, -1, -1):
+                if self.async_requests[i] is sample:
+                    self.async_requests[i] = updated
+                    break
+            return updated
+
+    def set_usage(self, entries: Iterable[UsageEntry]) -> None:
+        with self._lock:
+            self.usage = list(entries)
+
+    def add_injected_fault(
+        self, fault: InjectedFault, *, replaces: InjectedFault | None = None
+    ) -> None:
+        """Record an injected fault, or its progress in place of what was known of it."""
+        with self._lock:
+            for i, known in enumerate(self.injected_faults):
+                if known is replaces:
+                    self.injected_faults[i] = fault
+                    return
+            self.injected_faults.append(fault)
 
     def add_trace(self, points: Iterable[TracePoint]) -> None:
         with self._lock:

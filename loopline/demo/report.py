@@ -24,6 +24,7 @@ from loopline.demo.alarms import stale_periods
 from loopline.demo.record import DemoRecord, Marker, segment_stats
 from loopline.demo.report_alarms import alarms_html, plot_alarms, shade_stale
 from loopline.demo.report_history import history_html
+from loopline.demo.report_usage import usage_html
 
 REPORT_NAME = "report.html"
 RECORD_NAME = "record.json"
@@ -403,6 +404,7 @@ was measured in this run (<a href="{RECORD_NAME}">{RECORD_NAME}</a> holds the ra
 {f"<h2>What did not happen</h2><ul>{notes}</ul>" if notes else ""}
 {_summary_html(rec)}
 {alarms_html(rec)}
+{usage_html(rec)}
 {"".join(sections)}
 {history_html(rec)}
 <h2>Steps</h2>

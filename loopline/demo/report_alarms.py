@@ -25,10 +25,13 @@ from loopline.demo.alarms import (
     StalePeriod,
     alarm_events_by_machine,
     clock,
+    fault_outcome,
+    fault_sentence,
+    stale_model_events,
     stale_periods,
     stale_sentence,
 )
-from loopline.demo.record import DemoRecord
+from loopline.demo.record import DemoRecord, RequestSample
 
 STALE_COLOUR = "gold"
 BINS = 60
@@ -118,6 +121,40 @@ def _promoted_after(rec: DemoRecord, period: StalePeriod) -> float | None:
     return min(times, default=None)
 
 
+def _fault_html(
+    rec: DemoRecord, ok: Sequence[RequestSample], periods: Sequence[StalePeriod]
+) -> str:
+    """The fault injected while the model was stale, and every alarm event the stale model's
+    answers started in a stale period: the injected fault's and, if any, false ones."""
+    parts = []
+    for fault in rec.injected_faults:
+        outcome = fault_outcome(ok, fault, periods)
+        parts.append(f"<p><b>{html.escape(fault_sentence(outcome, rec.started_at))}</b>.</p>")
+    events = stale_model_events(ok, periods)
+    if not periods:
+        return "\n".join(parts)
+    if not events:
+        parts.append("<p>The stale model's answers started no alarm event.</p>")
+        return "\n".join(parts)
+    faulty = {f.machine_id for f in rec.injected_faults}
+    rows = []
+    for t, machine, labelled in events:
+        injected = any(
+            f.machine_id == machine and f.start_t <= t and (f.end_t is None or t <= f.end_t)
+            for f in rec.injected_faults
+        )
+        why = (
+            "the injected fault" if injected else "a labelled fault" if labelled else "none (false)"
+        )
+        rows.append([f"{t:.1f} ({clock(rec.started_at, t)})", machine, why])
+    parts.append(
+        f"<p>Alarm events the stale model's answers started ({len(events)}; machines with an "
+        f"injected fault: {html.escape(', '.join(sorted(faulty)) or '-')}):</p>"
+    )
+    parts.append(_table(["t (s)", "machine", "fault behind it"], rows))
+    return "\n".join(parts)
+
+
 def alarms_html(rec: DemoRecord) -> str:
     """The stale periods and alarm events per machine, or why they were not measured."""
     ok = [r for r in rec.requests if r.ok]
@@ -169,6 +206,7 @@ def alarms_html(rec: DemoRecord) -> str:
                 rows,
             )
         )
+    parts.append(_fault_html(rec, ok, periods))
     by_machine = alarm_events_by_machine(ok, periods)
     if by_machine:
         parts.append("<h3>Alarm events per machine</h3>")

@@ -122,6 +122,9 @@ class Demo(DemoActs):
         """Stop traffic and watching, write the report, then (unless keep) stop everything."""
         if self.plant is not None:
             self.plant.stop()
+        if self.historian is not None:
+            self.historian.stop()  # after fetching the answers still outstanding
+        self.read_usage()  # after the last answer, before the model server stops
         if self.watcher is not None:
             self.watcher.poll()
             self.watcher.stop()

@@ -85,6 +85,23 @@ class DemoSettings(BaseSettings):
         description="Seconds to wait from the recipe change to the new champion serving.",
     )
     trace_machine: str = Field(default="drill-01", description="Machine plotted in the report.")
+    historian_burst: int = Field(
+        default=20,
+        ge=0,
+        description="Requests the historian queues per burst (asynchronous inference); 0: "
+        "no historian.",
+    )
+    historian_every_seconds: float = Field(
+        default=5.0, gt=0, description="Seconds between the historian's bursts."
+    )
+    stale_fault: str = Field(
+        default="tool_breakage",
+        description="Labelled fault injected on the trace machine while the model is stale "
+        "(bearing_wear, tool_breakage, coolant_loss); empty: none.",
+    )
+    stale_fault_readings: int = Field(
+        default=12, ge=1, description="Readings the injected fault lasts."
+    )
 
     def resolved_state_dir(self) -> Path:
         return (self.state_dir or get_settings().state_dir / "demo").expanduser().absolute()

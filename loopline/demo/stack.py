@@ -13,6 +13,7 @@ import logging
 import shlex
 import shutil
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from loopline import kube, quiet, supervisor
 from loopline.data.generator import GeneratorConfig, Manifest, generate
 from loopline.data.schema import CORE_SENSORS, factory_schema
 from loopline.demo.errors import BrokenPiece
+from loopline.demo.historian import Historian
 from loopline.demo.landing import Landing
 from loopline.demo.live import LiveView
 from loopline.demo.manifests import EXAMPLES_DIR, demo_model, demo_pipeline, load_examples
@@ -36,7 +38,16 @@ from loopline.demo.watch import ModelWatcher
 from loopline.ports import free_port
 from loopline.supervisor import ProcessRecord, SupervisorError
 
-OWN_DIRS = ("cluster", "mlflow", "data", "feature_repo", "operator", "manifests", "monitor")
+OWN_DIRS = (
+    "cluster",
+    "mlflow",
+    "data",
+    "feature_repo",
+    "operator",
+    "manifests",
+    "monitor",
+    "prometheus",
+)
 
 
 class DemoStack:
@@ -78,6 +89,10 @@ class DemoStack:
         self._next_landing = 0.0
         self._mlflow: ProcessRecord | None = None
         self._mlflow_url = ""
+        self.historian: Historian | None = None
+        self.prometheus_url = ""
+        self._fault_injected = False
+        self._stale_seen = threading.Event()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -108,6 +123,10 @@ class DemoStack:
             "LOOPLINE_OPERATOR_RECONCILE_INTERVAL": "2",
             "PYTHONUNBUFFERED": "1",
         }
+        if self.s.historian_burst > 0:
+            # Local mode's Redis for asynchronous inference (docs/serving.md): the model
+            # servers the operator starts answer the historian's queued requests.
+            env["LOOPLINE_ASYNC_LOCAL"] = "true"
         if self.kubeconfig is not None:
             env["KUBECONFIG"] = str(self.kubeconfig)
             env["LOOPLINE_OPERATOR_KUBECONFIG"] = str(self.kubeconfig)
@@ -293,3 +312,57 @@ class DemoStack:
             command=self.kubectl_model("-w"),
         )
         self.watcher = ModelWatcher(self.api, self.s.namespace, self.s.model, self.record).start()
+
+    def start_prometheus(self) -> None:
+        """A Prometheus scraping the model server and the drift monitor every second: the
+        source of the report's usage table, as of `loopline usage`. Without the binary or the
+        endpoints the table is not measured, and the notes say why."""
+        from loopline.demo.usage import (
+            local_metrics_url,
+            prometheus_argv,
+            prometheus_binary,
+            write_config,
+        )
+
+        binary = prometheus_binary()
+        if binary is None:
+            self.record.note(
+                "usage per caller not measured: prometheus is not installed "
+                "(scripts/install-system-deps.sh installs it)"
+            )
+            return
+        if not self.record.endpoints.get("Metrics"):
+            serving_root = self.state_dir / "operator" / "serving"
+            url = local_metrics_url(serving_root, self.s.namespace, self.s.model)
+            if url:
+                with self.record._lock:
+                    self.record.endpoints["Metrics"] = url
+        if not self.record.endpoints.get("Metrics"):
+            self.record.note("usage per caller not measured: the Model shows no metrics endpoint")
+            return
+        folder = self.state_dir / "prometheus"
+        write_config(folder, self.record.endpoints)
+        port = free_port()
+        record = self.processes.start(
+            "prometheus", prometheus_argv(binary, folder, port), stop_timeout=10.0
+        )
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{url}/-/ready", timeout=2, trust_env=False).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            supervisor.wait_until(record, ready, timeout=60.0, what="ready")
+        except SupervisorError as exc:
+            self.record.note(f"usage per caller not measured: Prometheus did not start: {exc}")
+            return
+        self.prometheus_url = url
+        self.record.links["Prometheus"] = url
+        self.record.step(
+            "Prometheus scraping the model server",
+            detail=f"{url}, every second",
+            command=f"loopline usage --prometheus-url {url} --model {self.s.namespace}/{self.s.model} --since 1h",
+        )

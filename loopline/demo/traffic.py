@@ -16,11 +16,13 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
+from loopline.data.faults import inject_fault
 from loopline.data.generator import Manifest, live_traffic
 from loopline.data.schema import ENTITY, IS_FAULT, TIMESTAMP
 from loopline.demo.alarms import ACTIVE, AlarmTracker
@@ -34,7 +36,7 @@ from loopline.demo.clients import (
     grpc_request,
     rest_payload,
 )
-from loopline.demo.record import DemoRecord, RequestSample, TracePoint
+from loopline.demo.record import DemoRecord, InjectedFault, RequestSample, TracePoint
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,15 @@ __all__ = [
 ]
 
 # -- the stream of live rows ------------------------------------------------------------------
+
+
+@dataclass
+class _Injection:
+    machine: str
+    kind: str
+    readings: int
+    number: int  # the how-manieth injection of the stream
+    done: int = 0
 
 
 def kill_sensor(frame: pd.DataFrame, sensor: str, machines: Sequence[str] | None = None) -> None:
@@ -96,6 +107,8 @@ class PlantStream:
         self._next_start: datetime = history.end
         self._pending_recipe: float | None = None
         self._dead: dict[str, list[str] | None] = {}
+        self._fault: _Injection | None = None
+        self._injections = 0
         self.recipe_changes: list[tuple[datetime, float]] = []
         self.rows_sent = 0
         self.segment = ""
@@ -129,6 +142,19 @@ class PlantStream:
             self._next_start = batch[TIMESTAMP].iloc[0].to_pydatetime() + interval
             for sensor, machines in self._dead.items():
                 kill_sensor(batch, sensor, machines)
+            if self._fault is not None:
+                fault = self._fault
+                if inject_fault(batch, fault.machine, fault.kind).any():
+                    fault.done += 1
+                    batch.attrs["injected"] = (
+                        fault.number,
+                        fault.machine,
+                        fault.kind,
+                        fault.done,
+                        fault.readings,
+                    )
+                if fault.done >= fault.readings:
+                    self._fault = None
             if self._clock is not None:
                 stamp = pd.Timestamp(self._stamp()).as_unit("ns")
                 batch[TIMESTAMP] = pd.DatetimeIndex([stamp] * len(batch)).as_unit("ns")
@@ -161,6 +187,20 @@ class PlantStream:
             self._pending_recipe = shift
             self.segment = self.segment if segment is None else segment
             return self._next_start
+
+    def inject_fault(self, machine: str, kind: str, readings: int) -> None:
+        """From the next batch on, `machine`'s next `readings` rows carry a labelled fault of
+        `kind` at full severity (the generator's effects, `loopline.data.faults`)."""
+        if readings < 1:
+            raise ValueError(f"readings must be >= 1, got {readings}")
+        with self._lock:
+            self._injections += 1
+            self._fault = _Injection(machine, kind, readings, number=self._injections)
+
+    @property
+    def injecting(self) -> bool:
+        with self._lock:
+            return self._fault is not None
 
     def kill_sensor(
         self,
@@ -214,6 +254,9 @@ class Plant:
         self.trace_features = list(trace_features)
         self.on_answer = on_answer
         self.alarms = AlarmTracker()
+        self._faults: dict[int, InjectedFault] = {}
+        self._fault_last: dict[int, float] = {}  # the latest reading of each fault
+        self._faults_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -280,8 +323,10 @@ class Plant:
                     ok=False,
                     status=f"{exc.status}: {exc}"[:200],
                     segment=segment,
+                    caller=client.caller,
                 )
             )
+            self._injected(t, batch)
             return None
         latency = time.perf_counter() - start
         machines = [str(m) for m in batch[ENTITY]]
@@ -307,12 +352,35 @@ class Plant:
                 alarm_rows=sum(1 for a in answer.alarm_event if a == ACTIVE),
                 alarm_starts=started,
                 fault_alarm_starts=[m for m in started if m in faulty],
+                caller=client.caller,
             )
         )
+        self._injected(t, batch)
         rec.add_trace(self._trace(t, batch, answer))
         if self.on_answer is not None:
             self.on_answer(batch, answer)
         return answer
+
+    def _injected(self, t: float, batch: pd.DataFrame) -> None:
+        """Record the progress of a fault the stream injected into this batch."""
+        injected = batch.attrs.get("injected")
+        if not injected:
+            return
+        number, machine, kind, _done, total = injected
+        with self._faults_lock:  # the REST and gRPC workers may answer out of order
+            known = self._faults.get(number)
+            readings = (known.readings if known else 0) + 1
+            last = self._fault_last[number] = max(t, self._fault_last.get(number, t))
+            fault = InjectedFault(
+                kind=kind,
+                machine_id=machine,
+                start_t=min(t, known.start_t) if known else t,
+                end_t=last if readings >= total else None,
+                readings=readings,
+                segment=known.segment if known else self.record.segment,
+            )
+            self._faults[number] = fault
+            self.record.add_injected_fault(fault, replaces=known)
 
     def _trace(self, t: float, batch: pd.DataFrame, answer: Answer) -> list[TracePoint]:
         points = []

@@ -16,10 +16,17 @@ import pytest
 from rich.console import Console
 
 from loopline.data.schema import ENTITY, IS_FAULT
-from loopline.demo.alarms import AlarmTracker, alarm_events_by_machine, clock, stale_periods
+from loopline.demo.alarms import (
+    AlarmTracker,
+    alarm_events_by_machine,
+    clock,
+    fault_outcome,
+    stale_model_events,
+    stale_periods,
+)
 from loopline.demo.clients import Answer, RestClient, grpc_outputs
 from loopline.demo.live import render
-from loopline.demo.record import DemoRecord, RequestSample, segment_stats
+from loopline.demo.record import DemoRecord, InjectedFault, RequestSample, segment_stats
 from loopline.demo.report import write_report
 from loopline.demo.traffic import Plant, PlantStream
 from loopline.serving.scoring import OutputColumn, ScoredBatch, output_columns
@@ -255,3 +262,43 @@ def test_report_without_model_state_says_so(tmp_path: Path) -> None:
     doc = write_report(record, tmp_path).read_text()
     assert "the model server sent no model_state" in doc
     assert not (tmp_path / "alarms.png").exists()
+
+
+def _with_fault(monkeypatch: pytest.MonkeyPatch) -> DemoRecord:
+    """The scripted run, with m3's labelled fault (steps 19-25) recorded as injected."""
+    record = _run(monkeypatch)
+    record.add_injected_fault(
+        InjectedFault(kind="tool_breakage", machine_id="m3", start_t=19.0, end_t=25.0, readings=7)
+    )
+    return record
+
+
+def test_the_injected_fault_is_found_in_the_stale_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    record = _with_fault(monkeypatch)
+    periods = stale_periods(record.requests)
+    outcome = fault_outcome(record.requests, record.injected_faults[0], periods)
+    assert outcome.during_stale
+    assert (outcome.detected_t, outcome.detected_state) == (20.0, "stale")
+    # m2's event (step 4) came before the stale period: only m3's is the stale model's
+    assert stale_model_events(record.requests, periods) == [(20.0, "m3", True)]
+
+    missed = InjectedFault(kind="bearing_wear", machine_id="m1", start_t=12.0, end_t=14.0)
+    assert fault_outcome(record.requests, missed, periods).detected_t is None
+    outside = InjectedFault(kind="bearing_wear", machine_id="m2", start_t=3.0, end_t=5.0)
+    assert not fault_outcome(record.requests, outside, periods).during_stale
+
+
+def test_live_view_and_report_show_the_injected_fault(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    record = _with_fault(monkeypatch)
+    at = clock(record.started_at, 19.0)
+    sentence = (
+        f"injected tool breakage on m3 at {at} UTC (7 readings, during the stale period): "
+        f"alarm event at {clock(record.started_at, 20.0)} UTC (1.0 s later, model stale)"
+    )
+    assert sentence in _text(record, 26.0)
+    record.ended_t = 40.0
+    doc = write_report(record, tmp_path).read_text()
+    assert sentence in doc
+    assert _cells(doc, f"20.0 ({clock(record.started_at, 20.0)})") == ["m3", "the injected fault"]

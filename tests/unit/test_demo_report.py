@@ -12,10 +12,12 @@ import pytest
 
 from loopline.demo.live import LiveView, render, step_line
 from loopline.demo.record import (
+    AsyncSample,
     Comparison,
     DemoRecord,
     RequestSample,
     TracePoint,
+    UsageEntry,
     VersionInfo,
     segment_stats,
 )
@@ -119,6 +121,41 @@ def _story() -> DemoRecord:
             )
             for t, v in ((25.0, "1"), (120.0, "2"))
         ],
+    )
+    for i in range(6):  # the historian's queued requests, one still waiting at the end
+        queued = AsyncSample(t=30.0 + 20 * i, id=f"h-{i}", caller="historian", rows=8)
+        rec.add_async(queued)
+        if i < 5:
+            rec.answer_async(
+                queued, ok=True, status="ok", answered_t=31.0 + 20 * i, model_version="1"
+            )
+    rec.set_usage(
+        [
+            UsageEntry(
+                version="1",
+                caller="gateway-rest",
+                requests=300,
+                errors=0,
+                rows=2400,
+                fallback_rows=0,
+                p50_s=0.002,
+                p95_s=0.004,
+                p99_s=0.006,
+                retired=True,
+            ),
+            UsageEntry(
+                version="1",
+                caller="historian",
+                requests=5,
+                errors=0,
+                rows=40,
+                fallback_rows=0,
+                p50_s=0.003,
+                p95_s=0.005,
+                p99_s=0.005,
+                retired=True,
+            ),
+        ]
     )
     rec.ended_t = 175.0
     return rec
@@ -224,7 +261,7 @@ def test_report_says_what_was_not_measured(tmp_path: Path) -> None:
     rec = DemoRecord()
     rec.note("the operator is not in the tree yet")
     doc = write_report(rec, tmp_path).read_text()
-    # six plots, the stale-model section, the history
-    assert doc.count("Not measured in this run") == 8
+    # six plots, the stale-model section, the usage table, the history
+    assert doc.count("Not measured in this run") == 9
     assert "the operator is not in the tree yet" in doc
     assert not list(tmp_path.glob("*.png"))

@@ -153,6 +153,7 @@ class _Refusing:
     """A client whose server answers 503, to see failures land in the record."""
 
     protocol = "rest"
+    caller = "gateway-rest"
 
     def infer(self, frame: pd.DataFrame) -> Answer:
         raise InferError("503", "model not ready")
@@ -172,5 +173,6 @@ def test_plant_records_failed_requests(history: Manifest) -> None:
     assert len(record.requests) >= 5
     assert all(not r.ok and r.status.startswith("503") for r in record.requests)
     assert record.requests[0].segment == "baseline"
+    assert record.requests[0].caller == "gateway-rest"
     with pytest.raises(ValueError, match="rate"):
         Plant(PlantStream(history), [_Refusing()], record, rate=0)
