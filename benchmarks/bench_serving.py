@@ -5,11 +5,15 @@ Same model (one registered bundle version in a throwaway MLflow), same rows, sam
 - `in_process`: `bundle.score(x)` called directly (no server): the model's own cost;
 - `echo_floor`: a bare ASGI app under uvicorn that returns the request body: the round trip
   of the same payload through any Python HTTP server here, the floor;
+- `grpc_echo_floor`: a bare grpc.aio server whose `ModelInfer` returns the request's bytes:
+  the same round trip through grpcio (client and server), the floor for the gRPC cases;
 - `stock_mlflow`: stock MLServer with the mlserver-mlflow runtime serving the same MLflow
   model (pandas codec + pyfunc predict);
 - `loopline_rest` / `loopline_rest_matrix` / `loopline_grpc`: Loopline's runtime in the lean
   server (the local default) over REST (one input per feature, the same payload the stock
-  path gets; and one [n, 12] tensor) and gRPC (one [n, 12] tensor in raw_input_contents);
+  path gets; and one [n, 12] tensor) and gRPC (one [n, 12] tensor in raw_input_contents)
+  from grpc.aio clients; `loopline_grpc_sync_client`: the same gRPC calls from grpcio's
+  blocking stub, one thread per client;
 - `loopline_mlserver_*`: the same runtime hosted by MLServer, as Seldon runs it.
 
 Both MLServers run with the same server settings (models in-process, no access log, no gzip).
@@ -43,11 +47,13 @@ from benchmarks.serving_harness import (
     Case,
     grpc_case,
     grpc_request,
+    grpc_sync_case,
     http_case,
     interleaved,
     matrix_body,
     per_feature_body,
     start_echo,
+    start_grpc_echo,
     start_stock,
     stop_server,
 )
@@ -287,6 +293,8 @@ def main() -> Path:
         with contextlib.ExitStack() as stack:
             echo, echo_port = start_echo(root / "echo.log")
             stack.callback(stop_server, echo)
+            grpc_echo, grpc_echo_target = start_grpc_echo(root / "grpc-echo.log")
+            stack.callback(stop_server, grpc_echo)
             stock, stock_port = start_stock(root / "stock", model_dir, registered.tracking_uri)
             stack.callback(stop_server, stock)
             # The runtime under the lean server (the local default) and under MLServer (what
@@ -307,6 +315,9 @@ def main() -> Path:
                 features = per_feature_body(x, names)
                 batch_cases = {
                     "echo_floor": http_case(echo_port, "/", features, echo.pid),
+                    "grpc_echo_floor": grpc_case(
+                        grpc_echo_target, grpc_request("drill-ae", x), grpc_echo.pid
+                    ),
                     "stock_mlflow": http_case(
                         stock_port, "/v2/models/stock/infer", features, stock.pid
                     ),
@@ -321,6 +332,10 @@ def main() -> Path:
                     batch_cases[f"{prefix}_grpc"] = grpc_case(
                         status.endpoints.grpc, grpc_request("drill-ae", x), pid
                     )
+                    if server == "lean":
+                        batch_cases[f"{prefix}_grpc_sync_client"] = grpc_sync_case(
+                            status.endpoints.grpc, grpc_request("drill-ae", x), pid
+                        )
                 by_batch[b] = batch_cases
             cases: dict[str, dict[str, Any]] = {}
             for b, batch_cases in by_batch.items():
@@ -370,6 +385,27 @@ def ratios(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
             ),
             "rest_p99_ms_concurrent": get(f"loopline_rest/batch_{b}", conc, "p99_ms"),
             "grpc_p99_ms_concurrent": get(f"loopline_grpc/batch_{b}", conc, "p99_ms"),
+            "grpc_sync_client_p99_ms_concurrent": get(
+                f"loopline_grpc_sync_client/batch_{b}", conc, "p99_ms"
+            ),
+            # gRPC against REST on the same lean server, and against grpcio's own echo floor
+            # (docs/profiles/grpc.md: the floor alone is above 1.3x REST on these machines).
+            "grpc_p50_vs_rest_1_client": ratio(
+                get(f"loopline_grpc/batch_{b}", "clients_1", "p50_ms"),
+                get(f"loopline_rest/batch_{b}", "clients_1", "p50_ms"),
+            ),
+            "grpc_sync_client_p50_vs_rest_1_client": ratio(
+                get(f"loopline_grpc_sync_client/batch_{b}", "clients_1", "p50_ms"),
+                get(f"loopline_rest/batch_{b}", "clients_1", "p50_ms"),
+            ),
+            "grpc_floor_p50_vs_rest_1_client": ratio(
+                get(f"grpc_echo_floor/batch_{b}", "clients_1", "p50_ms"),
+                get(f"loopline_rest/batch_{b}", "clients_1", "p50_ms"),
+            ),
+            "grpc_p50_vs_grpc_floor_1_client": ratio(
+                get(f"loopline_grpc/batch_{b}", "clients_1", "p50_ms"),
+                get(f"grpc_echo_floor/batch_{b}", "clients_1", "p50_ms"),
+            ),
             "lean_vs_mlserver_host_throughput": ratio(
                 get(f"loopline_rest/batch_{b}", conc, "throughput_rps"),
                 get(f"loopline_mlserver_rest/batch_{b}", conc, "throughput_rps"),
@@ -388,6 +424,8 @@ def ratios(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "throughput_vs_stock_batch_1": ">= 1.5",
         "rest_p50_vs_floor": "<= 3.5",
         "p99_ms_concurrent": "< 5",
+        "grpc_p50_vs_rest_1_client_batch_1": "<= 1.3",
+        "grpc_p99_ms_concurrent_batch_1": "< 3",
     }
     return out
 
