@@ -188,9 +188,13 @@ def decide(
         window_end=window_end,
         drift_start=common.get("drift_start", state.drift_start),
     )
+    # The streak goes on counting: the drift stays confirmed (`CONFIRMED`, which servers read
+    # as `model_state: stale`) for as long as it persists, instead of falling back to SUSPECT
+    # for the K-1 windows after each request, which told every server its stale model was
+    # fine again in the middle of the drift.
     new_state = replace(
         state,
-        consecutive=0,
+        consecutive=consecutive,
         decision=Decision.REQUESTED.value,
         cooldown_until=now + policy.cooldown_seconds,
         requests=state.requests + 1,

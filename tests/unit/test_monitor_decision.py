@@ -100,6 +100,21 @@ def test_stable_windows_in_a_row_are_counted_for_the_end_of_a_drift() -> None:
     assert DecisionState.from_dict(old).stable_consecutive == 0
 
 
+def test_drift_stays_confirmed_while_it_persists_after_a_request() -> None:
+    """Servers label a model `stale` while the drift is confirmed: the windows right after a
+    request must not read as merely suspect while the drift goes on."""
+    policy = Policy(consecutive_windows=3, cooldown_seconds=1000)
+    state, reqs = run(DecisionState(reference_version="1"), [DRIFT] * 3, policy)
+    assert len(reqs) == 1
+    assert state.decision in CONFIRMED
+    for _ in range(5):
+        state, reqs = run(state, [DRIFT], policy)
+        assert reqs == []
+        assert state.decision == Decision.COOLDOWN
+    state, _ = run(state, [STABLE], policy)
+    assert state.decision not in CONFIRMED
+
+
 def test_after_cooldown_persistent_drift_asks_again_once() -> None:
     policy = Policy(consecutive_windows=2, cooldown_seconds=10)
     # One window per second for 25 s of persistent drift: requests at ~t=1, ~t=12, ~t=23.
@@ -177,10 +192,11 @@ def test_a_request_says_when_the_drift_began_and_keeps_it_while_drift_persists()
     for now in (110.0, 120.0, 130.0, 135.0, 145.0, 150.0):
         state, req = step(state, DRIFT, now, next(starts))
         requests.append(req)
-    first, again = requests[2], requests[5]
+    first, again = requests[2], requests[4]
     assert first is not None
     assert again is not None
-    assert [r is not None for r in requests] == [False, False, True, False, False, True]
+    # the streak outlives the request: the first window after the cooldown asks again
+    assert [r is not None for r in requests] == [False, False, True, False, True, False]
     began = "1970-01-01T00:01:40+00:00"  # t=100: the last stable window's test
     assert first.drift_start == again.drift_start == began
     assert json.loads(first.reason_json())["driftStart"] == began
