@@ -26,7 +26,8 @@ from loopline.demo.alarms import (
     stale_sentence,
 )
 from loopline.demo.callers import caller_stats
-from loopline.demo.record import DemoRecord, Step, TrafficStats, recent
+from loopline.demo.record import DemoRecord, Step
+from loopline.demo.traffic_stats import TrafficStats, recent
 
 STEPS_SHOWN = 8
 ALARMS_SHOWN = 5

@@ -21,10 +21,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from loopline.demo.alarms import stale_periods
-from loopline.demo.record import DemoRecord, Marker, segment_stats
+from loopline.demo.record import DemoRecord, Marker
 from loopline.demo.report_alarms import alarms_html, plot_alarms, shade_stale
 from loopline.demo.report_history import history_html
 from loopline.demo.report_usage import usage_html
+from loopline.demo.traffic_stats import segment_stats
 
 REPORT_NAME = "report.html"
 RECORD_NAME = "record.json"

@@ -16,9 +16,10 @@ from loopline.demo.alarms import fault_outcome, stale_model_events, stale_period
 from loopline.demo.callers import answered_by
 from loopline.demo.historian import CALLER as HISTORIAN
 from loopline.demo.processes import tagged_pids
-from loopline.demo.record import DemoRecord, segment_stats
+from loopline.demo.record import DemoRecord
 from loopline.demo.scenario import Demo, DemoResult
 from loopline.demo.settings import DemoSettings
+from loopline.demo.traffic_stats import segment_stats
 from loopline.history.timeline import serving_at
 from loopline.tracking import lineage
 

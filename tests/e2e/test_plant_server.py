@@ -11,8 +11,9 @@ from pathlib import Path
 
 from loopline.data.generator import GeneratorConfig, generate
 from loopline.data.schema import CORE_SENSORS, SENSORS
-from loopline.demo.record import DemoRecord, segment_stats
+from loopline.demo.record import DemoRecord
 from loopline.demo.traffic import GrpcClient, InferClient, Plant, PlantStream, RestClient
+from loopline.demo.traffic_stats import segment_stats
 from loopline.serving.local import LocalModelSpec, LocalServingManager
 from loopline.wait import wait_for
 from tests.fixtures.serving import RegisteredModel

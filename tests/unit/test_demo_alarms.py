@@ -26,9 +26,10 @@ from loopline.demo.alarms import (
 )
 from loopline.demo.clients import Answer, RestClient, grpc_outputs
 from loopline.demo.live import render
-from loopline.demo.record import DemoRecord, InjectedFault, RequestSample, segment_stats
+from loopline.demo.record import DemoRecord, InjectedFault, RequestSample
 from loopline.demo.report import write_report
 from loopline.demo.traffic import Plant, PlantStream
+from loopline.demo.traffic_stats import segment_stats
 from loopline.serving.scoring import OutputColumn, ScoredBatch, output_columns
 from loopline.serving.v2_grpc import response_message
 from loopline.serving.v2_json import response_json

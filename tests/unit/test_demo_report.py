@@ -19,9 +19,9 @@ from loopline.demo.record import (
     TracePoint,
     UsageEntry,
     VersionInfo,
-    segment_stats,
 )
 from loopline.demo.report import RECORD_NAME, REPORT_NAME, write_report
+from loopline.demo.traffic_stats import segment_stats
 from loopline.types.history import OPERATOR, Decision, ServingState
 
 CORE = ["spindle_vibration_rms", "spindle_current", "spindle_torque", "coolant_temperature"]
