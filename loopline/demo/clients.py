@@ -213,6 +213,14 @@ class InferClient(Protocol):
     def close(self) -> None: ...
 
 
+def json_headers(caller: str) -> dict[str, str]:
+    """A V2 JSON request's headers, naming the caller when it has a name."""
+    headers = {"content-type": "application/json"}
+    if caller:
+        headers[CALLER_HEADER] = caller
+    return headers
+
+
 class RestClient:
     """V2 REST over one keep-alive HTTP connection."""
 
@@ -230,9 +238,7 @@ class RestClient:
         self.url = f"{base_url.rstrip('/')}/v2/models/{model_name}/infer"
         self.features = list(features)
         self.caller = caller
-        self._headers = {"content-type": "application/json"}
-        if caller:
-            self._headers[CALLER_HEADER] = caller
+        self._headers = json_headers(caller)
         self._http = httpx.Client(timeout=timeout)
 
     def infer(self, frame: pd.DataFrame) -> Answer:
@@ -304,9 +310,7 @@ class AsyncRestClient:
         self.base = f"{base_url.rstrip('/')}/v2/models/{model_name}/infer/async"
         self.features = list(features)
         self.caller = caller
-        self._headers = {"content-type": "application/json"}
-        if caller:
-            self._headers[CALLER_HEADER] = caller
+        self._headers = json_headers(caller)
         self._http = httpx.Client(timeout=timeout)
 
     def submit(self, frame: pd.DataFrame, request_id: str) -> str:
