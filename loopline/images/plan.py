@@ -267,12 +267,16 @@ def build_command(
     context_dir: Path,
     volumes: Sequence[tuple[Path, str, bool]],
     no_cache: bool = False,
+    layers: bool = True,
 ) -> list[str]:
     """`podman build` of the runtime image or the torch layer. Host network: the build reaches
     the package index the way the host does. `volumes` are (host path, path in the build,
-    read-only): the pip configuration, the files it names, and the wheel cache."""
+    read-only): the pip configuration, the files it names, and the wheel cache. `layers`
+    keeps each step as a cached layer; the torch layer's build does not (its closure stage
+    is a 6 GB venv that would stay in the store for nothing: the finished layer is cached by
+    its tag)."""
     argv = [*store.podman(), "build", "--network", "host", *store.ulimits()]
-    argv += ["--file", str(dockerfile), "--tag", reference, "--layers"]
+    argv += ["--file", str(dockerfile), "--tag", reference, f"--layers={str(layers).lower()}"]
     for key, value in sorted(build_args.items()):
         argv += ["--build-arg", f"{key}={value}"]
     for host, inside, read_only in volumes:

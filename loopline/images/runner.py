@@ -190,6 +190,8 @@ class Images:
                     action = "built"
             results.append(Built(image, action, time.monotonic() - started))
             self.prune(image)
+            if image.runtime is not None:
+                self.prune(image.runtime)
         return results
 
     @staticmethod
@@ -243,6 +245,7 @@ class Images:
                 context_dir=context,
                 volumes=self._volumes(workdir),
                 no_cache=no_cache,
+                layers=False,
             )
             self._run(argv, log, f"podman build of {layer.reference}")
         return "built"

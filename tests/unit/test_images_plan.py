@@ -387,6 +387,7 @@ def test_build_command(tmp_path: Path) -> None:
     assert "/c:/var/c" in argv
     assert "nofile=1024:1024" in argv
     assert "--no-cache" not in argv
+    assert "--layers=true" in argv
     forced = plan.build_command(
         STORE,
         layer.reference,
@@ -395,8 +396,10 @@ def test_build_command(tmp_path: Path) -> None:
         context_dir=Path("/ctx"),
         volumes=[],
         no_cache=True,
+        layers=False,
     )
     assert "--no-cache" in forced
+    assert "--layers=false" in forced
 
 
 def test_push_copies_from_the_store_under_the_content_tag_and_the_version() -> None:
