@@ -45,8 +45,9 @@ format: venv
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-# The runtime and training images (docker/loopline.Dockerfile) with mmdebstrap and podman, cached by
-# content hash under ~/.cache/loopline/images; `IMAGES_ARGS=--only runtime` builds one.
+# The runtime and training images (docker/loopline.Dockerfile, docker/torch-layer.Dockerfile) with
+# mmdebstrap and podman into podman's store under ~/.cache/loopline, cached by content hash;
+# `IMAGES_ARGS=--only runtime` builds one.
 images: venv system-deps
 	$(PY) -m loopline.cli.main images build $(IMAGES_ARGS)
 

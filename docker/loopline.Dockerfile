@@ -1,9 +1,12 @@
-# Loopline's images, built by `loopline images build` (make images) with podman, no Docker:
+# Loopline's runtime image, built by `loopline images build` (make images) with podman, no Docker:
+# the operator, the model server runtime (MLServer + LooplineRuntime) and the drift monitor; no
+# torch, no CUDA (FLAVOUR=runtime WITHOUT=torch).
 #
-#   runtime   the operator, the model server runtime (MLServer + LooplineRuntime) and the drift
-#             monitor; no torch, no CUDA (FLAVOUR=runtime WITHOUT=torch)
-#   training  the same plus the `training` extra: torch and alibi-detect's pytorch backend
-#             (FLAVOUR=training EXTRAS=training; TORCH_INDEX_URL for a CPU wheel index)
+# The training image is not built from here: it is this image plus one layer, the `training`
+# extra's closure (docker/torch-layer.Dockerfile), inserted after the dependency layers that the
+# `LABEL org.loopline.dependency-layers` below marks (loopline/images/compose.py). So a source
+# change rebuilds neither the venv nor the torch layer, and the two images share every other
+# layer.
 #
 # One package, one Dockerfile: the stages are
 #   requirements  the requirement list of the flavour, read off pyproject.toml
@@ -17,7 +20,7 @@
 # docker/loopline.Dockerfile.dockerignore allows, and the image's tag hashes exactly that
 # (loopline/images/plan.py). The build mounts the host's pip configuration at /etc/pip.conf and
 # a wheel cache at /var/cache/loopline-pip, so packages come from wherever this machine gets
-# them and torch is downloaded once.
+# them.
 # No default: the plan passes the base by its content tag.
 ARG BASE_IMAGE
 
@@ -89,6 +92,10 @@ RUN groupadd --gid 10001 loopline \
  && mkdir -p /var/lib/loopline \
  && chown loopline:loopline /var/lib/loopline
 COPY --from=deps /opt/loopline/venv /opt/loopline/venv
+# Everything above depends on the base and the requirements only; everything below on the
+# source. The training image's torch layer goes here (loopline/images/compose.py finds it by
+# this label in the history).
+LABEL org.loopline.dependency-layers="base, user, venv"
 # The Feast repository definitions; a deployment replaces feature_store.yaml (the Helm chart
 # mounts backends.feast.featureStoreYaml over it).
 COPY feature_repo/ /opt/loopline/feature_repo/

@@ -37,7 +37,7 @@ def images() -> None:
     "--torch-index-url",
     envvar="TORCH_INDEX_URL",
     default="",
-    help="A PyTorch CPU wheel index for the training image (default: torch from PyPI).",
+    help="A PyTorch CPU wheel index for the training image's torch layer (default: PyPI).",
 )
 @_friendly_errors
 def build(only: str | None, force: bool, torch_index_url: str) -> None:
@@ -46,9 +46,7 @@ def build(only: str | None, force: bool, torch_index_url: str) -> None:
 
     runner = default_images(torch_index_url=torch_index_url, echo=click.echo)
     for result in runner.build(_flavours(only), force=force):
-        click.echo(
-            f"{result.plan.reference}  {result.action} in {result.seconds:.1f}s  ({result.archive})"
-        )
+        click.echo(f"{result.plan.reference}  {result.action} in {result.seconds:.1f}s")
 
 
 @images.command()
@@ -67,9 +65,8 @@ def push(registry: str, only: str | None) -> None:
 @images.command(name="list")
 @_friendly_errors
 def list_images() -> None:
-    """The Loopline images in the store, with their sizes."""
+    """The Loopline images in the store (and the training image's torch layer), with sizes."""
     from loopline.images.runner import default_images
 
     for row in default_images(echo=click.echo).list():
-        archive = f"  {row['archive']}" if row["archive"] else ""
-        click.echo(f"{row['name']}:{row['tag']}  {_size(int(str(row['size'])))}{archive}")
+        click.echo(f"{row['name']}:{row['tag']}  {_size(int(str(row['size'])))}")

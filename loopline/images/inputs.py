@@ -8,6 +8,7 @@ this machine installs its packages from; no archive or index is named in the pro
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 import subprocess
 import sys
@@ -72,6 +73,23 @@ def extras(repo: Path) -> list[str]:
     project = data.get("project", {})
     dynamic = data.get("tool", {}).get("setuptools", {}).get("dynamic", {})
     return sorted(project.get("optional-dependencies", dynamic.get("optional-dependencies", {})))
+
+
+def requirement_lists(repo: Path) -> tuple[list[str], list[str]]:
+    """(runtime, training) requirement lists, as docker/requirements.py reads them off
+    pyproject.toml: the runtime image's (without torch) and the one with the `training`
+    extra. The torch layer is the closure of the second over the first."""
+    script = repo / "docker" / "requirements.py"
+    spec = importlib.util.spec_from_file_location("loopline_docker_requirements", script)
+    if spec is None or spec.loader is None:
+        raise ImagesError(f"cannot load {script}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pyproject = repo / "pyproject.toml"
+    wanted = ["training"] if "training" in extras(repo) else []
+    runtime: list[str] = module.requirements(pyproject, [], {"torch"})
+    training: list[str] = module.requirements(pyproject, wanted, set())
+    return runtime, training
 
 
 def _stanzas(text: str) -> list[dict[str, str]]:

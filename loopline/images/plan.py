@@ -3,7 +3,12 @@
 Nothing here touches the disk or runs a process, so what triggers a rebuild (any change of an
 input, and nothing else) is testable without podman. An image's tag is
 `<version>-<hash of every input>`: the same inputs give the same tag, so a tag that exists in
-the store (or as an archive) is the image those inputs build.
+the store is the image those inputs build.
+
+Three things are built: the runtime image (docker/loopline.Dockerfile), the torch layer
+(docker/torch-layer.Dockerfile: the `training` extra's closure, whose inputs are the base, the
+lock and the two requirement lists only) and the training image, composed of the two
+(loopline/images/compose.py): its tag hashes the runtime image's tag and the torch layer's.
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ DOCKERFILE = "docker/loopline.Dockerfile"
 DOCKERIGNORE = "docker/loopline.Dockerfile.dockerignore"
 BASE_SCRIPT = "docker/debian-base.sh"
 BASE_PACKAGES = "docker/debian-base.packages"
+TORCH_DOCKERFILE = "docker/torch-layer.Dockerfile"
+CLOSURE_SCRIPT = "docker/closure.py"
+LOCK = "requirements/lock.txt"
 BASE_REPOSITORY = "localhost/loopline/debian-base"
+TORCH_LAYER_REPOSITORY = "localhost/loopline/torch-layer"
 REPOSITORY_PREFIX = "localhost/loopline"
 # Where the build's pip writes its wheel cache (a volume: torch is downloaded once).
 PIP_CACHE_IN_BUILD = "/var/cache/loopline-pip"
@@ -80,8 +89,23 @@ def plan_base(
 
 
 @dataclass(frozen=True)
+class TorchLayerPlan:
+    """The training image's torch layer: a one-layer image of the `training` extra's closure
+    over the runtime requirements. `context` is the staged build context by file name."""
+
+    tag: str
+    build_args: Mapping[str, str]
+    context: Mapping[str, bytes]
+
+    @property
+    def reference(self) -> str:
+        return f"{TORCH_LAYER_REPOSITORY}:{self.tag}"
+
+
+@dataclass(frozen=True)
 class ImagePlan:
-    """One of the two images of the package: what builds it and where it is kept."""
+    """One of the two images of the package: what builds it and where it is kept. The
+    training image is built of `runtime` (the runtime image's plan) and `torch_layer`."""
 
     flavour: Flavour
     version: str
@@ -89,6 +113,8 @@ class ImagePlan:
     build_args: Mapping[str, str]
     base: BasePlan
     context: tuple[str, ...] = field(default=())
+    runtime: ImagePlan | None = None
+    torch_layer: TorchLayerPlan | None = None
 
     @property
     def repository(self) -> str:
@@ -98,54 +124,78 @@ class ImagePlan:
     def reference(self) -> str:
         return f"{self.repository}:{self.tag}"
 
-    @property
-    def archive_name(self) -> str:
-        return f"loopline-{self.flavour}-{self.tag}.oci.tar"
+
+# The runtime image leaves torch out (and every `[torch]` extra) even while the base
+# requirements still list it; its build arguments.
+RUNTIME_ARGS = {"FLAVOUR": "runtime", "WITHOUT": "torch"}
 
 
-def build_args(
-    flavour: Flavour, *, extras_available: Sequence[str], torch_index_url: str = ""
-) -> dict[str, str]:
-    """The Dockerfile's arguments for an image. The runtime image drops torch (and every
-    `[torch]` extra) even while the base requirements still list it; the training image adds
-    the `training` extra when the package defines one."""
-    args: dict[str, str] = {"FLAVOUR": flavour}
-    if flavour == "runtime":
-        args["WITHOUT"] = "torch"
-    else:
-        args["EXTRAS"] = "training" if "training" in extras_available else ""
-        if torch_index_url:
-            args["TORCH_INDEX_URL"] = torch_index_url
-    return args
-
-
-def plan_image(
-    flavour: Flavour,
-    *,
-    version: str,
-    base: BasePlan,
-    context: Mapping[str, bytes],
-    extras_available: Sequence[str] = (),
-    torch_index_url: str = "",
-) -> ImagePlan:
-    """The image's tag hashes the base's tag, every file of the build context (the
+def plan_runtime(*, version: str, base: BasePlan, context: Mapping[str, bytes]) -> ImagePlan:
+    """The runtime image's tag hashes the base's tag, every file of the build context (the
     Dockerfile among them), the build arguments and the version."""
-    if flavour not in FLAVOURS:
-        raise ValueError(f"unknown image {flavour!r}: choose one of {', '.join(FLAVOURS)}")
     if DOCKERFILE not in context:
         raise ValueError(f"the build context lacks {DOCKERFILE}")
-    args = build_args(flavour, extras_available=extras_available, torch_index_url=torch_index_url)
+    args = dict(RUNTIME_ARGS)
     args["BASE_IMAGE"] = base.reference
     entries = {f"context/{name}": data for name, data in context.items()}
     entries.update({f"arg/{key}": value.encode() for key, value in args.items()})
     entries["version"] = version.encode()
     return ImagePlan(
-        flavour=flavour,
+        flavour="runtime",
         version=version,
         tag=f"{version}-{content_hash(entries)}",
         build_args=args,
         base=base,
         context=tuple(sorted(context)),
+    )
+
+
+def plan_torch_layer(
+    *,
+    base: BasePlan,
+    dockerfile: bytes,
+    closure_script: bytes,
+    lock: bytes,
+    runtime_requirements: Sequence[str],
+    training_requirements: Sequence[str],
+    torch_index_url: str = "",
+) -> TorchLayerPlan:
+    """The torch layer's tag hashes its inputs and nothing else: the base's tag, its
+    Dockerfile and closure script, the lock, the requirement lists (as docker/requirements.py
+    reads them off pyproject.toml, so a new sub-package in pyproject.toml does not rebuild it)
+    and the torch index. A source change leaves it alone."""
+    context = {
+        "Dockerfile": dockerfile,
+        "closure.py": closure_script,
+        "lock.txt": lock,
+        "runtime.txt": "".join(f"{line}\n" for line in runtime_requirements).encode(),
+        "training.txt": "".join(f"{line}\n" for line in training_requirements).encode(),
+    }
+    args = {"BASE_IMAGE": base.reference}
+    if torch_index_url:
+        args["TORCH_INDEX_URL"] = torch_index_url
+    entries = {f"context/{name}": data for name, data in context.items()}
+    entries.update({f"arg/{key}": value.encode() for key, value in args.items()})
+    return TorchLayerPlan(tag=content_hash(entries), build_args=args, context=context)
+
+
+def plan_training(runtime: ImagePlan, torch_layer: TorchLayerPlan, composition: str) -> ImagePlan:
+    """The training image is the runtime image and the torch layer, composed: its tag
+    hashes theirs and the composition's version."""
+    entries = {
+        "runtime": runtime.tag.encode(),
+        "torch-layer": torch_layer.tag.encode(),
+        "composition": composition.encode(),
+    }
+    return ImagePlan(
+        flavour="training",
+        version=runtime.version,
+        tag=f"{runtime.version}-{content_hash(entries)}",
+        build_args={},
+        base=runtime.base,
+        context=runtime.context,
+        runtime=runtime,
+        torch_layer=torch_layer,
     )
 
 
@@ -210,18 +260,24 @@ def import_command(store: Store, plan: BasePlan, tarball: Path) -> list[str]:
 
 def build_command(
     store: Store,
-    plan: ImagePlan,
+    reference: str,
     *,
+    dockerfile: Path,
+    build_args: Mapping[str, str],
     context_dir: Path,
     volumes: Sequence[tuple[Path, str, bool]],
     no_cache: bool = False,
+    layers: bool = True,
 ) -> list[str]:
-    """`podman build` of one image. Host network: the build reaches the package index the way
-    the host does. `volumes` are (host path, path in the build, read-only): the pip
-    configuration, the files it names, and the wheel cache."""
+    """`podman build` of the runtime image or the torch layer. Host network: the build reaches
+    the package index the way the host does. `volumes` are (host path, path in the build,
+    read-only): the pip configuration, the files it names, and the wheel cache. `layers`
+    keeps each step as a cached layer; the torch layer's build does not (its closure stage
+    is a 6 GB venv that would stay in the store for nothing: the finished layer is cached by
+    its tag)."""
     argv = [*store.podman(), "build", "--network", "host", *store.ulimits()]
-    argv += ["--file", str(context_dir / DOCKERFILE), "--tag", plan.reference, "--layers"]
-    for key, value in sorted(plan.build_args.items()):
+    argv += ["--file", str(dockerfile), "--tag", reference, f"--layers={str(layers).lower()}"]
+    for key, value in sorted(build_args.items()):
         argv += ["--build-arg", f"{key}={value}"]
     for host, inside, read_only in volumes:
         argv += ["--volume", f"{host}:{inside}{':ro' if read_only else ''}"]
@@ -231,20 +287,48 @@ def build_command(
     return argv
 
 
-def save_command(store: Store, plan: ImagePlan, archive: Path) -> list[str]:
+def storage_reference(store: Store, reference: str) -> str:
+    """An image of the store as skopeo names it (containers-storage with this store's paths)."""
+    return f"containers-storage:[overlay@{store.root}+{store.runroot}]{reference}"
+
+
+def inspect_commands(store: Store, reference: str) -> tuple[list[str], list[str]]:
+    """skopeo commands that print an image's manifest and its config, as stored (the store
+    keeps layers uncompressed, so the manifest lists them by their diff ids)."""
+    source = storage_reference(store, reference)
+    return (
+        ["skopeo", "inspect", "--raw", source],
+        ["skopeo", "inspect", "--raw", "--config", source],
+    )
+
+
+def import_layout_command(store: Store, layout: Path, name: str, reference: str) -> list[str]:
+    """Copy an image of an OCI layout into the store (which reuses the layers it holds)."""
     return [
-        *store.podman(),
-        "save",
-        "--format",
-        "oci-archive",
-        "--output",
-        str(archive),
-        plan.reference,
+        "skopeo",
+        "copy",
+        "--quiet",
+        f"oci:{layout}:{name}",
+        storage_reference(store, reference),
     ]
 
 
-def load_command(store: Store, archive: Path) -> list[str]:
-    return [*store.podman(), "load", "--input", str(archive)]
+def check_training_command(store: Store, reference: str) -> list[str]:
+    """`podman run` of the composed training image: torch and every loopline command import
+    (the layers above the torch layer did not hide it), as uid 10001 without network."""
+    return [
+        *store.podman(),
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        *store.ulimits(),
+        "--entrypoint",
+        "python",
+        reference,
+        "-c",
+        "import torch, loopline.cli.main; print('torch', torch.__version__)",
+    ]
 
 
 def exists_command(store: Store, reference: str) -> list[str]:
@@ -256,9 +340,11 @@ def is_loopback(registry: str) -> bool:
     return host in {"localhost", "[::1]"} or host.startswith("127.")
 
 
-def push_commands(archive: Path, plan: ImagePlan, registry: str) -> list[list[str]]:
-    """skopeo copies of the archive to `registry` under its content tag and its version (the
-    chart's default tag is the version). A loopback registry speaks plain http."""
+def push_commands(store: Store, plan: ImagePlan, registry: str) -> list[list[str]]:
+    """skopeo copies of the image from podman's store to `registry` under its content tag and
+    its version (the chart's default tag is the version). skopeo asks the registry for each
+    layer first and sends only those it lacks, so a push after a source change sends the
+    changed top layers. A loopback registry speaks plain http."""
     if not registry or "/" in registry.split(":", 1)[0]:
         raise ValueError(f"--registry wants HOST:PORT, got {registry!r}")
     tls = ["--dest-tls-verify=false"] if is_loopback(registry) else []
@@ -268,7 +354,7 @@ def push_commands(archive: Path, plan: ImagePlan, registry: str) -> list[list[st
             "copy",
             "--quiet",
             *tls,
-            f"oci-archive:{archive}",
+            storage_reference(store, plan.reference),
             f"docker://{registry}/loopline/{plan.flavour}:{tag}",
         ]
         for tag in (plan.tag, plan.version)

@@ -1,9 +1,10 @@
-"""Carrying out the image plan: mmdebstrap for the base, podman for the images, skopeo to push.
+"""Carrying out the image plan: mmdebstrap for the base, podman for the runtime image and the
+torch layer, skopeo to compose the training image and to push.
 
 Everything lives under the cache directory (`$LOOPLINE_CACHE_DIR`, by default
-~/.cache/loopline): podman's store in containers/, the images as OCI archives in images/, the
-build's wheel cache in pip-cache/. An image whose tag is in the store and whose archive exists
-is not built again; one whose archive exists is loaded from it.
+~/.cache/loopline): podman's store in containers/, the logs in images/logs/, the build's wheel
+cache in pip-cache/. An image whose tag is in the store is not built again. Nothing is saved as
+an archive: `push` copies from the store, and skopeo sends a registry only the layers it lacks.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from loopline.images import inputs, plan
+from loopline.images import compose, inputs, plan
 from loopline.images.errors import BuildFailedError, ImagesError, MissingToolError
-from loopline.images.plan import BasePlan, Flavour, ImagePlan, Store
+from loopline.images.plan import BasePlan, Flavour, ImagePlan, Store, TorchLayerPlan
 
 # command -> the Debian package that installs it (requirements/debian.txt lists them).
 TOOLS = {"mmdebstrap": "mmdebstrap", "podman": "podman", "skopeo": "skopeo"}
@@ -36,12 +37,11 @@ def require(command: str) -> None:
 
 @dataclass(frozen=True)
 class Built:
-    """What `build` did for one image: `built`, `loaded` (from its archive) or `cached`."""
+    """What `build` did for one image: `built` or `cached`."""
 
     plan: ImagePlan
     action: str
     seconds: float
-    archive: Path
 
 
 def store_for(cache_dir: Path) -> Store:
@@ -91,23 +91,33 @@ class Images:
     def plans(self, only: Sequence[Flavour] = plan.FLAVOURS) -> list[ImagePlan]:
         base, _ = self.base_plan()
         patterns = plan.context_patterns((self.repo / plan.DOCKERIGNORE).read_text())
-        context = inputs.read_context(self.repo, patterns)
-        version = inputs.package_version(self.repo)
-        extras = inputs.extras(self.repo)
-        return [
-            plan.plan_image(
-                flavour,
-                version=version,
-                base=base,
-                context=context,
-                extras_available=extras,
-                torch_index_url=self.torch_index_url,
-            )
-            for flavour in only
-        ]
+        runtime = plan.plan_runtime(
+            version=inputs.package_version(self.repo),
+            base=base,
+            context=inputs.read_context(self.repo, patterns),
+        )
+        plans: list[ImagePlan] = []
+        for flavour in only:
+            if flavour == "runtime":
+                plans.append(runtime)
+            elif flavour == "training":
+                layer = self.torch_layer_plan(base)
+                plans.append(plan.plan_training(runtime, layer, compose.COMPOSITION))
+            else:
+                raise ImagesError(f"unknown image {flavour!r}: choose one of {plan.FLAVOURS}")
+        return plans
 
-    def archive(self, image: ImagePlan) -> Path:
-        return self.images_dir / image.archive_name
+    def torch_layer_plan(self, base: BasePlan) -> TorchLayerPlan:
+        runtime, training = inputs.requirement_lists(self.repo)
+        return plan.plan_torch_layer(
+            base=base,
+            dockerfile=(self.repo / plan.TORCH_DOCKERFILE).read_bytes(),
+            closure_script=(self.repo / plan.CLOSURE_SCRIPT).read_bytes(),
+            lock=(self.repo / plan.LOCK).read_bytes(),
+            runtime_requirements=runtime,
+            training_requirements=training,
+            torch_index_url=self.torch_index_url,
+        )
 
     # -- running ----------------------------------------------------------------------------
 
@@ -156,55 +166,149 @@ class Images:
         volumes.append((self.pip_cache, plan.PIP_CACHE_IN_BUILD, False))
         return volumes
 
-    def _stage_context(self, image: ImagePlan, into: Path) -> None:
-        """Copy exactly the hashed files, so the build sees what the tag stands for."""
-        for rel in image.context:
-            target = into / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(self.repo / rel, target)
-
     def build(self, only: Sequence[Flavour] = plan.FLAVOURS, *, force: bool = False) -> list[Built]:
+        """Build the images asked for (the training image needs the runtime image and the
+        torch layer, which it builds first when they are missing). `force` rebuilds each
+        without podman's layer cache, once."""
         require("podman")
         self.ensure_base(force=False)
+        forced: set[str] = set() if force else {"*"}
         results: list[Built] = []
         for image in self.plans(only):
             started = time.monotonic()
-            archive = self.archive(image)
-            in_store = self.exists(image.reference)
-            if not force and in_store and archive.is_file():
-                results.append(Built(image, "cached", time.monotonic() - started, archive))
-                continue
-            log = self.images_dir / "logs" / f"{image.flavour}-{image.tag}.log"
-            if not force and archive.is_file():
-                self._run(plan.load_command(self.store, archive), log, "podman load")
-                action = "loaded"
+            if image.flavour == "runtime":
+                action = self._ensure_runtime(image, forced)
             else:
-                if force or not in_store:
-                    self.echo(f"building {image.reference} (log {log})")
-                    self._build_one(image, log, no_cache=force)
-                self.echo(f"saving {archive}")
-                partial = archive.with_name(archive.name + ".partial")
-                partial.unlink(missing_ok=True)
-                self._run(plan.save_command(self.store, image, partial), log, "podman save")
-                partial.replace(archive)
-                action = "built"
-            results.append(Built(image, action, time.monotonic() - started, archive))
+                assert image.runtime is not None
+                assert image.torch_layer is not None
+                require("skopeo")
+                self._ensure_runtime(image.runtime, forced)
+                self._ensure_torch_layer(image.torch_layer, forced)
+                action = "cached"
+                if self._take(forced, image.reference) or not self.exists(image.reference):
+                    self._compose(image)
+                    action = "built"
+            results.append(Built(image, action, time.monotonic() - started))
             self.prune(image)
+            if image.runtime is not None:
+                self.prune(image.runtime)
         return results
 
+    @staticmethod
+    def _take(forced: set[str], reference: str) -> bool:
+        """Whether `reference` is still to be rebuilt by --force (once per `build`)."""
+        if "*" in forced or reference in forced:
+            return False
+        forced.add(reference)
+        return True
+
+    def _ensure_runtime(self, image: ImagePlan, forced: set[str]) -> str:
+        no_cache = self._take(forced, image.reference)
+        if not no_cache and self.exists(image.reference):
+            return "cached"
+        log = self._log(f"{image.flavour}-{image.tag}")
+        self.echo(f"building {image.reference} (log {log})")
+        with self._workdir() as workdir:
+            context = workdir / "context"
+            for rel in image.context:  # exactly the hashed files: what the tag stands for
+                target = context / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(self.repo / rel, target)
+            argv = plan.build_command(
+                self.store,
+                image.reference,
+                dockerfile=context / plan.DOCKERFILE,
+                build_args=image.build_args,
+                context_dir=context,
+                volumes=self._volumes(workdir),
+                no_cache=no_cache,
+            )
+            self._run(argv, log, f"podman build of {image.reference}")
+        return "built"
+
+    def _ensure_torch_layer(self, layer: TorchLayerPlan, forced: set[str]) -> str:
+        no_cache = self._take(forced, layer.reference)
+        if not no_cache and self.exists(layer.reference):
+            return "cached"
+        log = self._log(f"torch-layer-{layer.tag}")
+        self.echo(f"building {layer.reference}, the torch layer (log {log})")
+        with self._workdir() as workdir:
+            context = workdir / "context"
+            context.mkdir()
+            for name, data in layer.context.items():
+                (context / name).write_bytes(data)
+            argv = plan.build_command(
+                self.store,
+                layer.reference,
+                dockerfile=context / "Dockerfile",
+                build_args=layer.build_args,
+                context_dir=context,
+                volumes=self._volumes(workdir),
+                no_cache=no_cache,
+                layers=False,
+            )
+            self._run(argv, log, f"podman build of {layer.reference}")
+        return "built"
+
+    def _compose(self, image: ImagePlan) -> None:
+        """The training image from the runtime image's and the torch layer's manifests,
+        copied into the store (which reuses every layer: seconds), then checked: torch and
+        loopline import in it."""
+        assert image.runtime is not None
+        assert image.torch_layer is not None
+        log = self._log(f"{image.flavour}-{image.tag}")
+        self.echo(f"composing {image.reference} (log {log})")
+        documents: list[dict[str, object]] = []
+        for reference in (image.runtime.reference, image.torch_layer.reference):
+            for argv in plan.inspect_commands(self.store, reference):
+                documents.append(json.loads(self._output(argv, log, f"skopeo inspect {reference}")))
+        runtime_manifest, runtime_config, layer_manifest, layer_config = documents
+        try:
+            manifest, config = compose.compose(
+                runtime_manifest, runtime_config, layer_manifest, layer_config
+            )
+        except compose.CompositionError as exc:
+            raise ImagesError(f"cannot compose {image.reference}: {exc}") from exc
+        with self._workdir() as workdir:
+            for name, data in compose.layout(manifest, config, "training").items():
+                (workdir / "layout" / name).parent.mkdir(parents=True, exist_ok=True)
+                (workdir / "layout" / name).write_bytes(data)
+            argv = plan.import_layout_command(
+                self.store, workdir / "layout", "training", image.reference
+            )
+            self._run(argv, log, f"skopeo copy of {image.reference} into the store")
+        self._run(plan.check_training_command(self.store, image.reference), log, "the check")
+
+    def _workdir(self) -> _PathDir:
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        return _PathDir(prefix="work-", dir=self.images_dir)
+
+    def _log(self, name: str) -> Path:
+        return self.images_dir / "logs" / f"{name}.log"
+
+    def _output(self, argv: list[str], log: Path, what: str) -> str:
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            with log.open("a") as out:
+                out.write(f"\n$ {' '.join(argv)}\n{result.stderr}")
+            raise BuildFailedError(f"{what} failed (exit {result.returncode}): {result.stderr}")
+        return result.stdout
+
     def prune(self, current: ImagePlan) -> list[str]:
-        """Remove the flavour's other tags from the store and their archives; return them.
+        """Remove the flavour's other tags from the store (and the torch layer's, for the
+        training image), and archives an older version of this module saved; return them.
 
         Every source change makes a new content-hash tag, and nothing uses an old one again
-        (a rollback rebuilds from the same inputs to the same tag), while each costs 0.45 GB
-        (runtime) or 3.2 GB (training) of archive and its own layers in the store."""
+        (a rollback rebuilds from the same inputs to the same tag)."""
         removed: list[str] = []
         for old in sorted(self.images_dir.glob(f"loopline-{current.flavour}-*.oci.tar")):
-            if old.name != current.archive_name:
-                old.unlink(missing_ok=True)
-                removed.append(str(old))
+            old.unlink(missing_ok=True)
+            removed.append(str(old))
+        keep = {current.repository: current.tag}
+        if current.torch_layer is not None:
+            keep[plan.TORCH_LAYER_REPOSITORY] = current.torch_layer.tag
         for row in self.list():
-            if row["name"] == current.repository and row["tag"] != current.tag:
+            if row["name"] in keep and row["tag"] != keep[str(row["name"])]:
                 reference = f"{row['name']}:{row['tag']}"
                 argv = [*self.store.podman(), "rmi", reference]
                 result = subprocess.run(argv, capture_output=True, text=True, check=False)
@@ -214,51 +318,35 @@ class Images:
                     self.echo(f"kept {reference}: {result.stderr.strip()}")
         return removed
 
-    def _build_one(self, image: ImagePlan, log: Path, *, no_cache: bool) -> None:
-        self.images_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="context-", dir=self.images_dir) as tmp:
-            workdir = Path(tmp)
-            context = workdir / "context"
-            self._stage_context(image, context)
-            argv = plan.build_command(
-                self.store,
-                image,
-                context_dir=context,
-                volumes=self._volumes(workdir),
-                no_cache=no_cache,
-            )
-            self._run(argv, log, f"podman build of {image.reference}")
-
     def push(
         self, registry: str, only: Sequence[Flavour] = plan.FLAVOURS, *, built_only: bool = False
     ) -> list[str]:
-        """Copy the images' archives to a registry; returns the references pushed.
+        """Copy the images from the store to a registry; returns the references pushed.
         `built_only` skips images not built (instead of failing)."""
         require("skopeo")
         pushed: list[str] = []
         for image in self.plans(only):
-            archive = self.archive(image)
-            if not archive.is_file() and built_only:
-                continue
-            if not archive.is_file():
+            if not self.exists(image.reference):
+                if built_only:
+                    continue
                 raise ImagesError(
-                    f"{image.reference} is not built ({archive} is missing): run "
+                    f"{image.reference} is not built: run "
                     f"`loopline images build --only {image.flavour}` first"
                 )
-            log = self.images_dir / "logs" / f"push-{image.flavour}.log"
             try:
-                commands = plan.push_commands(archive, image, registry)
+                commands = plan.push_commands(self.store, image, registry)
             except ValueError as exc:
                 raise ImagesError(str(exc)) from exc
             for argv in commands:
-                self._run(argv, log, f"skopeo copy to {registry}")
+                self._run(argv, self._log(f"push-{image.flavour}"), f"skopeo copy to {registry}")
                 pushed.append(argv[-1].removeprefix("docker://"))
         if not pushed:
             raise ImagesError("no image is built: run `loopline images build` first")
         return pushed
 
     def list(self) -> list[dict[str, object]]:
-        """The Loopline images in the store: name, tag, size in bytes, archive if exported."""
+        """The Loopline images in the store (the torch layer among them): name, tag, size in
+        bytes."""
         require("podman")
         argv = [*self.store.podman(), "images", "--format", "json"]
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
@@ -270,17 +358,15 @@ class Images:
                 repository, _, tag = name.rpartition(":")
                 if not repository.startswith(plan.REPOSITORY_PREFIX + "/"):
                     continue
-                flavour = repository.rsplit("/", 1)[-1]
-                archive = self.images_dir / f"loopline-{flavour}-{tag}.oci.tar"
-                rows.append(
-                    {
-                        "name": repository,
-                        "tag": tag,
-                        "size": int(entry.get("Size", 0)),
-                        "archive": str(archive) if archive.is_file() else "",
-                    }
-                )
+                rows.append({"name": repository, "tag": tag, "size": int(entry.get("Size", 0))})
         return sorted(rows, key=lambda row: (str(row["name"]), str(row["tag"])))
+
+
+class _PathDir(tempfile.TemporaryDirectory[str]):
+    """A temporary directory whose `with` value is a Path."""
+
+    def __enter__(self) -> Path:  # type: ignore[override]
+        return Path(super().__enter__())
 
 
 def default_images(torch_index_url: str = "", echo: Callable[[str], None] = print) -> Images:

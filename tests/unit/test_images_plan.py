@@ -1,5 +1,5 @@
 """The image build as data (loopline.images.plan): what changes a tag, what does not, the order
-of the plan, the flavours' build arguments and the commands.
+of the plan, the torch layer's inputs, the build arguments and the commands.
 
 A tag that changes when nothing relevant changed rebuilds for minutes; one that stays when an
 input changed ships a stale image under a tag that claims otherwise. Both are checked here on
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from loopline.images import inputs, plan
-from loopline.images.plan import BasePlan, ImagePlan, Store
+from loopline.images import compose, inputs, plan
+from loopline.images.errors import ImagesError
+from loopline.images.plan import BasePlan, ImagePlan, Store, TorchLayerPlan
 from loopline.images.runner import Images
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +34,19 @@ def _base(**changes: bytes) -> BasePlan:
     )
 
 
+PYPROJECT = """[project]
+name = 'loopline'
+dynamic = ["dependencies", "optional-dependencies"]
+
+[tool.setuptools.dynamic]
+dependencies = { file = ["requirements/base.in"] }
+optional-dependencies = { training = { file = ["requirements/training.in"] } }
+
+[tool.setuptools]
+packages = ["loopline"]
+"""
+
+
 def _checkout(root: Path) -> Path:
     """A small checkout: the real Dockerfile and allow-list, and a few package files."""
     (root / "docker").mkdir(parents=True)
@@ -40,14 +54,17 @@ def _checkout(root: Path) -> Path:
         plan.DOCKERFILE,
         plan.DOCKERIGNORE,
         "docker/requirements.py",
+        plan.TORCH_DOCKERFILE,
+        plan.CLOSURE_SCRIPT,
         plan.BASE_SCRIPT,
         plan.BASE_PACKAGES,
     ):
         shutil.copy(REPO_ROOT / name, root / name)
     files = {
-        "pyproject.toml": "[project]\nname = 'loopline'\n",
+        "pyproject.toml": PYPROJECT,
         "README.md": "# Loopline\n",
         "requirements/base.in": "numpy\n",
+        "requirements/training.in": "torch==2.0.0\n",
         "requirements/lock.txt": "numpy==2.0.0\n",
         "loopline/__init__.py": '__version__ = "0.1.0"\n',
         "loopline/cli/__init__.py": "",
@@ -71,15 +88,29 @@ def _context(repo: Path) -> dict[str, bytes]:
     return inputs.read_context(repo, patterns)
 
 
-def _image(repo: Path, flavour: plan.Flavour = "runtime", **kwargs: object) -> ImagePlan:
-    return plan.plan_image(
-        flavour,
-        version=inputs.package_version(repo),
+def _layer(repo: Path, **kwargs: object) -> TorchLayerPlan:
+    runtime, training = inputs.requirement_lists(repo)
+    return plan.plan_torch_layer(
         base=kwargs.pop("base", _base()),  # type: ignore[arg-type]
-        context=_context(repo),
-        extras_available=["dev", "training"],
+        dockerfile=(repo / plan.TORCH_DOCKERFILE).read_bytes(),
+        closure_script=(repo / plan.CLOSURE_SCRIPT).read_bytes(),
+        lock=(repo / plan.LOCK).read_bytes(),
+        runtime_requirements=runtime,
+        training_requirements=training,
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+def _image(repo: Path, flavour: plan.Flavour = "runtime", **kwargs: object) -> ImagePlan:
+    base = kwargs.pop("base", _base())
+    runtime = plan.plan_runtime(
+        version=inputs.package_version(repo),
+        base=base,  # type: ignore[arg-type]
+        context=_context(repo),
+    )
+    if flavour == "runtime":
+        return runtime
+    return plan.plan_training(runtime, _layer(repo, base=base, **kwargs), compose.COMPOSITION)
 
 
 # -- content hashes --------------------------------------------------------------------------
@@ -117,7 +148,6 @@ def test_image_tag_is_version_and_hash(tmp_path: Path) -> None:
     assert version == "0.1.0"
     assert len(digest) == plan.HASH_LENGTH
     assert image.reference == f"localhost/loopline/runtime:{image.tag}"
-    assert image.archive_name == f"loopline-runtime-{image.tag}.oci.tar"
     assert _image(repo).tag == image.tag, "the same inputs give the same tag"
 
 
@@ -176,8 +206,60 @@ def test_image_tag_follows_version_base_and_arguments(tmp_path: Path) -> None:
     training = _image(repo, "training")
     index = _image(repo, "training", torch_index_url="http://wheels.invalid/cpu")
     assert index.tag != training.tag
-    # The runtime image installs no torch, so a torch index is not one of its inputs.
-    assert _image(repo, torch_index_url="http://wheels.invalid/cpu").tag == _image(repo).tag
+    assert index.runtime == training.runtime, "the runtime image takes no torch index"
+
+
+# -- the torch layer and the training image ---------------------------------------------------
+
+
+def test_torch_layer_ignores_every_source_change(tmp_path: Path) -> None:
+    """A source change (a module, the package list in pyproject.toml, the Feast repository,
+    the runtime Dockerfile) makes a new runtime and training tag, never a new torch layer."""
+    repo = _checkout(tmp_path)
+    layer, training = _layer(repo), _image(repo, "training")
+    for path in (
+        "loopline/cli/__init__.py",
+        "feature_repo/feature_store.yaml",
+        plan.DOCKERFILE,
+        "README.md",
+    ):
+        with (repo / path).open("a") as file:
+            file.write("\n# changed\n")
+        assert _layer(repo).tag == layer.tag, path
+        changed = _image(repo, "training")
+        assert changed.tag != training.tag, path
+        assert changed.torch_layer == training.torch_layer, path
+        training = changed
+    text = (repo / "pyproject.toml").read_text()
+    (repo / "pyproject.toml").write_text(text.replace('["loopline"]', '["loopline", "x"]'))
+    assert _layer(repo).tag == layer.tag, "a new sub-package does not rebuild torch"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        plan.LOCK,
+        plan.TORCH_DOCKERFILE,
+        plan.CLOSURE_SCRIPT,
+        "requirements/training.in",
+        "requirements/base.in",
+    ],
+)
+def test_torch_layer_follows_its_inputs(tmp_path: Path, path: str) -> None:
+    repo = _checkout(tmp_path)
+    layer, training = _layer(repo), _image(repo, "training")
+    with (repo / path).open("a") as file:
+        file.write("\nscipy\n" if path.endswith(".in") else "\n# changed\n")
+    assert _layer(repo).tag != layer.tag
+    assert _image(repo, "training").tag != training.tag
+
+
+def test_torch_layer_follows_the_base_and_the_index(tmp_path: Path) -> None:
+    repo = _checkout(tmp_path)
+    layer = _layer(repo)
+    assert _layer(repo, base=_base(packages=b"python3\n")).tag != layer.tag
+    assert _layer(repo, torch_index_url="http://i/cpu").tag != layer.tag
+    assert layer.reference == f"localhost/loopline/torch-layer:{layer.tag}"
 
 
 # -- flavours and order ----------------------------------------------------------------------
@@ -188,29 +270,41 @@ def test_flavours_and_their_order() -> None:
     assert plan.FLAVOURS == ("runtime", "training")
 
 
-def test_runtime_drops_torch() -> None:
-    args = plan.build_args("runtime", extras_available=["dev", "training"], torch_index_url="x")
-    assert args == {"FLAVOUR": "runtime", "WITHOUT": "torch"}
-
-
-def test_training_adds_the_training_extra_and_the_index() -> None:
-    assert plan.build_args("training", extras_available=["dev", "training"]) == {
-        "FLAVOUR": "training",
-        "EXTRAS": "training",
+def test_runtime_drops_torch(tmp_path: Path) -> None:
+    runtime = _image(_checkout(tmp_path))
+    assert runtime.build_args == {
+        "FLAVOUR": "runtime",
+        "WITHOUT": "torch",
+        "BASE_IMAGE": _base().reference,
     }
-    assert plan.build_args("training", extras_available=["dev"])["EXTRAS"] == ""
-    with_index = plan.build_args("training", extras_available=[], torch_index_url="http://i/cpu")
-    assert with_index["TORCH_INDEX_URL"] == "http://i/cpu"
+
+
+def test_torch_layer_installs_the_training_list_over_the_runtime_list(tmp_path: Path) -> None:
+    repo = _checkout(tmp_path)
+    layer = _layer(repo)
+    assert layer.context["runtime.txt"] == b"numpy\n"
+    assert layer.context["training.txt"] == b"numpy\ntorch==2.0.0\n"
+    assert layer.context["lock.txt"] == (repo / plan.LOCK).read_bytes()
+    assert set(layer.context) == {
+        "Dockerfile",
+        "closure.py",
+        "lock.txt",
+        "runtime.txt",
+        "training.txt",
+    }
+    assert layer.build_args == {"BASE_IMAGE": _base().reference}
+    with_index = _layer(repo, torch_index_url="http://i/cpu")
+    assert with_index.build_args["TORCH_INDEX_URL"] == "http://i/cpu"
 
 
 def test_flavours_differ_and_name_their_repository(tmp_path: Path) -> None:
     repo = _checkout(tmp_path)
     runtime, training = _image(repo), _image(repo, "training")
     assert runtime.tag != training.tag
+    assert training.tag.startswith("0.1.0-")
     assert training.repository == "localhost/loopline/training"
-    assert runtime.build_args["BASE_IMAGE"] == training.build_args["BASE_IMAGE"]
-    assert runtime.build_args["BASE_IMAGE"] == _base().reference
-    assert runtime.context == training.context
+    assert training.runtime == runtime
+    assert training.torch_layer == _layer(repo)
     assert plan.DOCKERFILE in runtime.context
     assert "tests/test_x.py" not in runtime.context
 
@@ -228,23 +322,19 @@ def test_runner_plans_in_the_order_asked(tmp_path: Path, monkeypatch: pytest.Mon
     images = Images(repo, tmp_path / "cache", echo=lambda _: None)
     plans = images.plans()
     assert [p.flavour for p in plans] == ["runtime", "training"]
+    assert plans[1].runtime == plans[0]
     assert [p.flavour for p in images.plans(("training",))] == ["training"]
-    assert images.archive(plans[0]) == tmp_path / "cache" / "images" / plans[0].archive_name
     assert plans[0].base.sources[0].parent == tmp_path / "cache" / "images" / "apt"
+    with pytest.raises(ImagesError, match="unknown image 'gpu'"):
+        images.plans(("gpu",))  # type: ignore[arg-type]
 
 
 # -- errors ----------------------------------------------------------------------------------
 
 
-def test_unknown_flavour_is_refused(tmp_path: Path) -> None:
-    repo = _checkout(tmp_path)
-    with pytest.raises(ValueError, match="unknown image 'gpu'"):
-        _image(repo, "gpu")  # type: ignore[arg-type]
-
-
 def test_context_without_the_dockerfile_is_refused() -> None:
     with pytest.raises(ValueError, match=r"lacks docker/loopline\.Dockerfile"):
-        plan.plan_image("runtime", version="0.1.0", base=_base(), context={"README.md": b""})
+        plan.plan_runtime(version="0.1.0", base=_base(), context={"README.md": b""})
 
 
 def test_dockerignore_must_be_an_allow_list() -> None:
@@ -262,55 +352,82 @@ def test_context_naming_a_missing_path_is_refused(tmp_path: Path) -> None:
         _context(repo)
 
 
+STORE = Store(root=Path("/s/storage"), runroot=Path("/s/run"), nofile=1024, nproc=512)
+
+
 def test_push_wants_host_and_port() -> None:
-    image = plan.plan_image(
-        "runtime", version="0.1.0", base=_base(), context={plan.DOCKERFILE: b"FROM x\n"}
-    )
+    image = plan.plan_runtime(version="0.1.0", base=_base(), context={plan.DOCKERFILE: b"FROM x\n"})
     for bad in ("", "registry.example/path"):
         with pytest.raises(ValueError, match="HOST:PORT"):
-            plan.push_commands(Path("/a.oci.tar"), image, bad)
+            plan.push_commands(STORE, image, bad)
 
 
 # -- commands --------------------------------------------------------------------------------
 
 
 def test_build_command(tmp_path: Path) -> None:
-    image = _image(_checkout(tmp_path), "training", torch_index_url="http://i/cpu")
-    store = Store(root=Path("/s/storage"), runroot=Path("/s/run"), nofile=1024, nproc=512)
+    layer = _layer(_checkout(tmp_path), torch_index_url="http://i/cpu")
     argv = plan.build_command(
-        store,
-        image,
+        STORE,
+        layer.reference,
+        dockerfile=Path("/ctx/Dockerfile"),
+        build_args=layer.build_args,
         context_dir=Path("/ctx"),
         volumes=[(Path("/etc/pip.conf"), "/etc/pip.conf", True), (Path("/c"), "/var/c", False)],
     )
     assert argv[:5] == ["podman", "--root", "/s/storage", "--runroot", "/s/run"]
     assert argv[-1] == "/ctx"
-    assert argv[argv.index("--file") + 1] == "/ctx/docker/loopline.Dockerfile"
-    assert argv[argv.index("--tag") + 1] == image.reference
+    assert argv[argv.index("--file") + 1] == "/ctx/Dockerfile"
+    assert argv[argv.index("--tag") + 1] == layer.reference
     build_args = [argv[i + 1] for i, a in enumerate(argv) if a == "--build-arg"]
-    assert build_args == sorted(f"{k}={v}" for k, v in image.build_args.items())
+    assert build_args == sorted(f"{k}={v}" for k, v in layer.build_args.items())
     assert "TORCH_INDEX_URL=http://i/cpu" in build_args
     assert "--volume" in argv
     assert "/etc/pip.conf:/etc/pip.conf:ro" in argv
     assert "/c:/var/c" in argv
     assert "nofile=1024:1024" in argv
     assert "--no-cache" not in argv
-    forced = plan.build_command(store, image, context_dir=Path("/ctx"), volumes=[], no_cache=True)
-    assert "--no-cache" in forced
-
-
-def test_push_commands_push_the_content_tag_and_the_version() -> None:
-    image = plan.plan_image(
-        "runtime", version="0.1.0", base=_base(), context={plan.DOCKERFILE: b"FROM x\n"}
+    assert "--layers=true" in argv
+    forced = plan.build_command(
+        STORE,
+        layer.reference,
+        dockerfile=Path("/ctx/Dockerfile"),
+        build_args={},
+        context_dir=Path("/ctx"),
+        volumes=[],
+        no_cache=True,
+        layers=False,
     )
-    loopback = plan.push_commands(Path("/a.oci.tar"), image, "127.0.0.1:5000")
+    assert "--no-cache" in forced
+    assert "--layers=false" in forced
+
+
+def test_push_copies_from_the_store_under_the_content_tag_and_the_version() -> None:
+    image = plan.plan_runtime(version="0.1.0", base=_base(), context={plan.DOCKERFILE: b"FROM x\n"})
+    loopback = plan.push_commands(STORE, image, "127.0.0.1:5000")
     assert [argv[-1] for argv in loopback] == [
         f"docker://127.0.0.1:5000/loopline/runtime:{image.tag}",
         "docker://127.0.0.1:5000/loopline/runtime:0.1.0",
     ]
     assert all("--dest-tls-verify=false" in argv for argv in loopback)
-    assert all("oci-archive:/a.oci.tar" in argv for argv in loopback)
-    remote = plan.push_commands(Path("/a.oci.tar"), image, "registry.example:443")
+    source = f"containers-storage:[overlay@/s/storage+/s/run]{image.reference}"
+    assert all(argv[-2] == source for argv in loopback)
+    remote = plan.push_commands(STORE, image, "registry.example:443")
     assert not any("--dest-tls-verify=false" in argv for argv in remote)
     assert plan.is_loopback("localhost:5000")
     assert not plan.is_loopback("10.0.0.1:5000")
+
+
+def test_compose_commands_read_and_write_the_store() -> None:
+    manifest, config = plan.inspect_commands(STORE, "localhost/loopline/runtime:x")
+    source = "containers-storage:[overlay@/s/storage+/s/run]localhost/loopline/runtime:x"
+    assert manifest == ["skopeo", "inspect", "--raw", source]
+    assert config == ["skopeo", "inspect", "--raw", "--config", source]
+    copy = plan.import_layout_command(STORE, Path("/l"), "training", "localhost/t:1")
+    assert copy[-2:] == [
+        "oci:/l:training",
+        "containers-storage:[overlay@/s/storage+/s/run]localhost/t:1",
+    ]
+    check = plan.check_training_command(STORE, "localhost/t:1")
+    assert check[check.index("--entrypoint") + 1 :][:2] == ["python", "localhost/t:1"]
+    assert "import torch" in check[-1]
