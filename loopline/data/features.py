@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import shutil
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -63,6 +64,7 @@ __all__ = [
     "rolling_feature_names",
     "rolling_features",
     "source_window",
+    "template_dir",
     "training_spine",
 ]
 
@@ -71,6 +73,9 @@ DEFINITIONS_FILE = "definitions.py"
 DATA_DIR = "data"
 # The project's feature_repo/ (templates); an editable install or a source checkout has it.
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "feature_repo"
+# An installed wheel has no checkout beside it; the images ship the same files where the
+# operator's setting names them (LOOPLINE_OPERATOR_FEATURE_REPO, the Dockerfile sets it).
+TEMPLATE_DIR_ENV = "LOOPLINE_OPERATOR_FEATURE_REPO"
 # The offline store of the templates (loopline/data/offline_store.py; importing it imports Feast).
 OFFLINE_STORE_TYPE = "loopline.data.offline_store.AsofFileOfflineStore"
 
@@ -180,14 +185,27 @@ def _entity_as_string(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return frame
 
 
+def template_dir() -> Path:
+    """Where the repository templates are: the source checkout's feature_repo/, else the
+    directory the environment names (an installed wheel in the images)."""
+    candidates = [TEMPLATE_DIR]
+    named = os.environ.get(TEMPLATE_DIR_ENV)
+    if named:
+        candidates.append(Path(named))
+    for candidate in candidates:
+        if all((candidate / name).is_file() for name in (FEATURE_STORE_YAML, DEFINITIONS_FILE)):
+            return candidate
+    raise FileNotFoundError(
+        f"Feast templates ({FEATURE_STORE_YAML}, {DEFINITIONS_FILE}) not found in "
+        f"{', '.join(str(c) for c in candidates)}; run Loopline from a source checkout or set "
+        f"{TEMPLATE_DIR_ENV} to a directory holding them (the images set it)"
+    )
+
+
 def _copy_templates(repo_dir: Path) -> None:
+    templates = template_dir()
     for name in (FEATURE_STORE_YAML, DEFINITIONS_FILE):
-        template = TEMPLATE_DIR / name
-        if not template.is_file():
-            raise FileNotFoundError(
-                f"Feast template {template} is missing; run Loopline from a source checkout"
-            )
-        shutil.copyfile(template, repo_dir / name)
+        shutil.copyfile(templates / name, repo_dir / name)
 
 
 def open_store(repo_dir: Path) -> FeatureStore:

@@ -68,9 +68,6 @@ from loopline.data.generator import GeneratorConfig, generate, write_dataset
 from loopline.data.schema import factory_schema
 
 repo = Path("{FEATURE_REPO_MOUNT}")
-# The repository's templates: features.TEMPLATE_DIR is the source checkout's feature_repo/,
-# which an installed wheel lacks; the image has them here.
-features.TEMPLATE_DIR = Path("/opt/loopline/feature_repo")
 frame, manifest = generate(
     GeneratorConfig(machines=3, days=8, interval_seconds=300, seed=2, fault_fraction=0.08)
 )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from pydantic import ValidationError
@@ -125,3 +127,26 @@ def test_factory_roles_per_task() -> None:
 def test_schema_needs_entity_and_timestamp_named() -> None:
     with pytest.raises(ValidationError, match="entity"):
         DatasetSchema(timestamp="t", features=[FeatureSpec(name="a")])
+
+
+def test_templates_are_found_where_the_environment_names_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed wheel (the images) has no checkout beside it: the templates come from
+    the directory LOOPLINE_OPERATOR_FEATURE_REPO names, and without one the error says so."""
+    from loopline.data import features
+
+    monkeypatch.setattr(features, "TEMPLATE_DIR", tmp_path / "no-checkout")
+    monkeypatch.delenv(features.TEMPLATE_DIR_ENV, raising=False)
+    with pytest.raises(FileNotFoundError, match=features.TEMPLATE_DIR_ENV):
+        features.template_dir()
+    shipped = tmp_path / "opt-feature-repo"
+    shipped.mkdir()
+    for name in (features.FEATURE_STORE_YAML, features.DEFINITIONS_FILE):
+        (shipped / name).write_text("# template\n")
+    monkeypatch.setenv(features.TEMPLATE_DIR_ENV, str(shipped))
+    assert features.template_dir() == shipped
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    features._copy_templates(repo)
+    assert (repo / features.DEFINITIONS_FILE).read_text() == "# template\n"
