@@ -266,7 +266,9 @@ class Runner:
 def main(argv: list[str] | None = None) -> int:
     quiet.apply()
     parser = argparse.ArgumentParser(prog="python -m loopline.pipelines.run")
-    parser.add_argument("--spec", type=Path, required=True, help="TrainingRunSpec or BatchRunSpec JSON file")
+    parser.add_argument(
+        "--spec", type=Path, required=True, help="TrainingRunSpec or BatchRunSpec JSON file"
+    )
     parser.add_argument("--result", type=Path, required=True, help="TrainingRunResult JSON file")
     parser.add_argument(
         "--workdir",

@@ -98,7 +98,7 @@ class BatchRunSpec(Spec):
     namespace: str
     model_name: str = Field(alias="modelName")
     registered_model_name: str = Field(alias="registeredModelName")
-    pipeline: Literal["batch-scoring"] = BATCH_PIPELINE
+    pipeline: Literal["batch-scoring"] = "batch-scoring"  # BATCH_PIPELINE
     version: str | None = Field(default=None, description="None: the champion at run time.")
     window_start: datetime | None = Field(default=None, alias="windowStart")
     window_end: datetime | None = Field(default=None, alias="windowEnd")

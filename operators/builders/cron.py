@@ -92,3 +92,21 @@ class CronSchedule:
             if nxt > t:
                 return latest
             latest = cursor = nxt
+
+    def matches(self, t: datetime) -> bool:
+        return (
+            t.month in self.months
+            and self._day_matches(t)
+            and t.hour in self.hours
+            and t.minute in self.minutes
+        )
+
+    def latest_at_or_before(self, t: datetime, since: datetime) -> datetime | None:
+        """The latest matching minute in (since, t], scanning back from `t`: a slot found
+        after a long outage costs the minutes back to it, not one step per missed slot."""
+        candidate = t.replace(second=0, microsecond=0)
+        while candidate > since:
+            if self.matches(candidate):
+                return candidate
+            candidate -= timedelta(minutes=1)
+        return None

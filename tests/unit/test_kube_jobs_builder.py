@@ -222,9 +222,7 @@ def test_a_batch_run_is_a_job_of_the_runtime_image_labelled_batch_scoring() -> N
     # Found by the same selectors as training runs (cleanup cancels both).
     assert _matches(run_selector(BATCH.run_id), labels)
     assert _matches(model_selector("drill-ae"), labels)
-    carried = parse_run_spec(
-        job["spec"]["template"]["metadata"]["annotations"][SPEC_ANNOTATION]
-    )
+    carried = parse_run_spec(job["spec"]["template"]["metadata"]["annotations"][SPEC_ANNOTATION])
     assert isinstance(carried, BatchRunSpec)
     assert carried.feature_repo == FEATURE_REPO_MOUNT
     assert carried.mlflow_tracking_uri == CONFIG.tracking_uri
