@@ -82,8 +82,10 @@ def test_run_id_is_a_dns_label_per_model_and_slot() -> None:
 
 def test_no_slot_yet_starts_nothing_and_says_when_the_next_is() -> None:
     plan = plan_batch(_obs(_at(1, 13)), CTX)
-    assert plan.submit is None and not plan.events
-    assert plan.status is not None and plan.status.next_schedule_time == _at(2, 2)
+    assert plan.submit is None
+    assert not plan.events
+    assert plan.status is not None
+    assert plan.status.next_schedule_time == _at(2, 2)
 
 
 def test_a_passed_slot_starts_one_run_of_the_window_ending_at_it() -> None:
@@ -100,15 +102,19 @@ def test_a_passed_slot_starts_one_run_of_the_window_ending_at_it() -> None:
         CTX.mlflow_tracking_uri,
     )
     st = plan.status
-    assert st is not None and st.last_schedule_time == _at(2, 2)
-    assert st.current_run is not None and st.current_run.run_id == run.run_id
+    assert st is not None
+    assert st.last_schedule_time == _at(2, 2)
+    assert st.current_run is not None
+    assert st.current_run.run_id == run.run_id
     assert st.current_run.phase == RunPhase.PENDING
     assert [e.reason for e in plan.events] == ["BatchRunStarted"]
     # The next reconcile, run in flight: nothing new.
     running = TrainingRunResult(run_id=run.run_id, phase=RunPhase.RUNNING)
     again = plan_batch(_obs(_at(2, 2, 4), st, run=running), CTX)
-    assert again.submit is None and not again.events
-    assert again.status is not None and again.status.current_run is not None
+    assert again.submit is None
+    assert not again.events
+    assert again.status is not None
+    assert again.status.current_run is not None
     assert again.status.current_run.phase == RunPhase.RUNNING
 
 
@@ -116,14 +122,16 @@ def test_a_lost_status_write_asks_for_the_same_run_id_again() -> None:
     first = plan_batch(_obs(_at(2, 2, 3)), CTX)
     # The operator restarted before writing the status: it sees the old (empty) status.
     second = plan_batch(_obs(_at(2, 2, 9)), CTX)
-    assert first.submit is not None and second.submit is not None
+    assert first.submit is not None
+    assert second.submit is not None
     assert first.submit.run_id == second.submit.run_id
 
 
 def test_missed_slots_run_only_the_latest() -> None:
     status = BatchStatus(last_schedule_time=_at(2, 2))
     plan = plan_batch(_obs(_at(6, 9), status), CTX)  # slots of the 3rd..6th missed
-    assert plan.submit is not None and plan.submit.scheduled_time == _at(6, 2)
+    assert plan.submit is not None
+    assert plan.submit.scheduled_time == _at(6, 2)
     assert len(plan.events) == 1
 
 
@@ -142,9 +150,12 @@ def test_a_finished_run_is_recorded_and_its_slot_never_runs_again() -> None:
     plan = plan_batch(_obs(_at(2, 2, 6), started.status, run=done), CTX)
     st = plan.status
     assert plan.submit is None
-    assert st is not None and st.current_run is None
-    assert st.last_succeeded is not None and st.last_succeeded.rows == 1440
-    assert st.last_succeeded.model_version == "3" and st.last_run == st.last_succeeded
+    assert st is not None
+    assert st.current_run is None
+    assert st.last_succeeded is not None
+    assert st.last_succeeded.rows == 1440
+    assert st.last_succeeded.model_version == "3"
+    assert st.last_run == st.last_succeeded
     assert [e.reason for e in plan.events] == ["BatchRunSucceeded"]
     assert plan_batch(_obs(_at(2, 23), st), CTX).submit is None
     assert plan_batch(_obs(_at(3, 2), st), CTX).submit is not None
@@ -157,8 +168,10 @@ def test_a_failed_run_is_the_last_run_but_not_the_last_success() -> None:
         run_id=started.submit.run_id, phase=RunPhase.FAILED, message="score-window: no rows"
     )
     plan = plan_batch(_obs(_at(2, 2, 6), started.status, run=failed), CTX)
-    assert plan.status is not None and plan.status.last_succeeded is None
-    assert plan.status.last_run is not None and plan.status.last_run.phase == RunPhase.FAILED
+    assert plan.status is not None
+    assert plan.status.last_succeeded is None
+    assert plan.status.last_run is not None
+    assert plan.status.last_run.phase == RunPhase.FAILED
     assert [e.reason for e in plan.events] == ["BatchRunFailed"]
     assert "no rows" in plan.events[0].message
 
@@ -168,21 +181,25 @@ def test_a_slot_waits_for_the_run_in_flight_and_for_a_champion() -> None:
     running = TrainingRunResult(run_id="x", phase=RunPhase.RUNNING)
     late = plan_batch(_obs(_at(3, 2, 1), started.status, run=running), CTX)
     assert late.submit is None
-    assert late.status is not None and "waits for batch run" in late.status.message
+    assert late.status is not None
+    assert "waits for batch run" in late.status.message
     no_champion = plan_batch(_obs(_at(2, 2, 3), champion=False), CTX)
     assert no_champion.submit is None
-    assert no_champion.status is not None and "champion" in no_champion.status.message
+    assert no_champion.status is not None
+    assert "champion" in no_champion.status.message
     assert no_champion.status.last_schedule_time is None  # the slot is not spent
     pinned = BatchSpec(schedule="0 2 * * *", version="2")
     plan = plan_batch(_obs(_at(2, 2, 3), spec=pinned, champion=False), CTX)
-    assert plan.submit is not None and plan.submit.version == "2"
+    assert plan.submit is not None
+    assert plan.submit.version == "2"
 
 
 def test_a_run_the_backend_does_not_know_is_submitted_again_under_its_id() -> None:
     started = plan_batch(_obs(_at(2, 2, 3)), CTX)
     assert started.submit is not None
     plan = plan_batch(_obs(_at(2, 2, 9), started.status, run=None), CTX)
-    assert plan.submit is not None and plan.submit.run_id == started.submit.run_id
+    assert plan.submit is not None
+    assert plan.submit.run_id == started.submit.run_id
     assert not plan.events
 
 
@@ -190,16 +207,21 @@ def test_without_spec_batch_nothing_starts_and_the_record_stays() -> None:
     assert plan_batch(_obs(_at(2, 3), spec=None), CTX).status is None
     status = BatchStatus(last_schedule_time=_at(2, 2), next_schedule_time=_at(3, 2))
     plan = plan_batch(_obs(_at(5, 3), status, spec=None), CTX)
-    assert plan.submit is None and plan.status is not None
-    assert plan.status.last_schedule_time == _at(2, 2) and plan.status.next_schedule_time is None
+    assert plan.submit is None
+    assert plan.status is not None
+    assert plan.status.last_schedule_time == _at(2, 2)
+    assert plan.status.next_schedule_time is None
 
 
 def test_a_refused_run_spends_its_slot_as_a_failed_run() -> None:
     started = plan_batch(_obs(_at(2, 2, 3)), CTX)
-    assert started.status is not None and started.submit is not None
+    assert started.status is not None
+    assert started.submit is not None
     st = rejected(started.status, started.submit.run_id, "Job name taken", _at(2, 2, 3))
-    assert st.current_run is None and st.last_schedule_time == _at(2, 2)
-    assert st.last_run is not None and "Job name taken" in st.last_run.message
+    assert st.current_run is None
+    assert st.last_schedule_time == _at(2, 2)
+    assert st.last_run is not None
+    assert "Job name taken" in st.last_run.message
 
 
 def test_spec_batch_fields_are_validated_naming_the_field() -> None:
