@@ -25,6 +25,9 @@ kfp.local's subprocess runner inside the pod). How the pieces travel, and why:
   configuration and definitions; the stores' credentials come from the optional `env_secret`.
 - kfp.local's working directories, HOME and the caches go to an emptyDir on /tmp; the root
   filesystem stays read-only.
+- A batch-scoring run (`BatchRunSpec`) is the same Job, labelled `batch-scoring`, from
+  `batch_image` (the runtime image: bundles score without torch) and with the repository's
+  claim mounted read-write, because its scores and their feature view are written there.
 
 The operator decides about retries, so `backoffLimit` is 0; a finished Job stays
 `ttl_seconds` (three days) so a stopped operator can still read the result when it returns.
@@ -147,7 +150,8 @@ def build_training_job(spec: RunSpec, config: JobConfig) -> dict[str, Any]:
         "ttlSecondsAfterFinished": config.ttl_seconds,
         "template": {
             "metadata": {"labels": run_labels, "annotations": {SPEC_ANNOTATION: spec_json}},
-            "spec": _pod_spec(config, image),
+            # A batch run writes its scores and their feature view into the repository.
+            "spec": _pod_spec(config, image, repo_writable=isinstance(spec, BatchRunSpec)),
         },
     }
     if config.deadline_seconds:
@@ -160,7 +164,7 @@ def build_training_job(spec: RunSpec, config: JobConfig) -> dict[str, Any]:
     }
 
 
-def _pod_spec(config: JobConfig, image: str) -> dict[str, Any]:
+def _pod_spec(config: JobConfig, image: str, *, repo_writable: bool = False) -> dict[str, Any]:
     mounts: list[dict[str, Any]] = [
         {"name": "run-spec", "mountPath": SPEC_DIR, "readOnly": True},
         {"name": "work", "mountPath": WORK_DIR},
@@ -180,11 +184,14 @@ def _pod_spec(config: JobConfig, image: str) -> dict[str, Any]:
         {"name": "work", "emptyDir": {"sizeLimit": WORK_SIZE}},
     ]
     if config.feature_claim:
-        mounts.append({"name": "feature-repo", "mountPath": FEATURE_REPO_MOUNT, "readOnly": True})
+        read_only = not repo_writable
+        mounts.append(
+            {"name": "feature-repo", "mountPath": FEATURE_REPO_MOUNT, "readOnly": read_only}
+        )
         volumes.append(
             {
                 "name": "feature-repo",
-                "persistentVolumeClaim": {"claimName": config.feature_claim, "readOnly": True},
+                "persistentVolumeClaim": {"claimName": config.feature_claim, "readOnly": read_only},
             }
         )
     env = [

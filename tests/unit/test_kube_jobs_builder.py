@@ -226,8 +226,18 @@ def test_a_batch_run_is_a_job_of_the_runtime_image_labelled_batch_scoring() -> N
     assert isinstance(carried, BatchRunSpec)
     assert carried.feature_repo == FEATURE_REPO_MOUNT
     assert carried.mlflow_tracking_uri == CONFIG.tracking_uri
-    # Training Jobs keep the training image.
-    assert _container(build_training_job(SPEC, config))["image"] == CONFIG.image
+    # The scores and their feature view are written into the repository: mounted read-write.
+    (mount,) = [m for m in _container(job)["volumeMounts"] if m["name"] == "feature-repo"]
+    assert mount["readOnly"] is False
+    (volume,) = [
+        v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "feature-repo"
+    ]
+    assert volume["persistentVolumeClaim"]["readOnly"] is False
+    # Training Jobs keep the training image and a read-only repository.
+    training = build_training_job(SPEC, config)
+    assert _container(training)["image"] == CONFIG.image
+    (mount,) = [m for m in _container(training)["volumeMounts"] if m["name"] == "feature-repo"]
+    assert mount["readOnly"] is True
 
 
 def test_a_batch_run_without_a_runtime_image_runs_from_the_training_image() -> None:
