@@ -15,7 +15,7 @@ from loopline.operators.builders.batch import (
     plan_batch,
     rejected,
 )
-from loopline.operators.builders.cron import CronSchedule
+from loopline.operators.builders.cron import CronError, CronSchedule
 from loopline.operators.builders.runs import RunContext
 from loopline.types.batch import (
     BatchRunSpec,
@@ -271,3 +271,59 @@ def test_a_run_spec_file_is_read_as_the_kind_it_is() -> None:
         feature_repo="y",
     )
     assert parse_run_spec(training.model_dump_json(by_alias=True)) == training
+
+
+def _brute_next(cron: CronSchedule, t: datetime) -> datetime:
+    candidate = t.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    while not cron.matches(candidate):
+        candidate += timedelta(minutes=1)
+    return candidate
+
+
+def _brute_latest(cron: CronSchedule, t: datetime, since: datetime) -> datetime | None:
+    candidate = t.replace(second=0, microsecond=0)
+    while candidate > since:
+        if cron.matches(candidate):
+            return candidate
+        candidate -= timedelta(minutes=1)
+    return None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "* * * * *",
+        "*/7 * * * *",
+        "0 2 * * *",
+        "30 6 * * 1",
+        "15 */5 1,15 * *",
+        "0 0 29 2 *",  # leap days only
+        "5 4 * 3-4 0",
+        "0 12 13 * 5",  # the 13th OR a Friday
+        "59 23 31 12 *",
+    ],
+)
+def test_skipping_scans_agree_with_minute_by_minute_ones(text: str) -> None:
+    """The skips (a month, day or hour at a time) find what a scan of every minute finds."""
+    cron = CronSchedule.parse(text)
+    for t in (
+        datetime(2026, 2, 27, 23, 58, 30, tzinfo=UTC),
+        datetime(2026, 12, 31, 23, 59, tzinfo=UTC),
+        datetime(2027, 3, 1, 0, 0, tzinfo=UTC),
+        datetime(2028, 3, 1, 0, 1, tzinfo=UTC),
+    ):
+        since = t - timedelta(days=40)
+        assert cron.latest_at_or_before(t, since) == _brute_latest(cron, t, since), t
+        if text not in ("0 0 29 2 *", "59 23 31 12 *"):  # brute force: up to a year of minutes
+            assert cron.next_after(t) == _brute_next(cron, t), t
+
+
+def test_rare_schedules_are_found_across_the_year() -> None:
+    leap = CronSchedule.parse("0 0 29 2 *")
+    assert leap.next_after(datetime(2027, 6, 1, tzinfo=UTC)) == datetime(2028, 2, 29, tzinfo=UTC)
+    assert leap.latest_at_or_before(
+        datetime(2031, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC)
+    ) == datetime(2028, 2, 29, tzinfo=UTC)
+    never = CronSchedule.parse("0 0 31 2 *")
+    with pytest.raises(CronError, match="never matches"):
+        never.next_after(datetime(2026, 1, 1, tzinfo=UTC))
