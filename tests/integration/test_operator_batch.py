@@ -94,7 +94,7 @@ def test_a_scheduled_slot_gets_one_batch_run_readable_through_feast(
     assert batch_runs == [run_id]
     status = obj["status"]["batch"]
     assert status["lastScheduleTime"].startswith(slot.strftime("%Y-%m-%dT%H:%M"))
-    assert status["currentRun"] is None or "currentRun" not in status
+    assert status.get("currentRun") is None
     succeeded = status["lastSucceeded"]
     assert succeeded["runId"] == run_id
     assert succeeded["modelVersion"] == trained.version
