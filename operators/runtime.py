@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from loopline.history.ledger import Ledger
 from loopline.operators.backends.approvals import Approvals
 from loopline.operators.backends.factory import Backends, build_backends
+from loopline.operators.batch_runtime import reconcile_batch
 from loopline.operators.builders.approval import consults_approvals
 from loopline.operators.builders.champion import alias_restoration, record
 from loopline.operators.builders.conditions import is_true
@@ -245,7 +246,7 @@ class Operator:
             approvals=approvals,
         )
         plan = reconcile_model(observation, self.context)
-        new_status, rejected = plan.status, None
+        new_status, rejected, batch_events = plan.status, None, []
         try:
             if plan.cancel:
                 self.pipelines.cancel(plan.cancel)
@@ -264,6 +265,10 @@ class Operator:
                 self.serving.apply(replace(plan.serving, monitor_url=monitor_url))
             elif serving is not None:
                 self.serving.delete(namespace, name)  # scaled to zero
+            batch, batch_events = reconcile_batch(
+                self.pipelines, meta, spec, new_status, self.context, now
+            )
+            new_status = new_status.model_copy(update={"batch": batch})
         except BackendUnavailable as exc:
             # Keep what the plan decided (e.g. the run id); it is asked for again next time.
             self._degrade(obj, new_status, generation, "BackendUnavailable", str(exc), now)
@@ -276,7 +281,7 @@ class Operator:
         self.record(obj, decisions_of(observation, plan, rejected))
         self._patch_status("models", obj, new_status)
         self.approvals.mark(namespace, plan.approval_marks)
-        for event in plan.events:
+        for event in [*plan.events, *batch_events]:
             self.event(obj, event)
 
     def _point_champion(

@@ -41,12 +41,12 @@ class OperatorSettings(BaseSettings):
     runtime_image: str = Field(
         default="",
         description="Cluster backends: the Loopline runtime image (repository:tag) that model "
-        "servers and drift monitors run.",
+        "servers, drift monitors and (kubernetes pipeline backend) batch-scoring Jobs run.",
     )
     training_image: str = Field(
         default="",
         description="Kubernetes pipeline backend: the Loopline training image (torch) that "
-        "training Jobs run.",
+        "training Jobs run (and batch-scoring Jobs when runtime_image is empty).",
     )
     image_pull_policy: str = Field(
         default="IfNotPresent",

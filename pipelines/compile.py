@@ -20,11 +20,11 @@ COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
 
 
 def compile_all(out_dir: Path = COMPILED_DIR) -> list[Path]:
-    from loopline.pipelines.training import PIPELINES
+    from loopline.pipelines.batch import all_pipelines
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, func in sorted(PIPELINES.items()):
+    for name, func in sorted(all_pipelines().items()):
         path = out_dir / f"{name}.yaml"
         compiler.Compiler().compile(pipeline_func=func, package_path=str(path))
         written.append(path)

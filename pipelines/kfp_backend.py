@@ -3,7 +3,8 @@
 The operators' `kfp` pipeline backend wraps these two entry points: `submit()` uploads the
 compiled golden package as a run (experiment per Model, run name = Loopline run id, the run
 spec as the single `spec_json` parameter, caching off) and `run_status()` maps the KFP run's
-state and its failing task onto a `TrainingRunResult`. Submission is idempotent per Loopline
+state and its failing task onto a `TrainingRunResult`. A batch-scoring run (`BatchRunSpec`) goes
+the same way, with its own compiled package (`batch-scoring.yaml`). Submission is idempotent per Loopline
 run id: an existing run with that name in the experiment is returned instead of a second one.
 """
 
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from loopline.pipelines.compile import COMPILED_DIR
-from loopline.types.runs import RunPhase, TrainingRunResult, TrainingRunSpec
+from loopline.types.batch import BatchRunSpec, RunSpec
+from loopline.types.runs import RunPhase, TrainingRunResult
 
 # KFP v2beta1 RuntimeState -> our phase. PAUSED/CANCELING are still in flight.
 _PHASES: dict[str, RunPhase] = {
@@ -37,11 +39,11 @@ def run_phase(state: str | None) -> RunPhase:
     return _PHASES.get((state or "RUNTIME_STATE_UNSPECIFIED").upper(), RunPhase.RUNNING)
 
 
-def experiment_name(spec: TrainingRunSpec) -> str:
+def experiment_name(spec: RunSpec) -> str:
     return f"loopline-{spec.namespace}-{spec.model_name}"
 
 
-def package_path(spec: TrainingRunSpec) -> Path:
+def package_path(spec: RunSpec) -> Path:
     path = COMPILED_DIR / f"{spec.pipeline}.yaml"
     if not path.is_file():
         raise ValueError(f"pipeline {spec.pipeline!r} has no compiled package at {path}")
@@ -66,7 +68,7 @@ def _find_run(client: Any, experiment_id: str, run_name: str) -> Any | None:
     return runs[0] if runs else None
 
 
-def submit(client: Any, spec: TrainingRunSpec) -> str:
+def submit(client: Any, spec: RunSpec) -> str:
     """Start (or find) the KFP run of `spec`; returns the KFP run id."""
     experiment = client.create_experiment(name=experiment_name(spec))
     existing = _find_run(client, experiment.experiment_id, spec.run_id)
@@ -110,7 +112,7 @@ def _as_utc(value: Any) -> datetime | None:
 
 
 def run_status(
-    client: Any, spec: TrainingRunSpec, kfp_run_id: str, *, with_outcome: bool = True
+    client: Any, spec: RunSpec, kfp_run_id: str, *, with_outcome: bool = True
 ) -> TrainingRunResult:
     """The `TrainingRunResult` a KFP run currently amounts to.
 
@@ -125,22 +127,8 @@ def run_status(
         message = str(getattr(error, "message", "") or error)
     outcome: dict[str, Any] = {}
     if with_outcome and phase in (RunPhase.SUCCEEDED, RunPhase.FAILED):
-        from loopline.tracking.outcome import run_outcome
-
-        found = run_outcome(
-            spec.mlflow_tracking_uri,
-            spec.namespace,
-            spec.model_name,
-            spec.registered_model_name,
-            spec.run_id,
-        )
-        outcome = {
-            "mlflow_run_id": found.mlflow_run_id,
-            "model_version": found.model_version,
-            "gate_passed": found.gate_passed,
-            "rejection_reason": found.rejection_reason,
-            "metrics": found.metrics,
-        }
+        outcome = _outcome(spec)
+    message = message or str(outcome.pop("message", "") or "")
     return TrainingRunResult(
         **outcome,
         run_id=spec.run_id,
@@ -150,3 +138,25 @@ def run_status(
         started_at=_as_utc(getattr(run, "created_at", None)),
         finished_at=_as_utc(getattr(run, "finished_at", None)),
     )
+
+
+def _outcome(spec: RunSpec) -> dict[str, Any]:
+    """The result fields MLflow holds for a finished run, found by its Loopline run id."""
+    from loopline.tracking.outcome import batch_outcome, run_outcome
+
+    if isinstance(spec, BatchRunSpec):
+        return batch_outcome(spec.mlflow_tracking_uri, spec.namespace, spec.model_name, spec.run_id)
+    found = run_outcome(
+        spec.mlflow_tracking_uri,
+        spec.namespace,
+        spec.model_name,
+        spec.registered_model_name,
+        spec.run_id,
+    )
+    return {
+        "mlflow_run_id": found.mlflow_run_id,
+        "model_version": found.model_version,
+        "gate_passed": found.gate_passed,
+        "rejection_reason": found.rejection_reason,
+        "metrics": found.metrics,
+    }

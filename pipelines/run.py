@@ -1,8 +1,8 @@
-"""Run one training pipeline locally with `kfp.local`; the `local` backend supervises this.
+"""Run one pipeline locally with `kfp.local`; the `local` backend supervises this.
 
     python -m loopline.pipelines.run --spec run.json --result result.json [--workdir DIR]
 
-Reads a `TrainingRunSpec`, runs the pipeline with `kfp.local.SubprocessRunner(use_venv=False)`
+Reads a `TrainingRunSpec` (or a `BatchRunSpec`: the batch-scoring pipeline), runs the pipeline with `kfp.local.SubprocessRunner(use_venv=False)`
 (each component a subprocess of this interpreter: no venv, no pip install), and keeps
 `result.json` (a `TrainingRunResult`) current: `Running` with the step in progress while it
 runs, then `Succeeded` (model version, the gate's verdict or the rejection reason, metrics) or `Failed`
@@ -37,7 +37,8 @@ from typing import Any
 
 from loopline import quiet
 from loopline.components.progress import FAILED, FINISHED, STARTED, read_events
-from loopline.types.runs import RunPhase, TrainingRunResult, TrainingRunSpec
+from loopline.types.batch import BatchRunSpec, RunSpec, parse_run_spec
+from loopline.types.runs import RunPhase, TrainingRunResult
 
 log = logging.getLogger("loopline.pipelines.run")
 
@@ -147,7 +148,7 @@ class Runner:
 
     def __init__(
         self,
-        spec: TrainingRunSpec,
+        spec: RunSpec,
         result_path: Path,
         workdir: Path,
         termination_path: Path | None = None,
@@ -210,7 +211,9 @@ class Runner:
             "ignore", message="You may be attemping to run a task", category=RuntimeWarning
         )
 
-        from loopline.pipelines.training import PIPELINES
+        from loopline.pipelines.batch import all_pipelines
+
+        pipelines = all_pipelines()
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.events_path.unlink(missing_ok=True)
@@ -218,11 +221,11 @@ class Runner:
         self._publish(self.base.model_copy(update={"message": "starting"}))
         watcher = threading.Thread(target=self._watch, name="progress", daemon=True)
         watcher.start()
-        pipeline = PIPELINES.get(self.spec.pipeline)
+        pipeline: Any = pipelines.get(self.spec.pipeline)
         try:
             if pipeline is None:
                 raise ValueError(
-                    f"pipeline {self.spec.pipeline!r} is not one of {sorted(PIPELINES)}"
+                    f"pipeline {self.spec.pipeline!r} is not one of {sorted(pipelines)}"
                 )
             local.init(
                 runner=local.SubprocessRunner(use_venv=False),
@@ -243,6 +246,8 @@ class Runner:
         if error is None and outcome is not None:
             result = fold_events(result, [{"event": FINISHED, "step": result.step, **outcome}])
             result = result.model_copy(update={"phase": RunPhase.SUCCEEDED, "finished_at": now})
+            if isinstance(self.spec, BatchRunSpec):  # no gate: say what was scored
+                result = result.model_copy(update={"message": str(outcome.get("summary", ""))})
         else:
             failure = last_failure(events)
             message = failure["message"] if failure else (error or "pipeline failed")
@@ -261,7 +266,9 @@ class Runner:
 def main(argv: list[str] | None = None) -> int:
     quiet.apply()
     parser = argparse.ArgumentParser(prog="python -m loopline.pipelines.run")
-    parser.add_argument("--spec", type=Path, required=True, help="TrainingRunSpec JSON file")
+    parser.add_argument(
+        "--spec", type=Path, required=True, help="TrainingRunSpec or BatchRunSpec JSON file"
+    )
     parser.add_argument("--result", type=Path, required=True, help="TrainingRunResult JSON file")
     parser.add_argument(
         "--workdir",
@@ -286,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        spec = TrainingRunSpec.model_validate_json(args.spec.read_text())
+        spec = parse_run_spec(args.spec.read_text())
     except (OSError, ValueError) as exc:
         print(f"cannot read the run spec {args.spec}: {exc}", file=sys.stderr)
         return 2

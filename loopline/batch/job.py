@@ -7,7 +7,8 @@ FINISHED or FAILED, so a run that died halfway is on record too, with what it go
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -64,6 +65,8 @@ class BatchRequest:
     version: str | None = None  # None: the champion
     output: Path | None = None  # a folder; default `<repo>/data/scores/<view>`
     memory_mib: int = DEFAULT_MEMORY_MIB
+    # Extra MLflow run tags: a pipeline run's Loopline run id, by which its backend finds it.
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ def run_batch(req: BatchRequest) -> BatchResult:
             BATCH_SOURCE: source.description,
             BATCH_OUTPUT: str(out_path),
             CODE_VERSION: code_version(),
+            **req.tags,
         },
     )
     run_id = str(run.info.run_id)

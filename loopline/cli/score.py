@@ -56,6 +56,18 @@ def _when(value: str | None, option: str) -> datetime | None:
     help="Working memory of one chunk; sets how many rows are read and scored at a time.",
 )
 @click.option("--tracking-uri", default=None, help="MLflow URI (default: from settings).")
+@click.option(
+    "--submit",
+    is_flag=True,
+    help="Run it as a batch-scoring pipeline run on the operator's pipeline backend "
+    "(LOOPLINE_OPERATOR_PIPELINE_BACKEND: local, kubernetes or kfp) instead of in this process.",
+)
+@click.option(
+    "--wait/--no-wait", default=True, show_default=True, help="With --submit: follow the run."
+)
+@click.option(
+    "--run-id", default=None, help="With --submit: the run id (default: from the request)."
+)
 @friendly_errors(ValueError, FileNotFoundError)
 def score(
     model: str,
@@ -67,12 +79,33 @@ def score(
     output: Path | None,
     memory_mib: int,
     tracking_uri: str | None,
+    submit: bool,
+    wait: bool,
+    run_id: str | None,
 ) -> None:
     """Score a time window with a registered model version, write the scores to parquet,
     register them in the feature repository and record the run in MLflow."""
     from loopline.batch.job import BatchRequest, run_batch
     from loopline.batch.plan import parse_model_ref
     from loopline.settings import get_settings
+
+    if submit:
+        _submit(
+            model,
+            start,
+            end,
+            version,
+            repo,
+            input_path,
+            output,
+            memory_mib,
+            tracking_uri,
+            run_id,
+            wait,
+        )
+        return
+    if run_id is not None:
+        raise click.UsageError("--run-id: only with --submit")
 
     request = BatchRequest(
         model=parse_model_ref(model),
@@ -98,3 +131,46 @@ def score(
     if result.feature_view:
         click.echo(f"feature view {result.feature_view} in {repo}")
     click.echo(f"MLflow run {result.mlflow_run_id}")
+
+
+def _submit(
+    model: str,
+    start: str | None,
+    end: str | None,
+    version: str | None,
+    repo: Path | None,
+    input_path: Path | None,
+    output: Path | None,
+    memory_mib: int,
+    tracking_uri: str | None,
+    run_id: str | None,
+    wait: bool,
+) -> None:
+    from loopline.cli.score_submit import submit_batch
+    from loopline.settings import get_settings
+    from loopline.types.runs import RunPhase
+
+    if input_path is not None:
+        raise click.UsageError(
+            "--input: a submitted run reads the feature repository's offline store; score a "
+            "file without --submit"
+        )
+    result = submit_batch(
+        model=model,
+        start=_when(start, "--start"),
+        end=_when(end, "--end"),
+        version=version,
+        repo=repo,
+        output=output,
+        memory_mib=memory_mib,
+        tracking_uri=tracking_uri or get_settings().resolved_mlflow_tracking_uri(),
+        run_id=run_id,
+        wait=wait,
+    )
+    if result is None:
+        return
+    click.echo(f"{result.phase.value}: {result.message}")
+    if result.mlflow_run_id:
+        click.echo(f"MLflow run {result.mlflow_run_id}")
+    if result.phase != RunPhase.SUCCEEDED:
+        raise SystemExit(1)

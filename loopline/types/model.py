@@ -21,6 +21,7 @@ from pydantic.config import JsonDict
 from loopline.types.alarms import DESCRIPTION as ALARMS_DESCRIPTION
 from loopline.types.alarms import AlarmPolicy
 from loopline.types.approval import PromotionSpec
+from loopline.types.batch import BATCH_DESCRIPTION, BatchSpec
 from loopline.types.common import DRIFT_MIN_ROWS, Spec, Task
 from loopline.types.pipeline import NAME_PATTERN
 from loopline.types.policy import (
@@ -414,6 +415,7 @@ class ModelSpec(Spec):
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
     alarms: AlarmPolicy | None = Field(default=None, description=ALARMS_DESCRIPTION)
+    batch: BatchSpec | None = Field(default=None, description=BATCH_DESCRIPTION)
 
     @model_validator(mode="after")
     def _policy_fits_task(self) -> ModelSpec:

@@ -13,6 +13,7 @@ from enum import StrEnum
 from pydantic import Field, model_validator
 
 from loopline.types.approval import ApprovalStatus
+from loopline.types.batch import BatchStatus
 from loopline.types.common import Spec, Trigger
 from loopline.types.runs import RunPhase, legacy_gate_field
 
@@ -187,6 +188,9 @@ class ModelStatus(Spec):
         default=None,
         description="The current or last request for a person's approval "
         "(spec.promotion.approval: Required).",
+    )
+    batch: BatchStatus | None = Field(
+        default=None, description="The scheduled batch scoring runs (spec.batch)."
     )
 
 

@@ -42,9 +42,17 @@ def monitoring_backend_name(settings: OperatorSettings) -> str:
     return "local" if settings.serving_backend == "local" else "kubernetes"
 
 
+def build_pipeline_backend(settings: OperatorSettings, tracking_uri: str) -> PipelineBackend:
+    """The pipeline backend alone (`loopline score --submit` needs no other)."""
+    pipe_cls = _import(resolve("pipeline", settings.pipeline_backend, PIPELINE_BACKENDS))
+    if pipe_cls is LocalPipelineBackend:
+        return LocalPipelineBackend(settings.runs_dir, settings.worker_command or None)
+    backend: PipelineBackend = pipe_cls(settings, tracking_uri=tracking_uri)
+    return backend
+
+
 def build_backends(settings: OperatorSettings, tracking_uri: str) -> Backends:
     """Instantiate the backends named in settings (import paths from the short-name maps)."""
-    pipe_cls = _import(resolve("pipeline", settings.pipeline_backend, PIPELINE_BACKENDS))
     serve_cls = _import(resolve("serving", settings.serving_backend, SERVING_BACKENDS))
     monitor_name = monitoring_backend_name(settings)
     monitor_cls = (
@@ -53,11 +61,7 @@ def build_backends(settings: OperatorSettings, tracking_uri: str) -> Backends:
     # One token per Model for its local model server and its local monitor, kept where no
     # namespace's folder can be (names never start with a dot).
     tokens_dir = settings.serving_dir / ".tokens"
-    pipelines: PipelineBackend
-    if pipe_cls is LocalPipelineBackend:
-        pipelines = LocalPipelineBackend(settings.runs_dir, settings.worker_command or None)
-    else:
-        pipelines = pipe_cls(settings, tracking_uri=tracking_uri)
+    pipelines = build_pipeline_backend(settings, tracking_uri)
     serving: ServingBackend
     if serve_cls is LocalServingBackend:
         serving = LocalServingBackend(

@@ -14,7 +14,8 @@ from typing import Any
 
 from loopline.operators.errors import BackendRejected, BackendUnavailable
 from loopline.operators.settings import OperatorSettings
-from loopline.types.runs import TrainingRunResult, TrainingRunSpec
+from loopline.types.batch import RunSpec
+from loopline.types.runs import TrainingRunResult
 
 
 def _classified(what: str, exc: Exception) -> Exception:
@@ -33,7 +34,7 @@ class KfpPipelineBackend:
             )
         self.host = settings.kfp_host
         self._client: Any = None
-        self._runs: dict[str, tuple[TrainingRunSpec, str]] = {}
+        self._runs: dict[str, tuple[RunSpec, str]] = {}
         self._lock = threading.Lock()
 
     def _api(self) -> Any:
@@ -46,7 +47,7 @@ class KfpPipelineBackend:
                 raise _classified("connect", exc) from exc
         return self._client
 
-    def submit(self, spec: TrainingRunSpec) -> str:
+    def submit(self, spec: RunSpec) -> str:
         from loopline.pipelines import kfp_backend
 
         with self._lock:

@@ -32,17 +32,18 @@ from loopline.operators.backends.kube_objects import KubeObjects, api_error
 from loopline.operators.builders.auth import MODEL_LABEL
 from loopline.operators.builders.kube_job_results import run_result
 from loopline.operators.builders.kube_jobs import (
-    COMPONENT,
     COMPONENT_LABEL,
     JobConfig,
     build_training_job,
+    component_of,
     model_selector,
     run_selector,
 )
 from loopline.operators.errors import BackendRejected
 from loopline.operators.kube import api_client
 from loopline.operators.settings import OperatorSettings
-from loopline.types.runs import TrainingRunResult, TrainingRunSpec
+from loopline.types.batch import RunSpec
+from loopline.types.runs import TrainingRunResult
 
 # The defaults of the settings feature_repo_claim (the claim in each Model's namespace holding
 # the Feast repository: builders.kube_jobs.FEATURE_REPO_MOUNT) and training_env_secret (keys
@@ -75,6 +76,7 @@ class JobPipelineBackend:
             )
         self.config = JobConfig(
             image=settings.training_image,
+            batch_image=settings.runtime_image or None,
             tracking_uri=uri,
             image_pull_policy=settings.image_pull_policy,
             feature_claim=settings.feature_repo_claim or None,
@@ -92,7 +94,7 @@ class JobPipelineBackend:
         with self._lock:
             self._where[run_id] = namespace
 
-    def submit(self, spec: TrainingRunSpec) -> str:
+    def submit(self, spec: RunSpec) -> str:
         try:
             job = build_training_job(spec, self.config)
         except ValueError as exc:
@@ -111,7 +113,7 @@ class JobPipelineBackend:
         return spec.run_id
 
     @staticmethod
-    def _create_error(spec: TrainingRunSpec, exc: ApiException) -> Exception:
+    def _create_error(spec: RunSpec, exc: ApiException) -> Exception:
         what = f"create training Job {spec.namespace}/{spec.run_id}"
         error = api_error(what, exc)
         if exc.status in (400, 422):  # the API server refuses this Job whatever we retry
@@ -119,12 +121,13 @@ class JobPipelineBackend:
         return error
 
     @staticmethod
-    def _check_ours(job: dict[str, Any], spec: TrainingRunSpec) -> None:
+    def _check_ours(job: dict[str, Any], spec: RunSpec) -> None:
         labels = (job.get("metadata") or {}).get("labels") or {}
-        if labels.get(COMPONENT_LABEL) != COMPONENT or labels.get(MODEL_LABEL) != spec.model_name:
+        component = component_of(spec)
+        if labels.get(COMPONENT_LABEL) != component or labels.get(MODEL_LABEL) != spec.model_name:
             raise BackendRejected(
                 f"a Job named {spec.run_id} exists in namespace {spec.namespace} and is not "
-                f"a training run of Model {spec.model_name}: delete or rename it"
+                f"a {component} run of Model {spec.model_name}: delete or rename it"
             )
 
     def _namespace_of(self, run_id: str) -> str | None:

@@ -29,7 +29,8 @@ from pydantic import ValidationError
 
 from loopline import supervisor
 from loopline.operators.errors import BackendRejected, BackendUnavailable
-from loopline.types.runs import RunPhase, TrainingRunResult, TrainingRunSpec
+from loopline.types.batch import RunSpec
+from loopline.types.runs import RunPhase, TrainingRunResult
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ PID_FILE = "worker.pid"
 
 
 class PipelineBackend(Protocol):
-    def submit(self, spec: TrainingRunSpec) -> str:
+    def submit(self, spec: RunSpec) -> str:
         """Start the run (or adopt it if its id is known) and return its id."""
         ...
 
@@ -79,7 +80,7 @@ class LocalPipelineBackend:
             raise BackendRejected(f"invalid run id {run_id!r}")
         return self.runs_dir / run_id
 
-    def submit(self, spec: TrainingRunSpec) -> str:
+    def submit(self, spec: RunSpec) -> str:
         run_dir = self._dir(spec.run_id)
         with self._lock:
             if (run_dir / "spec.json").is_file():

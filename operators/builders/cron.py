@@ -70,17 +70,23 @@ class CronSchedule:
         return dom and dow
 
     def next_after(self, t: datetime) -> datetime:
-        """The first matching minute strictly after `t`."""
+        """The first matching minute strictly after `t`. Skips a month, day or hour that
+        cannot match at once, so a yearly schedule costs hundreds of steps, not a year of
+        minutes."""
         candidate = t.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        for _ in range(366 * 24 * 60):
-            if (
-                candidate.month in self.months
-                and self._day_matches(candidate)
-                and candidate.hour in self.hours
-                and candidate.minute in self.minutes
-            ):
+        limit = candidate + timedelta(days=366)
+        while candidate < limit:
+            if candidate.month not in self.months:
+                first = candidate.replace(day=1, hour=0, minute=0)
+                candidate = (first + timedelta(days=32)).replace(day=1)
+            elif not self._day_matches(candidate):
+                candidate = candidate.replace(hour=0, minute=0) + timedelta(days=1)
+            elif candidate.hour not in self.hours:
+                candidate = candidate.replace(minute=0) + timedelta(hours=1)
+            elif candidate.minute not in self.minutes:
+                candidate += timedelta(minutes=1)
+            else:
                 return candidate
-            candidate += timedelta(minutes=1)
         raise CronError("schedule never matches within a year")
 
     def last_at_or_before(self, t: datetime, since: datetime) -> datetime | None:
@@ -92,3 +98,29 @@ class CronSchedule:
             if nxt > t:
                 return latest
             latest = cursor = nxt
+
+    def matches(self, t: datetime) -> bool:
+        return (
+            t.month in self.months
+            and self._day_matches(t)
+            and t.hour in self.hours
+            and t.minute in self.minutes
+        )
+
+    def latest_at_or_before(self, t: datetime, since: datetime) -> datetime | None:
+        """The latest matching minute in (since, t], scanning back from `t` (a month, day or
+        hour that cannot match is skipped whole): a slot found after a long outage costs the
+        way back to it, not one step per missed slot."""
+        candidate = t.replace(second=0, microsecond=0)
+        while candidate > since:
+            if candidate.month not in self.months:
+                candidate = candidate.replace(day=1, hour=0, minute=0) - timedelta(minutes=1)
+            elif not self._day_matches(candidate):
+                candidate = candidate.replace(hour=0, minute=0) - timedelta(minutes=1)
+            elif candidate.hour not in self.hours:
+                candidate = candidate.replace(minute=0) - timedelta(minutes=1)
+            elif candidate.minute not in self.minutes:
+                candidate -= timedelta(minutes=1)
+            else:
+                return candidate
+        return None

@@ -25,6 +25,9 @@ kfp.local's subprocess runner inside the pod). How the pieces travel, and why:
   configuration and definitions; the stores' credentials come from the optional `env_secret`.
 - kfp.local's working directories, HOME and the caches go to an emptyDir on /tmp; the root
   filesystem stays read-only.
+- A batch-scoring run (`BatchRunSpec`) is the same Job, labelled `batch-scoring`, from
+  `batch_image` (the runtime image: bundles score without torch) and with the repository's
+  claim mounted read-write, because its scores and their feature view are written there.
 
 The operator decides about retries, so `backoffLimit` is 0; a finished Job stays
 `ttl_seconds` (three days) so a stopped operator can still read the result when it returns.
@@ -39,10 +42,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loopline.operators.builders.auth import MANAGED_BY, MODEL_LABEL
-from loopline.types.runs import TrainingRunSpec
+from loopline.types.batch import BatchRunSpec, RunSpec
 
 COMPONENT_LABEL = "loopline.dev/component"
 COMPONENT = "training"
+BATCH_COMPONENT = "batch-scoring"  # a batch-scoring run's Job (`BatchRunSpec`)
+_RUN_COMPONENTS = f"{COMPONENT_LABEL} in ({COMPONENT},{BATCH_COMPONENT})"
 RUN_ID_LABEL = "loopline.dev/run-id"
 SPEC_ANNOTATION = "loopline.dev/run-spec"
 CONTAINER = "train"
@@ -76,6 +81,9 @@ class JobConfig:
 
     image: str
     tracking_uri: str
+    # Batch-scoring Jobs: the runtime image (bundles score with numpy; no torch needed).
+    # None: `image`, the training image, which scores as well.
+    batch_image: str | None = None
     image_pull_policy: str = "IfNotPresent"
     feature_claim: str | None = None  # None: the image's own repository (no data in it)
     env_secret: str | None = None  # optional Secret in the Model's namespace, as env
@@ -84,24 +92,30 @@ class JobConfig:
     resources: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: RESOURCES)
 
 
-def labels(model: str, run_id: str = "") -> dict[str, str]:
-    found = {**MANAGED_BY, MODEL_LABEL: model, COMPONENT_LABEL: COMPONENT}
+def component_of(spec: RunSpec) -> str:
+    return BATCH_COMPONENT if isinstance(spec, BatchRunSpec) else COMPONENT
+
+
+def labels(model: str, run_id: str = "", component: str = COMPONENT) -> dict[str, str]:
+    found = {**MANAGED_BY, MODEL_LABEL: model, COMPONENT_LABEL: component}
     return {**found, RUN_ID_LABEL: run_id} if run_id else found
 
 
 def model_selector(model: str) -> str:
-    return ",".join(f"{k}={v}" for k, v in labels(model).items())
+    """A Model's run Jobs, training and batch scoring."""
+    found = {**MANAGED_BY, MODEL_LABEL: model}
+    return ",".join([*(f"{k}={v}" for k, v in found.items()), _RUN_COMPONENTS])
 
 
 def run_selector(run_id: str) -> str:
-    return f"{RUN_ID_LABEL}={run_id},{COMPONENT_LABEL}={COMPONENT}"
+    return f"{RUN_ID_LABEL}={run_id},{_RUN_COMPONENTS}"
 
 
 def logs_hint(namespace: str, run_id: str) -> str:
     return f"kubectl logs job/{run_id} -n {namespace}"
 
 
-def pod_spec_of(spec: TrainingRunSpec, config: JobConfig) -> TrainingRunSpec:
+def pod_spec_of(spec: RunSpec, config: JobConfig) -> RunSpec:
     """The spec as the pod must see it: MLflow as pods reach it, the mounted Feast repo."""
     update: dict[str, Any] = {"mlflow_tracking_uri": config.tracking_uri}
     if config.feature_claim:
@@ -109,8 +123,8 @@ def pod_spec_of(spec: TrainingRunSpec, config: JobConfig) -> TrainingRunSpec:
     return spec.model_copy(update=update)
 
 
-def build_training_job(spec: TrainingRunSpec, config: JobConfig) -> dict[str, Any]:
-    """The batch/v1 Job of one training run."""
+def build_training_job(spec: RunSpec, config: JobConfig) -> dict[str, Any]:
+    """The batch/v1 Job of one pipeline run (training, or batch scoring from `batch_image`)."""
     for what, value in (("run id", spec.run_id), ("model name", spec.model_name)):
         if not _DNS_LABEL.match(value):
             raise ValueError(
@@ -127,13 +141,17 @@ def build_training_job(spec: TrainingRunSpec, config: JobConfig) -> dict[str, An
     spec_json = pod_spec_of(spec, config).model_dump_json(by_alias=True)
     if len(spec_json) > _SPEC_MAX:
         raise ValueError(f"run spec of {spec.run_id} is {len(spec_json)} bytes: too large")
-    run_labels = labels(spec.model_name, spec.run_id)
+    run_labels = labels(spec.model_name, spec.run_id, component_of(spec))
+    image = config.image
+    if isinstance(spec, BatchRunSpec) and config.batch_image:
+        image = config.batch_image
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
         "ttlSecondsAfterFinished": config.ttl_seconds,
         "template": {
             "metadata": {"labels": run_labels, "annotations": {SPEC_ANNOTATION: spec_json}},
-            "spec": _pod_spec(config),
+            # A batch run writes its scores and their feature view into the repository.
+            "spec": _pod_spec(config, image, repo_writable=isinstance(spec, BatchRunSpec)),
         },
     }
     if config.deadline_seconds:
@@ -146,7 +164,7 @@ def build_training_job(spec: TrainingRunSpec, config: JobConfig) -> dict[str, An
     }
 
 
-def _pod_spec(config: JobConfig) -> dict[str, Any]:
+def _pod_spec(config: JobConfig, image: str, *, repo_writable: bool = False) -> dict[str, Any]:
     mounts: list[dict[str, Any]] = [
         {"name": "run-spec", "mountPath": SPEC_DIR, "readOnly": True},
         {"name": "work", "mountPath": WORK_DIR},
@@ -166,11 +184,14 @@ def _pod_spec(config: JobConfig) -> dict[str, Any]:
         {"name": "work", "emptyDir": {"sizeLimit": WORK_SIZE}},
     ]
     if config.feature_claim:
-        mounts.append({"name": "feature-repo", "mountPath": FEATURE_REPO_MOUNT, "readOnly": True})
+        read_only = not repo_writable
+        mounts.append(
+            {"name": "feature-repo", "mountPath": FEATURE_REPO_MOUNT, "readOnly": read_only}
+        )
         volumes.append(
             {
                 "name": "feature-repo",
-                "persistentVolumeClaim": {"claimName": config.feature_claim, "readOnly": True},
+                "persistentVolumeClaim": {"claimName": config.feature_claim, "readOnly": read_only},
             }
         )
     env = [
@@ -182,7 +203,7 @@ def _pod_spec(config: JobConfig) -> dict[str, Any]:
     ]
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": config.image,
+        "image": image,
         "imagePullPolicy": config.image_pull_policy,
         "command": ["python", "-m", "loopline.pipelines.run"],
         "args": [

@@ -306,6 +306,7 @@ def reconcile_model(obs: ModelObservation, context: RunContext) -> ModelPlan:
         pending_request=w.pending,
         history=st.history,
         approval=w.approval,
+        batch=st.batch,  # the batch schedule's own (operators.batch_runtime)
     )
     registered = registered_model_name(obs.namespace, obs.name)
     alias = ChampionAlias(registered, champion.version) if champion is not None else None

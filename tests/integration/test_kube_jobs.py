@@ -264,3 +264,47 @@ def test_a_foreign_job_with_the_run_s_name_is_not_adopted(
     k8s.BatchV1Api(kube_api).create_namespaced_job(namespace, foreign)
     with pytest.raises(BackendRejected, match="is not a training run of Model drill-ae"):
         JobPipelineBackend(SETTINGS, api=kube_api).submit(run)
+
+
+def test_a_batch_run_is_a_runtime_image_job_found_by_the_same_selectors(
+    cluster: ClusterHandle, kube_api: k8s.ApiClient, namespace: str
+) -> None:
+    """A batch-scoring run beside a training run of the same Model: its own Job from the
+    runtime image, adopted on a second submit, listed with the Model's runs (cleanup cancels
+    it), and read back from its termination message like a training run."""
+    from loopline.types.batch import BatchRunSpec
+
+    settings = SETTINGS.model_copy(update={"runtime_image": "loopline/runtime:0.1.0"})
+    backend = JobPipelineBackend(settings, api=kube_api)
+    training = spec(namespace, "training")
+    digest = hashlib.sha256(f"{namespace}/batch".encode()).hexdigest()[:6]
+    batch = BatchRunSpec(
+        run_id=f"drill-ae-batch-202603020200-{digest}",
+        namespace=namespace,
+        model_name=MODEL,
+        registered_model_name=f"{namespace}.{MODEL}",
+        mlflow_tracking_uri="http://127.0.0.1:5000",
+        feature_repo="/somewhere/feature_repo",
+    )
+    backend.submit(training)
+    assert backend.submit(batch) == batch.run_id
+    assert backend.submit(batch) == batch.run_id
+    made = k8s.BatchV1Api(kube_api).read_namespaced_job(batch.run_id, namespace)
+    assert made.metadata.labels["loopline.dev/component"] == "batch-scoring"
+    assert made.spec.template.spec.containers[0].image == "loopline/runtime:0.1.0"
+    assert sorted(backend.runs_of(namespace, MODEL)) == sorted([training.run_id, batch.run_id])
+    result = TrainingRunResult(
+        run_id=batch.run_id, phase=RunPhase.SUCCEEDED, step="score-window", model_version="3"
+    )
+    end_pod(kube_api, namespace, batch.run_id, 0, result.model_dump_json(by_alias=True))
+    restarted = JobPipelineBackend(settings, api=kube_api)
+    read = wait_for(
+        lambda: (
+            (r := restarted.status(batch.run_id)) is not None
+            and r.phase == RunPhase.SUCCEEDED
+            and r
+        ),
+        what="the batch run's result",
+    )
+    assert read.model_version == "3"
+    assert read.step == "score-window"

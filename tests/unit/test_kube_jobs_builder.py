@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from loopline.operators.builders.kube_jobs import (
     model_selector,
     run_selector,
 )
+from loopline.types.batch import BatchRunSpec, parse_run_spec
 from loopline.types.common import Task, Trigger
 from loopline.types.runs import TrainingRunSpec
 
@@ -46,6 +49,22 @@ def _container(job: dict[str, Any]) -> dict[str, Any]:
     return dict(containers[0])
 
 
+def _matches(selector: str, found: dict[str, str]) -> bool:
+    """Whether labels satisfy a selector of `k=v` and `k in (a,b)` terms (as the API server
+    reads them)."""
+    terms = re.findall(r"[^,(]+(?:\([^)]*\))?", selector)
+    for term in terms:
+        key, _, values = term.partition(" in ")
+        if values:
+            if found.get(key) not in values.strip("()").split(","):
+                return False
+        else:
+            key, _, value = term.partition("=")
+            if found.get(key) != value:
+                return False
+    return bool(terms)
+
+
 def test_job_is_named_after_the_run_and_labelled_for_model_and_run() -> None:
     job = build_training_job(SPEC, CONFIG)
     assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
@@ -61,8 +80,9 @@ def test_job_is_named_after_the_run_and_labelled_for_model_and_run() -> None:
     assert job["spec"]["template"]["metadata"]["labels"] == expected
     # The selectors the backend lists by match these labels.
     for selector in (model_selector("drill-ae"), run_selector(SPEC.run_id)):
-        pairs = dict(part.split("=") for part in selector.split(","))
-        assert pairs.items() <= expected.items()
+        assert _matches(selector, expected)
+    assert not _matches(run_selector(SPEC.run_id), {**expected, "loopline.dev/component": "x"})
+    assert not _matches(model_selector("other"), expected)
 
 
 def test_spec_travels_as_an_annotation_mounted_by_the_downward_api() -> None:
@@ -181,3 +201,44 @@ def test_missing_image_or_tracking_uri_names_the_setting() -> None:
         build_training_job(SPEC, JobConfig(image="", tracking_uri="http://m:5000"))
     with pytest.raises(ValueError, match="LOOPLINE_OPERATOR_CLUSTER_TRACKING_URI"):
         build_training_job(SPEC, JobConfig(image=CONFIG.image, tracking_uri=""))
+
+
+BATCH = BatchRunSpec(
+    run_id="drill-ae-batch-202603020200-0a1b2c",
+    namespace="plant",
+    model_name="drill-ae",
+    registered_model_name="plant.drill-ae",
+    mlflow_tracking_uri="http://127.0.0.1:5000",
+    feature_repo="/home/op/feature_repo",
+)
+
+
+def test_a_batch_run_is_a_job_of_the_runtime_image_labelled_batch_scoring() -> None:
+    config = replace(CONFIG, batch_image="registry.local/loopline/runtime:0.1.0")
+    job = build_training_job(BATCH, config)
+    labels = job["metadata"]["labels"]
+    assert labels["loopline.dev/component"] == "batch-scoring"
+    assert _container(job)["image"] == "registry.local/loopline/runtime:0.1.0"
+    # Found by the same selectors as training runs (cleanup cancels both).
+    assert _matches(run_selector(BATCH.run_id), labels)
+    assert _matches(model_selector("drill-ae"), labels)
+    carried = parse_run_spec(job["spec"]["template"]["metadata"]["annotations"][SPEC_ANNOTATION])
+    assert isinstance(carried, BatchRunSpec)
+    assert carried.feature_repo == FEATURE_REPO_MOUNT
+    assert carried.mlflow_tracking_uri == CONFIG.tracking_uri
+    # The scores and their feature view are written into the repository: mounted read-write.
+    (mount,) = [m for m in _container(job)["volumeMounts"] if m["name"] == "feature-repo"]
+    assert mount["readOnly"] is False
+    (volume,) = [
+        v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "feature-repo"
+    ]
+    assert volume["persistentVolumeClaim"]["readOnly"] is False
+    # Training Jobs keep the training image and a read-only repository.
+    training = build_training_job(SPEC, config)
+    assert _container(training)["image"] == CONFIG.image
+    (mount,) = [m for m in _container(training)["volumeMounts"] if m["name"] == "feature-repo"]
+    assert mount["readOnly"] is True
+
+
+def test_a_batch_run_without_a_runtime_image_runs_from_the_training_image() -> None:
+    assert _container(build_training_job(BATCH, CONFIG))["image"] == CONFIG.image
