@@ -88,6 +88,8 @@ class DriftMonitor:
         self._thread: threading.Thread | None = None
         self._dirty = False
         self._last_persist = 0.0
+        # While `process` holds rows off the queue or decisions not on disk: not `idle`.
+        self._processing = False
         self._next_retry = 0.0
         self._next_poll = 0.0
         self._init_series()
@@ -192,34 +194,39 @@ class DriftMonitor:
     def process(self) -> int:
         """Test every window the queued rows complete; deliver a pending request. Returns the
         number of windows tested."""
+        with self._work:
+            self._processing = True
+            try:
+                return self._drain()
+            finally:
+                self._processing = False
+
+    def _drain(self) -> int:
         tested = 0
         unsaved = False
-        with self._work:
-            if self.detector is not None:
-                while True:
-                    chunk = self.queue.take(self.window.room())
-                    if chunk.shape[0]:
-                        self.window.add(chunk, self.clock())
-                    if self.window.due():
-                        self._test_window()
-                        tested += 1
-                        unsaved = True
-                        # Rows arriving as fast as they are tested must not defer the write.
-                        if self.clock() - self._last_persist >= self.settings.persist_seconds:
-                            self.persist()
-                            unsaved = False
-                    elif chunk.shape[0] == 0:
-                        break
-                if unsaved:
-                    self.persist()
-                self.metrics.queue_rows.labels(self.model).set(len(self.queue))
-                self.metrics.window_rows.labels(self.model).set(self.window.rows.shape[0])
-            self._deliver_pending()
-            self.metrics.cooldown.labels(self.model).set(
-                self.state.cooldown_remaining(self.clock())
-            )
-            if self._dirty and self.clock() - self._last_persist >= self.settings.persist_seconds:
+        if self.detector is not None:
+            while True:
+                chunk = self.queue.take(self.window.room())
+                if chunk.shape[0]:
+                    self.window.add(chunk, self.clock())
+                if self.window.due():
+                    self._test_window()
+                    tested += 1
+                    unsaved = True
+                    # Rows arriving as fast as they are tested must not defer the write.
+                    if self.clock() - self._last_persist >= self.settings.persist_seconds:
+                        self.persist()
+                        unsaved = False
+                elif chunk.shape[0] == 0:
+                    break
+            if unsaved:
                 self.persist()
+            self.metrics.queue_rows.labels(self.model).set(len(self.queue))
+            self.metrics.window_rows.labels(self.model).set(self.window.rows.shape[0])
+        self._deliver_pending()
+        self.metrics.cooldown.labels(self.model).set(self.state.cooldown_remaining(self.clock()))
+        if self._dirty and self.clock() - self._last_persist >= self.settings.persist_seconds:
+            self.persist()
         return tested
 
     def _test_window(self) -> None:
@@ -419,8 +426,8 @@ class DriftMonitor:
         return status_of(self).to_json_dict()
 
     def idle(self) -> bool:
-        """Nothing queued and no test due (tests wait on this)."""
-        return len(self.queue) == 0 and not self.window.due()
+        """Nothing queued, no test due, and every tested window on disk (tests wait on this)."""
+        return not self._processing and len(self.queue) == 0 and not self.window.due()
 
 
 def _align(sample: SampleRows, names: list[str]) -> np.ndarray:
