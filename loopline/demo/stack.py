@@ -106,6 +106,10 @@ class DemoStack:
             "get", "models.loopline.dev", self.s.model, "-n", self.s.namespace, *args
         )
 
+    def reach_url(self, url: str) -> str:
+        """An endpoint of the Model's status as this process reaches it: locally, as is."""
+        return url
+
     def kubectl(self, *args: str, input: str | None = None) -> str:
         if self.kubectl_bin is None or self.kubeconfig is None:
             raise RuntimeError("the cluster is not up")
@@ -311,7 +315,9 @@ class DemoStack:
             detail=self.s.model,
             command=self.kubectl_model("-w"),
         )
-        self.watcher = ModelWatcher(self.api, self.s.namespace, self.s.model, self.record).start()
+        self.watcher = ModelWatcher(
+            self.api, self.s.namespace, self.s.model, self.record, reach=self.reach_url
+        ).start()
 
     def start_prometheus(self) -> None:
         """A Prometheus scraping the model server and the drift monitor every second: the

@@ -1,0 +1,177 @@
+"""The cluster mode's objects and plumbing, without a cluster: the chart values rendered by the
+project-built helm over values-local.yaml, the landing pod, the upload archive unpacked by the
+same script the landing pod runs (in a real Python subprocess), the landed files uploaded, and
+in-cluster endpoint names turned into the addresses the host reaches."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from loopline.data.features import RepoSpec, create_repo
+from loopline.data.generator import GeneratorConfig, generate
+from loopline.data.schema import factory_schema
+from loopline.demo import cluster_objects as objects
+from loopline.demo.cluster_stack import ClusterLanding
+from loopline.demo.record import DemoRecord
+from loopline.demo.settings import DemoSettings
+from loopline.demo.traffic import PlantStream
+from loopline.demo.watch import StatusTracker
+from loopline.operators.builders.kube_jobs import FEATURE_REPO_MOUNT
+from loopline.operators.settings import OperatorSettings
+from tests.helm_chart import CHART_DIR, documents, render
+
+ADDRESSES = {("loopline-demo", "drill-ae-server"): "10.0.0.42"}
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://drill-ae-server.loopline-demo.svc:8080", "http://10.0.0.42:8080"),
+        ("drill-ae-server.loopline-demo.svc:9000", "10.0.0.42:9000"),
+        (
+            "http://drill-ae-server.loopline-demo.svc.cluster.local:8080/v2",
+            "http://10.0.0.42:8080/v2",
+        ),
+        ("http://other.loopline-demo.svc:8080", "http://other.loopline-demo.svc:8080"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("drill-ae-server.loopline-demo.example:1", "drill-ae-server.loopline-demo.example:1"),
+    ],
+)
+def test_in_cluster_names_become_cluster_ips(url: str, expected: str) -> None:
+    assert objects.reachable_url(url, ADDRESSES) == expected
+
+
+def test_the_watcher_records_endpoints_as_the_host_reaches_them() -> None:
+    rec = DemoRecord()
+    tracker = StatusTracker(rec, lambda url: objects.reachable_url(url, ADDRESSES))
+    status = {
+        "endpoints": {
+            "rest": "http://drill-ae-server.loopline-demo.svc:8080",
+            "grpc": "drill-ae-server.loopline-demo.svc:9000",
+        }
+    }
+    tracker.update({"metadata": {"name": "drill-ae"}, "status": status})
+    assert rec.endpoints == {"REST": "http://10.0.0.42:8080", "GRPC": "10.0.0.42:9000"}
+
+
+def _rendered(tmp_path: Path) -> list[dict[str, Any]]:
+    values = tmp_path / "values.json"
+    values.write_text(json.dumps(objects.chart_values("127.0.0.1:5123", "1.0-rt", "1.0-tr")))
+    return documents(render("--values", str(CHART_DIR / "values-local.yaml"), values_file=values))
+
+
+def test_the_chart_runs_every_piece_from_the_pushed_images(tmp_path: Path) -> None:
+    docs = _rendered(tmp_path)
+    images = {
+        c["image"]
+        for d in docs
+        if d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {"127.0.0.1:5123/loopline/runtime:1.0-rt"}
+    (config,) = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")
+    ]
+    data = config["data"]
+    assert data["LOOPLINE_OPERATOR_PIPELINE_BACKEND"] == "kubernetes"
+    assert data["LOOPLINE_OPERATOR_SERVING_BACKEND"] == "kubernetes"
+    assert data["LOOPLINE_OPERATOR_TRAINING_IMAGE"] == "127.0.0.1:5123/loopline/training:1.0-tr"
+    assert data["LOOPLINE_OPERATOR_RUNTIME_IMAGE"] == "127.0.0.1:5123/loopline/runtime:1.0-rt"
+    # The Service the demo reads MLflow through is the chart's.
+    services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
+    assert objects.MLFLOW_SERVICE in services
+    operator = next(
+        d
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "loopline-operator"
+    )
+    env = operator["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "LOOPLINE_OPERATOR_RECONCILE_INTERVAL", "value": "2"} in env
+
+
+def test_chart_values_refuse_what_would_pull_nothing() -> None:
+    with pytest.raises(ValueError, match="registry"):
+        objects.chart_values("127.0.0.1:5123/loopline", "a", "b")
+    with pytest.raises(ValueError, match="training_tag"):
+        objects.chart_values("127.0.0.1:5123", "a", "")
+
+
+def test_the_landing_pod_mounts_the_claim_training_jobs_mount() -> None:
+    # The operator's Jobs mount the claim of its setting at FEATURE_REPO_MOUNT.
+    assert OperatorSettings.model_fields["feature_repo_claim"].default == objects.FEATURE_REPO_CLAIM
+    claim = objects.feature_repo_claim("ns")
+    assert claim["metadata"] == {
+        "name": objects.FEATURE_REPO_CLAIM,
+        "namespace": "ns",
+        "labels": {"app.kubernetes.io/part-of": "loopline-demo"},
+    }
+    pod = objects.landing_pod("ns", "reg/loopline/runtime:t")
+    spec = pod["spec"]
+    (init,) = spec["initContainers"]
+    (main,) = spec["containers"]
+    assert init["command"] == ["chown", "10001:10001", FEATURE_REPO_MOUNT]
+    assert main["securityContext"]["runAsUser"] == 10001
+    assert main["volumeMounts"] == [{"name": objects.REPO_VOLUME, "mountPath": FEATURE_REPO_MOUNT}]
+    (volume,) = spec["volumes"]
+    assert volume["persistentVolumeClaim"] == {"claimName": objects.FEATURE_REPO_CLAIM}
+
+
+def _unpack(archive: bytes, root: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", objects.UNPACK_SCRIPT, str(root)],
+        input=archive,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return result.stdout.decode()
+
+
+def test_the_upload_replaces_files_whole(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "data").mkdir(parents=True)
+    (src / "repo.json").write_text("{}")
+    (src / "data" / "a.parquet").write_bytes(b"first")
+    printed = _unpack(objects.pack(src, objects.repo_files(src)), dst)
+    assert printed.split() == ["data/a.parquet", "5", "repo.json", "2"]
+    (src / "data" / "a.parquet").write_bytes(b"second version")
+    _unpack(objects.pack(src, ["data/a.parquet"]), dst)
+    assert (dst / "data" / "a.parquet").read_bytes() == b"second version"
+    assert (dst / "repo.json").read_text() == "{}"
+    assert sorted(p.name for p in (dst / "data").iterdir()) == ["a.parquet"]  # no temp left
+
+
+def test_landed_rows_are_uploaded_with_their_rolling_features(tmp_path: Path) -> None:
+    frame, manifest = generate(GeneratorConfig(machines=2, days=0.25, interval_seconds=600))
+    repo = tmp_path / "repo"
+    create_repo(repo, frame, factory_schema())
+    uploads: list[list[str]] = []
+    landing = ClusterLanding(repo, frame, uploads.append)
+    assert landing.land() == 0
+    assert uploads == []  # nothing new: nothing sent
+    clock = iter(pd.date_range(datetime(2030, 1, 1, tzinfo=UTC), periods=4, freq="1s"))
+    stream = PlantStream(manifest, clock=lambda: next(clock).to_pydatetime())
+    landing.add(stream.next_batch())
+    assert landing.land() == 2
+    spec = RepoSpec.load(repo)
+    assert uploads == [[spec.source, spec.rolling_source]]
+    dst = tmp_path / "claim"
+    _unpack(objects.pack(repo, uploads[0]), dst)
+    assert len(pd.read_parquet(dst / spec.source)) == len(frame) + 2
+
+
+def test_cluster_settings_wait_for_pulls_and_leave_the_historian_out() -> None:
+    quick = DemoSettings().quick()
+    adjusted = objects.cluster_settings(quick)
+    assert adjusted.historian_burst == 0
+    assert adjusted.serving_timeout >= objects.SERVING_TIMEOUT > quick.serving_timeout
+    assert adjusted.machines == quick.machines
+    assert adjusted.epochs == quick.epochs
