@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from loopline.demo.settings import DemoSettings
+from loopline.operators.builders import kube_monitoring, kube_serving
 from loopline.operators.builders.kube_jobs import FEATURE_REPO_MOUNT
 from loopline.operators.builders.volumes import RUN_AS, build_claim, permissions_init_container
 
@@ -209,3 +210,57 @@ def reachable_url(url: str, addresses: Mapping[tuple[str, str], str]) -> str:
 def mlflow_url(address: str) -> str:
     """MLflow's URL from the host: its Service's ClusterIP."""
     return f"http://{address}:{MLFLOW_PORT}"
+
+
+# The pods Prometheus scrapes, by job (`loopline.demo.usage.JOBS`' keys): component label and
+# metrics port. Debian's Prometheus has no Kubernetes discovery, so the demo writes the pods
+# it finds to files Prometheus watches (file_sd), as it finds them.
+SCRAPED = {
+    "Metrics": (kube_serving.COMPONENT, kube_serving.METRICS_PORT),
+    "Monitor": (kube_monitoring.COMPONENT, kube_monitoring.PORT),
+}
+
+
+def prometheus_files_config(folder: Path, interval: str = "1s") -> dict[str, Any]:
+    """prometheus.yml whose targets are the files `scrape_targets` fills, one per job, named
+    as the local demo's jobs so the same code reads the usage table."""
+    from loopline.demo.usage import JOBS
+
+    return {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "scrape_configs": [
+            {
+                "job_name": JOBS[key],
+                "file_sd_configs": [
+                    {"files": [str(folder / f"targets-{JOBS[key]}.json")], "refresh_interval": "1s"}
+                ],
+            }
+            for key in SCRAPED
+        ],
+    }
+
+
+def scrape_targets(
+    pods: Iterable[Mapping[str, Any]], component: str, port: int
+) -> list[dict[str, Any]]:
+    """file_sd entries for the running, not terminating pods of `component` (pod objects as
+    the API returns them): a canary's and a new champion's pods from the moment they have an
+    address, each by its pod IP, labelled with namespace and pod."""
+    found = []
+    for pod in pods:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        labels = meta.get("labels") or {}
+        if labels.get("loopline.dev/component") != component or meta.get("deletionTimestamp"):
+            continue
+        if status.get("phase") != "Running" or not status.get("podIP"):
+            continue
+        found.append(
+            {
+                "targets": [f"{status['podIP']}:{port}"],
+                "labels": {
+                    "namespace": str(meta.get("namespace", "")),
+                    "pod": str(meta.get("name", "")),
+                },
+            }
+        )
+    return sorted(found, key=lambda t: t["labels"]["pod"])

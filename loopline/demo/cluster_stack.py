@@ -324,7 +324,51 @@ class ClusterStack(DemoStack):
         )
 
     def start_prometheus(self) -> None:
-        self.record.note(
-            "usage per caller not measured: the cluster mode runs no Prometheus "
-            "(the model servers' /metrics are on each pod)"
+        """A Prometheus on the host scraping the Model's server and monitor pods, which the
+        demo finds through the API every second (the report's usage table, as locally)."""
+        import yaml
+
+        from loopline.demo.usage import prometheus_binary
+
+        binary = prometheus_binary()
+        if binary is None:
+            self.record.note(
+                "usage per caller not measured: prometheus is not installed "
+                "(scripts/install-system-deps.sh installs it)"
+            )
+            return
+        folder = self.state_dir / "prometheus"
+        folder.mkdir(parents=True, exist_ok=True)
+        self._write_targets(folder)
+        config = objects.prometheus_files_config(folder)
+        (folder / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        threading.Thread(
+            target=self._follow_pods, args=(folder,), name="scrape-targets", daemon=True
+        ).start()
+        self.launch_prometheus(binary, folder)
+
+    def _write_targets(self, folder: Path) -> None:
+        from kubernetes import client as k8s
+
+        from loopline.demo.usage import JOBS
+
+        pods = k8s.CoreV1Api(self.api).list_namespaced_pod(
+            self.s.namespace, label_selector=f"loopline.dev/model={self.s.model}"
         )
+        items = self.api.sanitize_for_serialization(pods)["items"]
+        for key, (component, port) in objects.SCRAPED.items():
+            path = folder / f"targets-{JOBS[key]}.json"
+            text = json.dumps(objects.scrape_targets(items, component, port))
+            if not path.is_file() or path.read_text() != text:
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(text)
+                tmp.replace(path)
+
+    def _follow_pods(self, folder: Path) -> None:
+        """Keep the target files current until the API client is closed (the demo's end)."""
+        while True:
+            time.sleep(1.0)
+            try:
+                self._write_targets(folder)
+            except Exception:  # the API closed at the end, or a restart: stop following
+                return

@@ -323,12 +323,7 @@ class DemoStack:
         """A Prometheus scraping the model server and the drift monitor every second: the
         source of the report's usage table, as of `loopline usage`. Without the binary or the
         endpoints the table is not measured, and the notes say why."""
-        from loopline.demo.usage import (
-            local_metrics_url,
-            prometheus_argv,
-            prometheus_binary,
-            write_config,
-        )
+        from loopline.demo.usage import local_metrics_url, prometheus_binary, write_config
 
         binary = prometheus_binary()
         if binary is None:
@@ -348,6 +343,12 @@ class DemoStack:
             return
         folder = self.state_dir / "prometheus"
         write_config(folder, self.record.endpoints)
+        self.launch_prometheus(binary, folder)
+
+    def launch_prometheus(self, binary: str, folder: Path) -> None:
+        """Start Prometheus on `folder`'s prometheus.yml and wait until it is ready."""
+        from loopline.demo.usage import prometheus_argv
+
         port = free_port()
         record = self.processes.start(
             "prometheus", prometheus_argv(binary, folder, port), stop_timeout=10.0

@@ -6,6 +6,7 @@ in-cluster endpoint names turned into the addresses the host reaches."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -175,3 +176,59 @@ def test_cluster_settings_wait_for_pulls_and_leave_the_historian_out() -> None:
     assert adjusted.serving_timeout >= objects.SERVING_TIMEOUT > quick.serving_timeout
     assert adjusted.machines == quick.machines
     assert adjusted.epochs == quick.epochs
+
+
+def _pod(name: str, component: str, ip: str = "10.42.0.7", **extra: Any) -> dict[str, Any]:
+    meta = {
+        "name": name,
+        "namespace": "loopline-demo",
+        "labels": {"loopline.dev/component": component},
+    }
+    meta.update(extra)
+    return {"metadata": meta, "status": {"phase": "Running", "podIP": ip}}
+
+
+def test_prometheus_scrapes_the_running_pods_by_the_local_jobs_names(tmp_path: Path) -> None:
+    """promtool (Prometheus' own checker) accepts the config; the targets are the running,
+    not terminating pods of each component, with the namespace `loopline usage` scopes by."""
+    import yaml
+
+    from loopline.demo.usage import JOBS
+
+    pods = [
+        _pod("server-b", "server", "10.42.0.9"),
+        _pod("server-a", "server", "10.42.0.8"),
+        _pod("server-old", "server", deletionTimestamp="2026-12-06T00:00:00Z"),
+        {
+            "metadata": {"name": "server-new", "labels": {"loopline.dev/component": "server"}},
+            "status": {"phase": "Pending"},
+        },
+        _pod("monitor-x", "monitor", "10.42.0.3"),
+    ]
+    assert objects.scrape_targets(pods, "server", 8082) == [
+        {
+            "targets": ["10.42.0.8:8082"],
+            "labels": {"namespace": "loopline-demo", "pod": "server-a"},
+        },
+        {
+            "targets": ["10.42.0.9:8082"],
+            "labels": {"namespace": "loopline-demo", "pod": "server-b"},
+        },
+    ]
+    assert [t["targets"] for t in objects.scrape_targets(pods, "monitor", 8090)] == [
+        ["10.42.0.3:8090"]
+    ]
+    config = objects.prometheus_files_config(tmp_path)
+    assert {j["job_name"] for j in config["scrape_configs"]} == set(JOBS.values())
+    for key in objects.SCRAPED:
+        target_file = tmp_path / f"targets-{JOBS[key]}.json"
+        target_file.write_text(json.dumps(objects.scrape_targets(pods, *objects.SCRAPED[key])))
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (scripts/install-system-deps.sh installs it)")
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    checked = subprocess.run(
+        [promtool, "check", "config", str(path)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
