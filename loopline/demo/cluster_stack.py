@@ -37,6 +37,7 @@ from loopline.operators.builders.kube_jobs import FEATURE_REPO_MOUNT
 from loopline.wait import wait_for
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "loopline"
+REGISTRY_PORT_FILE = "registry-port"  # beside the state's own folders: it outlives a run
 
 
 class ClusterLanding(Landing):
@@ -151,7 +152,7 @@ class ClusterStack(DemoStack):
         self.processes.set_cluster(cluster_dir)
         cluster = LocalCluster(ClusterSettings(state_dir=cluster_dir))
         started = time.monotonic()
-        state = cluster.up(runtime="containerd").state
+        state = cluster.up(runtime="containerd", registry_port=self._registry_port()).state
         self.kubeconfig = cluster.kubeconfig_path
         self.kubectl_bin = state.bin_dir / "kubectl"
         self._ctl = Kubectl(self.kubectl_bin, self.kubeconfig)
@@ -181,6 +182,23 @@ class ClusterStack(DemoStack):
             detail=self.s.namespace,
             command=self.kubectl_line("get", "pods", "-n", self.s.namespace, "-w"),
         )
+
+    def _registry_port(self) -> int:
+        """The registry's port of this state directory's previous runs when it is free: skopeo
+        knows which layers a registry has by its address, so the same address pushes only
+        what changed (docs/images.md); a new one pushes every layer again."""
+        from loopline.ports import free_port, port_is_free
+
+        path = self.state_dir / REGISTRY_PORT_FILE
+        try:
+            port = int(path.read_text())
+        except (OSError, ValueError):
+            port = 0
+        if not port or not port_is_free(port):
+            port = free_port()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{port}\n")
+        return port
 
     def _push_images(self) -> tuple[str, str]:
         """Build (a no-op when the store has this checkout's images) and push both images;
