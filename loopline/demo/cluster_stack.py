@@ -211,15 +211,15 @@ class ClusterStack(DemoStack):
         started = time.monotonic()
         try:
             built = images.build(("runtime", "training"))
-            images.push(self.registry, ("runtime", "training"))
+            pushed = images.push(self.registry, ("runtime", "training"))
         except (ImagesError, subprocess.CalledProcessError, FileNotFoundError) as exc:
             raise MissingPiece(f"the images could not be built or pushed: {exc}") from exc
         tags = {b.plan.flavour: b.plan.tag for b in built}
-        runtime = next(b.plan for b in built if b.plan.flavour == "runtime")
-        self.runtime_image = f"{self.registry}/{runtime.repository}:{runtime.tag}"
+        # As pushed (`<registry>/loopline/<flavour>:<content tag>`), which the chart names too.
+        self.runtime_image = next(r for r in pushed if r.endswith(f"/runtime:{tags['runtime']}"))
         self.record.step(
             "Images pushed to the node's registry",
-            detail=", ".join(f"{b.plan.repository}:{b.plan.tag} ({b.action})" for b in built)
+            detail=", ".join(f"{b.plan.flavour}:{b.plan.tag} ({b.action})" for b in built)
             + f" in {time.monotonic() - started:.0f}s",
             command=f"loopline images push --registry {self.registry}",
         )
