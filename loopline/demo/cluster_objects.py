@@ -264,3 +264,25 @@ def scrape_targets(
             }
         )
     return sorted(found, key=lambda t: t["labels"]["pod"])
+
+
+def restart_due(status: Mapping[str, Any], done: set[str]) -> str | None:
+    """When to delete the operator pod (`restart_operator`), from the Model's status: `run`
+    once the drift-triggered run is Running, `canary` once its version's canary is past its
+    first step and not yet at 100 %; each once (`done`), None otherwise."""
+    current = status.get("currentRun") or {}
+    if (
+        "run" not in done
+        and current.get("trigger") == "drift"
+        and current.get("phase") == "Running"
+    ):
+        return "run"
+    rollout = status.get("rollout") or {}
+    if (
+        "canary" not in done
+        and rollout.get("version")
+        and int(rollout.get("stepIndex") or 0) >= 1
+        and int(rollout.get("weight") or 0) < 100
+    ):
+        return "canary"
+    return None

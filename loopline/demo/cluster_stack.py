@@ -72,6 +72,10 @@ class ClusterStack(DemoStack):
         self._addresses: dict[tuple[str, str], str] = {}
         self._addresses_lock = threading.Lock()
         self._ctl: Kubectl | None = None
+        self.restarts: set[str] = set()
+        # (seconds since start, version, step index) of every canary step seen: the stretch's
+        # check that a restarted operator goes on from its step
+        self.rollout_steps: list[tuple[float, str, int]] = []
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -140,6 +144,37 @@ class ClusterStack(DemoStack):
         """Files of the local repository into the claim (atomically, each)."""
         self._in_landing_pod(
             objects.UNPACK_SCRIPT, FEATURE_REPO_MOUNT, data=objects.pack(self.repo_dir, names)
+        )
+
+    def on_tick(self) -> None:
+        """With `restart_operator`: follow the canary's steps, and delete the operator pod
+        once mid-run and once mid-canary (`cluster_objects.restart_due`)."""
+        if not self.s.restart_operator or self.watcher is None or self.watcher.last is None:
+            return
+        status = self.watcher.last.get("status") or {}
+        rollout = status.get("rollout") or {}
+        if rollout.get("version"):
+            step = (str(rollout["version"]), int(rollout.get("stepIndex") or 0))
+            if not self.rollout_steps or self.rollout_steps[-1][1:] != step:
+                self.rollout_steps.append((self.record.now(), *step))
+        due = objects.restart_due(status, self.restarts)
+        if due is None:
+            return
+        self.restarts.add(due)
+        ns = self.s.namespace
+        self.ctl("delete", "pod", "-n", ns, "-l", objects.OPERATOR_SELECTOR, "--wait=false")
+        what = (
+            f"while run {(status.get('currentRun') or {}).get('runId')} trains"
+            if due == "run"
+            else f"mid-canary, at step {rollout.get('stepIndex')} ({rollout.get('weight')} %)"
+        )
+        self.record.mark("operator-restarted", what)
+        self.record.step(
+            "Operator pod deleted " + what,
+            detail="its Deployment starts a new one, which must adopt what is in flight",
+            command=self.kubectl_line(
+                "get", "pods", "-n", ns, "-l", objects.OPERATOR_SELECTOR, "-w"
+            ),
         )
 
     # -- the stack -------------------------------------------------------------------------

@@ -106,6 +106,9 @@ class DemoStack:
             "get", "models.loopline.dev", self.s.model, "-n", self.s.namespace, *args
         )
 
+    def on_tick(self) -> None:
+        """More periodic work of a stack while traffic flows (the acts call it); none here."""
+
     def reach_url(self, url: str) -> str:
         """An endpoint of the Model's status as this process reaches it: locally, as is."""
         return url

@@ -232,3 +232,19 @@ def test_prometheus_scrapes_the_running_pods_by_the_local_jobs_names(tmp_path: P
         [promtool, "check", "config", str(path)], capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_operator_restarts_once_mid_run_and_once_mid_canary() -> None:
+    done: set[str] = set()
+    first_run = {"currentRun": {"trigger": "initial", "phase": "Running"}}
+    assert objects.restart_due(first_run, done) is None
+    drift_run = {"currentRun": {"runId": "r2", "trigger": "drift", "phase": "Running"}}
+    assert objects.restart_due(drift_run, done) == "run"
+    assert objects.restart_due(drift_run, {"run"}) is None
+    first_step = {"rollout": {"version": "2", "stepIndex": 0, "weight": 10}}
+    assert objects.restart_due(first_step, {"run"}) is None
+    middle = {"rollout": {"version": "2", "stepIndex": 1, "weight": 50}}
+    assert objects.restart_due(middle, {"run"}) == "canary"
+    assert objects.restart_due(middle, {"run", "canary"}) is None
+    last = {"rollout": {"version": "2", "stepIndex": 2, "weight": 100}}
+    assert objects.restart_due(last, {"run"}) is None
