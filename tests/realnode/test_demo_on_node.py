@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +64,11 @@ def cluster_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeptRun]:
     settings = DemoSettings(state_dir=base / "state", report_dir=base / "report").quick()
     chains_before = teardown.chains_now()
     demo = ClusterDemo(settings, keep=True)
+    started = time.monotonic()
     result = demo.run()
+    print(f"cluster demo ran {time.monotonic() - started:.0f} s; markers:")
+    for marker in result.record.markers:
+        print(f"  {marker.t:7.1f} s  {marker.kind}: {marker.label}")
     try:
         if demo.kubectl_bin is None or demo.kubeconfig is None:
             pytest.fail("the cluster never came up: " + "; ".join(result.problems))
@@ -75,6 +80,7 @@ def cluster_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeptRun]:
         assert demo.processes.leftovers() == []
         assert tagged_pids(result.demo_id) == []
         assert teardown.chains_now() <= chains_before, "iptables chains left behind"
+        print(f"from start to a clean machine: {time.monotonic() - started:.0f} s")
 
 
 def test_the_loop_closes_on_pods(cluster_run: KeptRun) -> None:
