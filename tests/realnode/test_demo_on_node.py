@@ -128,7 +128,9 @@ def test_the_loop_closes_on_pods(cluster_run: KeptRun) -> None:
 
     # The new champion serves all traffic: the Deployment has no canary, its pods run only
     # the new version, and the plant's last answers all came from it.
-    (deployment,) = cluster_run.objects("get", "deployments", "-l", f"{MODEL_LABEL}={rec.model}")
+    (deployment,) = cluster_run.objects(
+        "get", "deployments", "-l", f"{MODEL_LABEL}={rec.model},{COMPONENT_LABEL}=server"
+    )
     annotations = deployment["metadata"]["annotations"]
     assert annotations[CHAMPION_ANNOTATION] == run.model_version
     assert annotations.get(CANARY_ANNOTATION, "") == ""
