@@ -50,19 +50,27 @@ def _log_to_file(path: Path) -> Path:
 @click.option("--quick", is_flag=True, help="CI-sized data, few epochs, short acts (minutes).")
 @click.option("--keep", is_flag=True, help="Leave everything running; stop it with `demo down`.")
 @click.option("--plain", is_flag=True, help="Print steps line by line instead of the live view.")
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="Run every piece as pods on a real containerd node (`loopline cluster up --runtime "
+    "containerd`; needs root and the built images, docs/demo.md).",
+)
 @state_dir_option
 @click.pass_context
-def demo(ctx: click.Context, quick: bool, keep: bool, plain: bool, state_dir: Path | None) -> None:
+def demo(
+    ctx: click.Context, quick: bool, keep: bool, plain: bool, cluster: bool, state_dir: Path | None
+) -> None:
     """Train, serve, drift, retrain and promote a model, then kill a sensor; write a report."""
     if ctx.invoked_subcommand is not None:
         return
     from loopline.demo.live import LiveView
-    from loopline.demo.scenario import Demo
+    from loopline.demo.scenario import ClusterDemo, Demo
 
     settings = _settings(quick, state_dir)
     log_file = _log_to_file(settings.resolved_state_dir() / "logs" / "demo.log")
     click.echo(f"loopline demo: logs in {log_file}")
-    scenario = Demo(settings, keep=keep)
+    scenario = (ClusterDemo if cluster else Demo)(settings, keep=keep)
     view = LiveView(scenario.record, live=False if plain else None)
     scenario.view = view
     try:

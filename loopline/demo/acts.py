@@ -170,6 +170,7 @@ class DemoActs(DemoStack):
             self._next_landing = now + LANDING_INTERVAL
         if self._stale_seen.is_set() and not self._fault_injected:
             self.inject_stale_fault()
+        self.on_tick()
 
     def _quiet(self, batch: pd.DataFrame, answer: Answer) -> bool:
         """Whether the trace machine's alarm is inactive in this answer. The stale model's

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from loopline.cluster.errors import ClusterError
 from loopline.demo.acts import DemoActs, loop_failure
+from loopline.demo.cluster_stack import ClusterStack
 from loopline.demo.errors import BrokenPiece, MissingPiece, ModelFailed
 from loopline.demo.manifests import demo_model, demo_pipeline, load_examples
 from loopline.demo.record import DemoRecord
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 # The pieces tests and the CLI reach for, from the module that runs the scenario.
 __all__ = [
+    "ClusterDemo",
     "Demo",
     "DemoResult",
     "MissingPiece",
@@ -93,6 +95,7 @@ class Demo(DemoActs):
             self.start_cluster()
             result.kubeconfig = self.kubeconfig
             self.start_mlflow()
+            result.tracking_uri = self.tracking_uri  # the cluster mode's is known only now
             self.prepare_data()
             self.start_operator()
             self.apply_examples()
@@ -137,3 +140,8 @@ class Demo(DemoActs):
             self.api.close()
         if self.write_report:
             result.report = write_report(self.record, self.s.resolved_report_dir())
+
+
+class ClusterDemo(ClusterStack, Demo):
+    """The same run on the real containerd node (`loopline demo --cluster`): the acts and the
+    report are `Demo`'s, the stack is pods (`loopline.demo.cluster_stack`)."""

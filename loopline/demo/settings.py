@@ -102,6 +102,12 @@ class DemoSettings(BaseSettings):
     stale_fault_readings: int = Field(
         default=12, ge=1, description="Readings the injected fault lasts."
     )
+    restart_operator: bool = Field(
+        default=False,
+        description="Cluster mode: delete the operator pod while the drift-triggered run "
+        "trains and again in the middle of its canary (the run must be adopted, the canary "
+        "go on from its step).",
+    )
 
     def resolved_state_dir(self) -> Path:
         return (self.state_dir or get_settings().state_dir / "demo").expanduser().absolute()

@@ -106,6 +106,13 @@ class DemoStack:
             "get", "models.loopline.dev", self.s.model, "-n", self.s.namespace, *args
         )
 
+    def on_tick(self) -> None:
+        """More periodic work of a stack while traffic flows (the acts call it); none here."""
+
+    def reach_url(self, url: str) -> str:
+        """An endpoint of the Model's status as this process reaches it: locally, as is."""
+        return url
+
     def kubectl(self, *args: str, input: str | None = None) -> str:
         if self.kubectl_bin is None or self.kubeconfig is None:
             raise RuntimeError("the cluster is not up")
@@ -311,18 +318,15 @@ class DemoStack:
             detail=self.s.model,
             command=self.kubectl_model("-w"),
         )
-        self.watcher = ModelWatcher(self.api, self.s.namespace, self.s.model, self.record).start()
+        self.watcher = ModelWatcher(
+            self.api, self.s.namespace, self.s.model, self.record, reach=self.reach_url
+        ).start()
 
     def start_prometheus(self) -> None:
         """A Prometheus scraping the model server and the drift monitor every second: the
         source of the report's usage table, as of `loopline usage`. Without the binary or the
         endpoints the table is not measured, and the notes say why."""
-        from loopline.demo.usage import (
-            local_metrics_url,
-            prometheus_argv,
-            prometheus_binary,
-            write_config,
-        )
+        from loopline.demo.usage import local_metrics_url, prometheus_binary, write_config
 
         binary = prometheus_binary()
         if binary is None:
@@ -342,6 +346,12 @@ class DemoStack:
             return
         folder = self.state_dir / "prometheus"
         write_config(folder, self.record.endpoints)
+        self.launch_prometheus(binary, folder)
+
+    def launch_prometheus(self, binary: str, folder: Path) -> None:
+        """Start Prometheus on `folder`'s prometheus.yml and wait until it is ready."""
+        from loopline.demo.usage import prometheus_argv
+
         port = free_port()
         record = self.processes.start(
             "prometheus", prometheus_argv(binary, folder, port), stop_timeout=10.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -43,8 +44,11 @@ def _parse_time(value: Any) -> datetime | None:
 class StatusTracker:
     """Turns successive Model objects into record entries and markers (each marker once)."""
 
-    def __init__(self, record: DemoRecord) -> None:
+    def __init__(self, record: DemoRecord, reach: Callable[[str], str] | None = None) -> None:
         self.record = record
+        # How the demo reaches an endpoint of the status from where it runs (the cluster mode
+        # turns in-cluster Service names into ClusterIPs); None: as written.
+        self.reach = reach or (lambda url: url)
         self.first_champion: str | None = None
         self.champion: str | None = None
         self.requests_seen: set[str] = set()
@@ -78,7 +82,7 @@ class StatusTracker:
         with rec._lock:
             for key in ("rest", "grpc", "metrics", "monitor"):
                 if endpoints.get(key):
-                    rec.endpoints[_ENDPOINT_LABELS[key]] = str(endpoints[key])
+                    rec.endpoints[_ENDPOINT_LABELS[key]] = self.reach(str(endpoints[key]))
         champion = (status.get("champion") or {}).get("version")
         challenger = (status.get("challenger") or {}).get("version")
         rec.set_versions(
@@ -203,13 +207,14 @@ class ModelWatcher:
         record: DemoRecord,
         *,
         interval: float = 0.5,
+        reach: Callable[[str], str] | None = None,
     ) -> None:
         from kubernetes import client as k8s
 
         self._custom = k8s.CustomObjectsApi(api)
         self.namespace = namespace
         self.name = name
-        self.tracker = StatusTracker(record)
+        self.tracker = StatusTracker(record, reach)
         self.record = record
         self.interval = interval
         self.monitor_metrics_url: str | None = None

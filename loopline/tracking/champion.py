@@ -7,15 +7,18 @@ challenger's metrics on new data would reward whichever happened to get the easi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from loopline.models.bundle import BundleError, load_bundle
-from loopline.models.evaluation import Evaluation, evaluate_bundle
 from loopline.tracking.registry import CHAMPION, alias_uri, version_by_alias
 from loopline.types.alarms import AlarmPolicy
 from loopline.types.dataset import DatasetRoles
+
+if TYPE_CHECKING:  # scoring needs torch; the operator (the runtime image, no torch) does not
+    from loopline.models.evaluation import Evaluation
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ def score_champion(
     current = version_by_alias(client, registered_name, CHAMPION)
     if current is None:
         return None
+    from loopline.models.evaluation import evaluate_bundle
+
     bundle = load_bundle(alias_uri(registered_name, CHAMPION), tracking_uri=client.tracking_uri)
     try:
         evaluation = evaluate_bundle(bundle, evaluation_set, roles, alarms)

@@ -1,0 +1,156 @@
+"""The closed loop on real pods: `loopline demo --cluster --quick` on the containerd node.
+
+Everything the local e2e test (tests/e2e/test_closed_loop.py) asserts, where the pieces are
+pods: the operator and MLflow from the chart, the model server Deployment, the drift monitor
+and the training Jobs the operator creates, from the images pushed to the node's registry.
+The plant's traffic goes through the Model's Service by its ClusterIP. The run is kept up
+(`keep`) so the test reads the cluster's own objects (the Jobs, the Deployment, MLflow's
+registry) before it takes everything down and checks nothing is left.
+
+It brings up its own containerd cluster (in the demo's state directory), so it must not run
+beside the session fixture's: run it on its own (`pytest tests/realnode/test_demo_on_node.py`).
+The images are built first unless this checkout's tags are in podman's store (docs/images.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from loopline.cluster.kubectl import Kubectl
+from loopline.cluster.manager import LocalCluster
+from loopline.cluster.node import teardown
+from loopline.cluster.settings import ClusterSettings
+from loopline.components.steps import SINCE_DRIFT, WINDOW_BASIS_TAG
+from loopline.demo.processes import tagged_pids
+from loopline.demo.scenario import ClusterDemo, DemoResult
+from loopline.demo.settings import DemoSettings
+from loopline.demo.traffic_stats import segment_stats
+from loopline.operators.builders.auth import MODEL_LABEL
+from loopline.operators.builders.kube_jobs import COMPONENT_LABEL
+from loopline.operators.builders.kube_serving import CANARY_ANNOTATION, CHAMPION_ANNOTATION
+from loopline.tracking import lineage
+
+_MISSING = [tool for tool in ("podman", "skopeo") if shutil.which(tool) is None]
+if os.geteuid() != 0:
+    pytest.skip("the images and the real node need root", allow_module_level=True)
+if _MISSING:
+    pytest.skip(f"{', '.join(_MISSING)} not installed (make system-deps)", allow_module_level=True)
+
+pytestmark = [pytest.mark.realnode, pytest.mark.slow, pytest.mark.timeout(5400)]
+
+
+@dataclass
+class KeptRun:
+    result: DemoResult
+    demo: ClusterDemo
+    kubectl: Kubectl
+
+    def objects(self, *args: str) -> list[dict[str, Any]]:
+        out = self.kubectl(*args, "-n", self.result.record.namespace, "-o", "json").stdout
+        return list(json.loads(out)["items"])
+
+
+@pytest.fixture(scope="module")
+def cluster_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeptRun]:
+    base = tmp_path_factory.mktemp("clusterdemo")
+    settings = DemoSettings(state_dir=base / "state", report_dir=base / "report").quick()
+    chains_before = teardown.chains_now()
+    demo = ClusterDemo(settings, keep=True)
+    started = time.monotonic()
+    result = demo.run()
+    print(f"cluster demo ran {time.monotonic() - started:.0f} s; markers:")
+    for marker in result.record.markers:
+        print(f"  {marker.t:7.1f} s  {marker.kind}: {marker.label}")
+    try:
+        if demo.kubectl_bin is None or demo.kubeconfig is None:
+            pytest.fail("the cluster never came up: " + "; ".join(result.problems))
+        yield KeptRun(result, demo, Kubectl(demo.kubectl_bin, demo.kubeconfig))
+    finally:
+        demo.processes.stop_all()
+        cluster = LocalCluster(ClusterSettings(state_dir=base / "state" / "cluster"))
+        assert cluster.state() is None, "the cluster is still recorded as running"
+        assert demo.processes.leftovers() == []
+        assert tagged_pids(result.demo_id) == []
+        assert teardown.chains_now() <= chains_before, "iptables chains left behind"
+        print(f"from start to a clean machine: {time.monotonic() - started:.0f} s")
+
+
+def test_the_loop_closes_on_pods(cluster_run: KeptRun) -> None:
+    from mlflow import MlflowClient
+
+    result = cluster_run.result
+    rec = result.record
+    assert result.completed, "the demo stopped early: " + "; ".join(result.problems)
+
+    first = result.first_champion
+    assert first, "no first champion ever served"
+    baseline = [r for r in rec.requests if r.segment == "baseline"]
+    assert {r.protocol for r in baseline if r.ok} == {"rest", "grpc"}
+    # Through the Model's Service, by its ClusterIP (10.0.0.0/24), not a host process.
+    assert rec.endpoints["REST"].startswith("http://10.0.0."), rec.endpoints
+
+    # Drift -> exactly one retraining run, with trigger drift: one Job of its own.
+    assert len(result.drift_runs) == 1, f"drift runs: {result.drift_runs}"
+    assert len(rec.markers_of("retrain-requested")) == 1
+    run = rec.runs[result.drift_runs[0]]
+    assert run.model_version
+    assert run.model_version != first
+    jobs = cluster_run.objects(
+        "get", "jobs", "-l", f"{COMPONENT_LABEL}=training,{MODEL_LABEL}={rec.model}"
+    )
+    names = sorted(str(j["metadata"]["name"]) for j in jobs)
+    assert len(names) == 2, f"the first run and the drift run, one Job each: {names}"
+    assert result.drift_runs[0] in names
+
+    # The gate and the canary, as the Model's status told them.
+    assert rec.first_marker("gate-passed") is not None
+    assert rec.first_marker("promoted") is not None
+    comparison = rec.comparisons[-1]
+    old, new = comparison.metrics[first], comparison.metrics[run.model_version]
+    assert new["f1"] > old["f1"], comparison.metrics
+
+    # The champion alias moved, in MLflow's registry in the cluster.
+    client = MlflowClient(tracking_uri=result.tracking_uri, registry_uri=result.tracking_uri)
+    champion = client.get_model_version_by_alias(result.model_uri_name, "champion")
+    assert str(champion.version) == run.model_version
+    tags = client.get_run(str(champion.run_id)).data.tags
+    assert tags.get(lineage.TRIGGER) == "drift"
+    assert tags.get(lineage.PARENT_VERSION) == first
+    assert tags.get(WINDOW_BASIS_TAG) == SINCE_DRIFT
+
+    # The new champion serves all traffic: the Deployment has no canary, its pods run only
+    # the new version, and the plant's last answers all came from it.
+    (deployment,) = cluster_run.objects(
+        "get", "deployments", "-l", f"{MODEL_LABEL}={rec.model},{COMPONENT_LABEL}=server"
+    )
+    annotations = deployment["metadata"]["annotations"]
+    assert annotations[CHAMPION_ANNOTATION] == run.model_version
+    assert annotations.get(CANARY_ANNOTATION, "") == ""
+    pods = cluster_run.objects(
+        "get", "pods", "-l", f"{MODEL_LABEL}={rec.model},{COMPONENT_LABEL}=server"
+    )
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    args = [p["spec"]["containers"][0].get("args", []) for p in live]
+    serving = f"--model-uri=models:/{result.model_uri_name}/{run.model_version}"
+    assert args
+    assert all(serving in a and not any("--canary-uri" in x for x in a) for a in args)
+    last = [r for r in rec.requests if r.segment == "sensor-restored" and r.ok]
+    assert last
+    assert {r.model_version for r in last} == {run.model_version}
+
+    # The fallback answered while the sensor was dead, and nothing failed because of it.
+    dead = segment_stats(rec)["dead-sensor"]
+    assert dead.requests > 0
+    assert dead.errors == 0
+    assert dead.fallback_rate == 1.0
+
+    assert result.report is not None
+    assert "<h2>Production history</h2>" in result.report.read_text()
