@@ -5,7 +5,7 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 TIER ?=
 
-.PHONY: venv system-deps controlplane controlplane-core setup-demo setup-test node-binaries demo test lint format bench typecheck-tree clean-venv lock images
+.PHONY: venv system-deps controlplane controlplane-core setup-demo setup-test node-binaries demo test test-cluster-demo lint format bench typecheck-tree clean-venv lock images
 
 venv:
 	@scripts/bootstrap-venv.sh
@@ -44,6 +44,12 @@ demo: setup-demo
 test: setup-test
 	@rc=0; $(PY) -m pytest $(if $(TIER),-m $(TIER)) $(PYTEST_ARGS) || rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
+
+# The closed loop on real pods (`loopline demo --cluster --quick` on its own containerd node,
+# about 25 minutes after the images are built): not part of `make test`, whose real-node tests
+# share one node for the whole session.
+test-cluster-demo: setup-test
+	LOOPLINE_TEST_CLUSTER_DEMO=1 $(PY) -m pytest tests/realnode/test_demo_on_node.py $(PYTEST_ARGS)
 
 lint: venv
 	$(PY) -m ruff format --check .

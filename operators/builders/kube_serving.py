@@ -104,11 +104,11 @@ def server_args(desired: ServingDesired, *, tracking_uri: str) -> list[str]:
     return args
 
 
-def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+def _probe(path: str, period: int, failures: int, timeout: int = 5) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "http"},
         "periodSeconds": period,
-        "timeoutSeconds": 5,
+        "timeoutSeconds": timeout,
         "failureThreshold": failures,
     }
 
@@ -140,7 +140,12 @@ def _container(
         # 200 only once the model (both versions of a canary) is loaded; a model that cannot
         # load ends the process, so the container restarts instead of staying unready.
         "readinessProbe": _probe("/v2/health/ready", 5, 2),
-        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        # Liveness only restarts a server that stopped answering for a minute: one that is slow
+        # because the node's CPU is busy (a training Job beside it) must not be killed, which
+        # dropped its traffic and reloaded the model on a node already short of CPU. The startup
+        # probe gives a starting server (imports, first model load) up to 5 minutes.
+        "startupProbe": _probe("/v2/health/live", 5, 60),
+        "livenessProbe": _probe("/v2/health/live", 10, 6, timeout=10),
         "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "securityContext": {
             "allowPrivilegeEscalation": False,

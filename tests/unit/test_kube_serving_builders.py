@@ -113,6 +113,12 @@ def test_rolling_update_never_drops_a_request() -> None:
     assert pod["terminationGracePeriodSeconds"] >= drain + 20  # then the server's own stop
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    # a busy node slows a server down; only a minute without an answer restarts it
+    live = container["livenessProbe"]
+    assert live["periodSeconds"] * live["failureThreshold"] >= 60
+    assert container["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
 
 
 def test_pods_are_locked_down() -> None:
