@@ -9,7 +9,7 @@ from kfp import dsl
 STEPS = 6
 
 
-@dsl.component(base_image="python:3.11")
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
 def nothing(value: str) -> str:
     return value
 
