@@ -234,6 +234,39 @@ def _pipeline(root: Path, *, warm: bool) -> dict[str, Any]:
     }
 
 
+def _preimported(root: Path) -> dict[str, Any]:
+    """One warm run in this process after everything the steps import is imported: the run a
+    worker forked from a pre-imported process would make (what is left without imports)."""
+    import importlib
+    from datetime import UTC
+
+    from loopline.components.progress import read_events
+    from loopline.pipelines.run import Runner
+
+    for module in {m for modules in STEP_MODULES.values() for m in modules}:
+        importlib.import_module(module)
+    importlib.import_module("kfp.dsl.executor_main")
+    rows, repo, uri = prepare(root)
+    runner = Runner(run_spec(repo, uri), root / "result.json", root / "work", warm=True)
+    load = _load()
+    began = datetime.now(UTC)
+    start = time.perf_counter()
+    result = runner.run()
+    wall = time.perf_counter() - start
+    steps = step_times(read_events(root / "work" / "events.jsonl"), began)
+    inside = sum(s.get("inside_seconds", 0.0) for s in steps.values())
+    return {
+        "phase": str(result.phase),
+        "rows": rows,
+        "load": load,
+        "wall_seconds": wall,
+        "steps": steps,
+        "inside_steps_seconds": inside,
+        "overhead_seconds": wall - inside,
+        "overhead_fraction": (wall - inside) / wall,
+    }
+
+
 def _median_of(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -264,10 +297,12 @@ def main() -> Path:
         peer = [_pipeline(base / f"sub-{i}", warm=False) for i in range(PEER_RUNS)]
         imports = _step_imports(warm[0]["tracking_uri"])
         champion = first_champion(base / "champion")
+        preimported = [_preimported(base / f"pre-{i}") for i in range(RUNS)]
     warm_s, peer_s = _summary(warm), _summary(peer)
     payload = {
         "pipeline_warm_steps": warm_s,
         "pipeline_subprocess_steps": peer_s,
+        "pipeline_preimported_process": _summary(preimported),
         "floors": floors,
         "step_imports": imports,
         "first_champion": champion,
