@@ -118,10 +118,10 @@ def watch(
 
 
 def run(
-    store: Store, spec: TrainingRunSpec, *flags: str
+    store: Store, spec: TrainingRunSpec, *flags: str, timeout: float = 600
 ) -> tuple[TrainingRunResult, list[TrainingRunResult]]:
     proc, result = start(store, spec, *flags)
-    seen = list(watch(proc, result))
+    seen = list(watch(proc, result, timeout))
     return seen[-1], seen
 
 
@@ -162,7 +162,8 @@ def test_steps_in_their_own_processes_write_the_same_artifacts_as_warm_steps(
     features and quality report, and a model that scores the same."""
     assert first[0].phase == RunPhase.SUCCEEDED
     spec = make_spec(store, "run-sub", modelName="drill-sub", registeredModelName="plant.drill-sub")
-    result, _ = run(store, spec, "--subprocess-steps")
+    # A process per step imports everything six times: minutes more on a loaded machine.
+    result, _ = run(store, spec, "--subprocess-steps", timeout=1800)
     assert result.phase == RunPhase.SUCCEEDED, result.message
     warm, sub = _outputs(store, "run-1"), _outputs(store, "run-sub")
     files = {str(p.relative_to(warm)) for p in warm.rglob("*") if p.is_file()}
