@@ -154,6 +154,7 @@ def _outputs(store: Store, run_id: str) -> Path:
     return run_dir
 
 
+@pytest.mark.timeout(2400)
 def test_steps_in_their_own_processes_write_the_same_artifacts_as_warm_steps(
     store: Store, first: tuple[TrainingRunResult, list[TrainingRunResult]]
 ) -> None:
