@@ -10,7 +10,8 @@ executor input in this process, so imports and stores are paid once per run.
 What stays kfp's: the compiled IR, the DAG walk, the executor input (artifact URIs, output
 file), the placeholders and the reading of outputs after a task; only where a task's body
 runs changes. A command that is not the plain executor call (e.g. one that pip-installs
-first) still runs as kfp's subprocess.
+first) still runs as kfp's subprocess. The command's `_KFP_RUNTIME=true` only narrows what
+`kfp.dsl` exports when it is first imported; here it is imported already, in full.
 
 Steps share the process, so a step that corrupts process state (a native crash) takes the
 run down with it; the local backend then reports the worker's exit. `subprocess_steps()`
