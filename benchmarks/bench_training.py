@@ -5,9 +5,7 @@
   and the ratio of the two sizes shows whether throughput holds as data grows. The 100k case
   A 20k-row pair compares our single-threaded training with torch's default intra-op
   threads on the same data (the ratio justifies `loopline.models.training.single_threaded`).
-- `pipeline`: one full kfp.local run of the training pipeline on small data; the overhead is
-  wall time minus the time spent inside the six steps (from the steps' own progress events),
-  i.e. what kfp.local adds: process start, interpreter and import time, artifact handling.
+- the local pipeline run (wall, inside the steps, overhead, its floors) is `bench_pipeline`.
 - `mlflow`: wall time of logging the bundle, the reference rows and registering + gating a
   version (`loopline.tracking.publish.publish`), per model, against a SQLite store, next to
   the time of saving the same bundle to a local folder (the floor).
@@ -20,7 +18,6 @@ import json
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,58 +61,6 @@ def _train(machines: int, days: float, *, default_threads: bool = False) -> dict
         "epochs": EPOCHS,
         "seconds": trained.seconds,
         "rows_per_second": rows * EPOCHS / trained.seconds,
-    }
-
-
-def _pipeline(root: Path) -> dict[str, Any]:
-    from loopline.components.progress import FINISHED, STARTED, read_events
-    from loopline.data import features
-    from loopline.data.generator import GeneratorConfig, generate, write_dataset
-    from loopline.data.schema import factory_schema
-    from loopline.pipelines.run import Runner
-    from loopline.types.common import Task, Trigger
-    from loopline.types.runs import TrainingRunSpec
-
-    frame, manifest = generate(
-        GeneratorConfig(machines=3, days=4, interval_seconds=300, seed=2, fault_fraction=0.05)
-    )
-    write_dataset(frame, manifest, root / "data")
-    features.create_repo(root / "repo", root / "data" / "sensors.parquet", factory_schema())
-    features.apply(root / "repo")
-    spec = TrainingRunSpec(
-        run_id="bench-1",
-        namespace="bench",
-        model_name="drill-ae",
-        task=Task.ANOMALY_DETECTION,
-        trigger=Trigger.MANUAL,
-        feature_service="all_sensors",
-        registered_model_name="bench.drill-ae",
-        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
-        feature_repo=str(root / "repo"),
-        params={"epochs": 5, "trainingWindowDays": 30},
-    )
-    runner = Runner(spec, root / "result.json", root / "work")
-    start = time.perf_counter()
-    result = runner.run()
-    wall = time.perf_counter() - start
-    events = read_events(root / "work" / "events.jsonl")
-    began: dict[str, datetime] = {}
-    steps: dict[str, float] = {}
-    for event in events:
-        at = datetime.fromisoformat(event["time"])
-        if event["event"] == STARTED:
-            began[event["step"]] = at
-        elif event["event"] == FINISHED and event["step"] in began:
-            steps[event["step"]] = (at - began[event["step"]]).total_seconds()
-    inside = sum(steps.values())
-    return {
-        "phase": str(result.phase),
-        "rows": len(frame),
-        "wall_seconds": wall,
-        "step_seconds": steps,
-        "inside_steps_seconds": inside,
-        "overhead_seconds": wall - inside,
-        "overhead_fraction": (wall - inside) / wall,
     }
 
 
@@ -184,7 +129,6 @@ def main() -> Path:
     default_threads = _train(*THREADS_PEER, default_threads=True)
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         mlflow_part = _mlflow(Path(tmp) / "mlflow")
-        pipeline = _pipeline(Path(tmp) / "pipeline")
     payload = {
         "training": training,
         "training_1M_over_100k_rows_per_second": training["1M"]["rows_per_second"]
@@ -192,7 +136,6 @@ def main() -> Path:
         "threads_peer": {"single_thread": single, "default_threads": default_threads},
         "single_thread_speedup_over_default_threads": single["rows_per_second"]
         / default_threads["rows_per_second"],
-        "pipeline_local": pipeline,
         "mlflow": mlflow_part,
     }
     path = write_results("training", payload)

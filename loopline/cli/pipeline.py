@@ -28,12 +28,18 @@ def compile_(check: bool) -> None:
 @click.option("--spec", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 @click.option("--result", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None)
-def run(spec: Path, result: Path, workdir: Path | None) -> None:
+@click.option(
+    "--subprocess-steps",
+    is_flag=True,
+    help="Each step in its own process, as kfp.local does (default: steps run warm in one).",
+)
+def run(spec: Path, result: Path, workdir: Path | None, subprocess_steps: bool) -> None:
     """Run one training run (a TrainingRunSpec JSON) with kfp.local; writes its result JSON."""
     from loopline.pipelines.run import main
 
     args = ["--spec", str(spec), "--result", str(result)]
-    sys.exit(main([*args, "--workdir", str(workdir)] if workdir else args))
+    args += ["--workdir", str(workdir)] if workdir else []
+    sys.exit(main(args + (["--subprocess-steps"] if subprocess_steps else [])))
 
 
 @pipeline.command("gate")

@@ -2,14 +2,17 @@
 
 Real everything: a Feast repository over generated data, the Great Expectations gate, torch,
 a SQLite MLflow with local artifacts, and `python -m loopline.pipelines.run` as a subprocess
-(each step a further subprocess of kfp.local's SubprocessRunner). Runs in order in one MLflow
+(the steps warm in its process; once, each step a subprocess of kfp.local's SubprocessRunner,
+which must write the same artifacts). Runs in order in one MLflow
 store: a first model becomes champion, a deliberately crippled one is rejected, a run whose
 policy the data cannot meet stops at the quality gate, and a run is cancelled mid-way.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,12 +83,12 @@ def make_spec(store: Store, run_id: str, **overrides: object) -> TrainingRunSpec
     return TrainingRunSpec.model_validate(doc | overrides)
 
 
-def start(store: Store, spec: TrainingRunSpec) -> tuple[subprocess.Popen[bytes], Path]:
+def start(store: Store, spec: TrainingRunSpec, *flags: str) -> tuple[subprocess.Popen[bytes], Path]:
     folder = store.root / spec.run_id
     folder.mkdir()
     (folder / "spec.json").write_text(spec.model_dump_json(by_alias=True))
     result = folder / "result.json"
-    cmd = [sys.executable, "-m", "loopline.pipelines.run"]
+    cmd = [sys.executable, "-m", "loopline.pipelines.run", *flags]
     cmd += ["--spec", str(folder / "spec.json"), "--result", str(result)]
     with (folder / "log.txt").open("wb") as log:  # the child keeps its own descriptor
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -115,9 +118,11 @@ def watch(
     yield TrainingRunResult.model_validate_json(result.read_text())
 
 
-def run(store: Store, spec: TrainingRunSpec) -> tuple[TrainingRunResult, list[TrainingRunResult]]:
-    proc, result = start(store, spec)
-    seen = list(watch(proc, result))
+def run(
+    store: Store, spec: TrainingRunSpec, *flags: str, timeout: float = 600
+) -> tuple[TrainingRunResult, list[TrainingRunResult]]:
+    proc, result = start(store, spec, *flags)
+    seen = list(watch(proc, result, timeout))
     return seen[-1], seen
 
 
@@ -143,6 +148,53 @@ def test_first_run_registers_a_champion_that_loads_by_alias(
     out = bundle.score(x)
     assert out["anomaly_score"].shape == (64,)
     assert bundle.score_fallback(x[:, :4])["is_anomaly"].dtype == np.bool_
+
+
+def _outputs(store: Store, run_id: str) -> Path:
+    (run_dir,) = (store.root / run_id / "result.json.d" / "outputs").iterdir()
+    return run_dir
+
+
+@pytest.mark.timeout(2400)
+def test_steps_in_their_own_processes_write_the_same_artifacts_as_warm_steps(
+    store: Store, first: tuple[TrainingRunResult, list[TrainingRunResult]]
+) -> None:
+    """The same data and parameters through kfp.local's one process per step (another model
+    name, so that it has no champion either): every task writes the same files, the same
+    features and quality report, and a model that scores the same."""
+    assert first[0].phase == RunPhase.SUCCEEDED
+    spec = make_spec(store, "run-sub", modelName="drill-sub", registeredModelName="plant.drill-sub")
+    # A process per step imports everything six times: minutes more on a loaded machine.
+    result, _ = run(store, spec, "--subprocess-steps", timeout=1800)
+    assert result.phase == RunPhase.SUCCEEDED, result.message
+    warm, sub = _outputs(store, "run-1"), _outputs(store, "run-sub")
+    files = {str(p.relative_to(warm)) for p in warm.rglob("*") if p.is_file()}
+    assert files == {str(p.relative_to(sub)) for p in sub.rglob("*") if p.is_file()}
+    features = "load-features/features"
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(warm / features / "frame.parquet"),
+        pd.read_parquet(sub / features / "frame.parquet"),
+    )
+    meta_warm, meta_sub = (
+        json.loads((d / features / "meta.json").read_text()) for d in (warm, sub)
+    )
+    assert meta_warm.pop("mlflow_run_id") != meta_sub.pop("mlflow_run_id")
+    assert meta_warm == meta_sub
+    report = "validate-data/quality_report"
+    took = re.compile(r"\d+(\.\d+)? s\)")  # the gate's own duration, measured each time
+    assert took.sub("_ s)", (warm / report).read_text()) == took.sub(
+        "_ s)", (sub / report).read_text()
+    )
+    x = pd.read_parquet(store.root / "data" / "sensors.parquet")[list(SENSORS)]
+    x = x.dropna().to_numpy(np.float32)[:64]
+    scores = [load_bundle(d / "train-model" / "model").score(x) for d in (warm, sub)]
+    np.testing.assert_allclose(scores[0]["anomaly_score"], scores[1]["anomaly_score"], rtol=1e-5)
+
+    def scored(metrics: dict[str, float]) -> dict[str, float]:  # without measured durations
+        return {k: v for k, v in metrics.items() if not k.endswith("_seconds")}
+
+    assert "train_seconds" in result.metrics
+    assert scored(result.metrics) == pytest.approx(scored(first[0].metrics), rel=1e-6)
 
 
 def test_metrics_are_logged_and_the_autoencoder_beats_the_baseline(

@@ -3,8 +3,8 @@
 What is real: the training image (`loopline images build`: the runtime image plus the torch
 layer, built here when its tag is not in podman's store), pushed to the cluster's registry
 with `loopline images push` and pulled by the node's containerd; the Job and its pod, run by
-the real kubelet and runc; torch training inside the pod (kfp.local's runner, every step a
-subprocess, as in production); a Feast repository over generated data on a PersistentVolume
+the real kubelet and runc; torch training inside the pod (kfp.local's runner, the steps run warm
+in its process, as in production); a Feast repository over generated data on a PersistentVolume
 (the local cluster's hostPath StorageClass), applied by a pod at the path training pods mount
 it on, as the backend requires; an MLflow server on this host, bound to the node's address,
 where the run registers its model version. The backend reads the run's result back from the
