@@ -246,7 +246,8 @@ class Operator:
             approvals=approvals,
         )
         plan = reconcile_model(observation, self.context)
-        new_status, rejected, batch_events = plan.status, None, []
+        new_status, rejected = plan.status, None
+        batch_events: list[Event] = []
         try:
             if plan.cancel:
                 self.pipelines.cancel(plan.cancel)
