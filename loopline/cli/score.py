@@ -56,6 +56,11 @@ def _when(value: str | None, option: str) -> datetime | None:
     help="Working memory of one chunk; sets how many rows are read and scored at a time.",
 )
 @click.option("--tracking-uri", default=None, help="MLflow URI (default: from settings).")
+@click.option(
+    "--caller",
+    default=None,
+    help="Who the run is counted as in `loopline usage` (default: the OS user, else batch).",
+)
 @friendly_errors(ValueError, FileNotFoundError)
 def score(
     model: str,
@@ -67,11 +72,12 @@ def score(
     output: Path | None,
     memory_mib: int,
     tracking_uri: str | None,
+    caller: str | None,
 ) -> None:
     """Score a time window with a registered model version, write the scores to parquet,
     register them in the feature repository and record the run in MLflow."""
     from loopline.batch.job import BatchRequest, run_batch
-    from loopline.batch.plan import parse_model_ref
+    from loopline.batch.plan import batch_caller, parse_model_ref
     from loopline.settings import get_settings
 
     request = BatchRequest(
@@ -84,6 +90,7 @@ def score(
         version=version,
         output=output,
         memory_mib=memory_mib,
+        caller=batch_caller(caller),
     )
     result = run_batch(request)
     tally = result.tally
