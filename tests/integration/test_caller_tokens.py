@@ -89,7 +89,7 @@ def usage(status: ServerStatus) -> dict[tuple[str, str], float]:
 
 @pytest.fixture
 def servers(
-    tmp_path: Path, registered_model: RegisteredModel, cluster: ClusterHandle
+    tmp_path: Path, registered_model: RegisteredModel, cluster: ClusterHandle, redis_url: str
 ) -> Iterator[dict[str, ServerStatus]]:
     env = {
         "LOOPLINE_SERVING_CALLER_KUBECONFIG": str(cluster.kubeconfig),
@@ -106,7 +106,10 @@ def servers(
                     model_uri=registered_model.champion_uri,
                     tracking_uri=registered_model.tracking_uri,
                     server=host,
-                    extra_env=env,
+                    # the lean host also takes asynchronous requests
+                    extra_env={**env, "LOOPLINE_ASYNC_REDIS_URL": redis_url}
+                    if host == "lean"
+                    else env,
                 )
             )
             for host, manager in managers.items()
@@ -200,6 +203,28 @@ def test_callers_are_counted_by_their_verified_service_account(
             assert reviews.get((("outcome", "failed"),)) == 1, (host, reviews)
     finally:
         os.kill(pid, signal.SIGCONT)
+
+    # An asynchronous request is counted by the verified identity of the request that
+    # submitted it, carried with it through the stream to the worker.
+    lean = servers["lean"]
+    with httpx.Client(timeout=30) as client:
+        accepted = client.post(
+            lean.endpoints.infer_url(NAME) + "/async",
+            json=rest_body(sensor_rows(2)),
+            headers={"Authorization": f"Bearer {mes}", "Loopline-Caller": "qa"},
+        )
+        assert accepted.status_code == 202, accepted.text
+        location = lean.endpoints.rest + accepted.headers["location"]
+
+        def answered() -> httpx.Response | None:
+            polled = client.get(location)
+            return polled if polled.status_code == 200 else None
+
+        result = cluster.wait_for(answered, timeout=60, what="the asynchronous answer")
+        assert result.json()["outputs"], result.text
+    counts = usage(lean)
+    assert counts.get((sa_mes, "ok")) == 5, counts
+    assert counts.get(("qa", "ok")) == 3, counts
 
 
 def test_require_caller_token_answers_401_naming_the_header(
