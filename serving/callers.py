@@ -30,6 +30,9 @@ HEADER_BYTES = HEADER.encode()
 UNKNOWN = "unknown"
 OTHER = "other"
 MAX_LENGTH = 64
+# A verified identity is never cut to MAX_LENGTH: two ServiceAccounts whose names share a long
+# prefix must stay two callers. A namespace is at most 63 characters and a name 253.
+VERIFIED_MAX_LENGTH = 320
 DEFAULT_MAX_CALLERS = 50
 UNAUTHENTICATED = "unauthenticated"
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
@@ -42,10 +45,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._:/@-]")
 _MEMO_LIMIT = 1024
 
 
-def sanitize(value: str) -> str:
+def sanitize(value: str, max_length: int = MAX_LENGTH) -> str:
     """A label value from what a client sent: trimmed, safe characters only, at most
-    `MAX_LENGTH` long; an empty result is `unknown`."""
-    cleaned = _UNSAFE.sub("_", value.strip()[:MAX_LENGTH])
+    `max_length` long; an empty result is `unknown`."""
+    cleaned = _UNSAFE.sub("_", value.strip()[:max_length])
     return cleaned or UNKNOWN
 
 
@@ -56,7 +59,7 @@ def service_account_caller(subject: str) -> str | None:
     namespace, _, name = subject[len(SERVICE_ACCOUNT_PREFIX) :].partition(":")
     if not namespace or not name or ":" in name:
         return None
-    return sanitize(f"{VERIFIED_PREFIX}{namespace}/{name}")
+    return sanitize(f"{VERIFIED_PREFIX}{namespace}/{name}", VERIFIED_MAX_LENGTH)
 
 
 def verified_caller(subject: str) -> str:
@@ -64,7 +67,8 @@ def verified_caller(subject: str) -> str:
     `user:<name>` for anyone else, `unauthenticated` for `INVALID_TOKEN`."""
     if subject == INVALID_TOKEN:
         return UNAUTHENTICATED
-    return service_account_caller(subject) or sanitize(f"{USER_PREFIX}{subject}")
+    account = service_account_caller(subject)
+    return account or sanitize(f"{USER_PREFIX}{subject}", VERIFIED_MAX_LENGTH)
 
 
 def token_required(subject: str | None) -> str:

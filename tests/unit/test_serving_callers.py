@@ -78,6 +78,15 @@ def test_a_verified_service_account_wins_over_the_header() -> None:
     )
 
 
+def test_a_verified_identity_is_not_cut_to_the_header_length() -> None:
+    namespace = "n" * 63
+    labels = CallerLabels()
+    first = labels.label(None, subject=f"system:serviceaccount:{namespace}:historian")
+    second = labels.label(None, subject=f"system:serviceaccount:{namespace}:historian-2")
+    assert first == f"sa:{namespace}/historian"
+    assert second == f"sa:{namespace}/historian-2"
+
+
 def test_a_refused_token_is_unauthenticated_whatever_the_header_says() -> None:
     labels = CallerLabels(max_callers=0)  # no budget: still its own label, like `unknown`
     assert labels.label("mes", subject=INVALID_TOKEN) == UNAUTHENTICATED
