@@ -18,7 +18,9 @@ Routes (the V2 REST surface standard clients call):
 - `POST /v2/repository/index`, `POST /v2/repository/models/{name}/load|unload`: only with
   the Model's bearer token (`loopline.auth`): they unload the model or expose its load error,
   so without one they are 401 (with `WWW-Authenticate: Bearer`), with a wrong one 403. Health,
-  metadata and inference stay open, as Kubernetes probes and V2 clients expect.
+  metadata and inference stay open, as Kubernetes probes and V2 clients expect; an inference
+  request's own bearer token only names its caller (`token_review`), unless the Model's
+  `require_caller_token` makes it a 401 without a valid one.
 
 Errors are `{"error": "..."}` with the runtime's 4xx (MLServer's shape); a body over the
 size limit is a 413 before it is parsed; malformed JSON is a 400 and a body that is JSON but
