@@ -96,6 +96,7 @@ class UsageRow:
     p95_seconds: float | None
     p99_seconds: float | None
     retired: bool | None  # None: no champion known for the model, not judged
+    source: str = "online"  # online: model servers' series; batch: `batch_usage`
 
     @property
     def error_share(self) -> float:
@@ -275,7 +276,7 @@ def as_text(rows: Sequence[UsageRow]) -> str:
             (
                 r.model,
                 r.version,
-                r.caller,
+                r.caller if r.source == "online" else f"{r.caller} ({r.source})",
                 f"{r.requests:.0f}",
                 f"{r.client_errors + r.server_errors:.0f}",
                 f"{r.error_share:.1%}",

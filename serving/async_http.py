@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 
+from mlserver.errors import MLServerError
 from redis.exceptions import RedisError
 
 from loopline.serving import callers
@@ -61,13 +62,20 @@ async def handle_async(
 ) -> None:
     method: str = scope["method"]
     caller = header(scope, callers.HEADER_BYTES)
+    subject = None
     try:
         if route.model != slot.name:
             raise ModelNotFound(route.model, slot.name)
         if route.request_id is None:
             if method != "POST":
                 raise HttpError(405, f"method {method} not allowed here; use POST")
-            request_id = await _submit(store, slot, max_body_bytes, scope, receive, caller)
+            runtime = slot.runtime
+            if runtime is not None:  # a model still loading has no verifier: header only
+                authorization = header(scope, b"authorization")
+                subject = await runtime.identify(authorization, PROTOCOL, caller)
+            request_id = await _submit(
+                store, slot, max_body_bytes, scope, receive, AsyncRequest("", b"", caller, subject)
+            )
             location = result_location(slot.name, request_id)
             await respond(
                 send,
@@ -82,8 +90,10 @@ async def handle_async(
     except (HttpError, WireError, ModelNotFound) as exc:
         status = exc.status if isinstance(exc, HttpError) else exc.status_code
         if method == "POST":
-            refused_before_runtime(slot.runtime, exc, status, PROTOCOL, caller)
+            refused_before_runtime(slot.runtime, exc, status, PROTOCOL, caller, subject)
         await respond(send, status, error_body(str(exc)))
+    except MLServerError as exc:  # `identify` refused it (require_caller_token), counted
+        await respond(send, exc.status_code, error_body(str(exc)))
     except RedisError as exc:
         log.warning("async store unavailable: %s", exc)
         message = f"asynchronous inference store unavailable ({type(exc).__name__}: {exc})"
@@ -96,8 +106,9 @@ async def _submit(
     max_body_bytes: int,
     scope: Scope,
     receive: Receive,
-    caller: str | None,
+    who: AsyncRequest,
 ) -> str:
+    """Queue the request; `who` carries its caller and verified subject."""
     body, header_length = await read_body(scope, receive, max_body_bytes)
     if header_length is not None:
         raise WireError(
@@ -116,7 +127,7 @@ async def _submit(
         request_id = new_id() if parsed.request.id is None else check_id(parsed.request.id)
     except AsyncMessageError as exc:
         raise WireError(str(exc), 422) from None
-    added = await store.submit(AsyncRequest(request_id, body, caller))
+    added = await store.submit(AsyncRequest(request_id, body, who.caller, who.subject))
     if not added:
         log.info(
             "async request %s for %s was accepted before: not queued again", request_id, slot.name

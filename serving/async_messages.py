@@ -4,7 +4,9 @@ Keys of one model (`<prefix>` is `AsyncSettings.prefix`, `loopline:async` by def
 
 - `<prefix>:<model>:requests`: the request stream. One entry per request with the fields
   `id` (the request id), `body` (a V2 inference request as JSON) and optionally `caller`
-  (the `Loopline-Caller` of the usage metrics). Producers that speak Redis `XADD` here.
+  (the `Loopline-Caller` of the usage metrics) and `subject` (the verified identity of the
+  submitting request's bearer token, `token_review`: whoever may write to this Redis is
+  trusted with it). Producers that speak Redis `XADD` here.
 - `<prefix>:<model>:result:<id>`: the stored answer (`StoredResult` as JSON), with a TTL.
 - `<prefix>:<model>:accepted:<id>`: marks an id as accepted (same TTL), so a retried `POST`
   or a duplicate entry is scored and answered once.
@@ -26,6 +28,7 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 ID_FIELD = "id"
 BODY_FIELD = "body"
 CALLER_FIELD = "caller"
+SUBJECT_FIELD = "subject"
 ASYNC_SEGMENT = "async"
 
 
@@ -85,11 +88,14 @@ class AsyncRequest:
     id: str
     body: bytes
     caller: str | None = None
+    subject: str | None = None  # the verified identity (`token_review`), outranks `caller`
 
     def fields(self) -> dict[str, bytes]:
         out = {ID_FIELD: self.id.encode(), BODY_FIELD: self.body}
         if self.caller:
             out[CALLER_FIELD] = self.caller.encode()
+        if self.subject:
+            out[SUBJECT_FIELD] = self.subject.encode()
         return out
 
 
@@ -110,9 +116,11 @@ def decode_request(fields: Mapping[Any, Any]) -> AsyncRequest:
             f"stream field 'body' is missing in request {request_id!r}: it must hold the V2 "
             "inference request as JSON"
         )
-    caller = _text(fields, CALLER_FIELD)
     return AsyncRequest(
-        id=request_id, body=body if isinstance(body, bytes) else body.encode(), caller=caller
+        id=request_id,
+        body=body if isinstance(body, bytes) else body.encode(),
+        caller=_text(fields, CALLER_FIELD),
+        subject=_text(fields, SUBJECT_FIELD),
     )
 
 

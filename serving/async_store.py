@@ -28,14 +28,11 @@ from loopline.serving.async_messages import (
 )
 from loopline.serving.async_settings import AsyncSettings
 
+# ARGV: the TTL, then the entry's fields as name, value pairs (`AsyncRequest.fields`).
 _SUBMIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-if ARGV[4] ~= '' then
-  redis.call('XADD', KEYS[3], '*', 'id', ARGV[2], 'body', ARGV[3], 'caller', ARGV[4])
-else
-  redis.call('XADD', KEYS[3], '*', 'id', ARGV[2], 'body', ARGV[3])
-end
+redis.call('XADD', KEYS[3], '*', unpack(ARGV, 2))
 return 1
 """
 
@@ -90,7 +87,10 @@ class AsyncStore:
                 self.keys.accepted(request.id),
                 self.keys.requests,
             ],
-            args=[self.settings.result_ttl_s, request.id, request.body, request.caller or ""],
+            args=[
+                self.settings.result_ttl_s,
+                *(part for pair in request.fields().items() for part in pair),
+            ],
         )
         return bool(added)
 

@@ -101,13 +101,15 @@ def score_request(runtime: LooplineRuntime, request: AsyncRequest) -> StoredResu
         parsed = parse_infer_body(request.body, None)
         parsed.outputs.check([o.name for o in runtime.outputs or ()])
         request_id = parsed.request.id or request.id
-        answer = runtime.score_inputs(parsed.request.inputs, PROTOCOL, request.caller)
+        answer = runtime.score_inputs(
+            parsed.request.inputs, PROTOCOL, request.caller, request.subject
+        )
         columns = output_columns(answer.scored, answer.task, answer.version)
         body, json_size = encode_infer_response(
             runtime.name, answer.version, request_id, columns, parsed.outputs
         )
     except WireError as exc:
-        runtime.refused(PROTOCOL, exc, caller=request.caller)
+        runtime.refused(PROTOCOL, exc, caller=request.caller, subject=request.subject)
         return error_result(exc.status_code, str(exc))
     except MLServerError as exc:  # counted and logged by the runtime
         return error_result(exc.status_code, str(exc))

@@ -48,6 +48,7 @@ from loopline.serving.payload import (
     decode_inputs,
     entity_input_name,
 )
+from loopline.serving.request_headers import detect_protocol, header_caller
 from loopline.serving.sampling import PayloadSampler, PendingSample
 from loopline.serving.scoring import (
     ALARM_OUTPUT,
@@ -60,6 +61,7 @@ from loopline.serving.scoring import (
     score_batch,
 )
 from loopline.serving.settings import ServingSettings
+from loopline.serving.token_review import CallerVerifier, caller_verifier, refusal_of
 from loopline.serving.versions import ResolvedModel, resolve_model_uri
 from loopline.serving.windows import DETECTOR_OUTPUT, apply_window, window_history
 
@@ -116,32 +118,6 @@ def seldon_name_parts(name: str) -> tuple[str, str] | None:
     return (match["model"], match["version"]) if match else None
 
 
-def _headers(request: InferenceRequest) -> dict[str, Any] | None:
-    params = request.parameters
-    headers = getattr(params, "headers", None) if params is not None else None
-    return headers if headers and isinstance(headers, dict) else None
-
-
-def header_caller(request: InferenceRequest) -> str | None:
-    """The `Loopline-Caller` header MLServer copied into `parameters.headers` (REST
-    headers and gRPC metadata both arrive lowercased there)."""
-    headers = _headers(request)
-    value = headers.get(callers.HEADER) if headers is not None else None
-    return value if isinstance(value, str) else None
-
-
-def detect_protocol(request: InferenceRequest) -> str:
-    """REST or gRPC, from the headers MLServer copies into `parameters.headers`."""
-    headers = _headers(request)
-    if headers is None:
-        return "unknown"
-    content_type = str(headers.get("content-type", ""))
-    agent = str(headers.get("user-agent", ""))
-    if content_type.startswith("application/grpc") or agent.startswith("grpc"):
-        return "grpc"
-    return "rest"
-
-
 def load_version(role: str, uri: str, tracking_uri: str) -> LoadedVersion:
     """Resolve and load one version (blocking: MLflow download, reading the weights)."""
     from loopline.models.bundle import load_bundle
@@ -171,6 +147,7 @@ class LooplineRuntime(MLModel):
         self.drift: DriftState | None = None
         self.alarms: AlarmEvents | None = None
         self.windows: WindowHistory | None = None
+        self.verifier: CallerVerifier | None = None
 
     async def load(self) -> bool:
         params = self.settings.parameters
@@ -208,6 +185,7 @@ class LooplineRuntime(MLModel):
         )
         self.outputs = metadata_outputs(scorer.task, len(scorer.class_names))
         self.callers = self.metrics.callers(self.model_label, cfg.callers, cfg.max_callers)
+        self.verifier = caller_verifier(cfg)
         self.publish_version_info(1)
         self.sampler = PayloadSampler(
             model=self.model_label,
@@ -309,17 +287,18 @@ class LooplineRuntime(MLModel):
         exc: MLServerError,
         version: str | None = None,
         caller: str | None = None,
+        subject: str | None = None,
     ) -> None:
         """Count and log a request refused for the client's mistake: one INFO line, no
         traceback (the message names what is wrong; the client has it too). Hosts call it
         for what they refuse before the runtime sees a request (an unreadable body, an
         unknown model); `score_inputs` for what decoding refuses. `caller` is the raw
-        `Loopline-Caller` header value."""
+        `Loopline-Caller` header value, `subject` the verified one (`identify`)."""
         if version is None:
             version = self.champion.version if self.champion is not None else ""
         model = self.model_label
         self.metrics.requests.labels(model, version, protocol, "client_error").inc()
-        label = self.callers.label(caller)
+        label = self.callers.label(caller, subject)
         self.metrics.usage_requests.labels(model, version, label, "client_error").inc()
         log.info("refused a %s request to %s (%d): %s", protocol, self.name, exc.status_code, exc)
 
@@ -332,15 +311,36 @@ class LooplineRuntime(MLModel):
             return canary
         return self.champion
 
+    async def identify(
+        self, authorization: str | None, protocol: str, caller: str | None
+    ) -> str | None:
+        """The verified subject of a request's bearer token (`token_review`), or None when
+        its header decides. With `require_caller_token`, a request without a valid token is
+        counted and refused with a 401 naming the header."""
+        subject = None if self.verifier is None else await self.verifier.subject(authorization)
+        required = self.config is not None and self.config.require_caller_token
+        refusal = refusal_of(authorization, subject) if required else None
+        if refusal is not None:
+            exc = MLServerError(refusal, 401)
+            self.refused(protocol, exc, caller=caller, subject=subject)
+            raise exc
+        return subject
+
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        return await self.infer(payload, detect_protocol(payload), header_caller(payload))
+        protocol, caller = detect_protocol(payload), header_caller(payload)
+        subject = await self.identify(header_caller(payload, "authorization"), protocol, caller)
+        return await self.infer(payload, protocol, caller, subject)
 
     async def infer(
-        self, payload: InferenceRequest, protocol: str, caller: str | None = None
+        self,
+        payload: InferenceRequest,
+        protocol: str,
+        caller: str | None = None,
+        subject: str | None = None,
     ) -> InferenceResponse:
         """The hot path, for MLServer (through `predict`) and for hosts that know the
         protocol and caller without reading `parameters.headers` (`lean_server`)."""
-        answer = self.score_inputs(payload.inputs, protocol, caller)
+        answer = self.score_inputs(payload.inputs, protocol, caller, subject)
         return InferenceResponse(
             model_name=self.name,
             model_version=answer.version,
@@ -349,11 +349,16 @@ class LooplineRuntime(MLModel):
         )
 
     def score_inputs(
-        self, inputs: Sequence[TensorInput], protocol: str, caller: str | None = None
+        self,
+        inputs: Sequence[TensorInput],
+        protocol: str,
+        caller: str | None = None,
+        subject: str | None = None,
     ) -> Answer:
         """Pick a version, decode, score, count and sample: everything but the wire format,
         so a host with its own encoder (`v2_json`) shares every rule with `infer`. `caller`
-        is the raw `Loopline-Caller` header value (None: the request had none)."""
+        is the raw `Loopline-Caller` header value (None: the request had none), `subject`
+        the verified identity of its bearer token (`identify`), which outranks it."""
         start = time.perf_counter()
         target = self.pick()
         model = self.model_label
@@ -374,17 +379,17 @@ class LooplineRuntime(MLModel):
                     target.scorer, self.windows, decoded.machine_ids, decoded.x, scored
                 )
         except MLServerError as exc:
-            self.refused(protocol, exc, version, caller)
+            self.refused(protocol, exc, version, caller, subject)
             raise
         except Exception:
             self.metrics.requests.labels(model, version, protocol, "server_error").inc()
-            label = self.callers.label(caller)
+            label = self.callers.label(caller, subject)
             self.metrics.usage_requests.labels(model, version, label, "server_error").inc()
             log.exception("scoring failed for %s version %s", model, version)
             raise
         n = scored.rows
         n_fallback = scored.n_fallback
-        m = self._series(model, version, protocol, self.callers.label(caller))
+        m = self._series(model, version, protocol, self.callers.label(caller, subject))
         m.ok.inc()
         m.usage_ok.inc()
         m.batch_size.observe(n)

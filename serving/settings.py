@@ -109,6 +109,51 @@ class ServingSettings(BaseSettings):
         description="Distinct callers a server labels by name when `callers` is empty; later "
         "ones are counted as `other` (bounds the metrics' series).",
     )
+    require_caller_token: bool = Field(
+        default=False,
+        description="Refuse inference without a valid bearer token (401 naming the "
+        "Authorization header) instead of counting it as `unauthenticated` or by its "
+        "Loopline-Caller header. A token the API server could not verify still passes.",
+    )
+    caller_token_review: bool = Field(
+        default=True,
+        description="Verify a request's `Authorization: Bearer` token with a Kubernetes "
+        "TokenReview and count the caller as the verified identity (sa:<ns>/<name>).",
+    )
+    caller_kubeconfig: str = Field(
+        default="",
+        description="Kubeconfig of the API server that verifies tokens; empty: in a pod its "
+        "own ServiceAccount (in-cluster), elsewhere the default kubeconfig.",
+    )
+    caller_token_audiences: list[str] = Field(
+        default_factory=list,
+        description="Audiences a caller's token must be for (JSON list in the environment); "
+        "empty: the API server's own.",
+    )
+    caller_cache_ttl_s: float = Field(
+        default=300.0, ge=0.0, description="How long a verified token's identity is kept."
+    )
+    caller_invalid_ttl_s: float = Field(
+        default=30.0, ge=0.0, description="How long a refused token stays `unauthenticated`."
+    )
+    caller_failure_ttl_s: float = Field(
+        default=10.0,
+        ge=0.0,
+        description="After a failed TokenReview (API server down or slow), how long no new "
+        "review is tried; requests are counted by their header meanwhile.",
+    )
+    caller_cache_size: int = Field(
+        default=10_000, ge=1, description="Token verdicts kept; the oldest goes beyond it."
+    )
+    caller_verify_wait_s: float = Field(
+        default=0.25,
+        ge=0.0,
+        description="Longest a request waits for its token's first review; a slower one "
+        "finishes in the background and the request is counted by its header.",
+    )
+    caller_review_timeout_s: float = Field(
+        default=2.0, gt=0.0, description="Timeout of one TokenReview call."
+    )
 
     @classmethod
     def from_sources(cls, extra: dict[str, Any] | None) -> ServingSettings:

@@ -18,7 +18,9 @@ Routes (the V2 REST surface standard clients call):
 - `POST /v2/repository/index`, `POST /v2/repository/models/{name}/load|unload`: only with
   the Model's bearer token (`loopline.auth`): they unload the model or expose its load error,
   so without one they are 401 (with `WWW-Authenticate: Bearer`), with a wrong one 403. Health,
-  metadata and inference stay open, as Kubernetes probes and V2 clients expect.
+  metadata and inference stay open, as Kubernetes probes and V2 clients expect; an inference
+  request's own bearer token only names its caller (`token_review`), unless the Model's
+  `require_caller_token` makes it a 401 without a valid one.
 
 Errors are `{"error": "..."}` with the runtime's 4xx (MLServer's shape); a body over the
 size limit is a 413 before it is parsed; malformed JSON is a 400 and a body that is JSON but
@@ -135,6 +137,7 @@ class Refuses(Protocol):
         exc: MLServerError,
         version: str | None = None,
         caller: str | None = None,
+        subject: str | None = None,
     ) -> None: ...
 
 
@@ -144,12 +147,13 @@ def refused_before_runtime(
     status: int,
     protocol: str = "rest",
     caller: str | None = None,
+    subject: str | None = None,
 ) -> None:
     """Count and log a client's mistake the host caught before the runtime saw the request
     (with no model loaded yet there is no series to count it in: logged only)."""
     error = exc if isinstance(exc, MLServerError) else MLServerError(str(exc), status)
     if runtime is not None:
-        runtime.refused(protocol, error, caller=caller)
+        runtime.refused(protocol, error, caller=caller, subject=subject)
     else:
         log.info("refused a %s request (%d): %s", protocol, status, exc)
 
@@ -228,21 +232,23 @@ class V2App:
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         caller = header(scope, callers.HEADER_BYTES)
+        subject = None
         try:
             name = infer_model_name(path)
             runtime = self.slot.get(name)
+            subject = await runtime.identify(header(scope, b"authorization"), "rest", caller)
             body, header_length = await read_body(scope, receive, self.max_body_bytes)
             plain = parse_plain(body) if header_length is None else None
             if plain is not None:
                 inputs, request_id = plain
-                answer = runtime.score_inputs(inputs, "rest", caller)
+                answer = runtime.score_inputs(inputs, "rest", caller, subject)
                 columns = output_columns(answer.scored, answer.task, answer.version)
                 out = response_json(runtime.name, answer.version, request_id, columns)
                 await respond(send, 200, out)
                 return
             parsed = parse_infer_body(body, header_length)
             parsed.outputs.check([o.name for o in runtime.outputs or ()])
-            answer = runtime.score_inputs(parsed.request.inputs, "rest", caller)
+            answer = runtime.score_inputs(parsed.request.inputs, "rest", caller, subject)
             columns = output_columns(answer.scored, answer.task, answer.version)
             out, json_size = encode_infer_response(
                 runtime.name, answer.version, parsed.request.id, columns, parsed.outputs
@@ -250,10 +256,11 @@ class V2App:
             await respond_infer(send, out, json_size)
         except (HttpError, WireError, ModelNotFound) as exc:
             status = exc.status if isinstance(exc, HttpError) else exc.status_code
-            refused_before_runtime(self.slot.runtime, exc, status, caller=caller)
+            refused_before_runtime(self.slot.runtime, exc, status, caller=caller, subject=subject)
             await respond(send, status, error_body(str(exc)))
         except MLServerError as exc:  # the runtime's own refusals, counted and logged there
-            await respond(send, exc.status_code, error_body(str(exc)))
+            extra = _CHALLENGE if exc.status_code == 401 else None
+            await respond(send, exc.status_code, error_body(str(exc)), extra)
         except Exception as exc:
             log.exception("inference failed on %s", path)
             await respond(send, 500, error_body(f"internal error: {type(exc).__name__}: {exc}"))

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 STATUS_CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
     404: grpc.StatusCode.NOT_FOUND,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     422: grpc.StatusCode.FAILED_PRECONDITION,
@@ -82,20 +83,23 @@ class V2Servicer(GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         caller = metadata_caller(context)
+        subject = None
         try:
             runtime = self.slot.get(request.model_name)
+            authorization = metadata_caller(context, "authorization")
+            subject = await runtime.identify(authorization, "grpc", caller)
             use_raw = bool(request.raw_input_contents)
             plain = plain_inputs(request)
             if plain is not None:
-                answer = runtime.score_inputs(plain, "grpc", caller)
+                answer = runtime.score_inputs(plain, "grpc", caller, subject)
                 columns = output_columns(answer.scored, answer.task, answer.version)
                 return response_message(
                     runtime.name, answer.version, request.id, columns, use_raw=use_raw
                 )
-            response = await runtime.infer(converted(request), "grpc", caller)
+            response = await runtime.infer(converted(request), "grpc", caller, subject)
             return ModelInferResponseConverter.from_types(response, use_raw=use_raw)
         except (WireError, ModelNotFound) as exc:
-            refused_before_runtime(self.slot.runtime, exc, exc.status_code, "grpc", caller)
+            refused_before_runtime(self.slot.runtime, exc, exc.status_code, "grpc", caller, subject)
             await context.abort(grpc_status(exc.status_code), str(exc))
         except MLServerError as exc:  # the runtime's own refusals, counted and logged there
             await context.abort(grpc_status(exc.status_code), str(exc))
@@ -106,10 +110,11 @@ class V2Servicer(GRPCInferenceServiceServicer):
             )
 
 
-def metadata_caller(context: Any) -> str | None:
-    """The `loopline-caller` metadata value of a call (gRPC lowercases metadata keys)."""
+def metadata_caller(context: Any, name: str = callers.HEADER) -> str | None:
+    """The `loopline-caller` (or another) metadata value of a call (gRPC lowercases
+    metadata keys)."""
     for key, value in context.invocation_metadata() or ():
-        if key == callers.HEADER:
+        if key == name:
             return value if isinstance(value, str) else None
     return None
 

@@ -49,6 +49,7 @@ MODEL_VERSION = PREFIX + "model_version"
 BATCH_SOURCE = PREFIX + "batch.source"
 BATCH_OUTPUT = PREFIX + "batch.output"
 BATCH_VIEW = PREFIX + "batch.feature_view"
+BATCH_CALLER = PREFIX + "batch.caller"  # who ran it: `loopline usage` counts it per caller
 FALLBACK_ROWS = PREFIX + "batch.fallback_rows"
 UNSCORED_ROWS = PREFIX + "batch.unscored_rows"
 DEFAULT_MEMORY_MIB = 512
@@ -67,6 +68,7 @@ class BatchRequest:
     memory_mib: int = DEFAULT_MEMORY_MIB
     # Extra MLflow run tags: a pipeline run's Loopline run id, by which its backend finds it.
     tags: Mapping[str, str] = field(default_factory=dict)
+    caller: str = "batch"  # a usage caller label (`batch_caller`)
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ def run_batch(req: BatchRequest) -> BatchResult:
             NAMESPACE: req.model.namespace,
             MODEL: req.model.name,
             MODEL_VERSION: version,
+            BATCH_CALLER: req.caller,
             WINDOW_START: _iso(req.start),
             WINDOW_END: _iso(req.end),
             BATCH_SOURCE: source.description,

@@ -43,6 +43,28 @@ class ModelRef:
         return registered_model_name(self.namespace, self.name)
 
 
+def batch_caller(given: str | None) -> str:
+    """The caller a batch run is counted as in `loopline usage`: `--caller`, else the OS user,
+    else `batch`; a label as the model servers' are (`callers.sanitize`). The identities a
+    server verifies (`sa:`, `user:`, `unauthenticated`) cannot be claimed here."""
+    import getpass
+
+    from loopline.serving.callers import UNAUTHENTICATED, USER_PREFIX, VERIFIED_PREFIX, sanitize
+
+    if given is None:
+        try:
+            given = getpass.getuser()
+        except (KeyError, OSError):  # no user name in a container without a passwd entry
+            given = "batch"
+    label = sanitize(given)
+    if label.startswith((VERIFIED_PREFIX, USER_PREFIX)) or label == UNAUTHENTICATED:
+        raise BatchError(
+            f"--caller {given!r}: sa:, user: and unauthenticated are what model servers verify; "
+            "name the caller otherwise"
+        )
+    return "batch" if label == "unknown" else label
+
+
 def parse_model_ref(text: str) -> ModelRef:
     """`NS.NAME` or `NS/NAME` (the registered-model name or the resource's path)."""
     value = text.strip()

@@ -57,6 +57,11 @@ def _when(value: str | None, option: str) -> datetime | None:
 )
 @click.option("--tracking-uri", default=None, help="MLflow URI (default: from settings).")
 @click.option(
+    "--caller",
+    default=None,
+    help="Who the run is counted as in `loopline usage` (default: the OS user, else batch).",
+)
+@click.option(
     "--submit",
     is_flag=True,
     help="Run it as a batch-scoring pipeline run on the operator's pipeline backend "
@@ -79,6 +84,7 @@ def score(
     output: Path | None,
     memory_mib: int,
     tracking_uri: str | None,
+    caller: str | None,
     submit: bool,
     wait: bool,
     run_id: str | None,
@@ -86,10 +92,12 @@ def score(
     """Score a time window with a registered model version, write the scores to parquet,
     register them in the feature repository and record the run in MLflow."""
     from loopline.batch.job import BatchRequest, run_batch
-    from loopline.batch.plan import parse_model_ref
+    from loopline.batch.plan import batch_caller, parse_model_ref
     from loopline.settings import get_settings
 
     if submit:
+        if caller is not None:
+            raise click.UsageError("--caller: not with --submit (a submitted run counts as batch)")
         _submit(
             model,
             start,
@@ -117,6 +125,7 @@ def score(
         version=version,
         output=output,
         memory_mib=memory_mib,
+        caller=batch_caller(caller),
     )
     result = run_batch(request)
     tally = result.tally

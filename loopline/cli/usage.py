@@ -1,7 +1,8 @@
 """`loopline usage`: which caller used which model version, how often, with what result.
 
 Reads the model servers' `loopline_usage_*` series from Prometheus (docs/monitoring.md):
-the same table as the "Model usage" dashboard, for a time range.
+the same table as the "Model usage" dashboard, for a time range; with `--tracking-uri`, the
+batch scoring runs of the range too (`monitoring/batch_usage.py`), marked `(batch)`.
 """
 
 from __future__ import annotations
@@ -52,10 +53,20 @@ def parse_when(value: str, now: float, option: str) -> float:
     help="Prometheus that scrapes the model servers (env LOOPLINE_PROMETHEUS_URL).",
 )
 @click.option(
+    "--tracking-uri",
+    default=None,
+    help="MLflow server whose batch scoring runs (loopline score) are added to the table.",
+)
+@click.option(
     "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 def usage(
-    since: str, until: str | None, model: str | None, prometheus_url: str, output: str
+    since: str,
+    until: str | None,
+    model: str | None,
+    prometheus_url: str,
+    tracking_uri: str | None,
+    output: str,
 ) -> None:
     """Requests, errors, rows, fallback share and latency per model version and caller over a
     time range, and which called versions are retired (neither champion nor canary)."""
@@ -79,6 +90,11 @@ def usage(
             rows = collect(prometheus.query, scope, start, end)
     except PrometheusError as exc:
         raise click.ClickException(str(exc)) from exc
+    if tracking_uri:
+        from loopline.monitoring.batch_usage import collect_batch
+        from loopline.tracking.experiments import client_for
+
+        rows += collect_batch(client_for(tracking_uri), scope, start, end)
     if output == "json":
         click.echo(as_json(rows))
         return

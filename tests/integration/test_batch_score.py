@@ -5,6 +5,7 @@ and the MLflow run carries the lineage."""
 from __future__ import annotations
 
 import runpy
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +22,15 @@ from loopline.batch.job import (
     BatchRequest,
     run_batch,
 )
-from loopline.batch.plan import BatchError, ModelRef
+from loopline.batch.plan import BatchError, ModelRef, batch_caller
 from loopline.batch.reading import iter_chunks, store_source
 from loopline.batch.scoring import UNSCORED
 from loopline.cli.main import cli
 from loopline.data import features
 from loopline.data.schema import factory_schema
 from loopline.models.pyfunc import FALLBACK, PRIMARY, predict_frame
+from loopline.monitoring.batch_usage import collect_batch
+from loopline.monitoring.usage import Scope
 from loopline.tracking.experiments import client_for, experiment_name
 from loopline.tracking.lineage import DATA_HASH, DATA_ROWS, WINDOW_END, WINDOW_START
 from tests.fixtures.data import GeneratedData
@@ -168,9 +171,29 @@ def test_the_cli_names_the_field_of_an_empty_window_and_an_unknown_version(
     assert "--version 9: 'default.drill-ae' has no such version" in unknown.output
     with pytest.raises(BatchError, match="--repo"):
         run_batch(BatchRequest(model=MODEL, tracking_uri=trained.tracking_uri))
-    ok = CliRunner().invoke(cli, base)
+    began = time.time()
+    ok = CliRunner().invoke(cli, [*base, "--caller", "planning"])
     assert ok.exit_code == 0, ok.output
     assert "feature view scores_default_drill_ae" in ok.output
+
+    # Counted in usage per caller: the run that failed as the OS user, the one that scored
+    # as `planning`, with the rows it scored (what `loopline usage --tracking-uri` adds).
+    client = client_for(trained.tracking_uri)
+    rows = collect_batch(client, Scope("drill-ae", "default"), began - 3600, time.time() + 1)
+    by_caller = {r.caller: r for r in rows}
+    planning = by_caller.pop("planning")
+    assert (planning.requests, planning.server_errors, planning.source) == (1, 0, "batch")
+    assert planning.version == trained.version
+    experiment = client.get_experiment_by_name(experiment_name("default", "drill-ae"))
+    assert experiment is not None
+    [scored] = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.`loopline.batch.caller` = 'planning'",
+    )
+    assert planning.rows == float(scored.data.tags[DATA_ROWS]) > 0
+    [failed] = by_caller.values()  # the empty window, run as the OS user
+    assert failed.caller == batch_caller(None)
+    assert (failed.requests, failed.server_errors) == (1, 1)
 
 
 def test_chunked_reads_equal_the_training_pipelines_point_in_time_features(repo: Path) -> None:

@@ -64,6 +64,15 @@ def test_a_request_round_trips_through_stream_fields() -> None:
     assert decode_request({k.encode(): v for k, v in fields.items()}) == request
 
 
+def test_the_verified_subject_travels_with_the_request() -> None:
+    subject = "system:serviceaccount:plant:historian"
+    request = AsyncRequest("r-3", b"{}", "mes", subject)
+    fields = request.fields()
+    assert fields["subject"] == subject.encode()
+    assert decode_request({k.encode(): v for k, v in fields.items()}) == request
+    assert "subject" not in AsyncRequest("r-4", b"{}", "mes").fields()
+
+
 def test_a_request_without_caller_has_no_caller_field() -> None:
     fields = AsyncRequest("r-2", b"{}").fields()
     assert "caller" not in fields

@@ -14,7 +14,14 @@ from mlserver.types import InferenceRequest, Parameters, RequestInput
 from prometheus_client import CollectorRegistry
 
 from loopline.data.schema import SENSORS
-from loopline.serving.callers import OTHER, UNKNOWN, CallerLabels, sanitize
+from loopline.serving.callers import (
+    INVALID_TOKEN,
+    OTHER,
+    UNAUTHENTICATED,
+    UNKNOWN,
+    CallerLabels,
+    sanitize,
+)
 from loopline.serving.metrics import serving_metrics
 from loopline.serving.runtime import LooplineRuntime
 from loopline.serving.settings import ServingSettings
@@ -64,14 +71,33 @@ def test_a_verified_service_account_wins_over_the_header() -> None:
     subject = "system:serviceaccount:plant:historian"
     assert labels.label("mes", subject=subject) == "sa:plant/historian"
     assert labels.label(None, subject=subject) == "sa:plant/historian"
-    # a subject that is not a ServiceAccount's: the header decides
-    assert labels.label("mes", subject="system:anonymous") == "mes"
-    assert labels.label("mes", subject="system:serviceaccount:plant") == "mes"
+    # a verified user who is not a ServiceAccount is counted by name, never by the header
+    assert labels.label("mes", subject="alice@plant.example") == "user:alice@plant.example"
+    assert labels.label("mes", subject="system:serviceaccount:plant") == (
+        "user:system:serviceaccount:plant"
+    )
 
 
-def test_a_header_cannot_claim_a_service_account() -> None:
+def test_a_verified_identity_is_not_cut_to_the_header_length() -> None:
+    namespace = "n" * 63
+    labels = CallerLabels()
+    first = labels.label(None, subject=f"system:serviceaccount:{namespace}:historian")
+    second = labels.label(None, subject=f"system:serviceaccount:{namespace}:historian-2")
+    assert first == f"sa:{namespace}/historian"
+    assert second == f"sa:{namespace}/historian-2"
+
+
+def test_a_refused_token_is_unauthenticated_whatever_the_header_says() -> None:
+    labels = CallerLabels(max_callers=0)  # no budget: still its own label, like `unknown`
+    assert labels.label("mes", subject=INVALID_TOKEN) == UNAUTHENTICATED
+    assert labels.label(None, subject=INVALID_TOKEN) == UNAUTHENTICATED
+
+
+def test_a_header_cannot_claim_a_verified_identity() -> None:
     labels = CallerLabels()
     assert labels.label("sa:kube-system/admin") == OTHER
+    assert labels.label("user:alice") == OTHER
+    assert labels.label("unauthenticated") == OTHER
 
 
 def test_negative_maximum_is_refused() -> None:
