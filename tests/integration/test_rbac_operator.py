@@ -51,12 +51,6 @@ ALLOWED = [
     ("delete", "jobs.batch"),
     ("get", "pods"),
     ("list", "pods"),
-    # model servers verify callers' tokens: their ServiceAccount bound to the server role
-    ("create", "serviceaccounts"),
-    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
-    ("patch", "clusterrolebindings.rbac.authorization.k8s.io"),
-    ("delete", "clusterrolebindings.rbac.authorization.k8s.io"),
-    ("create", "tokenreviews.authentication.k8s.io"),
     # a drift monitor per Model
     ("get", "services"),
     ("create", "persistentvolumeclaims"),
