@@ -86,12 +86,6 @@ class OperatorSettings(BaseSettings):
         "the retraining annotations by an admission policy) bound to each monitor's own "
         "ServiceAccount.",
     )
-    server_cluster_role: str = Field(
-        default="loopline-model-server",
-        description="Kubernetes serving backend: the ClusterRole (create on tokenreviews) "
-        "bound to each Model's server ServiceAccount, so the server verifies callers' bearer "
-        "tokens; empty: server pods run without a token and count callers by header.",
-    )
     monitor_ingress_peers: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Kubernetes monitoring backend: NetworkPolicyPeer objects (JSON list) "

@@ -1,4 +1,4 @@
-"""The Kubernetes objects the cluster backends own, applied as desired state.
+"""The namespaced Kubernetes objects the cluster backends own, applied as desired state.
 
 Every cluster backend (model servers, drift monitors, training Jobs) builds plain dicts with
 pure `build_*` functions and hands them here. `apply` is a server-side apply under one field
@@ -27,8 +27,6 @@ FIELD_MANAGER = "loopline-operator"
 
 # kind -> plural, for the kinds whose plural is not `<kind lowercased>s`.
 _PLURALS = {"NetworkPolicy": "networkpolicies", "Endpoints": "endpoints"}
-# The one cluster-scoped kind the operator owns: a model server's right to review tokens.
-CLUSTER_SCOPED = frozenset({"ClusterRoleBinding"})
 
 
 def plural(kind: str) -> str:
@@ -36,16 +34,10 @@ def plural(kind: str) -> str:
 
 
 def resource_path(api_version: str, kind: str, namespace: str, name: str = "") -> str:
-    """/api/v1/namespaces/ns/services[/name] or /apis/apps/v1/namespaces/ns/deployments[/name]
-    (a cluster-scoped kind, `CLUSTER_SCOPED`, has no namespace segment)."""
-    root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    if kind in CLUSTER_SCOPED:
-        if namespace:
-            raise ValueError(f"{kind}: cluster-scoped, it has no namespace (got {namespace!r})")
-        path = f"{root}/{plural(kind)}"
-        return f"{path}/{name}" if name else path
+    """/api/v1/namespaces/ns/services[/name] or /apis/apps/v1/namespaces/ns/deployments[/name]."""
     if not namespace:
         raise ValueError(f"{kind}: a namespace is needed (the operator's objects are namespaced)")
+    root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     path = f"{root}/namespaces/{namespace}/{plural(kind)}"
     return f"{path}/{name}" if name else path
 

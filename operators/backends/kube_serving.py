@@ -39,10 +39,7 @@ from loopline.operators.builders.kube_serving import (
     MODEL_LABEL,
     build_deployment,
     build_service,
-    build_service_account,
-    build_token_review_binding,
     server_name,
-    token_review_binding_name,
 )
 from loopline.operators.builders.kube_serving_status import metrics_urls, observe_serving, served
 from loopline.operators.builders.serving import ServingDesired, ServingObserved
@@ -84,7 +81,6 @@ class KubernetesServingBackend:
         # The MLflow server as the pods reach it, which may not be how the operator does.
         self.tracking_uri = settings.cluster_tracking_uri or tracking_uri
         self.async_redis_url = settings.async_redis_url
-        self.server_cluster_role = settings.server_cluster_role
         self._own_api = api is None
         self.objects = KubeObjects(api or api_client(settings))
         self.scrape_timeout_s = scrape_timeout_s
@@ -102,18 +98,8 @@ class KubernetesServingBackend:
         return env_value(template.get("spec"), DIGEST_ENV) or UNKNOWN_DIGEST
 
     def desired_objects(self, desired: ServingDesired, digest: str) -> list[dict[str, Any]]:
-        role = self.server_cluster_role
         try:
-            identity = (
-                [
-                    build_service_account(desired.namespace, desired.name),
-                    build_token_review_binding(desired.namespace, desired.name, role),
-                ]
-                if role
-                else []
-            )
             return [
-                *identity,
                 build_service(desired.namespace, desired.name),
                 build_deployment(
                     desired,
@@ -122,7 +108,6 @@ class KubernetesServingBackend:
                     tracking_uri=self.tracking_uri,
                     digest=digest,
                     async_redis_url=self.async_redis_url,
-                    service_account=bool(role),
                 ),
             ]
         except ValueError as exc:
@@ -188,9 +173,6 @@ class KubernetesServingBackend:
         for api_version, kind in (DEPLOYMENT, SERVICE):
             for obj in self.objects.list(api_version, kind, namespace, server_selector(name)):
                 self.objects.delete(api_version, kind, namespace, obj["metadata"]["name"])
-        binding = token_review_binding_name(namespace, name)
-        self.objects.delete("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "", binding)
-        self.objects.delete("v1", "ServiceAccount", namespace, server_name(name))
 
     def forget(self, namespace: str, name: str) -> None:
         """The Model is gone: its token Secret goes too (the monitor's pods are gone by now)."""

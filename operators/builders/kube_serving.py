@@ -9,12 +9,6 @@ drops a request: a new pod takes traffic only once its model is loaded (readines
 is ready (maxUnavailable 0, maxSurge 1), and a stopping pod first waits out endpoint
 propagation (preStop sleep) before the server gets SIGTERM, finishes its requests and exits.
 
-Callers' bearer tokens are verified with TokenReviews (`loopline.serving.token_review`), so
-the pods run as the Model's own ServiceAccount `<model>-server`, with its token mounted, bound
-by a ClusterRoleBinding (TokenReviews are cluster-scoped) to the model server ClusterRole,
-which grants `create` on `tokenreviews` and nothing else. Without a ClusterRole configured the
-pods run as before, with no token, and count callers by their header.
-
 The Model's token reaches the pod from its Secret by reference; the token's digest is a plain
 variable of the template, so a rotated token rolls the pods (`builders/auth.py`).
 
@@ -39,7 +33,6 @@ MODEL_LABEL = "loopline.dev/model"
 COMPONENT_LABEL = "loopline.dev/component"
 COMPONENT = "server"
 REVISION_LABEL = "loopline.dev/revision"
-NAMESPACE_LABEL = "loopline.dev/namespace"
 CHAMPION_ANNOTATION = "loopline.dev/champion-version"
 CANARY_ANNOTATION = "loopline.dev/canary-version"
 WEIGHT_ANNOTATION = "loopline.dev/canary-weight"
@@ -172,42 +165,6 @@ def _container(
     return container
 
 
-def build_service_account(namespace: str, model: str) -> dict[str, Any]:
-    """The server pods' own identity: what the API server checks before a TokenReview."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {"name": server_name(model), "namespace": namespace, "labels": labels(model)},
-        "automountServiceAccountToken": False,  # the pod template asks for it
-    }
-
-
-def token_review_binding_name(namespace: str, model: str) -> str:
-    """Unique per Model across namespaces (the binding is cluster-scoped)."""
-    return f"loopline-server-{namespace}-{model}"
-
-
-def build_token_review_binding(namespace: str, model: str, cluster_role: str) -> dict[str, Any]:
-    """Binds the model server ClusterRole (`create` on tokenreviews) to the Model's server
-    ServiceAccount. Cluster-scoped, so no owner reference: `delete` removes it."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {
-            "name": token_review_binding_name(namespace, model),
-            "labels": {**labels(model), NAMESPACE_LABEL: namespace},
-        },
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": cluster_role,
-        },
-        "subjects": [
-            {"kind": "ServiceAccount", "name": server_name(model), "namespace": namespace}
-        ],
-    }
-
-
 def revision(template: dict[str, Any]) -> str:
     """A digest of a pod template: the same spec gives the same revision."""
     text = json.dumps(template, sort_keys=True, separators=(",", ":"))
@@ -222,11 +179,9 @@ def build_deployment(
     tracking_uri: str,
     digest: str,
     async_redis_url: str = "",
-    service_account: bool = False,
 ) -> dict[str, Any]:
     """The Model's server Deployment. `digest` is the token's (see `builders/auth.py`);
-    `async_redis_url` turns on asynchronous inference in its pods; `service_account` runs
-    them as `<model>-server` with its token, to verify callers' tokens."""
+    `async_redis_url` turns on asynchronous inference in its pods."""
     if not image:
         raise ValueError(
             "the runtime image is empty: set LOOPLINE_OPERATOR_RUNTIME_IMAGE (the Loopline "
@@ -238,11 +193,7 @@ def build_deployment(
     template: dict[str, Any] = {
         "metadata": {"labels": labels(desired.name)},
         "spec": {
-            **(
-                {"serviceAccountName": name, "automountServiceAccountToken": True}
-                if service_account
-                else {"automountServiceAccountToken": False}
-            ),
+            "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "terminationGracePeriodSeconds": DRAIN_SECONDS + STOP_SECONDS,
             "securityContext": {

@@ -18,16 +18,6 @@ def test_paths_of_core_and_group_kinds() -> None:
         resource_path("v1", "Service", "", "a")
 
 
-def test_a_cluster_role_binding_has_no_namespace_segment() -> None:
-    rbac = "rbac.authorization.k8s.io/v1"
-    assert (
-        resource_path(rbac, "ClusterRoleBinding", "", "b")
-        == "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/b"
-    )
-    with pytest.raises(ValueError, match="cluster-scoped"):
-        resource_path(rbac, "ClusterRoleBinding", "ns", "b")
-
-
 def test_env_value_reads_a_plain_variable_not_a_secret_reference() -> None:
     spec = {
         "containers": [

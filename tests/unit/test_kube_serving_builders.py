@@ -20,11 +20,8 @@ from loopline.operators.builders.kube_serving import (
     WEIGHT_ANNOTATION,
     build_deployment,
     build_service,
-    build_service_account,
-    build_token_review_binding,
     endpoints,
     server_name,
-    token_review_binding_name,
 )
 from loopline.operators.builders.kube_serving_status import served
 from loopline.operators.builders.serving import ServingDesired, build_serving
@@ -251,33 +248,3 @@ def test_async_inference_reaches_the_server_container_only_when_set() -> None:
         async_redis_url=url,
     )  # fmt: skip
     assert env(with_async)[ASYNC_REDIS_URL_ENV] == url
-
-
-def test_pods_verify_callers_as_their_own_service_account_when_asked() -> None:
-    desired = _desired()
-    with_identity = build_deployment(
-        desired, image="img", tracking_uri=TRACKING, digest="d", service_account=True
-    )
-    pod = with_identity["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == server_name(desired.name)
-    assert pod["automountServiceAccountToken"] is True
-    account = build_service_account(desired.namespace, desired.name)
-    assert account["metadata"]["name"] == pod["serviceAccountName"]
-    assert account["metadata"]["namespace"] == desired.namespace
-    binding = build_token_review_binding(desired.namespace, desired.name, "loopline-model-server")
-    assert binding["kind"] == "ClusterRoleBinding"
-    assert "namespace" not in binding["metadata"]
-    assert binding["metadata"]["name"] == token_review_binding_name(desired.namespace, desired.name)
-    assert binding["roleRef"]["name"] == "loopline-model-server"
-    assert binding["subjects"] == [
-        {
-            "kind": "ServiceAccount",
-            "name": server_name(desired.name),
-            "namespace": desired.namespace,
-        }
-    ]
-    # the binding is cluster-wide: two namespaces' Models of one name get two bindings
-    other = build_token_review_binding("other", desired.name, "r")
-    assert other["metadata"]["name"] != binding["metadata"]["name"]
-    without = build_deployment(desired, image="img", tracking_uri=TRACKING, digest="d")
-    assert "serviceAccountName" not in without["spec"]["template"]["spec"]
