@@ -226,6 +226,7 @@ def refusal_of(authorization: str | None, subject: str | None) -> str | None:
 
 
 _verifiers: dict[tuple[Any, ...], CallerVerifier | None] = {}
+_verifiers_lock = threading.Lock()  # not `_lock`: building a verifier takes that one
 
 
 def caller_verifier(settings: ServingSettings) -> CallerVerifier | None:
@@ -243,7 +244,7 @@ def caller_verifier(settings: ServingSettings) -> CallerVerifier | None:
         settings.caller_verify_wait_s,
         settings.caller_review_timeout_s,
     )
-    with _lock:
+    with _verifiers_lock:
         if key in _verifiers:
             return _verifiers[key]
         verifier = _verifiers[key] = _build(settings) if settings.caller_token_review else None
