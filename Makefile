@@ -45,11 +45,10 @@ test: setup-test
 	@rc=0; $(PY) -m pytest $(if $(TIER),-m $(TIER)) $(PYTEST_ARGS) || rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 
-# The closed loop on real pods (`loopline demo --cluster --quick` on its own containerd node,
-# about 25 minutes after the images are built): not part of `make test`, whose real-node tests
-# share one node for the whole session.
+# The closed loop on real pods alone (`loopline demo --cluster --quick` on the session's
+# containerd node, operator restarted twice); `make test` runs it after the other real-node tests.
 test-cluster-demo: setup-test
-	LOOPLINE_TEST_CLUSTER_DEMO=1 $(PY) -m pytest tests/realnode/test_demo_on_node.py $(PYTEST_ARGS)
+	$(PY) -m pytest tests/realnode/test_demo_on_node.py $(PYTEST_ARGS)
 
 lint: venv
 	$(PY) -m ruff format --check .

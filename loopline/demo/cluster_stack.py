@@ -183,7 +183,7 @@ class ClusterStack(DemoStack):
         from loopline.cluster.manager import LocalCluster
         from loopline.cluster.settings import ClusterSettings
 
-        cluster_dir = self.state_dir / "cluster"
+        cluster_dir = (self.s.cluster_dir or self.state_dir / "cluster").expanduser().absolute()
         self.processes.set_cluster(cluster_dir)
         cluster = LocalCluster(ClusterSettings(state_dir=cluster_dir))
         started = time.monotonic()

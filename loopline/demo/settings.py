@@ -102,6 +102,12 @@ class DemoSettings(BaseSettings):
     stale_fault_readings: int = Field(
         default=12, ge=1, description="Readings the injected fault lasts."
     )
+    cluster_dir: Path | None = Field(
+        default=None,
+        description="Cluster mode: the state directory of a local cluster with a containerd "
+        "node to run on (started there when down, adopted when up, so its registry already "
+        "holds the images); default: the demo's own, under state_dir.",
+    )
     restart_operator: bool = Field(
         default=False,
         description="Cluster mode: delete the operator pod while the drift-triggered run "

@@ -30,6 +30,20 @@ from loopline.cluster.settings import ClusterSettings
 from loopline.cluster.state import ClusterState, Health
 from tests.fixtures.cluster import wait_for
 
+LAST = "test_demo_on_node.py"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The cluster demo right after the other real-node tests: its teardown takes the
+    session's node down (and checks nothing is left), so nothing may need the node after it."""
+    last = [i for i in items if Path(str(i.fspath)).name == LAST]
+    if not last:
+        return
+    rest = [i for i in items if Path(str(i.fspath)).name != LAST]
+    on_node = [n for n, i in enumerate(rest) if "realnode" in Path(str(i.fspath)).parts]
+    at = on_node[-1] + 1 if on_node else len(rest)
+    items[:] = [*rest[:at], *last, *rest[at:]]
+
 
 def _skip_reason() -> str | None:
     if os.geteuid() != 0:

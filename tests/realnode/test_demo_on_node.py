@@ -7,18 +7,21 @@ The plant's traffic goes through the Model's Service by its ClusterIP. The run i
 (`keep`) so the test reads the cluster's own objects (the Jobs, the Deployment, MLflow's
 registry) before it takes everything down and checks nothing is left.
 
-It brings up its own containerd cluster (in the demo's state directory), so it must not run
-beside the session fixture's, and one run takes about 25 minutes on a quiet 2-core machine
-(40 under load) on top of a cold build of both images: it runs on its own, with
-`make test-cluster-demo` (which sets LOOPLINE_TEST_CLUSTER_DEMO=1), not inside `make test`.
-The images are built first unless this checkout's tags are in podman's store (docs/images.md).
+The operator pod is deleted twice (`restart_operator`): while the drift-triggered Job trains
+and in the middle of its canary. The new pod must adopt the Job (no second one for the run)
+and walk the canary on from its step.
+
+It runs on the session's node (the `realnode` fixture's cluster, whose registry already has
+the images the other real-node tests pushed), after every other real-node test
+(conftest.py orders it last), because its teardown takes that node down and checks that
+nothing is left. About 12 minutes on a quiet 2-core machine. `make test-cluster-demo` runs
+it alone.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,17 +42,10 @@ from loopline.operators.builders.auth import MODEL_LABEL
 from loopline.operators.builders.kube_jobs import COMPONENT_LABEL
 from loopline.operators.builders.kube_serving import CANARY_ANNOTATION, CHAMPION_ANNOTATION
 from loopline.tracking import lineage
+from tests.realnode.conftest import RealNode
 
-_MISSING = [tool for tool in ("podman", "skopeo") if shutil.which(tool) is None]
 if os.geteuid() != 0:
     pytest.skip("the images and the real node need root", allow_module_level=True)
-if _MISSING:
-    pytest.skip(f"{', '.join(_MISSING)} not installed (make system-deps)", allow_module_level=True)
-if os.environ.get("LOOPLINE_TEST_CLUSTER_DEMO") != "1":
-    pytest.skip(
-        "the cluster demo runs on its own node for ~25 min: make test-cluster-demo",
-        allow_module_level=True,
-    )
 
 pytestmark = [pytest.mark.realnode, pytest.mark.slow, pytest.mark.timeout(5400)]
 
@@ -66,10 +62,17 @@ class KeptRun:
 
 
 @pytest.fixture(scope="module")
-def cluster_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeptRun]:
+def cluster_run(
+    realnode_session: RealNode, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KeptRun]:
     base = tmp_path_factory.mktemp("clusterdemo")
-    settings = DemoSettings(state_dir=base / "state", report_dir=base / "report").quick()
-    chains_before = teardown.chains_now()
+    cluster_dir = realnode_session.local.layout.root
+    settings = DemoSettings(
+        state_dir=base / "state",
+        report_dir=base / "report",
+        cluster_dir=cluster_dir,
+        restart_operator=True,
+    ).quick()
     demo = ClusterDemo(settings, keep=True)
     started = time.monotonic()
     result = demo.run()
@@ -82,11 +85,13 @@ def cluster_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeptRun]:
         yield KeptRun(result, demo, Kubectl(demo.kubectl_bin, demo.kubeconfig))
     finally:
         demo.processes.stop_all()
-        cluster = LocalCluster(ClusterSettings(state_dir=base / "state" / "cluster"))
+        cluster = LocalCluster(ClusterSettings(state_dir=cluster_dir))
         assert cluster.state() is None, "the cluster is still recorded as running"
         assert demo.processes.leftovers() == []
         assert tagged_pids(result.demo_id) == []
-        assert teardown.chains_now() <= chains_before, "iptables chains left behind"
+        assert teardown.chains_now() <= realnode_session.chains_before, (
+            "iptables chains left behind"
+        )
         print(f"from start to a clean machine: {time.monotonic() - started:.0f} s")
 
 
@@ -161,3 +166,17 @@ def test_the_loop_closes_on_pods(cluster_run: KeptRun) -> None:
 
     assert result.report is not None
     assert "<h2>Production history</h2>" in result.report.read_text()
+
+    # The operator pod was deleted while the drift run trained and mid-canary; its successor
+    # adopted the Job (two Jobs in all, asserted above) and walked the canary on from the
+    # step it found: the drift version's steps never went back and reached the champion.
+    restarts = rec.markers_of("operator-restarted")
+    assert cluster_run.demo.restarts == {"run", "canary"}, [m.label for m in restarts]
+    assert len(restarts) == 2
+    steps = [
+        step for _, version, step in cluster_run.demo.rollout_steps if version == run.model_version
+    ]
+    assert steps, cluster_run.demo.rollout_steps
+    assert steps == sorted(steps), cluster_run.demo.rollout_steps
+    canary_restart = next(m for m in restarts if "mid-canary" in m.label)
+    assert rec.markers_of("promoted")[-1].t > canary_restart.t
