@@ -133,7 +133,7 @@ def ctg_split(df: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     normal = df.index[df[LABEL] == 0].to_numpy()
     order = np.random.default_rng(seed).permutation(normal)
-    n_train = int(round(len(order) * CTG_TRAIN_SHARE))
+    n_train = round(len(order) * CTG_TRAIN_SHARE)
     train = df.loc[np.sort(order[:n_train])]
     test = df.drop(index=order[:n_train])
     return train, test

@@ -88,7 +88,7 @@ def at_far(y: np.ndarray, score: np.ndarray, far: float) -> dict[str, float]:
     normal = np.sort(s[labels == 0])
     if len(normal) == 0:
         raise ValueError("no normal rows to place a threshold at a false-alarm rate on")
-    allowed = int(math.floor(far * len(normal) + 1e-9))
+    allowed = math.floor(far * len(normal) + 1e-9)
     cut = float(normal[len(normal) - allowed - 1])
     flag = s > cut
     found = binary("", labels, s, flag)
