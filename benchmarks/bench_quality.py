@@ -116,6 +116,11 @@ def plant(budget: float | None) -> dict[str, Any]:
     targets = [
         qt.target("window AE: median detection delay (readings, pooled events)", primary, 5, "<"),
         qt.target("window AE: false alarm events per machine-day (median)", false_events, 1, "<="),
+        qt.beats(
+            "window AE ahead of the per-row AE on F1 (median)",
+            median["window_ae"]["f1"],
+            median["dense_ae"]["f1"],
+        ),
     ]
     return {
         "max_false_alarm_rate": budget,
