@@ -64,6 +64,18 @@ class OperatorSettings(BaseSettings):
         "asynchronous requests from (their LOOPLINE_ASYNC_REDIS_URL; a value in the "
         "Deployment, so a URL without a password); empty: asynchronous inference off.",
     )
+    server_service_account: str = Field(
+        default="",
+        description="Kubernetes serving backend: the ServiceAccount the model server pods run "
+        "as, with its token mounted, so they can verify callers' tokens by TokenReview (the "
+        "chart's `<release>-model-server`, bound to create on tokenreviews only); empty: no "
+        "ServiceAccount token in the pods.",
+    )
+    server_service_account_namespaces: list[str] = Field(
+        default_factory=list,
+        description="Kubernetes serving backend: the namespaces where server_service_account "
+        "exists (JSON list); Models elsewhere get pods without a token. Empty: every namespace.",
+    )
     storage_class: str = Field(
         default="",
         description="Cluster backends: StorageClass of the volumes the operator claims (a "
