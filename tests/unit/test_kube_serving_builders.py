@@ -293,7 +293,7 @@ def _pod_spec_from_backend(settings: OperatorSettings, namespace: str) -> dict[s
     backend = KubernetesServingBackend(
         settings,
         tracking_uri=TRACKING,
-        api=object(),  # type: ignore[arg-type]  # desired_objects talks to no API server
+        api=object(),  # desired_objects talks to no API server
     )
     (deployment,) = [
         d for d in backend.desired_objects(_desired(namespace=namespace), "abc")
