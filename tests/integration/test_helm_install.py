@@ -5,7 +5,8 @@ pulled, so the images need not exist), which is enough to see that the API serve
 every object, that the pods pass the `restricted` Pod Security Standard (enforced on the
 namespace by the API server's own admission), that the Deployments become available, and
 that the operator's ServiceAccount can do exactly what manifests/rbac grants and nothing
-more (`kubectl auth can-i` with impersonation, a table of allowed and denied checks).
+more (`kubectl auth can-i` with impersonation, a table of allowed and denied checks), and that
+the model servers' ServiceAccount the chart binds may create TokenReviews and nothing else.
 """
 
 from __future__ import annotations
