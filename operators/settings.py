@@ -76,6 +76,17 @@ class OperatorSettings(BaseSettings):
         description="Kubernetes serving backend: the namespaces where server_service_account "
         "exists (JSON list); Models elsewhere get pods without a token. Empty: every namespace.",
     )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the operator's Prometheus /metrics (the scheduled batch runs' "
+        "loopline_usage_* series, from each Model's status.batch.usage); 0: none.",
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0",
+        description="Address the /metrics server listens on (metrics_port).",
+    )
     storage_class: str = Field(
         default="",
         description="Cluster backends: StorageClass of the volumes the operator claims (a "
