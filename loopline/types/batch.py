@@ -28,6 +28,9 @@ WINDOW_PATTERN = r"^[1-9][0-9]{0,4}[mhd]$"
 WINDOW_MESSAGE = "window must be a duration such as 30m, 24h or 7d (minutes, hours or days)"
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 DEFAULT_MEMORY_MIB = 512
+# The usage caller of scheduled runs: in MLflow (`loopline.batch.caller`) and in the operator's
+# `loopline_usage_*` series alike.
+SCHEDULE_CALLER = "schedule"
 
 
 def window_length(text: str) -> timedelta:

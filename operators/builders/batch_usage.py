@@ -11,10 +11,10 @@ in-memory counter that a restart would lose or repeat.
 
 from __future__ import annotations
 
-from loopline.types.batch import USAGE_ENTRIES, BatchRunRecord, BatchUsage
+from loopline.types.batch import SCHEDULE_CALLER, USAGE_ENTRIES, BatchRunRecord, BatchUsage
 from loopline.types.runs import RunPhase
 
-SCHEDULE_CALLER = "schedule"  # the caller label of scheduled runs
+__all__ = ["SCHEDULE_CALLER", "count_run", "outcome_of"]
 
 
 def outcome_of(phase: RunPhase) -> str:
