@@ -470,7 +470,7 @@ def test_operator_runs_as_configured_by_the_chart_with_only_its_rbac(
     )["data"]
     assert config["LOOPLINE_OPERATOR_PIPELINE_BACKEND"] == "local"
 
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     args = [
         a.replace(f"0.0.0.0:{container['ports'][0]['containerPort']}", f"127.0.0.1:{port}")
         for a in container["args"]
@@ -497,7 +497,13 @@ def test_operator_runs_as_configured_by_the_chart_with_only_its_rbac(
         "MLFLOW_TRACKING_PASSWORD": SENTINEL,
         "LOOPLINE_LOG_LEVEL": "DEBUG",
         "LOOPLINE_TEST_WORKER_STEP_SECONDS": "0.2",
+        # The chart's /metrics port, moved to a free loopback one as the liveness port is.
+        "LOOPLINE_OPERATOR_METRICS_PORT": str(metrics_port),
+        "LOOPLINE_OPERATOR_METRICS_HOST": "127.0.0.1",
     }
+    assert config["LOOPLINE_OPERATOR_METRICS_PORT"] == str(
+        next(p["containerPort"] for p in container["ports"] if p["name"] == "metrics")
+    )
     log_path = tmp_path / "operator.log"
     with _process([*container["command"], *args], env, log_path):
         wait_for(
@@ -519,6 +525,9 @@ def test_operator_runs_as_configured_by_the_chart_with_only_its_rbac(
             return status if status.get("phase") == "Serving" else None
 
         wait_for(serving, timeout=90, what=f"Model drill-ae Serving (log: {log_path})")
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+        assert scraped.status_code == 200
+        assert "loopline_usage_requests_total" in scraped.text  # HELP/TYPE; no batch run yet
         events = k8s.CoreV1Api(kube_api).list_namespaced_event(
             release.namespace, field_selector="involvedObject.name=drill-ae"
         )
