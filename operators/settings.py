@@ -60,9 +60,10 @@ class OperatorSettings(BaseSettings):
     )
     async_redis_url: str = Field(
         default="",
-        description="Kubernetes serving backend: the Redis the model server pods take "
-        "asynchronous requests from (their LOOPLINE_ASYNC_REDIS_URL; a value in the "
-        "Deployment, so a URL without a password); empty: asynchronous inference off.",
+        description="Kubernetes and seldon serving backends: the Redis the model server pods "
+        "(the Seldon Servers' MLServer hosts) take asynchronous requests from (their "
+        "LOOPLINE_ASYNC_REDIS_URL; a plain value of the Deployment or Server, so a URL without "
+        "a password); empty: asynchronous inference off.",
     )
     server_service_account: str = Field(
         default="",
