@@ -9,11 +9,12 @@ steps do, so the local runner shows the step and the error.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from loopline.components.progress import FAILED, FINISHED, STARTED, report
-from loopline.types.batch import BATCH_STEP, BatchRunSpec
+from loopline.types.batch import BATCH_STEP, SCHEDULE_CALLER, BatchRunSpec
 
 
 def batch_request(spec: BatchRunSpec) -> Any:
@@ -22,7 +23,7 @@ def batch_request(spec: BatchRunSpec) -> Any:
     from loopline.batch.plan import ModelRef
     from loopline.tracking.lineage import RUN_ID
 
-    return BatchRequest(
+    request = BatchRequest(
         model=ModelRef(spec.namespace, spec.model_name),
         tracking_uri=spec.mlflow_tracking_uri,
         repo=Path(spec.feature_repo),
@@ -33,6 +34,11 @@ def batch_request(spec: BatchRunSpec) -> Any:
         memory_mib=spec.memory_mib,
         tags={RUN_ID: spec.run_id},
     )
+    if spec.scheduled_time is not None:
+        # Counted by the operator's usage series under this caller; `loopline usage
+        # --tracking-uri` leaves its MLflow run out (no double count).
+        request = replace(request, caller=SCHEDULE_CALLER)
+    return request
 
 
 def summary(rows: int, version: str, output: str, view: str | None) -> str:

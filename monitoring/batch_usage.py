@@ -1,8 +1,10 @@
 """Batch scoring runs as usage rows: who scored how many rows with which model version.
 
-A batch run (`loopline score`) is no request to a model server, so it is in no
-`loopline_usage_*` series (a short process is gone before a Prometheus would scrape it).
-It is on record in MLflow instead, in its Model's experiment: tags `loopline.batch`,
+A batch run (`loopline score`) is no request to a model server, and a short process is gone
+before a Prometheus would scrape it. Scheduled runs (`spec.batch`) are counted by the operator,
+which follows them to their end, in its `loopline_usage_*` series (`source="batch"`, caller
+`schedule`; `operators/batch_metrics.py`), so they are left out here by default. Every run is
+on record in MLflow, in its Model's experiment: tags `loopline.batch`,
 `loopline.model_version`, `loopline.batch.caller` (`--caller`, else the OS user), the rows it
 scored and how many the fallback scored. `loopline usage --tracking-uri` adds these rows to
 the table, marked `batch`: one "request" per run, a FAILED run counted as a server error.
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loopline.monitoring.usage import Scope, UsageRow
+from loopline.types.batch import SCHEDULE_CALLER
 
 BATCH = "loopline.batch"
 MODEL = "loopline.model"
@@ -60,8 +63,12 @@ class BatchRun:
         )
 
 
-def batch_rows(runs: Iterable[BatchRun], scope: Scope | None = None) -> list[UsageRow]:
-    """One usage row per model, version and caller; runs still going are not counted yet."""
+def batch_rows(
+    runs: Iterable[BatchRun], scope: Scope | None = None, *, skip_scheduled: bool = True
+) -> list[UsageRow]:
+    """One usage row per model, version and caller; runs still going are not counted yet,
+    and scheduled runs (caller `schedule`) only with `skip_scheduled` off: the operator's
+    `loopline_usage_*` series count those already."""
     scope = scope or Scope()
     totals: dict[tuple[str, str, str], dict[str, float]] = {}
     for run in runs:
@@ -70,6 +77,8 @@ def batch_rows(runs: Iterable[BatchRun], scope: Scope | None = None) -> list[Usa
         if scope.namespace and run.namespace != scope.namespace:
             continue
         if run.status in ("RUNNING", "SCHEDULED"):
+            continue
+        if skip_scheduled and run.caller == SCHEDULE_CALLER:
             continue
         key = (run.model, run.version, run.caller)
         total = totals.setdefault(key, {"requests": 0, "failed": 0, "rows": 0, "fallback": 0})
@@ -97,7 +106,9 @@ def batch_rows(runs: Iterable[BatchRun], scope: Scope | None = None) -> list[Usa
     ]
 
 
-def collect_batch(client: Any, scope: Scope, start: float, end: float) -> list[UsageRow]:
+def collect_batch(
+    client: Any, scope: Scope, start: float, end: float, *, skip_scheduled: bool = True
+) -> list[UsageRow]:
     """The batch runs started in [start, end) (unix seconds) of the Models in `scope`."""
     pattern = EXPERIMENT_PREFIX + (f"{scope.namespace}/" if scope.namespace else "%/")
     pattern += scope.name or "%"
@@ -117,4 +128,4 @@ def collect_batch(client: Any, scope: Scope, start: float, end: float) -> list[U
         token = page.token
         if not token:
             break
-    return batch_rows(runs, scope)
+    return batch_rows(runs, scope, skip_scheduled=skip_scheduled)

@@ -33,7 +33,8 @@ REQUESTS = "loopline_usage_requests_total"
 ROWS = "loopline_usage_rows_total"
 FALLBACK_ROWS = "loopline_usage_fallback_rows_total"
 LATENCY_BUCKETS = "loopline_usage_latency_seconds_bucket"
-KEY = ("model", "version", "caller")
+KEY = ("model", "version", "caller", "source")  # source: absent on the servers' series
+ONLINE = "online"
 
 Vector = Sequence[Mapping[str, Any]]  # the `result` of a Prometheus instant query
 Query = Callable[[str, float], Vector]  # (PromQL, unix time) -> vector
@@ -96,7 +97,7 @@ class UsageRow:
     p95_seconds: float | None
     p99_seconds: float | None
     retired: bool | None  # None: no champion known for the model, not judged
-    source: str = "online"  # online: model servers' series; batch: `batch_usage`
+    source: str = ONLINE  # online: model servers' series; batch: scheduled or MLflow runs
 
     @property
     def error_share(self) -> float:
@@ -188,7 +189,7 @@ def table(
         requests_n = sum(outcomes.values())
         if requests_n <= 0:
             continue  # not called in the range
-        model, version, caller = key
+        model, version, caller, source = key
         versions = live.get(model)
         histogram = histograms.get(key, {})
         out.append(
@@ -205,9 +206,10 @@ def table(
                 p95_seconds=quantile(0.95, histogram),
                 p99_seconds=quantile(0.99, histogram),
                 retired=None if not versions else version not in versions,
+                source=source or ONLINE,
             )
         )
-    return sorted(out, key=lambda r: (r.model, -r.requests, r.version, r.caller))
+    return sorted(out, key=lambda r: (r.model, -r.requests, r.version, r.caller, r.source))
 
 
 def current_query(scope: Scope) -> str:
@@ -276,7 +278,7 @@ def as_text(rows: Sequence[UsageRow]) -> str:
             (
                 r.model,
                 r.version,
-                r.caller if r.source == "online" else f"{r.caller} ({r.source})",
+                r.caller if r.source == ONLINE else f"{r.caller} ({r.source})",
                 f"{r.requests:.0f}",
                 f"{r.client_errors + r.server_errors:.0f}",
                 f"{r.error_share:.1%}",

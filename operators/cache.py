@@ -74,6 +74,12 @@ class ObjectCache:
             held = self._objects.get((plural, namespace, name))
             return copy.deepcopy(held) if held is not None else None
 
+    def held(self, plural: str) -> list[dict[str, Any]]:
+        """Every object of `plural` held, not copied: for readers that only read (a metrics
+        scrape); the cache never changes a held object, it replaces it."""
+        with self._guard:
+            return [body for (kind, _, _), body in self._objects.items() if kind == plural]
+
     def __len__(self) -> int:
         with self._guard:
             return len(self._objects)

@@ -90,9 +90,29 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     queue = WorkQueue(partial(reconcile, operator), ours.reconcile_workers, _backoff)
     memo["operator"], memo["queue"] = operator, queue
     queue.start()
+    if ours.metrics_port:
+        memo["metrics"] = serve_metrics(ours, operator)
+
+
+def serve_metrics(settings: OperatorSettings, operator: Operator) -> Any:
+    """The operator's /metrics: the scheduled batch runs' usage series of the Models its
+    cache holds (operators/batch_metrics.py). Returns the HTTP server, for cleanup."""
+    from prometheus_client import start_http_server
+
+    from loopline.operators.batch_metrics import batch_usage_registry
+
+    registry = batch_usage_registry(lambda: operator.cache.held("models"))
+    server, _ = start_http_server(
+        settings.metrics_port, addr=settings.metrics_host, registry=registry
+    )
+    return server
 
 
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    metrics = memo.get("metrics")
+    if metrics is not None:
+        metrics.shutdown()
+        metrics.server_close()
     queue = memo.get("queue")
     if queue is not None:
         queue.stop()

@@ -60,9 +60,33 @@ class OperatorSettings(BaseSettings):
     )
     async_redis_url: str = Field(
         default="",
-        description="Kubernetes serving backend: the Redis the model server pods take "
-        "asynchronous requests from (their LOOPLINE_ASYNC_REDIS_URL; a value in the "
-        "Deployment, so a URL without a password); empty: asynchronous inference off.",
+        description="Kubernetes and seldon serving backends: the Redis the model server pods "
+        "(the Seldon Servers' MLServer hosts) take asynchronous requests from (their "
+        "LOOPLINE_ASYNC_REDIS_URL; a plain value of the Deployment or Server, so a URL without "
+        "a password); empty: asynchronous inference off.",
+    )
+    server_service_account: str = Field(
+        default="",
+        description="Kubernetes serving backend: the ServiceAccount the model server pods run "
+        "as, with its token mounted, so they can verify callers' tokens by TokenReview (the "
+        "chart's `<release>-model-server`, bound to create on tokenreviews only); empty: no "
+        "ServiceAccount token in the pods.",
+    )
+    server_service_account_namespaces: list[str] = Field(
+        default_factory=list,
+        description="Kubernetes serving backend: the namespaces where server_service_account "
+        "exists (JSON list); Models elsewhere get pods without a token. Empty: every namespace.",
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the operator's Prometheus /metrics (the scheduled batch runs' "
+        "loopline_usage_* series, from each Model's status.batch.usage); 0: none.",
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0",
+        description="Address the /metrics server listens on (metrics_port).",
     )
     storage_class: str = Field(
         default="",

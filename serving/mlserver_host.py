@@ -17,7 +17,8 @@ which builds the same `MLServer` from the same folder and, before it starts:
 
 Inference (REST and gRPC) is answered with the lean host's parsers, encoders and error
 handling before MLServer's data plane (`mlserver_v2`), so both hosts give a client the same
-answers. Health, metadata and metrics are MLServer's. On a cluster Seldon Core 2 runs MLServer
+answers. With `LOOPLINE_ASYNC_REDIS_URL` set, every Loopline model it loads also serves
+asynchronous inference (`mlserver_async`). Health, metadata and metrics are MLServer's. On a cluster Seldon Core 2 runs MLServer
 itself and its agent drives the repository API from inside the pod; see docs/security.md.
 """
 
@@ -121,11 +122,18 @@ async def start(folder: str, token: str | None) -> None:
     from mlserver.cli.serve import load_settings
     from mlserver.server import MLServer
 
+    from loopline.serving.async_settings import AsyncSettings
+
     settings, models_settings = await load_settings(folder)
     guard_grpc(token)
     server = MLServer(settings)
     server._rest_server._app.add_middleware(RepositoryGuard, token=token)
     install_inference(server)
+    async_settings = AsyncSettings()
+    if async_settings.enabled:  # a worker per loaded model and the asynchronous routes
+        from loopline.serving.mlserver_async import AsyncModels
+
+        AsyncModels(async_settings).install(server)
     await server.start(models_settings)
 
 

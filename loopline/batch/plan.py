@@ -50,6 +50,7 @@ def batch_caller(given: str | None) -> str:
     import getpass
 
     from loopline.serving.callers import UNAUTHENTICATED, USER_PREFIX, VERIFIED_PREFIX, sanitize
+    from loopline.types.batch import SCHEDULE_CALLER
 
     if given is None:
         try:
@@ -61,6 +62,11 @@ def batch_caller(given: str | None) -> str:
         raise BatchError(
             f"--caller {given!r}: sa:, user: and unauthenticated are what model servers verify; "
             "name the caller otherwise"
+        )
+    if label == SCHEDULE_CALLER:
+        raise BatchError(
+            f"--caller {given!r}: `schedule` is the caller of the operator's scheduled runs "
+            "(spec.batch), counted from its metrics; name the caller otherwise"
         )
     return "batch" if label == "unknown" else label
 

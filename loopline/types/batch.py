@@ -28,6 +28,9 @@ WINDOW_PATTERN = r"^[1-9][0-9]{0,4}[mhd]$"
 WINDOW_MESSAGE = "window must be a duration such as 30m, 24h or 7d (minutes, hours or days)"
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 DEFAULT_MEMORY_MIB = 512
+# The usage caller of scheduled runs: in MLflow (`loopline.batch.caller`) and in the operator's
+# `loopline_usage_*` series alike.
+SCHEDULE_CALLER = "schedule"
 
 
 def window_length(text: str) -> timedelta:
@@ -140,6 +143,25 @@ class BatchRunRecord(Spec):
     finished_at: datetime | None = Field(default=None, alias="finishedAt")
 
 
+USAGE_ENTRIES = 64  # (version, outcome) totals kept; the oldest versions' go first
+
+
+class BatchUsage(Spec):
+    """Scheduled batch runs of one version that ended one way, counted once each in the same
+    status write that moves the run from currentRun to lastRun; the operator exports them as
+    `loopline_usage_*` series (docs/batch.md, "Model usage")."""
+
+    version: str = Field(description="The version that scored ('' when unknown).")
+    outcome: Literal["ok", "server_error"] = Field(
+        description="ok: the run succeeded; server_error: it failed or was cancelled."
+    )
+    runs: int = Field(default=0, ge=0)
+    rows: int = Field(default=0, ge=0, description="Rows scored.")
+    fallback_rows: int = Field(
+        default=0, ge=0, alias="fallbackRows", description="Rows the fallback model scored."
+    )
+
+
 class BatchStatus(Spec):
     """Where the Model's batch schedule stands."""
 
@@ -157,3 +179,9 @@ class BatchStatus(Spec):
         default=None, alias="lastSucceeded", description="The last batch run that succeeded."
     )
     message: str = Field(default="", description="Why no run started when one was due.")
+    usage: list[BatchUsage] = Field(
+        default_factory=list,
+        max_length=USAGE_ENTRIES,
+        description="Finished scheduled runs, rows and fallback rows per version and outcome, "
+        "since the schedule began (each run counted once).",
+    )

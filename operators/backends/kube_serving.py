@@ -81,6 +81,8 @@ class KubernetesServingBackend:
         # The MLflow server as the pods reach it, which may not be how the operator does.
         self.tracking_uri = settings.cluster_tracking_uri or tracking_uri
         self.async_redis_url = settings.async_redis_url
+        self.service_account = settings.server_service_account
+        self.service_account_namespaces = frozenset(settings.server_service_account_namespaces)
         self._own_api = api is None
         self.objects = KubeObjects(api or api_client(settings))
         self.scrape_timeout_s = scrape_timeout_s
@@ -97,6 +99,13 @@ class KubernetesServingBackend:
         template = ((current or {}).get("spec") or {}).get("template") or {}
         return env_value(template.get("spec"), DIGEST_ENV) or UNKNOWN_DIGEST
 
+    def _service_account(self, namespace: str) -> str:
+        """The model servers' ServiceAccount where it exists (the chart makes it only in the
+        namespaces it lists); elsewhere none, as a pod naming a missing one is never created."""
+        if self.service_account_namespaces and namespace not in self.service_account_namespaces:
+            return ""
+        return self.service_account
+
     def desired_objects(self, desired: ServingDesired, digest: str) -> list[dict[str, Any]]:
         try:
             return [
@@ -108,6 +117,7 @@ class KubernetesServingBackend:
                     tracking_uri=self.tracking_uri,
                     digest=digest,
                     async_redis_url=self.async_redis_url,
+                    service_account=self._service_account(desired.namespace),
                 ),
             ]
         except ValueError as exc:

@@ -51,6 +51,7 @@ from loopline.operators.builders.auth import (
     token_env,
     token_secret_name,
 )
+from loopline.operators.builders.kube_serving import ASYNC_REDIS_URL_ENV
 from loopline.operators.builders.serving import ServingDesired, ServingObserved
 from loopline.operators.errors import BackendRejected, BackendUnavailable
 from loopline.operators.kube import api_client
@@ -136,6 +137,7 @@ class SeldonServingBackend:
         self.image = image
         self.tracking_uri = tracking_uri
         self.server_tracking_uri = settings.cluster_tracking_uri or tracking_uri
+        self.async_redis_url = settings.async_redis_url  # the Servers' asynchronous inference
         api = api or api_client(settings)
         self.custom = k8s.CustomObjectsApi(api)
         self.core = k8s.CoreV1Api(api)
@@ -264,6 +266,7 @@ class SeldonServingBackend:
                 labels=labels,
                 env={
                     **({DIGEST_ENV: digest} if digest else {}),
+                    **({ASYNC_REDIS_URL_ENV: self.async_redis_url} if self.async_redis_url else {}),
                     **serving_env(
                         desired, server_namespace=ns, tracking_uri=self.server_tracking_uri
                     ),

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from loopline.operators.builders.batch_usage import count_run
 from loopline.operators.builders.cron import CronError, CronSchedule
 from loopline.operators.builders.model_plan import TERMINAL, Event
 from loopline.operators.builders.runs import RunContext
@@ -144,6 +145,8 @@ def _follow(obs: BatchObservation, st: BatchStatus, plan: BatchPlan, ctx: RunCon
         plan.status = st.model_copy(update={"current_run": folded})
         return
     update: dict[str, object] = {"current_run": None, "last_run": folded}
+    if st.last_run is None or st.last_run.run_id != folded.run_id:  # once per run id
+        update["usage"] = count_run(st.usage, folded, obs.run.metrics.get("batch_fallback_rows"))
     if folded.phase == RunPhase.SUCCEEDED:
         update["last_succeeded"] = folded
         plan.events.append(

@@ -12,6 +12,12 @@ propagation (preStop sleep) before the server gets SIGTERM, finishes its request
 The Model's token reaches the pod from its Secret by reference; the token's digest is a plain
 variable of the template, so a rotated token rolls the pods (`builders/auth.py`).
 
+The pods mount no ServiceAccount token unless the operator is given one for model servers
+(`server_service_account`, the chart's `<release>-model-server`): a ServiceAccount bound by
+the chart to `create` on tokenreviews and nothing else, whose token the server needs to verify
+its callers' bearer tokens (`serving/token_review.py`). The operator only names it; it never
+binds it.
+
 What the Deployment serves (versions, weight) is written in its annotations, so the backend
 reads it back without remembering anything; the pods of the current template carry a
 revision label (a digest of the template), which tells them from the old ones in a rollout
@@ -50,6 +56,9 @@ STOP_SECONDS = 30
 TMP_SIZE = "1Gi"  # HOME and the MLflow download cache of the model versions
 STATE_SIZE = "64Mi"  # the server's two settings files
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 
 
 def server_name(model: str) -> str:
@@ -179,9 +188,12 @@ def build_deployment(
     tracking_uri: str,
     digest: str,
     async_redis_url: str = "",
+    service_account: str = "",
 ) -> dict[str, Any]:
     """The Model's server Deployment. `digest` is the token's (see `builders/auth.py`);
-    `async_redis_url` turns on asynchronous inference in its pods."""
+    `async_redis_url` turns on asynchronous inference in its pods; `service_account` runs
+    them as that ServiceAccount with its token mounted (for TokenReviews), else as the
+    namespace's default without a token."""
     if not image:
         raise ValueError(
             "the runtime image is empty: set LOOPLINE_OPERATOR_RUNTIME_IMAGE (the Loopline "
@@ -189,11 +201,22 @@ def build_deployment(
         )
     if not digest:
         raise ValueError("digest is empty: the token digest that rolls the pods on rotation")
+    if service_account and not _DNS1123_SUBDOMAIN.match(service_account):
+        raise ValueError(
+            f"server service account {service_account!r} is not a valid ServiceAccount name "
+            "(LOOPLINE_OPERATOR_SERVER_SERVICE_ACCOUNT: lowercase letters, digits, '-' and "
+            "'.', at most 253 characters)"
+        )
     name = server_name(desired.name)
+    identity: dict[str, Any] = (
+        {"serviceAccountName": service_account, "automountServiceAccountToken": True}
+        if service_account
+        else {"automountServiceAccountToken": False}
+    )
     template: dict[str, Any] = {
         "metadata": {"labels": labels(desired.name)},
         "spec": {
-            "automountServiceAccountToken": False,
+            **identity,
             "enableServiceLinks": False,
             "terminationGracePeriodSeconds": DRAIN_SECONDS + STOP_SECONDS,
             "securityContext": {

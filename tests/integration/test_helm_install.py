@@ -5,11 +5,13 @@ pulled, so the images need not exist), which is enough to see that the API serve
 every object, that the pods pass the `restricted` Pod Security Standard (enforced on the
 namespace by the API server's own admission), that the Deployments become available, and
 that the operator's ServiceAccount can do exactly what manifests/rbac grants and nothing
-more (`kubectl auth can-i` with impersonation, a table of allowed and denied checks).
+more (`kubectl auth can-i` with impersonation, a table of allowed and denied checks), and that
+the model servers' ServiceAccount the chart binds may create TokenReviews and nothing else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -28,6 +30,10 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from loopline.kube import client_configuration
+from loopline.operators.builders.kube_serving import build_deployment
+from loopline.operators.builders.serving import ServingDesired
+from loopline.serving.token_review import KubeTokenReviewer, ReviewFailed
 from loopline.types.common import GROUP, VERSION
 from tests import helm_chart
 from tests.fixtures.cluster import ClusterHandle, wait_for
@@ -81,8 +87,12 @@ class Release:
     def can_i(self, component: str, verb: str, resource: str, namespace: str | None) -> bool:
         """`kubectl auth can-i` as the component's ServiceAccount. `resource` is
         `plural.group`, optionally `/subresource` (status, exec) or `/name`."""
+        return self.can(self.service_account(component), verb, resource, namespace)
+
+    def can(self, user: str, verb: str, resource: str, namespace: str | None) -> bool:
+        """`kubectl auth can-i` as any user (see `can_i`)."""
         base, _, rest = resource.partition("/")
-        args = ["auth", "can-i", verb, f"--as={self.service_account(component)}"]
+        args = ["auth", "can-i", verb, f"--as={user}"]
         if rest in SUBRESOURCES:
             args += [base, f"--subresource={rest}"]
         else:
@@ -170,6 +180,8 @@ DENIED_CLUSTER = [
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
     ("bind", "clusterroles.rbac.authorization.k8s.io"),
+    ("escalate", "clusterroles.rbac.authorization.k8s.io"),
+    ("create", "tokenreviews.authentication.k8s.io"),  # the model servers' grant, not its
     ("list", "nodes"),
     ("list", "namespaces"),
 ]
@@ -189,6 +201,86 @@ def _check_table(
             wrong.append(table[-1])
     print("\n".join(table))
     assert not wrong, "kubectl auth can-i disagrees:\n" + "\n".join(wrong)
+
+
+MODEL_SERVER_DENIED = [
+    ("get", "pods"),
+    ("create", "pods"),
+    ("list", "secrets"),
+    ("get", "configmaps"),
+    ("get", "models.loopline.dev"),
+    ("create", "serviceaccounts/token"),
+]
+MODEL_SERVER_DENIED_CLUSTER = [
+    ("create", "subjectaccessreviews.authorization.k8s.io"),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+    ("bind", "clusterroles.rbac.authorization.k8s.io"),
+    ("list", "namespaces"),
+]
+
+
+def _check_model_server_grant(release: Release, watched: list[str], tmp_path: Path) -> None:
+    """The chart's model-server ServiceAccount, in each watched namespace, may create
+    TokenReviews and nothing else; the same name elsewhere, the namespaces' default
+    accounts and the operator may not; and its real token does create one."""
+    account = f"{release.name}-loopline-model-server"
+    review = ("create", "tokenreviews.authentication.k8s.io")
+    rows: list[tuple[str, str, str, str | None, bool]] = []
+    for ns in watched:
+        user = f"system:serviceaccount:{ns}:{account}"
+        rows += [(user, *review, ns, True), (user, *review, None, True)]
+        rows += [(user, verb, resource, ns, False) for verb, resource in MODEL_SERVER_DENIED]
+        rows += [(user, verb, res, None, False) for verb, res in MODEL_SERVER_DENIED_CLUSTER]
+        rows.append((f"system:serviceaccount:{ns}:default", *review, None, False))
+    rows.append((f"system:serviceaccount:default:{account}", *review, None, False))
+    rows.append((release.service_account("operator"), *review, None, False))
+    wrong = [row for row in rows if release.can(*row[:4]) != row[4]]
+    assert not wrong, f"kubectl auth can-i disagrees (user, verb, resource, ns, want): {wrong}"
+
+    # A real TokenReview with the account's own token, as a server pod makes it
+    # (serving/token_review.py), of another ServiceAccount's token.
+    cluster, ns = release.cluster, watched[-1]
+    caller = cluster.kubectl("create", "token", "default", f"--namespace={ns}").stdout.strip()
+    reviewer = KubeTokenReviewer(
+        client_configuration(_kubeconfig(release, account, ns, tmp_path)), 5.0
+    )
+    doc = asyncio.run(_review_and_close(reviewer, caller))
+    assert doc["status"]["authenticated"] is True, doc
+    assert doc["status"]["user"]["username"] == f"system:serviceaccount:{ns}:default"
+    # The namespace's default account has no such grant: the API server refuses it.
+    unbound = KubeTokenReviewer(
+        client_configuration(_kubeconfig(release, "default", ns, tmp_path)), 5.0
+    )
+    with pytest.raises(ReviewFailed, match="403"):
+        asyncio.run(_review_and_close(unbound, caller))
+
+    # A model server pod as the operator builds it with the account is admitted (restricted
+    # Pod Security Standard, ServiceAccount admission): a server-side dry run of its Pod.
+    desired = ServingDesired(
+        namespace=release.namespace, name="drill-ae", registered_model="m", champion_version="1"
+    )
+    template = build_deployment(
+        desired, image="loopline/runtime:1", tracking_uri="http://mlflow:5000", digest="d",
+        service_account=account,
+    )["spec"]["template"]  # fmt: skip
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "server-probe", **template["metadata"]},
+        "spec": template["spec"],
+    }
+    result = cluster.kubectl(
+        "apply", "--dry-run=server", f"--namespace={release.namespace}", "-f", "-",
+        input=yaml.safe_dump(pod),
+    )  # fmt: skip
+    assert "(server dry run)" in result.stdout
+
+
+async def _review_and_close(reviewer: KubeTokenReviewer, token: str) -> dict[str, Any]:
+    try:
+        return await reviewer.review(token, ())
+    finally:
+        await reviewer.close()
 
 
 def _pods(release: Release, selector: str) -> list[dict[str, Any]]:
@@ -221,6 +313,7 @@ def test_install_namespaced_runs_hardened_pods_with_exact_rbac(
         "backends.mlflow.username.secretName=mlflow-auth",
         "backends.mlflow.password.secretName=mlflow-auth",
         "backends.seldon.enabled=true",
+        "backends.serving=kubernetes",  # the model servers' token-review grant with it
         chart=package,
     )
 
@@ -256,6 +349,7 @@ def test_install_namespaced_runs_hardened_pods_with_exact_rbac(
     rows += [(verb, resource, ns, False) for verb, resource in DENIED for ns in watched]
     rows += [(verb, resource, None, False) for verb, resource in DENIED_CLUSTER]
     _check_table(release, rows)
+    _check_model_server_grant(release, watched, tmp_path)
 
     # Credentials stay in their Secret: the pods reference it, and neither the release
     # (manifest, values) nor any object or Event in the namespace carries the value.
@@ -319,9 +413,16 @@ def _free_port() -> int:
 
 def _service_account_kubeconfig(release: Release, component: str, path: Path) -> Path:
     """A kubeconfig that authenticates as a component's ServiceAccount (a bound token)."""
-    account = f"{release.name}-loopline-{component}"
+    return _kubeconfig(release, f"{release.name}-loopline-{component}", release.namespace, path)
+
+
+def _kubeconfig(release: Release, account: str, namespace: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as a ServiceAccount (a bound token); `path` may be a
+    directory, which gets a file named after the account."""
+    if path.is_dir():
+        path = path / f"{namespace}-{account}.kubeconfig"
     token = release.cluster.kubectl(
-        "create", "token", account, f"--namespace={release.namespace}", "--duration=15m"
+        "create", "token", account, f"--namespace={namespace}", "--duration=15m"
     ).stdout.strip()
     config = {
         "apiVersion": "v1",
@@ -369,7 +470,7 @@ def test_operator_runs_as_configured_by_the_chart_with_only_its_rbac(
     )["data"]
     assert config["LOOPLINE_OPERATOR_PIPELINE_BACKEND"] == "local"
 
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     args = [
         a.replace(f"0.0.0.0:{container['ports'][0]['containerPort']}", f"127.0.0.1:{port}")
         for a in container["args"]
@@ -396,7 +497,13 @@ def test_operator_runs_as_configured_by_the_chart_with_only_its_rbac(
         "MLFLOW_TRACKING_PASSWORD": SENTINEL,
         "LOOPLINE_LOG_LEVEL": "DEBUG",
         "LOOPLINE_TEST_WORKER_STEP_SECONDS": "0.2",
+        # The chart's /metrics port, moved to a free loopback one as the liveness port is.
+        "LOOPLINE_OPERATOR_METRICS_PORT": str(metrics_port),
+        "LOOPLINE_OPERATOR_METRICS_HOST": "127.0.0.1",
     }
+    assert config["LOOPLINE_OPERATOR_METRICS_PORT"] == str(
+        next(p["containerPort"] for p in container["ports"] if p["name"] == "metrics")
+    )
     log_path = tmp_path / "operator.log"
     with _process([*container["command"], *args], env, log_path):
         wait_for(
@@ -418,6 +525,9 @@ def test_operator_runs_as_configured_by_the_chart_with_only_its_rbac(
             return status if status.get("phase") == "Serving" else None
 
         wait_for(serving, timeout=90, what=f"Model drill-ae Serving (log: {log_path})")
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+        assert scraped.status_code == 200
+        assert "loopline_usage_requests_total" in scraped.text  # HELP/TYPE; no batch run yet
         events = k8s.CoreV1Api(kube_api).list_namespaced_event(
             release.namespace, field_selector="involvedObject.name=drill-ae"
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from loopline.batch.job import BATCH, MODEL_VERSION
+from loopline.batch.job import BATCH, BATCH_CALLER, MODEL_VERSION
 from loopline.data import features
 from loopline.data.schema import factory_schema
 from loopline.operators.builders.batch import batch_run_id
@@ -99,6 +99,15 @@ def test_a_scheduled_slot_gets_one_batch_run_readable_through_feast(
     assert succeeded["runId"] == run_id
     assert succeeded["modelVersion"] == trained.version
     assert succeeded["rows"] == len(sensor_data.frame)
+    # Counted for model usage once, in the status write that ended it, through a restart.
+    (usage,) = status["usage"]
+    assert {k: usage[k] for k in ("version", "outcome", "runs", "rows")} == {
+        "version": trained.version,
+        "outcome": "ok",
+        "runs": 1,
+        "rows": len(sensor_data.frame),
+    }
+    assert 0 <= usage["fallbackRows"] <= usage["rows"]
     reasons = [reason for reason, _ in h.events("drill-ae")]
     assert reasons.count("BatchRunStarted") == 1
     assert reasons.count("BatchRunSucceeded") == 1
@@ -112,6 +121,7 @@ def test_a_scheduled_slot_gets_one_batch_run_readable_through_feast(
     assert str(run.info.run_id) == succeeded["mlflowRunId"]
     assert run.data.tags[BATCH] == "true"
     assert run.data.tags[MODEL_VERSION] == trained.version
+    assert run.data.tags[BATCH_CALLER] == "schedule"  # left to the operator's usage series
     assert run.info.status == "FINISHED"
 
     # Readable through the feature repository.

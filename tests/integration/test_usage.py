@@ -1,6 +1,7 @@
 """Model usage end to end: both model server hosts (lean and MLServer), over REST and gRPC,
-count what named callers send; a real Prometheus scrapes them and a real drift monitor;
-`loopline usage` and every query of the "Model usage" dashboard read it back.
+count what named callers send; a real Prometheus scrapes them, a real drift monitor and the
+operator's /metrics (scheduled batch runs, from the Model's status as the operator's cache
+holds it); `loopline usage` and every query of the "Model usage" dashboard read it back.
 
 The scene: the servers still load version 1 as their champion with version 2 as a canary,
 while the drift monitor already holds version 2 as the reference, as right after a
@@ -35,6 +36,10 @@ from loopline.monitoring.reference import FrameReferenceSource
 from loopline.monitoring.retrain import LogRetrainRequester
 from loopline.monitoring.server import MonitorServer, build_monitor
 from loopline.monitoring.settings import MonitorSettings
+from loopline.operators.cache import ObjectCache
+from loopline.operators.handlers import serve_metrics
+from loopline.operators.settings import OperatorSettings
+from loopline.ports import free_port
 from loopline.serving.local import LocalModelSpec, LocalServingManager, ServerStatus
 from tests.fixtures.monitoring import PrometheusHandle
 from tests.fixtures.serving import RegisteredModel, sensor_rows
@@ -90,6 +95,51 @@ def monitor(tmp_path: Path, registered_model: RegisteredModel) -> Iterator[Monit
     token = auth.ensure_token_file(tmp_path / "model.token")
     with MonitorServer(built, token=token) as server:
         yield server
+
+
+class OperatorMetrics:
+    """The operator's /metrics as `loopline operator run` serves it (`serve_metrics` over the
+    operator's object cache), fed the Model's status as the watch would deliver it; `restart`
+    is a new operator whose cache the watch fills with the same status."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.cache = ObjectCache()
+        self.server = self._serve()
+
+    def _serve(self) -> Any:
+        settings = OperatorSettings(metrics_port=self.port, metrics_host="127.0.0.1")
+        return serve_metrics(settings, self)
+
+    def status(self, version: str, usage: list[dict[str, Any]], revision: int) -> None:
+        self.cache.observe(
+            "models",
+            {
+                "metadata": {"name": NAME, "namespace": "plant", "resourceVersion": str(revision)},
+                "status": {"batch": {"usage": usage}},
+            },
+        )
+
+    def restart(self) -> None:
+        held = self.cache.held("models")
+        self.stop()
+        self.cache = ObjectCache()
+        for body in held:
+            self.cache.observe("models", body)
+        self.server = self._serve()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def operator_metrics() -> Iterator[OperatorMetrics]:
+    metrics = OperatorMetrics()
+    try:
+        yield metrics
+    finally:
+        metrics.stop()
 
 
 @pytest.fixture
@@ -194,10 +244,18 @@ def dashboard_queries() -> list[tuple[str, str]]:
 def test_usage_counts_match_what_each_caller_sent(
     servers: dict[str, ServerStatus],
     monitor: MonitorServer,
+    operator_metrics: OperatorMetrics,
     registered_model: RegisteredModel,
     prometheus_factory: Any,
 ) -> None:
-    scrape = {"loopline-monitor": [f"{monitor.host}:{monitor.port}"]}
+    champion, canary = registered_model.champion_version, registered_model.challenger_version
+    # Two scheduled runs of the canary version ended before the range.
+    before = [{"version": canary, "outcome": "ok", "runs": 2, "rows": 2000, "fallbackRows": 20}]
+    operator_metrics.status(canary, before, revision=1)
+    scrape = {
+        "loopline-monitor": [f"{monitor.host}:{monitor.port}"],
+        "loopline-operator": [f"127.0.0.1:{operator_metrics.port}"],
+    }
     paths = {}
     for host, status in servers.items():
         metrics = urlparse(status.endpoints.metrics)
@@ -205,10 +263,23 @@ def test_usage_counts_match_what_each_caller_sent(
         paths[f"serving-{host}"] = metrics.path or "/metrics"
     prom: PrometheusHandle = prometheus_factory(scrape, metrics_path=paths)
     prom.wait_until(
-        lambda: len(prom.targets_up()) == 3 and all(prom.targets_up().values()),
+        lambda: len(prom.targets_up()) == 4 and all(prom.targets_up().values()),
         what="every target up",
     )
+    batch = 'loopline_usage_requests_total{source="batch"}'
+    prom.wait_until(lambda: _total(prom, batch) == 2, what="the batch runs before the range")
+    time.sleep(6)  # the range below starts after that scrape
     since = time.time() - 5
+    # In the range: one scheduled run succeeds (720 rows, 10 by the fallback) and one fails,
+    # each counted in the status write that ends it; then the operator restarts.
+    during = [
+        {"version": canary, "outcome": "ok", "runs": 3, "rows": 2720, "fallbackRows": 30},
+        {"version": canary, "outcome": "server_error", "runs": 1},
+    ]
+    operator_metrics.status(canary, during, revision=2)
+    prom.wait_until(lambda: _total(prom, batch) == 4, what="the runs of the range scraped")
+    operator_metrics.restart()
+    restarted_at = time.time()
     tally = Tally()
     for status in servers.values():
         drive(status, tally)
@@ -216,13 +287,22 @@ def test_usage_counts_match_what_each_caller_sent(
     prom.wait_until(
         lambda: [
             s
-            for s in prom.query("sum(loopline_usage_requests_total)")
+            for s in prom.query('sum(loopline_usage_requests_total{source!="batch"})')
             if float(s["value"][1]) == sent
         ],
         what=f"all {sent} requests scraped",
     )
-    champion, canary = registered_model.champion_version, registered_model.challenger_version
     assert {version for _, version in tally.ok} == {champion, canary}  # both versions answered
+    # The restarted operator exports the same totals: Prometheus sees no reset, no repeat.
+    operator_up = 'up{job="loopline-operator"}'
+    prom.wait_until(
+        lambda: (
+            _total(prom, f"timestamp({operator_up})") > restarted_at
+            and _total(prom, operator_up) == 1
+        ),
+        what="a scrape of the restarted operator",
+    )
+    assert _total(prom, batch) == 4
 
     result = CliRunner().invoke(
         cli,
@@ -232,6 +312,11 @@ def test_usage_counts_match_what_each_caller_sent(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     table = json.loads(result.output)
+    (scheduled,) = [r for r in table if r["source"] == "batch"]
+    assert (scheduled["caller"], scheduled["version"]) == ("schedule", canary)
+    assert (scheduled["requests"], scheduled["server_errors"]) == (2, 1)  # once each
+    assert (scheduled["rows"], scheduled["fallback_rows"]) == (720, 10)
+    table = [r for r in table if r["source"] == "online"]
     answered = [r for r in table if r["requests"] > r["client_errors"]]
     by_key = {(r["caller"], r["version"]): r for r in answered}
     assert {k: r["requests"] - r["client_errors"] for k, r in by_key.items()} == dict(tally.ok)
@@ -260,3 +345,7 @@ def test_usage_counts_match_what_each_caller_sent(
     assert {caller for _, caller in called} <= {c for c, v in tally.ok if v == champion} | set(
         tally.errors
     )
+
+
+def _total(prom: PrometheusHandle, expr: str) -> float:
+    return sum(float(s["value"][1]) for s in prom.query(expr))

@@ -67,3 +67,36 @@ def test_the_batch_caller_is_a_label_and_cannot_claim_a_verified_identity(
     for claimed in ("sa:plant/historian", "user:alice", "unauthenticated"):
         with pytest.raises(BatchError, match="--caller"):
             batch_caller(claimed)
+
+
+def test_scheduled_runs_are_left_to_the_operators_series_and_cannot_be_claimed() -> None:
+    """A scheduled run is counted by the operator (caller `schedule`, source batch); its MLflow
+    run is left out of the table unless asked for, so `loopline usage --tracking-uri` counts
+    it once. A person cannot name themselves `schedule`."""
+    runs = [run("planning"), run("schedule"), run("schedule", status="FAILED")]
+    assert [r.caller for r in batch_rows(runs)] == ["planning"]
+    everything = batch_rows(runs, skip_scheduled=False)
+    assert [(r.caller, r.requests, r.server_errors) for r in everything] == [
+        ("planning", 1, 0),
+        ("schedule", 2, 1),
+    ]
+    with pytest.raises(BatchError, match="--caller 'schedule'"):
+        batch_caller("schedule")
+
+
+def test_a_scheduled_run_spec_scores_as_the_schedule_and_a_submitted_one_as_batch() -> None:
+    from datetime import UTC, datetime
+
+    from loopline.components.batch_steps import batch_request
+    from loopline.types.batch import BatchRunSpec
+
+    base = {
+        "runId": "r1", "namespace": "plant", "modelName": "drill-ae",
+        "registeredModelName": "plant.drill-ae", "mlflowTrackingUri": "http://m",
+        "featureRepo": "/srv/repo",
+    }  # fmt: skip
+    scheduled = BatchRunSpec.model_validate(
+        {**base, "scheduledTime": datetime(2026, 3, 2, tzinfo=UTC)}
+    )
+    assert batch_request(scheduled).caller == "schedule"
+    assert batch_request(BatchRunSpec.model_validate(base)).caller == "batch"

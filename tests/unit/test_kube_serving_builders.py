@@ -11,6 +11,7 @@ import pytest
 
 from loopline import auth
 from loopline.cli.serve import pod as pod_command
+from loopline.operators.backends.kube_serving import KubernetesServingBackend
 from loopline.operators.builders.auth import DIGEST_ENV, token_secret_name
 from loopline.operators.builders.kube_serving import (
     ASYNC_REDIS_URL_ENV,
@@ -25,6 +26,7 @@ from loopline.operators.builders.kube_serving import (
 )
 from loopline.operators.builders.kube_serving_status import served
 from loopline.operators.builders.serving import ServingDesired, build_serving
+from loopline.operators.settings import OperatorSettings
 from loopline.types.model import ModelSpec, ServingResources
 
 TRACKING = "http://mlflow.loopline-system.svc:5000"
@@ -248,3 +250,74 @@ def test_async_inference_reaches_the_server_container_only_when_set() -> None:
         async_redis_url=url,
     )  # fmt: skip
     assert env(with_async)[ASYNC_REDIS_URL_ENV] == url
+
+
+def test_a_server_service_account_runs_the_pods_with_its_token_and_nothing_else_changes() -> None:
+    """The token-review ServiceAccount: named and its token mounted (the server's in-cluster
+    TokenReviews need it); the pods stay as locked down as without it."""
+    plain = _deployment()
+    bound = build_deployment(
+        _desired(), image="loopline/runtime:1", pull_policy="Never", tracking_uri=TRACKING,
+        digest="abc", service_account="ll-loopline-model-server",
+    )  # fmt: skip
+    pod = bound["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "ll-loopline-model-server"
+    assert pod["automountServiceAccountToken"] is True
+    assert "serviceAccountName" not in plain["spec"]["template"]["spec"]
+    rest = {
+        k: v
+        for k, v in pod.items()
+        if k not in ("serviceAccountName", "automountServiceAccountToken")
+    }
+    plain_rest = {
+        k: v for k, v in plain["spec"]["template"]["spec"].items()
+        if k != "automountServiceAccountToken"
+    }  # fmt: skip
+    assert rest == plain_rest
+    # A new identity is a new pod template: the Deployment rolls to it.
+    revisions = {
+        d["spec"]["template"]["metadata"]["labels"][REVISION_LABEL] for d in (plain, bound)
+    }
+    assert len(revisions) == 2
+
+
+@pytest.mark.parametrize("account", ["Model_Server", "-server", "a" * 254])
+def test_a_bad_server_service_account_is_refused_naming_the_setting(account: str) -> None:
+    with pytest.raises(ValueError, match="LOOPLINE_OPERATOR_SERVER_SERVICE_ACCOUNT"):
+        build_deployment(
+            _desired(), image="i", tracking_uri=TRACKING, digest="d", service_account=account
+        )
+
+
+def _pod_spec_from_backend(settings: OperatorSettings, namespace: str) -> dict[str, Any]:
+    backend = KubernetesServingBackend(
+        settings,
+        tracking_uri=TRACKING,
+        api=object(),  # desired_objects talks to no API server
+    )
+    (deployment,) = [
+        d for d in backend.desired_objects(_desired(namespace=namespace), "abc")
+        if d["kind"] == "Deployment"
+    ]  # fmt: skip
+    return dict(deployment["spec"]["template"]["spec"])
+
+
+def test_the_backend_names_the_service_account_only_where_it_exists() -> None:
+    """The chart makes the ServiceAccount in the namespaces it lists; a Model elsewhere gets
+    today's pods (a pod naming a missing ServiceAccount is never created)."""
+    listed = OperatorSettings(
+        runtime_image="img",
+        server_service_account="ll-loopline-model-server",
+        server_service_account_namespaces=["plant", "lab"],
+    )
+    assert _pod_spec_from_backend(listed, "plant")["serviceAccountName"] == (
+        "ll-loopline-model-server"
+    )
+    elsewhere = _pod_spec_from_backend(listed, "default")
+    assert "serviceAccountName" not in elsewhere
+    assert elsewhere["automountServiceAccountToken"] is False
+    anywhere = OperatorSettings(runtime_image="img", server_service_account="srv")
+    assert _pod_spec_from_backend(anywhere, "default")["serviceAccountName"] == "srv"
+    unset = _pod_spec_from_backend(OperatorSettings(runtime_image="img"), "plant")
+    assert "serviceAccountName" not in unset
+    assert unset["automountServiceAccountToken"] is False

@@ -166,3 +166,13 @@ def test_closing_the_metrics_port_is_called_out(caplog: pytest.LogCaptureFixture
     with caplog.at_level("WARNING"):
         SeldonServingBackend(OperatorSettings(runtime_image="r:1"), api=k8s.ApiClient())
     assert "8082" not in caplog.text
+
+
+def test_the_servers_serve_asynchronous_inference_only_with_a_redis() -> None:
+    """The MLServer hosts of the Seldon Servers run a worker per loaded model when they get
+    the Redis URL (serving/mlserver_async.py)."""
+    url = "redis://redis.plant.svc:6379/0"
+    on = _server_env(OperatorSettings(runtime_image="r:1", async_redis_url=url), DESIRED)
+    assert on["LOOPLINE_ASYNC_REDIS_URL"] == url
+    off = _server_env(OperatorSettings(runtime_image="r:1"), DESIRED)
+    assert "LOOPLINE_ASYNC_REDIS_URL" not in off

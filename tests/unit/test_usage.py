@@ -200,3 +200,37 @@ def test_cli_refuses_a_bad_range_and_a_bad_url(monkeypatch: pytest.MonkeyPatch) 
     result = CliRunner().invoke(cli, ["usage", "--prometheus-url", "prometheus:9090"])
     assert result.exit_code == 1
     assert "must start with http://" in result.output
+
+
+def test_the_operators_batch_series_are_rows_of_their_own() -> None:
+    """Scheduled batch runs (the operator's series, source="batch", caller="schedule") are a
+    row beside the servers' rows, never summed into an online caller's; a run that ended
+    between the ends of the range counts once (1 -> 2 runs)."""
+    batch = {"source": "batch", "namespace": "plant"}
+
+    def with_batch(expr: str, at: float) -> Sequence[Mapping[str, Any]]:
+        extra: dict[tuple[str, float], list[Any]] = {
+            (REQ + SEL, START): [usage(REQ, 1, "op", "3", "schedule", outcome="ok", **batch)],
+            (REQ + SEL, END): [
+                usage(REQ, 2, "op", "3", "schedule", outcome="ok", **batch),
+                usage(REQ, 1, "op", "3", "schedule", outcome="server_error", **batch),
+            ],
+            (ROWS + SEL, START): [usage(ROWS, 1000, "op", "3", "schedule", **batch)],
+            (ROWS + SEL, END): [usage(ROWS, 2440, "op", "3", "schedule", **batch)],
+            (FB + SEL, END): [usage(FB, 144, "op", "3", "schedule", **batch)],
+        }
+        return [*canned(expr, at), *extra.get((expr, at), [])]
+
+    rows = collect(with_batch, SCOPE, START, END)
+    (scheduled,) = [r for r in rows if r.source == "batch"]
+    assert (scheduled.caller, scheduled.version) == ("schedule", "3")
+    assert (scheduled.requests, scheduled.server_errors, scheduled.rows) == (2, 1, 1440)
+    assert scheduled.fallback_rows == 144
+    assert scheduled.p50_seconds is None
+    online = [r for r in rows if r.source == "online"]
+    assert [(r.version, r.caller, r.requests) for r in online] == [
+        ("3", "mes", 22),
+        ("2", "historian", 7),
+        ("3", "historian", 1),
+    ]
+    assert "schedule (batch)" in as_text(rows)

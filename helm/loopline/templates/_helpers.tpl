@@ -269,3 +269,28 @@ and a non-empty pod selector. */}}
 {{- end -}}
 {{- $peers | toJson -}}
 {{- end -}}
+
+{{/* The model servers' token-review ServiceAccount: <fullname>-model-server. */}}
+{{- define "loopline.modelServerServiceAccountName" -}}
+{{- include "loopline.componentName" (list . "model-server") -}}
+{{- end -}}
+
+{{/* The namespaces where the chart makes the model servers' ServiceAccount, as a JSON list;
+"[]" when it makes none: modelServer.tokenReview off, no RBAC, no operator, or a serving
+backend other than `kubernetes` (whose pods are the only ones the operator runs as it).
+Namespaced installs: the watched namespaces; cluster-wide: modelServer.tokenReview.namespaces,
+else the release namespace. */}}
+{{- define "loopline.modelServerNamespaces" -}}
+{{- $review := .Values.modelServer.tokenReview -}}
+{{- if and $review.enabled .Values.rbac.create .Values.operator.enabled (eq (include "loopline.servingBackend" .) "kubernetes") -}}
+{{- if not .Values.rbac.clusterWide -}}
+{{- include "loopline.watchNamespaces" . -}}
+{{- else if $review.namespaces -}}
+{{- $review.namespaces | uniq | toJson -}}
+{{- else -}}
+{{- list .Release.Namespace | toJson -}}
+{{- end -}}
+{{- else -}}
+[]
+{{- end -}}
+{{- end -}}
