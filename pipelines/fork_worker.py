@@ -280,11 +280,13 @@ def main(argv: list[str] | None = None) -> int:
         help="Comma-separated modules to import before listening (default: what a run needs)",
     )
     args = parser.parse_args(argv)
+    began = time.perf_counter()
+    preload(tuple(name for name in args.preload.split(",") if name))
+    # After the imports, as in a fresh runner (whose logging starts before its steps import
+    # great_expectations, which logs its decorators at INFO to an already-configured root).
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    began = time.perf_counter()
-    preload(tuple(name for name in args.preload.split(",") if name))
     # Listening only now: a connection that succeeds means the imports are done.
     listener = listen(args.socket)
     log.info(
