@@ -130,11 +130,13 @@ def _write_rc(run_dir: Path, code: int) -> None:
     tmp.replace(run_dir / RC_FILE)
 
 
-def _child(request: RunRequest, inherited: list[socket.socket]) -> int:
+def _child(request: RunRequest, inherited: list[socket.socket], leads: int) -> int:
     """The run's process: its own session, the run's directory and log, the runner's main."""
     for sock in inherited:
         sock.close()
     os.setsid()
+    os.write(leads, b"1")
+    os.close(leads)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
     os.chdir(request.run_dir)
@@ -210,14 +212,21 @@ class ForkWorker:
             return Refused(reason=f"threads are running in the fork worker: {names}")
         sys.stdout.flush()
         sys.stderr.flush()
+        # The child says when it leads its own group, so that the run is answered as started
+        # only once cancelling it (a signal to its group) reaches everything it will start.
+        led, leads = os.pipe()
         pid = os.fork()
         if pid == 0:
             code = 70
             try:
-                code = _child(request, [self.listener, conn])
+                os.close(led)
+                code = _child(request, [self.listener, conn], leads)
             finally:
                 os._exit(code)
+        os.close(leads)
         self.children[pid] = request.run_dir
+        with os.fdopen(led, "rb") as sync:
+            sync.read(1)  # b"" if the child ended first: its exit is reaped as any other
         try:
             create_time = psutil.Process(pid).create_time()
         except psutil.NoSuchProcess:
