@@ -295,17 +295,25 @@ def _measure(base: Path, modes: set[str]) -> dict[str, Any]:
             "trivial_subprocess_steps": _trivial(base / "trivial-sub", warm=False),
             "trivial_warm_steps": _trivial(base / "trivial-warm", warm=True),
         }
-    if "forked" in modes:  # first: the worker imports while the machine is otherwise idle
+    if "forked" in modes:
         from benchmarks.forked_runs import fork_worker, forked_run
 
         fork, ready = fork_worker(base / "fork-worker")
         try:
-            forked = [forked_run(base / f"fork-{i}", fork) for i in range(RUNS)]
+            # Warm and forked runs alternate, so that both see the same drift of a shared
+            # machine's load.
+            warm, forked = [], []
+            for i in range(RUNS):
+                if "warm" in modes:
+                    warm.append(_pipeline(base / f"warm-{i}", warm=True))
+                forked.append(forked_run(base / f"fork-{i}", fork))
             out["pipeline_forked_worker"] = {"worker": ready, **_summary(forked)}
+            if warm:
+                out["pipeline_warm_steps"] = _summary(warm)
             out["first_champion_forked"] = first_champion(base / "champion-fork", fork=fork)
         finally:
             fork.close()
-    if "warm" in modes:
+    elif "warm" in modes:
         out["pipeline_warm_steps"] = _summary(
             [_pipeline(base / f"warm-{i}", warm=True) for i in range(RUNS)]
         )
