@@ -116,3 +116,27 @@ def test_the_worker_exits_once_its_owner_is_gone(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, "the worker outlived its owner"
         time.sleep(0.1)
     assert not (tmp_path / "w" / "fork.sock").exists()
+
+
+def test_the_settings_switch_a_custom_command_and_a_one_shot_caller_start_no_worker(
+    tmp_path: Path,
+) -> None:
+    from loopline.operators.backends.factory import build_pipeline_backend
+    from loopline.operators.backends.pipelines import LocalPipelineBackend
+    from loopline.operators.settings import OperatorSettings
+
+    runs = tmp_path / "runs"
+    cases = [
+        (OperatorSettings(runs_dir=runs, fork_worker=False), True),
+        (OperatorSettings(runs_dir=runs, worker_command=[sys.executable, "w.py"]), True),
+        (OperatorSettings(runs_dir=runs), False),  # `loopline score --submit`: one run, exits
+    ]
+    for settings, long_lived in cases:
+        backend = build_pipeline_backend(settings, "sqlite://", long_lived=long_lived)
+        assert isinstance(backend, LocalPipelineBackend)
+        assert backend.fork_worker is None
+    assert not (runs / ".fork-worker").exists()
+    custom = LocalPipelineBackend(
+        runs, [sys.executable, "w.py"], fork_worker=PipelineForkWorker(tmp_path / "w")
+    )
+    assert custom.fork_worker is None  # a custom command is not the runner a worker forks
