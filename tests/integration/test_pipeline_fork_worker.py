@@ -104,6 +104,15 @@ def finish(backend: LocalPipelineBackend, run_id: str, timeout: float = 1200) ->
         time.sleep(0.5)
 
 
+def exit_code(run_dir: Path, timeout: float = 30) -> str:
+    """The run's `rc` (its process writes the result, then exits: `rc` comes a moment later)."""
+    deadline = time.monotonic() + timeout
+    while not (run_dir / "rc").exists():
+        assert time.monotonic() < deadline, f"no exit code recorded in {run_dir}"
+        time.sleep(0.1)
+    return (run_dir / "rc").read_text().strip()
+
+
 def _outputs(runs: Path, run_id: str) -> Path:
     (run_dir,) = (runs / run_id / "result.json.d" / "outputs").iterdir()
     return run_dir
@@ -137,8 +146,8 @@ def test_a_forked_run_writes_the_same_artifacts_and_result_as_a_fresh_process(
         assert result.phase == RunPhase.SUCCEEDED, result.message
         assert result.model_version == "1"
         assert result.gate_passed
-    assert (runs / "forked" / "rc").read_text().strip() == "0"
-    assert (runs / "fresh" / "rc").read_text().strip() == "0"
+    assert exit_code(runs / "forked") == "0"
+    assert exit_code(runs / "fresh") == "0"
 
     a, b = _outputs(runs, "forked"), _outputs(runs, "fresh")
     files = {str(p.relative_to(a)) for p in a.rglob("*") if p.is_file()}
@@ -180,11 +189,8 @@ def test_cancelling_a_forked_run_stops_its_process_group(
     final = TrainingRunResult.model_validate_json((runs / "cancelled" / "result.json").read_text())
     assert final.phase == RunPhase.CANCELLED
     assert "SIGTERM" in final.message
-    deadline = time.monotonic() + 10  # the worker reaps its child and records how it ended
-    while not (runs / "cancelled" / "rc").exists():
-        assert time.monotonic() < deadline, "no exit code recorded for the cancelled run"
-        time.sleep(0.1)
-    assert (runs / "cancelled" / "rc").read_text().strip() == str(128 + signal.SIGTERM)
+    # The worker reaps its child and records how it ended.
+    assert exit_code(runs / "cancelled") == str(128 + signal.SIGTERM)
     assert fork.ready()  # the worker itself was not in the group
 
 
