@@ -32,7 +32,7 @@ from typing import Any
 from benchmarks.common import write_results
 from loopline import quiet
 
-RUNS = 3  # warm pipeline runs; the median is the figure
+RUNS = 3  # warm (and forked) pipeline runs; the median is the figure
 PEER_RUNS = 1  # one-process-per-step runs (each is minutes on a loaded machine)
 PASS_RUNS = 5
 STEP_MODULES = {
@@ -282,43 +282,126 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def main() -> Path:
+MODES = ("floors", "warm", "subprocess", "imports", "champion", "preimported", "forked")
+
+
+def _measure(base: Path, modes: set[str]) -> dict[str, Any]:
     from benchmarks.first_champion import first_champion
 
-    quiet.apply()
-    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-        base = Path(tmp)
-        floors = {
+    out: dict[str, Any] = {}
+    if "floors" in modes:
+        out["floors"] = {
             "python_pass": _python_pass(),
             "trivial_subprocess_steps": _trivial(base / "trivial-sub", warm=False),
             "trivial_warm_steps": _trivial(base / "trivial-warm", warm=True),
         }
-        warm = [_pipeline(base / f"warm-{i}", warm=True) for i in range(RUNS)]
-        peer = [_pipeline(base / f"sub-{i}", warm=False) for i in range(PEER_RUNS)]
-        imports = _step_imports(warm[0]["tracking_uri"])
-        champion = first_champion(base / "champion")
-        preimported = [_preimported(base / f"pre-{i}") for i in range(RUNS)]
-    warm_s, peer_s = _summary(warm), _summary(peer)
-    payload = {
-        "pipeline_warm_steps": warm_s,
-        "pipeline_subprocess_steps": peer_s,
-        "pipeline_preimported_process": _summary(preimported),
-        "floors": floors,
-        "step_imports": imports,
-        "first_champion": champion,
-        "ratios": {
-            "subprocess_over_warm_wall": peer_s["median_wall_seconds"]
-            / warm_s["median_wall_seconds"],
-            "warm_overhead_over_trivial_warm_run": warm_s["median_overhead_seconds"]
-            / floors["trivial_warm_steps"]["wall_seconds"],
-            "subprocess_overhead_over_trivial_subprocess_run": peer_s["median_overhead_seconds"]
-            / floors["trivial_subprocess_steps"]["wall_seconds"],
-            "trivial_subprocess_over_six_python_pass": floors["trivial_subprocess_steps"][
-                "wall_seconds"
-            ]
-            / (6 * floors["python_pass"]["median_seconds"]),
-        },
-    }
+    if "forked" in modes:
+        from benchmarks.forked_runs import fork_worker, forked_run
+
+        fork, ready = fork_worker(base / "fork-worker")
+        try:
+            # Warm and forked runs alternate, so that both see the same drift of a shared
+            # machine's load.
+            warm, forked = [], []
+            for i in range(RUNS):
+                if "warm" in modes:
+                    warm.append(_pipeline(base / f"warm-{i}", warm=True))
+                forked.append(forked_run(base / f"fork-{i}", fork))
+            out["pipeline_forked_worker"] = {"worker": ready, **_summary(forked)}
+            if warm:
+                out["pipeline_warm_steps"] = _summary(warm)
+            out["first_champion_forked"] = first_champion(base / "champion-fork", fork=fork)
+        finally:
+            fork.close()
+    elif "warm" in modes:
+        out["pipeline_warm_steps"] = _summary(
+            [_pipeline(base / f"warm-{i}", warm=True) for i in range(RUNS)]
+        )
+    if "subprocess" in modes:
+        out["pipeline_subprocess_steps"] = _summary(
+            [_pipeline(base / f"sub-{i}", warm=False) for i in range(PEER_RUNS)]
+        )
+    if "imports" in modes:
+        _, _, uri = prepare(base / "imports")
+        out["step_imports"] = _step_imports(uri)
+    if "champion" in modes:
+        out["first_champion"] = first_champion(base / "champion")
+    if "preimported" in modes:
+        out["pipeline_preimported_process"] = _summary(
+            [_preimported(base / f"pre-{i}") for i in range(RUNS)]
+        )
+    return out
+
+
+def _ratios(doc: dict[str, Any]) -> dict[str, float]:
+    """Ratios between sections; each only when both sides were measured in the same run."""
+    same = doc.get("measured_together", [])
+    floors = doc.get("floors", {})
+    warm, peer = doc.get("pipeline_warm_steps"), doc.get("pipeline_subprocess_steps")
+    forked = doc.get("pipeline_forked_worker")
+    ratios: dict[str, float] = {}
+    if warm and peer and {"warm", "subprocess"} <= set(same):
+        ratios["subprocess_over_warm_wall"] = (
+            peer["median_wall_seconds"] / warm["median_wall_seconds"]
+        )
+    if warm and forked and {"warm", "forked"} <= set(same):
+        ratios["forked_over_warm_wall"] = (
+            forked["median_wall_seconds"] / warm["median_wall_seconds"]
+        )
+        ratios["forked_overhead_over_warm_overhead"] = (
+            forked["median_overhead_seconds"] / warm["median_overhead_seconds"]
+        )
+    if floors and {"floors", "warm"} <= set(same) and warm:
+        ratios["warm_overhead_over_trivial_warm_run"] = (
+            warm["median_overhead_seconds"] / floors["trivial_warm_steps"]["wall_seconds"]
+        )
+    if floors and {"floors", "forked"} <= set(same) and forked:
+        ratios["forked_overhead_over_trivial_warm_run"] = (
+            forked["median_overhead_seconds"] / floors["trivial_warm_steps"]["wall_seconds"]
+        )
+    if floors and {"floors", "subprocess"} <= set(same) and peer:
+        ratios["subprocess_overhead_over_trivial_subprocess_run"] = (
+            peer["median_overhead_seconds"] / floors["trivial_subprocess_steps"]["wall_seconds"]
+        )
+    if floors:
+        ratios["trivial_subprocess_over_six_python_pass"] = floors["trivial_subprocess_steps"][
+            "wall_seconds"
+        ] / (6 * floors["python_pass"]["median_seconds"])
+    return ratios
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """`--modes a,b`: measure only those sections; the others are kept from the last results
+    file, each with the time it was measured (`sections_measured_at`)."""
+    import argparse
+
+    from benchmarks.common import RESULTS_DIR
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_pipeline")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated: {MODES}")
+    modes = {m for m in parser.parse_args(argv).modes.split(",") if m}
+    if not modes <= set(MODES):
+        parser.error(f"--modes: {sorted(modes - set(MODES))} are not among {MODES}")
+    quiet.apply()
+    previous: dict[str, Any] = {}
+    path = RESULTS_DIR / "pipeline.json"
+    if modes != set(MODES) and path.is_file():
+        previous = json.loads(path.read_text())
+        stamps = previous.get("sections_measured_at", {})
+        for key, value in list(previous.items()):
+            if isinstance(value, dict) and key not in stamps and key not in ("machine", "ratios"):
+                stamps[key] = previous.get("measured_at")
+        previous["sections_measured_at"] = stamps
+        for key in ("benchmark", "measured_at", "machine", "ratios", "measured_together"):
+            previous.pop(key, None)
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        measured = _measure(Path(tmp), modes)
+    now = datetime.now().astimezone().isoformat()
+    stamps = previous.pop("sections_measured_at", {})
+    stamps.update({key: now for key in measured})
+    payload = {**previous, **measured, "sections_measured_at": stamps}
+    payload["measured_together"] = sorted(modes)
+    payload["ratios"] = _ratios(payload)
     path = write_results("pipeline", payload)
     print(json.dumps(payload, indent=2, default=str))
     return path

@@ -28,7 +28,11 @@ def _wait(what: str, check: Any) -> Any:
     raise TimeoutError(f"{what} did not happen in {TIMEOUT} s")
 
 
-def first_champion(root: Path, *, worker: list[str] | None = None) -> dict[str, Any]:
+def first_champion(
+    root: Path, *, worker: list[str] | None = None, fork: Any = None
+) -> dict[str, Any]:
+    """`fork`: a ready `PipelineForkWorker` (an operator up for longer than its imports),
+    which forks the run instead of a fresh worker process."""
     from benchmarks.bench_pipeline import prepare, run_spec
     from loopline.operators.backends.pipelines import TERMINAL, LocalPipelineBackend
     from loopline.operators.backends.serving import LocalServingBackend
@@ -37,7 +41,7 @@ def first_champion(root: Path, *, worker: list[str] | None = None) -> dict[str, 
 
     _, repo, uri = prepare(root)
     spec = run_spec(repo, uri, run_id="bench-first")
-    pipelines = LocalPipelineBackend(root / "runs", command=worker)
+    pipelines = LocalPipelineBackend(root / "runs", command=worker, fork_worker=fork)
     serving = LocalServingBackend(root / "serving", tracking_uri=uri)
     load = os.getloadavg()[0]
     start = time.perf_counter()
@@ -71,4 +75,5 @@ def first_champion(root: Path, *, worker: list[str] | None = None) -> dict[str, 
         "submit_to_serving_seconds": serving_s,
         "serving_start_seconds": serving_s - trained,
         "version": result.model_version,
+        "forked": fork is not None,
     }

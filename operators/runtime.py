@@ -442,6 +442,9 @@ class Operator:
 
     def close(self) -> None:
         self.serving.close()
+        close_pipelines = getattr(self.pipelines, "close", None)  # the local fork worker
+        if callable(close_pipelines):
+            close_pipelines()
         if self.monitoring is not None:
             self.monitoring.close()
         self.api.close()

@@ -148,6 +148,19 @@ class OperatorSettings(BaseSettings):
         "`--spec spec.json --result result.json` appended. Empty means "
         "`python -m loopline.pipelines.run`.",
     )
+    fork_worker: bool = Field(
+        default=True,
+        description="Local pipeline backend: fork each run from one worker process that "
+        "imported torch, MLflow, Feast, pandas, great_expectations and kfp once at the "
+        "operator's start, instead of starting a fresh interpreter per run (which pays those "
+        "imports again). Off, or with a custom worker_command, every run is a fresh process.",
+    )
+    fork_worker_wait_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="Local pipeline backend: how long a run waits for a fork worker that is "
+        "still importing before it starts as a fresh process instead.",
+    )
     serving_dir: Path = Field(
         default_factory=lambda: _state("serving"),
         description="Local serving backend: state and logs of model server processes.",

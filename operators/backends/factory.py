@@ -18,6 +18,8 @@ from loopline.operators.backends import (
     SERVING_BACKENDS,
     resolve,
 )
+from loopline.operators.backends.fork_client import STATE_DIR as FORK_STATE_DIR
+from loopline.operators.backends.fork_client import PipelineForkWorker
 from loopline.operators.backends.monitoring import LocalMonitoringBackend, MonitoringBackend
 from loopline.operators.backends.pipelines import LocalPipelineBackend, PipelineBackend
 from loopline.operators.backends.registry import RegistryBackend
@@ -42,11 +44,23 @@ def monitoring_backend_name(settings: OperatorSettings) -> str:
     return "local" if settings.serving_backend == "local" else "kubernetes"
 
 
-def build_pipeline_backend(settings: OperatorSettings, tracking_uri: str) -> PipelineBackend:
-    """The pipeline backend alone (`loopline score --submit` needs no other)."""
+def build_pipeline_backend(
+    settings: OperatorSettings, tracking_uri: str, *, long_lived: bool = False
+) -> PipelineBackend:
+    """The pipeline backend alone (`loopline score --submit` needs no other). A `long_lived`
+    caller (the operator) gets the local backend's fork worker, started now, when settings
+    allow it; a one-shot command would pay the worker's imports and exit."""
     pipe_cls = _import(resolve("pipeline", settings.pipeline_backend, PIPELINE_BACKENDS))
     if pipe_cls is LocalPipelineBackend:
-        return LocalPipelineBackend(settings.runs_dir, settings.worker_command or None)
+        fork = None
+        if long_lived and settings.fork_worker and not settings.worker_command:
+            fork = PipelineForkWorker(
+                settings.runs_dir / FORK_STATE_DIR, wait_ready=settings.fork_worker_wait_seconds
+            )
+            fork.start()
+        return LocalPipelineBackend(
+            settings.runs_dir, settings.worker_command or None, fork_worker=fork
+        )
     backend: PipelineBackend = pipe_cls(settings, tracking_uri=tracking_uri)
     return backend
 
@@ -61,7 +75,7 @@ def build_backends(settings: OperatorSettings, tracking_uri: str) -> Backends:
     # One token per Model for its local model server and its local monitor, kept where no
     # namespace's folder can be (names never start with a dot).
     tokens_dir = settings.serving_dir / ".tokens"
-    pipelines = build_pipeline_backend(settings, tracking_uri)
+    pipelines = build_pipeline_backend(settings, tracking_uri, long_lived=True)
     serving: ServingBackend
     if serve_cls is LocalServingBackend:
         serving = LocalServingBackend(

@@ -13,6 +13,13 @@ so a reused pid is never taken for the worker) and its exit code. Everything is 
 new operator process finds runs started by an old one; the exit code is written by a small `sh`
 wrapper so it survives the operator, and cancelling stops the whole group (SIGTERM, then
 SIGKILL).
+
+With a `PipelineForkWorker` (the operator's default, `OperatorSettings.fork_worker`), a run is
+forked from a worker that imported the run's modules once (`loopline.pipelines.fork_worker`)
+instead: the child leads its own group, is recorded in the same `worker.pid` (its command line
+is the worker's), logs to the same `worker.log` and writes the same `rc`, so status, cancel and
+adoption by a new operator do not tell the two apart. Whenever the worker cannot fork the run,
+it starts as a fresh process and the log says why.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from loopline import supervisor
+from loopline.operators.backends.fork_client import PipelineForkWorker
 from loopline.operators.errors import BackendRejected, BackendUnavailable
 from loopline.types.batch import RunSpec
 from loopline.types.runs import RunPhase, TrainingRunResult
@@ -70,10 +78,39 @@ def _atomic_write(path: Path, text: str) -> None:
 class LocalPipelineBackend:
     """Training runs as supervised local worker processes, one directory per run id."""
 
-    def __init__(self, runs_dir: Path, command: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        runs_dir: Path,
+        command: list[str] | None = None,
+        *,
+        fork_worker: PipelineForkWorker | None = None,
+        runner_args: list[str] | None = None,
+    ) -> None:
         self.runs_dir = runs_dir
         self.command = list(command) if command else list(DEFAULT_WORKER)
+        # Forking runs the default runner only: a custom command is not that program.
+        self.fork_worker = fork_worker if not command else None
+        self.runner_args = list(runner_args or [])
         self._lock = threading.Lock()
+
+    def _fork(self, spec: RunSpec, run_dir: Path) -> bool:
+        """Fork the run from the worker; False (and why, in the logs) if it must start fresh."""
+        if self.fork_worker is None:
+            return False
+        name = f"run {spec.run_id}"
+        started = self.fork_worker.start_run(name, run_dir, self.runner_args)
+        if isinstance(started, str):
+            log.warning("%s starts as a fresh process: %s", name, started)
+            with (run_dir / "worker.log").open("a") as out:
+                out.write(f"--- not forked from the pipeline fork worker: {started}\n")
+            return False
+        log.info("started run %s (pid %d, forked) in %s", spec.run_id, started.pid, run_dir)
+        return True
+
+    def close(self) -> None:
+        """Stop the fork worker, if any (runs it forked keep running)."""
+        if self.fork_worker is not None:
+            self.fork_worker.close()
 
     def _dir(self, run_id: str) -> Path:
         if not run_id or "/" in run_id or run_id.startswith("."):
@@ -92,7 +129,10 @@ class LocalPipelineBackend:
                 raise BackendUnavailable(
                     f"local pipeline backend cannot write run directory {run_dir}: {exc}"
                 ) from exc
+            if self._fork(spec, run_dir):
+                return spec.run_id
             argv = [*self.command, "--spec", "spec.json", "--result", "result.json"]
+            argv += self.runner_args
             try:
                 record = supervisor.start(
                     f"run {spec.run_id}",
