@@ -16,6 +16,7 @@ from loopline.types.common import Spec
 
 MAX_WINDOW = 100
 MAX_FALSE_ALARM_RATE = 0.5
+MAX_BASELINE_READINGS = 1_000_000
 RAISE_MESSAGE = (
     "alarms.raiseAt must not exceed alarms.window (an alarm starts when raiseAt of the last "
     "window readings are over the threshold)"
@@ -86,6 +87,18 @@ class AlarmPolicy(Spec):
         le=MAX_WINDOW,
         description="An alarm event ends when fewer than this many of the window's readings "
         "are over the threshold (m, hysteresis; at most raiseAt).",
+    )
+
+    baseline_readings: int | None = Field(
+        default=None,
+        alias="baselineReadings",
+        ge=2,
+        le=MAX_BASELINE_READINGS,
+        description="Judge each reading against its own entity's recent level: its score "
+        "(in units of the threshold) divided by the median of the entity's previous this "
+        "many scores must be over a relative threshold calibrated on the newest held-out "
+        "normal readings of each entity. For slow drift such as wear; at least twice the "
+        "longest fault, in readings. Unset: the plain threshold.",
     )
 
     @model_validator(mode="after")
