@@ -161,7 +161,8 @@ def test_training_calibrates_every_detector_and_the_evaluation_judges_with_it() 
     assert doc["readings"] == 120
     assert set(doc["detectors"]) == {"window", "dense", "fallback", "baseline", "pca"}
     for cal in doc["detectors"].values():
-        assert cal["reference"] > 0 and cal["threshold"] > 0
+        assert cal["reference"] > 0
+        assert cal["threshold"] > 0
     judged = evaluate_bundle(bundle, held, alarms=alarms).metrics
     # the same bundle without its baseline judges on the plain thresholds: other flags
     plain = evaluate_bundle(
