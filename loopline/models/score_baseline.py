@@ -84,7 +84,7 @@ class EntityBaseline:
 
 
 def relative_scores(
-    entities: Sequence[Any], u: np.ndarray, readings: int, reference: float
+    entities: Sequence[Any] | np.ndarray, u: np.ndarray, readings: int, reference: float
 ) -> np.ndarray:
     """Relative score of every row; rows in time order within each entity."""
     state: dict[Any, EntityBaseline] = {}
@@ -98,7 +98,7 @@ def relative_scores(
 
 
 def calibrate(
-    entities: Sequence[Any],
+    entities: Sequence[Any] | np.ndarray,
     u: np.ndarray,
     held_out: np.ndarray,
     readings: int,
