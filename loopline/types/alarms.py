@@ -5,6 +5,8 @@ A budget replaces `training.thresholdQuantile`: the thresholds of the primary, t
 and both baselines are then set on held-out normal rows so that the false-alarm rate per row
 stays within it (`loopline.models.calibration`), and the evaluation reports whether it did on
 the newest rows. The debounce settings say what counts as one alarm event in the evaluation.
+`baselineReadings` judges each score against its entity's recent level instead of a fixed
+threshold alone (`loopline.models.score_baseline`).
 """
 
 from __future__ import annotations
