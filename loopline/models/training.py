@@ -169,15 +169,16 @@ def _autoencoder(
             f"{MIN_TRAINING_ROWS} to train the autoencoder"
         )
     x = normal[names].to_numpy(dtype=np.float32)
-    if alarms.baseline_readings is None:
+    held = np.zeros(len(x), dtype=bool)
+    if alarms.baseline_readings is None:  # a random fifth, the fit rows in shuffled order
         rng = np.random.default_rng(params.seed)
         perm = rng.permutation(len(x))
         n_cal = max(1, int(len(x) * CALIBRATION_FRACTION))
-        held = np.zeros(len(x), dtype=bool)
         held[perm[:n_cal]] = True
+        x_cal, x_fit = x[perm[:n_cal]], x[perm[n_cal:]]
     else:  # the newest normal readings of each entity, what serving sees next
         held = newest_per_entity(normal, roles, CALIBRATION_FRACTION)
-    x_cal, x_fit = x[held], x[~held]
+        x_cal, x_fit = x[held], x[~held]
     scaler = Standardizer.fit(x_fit)
     torch.manual_seed(params.seed)
     config = autoencoder_config(len(names), params.hidden_units, params.latent_dim)
