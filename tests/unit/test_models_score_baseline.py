@@ -180,3 +180,13 @@ def test_training_calibrates_every_detector_and_the_evaluation_judges_with_it() 
     assert judged["alarm_rate"] != plain["alarm_rate"]
     without = train_bundle(train, Task.ANOMALY_DETECTION, params, roles).bundle
     assert BASELINE_KEY not in without.metadata
+
+
+def test_server_scores_in_threshold_units() -> None:
+    from loopline.serving.alarm_events import threshold_units
+
+    got = threshold_units(
+        {"anomaly_score": np.array([1.0, 3.0]), "threshold": np.array([2.0, 3.0])}
+    )
+    np.testing.assert_allclose(got, [0.5, 1.0])
+    assert threshold_units({"anomaly_score": np.array([1.0])}) is None
