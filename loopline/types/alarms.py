@@ -11,7 +11,14 @@ threshold alone (`loopline.models.score_baseline`).
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 from pydantic.config import JsonDict
 
 from loopline.types.common import Spec
@@ -110,6 +117,19 @@ class AlarmPolicy(Spec):
         if self.clear_below > self.raise_at:
             raise ValueError(CLEAR_MESSAGE)
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_baseline(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, object]:
+        """Leave an unset baseline out: a Model's alarms then dump (and hash into its
+        training input) exactly as before the field existed, so setting nothing starts no
+        run."""
+        doc: dict[str, object] = handler(self)
+        if self.baseline_readings is None:
+            doc.pop("baselineReadings", None)
+            doc.pop("baseline_readings", None)
+        return doc
 
     @property
     def k(self) -> int:

@@ -137,7 +137,12 @@ def test_a_bundle_without_a_baseline_alarms_on_the_row_flags() -> None:
 
 def test_policy_field() -> None:
     assert AlarmPolicy().baseline_readings is None
-    assert AlarmPolicy.model_validate({"baselineReadings": 1440}).baseline_readings == 1440
+    set_ = AlarmPolicy.model_validate({"baselineReadings": 1440})
+    assert set_.baseline_readings == 1440
+    assert set_.model_dump(by_alias=True)["baselineReadings"] == 1440
+    # unset, the dump (and the training-input hash of a Model with alarms) is as before
+    assert "baselineReadings" not in AlarmPolicy().model_dump(by_alias=True)
+    assert AlarmPolicy.model_validate(set_.model_dump(by_alias=True)) == set_
     with pytest.raises(ValueError, match="baselineReadings"):
         AlarmPolicy.model_validate({"baselineReadings": 1})
 

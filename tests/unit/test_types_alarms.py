@@ -38,7 +38,6 @@ def test_defaults_and_a_budget() -> None:
         "window": 5,
         "raiseAt": 3,
         "clearBelow": 1,
-        "baselineReadings": None,
     }
     model = _model(alarms={"maxFalseAlarmRate": 0.01, "raiseAt": 2, "window": 4})
     assert model.alarms == AlarmPolicy(max_false_alarm_rate=0.01, raise_at=2, window=4)
