@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from loopline.models.alarms import check_debounce
+from loopline.models.score_baseline import BASELINE_KEY, BaselineCalibration, EntityBaseline
 from loopline.types.alarms import AlarmPolicy
 
 ACTIVE = "active"
@@ -55,6 +56,21 @@ def policy_of(metadata: Mapping[str, Any]) -> AlarmPolicy:
         return AlarmPolicy.model_validate(doc)
     except ValueError as exc:
         raise ValueError(f"bundle metadata {ALARMS_KEY!r} is malformed: {exc}") from exc
+
+
+def baseline_of(metadata: Mapping[str, Any]) -> tuple[int, BaselineCalibration] | None:
+    """The bundle's score baseline (readings, the primary detector's calibration), if any:
+    the window detector's when the bundle has one, else the per-row autoencoder's. Rows the
+    fallback scored are judged with it too, their scores in units of their own threshold."""
+    doc = metadata.get(BASELINE_KEY)
+    if not doc:
+        return None
+    try:
+        detectors = doc["detectors"]
+        cal = detectors["window"] if "window" in detectors else detectors["dense"]
+        return int(doc["readings"]), BaselineCalibration.from_dict(cal)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"bundle metadata {BASELINE_KEY!r} is malformed: {exc}") from exc
 
 
 def sensor_breaks(history: np.ndarray, rows: np.ndarray, cut: float = ROBUST_CUT) -> np.ndarray:
@@ -81,6 +97,7 @@ def sensor_break(history: np.ndarray, row: np.ndarray, cut: float = ROBUST_CUT) 
 @dataclass
 class _Entity:
     flags: deque[bool]
+    level: EntityBaseline | None = None  # recent scores, with a score baseline
     readings: np.ndarray | None = None  # ring buffer [ROBUST_WINDOW, F] of recent rows
     seen: int = 0  # rows written to `readings`
     over: int = 0  # how many of `flags` are True
@@ -98,17 +115,34 @@ class Step:
 class AlarmEvents:
     """k-of-n with hysteresis per entity, one reading at a time."""
 
-    def __init__(self, k: int, n: int, m: int, *, max_entities: int) -> None:
+    def __init__(
+        self,
+        k: int,
+        n: int,
+        m: int,
+        *,
+        max_entities: int,
+        baseline: tuple[int, BaselineCalibration] | None = None,
+    ) -> None:
         check_debounce(k, n, m)
         if max_entities < 1:
             raise ValueError(f"alarm_max_entities must be at least 1, got {max_entities}")
         self.k, self.n, self.m = k, n, m
         self.max_entities = max_entities
+        self.baseline = baseline
         self._entities: OrderedDict[str, _Entity] = OrderedDict()
 
     @classmethod
-    def of(cls, policy: AlarmPolicy, *, max_entities: int) -> AlarmEvents:
-        return cls(policy.k, policy.n, policy.m, max_entities=max_entities)
+    def of(
+        cls, policy: AlarmPolicy, *, max_entities: int, metadata: Mapping[str, Any] | None = None
+    ) -> AlarmEvents:
+        return cls(
+            policy.k,
+            policy.n,
+            policy.m,
+            max_entities=max_entities,
+            baseline=baseline_of(metadata or {}),
+        )
 
     def __len__(self) -> int:
         return len(self._entities)
@@ -130,6 +164,7 @@ class AlarmEvents:
         x: np.ndarray | None = None,
         *,
         stale: bool = False,
+        u: Sequence[float] | None = None,
     ) -> Step:
         """Feed one batch in request order (an entity may appear several times). With the
         rows `x` [n, F], each entity's recent readings are kept, and with `stale` they, not
@@ -139,6 +174,8 @@ class AlarmEvents:
             raise ValueError(f"{len(entities)} entity keys for {len(over)} rows")
         entity = [self._entity(key) for key in entities]
         flags = [bool(v) for v in over]
+        if self.baseline is not None and u is not None:
+            self._against_level(entity, u, flags, stale)
         if x is not None:
             self._remember(entity, x, flags, stale)
         out = Step(active=[])
@@ -153,6 +190,23 @@ class AlarmEvents:
                 out.raised.append(row)
             out.active.append(e.active)
         return out
+
+    def _against_level(
+        self, entity: list[_Entity], u: Sequence[float], flags: list[bool], stale: bool
+    ) -> None:
+        """With a score baseline, a row's flag is its score against its entity's recent
+        level (`loopline.models.score_baseline`), the verdict the evaluation judged; each
+        score joins the entity's history, also while stale."""
+        assert self.baseline is not None
+        readings, cal = self.baseline
+        if len(u) != len(flags):
+            raise ValueError(f"{len(u)} scores for {len(flags)} rows")
+        for row, (e, value) in enumerate(zip(entity, u, strict=True)):
+            if e.level is None:
+                e.level = EntityBaseline(readings, cal.reference)
+            relative = e.level.relative(float(value))
+            if not stale:
+                flags[row] = relative > cal.threshold
 
     def _remember(
         self, entity: list[_Entity], x: np.ndarray, flags: list[bool], stale: bool
@@ -185,12 +239,13 @@ class AlarmEvents:
         x: np.ndarray | None = None,
         *,
         stale: bool = False,
+        u: Sequence[float] | Any | None = None,
     ) -> tuple[list[bytes], int]:
         """The `alarm_event` output of a batch and how many events it raised. Rows without
         an entity key (the request had no entity column) are one stream, entity ""."""
         flags = [bool(v) for v in over]
         keys = entities if entities is not None else [""] * len(flags)
-        step = self.step(keys, flags, x, stale=stale)
+        step = self.step(keys, flags, x, stale=stale, u=None if u is None else list(u))
         return [_ACTIVE_B if a else _INACTIVE_B for a in step.active], len(step.raised)
 
 
@@ -211,3 +266,13 @@ def _judge(groups: list[tuple[_Entity, list[int]]], x: np.ndarray, flags: list[b
         kept = e.readings[: min(e.seen, ROBUST_WINDOW)]
         for row, flag in zip(rows, sensor_breaks(kept, x[rows]).tolist(), strict=True):
             flags[row] = flag
+
+
+def threshold_units(outputs: dict[str, Any]) -> Any:
+    """Each row's anomaly score in units of its own detector's threshold (what a score
+    baseline follows), or None without both outputs."""
+    score, threshold = outputs.get("anomaly_score"), outputs.get("threshold")
+    if score is None or threshold is None:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(score, dtype=np.float64) / np.asarray(threshold, dtype=np.float64)

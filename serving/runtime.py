@@ -38,7 +38,7 @@ from prometheus_client import Counter, Histogram
 from loopline import auth
 from loopline.models.windowing import WindowHistory
 from loopline.serving import callers
-from loopline.serving.alarm_events import AlarmEvents, policy_of
+from loopline.serving.alarm_events import AlarmEvents, policy_of, threshold_units
 from loopline.serving.drift_state import STALE, UNKNOWN, DriftState
 from loopline.serving.metadata import metadata_inputs, metadata_parameters
 from loopline.serving.metrics import ServingMetrics, serving_metrics
@@ -203,8 +203,9 @@ class LooplineRuntime(MLModel):
         )
         self.drift.start()
         if scorer.task == ANOMALY_TASK:
-            policy = policy_of(getattr(scorer, "metadata", None) or {})
-            self.alarms = AlarmEvents.of(policy, max_entities=cfg.alarm_max_entities)
+            meta = getattr(scorer, "metadata", None) or {}
+            policy = policy_of(meta)
+            self.alarms = AlarmEvents.of(policy, max_entities=cfg.alarm_max_entities, metadata=meta)
             versions = [v.scorer for v in (self.champion, self.canary) if v is not None]
             self.windows = window_history(versions, max_entities=cfg.alarm_max_entities)
             if self.windows is not None:
@@ -413,6 +414,7 @@ class LooplineRuntime(MLModel):
                     is_anomaly,
                     decoded.x,
                     stale=state == STALE,
+                    u=threshold_units(scored.outputs),
                 )
                 scored.labels[ALARM_OUTPUT] = column
                 if raised:

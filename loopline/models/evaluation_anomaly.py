@@ -26,6 +26,7 @@ from loopline.models.bundle import ModelBundle
 from loopline.models.evaluation_split import label_values
 from loopline.models.pca_baseline import PcaBaseline
 from loopline.models.reliability import event_counts, reliability
+from loopline.models.score_baseline import BASELINE_KEY, BaselineCalibration, relative_scores
 from loopline.models.windowing import score_sequence
 from loopline.types.alarms import AlarmPolicy
 from loopline.types.dataset import DatasetRoles
@@ -58,6 +59,23 @@ def binary(prefix: str, y: np.ndarray, score: np.ndarray, flag: np.ndarray) -> d
     }
 
 
+def baseline_over(
+    rows: pd.DataFrame, roles: DatasetRoles, u: np.ndarray, readings: int, cal: BaselineCalibration
+) -> np.ndarray:
+    """Per row (in the order of `rows`), whether its score relative to its entity's previous
+    ones is over the calibrated relative threshold, each entity followed in time order."""
+    order = (
+        pd.DataFrame({"e": rows[roles.entity].to_numpy(), "t": rows[roles.timestamp].to_numpy()})
+        .sort_values(["e", "t"], kind="stable")
+        .index.to_numpy()
+    )
+    rel = np.empty(len(u), dtype=np.float64)
+    rel[order] = relative_scores(
+        rows[roles.entity].to_numpy()[order], u[order], readings, cal.reference
+    )
+    return rel > cal.threshold
+
+
 def _order_columns(df: pd.DataFrame, roles: DatasetRoles) -> None:
     missing = [c for c in (roles.entity, roles.timestamp) if c not in df.columns]
     if missing:
@@ -86,8 +104,19 @@ def evaluate_anomaly(
         metrics["max_false_alarm_rate"] = settings.max_false_alarm_rate
     faults: dict[str, list[dict[str, Any]]] = {}
 
-    def judge(prefix: str, rows: pd.DataFrame, y_: np.ndarray, s: np.ndarray, f: Any) -> None:
+    baseline = bundle.metadata.get(BASELINE_KEY)
+    primary_key = "window" if bundle.window is not None else "dense"
+    keys = {"": primary_key, "dense_": "dense", "fallback_": "fallback", "baseline_": "baseline"}
+
+    def judge(
+        prefix: str, rows: pd.DataFrame, y_: np.ndarray, s: np.ndarray, f: Any, t: Any
+    ) -> None:
         over = np.asarray(f, dtype=bool)
+        if baseline:  # the verdict serving's alarms take: against the entity's own level
+            key = keys.get(prefix, prefix.rstrip("_"))
+            cal = BaselineCalibration.from_dict(baseline["detectors"][key])
+            u = np.asarray(s, dtype=np.float64) / np.asarray(t, dtype=np.float64)
+            over = baseline_over(rows, roles, u, int(baseline["readings"]), cal)
         metrics.update(binary(prefix, y_, s, over))
         result = reliability(
             rows[roles.entity].to_numpy(),
@@ -101,14 +130,14 @@ def evaluate_anomaly(
         faults[prefix or "primary"] = result.faults
 
     res, windowed = score_sequence(bundle, ent, ts, x)
-    judge("", full, y, res["anomaly_score"], res["is_anomaly"])
+    judge("", full, y, res["anomaly_score"], res["is_anomaly"], res["threshold"])
     if bundle.window is not None:  # what the window adds over the per-row verdict
         dense = bundle.score(x)
-        judge("dense_", full, y, dense["anomaly_score"], dense["is_anomaly"])
+        judge("dense_", full, y, dense["anomaly_score"], dense["is_anomaly"], dense["threshold"])
         metrics["window_size"] = float(bundle.window_size)
         metrics["windowed_rows"] = float(windowed.mean()) if len(windowed) else math.nan
     resf = bundle.score_fallback(xc)
-    judge("fallback_", core_rows, yc, resf["anomaly_score"], resf["is_anomaly"])
+    judge("fallback_", core_rows, yc, resf["anomaly_score"], resf["is_anomaly"], resf["threshold"])
     baselines: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = [
         ("baseline_", "baseline", RangeBaseline.from_dict),
         ("pca_", "pca_baseline", PcaBaseline.from_dict),
@@ -119,7 +148,7 @@ def evaluate_anomaly(
             continue
         base = load(doc)
         s = base.score(x)
-        judge(prefix, full, y, s, s > base.threshold)
+        judge(prefix, full, y, s, s > base.threshold, base.threshold)
     if "baseline_f1" in metrics:
         metrics["roc_auc_gain_over_baseline"] = metrics["roc_auc"] - metrics["baseline_roc_auc"]
         metrics["f1_gain_over_baseline"] = metrics["f1"] - metrics["baseline_f1"]

@@ -31,11 +31,13 @@ import torch
 from torch import nn
 
 from loopline.models.baseline import ClassRangeBaseline, RangeBaseline
+from loopline.models.baseline_rows import Detector, calibrate_rows, newest_per_entity
 from loopline.models.bundle import ModelBundle, Scorer
 from loopline.models.calibration import threshold
 from loopline.models.evaluation_split import label_values, normal_rows
 from loopline.models.nets import autoencoder_config, build_network, classifier_config
 from loopline.models.pca_baseline import PcaBaseline
+from loopline.models.score_baseline import BASELINE_KEY, BaselineCalibration, calibrate
 from loopline.models.standardize import Standardizer
 from loopline.models.windowing import window_feature_names, window_features, windows_of
 from loopline.types.alarms import AlarmPolicy
@@ -154,7 +156,11 @@ def _autoencoder(
     params: TrainingParams,
     roles: DatasetRoles,
     alarms: AlarmPolicy,
-) -> tuple[Scorer, tuple[RangeBaseline, PcaBaseline], list[float], int]:
+) -> tuple[
+    Scorer, tuple[RangeBaseline, PcaBaseline], list[float], int, dict[str, BaselineCalibration]
+]:
+    if alarms.baseline_readings is not None:
+        df = df.reset_index(drop=True)  # held-out rows are named by index label
     normal = _complete(df[normal_rows(df, roles)], names)
     if len(normal) < MIN_TRAINING_ROWS:
         raise TrainingDataError(
@@ -163,10 +169,16 @@ def _autoencoder(
             f"{MIN_TRAINING_ROWS} to train the autoencoder"
         )
     x = normal[names].to_numpy(dtype=np.float32)
-    rng = np.random.default_rng(params.seed)
-    perm = rng.permutation(len(x))
-    n_cal = max(1, int(len(x) * CALIBRATION_FRACTION))
-    x_cal, x_fit = x[perm[:n_cal]], x[perm[n_cal:]]
+    held = np.zeros(len(x), dtype=bool)
+    if alarms.baseline_readings is None:  # a random fifth, the fit rows in shuffled order
+        rng = np.random.default_rng(params.seed)
+        perm = rng.permutation(len(x))
+        n_cal = max(1, int(len(x) * CALIBRATION_FRACTION))
+        held[perm[:n_cal]] = True
+        x_cal, x_fit = x[perm[:n_cal]], x[perm[n_cal:]]
+    else:  # the newest normal readings of each entity, what serving sees next
+        held = newest_per_entity(normal, roles, CALIBRATION_FRACTION)
+        x_cal, x_fit = x[held], x[~held]
     scaler = Standardizer.fit(x_fit)
     torch.manual_seed(params.seed)
     config = autoencoder_config(len(names), params.hidden_units, params.latent_dim)
@@ -178,7 +190,17 @@ def _autoencoder(
     scorer.threshold = threshold(errors, q, budget)
     baseline = RangeBaseline.fit(x_fit, x_cal, q, budget)
     pca = PcaBaseline.fit(x_fit, x_cal, q, budget)
-    return scorer, (baseline, pca), history, len(x_fit)
+    calibrations: dict[str, BaselineCalibration] = {}
+    if alarms.baseline_readings is not None:
+        detectors: dict[str, Detector] = {
+            "": (scorer.reconstruction_error, scorer.threshold),
+            "baseline": (baseline.score, baseline.threshold),
+            "pca": (pca.score, pca.threshold),
+        }
+        calibrations = calibrate_rows(
+            df, names, roles, normal.index[held], alarms, params.threshold_quantile, detectors
+        )
+    return scorer, (baseline, pca), history, len(x_fit), calibrations
 
 
 def _window_autoencoder(
@@ -187,7 +209,7 @@ def _window_autoencoder(
     params: TrainingParams,
     roles: DatasetRoles,
     alarms: AlarmPolicy,
-) -> tuple[Scorer, list[float], int]:
+) -> tuple[Scorer, list[float], int, BaselineCalibration | None]:
     """The window detector: the dense autoencoder over rolling-window features of each
     entity's last `window_size` readings, trained on windows of normal rows only.
 
@@ -229,7 +251,18 @@ def _window_autoencoder(
     )
     errors = scorer.reconstruction_error(w_cal)
     scorer.threshold = threshold(errors, params.threshold_quantile, alarms.max_false_alarm_rate)
-    return scorer, history, len(w_fit)
+    calibration = None
+    if alarms.baseline_readings is not None:
+        u = scorer.reconstruction_error(window_features(wins[full], len(names))) / scorer.threshold
+        calibration = calibrate(
+            entities[full],
+            u,
+            cal[full],
+            alarms.baseline_readings,
+            params.threshold_quantile,
+            alarms.max_false_alarm_rate,
+        )
+    return scorer, history, len(w_fit), calibration
 
 
 def _classifier(
@@ -311,16 +344,27 @@ def train_bundle(
     history: dict[str, list[float]] = {}
     rows: dict[str, int] = {}
     if task == Task.ANOMALY_DETECTION:
-        primary, (baseline, pca), h_primary, n_primary = _autoencoder(
+        primary, (baseline, pca), h_primary, n_primary, calibrations = _autoencoder(
             df, names, params, roles, alarms
         )
         extra |= {"pca_baseline": pca.to_dict(), "alarms": alarms.model_dump(by_alias=True)}
-        fallback, _, h_fallback, n_fallback = _autoencoder(df, core, params, roles, alarms)
+        fallback, _, h_fallback, n_fallback, of_fallback = _autoencoder(
+            df, core, params, roles, alarms
+        )
         recorded = roles.model_copy(update={"classes": []})
         if params.detector == "window":
-            window, history["window"], rows["window"] = _window_autoencoder(
+            window, history["window"], rows["window"], of_window = _window_autoencoder(
                 df, names, params, roles, alarms
             )
+            if of_window is not None:
+                calibrations["window"] = of_window
+        if alarms.baseline_readings is not None:
+            calibrations["dense"] = calibrations.pop("")
+            calibrations["fallback"] = of_fallback[""]
+            extra[BASELINE_KEY] = {
+                "readings": alarms.baseline_readings,
+                "detectors": {k: c.to_dict() for k, c in calibrations.items()},
+            }
     else:
         classes = list(class_names) if class_names is not None else class_names_of(df, roles)
         primary, baseline, h_primary, n_primary = _classifier(

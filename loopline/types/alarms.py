@@ -5,17 +5,27 @@ A budget replaces `training.thresholdQuantile`: the thresholds of the primary, t
 and both baselines are then set on held-out normal rows so that the false-alarm rate per row
 stays within it (`loopline.models.calibration`), and the evaluation reports whether it did on
 the newest rows. The debounce settings say what counts as one alarm event in the evaluation.
+`baselineReadings` judges each score against its entity's recent level instead of a fixed
+threshold alone (`loopline.models.score_baseline`).
 """
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 from pydantic.config import JsonDict
 
 from loopline.types.common import Spec
 
 MAX_WINDOW = 100
 MAX_FALSE_ALARM_RATE = 0.5
+MAX_BASELINE_READINGS = 1_000_000
 RAISE_MESSAGE = (
     "alarms.raiseAt must not exceed alarms.window (an alarm starts when raiseAt of the last "
     "window readings are over the threshold)"
@@ -88,6 +98,18 @@ class AlarmPolicy(Spec):
         "are over the threshold (m, hysteresis; at most raiseAt).",
     )
 
+    baseline_readings: int | None = Field(
+        default=None,
+        alias="baselineReadings",
+        ge=2,
+        le=MAX_BASELINE_READINGS,
+        description="Judge each reading against its own entity's recent level: its score "
+        "(in units of the threshold) divided by the median of the entity's previous this "
+        "many scores must be over a relative threshold calibrated on the newest held-out "
+        "normal readings of each entity. For slow drift such as wear; at least twice the "
+        "longest fault, in readings. Unset: the plain threshold.",
+    )
+
     @model_validator(mode="after")
     def _window_fits(self) -> AlarmPolicy:
         if self.raise_at > self.window:
@@ -95,6 +117,19 @@ class AlarmPolicy(Spec):
         if self.clear_below > self.raise_at:
             raise ValueError(CLEAR_MESSAGE)
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_baseline(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, object]:
+        """Leave an unset baseline out: a Model's alarms then dump (and hash into its
+        training input) exactly as before the field existed, so setting nothing starts no
+        run."""
+        doc: dict[str, object] = handler(self)
+        if self.baseline_readings is None:
+            doc.pop("baselineReadings", None)
+            doc.pop("baseline_readings", None)
+        return doc
 
     @property
     def k(self) -> int:
