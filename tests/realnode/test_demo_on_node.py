@@ -140,9 +140,21 @@ def test_the_loop_closes_on_pods(cluster_run: KeptRun) -> None:
 
     # The new champion serves all traffic: the Deployment has no canary, its pods run only
     # the new version, and the plant's last answers all came from it.
-    (deployment,) = cluster_run.objects(
-        "get", "deployments", "-l", f"{MODEL_LABEL}={rec.model},{COMPONENT_LABEL}=server"
+    # The promotion is a rolling update of that Deployment: the canary's pods (already all
+    # on the new version at 100 %) answer until its new pods are ready, so the pods are read
+    # once the rollout is done.
+    servers = f"{MODEL_LABEL}={rec.model},{COMPONENT_LABEL}=server"
+    (deployment,) = cluster_run.objects("get", "deployments", "-l", servers)
+    cluster_run.kubectl(
+        "rollout",
+        "status",
+        f"deployment/{deployment['metadata']['name']}",
+        "-n",
+        rec.namespace,
+        "--timeout=300s",
+        timeout=330,
     )
+    (deployment,) = cluster_run.objects("get", "deployments", "-l", servers)
     annotations = deployment["metadata"]["annotations"]
     assert annotations[CHAMPION_ANNOTATION] == run.model_version
     assert annotations.get(CANARY_ANNOTATION, "") == ""
