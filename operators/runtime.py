@@ -358,6 +358,14 @@ class Operator:
         finalizer may go); raises BackendUnavailable to be retried."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
+        # After any reconcile already under way: one that read the Model before its deletion
+        # would otherwise re-create the monitor or the servers this removes, and nothing
+        # would remove them again. Reconciles after this one see the deletion and stop.
+        with self._locked("models", namespace, name):
+            return self._cleanup_model(body, namespace, name, retry)
+
+    def _cleanup_model(self, body: dict[str, Any], namespace: str, name: str, retry: int) -> bool:
+        meta = body["metadata"]
         try:
             for run_id in self.pipelines.runs_of(namespace, name):
                 self.pipelines.cancel(run_id)
