@@ -4,7 +4,7 @@ fake node: no image is pulled and nothing runs, so what is checked is the API se
 The API server validates every object server-side (schema, Pod Security admission on the
 namespace), the claims bind on the local cluster's default StorageClass (its hostPath
 provisioner), and the Deployments become available. The real server is exercised on the real
-node (tests/realnode/test_platform_services_on_node.py).
+node, where the closed loop runs on it (tests/realnode/test_demo_on_node.py).
 """
 
 from __future__ import annotations

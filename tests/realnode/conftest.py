@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ from loopline.cluster.manager import LocalCluster
 from loopline.cluster.node import oci, prerequisites, runner, teardown
 from loopline.cluster.settings import ClusterSettings
 from loopline.cluster.state import ClusterState, Health
+from loopline.cluster.versions import REPO_ROOT
+from loopline.ports import port_is_free
 from tests.fixtures.cluster import wait_for
 
 LAST = "test_demo_on_node.py"
@@ -71,6 +74,10 @@ class RealNode:
     local: LocalCluster
     chains_before: set[str]
     up_seconds: list[float] = field(default_factory=list)
+    # The registry's port stays the same across a down and up when it is free: skopeo
+    # knows which compressed layers a registry has by its address, and a push to a new
+    # address compresses every layer again (the torch layer: 3.5 GB, most of a minute).
+    registry_port: int | None = None
 
     @property
     def state(self) -> ClusterState:
@@ -90,8 +97,12 @@ class RealNode:
         if self.local.status().health is Health.RUNNING:
             return
         started = time.monotonic()
-        self.local.up(runtime="containerd")
+        port = (
+            self.registry_port if self.registry_port and port_is_free(self.registry_port) else None
+        )
+        self.local.up(runtime="containerd", registry_port=port)
         self.up_seconds.append(time.monotonic() - started)
+        self.registry_port = self.state.ports["registry"]
         runner.import_image(self.local.node_layout, oci.busybox_image(BUSYBOX_IMAGE))
 
     def apply(self, *objects: dict[str, object]) -> None:
@@ -243,3 +254,38 @@ def push_archive(archive: Path, reference: str) -> None:
         text=True,
         timeout=300,
     )
+
+
+def _loopline(*args: str, timeout: float) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "loopline.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"loopline {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def runtime_image(realnode_session: RealNode) -> tuple[str, str]:
+    """(registry/repository, tag) of this checkout's runtime image, built (a no-op when its
+    content tag is in the store) and pushed to the cluster's registry."""
+    for tool in ("podman", "skopeo"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (make system-deps installs it)")
+    realnode_session.ensure_up()
+    _loopline("images", "build", "--only", "runtime", timeout=3600)
+    out = _loopline(
+        "images", "push", "--registry", realnode_session.registry, "--only", "runtime", timeout=900
+    )
+    pushed = [line.removeprefix("pushed ").strip() for line in out.splitlines()]
+    pushed = [ref for ref in pushed if ref.startswith(realnode_session.registry + "/")]
+    assert pushed, f"nothing pushed: {out}"
+    # The content tag (version-hash) names exactly the image just built.
+    reference = max(pushed, key=len)
+    repository, _, tag = reference.rpartition(":")
+    return repository, tag

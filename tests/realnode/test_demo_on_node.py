@@ -34,6 +34,7 @@ from loopline.cluster.manager import LocalCluster
 from loopline.cluster.node import teardown
 from loopline.cluster.settings import ClusterSettings
 from loopline.components.steps import SINCE_DRIFT, WINDOW_BASIS_TAG
+from loopline.demo.cluster_objects import MLFLOW_SELECTOR, MLFLOW_SERVICE, OPERATOR_SELECTOR
 from loopline.demo.processes import tagged_pids
 from loopline.demo.scenario import ClusterDemo, DemoResult
 from loopline.demo.settings import DemoSettings
@@ -42,6 +43,7 @@ from loopline.operators.builders.auth import MODEL_LABEL
 from loopline.operators.builders.kube_jobs import COMPONENT_LABEL
 from loopline.operators.builders.kube_serving import CANARY_ANNOTATION, CHAMPION_ANNOTATION
 from loopline.tracking import lineage
+from tests.fixtures.cluster import wait_for
 from tests.realnode.conftest import RealNode
 
 if os.geteuid() != 0:
@@ -192,3 +194,76 @@ def test_the_loop_closes_on_pods(cluster_run: KeptRun) -> None:
     assert steps == sorted(steps), cluster_run.demo.rollout_steps
     canary_restart = next(m for m in restarts if "mid-canary" in m.label)
     assert rec.markers_of("promoted")[-1].t > canary_restart.t
+
+
+def _pod(run: KeptRun, selector: str, *, other_than: str = "") -> dict[str, Any]:
+    """The Ready pod of `selector` (not `other_than`), waiting up to 5 minutes for it."""
+
+    def ready() -> dict[str, Any] | None:
+        for pod in run.objects("get", "pods", "-l", selector):
+            if pod["metadata"]["name"] == other_than or pod["metadata"].get("deletionTimestamp"):
+                continue
+            conditions = (pod.get("status") or {}).get("conditions") or []
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                return pod
+        return None
+
+    return wait_for(ready, timeout=300, interval=2, what=f"a Ready pod of {selector}")
+
+
+def _exec(run: KeptRun, pod: str, *command: str, check: bool = True) -> Any:
+    return run.kubectl(
+        "exec", "-n", run.result.record.namespace, pod, "--", *command, check=check, timeout=90
+    )
+
+
+def test_the_platform_pods_are_hardened_and_mlflow_keeps_the_registry_on_its_claim(
+    cluster_run: KeptRun,
+) -> None:
+    """The chart's pods as they ran the loop: the operator from the runtime image in the
+    node's registry, as user 10001 on a read-only root with no capabilities; MLflow on its
+    claim, handed to that user, and a new MLflow pod on the same claim still has the champion
+    and its artifacts. Runs after the loop test (same module, kept run)."""
+    from mlflow import MlflowClient
+
+    demo, result = cluster_run.demo, cluster_run.result
+    operator = _pod(cluster_run, OPERATOR_SELECTOR)
+    name = operator["metadata"]["name"]
+    assert operator["status"]["containerStatuses"][0]["image"] == demo.runtime_image
+    assert _exec(cluster_run, name, "id", "-u").stdout.strip() == "10001"
+    write = _exec(cluster_run, name, "sh", "-c", "echo x > /probe", check=False)
+    assert write.returncode != 0
+    assert "Read-only file system" in write.stderr
+    status = _exec(cluster_run, name, "cat", "/proc/self/status").stdout
+    caps = {
+        line.split(":")[0]: line.split(":")[1].strip()
+        for line in status.splitlines()
+        if line.startswith("Cap")
+    }
+    assert int(caps["CapEff"], 16) == 0
+    assert int(caps["CapPrm"], 16) == 0
+    assert "NoNewPrivs:\t1" in status
+
+    # MLflow's claim is bound and handed to the pods' user.
+    claim = cluster_run.kubectl(
+        "get", "pvc", MLFLOW_SERVICE, "-n", result.record.namespace, "-o", "json"
+    ).stdout
+    assert json.loads(claim)["status"]["phase"] == "Bound"
+    mlflow = _pod(cluster_run, MLFLOW_SELECTOR)["metadata"]["name"]
+    owner = _exec(cluster_run, mlflow, "stat", "-c", "%u", "/var/lib/mlflow").stdout.strip()
+    assert owner == "10001", f"the volume was not handed to the pod's user: {owner}"
+
+    client = MlflowClient(tracking_uri=result.tracking_uri, registry_uri=result.tracking_uri)
+    before = client.get_model_version_by_alias(result.model_uri_name, "champion")
+    artifacts = sorted(a.path for a in client.list_artifacts(str(before.run_id)))
+    assert artifacts, "the champion's run has no artifacts"
+
+    cluster_run.kubectl(
+        "delete", "pod", mlflow, "-n", result.record.namespace, "--wait=true", timeout=120
+    )
+    replacement = _pod(cluster_run, MLFLOW_SELECTOR, other_than=mlflow)["metadata"]["name"]
+    assert replacement != mlflow
+    demo.mlflow_ready(timeout=300)
+    after = client.get_model_version_by_alias(result.model_uri_name, "champion")
+    assert (after.version, after.run_id) == (before.version, before.run_id)
+    assert sorted(a.path for a in client.list_artifacts(str(after.run_id))) == artifacts

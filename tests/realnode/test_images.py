@@ -37,6 +37,7 @@ from loopline.images.runner import Built, Images
 from loopline.serving.seldon import MLSERVER_COMMAND
 from loopline.settings import get_settings
 from tests.fixtures.cluster import wait_for
+from tests.realnode.conftest import RealNode
 
 _MISSING = [tool for tool in ("podman", "mmdebstrap") if shutil.which(tool) is None]
 if os.geteuid() != 0:
@@ -335,10 +336,18 @@ def test_training_image_is_the_runtime_image_plus_the_torch_layer(
 
 
 def test_training_push_sends_only_the_torch_layer_after_the_runtime(
-    images: Images, runtime: Built, training: Built, local_registry: str
+    images: Images, runtime: Built, training: Built, realnode_session: RealNode
 ) -> None:
     """The registry holds each shared layer once: the training image's manifest names the
-    runtime image's blobs (compressed, as pushed) and one more."""
+    runtime image's blobs (compressed, as pushed) and one more.
+
+    The registry is the session node's: compressing the 3.5 GB torch layer for a push is most
+    of a push's time, and skopeo remembers the compressed digests per registry address, so
+    the closed loop on that node (test_demo_on_node.py) then finds both images there."""
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo not installed (scripts/install-system-deps.sh installs it)")
+    realnode_session.ensure_up()
+    local_registry = realnode_session.registry
     images.push(local_registry, ("runtime",))
     images.push(local_registry, ("training",))
     manifests = {}

@@ -39,7 +39,6 @@ from loopline.types.model import CanarySpec, ServingResources
 from tests.fixtures.cluster import wait_for
 from tests.fixtures.serving import make_bundle, sensor_rows
 from tests.realnode.conftest import RealNode
-from tests.realnode.test_chart_on_node import runtime_image  # noqa: F401 (a fixture)
 
 NAME = "drill-ae"
 REGISTERED = "plant.drill-ae"
@@ -121,7 +120,7 @@ def versions(mlflow_url: str) -> tuple[str, str]:
 @pytest.fixture
 def backend(
     realnode: RealNode,
-    runtime_image: tuple[str, str],  # noqa: F811
+    runtime_image: tuple[str, str],
     mlflow_url: str,
 ) -> Iterator[KubernetesServingBackend]:
     repository, tag = runtime_image
