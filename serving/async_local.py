@@ -16,6 +16,7 @@ from loopline.serving.async_redis_local import LocalRedis
 from loopline.serving.async_settings import AsyncSettings
 
 URL_ENV = "LOOPLINE_ASYNC_REDIS_URL"
+FOLDER = ".redis"  # under the serving root
 
 _lock = threading.Lock()
 _started: dict[Path, str] = {}
@@ -26,7 +27,7 @@ def local_async_env(root: Path, settings: AsyncSettings | None = None) -> dict[s
     settings = settings or AsyncSettings()
     if settings.redis_url or not settings.local:
         return {}
-    folder = (root / ".redis").resolve()
+    folder = (root / FOLDER).resolve()
     with _lock:
         url = _started.get(folder)
         if url is None:

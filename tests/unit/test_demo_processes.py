@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from loopline import supervisor
 from loopline.demo.processes import DEMO_ID_ENV, DemoProcesses, tagged_pids
+from loopline.serving.async_local import FOLDER, local_async_env
+from loopline.serving.async_redis_local import STATE_FILE
+from loopline.serving.async_settings import AsyncSettings
 
 
 def _wait(predicate: object, timeout: float = 10.0) -> bool:
@@ -58,3 +65,27 @@ def test_other_demos_and_untagged_processes_are_left_alone(tmp_path: Path) -> No
     finally:
         theirs.kill()
         theirs.wait()
+
+
+def test_the_local_async_broker_is_found_and_stopped_though_its_environment_is_gone(
+    tmp_path: Path,
+) -> None:
+    """redis-server rewrites its process title over its environment, so the demo id it
+    inherits is not in /proc: the demo finds it by the record its starter left in the state
+    directory (as the operator's local serving backend starts it) and stops it."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed (scripts/install-system-deps.sh installs it)")
+    procs = DemoProcesses(tmp_path / "state")
+    root = tmp_path / "state" / "operator" / "serving"
+    env = local_async_env(root, AsyncSettings(local=True))
+    record = supervisor.adopt(root / FOLDER / STATE_FILE)
+    assert record is not None
+    assert env
+    try:
+        assert tagged_pids(procs.demo_id) == []  # the id cannot find it
+        assert procs.leftovers() == [record.pid]
+        assert "redis-server" in procs.stop_all(timeout=5)
+        assert _wait(lambda: not supervisor.alive(record))
+        assert procs.leftovers() == []
+    finally:
+        supervisor.stop(record)
