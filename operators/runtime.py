@@ -355,39 +355,29 @@ class Operator:
 
     def cleanup_model(self, body: dict[str, Any], retry: int) -> bool:
         """Remove what a Model made outside Kubernetes. True when done or given up (the
-        finalizer may go); raises BackendUnavailable to be retried."""
+        finalizer may go); raises BackendUnavailable to be retried. It waits for a reconcile
+        under way, which would otherwise re-create what this removes and leave it behind."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        # After any reconcile already under way: one that read the Model before its deletion
-        # would otherwise re-create the monitor or the servers this removes, and nothing
-        # would remove them again. Reconciles after this one see the deletion and stop.
         with self._locked("models", namespace, name):
-            return self._cleanup_model(body, namespace, name, retry)
-
-    def _cleanup_model(self, body: dict[str, Any], namespace: str, name: str, retry: int) -> bool:
-        meta = body["metadata"]
-        try:
-            for run_id in self.pipelines.runs_of(namespace, name):
-                self.pipelines.cancel(run_id)
-            self.serving.delete(namespace, name)
-            if self.monitoring is not None:
-                self.monitoring.delete(namespace, name)
-            self.serving.forget(namespace, name)
-            if self.registry is not None:
-                self.registry.release(registered_model_name(namespace, name))
-        except (BackendUnavailable, BackendRejected, OSError) as exc:
-            if retry < self.settings.cleanup_retries:
-                raise BackendUnavailable(f"cleanup of {namespace}/{name}: {exc}") from exc
-            self.event(
-                body,
-                Event(
-                    "Warning",
-                    "CleanupAbandoned",
+            try:
+                for run_id in self.pipelines.runs_of(namespace, name):
+                    self.pipelines.cancel(run_id)
+                self.serving.delete(namespace, name)
+                if self.monitoring is not None:
+                    self.monitoring.delete(namespace, name)
+                self.serving.forget(namespace, name)
+                if self.registry is not None:
+                    self.registry.release(registered_model_name(namespace, name))
+            except (BackendUnavailable, BackendRejected, OSError) as exc:
+                if retry < self.settings.cleanup_retries:
+                    raise BackendUnavailable(f"cleanup of {namespace}/{name}: {exc}") from exc
+                message = (
                     f"gave up cleaning up after {retry + 1} attempts: {exc}; remove leftovers "
-                    "by hand (serving processes, runs, the MLflow aliases); the Model is deleted "
-                    "anyway",
-                ),
-            )
+                    "by hand (serving processes, runs, the MLflow aliases); the Model is "
+                    "deleted anyway"
+                )
+                self.event(body, Event("Warning", "CleanupAbandoned", message))
         self.record(body, [deletion(meta, utcnow())])
         self._written.pop(("models", namespace, name), None)
         return True
