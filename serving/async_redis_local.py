@@ -25,12 +25,13 @@ class LocalRedisError(RuntimeError):
     """redis-server is missing or did not start; the message says what to do."""
 
 
-def redis_config(folder: Path, port: int, argv: list[str]) -> str:
+def redis_config(folder: Path, port: int) -> str:
     """redis.conf: loopback, this port, data in `folder`, no RDB snapshots.
 
-    redis-server rewrites its process title; the template keeps it equal to the command
-    line it was started with, so the supervisor still knows the process as its own (it
-    compares command lines before adopting or signalling a pid)."""
+    `set-proc-title no`: by default redis-server writes its process title over its command
+    line and its environment. The supervisor knows the process as its own by its command line
+    (it compares them before adopting or signalling a pid), and a demo finds the processes it
+    started by the id in their environment; both stay as they were started."""
     return "\n".join(
         [
             f"bind {HOST}",
@@ -40,7 +41,7 @@ def redis_config(folder: Path, port: int, argv: list[str]) -> str:
             "appendfsync everysec",
             'save ""',
             "protected-mode yes",
-            f'proc-title-template "{" ".join(argv)}"',
+            "set-proc-title no",
             "",
         ]
     )
@@ -92,7 +93,7 @@ class LocalRedis:
         self.port = self.port or free_port(HOST)
         conf = self.folder / "redis.conf"
         argv = [binary, str(conf)]
-        conf.write_text(redis_config(self.folder, self.port, argv))
+        conf.write_text(redis_config(self.folder, self.port))
         self.record = supervisor.start(
             "redis-server",
             argv,

@@ -132,22 +132,9 @@ class DemoProcesses:
     def alive(self) -> list[ProcessRecord]:
         return [p for p in self.state.processes if supervisor.alive(p)]
 
-    def untagged(self) -> list[ProcessRecord]:
-        """Live processes the demo's pieces recorded under its state directory that the id
-        cannot find: redis-server (the local async broker the operator's model servers
-        share) rewrites its process title over its environment, so /proc no longer shows
-        the demo id it inherited."""
-        from loopline.serving.async_local import FOLDER
-        from loopline.serving.async_redis_local import STATE_FILE
-
-        if not self.state_dir.is_dir():
-            return []
-        found = (supervisor.adopt(f) for f in self.state_dir.rglob(f"{FOLDER}/{STATE_FILE}"))
-        return [record for record in found if record is not None]
-
     def leftovers(self) -> list[int]:
         """Live pids that belong to this demo: recorded ones and anything carrying its id."""
-        recorded = [p.pid for p in [*self.alive(), *self.untagged()]]
+        recorded = [p.pid for p in self.alive()]
         return sorted(set(recorded) | set(tagged_pids(self.demo_id)))
 
     def stop_all(self, timeout: float = 20.0) -> list[str]:
@@ -175,14 +162,6 @@ class DemoProcesses:
             log.info("stopping %d more process(es) started by the demo: %s", len(strays), strays)
             supervisor.stop_pids(strays, grace=10.0)
             stopped.extend(f"pid {p}" for p in strays)
-        # After the model servers (the strays) that use it.
-        for record in self.untagged():
-            log.info("stopping %s (pid %d)", record.name, record.pid)
-            stopped.append(record.name)
-            try:
-                supervisor.stop(record, timeout)
-            except SupervisorError as exc:
-                log.error("could not stop %s: %s", record.name, exc)
         self.state.processes = []
         self.state.cluster_state_dir = None
         self.state.endpoints = {}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -211,7 +212,9 @@ def _pod(run: KeptRun, selector: str, *, other_than: str = "") -> dict[str, Any]
     return wait_for(ready, timeout=300, interval=2, what=f"a Ready pod of {selector}")
 
 
-def _exec(run: KeptRun, pod: str, *command: str, check: bool = True) -> Any:
+def _exec(
+    run: KeptRun, pod: str, *command: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     return run.kubectl(
         "exec", "-n", run.result.record.namespace, pod, "--", *command, check=check, timeout=90
     )

@@ -67,24 +67,25 @@ def test_other_demos_and_untagged_processes_are_left_alone(tmp_path: Path) -> No
         theirs.wait()
 
 
-def test_the_local_async_broker_is_found_and_stopped_though_its_environment_is_gone(
-    tmp_path: Path,
+def test_the_local_async_broker_keeps_the_demo_id_and_is_stopped_with_the_demo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """redis-server rewrites its process title over its environment, so the demo id it
-    inherits is not in /proc: the demo finds it by the record its starter left in the state
-    directory (as the operator's local serving backend starts it) and stops it."""
+    """redis-server writes its process title over its environment unless told not to; the
+    broker the operator's local serving backend starts must keep the demo id it inherits, or
+    it outlives the demo. Started here as the operator starts it, inside a demo's
+    environment."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server not installed (scripts/install-system-deps.sh installs it)")
     procs = DemoProcesses(tmp_path / "state")
+    monkeypatch.setenv(DEMO_ID_ENV, procs.demo_id)
     root = tmp_path / "state" / "operator" / "serving"
-    env = local_async_env(root, AsyncSettings(local=True))
+    assert local_async_env(root, AsyncSettings(local=True))
     record = supervisor.adopt(root / FOLDER / STATE_FILE)
     assert record is not None
-    assert env
     try:
-        assert tagged_pids(procs.demo_id) == []  # the id cannot find it
+        assert tagged_pids(procs.demo_id) == [record.pid]
         assert procs.leftovers() == [record.pid]
-        assert "redis-server" in procs.stop_all(timeout=5)
+        assert f"pid {record.pid}" in procs.stop_all(timeout=5)
         assert _wait(lambda: not supervisor.alive(record))
         assert procs.leftovers() == []
     finally:
