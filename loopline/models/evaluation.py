@@ -73,7 +73,7 @@ def evaluate_bundle(
     """Metrics of primary, fallback and baselines on the labelled rows of `df`.
 
     Anomaly detection adds the reliability figures (`loopline.models.evaluation_anomaly`),
-    with alarm events counted after the debouncing of `alarms` (default k=3 of n=5, ending
+    with alarm events counted after the debouncing of `alarms` (default k=5 of n=8, ending
     below m=1) and, when it sets a false-alarm budget, whether each detector met it.
 
     The label column is `roles.label`: the run's roles, else those the bundle recorded (a

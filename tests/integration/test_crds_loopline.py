@@ -90,8 +90,8 @@ def test_defaults_are_applied(kube_api: k8s.ApiClient, namespace: str) -> None:
     )
     assert with_alarms["spec"]["alarms"] == {
         "maxFalseAlarmRate": 0.01,
-        "window": 5,
-        "raiseAt": 3,
+        "window": 8,
+        "raiseAt": 5,
         "clearBelow": 1,
     }
 

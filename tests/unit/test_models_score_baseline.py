@@ -129,8 +129,8 @@ def test_serving_alarms_take_the_verdict_the_evaluation_judged() -> None:
 def test_a_bundle_without_a_baseline_alarms_on_the_row_flags() -> None:
     assert baseline_of({}) is None
     events = AlarmEvents.of(AlarmPolicy(), max_entities=4, metadata={})
-    got = events.step(["a"] * 3, [True, True, True], u=[0.0, 0.0, 0.0])
-    assert got.active == [False, False, True]
+    got = events.step(["a"] * 5, [True] * 5, u=[0.0] * 5)
+    assert got.active == [False, False, False, False, True]  # default 5 of 8
     with pytest.raises(ValueError, match="malformed"):
         baseline_of({BASELINE_KEY: {"readings": 5, "detectors": {}}})
 

@@ -72,17 +72,10 @@ async def test_stale_anomalies_and_alarm_events_are_counted_apart(bundle_dir: Pa
     runtime = await loaded(str(bundle_dir), registry)
     version = str(bundle_dir)
     assert runtime.drift is not None
-    x = anomalous(bundle_dir, 6)
-    # default spec.alarms: 3 of the last 5 raise an event; machine b sees only two rows
-    out = outputs_of(await runtime.predict(request(x, ["a", "a", "a", "b", "b", "a"])))
-    assert out["alarm_event"] == [
-        "inactive",
-        "inactive",
-        "active",
-        "inactive",
-        "inactive",
-        "active",
-    ]
+    x = anomalous(bundle_dir, 8)
+    # default spec.alarms: 5 of the last 8 raise an event; machine b sees only three rows
+    out = outputs_of(await runtime.predict(request(x, ["a", "a", "a", "b", "b", "b", "a", "a"])))
+    assert out["alarm_event"] == ["inactive"] * 7 + ["active"]
     labels = {"model": "drill-ae", "version": version}
     assert (
         registry.get_sample_value("loopline_alarm_events_total", labels | {"state": "unknown"}) == 1
@@ -90,18 +83,18 @@ async def test_stale_anomalies_and_alarm_events_are_counted_apart(bundle_dir: Pa
     assert registry.get_sample_value("loopline_stale_anomaly_rows_total", labels) is None
 
     runtime.drift.update({"reference": {"version": version}, "driftConfirmed": True})
-    out = outputs_of(await runtime.predict(request(x[:2], ["b", "c"])))
+    out = outputs_of(await runtime.predict(request(x[:2], ["b", "b"])))
     assert out["model_state"] == ["stale", "stale"]
-    # b's third anomalous reading: the stale model's verdict raises no event
+    # b's fourth and fifth anomalous readings: the stale model's verdict raises no event
     assert out["alarm_event"] == ["inactive", "inactive"]
     assert registry.get_sample_value("loopline_stale_anomaly_rows_total", labels) == 2
-    assert registry.get_sample_value("loopline_anomaly_rows_total", labels) == 8
+    assert registry.get_sample_value("loopline_anomaly_rows_total", labels) == 10
     stale_events = labels | {"state": "stale"}
     assert registry.get_sample_value("loopline_alarm_events_total", stale_events) is None
     # while stale, a reading far above the entity's own recent scores still alarms
     await runtime.predict(request(sensor_rows(40, seed=7), ["d"] * 40))
-    out = outputs_of(await runtime.predict(request(x[:3], ["d"] * 3)))
-    assert out["alarm_event"] == ["inactive", "inactive", "active"]
+    out = outputs_of(await runtime.predict(request(x[:5], ["d"] * 5)))
+    assert out["alarm_event"] == ["inactive"] * 4 + ["active"]
     assert registry.get_sample_value("loopline_alarm_events_total", stale_events) == 1
 
     runtime.drift.update({"reference": {"version": version}, "driftConfirmed": False})

@@ -32,11 +32,11 @@ def _model(**spec: Any) -> ModelSpec:
 
 def test_defaults_and_a_budget() -> None:
     default = AlarmPolicy()
-    assert (default.max_false_alarm_rate, default.k, default.n, default.m) == (None, 3, 5, 1)
+    assert (default.max_false_alarm_rate, default.k, default.n, default.m) == (None, 5, 8, 1)
     assert default.model_dump(by_alias=True) == {
         "maxFalseAlarmRate": None,
-        "window": 5,
-        "raiseAt": 3,
+        "window": 8,
+        "raiseAt": 5,
         "clearBelow": 1,
     }
     model = _model(alarms={"maxFalseAlarmRate": 0.01, "raiseAt": 2, "window": 4})
@@ -47,7 +47,7 @@ def test_defaults_and_a_budget() -> None:
 @pytest.mark.parametrize(
     ("alarms", "message"),
     [
-        ({"raiseAt": 6}, RAISE_MESSAGE),  # window defaults to 5
+        ({"raiseAt": 9}, RAISE_MESSAGE),  # window defaults to 8
         ({"raiseAt": 2, "clearBelow": 3}, CLEAR_MESSAGE),
         ({"maxFalseAlarmRate": 0}, "greater than 0"),
         ({"maxFalseAlarmRate": 0.6}, "less than or equal to 0.5"),
@@ -71,8 +71,8 @@ def test_the_crd_carries_the_same_rules_and_ranges() -> None:
     budget = alarms["properties"]["maxFalseAlarmRate"]
     assert (budget["minimum"], budget["exclusiveMinimum"], budget["maximum"]) == (0, True, 0.5)
     assert [alarms["properties"][f]["default"] for f in ("raiseAt", "window", "clearBelow")] == [
-        3,
         5,
+        8,
         1,
     ]
     assert "default" not in alarms  # unset stays unset: the run hash of such a Model holds
