@@ -6,9 +6,11 @@ on a real labelled sensor data set, with the product's own training and evaluati
 70 %, `evaluate_bundle` on the newest 30 %; 15 epochs) with `training.detector: window`
 (default windowSize 4), so one bundle holds the window autoencoder (primary), the per-row
 autoencoder, the core-sensor fallback and both baselines. Three alarm settings fixed up front:
-the defaults (`thresholdQuantile` 0.995, k/n/m 3/5/1), a 1 % false-alarm budget, and the
-defaults with a per-machine score baseline (`alarms.baselineReadings` 1 440). Figures
-per seed, their median, and the detection delay pooled over every labelled fault event.
+the defaults (`thresholdQuantile` 0.995, k/n/m 5/8/1), a 1 % false-alarm budget, and the
+defaults with a per-machine score baseline (`alarms.baselineReadings` 1 440); beside them
+the previous default debounce (3/5/1), and the defaults on three further seeds (6, 7, 8)
+that played no part in choosing them. Figures per seed, their median, and the detection
+delay pooled over every labelled fault event.
 
 (b) UCI Cardiotocography (`benchmarks.ctg_data`): normal = NSP 1, anomaly = NSP 3. Per split
 seed, the normal recordings are shuffled; 75 % go to `train_bundle`, which fits on 80 % of
@@ -47,7 +49,12 @@ PLANT_SETTINGS: dict[str, dict[str, float]] = {
     "defaults": {},
     "budget_1pct": {"maxFalseAlarmRate": 0.01},
     "entity_baseline": {"baselineReadings": 1440},
+    # the debounce the defaults had before 5 of 8, measured beside them in the same run
+    "previous_defaults_3_of_5": {"window": 5, "raiseAt": 3, "clearBelow": 1},
 }
+# 5 of 8 was chosen on seeds 3-5's evaluation readings; these plants, never looked at before
+# the choice, say whether it holds on data it was not chosen on
+UNSEEN_SEEDS = (6, 7, 8)
 
 CTG_SEEDS = (0, 1, 2, 3, 4)
 CTG_TRAIN_SHARE = 0.75  # of the normals, to train_bundle: 80 % fit, 20 % calibrate
@@ -102,8 +109,8 @@ def plant_run(seed: int, setting: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def plant(setting: dict[str, float]) -> dict[str, Any]:
-    runs = [plant_run(seed, setting) for seed in SEEDS]
+def plant(setting: dict[str, float], seeds: tuple[int, ...] = SEEDS) -> dict[str, Any]:
+    runs = [plant_run(seed, setting) for seed in seeds]
     median = {
         name: qt.median_figures(
             {k: v for k, v in run["detectors"][name].items() if k != "fault_event_delays"}
@@ -133,6 +140,7 @@ def plant(setting: dict[str, float]) -> dict[str, Any]:
     return {
         "max_false_alarm_rate": setting.get("maxFalseAlarmRate"),
         "alarms": setting,
+        "seeds": list(seeds),
         "runs": runs,
         "median": median,
         "pooled_fault_events": pooled,
@@ -280,6 +288,7 @@ def main() -> Path:
     start = time.perf_counter()
     real = ctg()
     generated = {name: plant(setting) for name, setting in PLANT_SETTINGS.items()}
+    generated["defaults_unseen_seeds"] = plant({}, UNSEEN_SEEDS)
     return write_results(
         "quality",
         {
