@@ -22,6 +22,7 @@ import numpy as np
 
 from benchmarks.common import machine, write_results
 from loopline import quiet
+from loopline.types.alarms import AlarmPolicy
 
 SEEDS = (0, 1)
 MACHINES = 4
@@ -68,7 +69,7 @@ def plant(seed: int) -> dict[str, Any]:
     fallback = bundle.score_fallback(np.ascontiguousarray(x[:, core]))["is_anomaly"].astype(bool)
     after = (live[TIMESTAMP] >= change).to_numpy()
     fault = live[IS_FAULT].to_numpy().astype(bool)
-    events = AlarmEvents(3, 5, 1, max_entities=MACHINES)
+    events = AlarmEvents.of(AlarmPolicy(), max_entities=MACHINES)  # the default spec.alarms
     active = np.zeros(len(live), dtype=bool)
     for _, rows in live.groupby(TIMESTAMP, sort=True).indices.items():
         step = events.step(
@@ -129,7 +130,7 @@ def main() -> Path:
                 "history_days": HISTORY_DAYS,
                 "live_minutes": LIVE_MINUTES,
                 "recipe_shift": RECIPE_SHIFT,
-                "alarms": {"window": 5, "raiseAt": 3, "clearBelow": 1},
+                "alarms": AlarmPolicy().model_dump(by_alias=True, exclude_none=True),
             },
             "plants": [plant(seed) for seed in SEEDS],
         },
