@@ -9,9 +9,11 @@ Events go before the periodic pass, so one Model changed among hundreds does not
 the rest. Every body a handler sees also feeds the operator's object cache
 (operators/cache.py), so the reconcile reads the watch's copy instead of GETting it again.
 
-kopf keeps its own bookkeeping (handler progress, last-handled configuration) in annotations
-under `kopf.loopline.dev/`, never in `status`, so `status` has one owner and is the API. The
-finalizer `loopline.dev/cleanup` exists because deleting a Model has effects outside the
+kopf keeps its own bookkeeping (the deletion handler's progress) in annotations under
+`kopf.loopline.dev/`, never in `status`, so `status` has one owner and is the API. It keeps no
+last-handled configuration (`NoDiffBase`): no handler here asks kopf what changed (the
+reconcile compares desired with actual itself), and storing it cost a write of the whole object
+after every change, whose watch event then reconciled the object once more. The finalizer `loopline.dev/cleanup` exists because deleting a Model has effects outside the
 cluster (model server processes, runs); its cleanup retries with backoff a bounded number of
 times, then posts a `CleanupAbandoned` Event and lets the deletion finish.
 
@@ -39,6 +41,32 @@ from loopline.types.common import GROUP, VERSION
 
 FINALIZER = f"{GROUP}/cleanup"
 KOPF_PREFIX = f"kopf.{GROUP}"
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """A last-handled configuration that is never stored: kopf then sees every event of a
+    live object as a creation with no creation handler, and writes nothing for it."""
+
+    def fetch(self, *, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
+class RoutineSuccess(logging.Filter):
+    """Drops kopf's line for every routine handler call that succeeded (a watch event or a
+    timer tick only queues a key): at hundreds of Models that was most of the log."""
+
+    QUEUEING = ("model_event", "model_timer", "pipeline_event", "pipeline_timer")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            record.levelno <= logging.INFO
+            and message.endswith(" succeeded.")
+            and any(f"'{name}'" in message for name in self.QUEUEING)
+        )
 
 
 def _backoff(retry: int) -> float:
@@ -70,9 +98,10 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     quiet.apply()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=KOPF_PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, RoutineSuccess) for f in objects.filters):
+        objects.addFilter(RoutineSuccess())
     settings.posting.level = logging.WARNING  # our own Events say what happened
     # Survive an API server restart: short timeouts so dead watch streams are noticed.
     settings.watching.server_timeout = 60
@@ -87,6 +116,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     ours = OperatorSettings()
     backends = build_backends(ours, Settings().resolved_mlflow_tracking_uri())
     operator = Operator(api_client(ours), backends, ours)
+    operator.cache.watched("models", "pipelines")  # kopf's watches feed it from here on
     queue = WorkQueue(partial(reconcile, operator), ours.reconcile_workers, _backoff)
     memo["operator"], memo["queue"] = operator, queue
     queue.start()

@@ -28,3 +28,33 @@ def test_every_handler_is_registered_once_per_registry() -> None:
     first, second = build_registry(), build_registry()
     assert first is not second
     assert len(first._activities.get_all_handlers()) == 3  # login, startup, cleanup
+
+
+def test_kopf_stores_no_last_handled_configuration() -> None:
+    """Every event of a live Model then reads as a creation with no creation handler: kopf has
+    nothing to write back (a write of the whole object after every change, before)."""
+    import kopf
+
+    from loopline.operators.handlers import NoDiffBase
+
+    body = kopf.Body({"metadata": {"name": "m", "annotations": {"a": "b"}}, "spec": {"x": 1}})
+    patch = kopf.Patch()
+    storage = NoDiffBase()
+    assert storage.fetch(body=body) is None
+    storage.store(body=body, patch=patch, essence=storage.build(body=body))
+    assert not patch
+
+
+def test_routine_handler_successes_are_not_logged_but_everything_else_is() -> None:
+    import logging
+
+    from loopline.operators.handlers import RoutineSuccess
+
+    def record(level: int, message: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", level, __file__, 1, message, None, None)
+
+    keep = RoutineSuccess().filter
+    assert not keep(record(logging.INFO, "Handler 'model_event' succeeded."))
+    assert not keep(record(logging.INFO, "Timer 'pipeline_timer' succeeded."))
+    assert keep(record(logging.INFO, "Handler 'model_delete' succeeded."))
+    assert keep(record(logging.ERROR, "Handler 'model_event' failed with an exception."))
