@@ -9,7 +9,11 @@ informer cache in its smallest form:
 - the operator's own status writes feed it too (`observe` with the patch's response), so the
   next reconcile reads its own write even before the watch brings it back (read-your-writes);
 - an object it has never seen is not in it, and the caller GETs it: a cache that nobody feeds
-  (the operator driven without kopf, in tests or by a one-off command) is a plain GET.
+  (the operator driven without kopf, in tests or by a one-off command) is a plain GET;
+- a GET that found nothing is remembered (`remember_absent`) for a kind the watch feeds
+  (`watched`), so a Model whose Pipeline does not exist yet is not one 404 per reconcile: the
+  watch event that brings the object ends the absence, and it lapses after `absent_ttl`
+  seconds in any case, in case a watch stream was broken and its relist not yet delivered.
 
 Copies are never older than what they replace: resource versions are compared as the numbers
 the API server's storage makes them (etcd revisions); one that is not a number replaces
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from typing import Any
 
 Key = tuple[str, str, str]  # plural, namespace, name
@@ -36,10 +41,41 @@ def _newer(candidate: str | None, held: str | None) -> bool:
         return True
 
 
+ABSENT_TTL_S = 60.0
+
+
 class ObjectCache:
-    def __init__(self) -> None:
+    def __init__(self, absent_ttl: float = ABSENT_TTL_S) -> None:
         self._objects: dict[Key, dict[str, Any]] = {}
+        self._absent: dict[Key, float] = {}  # key -> monotonic time the GET found nothing
+        self._absent_ttl = absent_ttl
+        self._watched: set[str] = set()
         self._guard = threading.Lock()
+
+    def watched(self, *plurals: str) -> None:
+        """Say that a watch feeds every object of `plurals`: only then is a 404 remembered."""
+        with self._guard:
+            self._watched.update(plurals)
+
+    def remember_absent(self, plural: str, namespace: str, name: str) -> None:
+        """A GET found no such object; unless the watch brought it meanwhile, say so until the
+        watch brings it or `absent_ttl` passes."""
+        key = (plural, namespace, name)
+        with self._guard:
+            if plural in self._watched and key not in self._objects:
+                self._absent[key] = time.monotonic()
+
+    def absent(self, plural: str, namespace: str, name: str) -> bool:
+        """Whether a recent GET found no such object and the watch has not brought it since."""
+        key = (plural, namespace, name)
+        with self._guard:
+            since = self._absent.get(key)
+            if since is None:
+                return False
+            if time.monotonic() - since > self._absent_ttl:
+                del self._absent[key]
+                return False
+            return True
 
     def observe(self, plural: str, body: Any, deleted: bool = False) -> None:
         """Hold `body` as the newest copy of its object, unless a newer one is held."""
@@ -58,6 +94,8 @@ class ObjectCache:
         key = (plural, namespace, name)
         version = meta.get("resourceVersion")
         with self._guard:
+            if not deleted:
+                self._absent.pop(key, None)
             held = self._objects.get(key)
             if held is None and only_if_held:
                 return

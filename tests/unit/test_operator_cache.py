@@ -85,3 +85,33 @@ def test_concurrent_writers_leave_the_highest_version() -> None:
     assert held is not None
     assert held["metadata"]["resourceVersion"] == "1999"
     assert len(cache) == 1
+
+
+def test_a_404_is_remembered_only_for_watched_kinds_until_the_watch_brings_the_object() -> None:
+    cache = ObjectCache()
+    cache.remember_absent("pipelines", "plant", "p")
+    assert not cache.absent("pipelines", "plant", "p")  # no watch feeds it: always GET
+    cache.watched("models", "pipelines")
+    cache.remember_absent("pipelines", "plant", "p")
+    assert cache.absent("pipelines", "plant", "p")
+    assert not cache.absent("pipelines", "plant", "q")
+    assert not cache.absent("models", "plant", "p")
+    cache.observe("pipelines", _body("p", "3"))  # created: its watch event ends the absence
+    assert not cache.absent("pipelines", "plant", "p")
+    assert cache.get("pipelines", "plant", "p") is not None
+
+
+def test_a_late_404_does_not_hide_an_object_the_watch_already_brought() -> None:
+    cache = ObjectCache()
+    cache.watched("pipelines")
+    cache.observe("pipelines", _body("p", "3"))  # the watch was quicker than the GET's answer
+    cache.remember_absent("pipelines", "plant", "p")
+    assert not cache.absent("pipelines", "plant", "p")
+    assert cache.get("pipelines", "plant", "p") is not None
+
+
+def test_a_remembered_absence_lapses() -> None:
+    cache = ObjectCache(absent_ttl=0.0)
+    cache.watched("pipelines")
+    cache.remember_absent("pipelines", "plant", "p")
+    assert not cache.absent("pipelines", "plant", "p")  # lapsed: the caller GETs again
