@@ -4,7 +4,7 @@ One `Operator` per process holds the Kubernetes client and the chosen backends. 
 `reconcile_*` call reads the object fresh (so an event handler and the level-based timer
 cannot act on stale copies), holds a per-object lock, calls the builder, performs the
 actions it returns, then writes `status` with one merge patch (only when it changed) and
-posts the builder's Events. The operator is the only writer of `status`; kopf's own
+queues the builder's Events. The operator is the only writer of `status`; kopf's own
 bookkeeping lives in annotations (see handlers.py).
 """
 
@@ -35,7 +35,6 @@ from loopline.operators.builders.decisions import (
     deletion,
     spec_change,
 )
-from loopline.operators.builders.events import event_body
 from loopline.operators.builders.model import (
     ChampionAlias,
     Event,
@@ -51,6 +50,7 @@ from loopline.operators.builders.runs import RunContext
 from loopline.operators.builders.serving import ServingDesired
 from loopline.operators.cache import ObjectCache
 from loopline.operators.errors import BackendRejected, BackendUnavailable
+from loopline.operators.events import EventRecorder
 from loopline.operators.kube import validation_message, without_nulls
 from loopline.operators.settings import OperatorSettings
 from loopline.settings import Settings
@@ -64,12 +64,7 @@ from loopline.types.common import (
 from loopline.types.history import Decision
 from loopline.types.model import ModelSpec
 from loopline.types.pipeline import PipelineSpec
-from loopline.types.status import (
-    Endpoints,
-    ModelPhase,
-    ModelStatus,
-    PipelineStatus,
-)
+from loopline.types.status import Endpoints, ModelPhase, ModelStatus, PipelineStatus
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +101,7 @@ class Operator:
         self._locks_guard = threading.Lock()
         self._written: dict[tuple[str, str, str], str] = {}
         self.cache = ObjectCache()
+        self.events = EventRecorder(self._post_event)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -119,12 +115,13 @@ class Operator:
     def _get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The watch's newest copy when the watch feeds the cache, else a GET."""
         held = self.cache.get(plural, namespace, name)
-        if held is not None:
+        if held is not None or self.cache.absent(plural, namespace, name):
             return held
         try:
             obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
         except ApiException as exc:
             if exc.status == 404:
+                self.cache.remember_absent(plural, namespace, name)
                 return None
             raise
         return obj
@@ -152,12 +149,13 @@ class Operator:
         return resource_version is not None and self._written.get(key) == resource_version
 
     def event(self, obj: dict[str, Any], event: Event) -> None:
-        """Post a core/v1 Event about `obj` (best effort: a lost Event must not stop work)."""
-        meta = obj["metadata"]
-        try:
-            self.core.create_namespaced_event(meta["namespace"], event_body(obj, event, utcnow()))
-        except ApiException as exc:
-            log.warning("could not post event %s on %s: %s", event.reason, meta["name"], exc)
+        """Queue a core/v1 Event about `obj`; posted beside the reconcile (operators/events.py)."""
+        self.events.record(obj, event, utcnow())
+
+    def _post_event(self, namespace: str, body: dict[str, Any]) -> None:
+        response = self.core.create_namespaced_event(namespace, body, _preload_content=False)
+        response.read()  # drained, so the connection is reused; the answer is not needed
+        response.release_conn()
 
     def record(self, obj: dict[str, Any], decisions: list[Decision]) -> None:
         """Append decisions to the Model's history ledger (best effort, like Events: a
@@ -439,10 +437,10 @@ class Operator:
             self._patch_status("pipelines", obj, plan.status)
 
     def close(self) -> None:
+        self.events.close()
         self.serving.close()
-        close_pipelines = getattr(self.pipelines, "close", None)  # the local fork worker
-        if callable(close_pipelines):
-            close_pipelines()
+        if callable(close := getattr(self.pipelines, "close", None)):  # the local fork worker
+            close()
         if self.monitoring is not None:
             self.monitoring.close()
         self.api.close()
