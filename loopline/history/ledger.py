@@ -7,9 +7,10 @@ rebuilt when unreadable, and its size is bounded by the object's.
 
 Layout: chunks named `<model>-history-<NNNNN>`, labelled `loopline.dev/history-of: <model>`,
 each holding up to `chunk_size` decisions as data keys `<at, ns since epoch>-<digest>` (so a
-chunk's keys sort by time and two writers never write the same key). An append is one merge
-patch adding keys; a full chunk is sealed (`immutable: true`, so the API server refuses any
-change to it) and the next one created; beyond `chunks` chunks the oldest is deleted (bounded
+chunk's keys sort by time and two writers never write the same key). An append is one API
+call: a merge patch adding keys, or, for a Model's first decisions, the creation of its chunk
+with them in it. A full chunk is sealed (`immutable: true`, so the API server refuses any
+change to it) and the next one created with the append's keys; beyond `chunks` chunks the oldest is deleted (bounded
 growth: `chunks * chunk_size` decisions are kept). The ledger carries no owner reference: it
 outlives the Model's deletion, which it records.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import threading
 from collections.abc import Iterable
@@ -33,6 +35,8 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 CHUNK_SIZE = 100
 CHUNKS = 200
 _CHUNK = re.compile(r"-history-(\d{5})$")
+
+log = logging.getLogger(__name__)
 
 
 def label_value(model: str) -> str:
@@ -103,43 +107,48 @@ class Ledger:
                 return
             self._last[(namespace, model)] = last
             for attempt in range(2):
-                tail = self._tail(namespace, model)
-                if tail.count + len(entries) > self.chunk_size and tail.count > 0:
-                    tail = self._roll(namespace, model, tail)
                 try:
-                    # The answer is the whole chunk: not parsed into a V1ConfigMap (it would
-                    # cost more than the patch itself).
-                    response = self.core.patch_namespaced_config_map(
-                        chunk_name(model, tail.index),
-                        namespace,
-                        {"data": entries},
-                        _preload_content=False,
-                    )
-                    response.read()  # drained, so the connection is reused
-                    response.release_conn()
+                    self._write(namespace, model, entries)
                 except ApiException as exc:
-                    # Deleted, or sealed by another writer: read the chunks again, once.
+                    # Deleted, sealed or opened by another writer: read the chunks again, once.
                     self._tails.pop((namespace, model), None)
                     with self._listing:
                         self._listed.discard(namespace)
                     if exc.status not in (404, 409, 422) or attempt:
                         raise
                     continue
-                tail.count += len(entries)
                 return
 
-    def _tail(self, namespace: str, model: str) -> _Tail:
+    def _write(self, namespace: str, model: str, entries: dict[str, str]) -> None:
+        """One API call: a patch of the open chunk, or the creation of the next chunk with
+        `entries` in it when there is none or it is full (sealing the full one first)."""
         key = (namespace, model)
-        tail = self._tails.get(key)
-        if tail is None:
-            self._list_namespace(namespace)
-            tail = self._tails.get(key)
+        tail = self._tail(namespace, model)
+        if tail is not None and tail.count + len(entries) > self.chunk_size and tail.count > 0:
+            self._seal(namespace, model, tail)
+            tail = None
         if tail is None:
             index = self._next.pop(key, 0)
-            self._create(namespace, model, index)
-            tail = _Tail(index, 0)
-            self._tails[key] = tail
-        return tail
+            self._create(namespace, model, index, entries)
+            self._tails[key] = _Tail(index, len(entries))
+            if index > 0:
+                self._prune(namespace, model)
+            return
+        # The answer is the whole chunk: not parsed into a V1ConfigMap (it would cost more
+        # than the patch itself).
+        response = self.core.patch_namespaced_config_map(
+            chunk_name(model, tail.index), namespace, {"data": entries}, _preload_content=False
+        )
+        response.read()  # drained, so the connection is reused
+        response.release_conn()
+        tail.count += len(entries)
+
+    def _tail(self, namespace: str, model: str) -> _Tail | None:
+        """The Model's open chunk, or None when it has none (its next index in `_next`)."""
+        key = (namespace, model)
+        if key not in self._tails:
+            self._list_namespace(namespace)
+        return self._tails.get(key)
 
     def _list_namespace(self, namespace: str) -> None:
         """Find every Model's open chunk in `namespace` with one list, the first time a Model
@@ -170,39 +179,44 @@ class Ledger:
                     self._next[key] = _index(found[-1]) + 1
             self._listed.add(namespace)
 
-    def _roll(self, namespace: str, model: str, tail: _Tail) -> _Tail:
-        """Seal the full chunk, open the next, drop the oldest beyond the retention."""
-        name = chunk_name(model, tail.index)
+    def _seal(self, namespace: str, model: str, tail: _Tail) -> None:
+        """Make the full chunk immutable; the next write opens the one after it."""
         try:
-            self.core.patch_namespaced_config_map(name, namespace, {"immutable": True})
+            self.core.patch_namespaced_config_map(
+                chunk_name(model, tail.index), namespace, {"immutable": True}
+            )
         except ApiException as exc:
             if exc.status not in (404, 422):
                 raise
-        nxt = _Tail(tail.index + 1, 0)
-        self._create(namespace, model, nxt.index)
-        self._tails[(namespace, model)] = nxt
-        for old in self._chunks(namespace, model)[: -self.chunks]:
-            try:
-                self.core.delete_namespaced_config_map(old.metadata.name, namespace)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-        return nxt
+        self._tails.pop((namespace, model), None)
+        self._next[(namespace, model)] = tail.index + 1
 
-    def _create(self, namespace: str, model: str, index: int) -> None:
+    def _prune(self, namespace: str, model: str) -> None:
+        """Drop the oldest chunks beyond the retention (after the write: a failure here loses
+        no decision, and the next roll prunes again)."""
+        try:
+            for old in self._chunks(namespace, model)[: -self.chunks]:
+                try:
+                    self.core.delete_namespaced_config_map(old.metadata.name, namespace)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+        except ApiException as exc:
+            log.warning("history of %s/%s: old chunks not pruned: %s", namespace, model, exc)
+
+    def _create(self, namespace: str, model: str, index: int, entries: dict[str, str]) -> None:
+        """Open chunk `index` holding `entries`; 409 when another writer opened it first."""
         body = k8s.V1ConfigMap(
             metadata=k8s.V1ObjectMeta(
                 name=chunk_name(model, index),
                 labels={LABEL: label_value(model), COMPONENT_LABEL: "history"},
                 annotations={"loopline.dev/model": model},
             ),
-            data={},
+            data=entries,
         )
-        try:
-            self.core.create_namespaced_config_map(namespace, body)
-        except ApiException as exc:
-            if exc.status != 409:  # another writer opened it first
-                raise
+        response = self.core.create_namespaced_config_map(namespace, body, _preload_content=False)
+        response.read()
+        response.release_conn()
 
     def _chunks(self, namespace: str, model: str) -> list[k8s.V1ConfigMap]:
         listing = self.core.list_namespaced_config_map(

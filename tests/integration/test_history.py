@@ -60,6 +60,54 @@ def test_ledger_seals_full_chunks_and_keeps_a_bounded_number(
     assert kept == ["3", "4", "5", "6", "7", "9"]
 
 
+class _Counting:
+    """CoreV1Api, with every call's method name recorded: the ledger's cost in API calls."""
+
+    def __init__(self, core: k8s.CoreV1Api) -> None:
+        self.core, self.calls = core, []
+
+    def __getattr__(self, name: str) -> object:
+        method = getattr(self.core, name)
+
+        def call(*args: object, **kwargs: object) -> object:
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        return call
+
+
+def test_a_models_first_decisions_open_its_chunk_in_one_call(
+    kube_api: k8s.ApiClient, namespace: str
+) -> None:
+    counting = _Counting(k8s.CoreV1Api(kube_api))
+    ledger = Ledger(counting, chunk_size=3, chunks=2)  # type: ignore[arg-type]
+    ledger.append(namespace, "drill", [_decision(0, "Created", "")])
+    # one list per namespace finds every Model's open chunk; then the create carries the entry
+    assert counting.calls == ["list_namespaced_config_map", "create_namespaced_config_map"]
+    counting.calls.clear()
+    ledger.append(namespace, "drill", [_decision(1, "Promoted", "1")])
+    ledger.append(namespace, "press", [_decision(1, "Created", "")])
+    assert counting.calls == ["patch_namespaced_config_map", "create_namespaced_config_map"]
+    assert [d.kind for d in ledger.read(namespace, "drill")] == ["Created", "Promoted"]
+
+
+def test_two_writers_opening_the_same_chunk_lose_no_decision(
+    kube_api: k8s.ApiClient, namespace: str
+) -> None:
+    core = k8s.CoreV1Api(kube_api)
+    first, second = Ledger(core), Ledger(core)
+    ledger_of_another = Ledger(core)
+    ledger_of_another.append(namespace, "press", [_decision(0, "Created", "")])
+    second.append(namespace, "press", [_decision(1, "Promoted", "1")])  # lists the namespace
+    first.append(namespace, "drill", [_decision(2, "Created", "")])
+    # `second` listed before drill had a chunk: its create is refused (409), it reads the
+    # chunks again and patches the one `first` opened
+    second.append(namespace, "drill", [_decision(3, "Promoted", "1")])
+    assert [d.kind for d in first.read(namespace, "drill")] == ["Created", "Promoted"]
+    chunks = core.list_namespaced_config_map(namespace, label_selector=f"{LABEL}=drill").items
+    assert [c.metadata.name for c in chunks] == [chunk_name("drill", 0)]
+
+
 def test_history_at_before_during_and_after_a_canary(
     cluster: ClusterHandle, kube_api: k8s.ApiClient, namespace: str
 ) -> None:
