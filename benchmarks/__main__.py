@@ -1,7 +1,9 @@
 """Run every `benchmarks/bench_*.py` (or those named) and list the result files.
 
 Each module has `main() -> Path` that measures, writes its JSON under results/ and returns it.
-`make bench BENCH_ARGS="serving data"` runs bench_serving.py and bench_data.py only.
+`make bench BENCH_ARGS="serving data"` runs bench_serving.py and bench_data.py only. Then the
+performance table of docs/profiles/README.md is regenerated from the result files
+(`benchmarks.performance_table`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ def main(argv: list[str]) -> int:
             failed.append(name)
             continue
         print(f"   wrote {path} ({time.perf_counter() - start:.1f} s)", flush=True)
+    from benchmarks.performance_table import main as performance_table
+
+    print(f"   regenerated {performance_table()}", flush=True)
     return 1 if failed else 0
 
 
