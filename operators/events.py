@@ -13,7 +13,8 @@ and goes on; one thread posts them in the order they came.
   (logged), rather than the operator's memory growing without bound.
 - `close` posts what is waiting (up to a deadline), so an operator that stops, or a test that
   reads the Events after stopping it, loses none that were queued.
-- A post the API server refuses is logged and dropped: Events were always best effort.
+- A post that fails (refused, or no answer) is logged and dropped: Events were always best
+  effort.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-from kubernetes.client.exceptions import ApiException
 
 from loopline.operators.builders.events import event_body
 from loopline.operators.builders.model_plan import Event
@@ -117,7 +116,7 @@ class EventRecorder:
             try:
                 self._post(body["metadata"]["namespace"], body)
                 self.posted += 1
-            except (ApiException, OSError) as exc:
+            except Exception as exc:  # any failure: a lost Event must not stop the recorder
                 name = body["involvedObject"]["name"]
                 log.warning("could not post event %s on %s: %s", body["reason"], name, exc)
 

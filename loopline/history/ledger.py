@@ -10,9 +10,9 @@ each holding up to `chunk_size` decisions as data keys `<at, ns since epoch>-<di
 chunk's keys sort by time and two writers never write the same key). An append is one API
 call: a merge patch adding keys, or, for a Model's first decisions, the creation of its chunk
 with them in it. A full chunk is sealed (`immutable: true`, so the API server refuses any
-change to it) and the next one created with the append's keys; beyond `chunks` chunks the oldest is deleted (bounded
-growth: `chunks * chunk_size` decisions are kept). The ledger carries no owner reference: it
-outlives the Model's deletion, which it records.
+change to it) and the next one created with the append's keys; beyond `chunks` chunks the
+oldest is deleted (bounded growth: `chunks * chunk_size` decisions are kept). The ledger
+carries no owner reference: it outlives the Model's deletion, which it records.
 """
 
 from __future__ import annotations
