@@ -91,10 +91,13 @@ def test_a_refused_post_is_logged_and_the_rest_go_on() -> None:
     def post(namespace: str, body: dict[str, Any]) -> None:
         if body["reason"] == "Refused":
             raise ApiException(status=403, reason="Forbidden")
+        if body["reason"] == "Unanswered":
+            raise RuntimeError("max retries exceeded")  # not an ApiException, not an OSError
         posted.append(body["reason"])
 
     recorder = EventRecorder(post)
     recorder.record(MODEL, Event("Normal", "Refused", "no rights"))
+    recorder.record(MODEL, Event("Normal", "Unanswered", "no server"))
     recorder.record(MODEL, Event("Normal", "Kept", "posted"))
     assert recorder.flush()
     assert posted == ["Kept"]
