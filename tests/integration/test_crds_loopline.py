@@ -118,7 +118,8 @@ def test_defaults_are_applied(kube_api: k8s.ApiClient, namespace: str) -> None:
         ),
         ({"monitoring": {"pValue": 1.5}}, "spec.monitoring.pValue", "less than 1"),
         ({"serving": {"replicas": -1}}, "spec.serving.replicas", "greater than or equal to 0"),
-        ({"alarms": {"raiseAt": 6}}, "spec.alarms.raiseAt", "alarms.raiseAt must not exceed"),
+        # the default window is 8 readings
+        ({"alarms": {"raiseAt": 9}}, "spec.alarms.raiseAt", "alarms.raiseAt must not exceed"),
         (
             {"alarms": {"raiseAt": 2, "clearBelow": 3}},
             "spec.alarms.clearBelow",
