@@ -200,6 +200,12 @@ class LocalCluster:
                 if build and self._binaries is None:
                     node.build_binaries(self.settings)
                     dns.ensure_binary(self.settings, binaries.bin_dir)
+                if (left := prerequisites.leftover()) is not None:
+                    log.warning(
+                        "%s: left by a containerd node that stopped without `down`; removing it",
+                        left,
+                    )
+                    teardown.reclaim(binaries.bin_dir / "kube-proxy")
                 prerequisites.check(binaries.bin_dir)
             started = time.monotonic()
             try:

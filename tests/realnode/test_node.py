@@ -3,11 +3,13 @@ DNS name, images pulled from the cluster's registry, a killed container restarte
 kubelet, recovery of a killed kubelet, and a `down` that leaves nothing behind on the machine.
 
 The teardown test takes the session cluster down; the `realnode` fixture brings it back for
-any test that runs after it.
+any test that runs after it. The crash test kills the session cluster's every process and
+brings the session a new one in another state directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -15,8 +17,12 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from loopline.cluster import process as proc
-from loopline.cluster.node import config, oci, teardown
+from loopline.cluster.manager import LocalCluster
+from loopline.cluster.node import config, oci, prerequisites, teardown
+from loopline.cluster.settings import ClusterSettings
 from loopline.cluster.state import Health, is_alive
 from tests.fixtures.cluster import wait_for
 from tests.realnode.conftest import RealNode, busybox_pod, http_server_script, push_archive
@@ -272,3 +278,47 @@ def proc_alive(pid: int) -> bool:
     except OSError:
         return False
     return fields[0] not in ("Z", "X")
+
+
+def test_a_node_killed_without_down_is_cleaned_up_by_the_next_up(
+    realnode: RealNode, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Every process of the node SIGKILLed at once, as when the machine's containers are
+    restarted: its pods' mounts, its bridge and kube-proxy's chains stay behind, and no
+    component is left to say whose they are. The next `up`, from a new state directory,
+    removes them and starts a node that runs pods."""
+    realnode.apply(busybox_pod("doomed", http_server_script("x"), port=8080))
+    realnode.wait_pod_ready("default", "doomed")
+    crashed = realnode.local
+    layout = crashed.node_layout
+    shims = teardown.node_processes(layout.containerd_socket)
+    assert shims
+    assert teardown.link_exists(config.BRIDGE)
+    for record in realnode.state.processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(record.pid, signal.SIGKILL)
+    for pid in shims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not prerequisites.running_components(), timeout=30, what="the kill")
+    assert teardown.mounts_under(layout.root), "the pods' mounts outlive the node"
+    assert prerequisites.other_node() is None
+    left = prerequisites.leftover()
+    assert left is not None
+    assert config.BRIDGE in left
+    assert str(crashed.state_dir) in left
+
+    realnode.local = LocalCluster(
+        ClusterSettings(state_dir=tmp_path_factory.mktemp("realnode") / "state")
+    )
+    realnode.ensure_up()
+
+    assert teardown.mounts_under(layout.root) == []
+    assert teardown.shim_pids(layout.containerd_socket) == []
+    assert prerequisites.leftover() is None
+    realnode.apply(busybox_pod("reborn", http_server_script("y"), port=8080))
+    realnode.wait_pod_ready("default", "reborn")
+    assert realnode.exec("default", "reborn", "wget", "-qO-", "http://127.0.0.1:8080/") == "y\n"
+    realnode.kubectl("delete", "pod", "reborn", "--wait=false")
+    crashed.down()
+    assert not crashed.state_dir.exists()

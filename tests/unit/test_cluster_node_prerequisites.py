@@ -55,3 +55,25 @@ def test_check_names_every_missing_piece(tmp_path: Path, monkeypatch: pytest.Mon
     assert "platform/build-node.sh" in message
     if os.geteuid() != 0:
         assert "run as root" in message
+
+
+@pytest.mark.parametrize(
+    ("argv", "ours"),
+    [
+        (["/root/.cache/loopline/k8s-v1.34.4/bin/kubelet", "--config=/s/node/kubelet/c"], True),
+        (["kube-proxy", "--config=x"], True),
+        (["/usr/bin/containerd", "--config=/tmp/x/state/node/containerd/config.toml"], True),
+        (["/usr/bin/containerd", "--config", "/tmp/x/state/node/containerd/config.toml"], True),
+        (["/usr/bin/containerd"], False),  # the machine's own containerd (podman's, docker's)
+        (["/usr/bin/containerd", "--config=/etc/containerd/config.toml"], False),
+        (["containerd-shim-runc-v2", "-address", "/s/node/containerd/containerd.sock"], False),
+        (["python", "kubelet"], False),
+        ([], False),
+    ],
+)
+def test_running_node_components_are_told_from_the_machines_own(
+    argv: list[str], ours: bool
+) -> None:
+    """A shim alone does not make a node run: the shims of a killed node are what the
+    next `up` removes."""
+    assert prerequisites.is_node_component(argv) is ours

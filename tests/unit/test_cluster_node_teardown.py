@@ -100,3 +100,19 @@ def test_a_node_that_never_started_has_nothing_to_find(tmp_path: Path) -> None:
     assert teardown.load_record(layout) == teardown.Record()
     assert teardown.node_processes(layout.containerd_socket) == []
     assert teardown.mounts_under(layout.root) == []
+
+
+def test_a_crashed_nodes_state_dir_is_found_from_its_mounts_and_shims() -> None:
+    roots = teardown.node_roots(
+        [
+            "/tmp/a/state/node/kubelet/root",
+            "/tmp/a/state/node/kubelet/root/pods/uid/volumes/kubernetes.io~projected/x",
+            "/tmp/b/state/node/containerd/state/io.containerd.grpc.v1.cri/sandboxes/id/shm",
+            "/tmp/c/state/node/containerd/containerd.sock",  # a shim's -address
+            "/var/lib/kubelet/pods/uid/volumes/x",  # a real kubelet's: no state dir of ours
+            "/srv/node/kubelet/rootfs",  # only a prefix of the name
+            "/node/containerd/x",  # nothing above the node directory
+            "/proc",
+        ]
+    )
+    assert roots == [Path("/tmp/a/state"), Path("/tmp/b/state"), Path("/tmp/c/state")]

@@ -9,7 +9,9 @@ import subprocess
 from pathlib import Path
 
 from loopline.cluster.errors import ClusterError
+from loopline.cluster.node import teardown
 from loopline.cluster.node.config import BRIDGE, CNI_BIN_DIR, POD_CIDR
+from loopline.cluster.node.layout import NODE_DIR
 
 # (command or file, Debian package that ships it)
 _COMMANDS = (
@@ -65,17 +67,64 @@ def overlapping_routes(routes: str, cidr: str = POD_CIDR, own_device: str = BRID
     return found
 
 
-def other_node() -> str | None:
-    """Why this machine already has a containerd node (its bridge, or kube-proxy's
-    chains), or None."""
-    if Path(f"/sys/class/net/{BRIDGE}").exists():
-        return f"the bridge {BRIDGE} exists"
+def is_node_component(argv: list[str]) -> bool:
+    """Whether a command line is a running node's: a kubelet or kube-proxy (ours or anyone
+    else's: either would fight over the same iptables chains), or a containerd with a
+    Loopline node's configuration (pure)."""
+    if not argv:
+        return False
+    name = Path(argv[0]).name
+    if name in ("kubelet", "kube-proxy"):
+        return True
+    config = f"/{NODE_DIR}/containerd/config.toml"
+    return name == "containerd" and any(arg.endswith(config) for arg in argv[1:])
+
+
+def running_components() -> list[str]:
+    """`name (pid N)` of every running node component on this machine."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        argv = [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+        if is_node_component(argv):
+            found.append(f"{Path(argv[0]).name} (pid {entry.name})")
+    return found
+
+
+def _kube_chains() -> bool:
     saved = subprocess.run(
         ["iptables-save", "-t", "nat"], capture_output=True, text=True, check=False, env=_env()
     )
-    if ":KUBE-SERVICES " in saved.stdout:
+    return ":KUBE-SERVICES " in saved.stdout
+
+
+def other_node() -> str | None:
+    """Why this machine already runs a containerd node, or None.
+
+    A node runs while one of its components does. kube-proxy's chains with neither a
+    component running nor anything of a Loopline node beside them belong to someone else's
+    Kubernetes, stopped for now: they are not ours to remove either."""
+    if running := running_components():
+        return f"{', '.join(running)} run"
+    if leftover() is None and _kube_chains():
         return "kube-proxy's KUBE-SERVICES chain exists"
     return None
+
+
+def leftover() -> str | None:
+    """What a Loopline node that stopped without `down` left on this machine (its bridge,
+    the mounts of its state directory), when none of a node's components runs; or None.
+    `teardown.reclaim` removes it."""
+    if running_components():
+        return None
+    parts = [f"the bridge {BRIDGE}"] if Path(f"/sys/class/net/{BRIDGE}").exists() else []
+    parts += [f"the mounts and pods of {root}" for root in teardown.crashed_node_roots()]
+    return " and ".join(parts) or None
 
 
 def _env() -> dict[str, str]:
@@ -112,8 +161,12 @@ def check(bin_dir: Path) -> None:
         problems.append(
             f"{other}: another containerd node runs on this machine (one at a time: they "
             "would share the pod bridge and kube-proxy's iptables chains). Stop it with "
-            "`loopline cluster down --state-dir ...`; if it is a leftover of a crashed one, "
-            f"`ip link delete {BRIDGE}` and `kube-proxy --cleanup` remove it"
+            "`loopline cluster down --state-dir ...` first"
+        )
+    elif not missing and (left := leftover()):
+        problems.append(
+            f"{left}: left by a containerd node that stopped without `loopline cluster "
+            "down`, and not removable (the log says why)"
         )
     if not Path("/sys/fs/cgroup").is_dir():
         problems.append("/sys/fs/cgroup is not mounted: the kubelet needs cgroups")

@@ -23,8 +23,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loopline.cluster.layout import Layout
 from loopline.cluster.node.config import BRIDGE, CNI_NETWORK
-from loopline.cluster.node.layout import NodeLayout
+from loopline.cluster.node.layout import NODE_DIR, NodeLayout
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +126,16 @@ def _unescape(path: str) -> str:
     return path
 
 
+def mount_points() -> list[str]:
+    """Every mount point of this mount namespace."""
+    with open("/proc/self/mountinfo") as handle:
+        return [_unescape(line.split()[4]) for line in handle]
+
+
 def mounts_under(root: Path) -> list[str]:
     """Mount points at or below `root` (deepest first), from this mount namespace."""
     prefix = str(root).rstrip("/")
-    points = []
-    with open("/proc/self/mountinfo") as handle:
-        for line in handle:
-            point = _unescape(line.split()[4])
-            if point == prefix or point.startswith(prefix + "/"):
-                points.append(point)
+    points = [p for p in mount_points() if p == prefix or p.startswith(prefix + "/")]
     return sorted(set(points), key=lambda p: (-p.count("/"), p))
 
 
@@ -324,17 +326,78 @@ def teardown(layout: NodeLayout, kube_proxy: Path | None) -> Report:
     report = Report()
     noted = load_record(layout)
     kill_node_processes(layout.containerd_socket, report)
-    if kube_proxy is not None and kube_proxy.exists():
-        result = _run([str(kube_proxy), "--cleanup", "--v=0"])
-        if result.returncode != 0:
-            report.errors.append(f"kube-proxy --cleanup: {result.stderr.strip()[-500:]}")
-    clean_iptables(report, set(noted.chains_before))
-    unmount_all(layout.root, report)
-    remove_bridge(report)
-    remove_cgroups(report)
+    _remove_machine_state(report, kube_proxy, set(noted.chains_before), layout.root)
     if noted.ip_forward == "0":
         with contextlib.suppress(OSError):
             Path("/proc/sys/net/ipv4/ip_forward").write_text("0\n")
     for line in report.errors:
         log.warning("node teardown: %s", line)
+    return report
+
+
+def _remove_machine_state(
+    report: Report, kube_proxy: Path | None, keep_chains: set[str], root: Path | None
+) -> None:
+    if kube_proxy is not None and kube_proxy.exists():
+        result = _run([str(kube_proxy), "--cleanup", "--v=0"])
+        if result.returncode != 0:
+            report.errors.append(f"kube-proxy --cleanup: {result.stderr.strip()[-500:]}")
+    clean_iptables(report, keep_chains)
+    if root is not None:
+        unmount_all(root, report)
+    remove_bridge(report)
+    remove_cgroups(report)
+
+
+# -- what a crashed node left -----------------------------------------------------------------
+
+
+def node_roots(paths: list[str]) -> list[Path]:
+    """Cluster state directories that mount points or shim sockets (`paths`) lie in: a
+    node's mounts are all below `<state dir>/node/kubelet/root` or `<state dir>/node/
+    containerd/`, its shims listen beside its containerd socket (pure)."""
+    roots: set[Path] = set()
+    for path in paths:
+        for below in (f"/{NODE_DIR}/kubelet/root", f"/{NODE_DIR}/containerd"):
+            head, found, tail = path.partition(below)
+            if found and head and (not tail or tail.startswith("/")):
+                roots.add(Path(head))
+    return sorted(roots)
+
+
+def _shim_sockets() -> list[str]:
+    sockets = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        argv = _cmdline(int(entry.name))
+        if argv and "containerd-shim" in Path(argv[0]).name and "-address" in argv[:-1]:
+            sockets.append(argv[argv.index("-address") + 1])
+    return sockets
+
+
+def crashed_node_roots() -> list[Path]:
+    """State directories of nodes whose mounts or shims outlived them. Only directories
+    that hold a node's own record (written by `up` before anything else) count, so no
+    one else's mounts are ever taken for ours."""
+    found = node_roots([*mount_points(), *_shim_sockets()])
+    return [root for root in found if NodeLayout(Layout(root)).teardown_file.is_file()]
+
+
+def reclaim(kube_proxy: Path | None) -> Report:
+    """Remove what a containerd node that stopped without `down` (its processes killed,
+    the machine's containers restarted) left: its shims and pods, mounts, bridge, iptables
+    chains and cgroups. Only for when none of a node's components runs (see
+    prerequisites.leftover): the pieces are found by what only a node makes."""
+    report = Report()
+    for root in crashed_node_roots():
+        log.warning("removing what the containerd node of %s left behind", root)
+        done = teardown(NodeLayout(Layout(root)), kube_proxy)
+        for name in ("killed", "unmounted", "links", "iptables", "errors"):
+            getattr(report, name).extend(getattr(done, name))
+    # With no record of what was there before, every shared CNI-HOSTPORT chain is kept.
+    shared = {chain for chain in chains_now() if chain.startswith("CNI-HOSTPORT-")}
+    _remove_machine_state(report, kube_proxy, shared, None)
+    for line in report.errors:
+        log.warning("node reclaim: %s", line)
     return report
