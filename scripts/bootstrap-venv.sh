@@ -2,8 +2,11 @@
 # Create (once) or reuse the project's Python environment, then link it as ./.venv.
 #
 # The venv holds several GB (torch brings CUDA libraries even on CPU-only machines), so it lives
-# outside the clone under the cache, keyed by the lock file and the interpreter: a fresh clone of
-# the same commit reuses it in seconds, and a changed pin builds a new one beside the old.
+# outside the clone under the cache, keyed by the lock file, the interpreter and the clone's
+# path: a fresh clone at the same path (CI's) reuses it in seconds, and a changed pin builds a
+# new one beside the old. The path is part of the key because the venv holds an editable
+# install of the clone: shared between two clones, each `make` would point the other's
+# running tests and servers at its own code.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,7 +19,7 @@ if ! command -v "$python" >/dev/null 2>&1; then
   exit 1
 fi
 
-key=$( { cat "$lock"; "$python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -c1-16)
+key=$( { cat "$lock"; "$python" -c 'import sys; print(sys.version)'; echo "$root"; } | sha256sum | cut -c1-16)
 venv=$cache/venvs/$key
 mkdir -p "$cache/venvs"
 
@@ -34,7 +37,7 @@ if [ ! -f "$venv/.complete" ]; then
   touch "$venv/.complete"
 fi
 
-# The venv is shared between clones, so the editable install must point at this one.
+# A clone moved to this path, or a changed pyproject, re-points the editable install.
 want="$root $(sha256sum "$root/pyproject.toml" | cut -c1-16)"
 if [ "$(cat "$venv/.editable" 2>/dev/null)" != "$want" ]; then
   "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e "$root"
