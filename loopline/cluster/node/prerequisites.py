@@ -82,18 +82,11 @@ def is_node_component(argv: list[str]) -> bool:
 
 def running_components() -> list[str]:
     """`name (pid N)` of every running node component on this machine."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        argv = [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-        if is_node_component(argv):
-            found.append(f"{Path(argv[0]).name} (pid {entry.name})")
-    return found
+    return [
+        f"{Path(argv[0]).name} (pid {pid})"
+        for pid, argv in teardown.command_lines()
+        if is_node_component(argv)
+    ]
 
 
 def _kube_chains() -> bool:
@@ -104,26 +97,25 @@ def _kube_chains() -> bool:
 
 
 def other_node() -> str | None:
-    """Why this machine already runs a containerd node, or None.
-
-    A node runs while one of its components does. kube-proxy's chains with neither a
-    component running nor anything of a Loopline node beside them belong to someone else's
-    Kubernetes, stopped for now: they are not ours to remove either."""
+    """Why this machine already runs a containerd node (one of its components runs), or
+    None."""
     if running := running_components():
         return f"{', '.join(running)} run"
-    if leftover() is None and _kube_chains():
-        return "kube-proxy's KUBE-SERVICES chain exists"
     return None
 
 
 def leftover() -> str | None:
-    """What a Loopline node that stopped without `down` left on this machine (its bridge,
-    the mounts of its state directory), when none of a node's components runs; or None.
-    `teardown.reclaim` removes it."""
+    """What a containerd node that stopped without `down` left on this machine (its
+    bridge, the mounts of its state directory, kube-proxy's chains), when none of a node's
+    components runs; or None. `teardown.reclaim` removes it. The chains may be another
+    Kubernetes' whose kube-proxy is stopped: with no kube-proxy and no kubelet running they
+    serve nothing, and both make theirs afresh when they start."""
     if running_components():
         return None
     parts = [f"the bridge {BRIDGE}"] if Path(f"/sys/class/net/{BRIDGE}").exists() else []
     parts += [f"the mounts and pods of {root}" for root in teardown.crashed_node_roots()]
+    if _kube_chains():
+        parts.append("kube-proxy's KUBE-SERVICES chain")
     return " and ".join(parts) or None
 
 

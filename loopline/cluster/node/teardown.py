@@ -20,6 +20,7 @@ import shlex
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,14 @@ def _cmdline(pid: int) -> list[str]:
     return [p.decode(errors="replace") for p in raw.split(b"\0") if p]
 
 
+def command_lines() -> Iterator[tuple[int, list[str]]]:
+    """(pid, argv) of every process of this machine that has a command line (not the
+    kernel's threads)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (argv := _cmdline(int(entry.name))):
+            yield int(entry.name), argv
+
+
 def _children_map() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
@@ -71,14 +80,11 @@ def _children_map() -> dict[int, list[int]]:
 
 def shim_pids(socket: Path) -> list[int]:
     """containerd shims serving our containerd: started with `-address <our socket>`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        argv = _cmdline(int(entry.name))
-        if argv and "containerd-shim" in Path(argv[0]).name and str(socket) in argv:
-            pids.append(int(entry.name))
-    return pids
+    return [
+        pid
+        for pid, argv in command_lines()
+        if "containerd-shim" in Path(argv[0]).name and str(socket) in argv
+    ]
 
 
 def node_processes(socket: Path) -> list[int]:
@@ -366,14 +372,11 @@ def node_roots(paths: list[str]) -> list[Path]:
 
 
 def _shim_sockets() -> list[str]:
-    sockets = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        argv = _cmdline(int(entry.name))
-        if argv and "containerd-shim" in Path(argv[0]).name and "-address" in argv[:-1]:
-            sockets.append(argv[argv.index("-address") + 1])
-    return sockets
+    return [
+        argv[argv.index("-address") + 1]
+        for _, argv in command_lines()
+        if "containerd-shim" in Path(argv[0]).name and "-address" in argv[:-1]
+    ]
 
 
 def crashed_node_roots() -> list[Path]:
