@@ -8,7 +8,9 @@ first window-1 readings are judged on the readings seen so far, as in the evalua
 the threshold among them already raise an event.
 
 While the monitor reports the model stale (`drift_state`), its threshold verdict is no alarm:
-after a recipe change every row is over it. The debouncer then takes a drift-robust verdict
+after a recipe change every row is over it. When the model turns stale (or back), each
+entity's window and open alarm are dropped, so the new rule raises its own events. The
+debouncer then takes a drift-robust verdict
 instead, one that needs no model: each sensor of the row against the same sensor's last
 `ROBUST_WINDOW` readings of the same entity, a robust z (distance from their median in units
 of their scaled median absolute deviation), and the row counts when any sensor's is over
@@ -102,6 +104,7 @@ class _Entity:
     seen: int = 0  # rows written to `readings`
     over: int = 0  # how many of `flags` are True
     active: bool = False
+    stale: bool = False  # which rule judged `flags`: the threshold's, or drift-robust
 
 
 @dataclass
@@ -180,6 +183,8 @@ class AlarmEvents:
             self._remember(entity, x, flags, stale)
         out = Step(active=[])
         for row, (e, flag) in enumerate(zip(entity, flags, strict=True)):
+            if e.stale != stale:
+                _rejudge(e, stale)
             if len(e.flags) == self.n and e.flags[0]:
                 e.over -= 1
             e.flags.append(bool(flag))
@@ -247,6 +252,18 @@ class AlarmEvents:
         keys = entities if entities is not None else [""] * len(flags)
         step = self.step(keys, flags, x, stale=stale, u=None if u is None else list(u))
         return [_ACTIVE_B if a else _INACTIVE_B for a in step.active], len(step.raised)
+
+
+def _rejudge(e: _Entity, stale: bool) -> None:
+    """The verdict's rule changed (the model went stale, or drift cleared): what the other
+    rule flagged is forgotten and an alarm it raised ends, so every event is raised by one
+    rule. Kept, the threshold's verdicts of the last readings before staleness was
+    confirmed (a recipe change puts every row over it) would hold an alarm open into the
+    stale period, and a fault then would extend that alarm instead of raising its own."""
+    e.flags.clear()
+    e.over = 0
+    e.active = False
+    e.stale = stale
 
 
 def _judge(groups: list[tuple[_Entity, list[int]]], x: np.ndarray, flags: list[bool]) -> None:

@@ -119,6 +119,27 @@ def test_while_stale_the_threshold_verdict_raises_nothing_and_a_break_does() -> 
     assert fault.raised == [2]
 
 
+def test_an_alarm_of_the_threshold_ends_when_the_model_turns_stale() -> None:
+    """The threshold's verdicts just before staleness is confirmed are the drift's (every
+    row over): their alarm ends at the change, and a fault right after raises its own event
+    under the drift-robust rule instead of extending that one."""
+    rng = np.random.default_rng(4)
+    events = AlarmEvents(5, 8, 1, max_entities=2)
+    normal = 1.0 + 0.05 * rng.standard_normal((ROBUST_WINDOW, 4))
+    events.step(["m"] * ROBUST_WINDOW, [False] * ROBUST_WINDOW, normal)
+    moved = 1.3 + 0.065 * rng.standard_normal((20, 4))
+    storm = [events.step(["m"], [True], moved[i : i + 1]) for i in range(8)]
+    assert [s.active[0] for s in storm] == [False] * 4 + [True] * 4
+    assert events.step(["m"], [True], moved[8:9], stale=True).active == [False]
+    broken = moved[9:16].copy()
+    broken[:, 1] *= 0.2  # a tool breakage: torque drops
+    fault = [events.step(["m"], [True], broken[i : i + 1], stale=True) for i in range(7)]
+    assert [s.active[0] for s in fault] == [False] * 4 + [True] * 3
+    assert [bool(s.raised) for s in fault] == [False] * 4 + [True] + [False] * 2
+    # drift cleared (or a new model): the robust rule's alarm ends too
+    assert events.step(["m"], [True], moved[16:17], stale=False).active == [False]
+
+
 def test_rows_of_one_request_are_judged_against_the_readings_before_it() -> None:
     rng = np.random.default_rng(2)
     events = AlarmEvents(1, 1, 1, max_entities=2)
